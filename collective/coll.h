@@ -1,0 +1,72 @@
+/* Collectives for data-parallel training: allreduce and broadcast over one of
+ * three back ends (MPI_Allreduce, our own ring over MPI point-to-point, NCCL).
+ * Typed calls take element counts, never byte counts. */
+#ifndef TFDIST_COLLECTIVE_COLL_H
+#define TFDIST_COLLECTIVE_COLL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { COLL_OK = 0, COLL_ERR = -1, COLL_ETIMEOUT = -2 };
+
+typedef enum { COLL_BACKEND_MPI = 0, COLL_BACKEND_RING = 1, COLL_BACKEND_NCCL = 2 } coll_backend;
+
+/* Who this process is. MPI is initialised here; a plain run without mpirun
+ * is a world of one. */
+typedef struct {
+  int rank, size;
+  int local_rank, local_size; /* from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) */
+  char host[256];
+  int thread_level;           /* what MPI granted */
+} coll_world;
+
+typedef struct {
+  coll_backend backend;
+  double timeout_s;  /* a collective not done by then fails with COLL_ETIMEOUT */
+  void *stream;      /* NCCL: the cudaStream_t the caller orders work on */
+  int device;        /* NCCL: CUDA device index */
+} coll_config;
+
+typedef struct coll_comm coll_comm;
+typedef struct coll_request coll_request;
+
+int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes);
+/* Gathers every rank's host and local rank; rows is (size) entries, owned by the caller. */
+typedef struct {
+  char host[64];
+  int local_rank;
+  char device[64];
+} coll_rank_info;
+int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll_rank_info *rows,
+                           char *err, size_t err_bytes);
+void coll_world_finalize(coll_world *w);
+/* Only the CLI may call this: it ends every rank of the job. */
+void coll_world_abort(const coll_world *w, int code);
+
+/* The MPI library's own version line, e.g. "Open MPI v4.1.4, ...". */
+void coll_mpi_version(char *out, size_t out_bytes);
+
+int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg, char *err,
+                   size_t err_bytes);
+void coll_comm_free(coll_comm *c);
+const char *coll_comm_error(const coll_comm *c);
+coll_backend coll_comm_backend(const coll_comm *c);
+const char *coll_backend_name(coll_backend b);
+int coll_backend_parse(const char *name, coll_backend *out);
+
+/* In place; buf holds elems floats (device memory for NCCL, host otherwise). */
+int coll_allreduce_avg_f32(coll_comm *c, float *buf, int64_t elems);
+/* Out of place when send != recv; send == recv is in place. */
+int coll_allreduce_sum_f32(coll_comm *c, const float *send, float *recv, int64_t elems);
+/* Host doubles, for metrics; always over MPI whatever the back end. */
+int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems);
+int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root);
+int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root);
+int coll_barrier(coll_comm *c);
+
+/* Non-blocking average, for overlapping a layer's reduction with the rest of
+ * backward. *req is valid until coll_wait returns. */
+int coll_iallreduce_avg_f32(coll_comm *c, float *buf, int64_t elems, coll_request **req);
+int coll_wait(coll_comm *c, coll_request *req);
+
+#endif

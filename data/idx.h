@@ -1,0 +1,37 @@
+/* MNIST-format idx files: finding them, reading them (raw or .gz) and
+ * validating every header field before a byte is trusted. */
+#ifndef TFDIST_DATA_IDX_H
+#define TFDIST_DATA_IDX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DATA_IDX_MAGIC_IMAGES 0x00000803u
+#define DATA_IDX_MAGIC_LABELS 0x00000801u
+#define DATA_CLASSES 10
+
+/* One split (train or test), fully in memory as uint8. */
+typedef struct {
+  uint8_t *images; /* (count, rows*cols) row-major, owned */
+  uint8_t *labels; /* (count), each < DATA_CLASSES, owned */
+  int64_t count;
+  int32_t rows, cols;
+} data_set;
+
+/* The four files of a data folder, found recursively, .gz or raw. */
+typedef struct {
+  char train_images[4096];
+  char train_labels[4096];
+  char test_images[4096];
+  char test_labels[4096];
+} data_files;
+
+int data_files_find(data_files *out, const char *dir, char *err, size_t err_bytes);
+
+/* Loads and validates an images/labels pair: magic, dims (rows*cols must be
+ * 784 when expect_784), counts that agree, exact sizes, labels < 10. */
+int data_set_load(data_set *ds, const char *images_path, const char *labels_path,
+                  int expect_784, char *err, size_t err_bytes);
+void data_set_free(data_set *ds);
+
+#endif

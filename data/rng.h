@@ -1,0 +1,28 @@
+/* The documented seeded generator: SplitMix64 (Steele, Lea & Flood 2014).
+ * Same seed, same stream -> same numbers on every machine and compiler,
+ * because it is pure 64-bit integer arithmetic. */
+#ifndef TFDIST_DATA_RNG_H
+#define TFDIST_DATA_RNG_H
+
+#include <stdint.h>
+
+typedef struct {
+  uint64_t state;
+} data_rng;
+
+/* Streams keep uses independent: init weights, epoch permutations, ... */
+enum { DATA_RNG_STREAM_INIT = 1, DATA_RNG_STREAM_EPOCH = 2, DATA_RNG_STREAM_SYNTH = 3 };
+
+/* state = mix(seed) ^ mix(stream * golden + sub): distinct (seed, stream, sub)
+ * triples start far apart in the SplitMix64 sequence. */
+void data_rng_seed(data_rng *r, uint64_t seed, uint64_t stream, uint64_t sub);
+uint64_t data_rng_next(data_rng *r);
+/* Uniform in [0, 1) with 24 random bits: every value is an exact float. */
+float data_rng_uniform(data_rng *r);
+/* Uniform in [0, n), unbiased (Lemire's multiply-shift with rejection). */
+uint32_t data_rng_below(data_rng *r, uint32_t n);
+/* The training order of epoch `epoch`: a Fisher-Yates shuffle of 0..n-1 drawn
+ * from stream (seed, DATA_RNG_STREAM_EPOCH, epoch). Every rank derives it alone. */
+void data_perm_epoch(int32_t *perm, int64_t n, uint64_t seed, int64_t epoch);
+
+#endif

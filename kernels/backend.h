@@ -1,0 +1,122 @@
+/* The compute backend interface. The CPU backend (OpenBLAS) is the reference;
+ * the CUDA backend implements the same ops and is tested against it. */
+#ifndef TFDIST_KERNELS_BACKEND_H
+#define TFDIST_KERNELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { KERN_DEVICE_CPU = 0, KERN_DEVICE_CUDA = 1 } kern_device;
+typedef enum { KERN_ACT_NONE = 0, KERN_ACT_RELU = 1 } kern_act;
+typedef enum { KERN_MATH_FP32 = 0, KERN_MATH_TF32 = 1 } kern_math;
+typedef enum { KERN_OPT_SGD = 0, KERN_OPT_MOMENTUM = 1 } kern_opt_kind;
+
+/* Accumulated in backend memory by kern_xent, so a step needs no host sync.
+ * Doubles: 60k per-sample losses summed in float would lose digits. */
+typedef struct {
+  double loss_sum;      /* sum of per-sample cross-entropy since reset */
+  double correct;       /* correctly classified samples since reset */
+  double samples;       /* samples since reset */
+  double last_loss_sum; /* the most recent batch alone */
+  double last_correct;
+  double last_samples;
+} kern_stats;
+
+typedef struct {
+  kern_opt_kind kind;
+  float lr;
+  float momentum; /* KERN_OPT_MOMENTUM: v = m*v + g; p -= lr*v */
+} kern_opt;
+
+typedef struct {
+  kern_device device;
+  int device_index; /* CUDA: local_rank % device_count, chosen by the caller */
+  kern_math math;
+  int threads;      /* CPU BLAS threads; 0 leaves the library default */
+} kern_config;
+
+typedef struct kern_backend kern_backend;
+
+/* Every pointer handed to an op is backend memory (host memory for the CPU
+ * backend, device memory for CUDA), allocated with kern_mem_alloc.
+ * Shapes: matrices are row-major; a dense layer's weight w is (in_dim, out_dim),
+ * its bias b is (out_dim), activations are (n, dim).
+ * Gradient convention (said once, here): kern_dense_backward ACCUMULATES into
+ * dw and db (+=) and OVERWRITES din. Callers zero the gradient buffer per step. */
+typedef struct kern_ops {
+  const char *name;
+  void (*destroy)(kern_backend *be);
+  int (*mem_alloc)(kern_backend *be, void **ptr, size_t bytes);
+  void (*mem_free)(kern_backend *be, void *ptr);
+  int (*mem_upload)(kern_backend *be, void *dst, const void *src, size_t bytes);
+  int (*mem_download)(kern_backend *be, void *dst, const void *src, size_t bytes);
+  int (*mem_zero)(kern_backend *be, void *dst, size_t bytes);
+  int (*mem_copy)(kern_backend *be, void *dst, const void *src, size_t bytes);
+  int (*sync)(kern_backend *be);
+  int (*dense_forward)(kern_backend *be, float *out, const float *in, const float *w,
+                       const float *b, int64_t n, int64_t in_dim, int64_t out_dim,
+                       kern_act act);
+  int (*dense_backward)(kern_backend *be, float *din, float *dw, float *db, float *dout,
+                        const float *in, const float *w, const float *out, int64_t n,
+                        int64_t in_dim, int64_t out_dim, kern_act act);
+  int (*xent)(kern_backend *be, float *dlogits, kern_stats *stats, const float *logits,
+              const int32_t *labels, int64_t n, int64_t classes, float grad_scale);
+  int (*softmax)(kern_backend *be, float *probs, const float *logits, int64_t n,
+                 int64_t classes);
+  int (*gather_u8)(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
+                   const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
+                   const int64_t *cursor, int64_t n);
+  int (*cursor_advance)(kern_backend *be, int64_t *cursor, int64_t delta);
+  int (*opt_update)(kern_backend *be, float *params, const float *grads, float *state,
+                    int64_t elems, const kern_opt *opt);
+  /* Optional (NULL on CPU): record the ops issued between begin and end as one
+   * replayable graph. The runtime falls back to plain calls when absent. */
+  int (*graph_begin)(kern_backend *be);
+  int (*graph_end)(kern_backend *be, void **graph);
+  int (*graph_launch)(kern_backend *be, void *graph);
+  void (*graph_free)(kern_backend *be, void *graph);
+  void *(*stream)(kern_backend *be); /* cudaStream_t for NCCL; NULL on CPU */
+} kern_ops;
+
+struct kern_backend {
+  const kern_ops *ops;
+  kern_config cfg;
+  char err[512]; /* last error, one line */
+};
+
+int kern_backend_init(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
+void kern_backend_free(kern_backend *be);
+/* How many CUDA devices are usable; 0 with no GPU or no driver, and on
+ * CPU-only builds. why (optional) receives the reason when 0. */
+int kern_cuda_device_count(char *why, size_t why_bytes);
+
+/* What the BLAS reports of itself ("OpenBLAS 0.3.21 ..."). */
+const char *kern_blas_info(void);
+/* CUDA runtime/cuBLAS/cuDNN/NCCL versions as linked, or "not built". */
+void kern_cuda_info(char *out, size_t out_bytes);
+
+int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
+#if TFDIST_HAVE_CUDA
+int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
+#endif
+
+/* Thin typed wrappers, so call sites read like the math. */
+static inline int kern_dense_forward(kern_backend *be, float *out, const float *in,
+                                     const float *w, const float *b, int64_t n,
+                                     int64_t in_dim, int64_t out_dim, kern_act act) {
+  return be->ops->dense_forward(be, out, in, w, b, n, in_dim, out_dim, act);
+}
+static inline int kern_dense_backward(kern_backend *be, float *din, float *dw, float *db,
+                                      float *dout, const float *in, const float *w,
+                                      const float *out, int64_t n, int64_t in_dim,
+                                      int64_t out_dim, kern_act act) {
+  return be->ops->dense_backward(be, din, dw, db, dout, in, w, out, n, in_dim, out_dim, act);
+}
+static inline int kern_mem_alloc_f32(kern_backend *be, float **p, int64_t elems) {
+  return be->ops->mem_alloc(be, (void **)p, (size_t)elems * sizeof(float));
+}
+static inline void kern_mem_free(kern_backend *be, void *p) {
+  if (p) be->ops->mem_free(be, p);
+}
+
+#endif

@@ -1,0 +1,149 @@
+/* `tfdist train`: resolve the config, start MPI, pick the device and the
+ * allreduce, print the rank table, train. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/coll.h"
+#include "kernels/backend.h"
+#include "runtime/cli.h"
+#include "runtime/train.h"
+#include "tfdist_config.h"
+
+static const char train_usage[] =
+    "usage: tfdist train [flags]\n"
+    "  Trains the 784-h1-h2-10 ReLU DNN of the tutorial. Run it under mpirun or srun\n"
+    "  for data-parallel training; --batch-size is per rank.";
+
+/* --device auto|cpu|cuda -> a backend config; auto says when it falls back. */
+static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_config *kc,
+                           char *err, size_t err_bytes) {
+  char why[256] = "";
+  memset(kc, 0, sizeof *kc);
+  kc->threads = (int)cfg->threads;
+  kc->math = strcmp(cfg->math, "tf32") == 0 ? KERN_MATH_TF32 : KERN_MATH_FP32;
+  if (strcmp(cfg->device, "cpu") == 0) {
+    kc->device = KERN_DEVICE_CPU;
+    return 0;
+  }
+  int gpus = kern_cuda_device_count(why, sizeof why);
+  if (gpus > 0) {
+    kc->device = KERN_DEVICE_CUDA;
+    kc->device_index = w->local_rank % gpus;
+    return 0;
+  }
+  if (strcmp(cfg->device, "cuda") == 0) {
+    snprintf(err, err_bytes, "--device cuda: no usable GPU (%s)", why);
+    return -1;
+  }
+  kc->device = KERN_DEVICE_CPU;
+  if (w->rank == 0) fprintf(stderr, "tfdist: no GPU found (%s); running on the CPU\n", why);
+  return 0;
+}
+
+static int cli_pick_allreduce(const train_config *cfg, const kern_config *kc, coll_backend *b,
+                              char *err, size_t err_bytes) {
+  if (strcmp(cfg->allreduce, "auto") == 0) {
+    *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL : COLL_BACKEND_RING;
+    return 0;
+  }
+  coll_backend_parse(cfg->allreduce, b);
+  if (*b == COLL_BACKEND_NCCL && kc->device != KERN_DEVICE_CUDA) {
+    snprintf(err, err_bytes, "--allreduce nccl: needs --device cuda (this rank runs on the CPU)");
+    return -1;
+  }
+  return 0;
+}
+
+/* Every rank's host, local rank and device, printed by rank 0 and kept in run.json. */
+static cJSON *cli_rank_table(const coll_world *w, const kern_backend *be, const kern_config *kc) {
+  coll_rank_info mine, *rows = calloc((size_t)w->size, sizeof *rows);
+  char err[256];
+  memset(&mine, 0, sizeof mine);
+  snprintf(mine.host, sizeof mine.host, "%.63s", w->host);
+  mine.local_rank = w->local_rank;
+  if (kc->device == KERN_DEVICE_CUDA) snprintf(mine.device, sizeof mine.device, "cuda:%d", kc->device_index);
+  else snprintf(mine.device, sizeof mine.device, "%s", be->ops->name);
+  cJSON *arr = cJSON_CreateArray();
+  if (!rows || coll_world_gather_info(w, &mine, rows, err, sizeof err) != 0) {
+    free(rows);
+    return arr;
+  }
+  if (w->rank == 0) printf("%-5s %-24s %-10s %s\n", "rank", "host", "local_rank", "device");
+  for (int r = 0; r < w->size; r++) {
+    if (w->rank == 0) {
+      printf("%-5d %-24s %-10d %s\n", r, rows[r].host, rows[r].local_rank, rows[r].device);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "rank", r);
+    cJSON_AddStringToObject(o, "host", rows[r].host);
+    cJSON_AddNumberToObject(o, "local_rank", rows[r].local_rank);
+    cJSON_AddStringToObject(o, "device", rows[r].device);
+    cJSON_AddItemToArray(arr, o);
+  }
+  if (w->rank == 0) fflush(stdout);
+  free(rows);
+  return arr;
+}
+
+/* One line to stderr; with several ranks the whole job must end, not just us. */
+static int cli_train_fail(const coll_world *w, const char *msg) {
+  fprintf(stderr, "tfdist: error: rank %d: %s\n", w->rank, msg);
+  fflush(stderr);
+  if (w->size > 1) coll_world_abort(w, CLI_FAIL);
+  return CLI_FAIL;
+}
+
+int cli_train(int argc, char **argv) {
+  static train_config cfg;
+  static trainer t;
+  char err[1024];
+  if (opt_wants_help(argc - 1, argv + 1)) {
+    opt_print_help(&train_options, train_usage, stdout);
+    return CLI_OK;
+  }
+  if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_USAGE;
+  }
+  coll_world w;
+  if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_FAIL;
+  }
+  int rc = CLI_OK;
+  kern_config kc;
+  coll_backend cb;
+  kern_backend *be = NULL;
+  coll_comm *comm = NULL;
+  if (cli_pick_device(&cfg, &w, &kc, err, sizeof err) != 0 ||
+      cli_pick_allreduce(&cfg, &kc, &cb, err, sizeof err) != 0 ||
+      kern_backend_init(&be, &kc, err, sizeof err) != 0) {
+    rc = cli_train_fail(&w, err);
+    goto out;
+  }
+  coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = be->ops->stream ? be->ops->stream(be) : NULL,
+                    .device = kc.device_index};
+  if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0) {
+    rc = cli_train_fail(&w, err);
+    goto out;
+  }
+  if (w.rank == 0 && strcmp(cfg.data_folder, TFDIST_DEFAULT_DATA) == 0) {
+    printf("tfdist: no --data-folder given; using the default data set %s\n", cfg.data_folder);
+  }
+  cJSON *ranks = cli_rank_table(&w, be, &kc);
+  if (trainer_init(&t, &cfg, &w, comm, be, ranks) != 0 || trainer_run(&t) != 0) {
+    if (w.rank == 0 && t.run.doc) {
+      char ignored[256];
+      snprintf(t.run.error, sizeof t.run.error, "%.511s", t.err);
+      run_record_stage(&t.run, RUN_FAILED, ignored, sizeof ignored);
+    }
+    rc = cli_train_fail(&w, t.err);
+  }
+  trainer_free(&t);
+out:
+  coll_comm_free(comm);
+  kern_backend_free(be);
+  coll_world_finalize(&w);
+  return rc;
+}

@@ -1,0 +1,17 @@
+/* Files that survive crashes: write to a temp name, fsync, rename, fsync the
+ * folder. A reader sees the old file or the new one, never half of one. */
+#ifndef TFDIST_RUNTIME_FSUTIL_H
+#define TFDIST_RUNTIME_FSUTIL_H
+
+#include <stddef.h>
+
+int fs_mkdirs(const char *path, char *err, size_t err_bytes);
+/* "<final>.tmp.<pid>" next to final, so the rename stays on one file system. */
+void fs_tmp_path(char *out, size_t out_bytes, const char *final);
+/* fsync tmp, rename it over final, fsync final's folder. */
+int fs_commit(const char *tmp, const char *final, char *err, size_t err_bytes);
+int fs_write_atomic(const char *path, const void *data, size_t len, char *err, size_t err_bytes);
+/* Whole file into a NUL-terminated buffer (caller frees). */
+char *fs_read_all(const char *path, size_t *len, char *err, size_t err_bytes);
+
+#endif

@@ -1,0 +1,51 @@
+/* The tfdist binary: subcommand dispatch, --version and --check-build. */
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/buildinfo.h"
+#include "runtime/cli.h"
+#include "tfdist_config.h"
+
+typedef struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} cli_command;
+
+static const cli_command commands[] = {
+  {"train", cli_train, "train the DNN (one rank, or many under mpirun/srun)"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: tfdist <command> [flags]   (tfdist <command> --help for its flags)\n\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  }
+  fprintf(out, "\n  --version      print the version\n");
+  fprintf(out, "  --check-build  print what was compiled in, with library versions\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return CLI_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--version")) {
+    printf("tfdist %s\n", TFDIST_VERSION);
+    return CLI_OK;
+  }
+  if (!strcmp(cmd, "--check-build")) {
+    buildinfo_print(stdout);
+    return CLI_OK;
+  }
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    usage(stdout);
+    return CLI_OK;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+  }
+  fprintf(stderr, "tfdist: error: unknown command '%s' (see tfdist --help)\n", cmd);
+  return CLI_USAGE;
+}

@@ -1,0 +1,150 @@
+/* run.json, metrics.jsonl and rank logs. */
+#include "runtime/records.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/fsutil.h"
+
+static const char *const run_status_names[RUN_STATUS_COUNT] = {
+    "Preparing", "Running", "Finalizing", "Completed", "Failed", "Canceled"};
+
+const char *run_status_name(run_status s) { return run_status_names[s]; }
+
+double rec_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double rec_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void run_id_make(char *out, size_t out_bytes) {
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  unsigned salt = (unsigned)(ts.tv_nsec ^ (getpid() << 8)) & 0xffffffu;
+  snprintf(out, out_bytes, "run-%04d%02d%02d-%02d%02d%02d-%06x", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, salt);
+}
+
+int run_record_init(run_record *r, const char *id, const char *outputs, cJSON *config,
+                    char *err, size_t err_bytes) {
+  memset(r, 0, sizeof *r);
+  snprintf(r->id, sizeof r->id, "%s", id);
+  snprintf(r->path, sizeof r->path, "%s/run.json", outputs);
+  r->doc = cJSON_CreateObject();
+  if (!r->doc) {
+    snprintf(err, err_bytes, "out of memory");
+    return -1;
+  }
+  cJSON_AddStringToObject(r->doc, "id", id);
+  cJSON_AddItemToObject(r->doc, "config", config);
+  return run_record_stage(r, RUN_PREPARING, err, err_bytes);
+}
+
+void run_record_set(run_record *r, const char *key, cJSON *item) {
+  cJSON_DeleteItemFromObject(r->doc, key);
+  cJSON_AddItemToObject(r->doc, key, item);
+}
+
+int run_record_stage(run_record *r, run_status s, char *err, size_t err_bytes) {
+  r->status = s;
+  r->stage_time[s] = rec_now();
+  cJSON *stages = cJSON_CreateObject();
+  for (int i = 0; i < RUN_STATUS_COUNT; i++) {
+    if (r->stage_time[i] > 0) cJSON_AddNumberToObject(stages, run_status_names[i], r->stage_time[i]);
+  }
+  run_record_set(r, "status", cJSON_CreateString(run_status_names[s]));
+  run_record_set(r, "stage_times", stages);
+  if (r->error[0]) run_record_set(r, "error", cJSON_CreateString(r->error));
+  char *text = cJSON_Print(r->doc);
+  if (!text) {
+    snprintf(err, err_bytes, "out of memory");
+    return -1;
+  }
+  size_t len = strlen(text);
+  text[len] = '\n'; /* replaces the NUL; written with its length */
+  int rc = fs_write_atomic(r->path, text, len + 1, err, err_bytes);
+  free(text);
+  return rc;
+}
+
+void run_record_free(run_record *r) {
+  if (!r) return;
+  cJSON_Delete(r->doc);
+  r->doc = NULL;
+}
+
+int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes) {
+  snprintf(m->path, sizeof m->path, "%s/metrics.jsonl", outputs);
+  m->f = fopen(m->path, append ? "a" : "w");
+  if (!m->f) {
+    snprintf(err, err_bytes, "%s: %s", m->path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step) {
+  if (!m->f) return 0;
+  /* %.17g round-trips doubles exactly, so eval can reproduce final_acc bit for bit. */
+  return fprintf(m->f, "{\"name\":\"%s\",\"value\":%.17g,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
+                 name, value, (long long)epoch, (long long)step, rec_now()) < 0 ? -1 : 0;
+}
+
+int metrics_sync(metrics_log *m) {
+  if (!m->f) return 0;
+  if (fflush(m->f) != 0) return -1;
+  return fsync(fileno(m->f));
+}
+
+void metrics_close(metrics_log *m) {
+  if (m->f) fclose(m->f);
+  m->f = NULL;
+}
+
+int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes) {
+  char path[4200];
+  l->rank = rank;
+  if (fs_mkdirs(logs, err, err_bytes) != 0) return -1;
+  snprintf(path, sizeof path, "%s/rank-%d.log", logs, rank);
+  l->f = fopen(path, "a");
+  if (!l->f) {
+    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  setvbuf(l->f, NULL, _IOLBF, 0);
+  return 0;
+}
+
+void rank_log_printf(rank_log *l, const char *fmt, ...) {
+  if (!l->f) return;
+  time_t t = time(NULL);
+  struct tm tm;
+  char stamp[32];
+  gmtime_r(&t, &tm);
+  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  fprintf(l->f, "%s rank %d: ", stamp, l->rank);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(l->f, fmt, ap);
+  va_end(ap);
+  fputc('\n', l->f);
+}
+
+void rank_log_close(rank_log *l) {
+  if (l->f) fclose(l->f);
+  l->f = NULL;
+}

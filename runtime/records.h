@@ -1,0 +1,59 @@
+/* Run records: run.json (id, status and stage times, resolved config, hosts,
+ * ranks, devices, versions), metrics.jsonl, and each rank's log. */
+#ifndef TFDIST_RUNTIME_RECORDS_H
+#define TFDIST_RUNTIME_RECORDS_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+  RUN_PREPARING = 0, RUN_RUNNING, RUN_FINALIZING, RUN_COMPLETED, RUN_FAILED, RUN_CANCELED,
+  RUN_STATUS_COUNT
+} run_status;
+
+typedef struct {
+  char id[64];
+  char path[4200];        /* <outputs>/run.json; empty on ranks other than 0 */
+  run_status status;
+  double stage_time[RUN_STATUS_COUNT]; /* unix seconds each stage began, 0 if never */
+  cJSON *doc;             /* config, hosts, versions, ... kept for rewrites */
+  char error[512];
+} run_record;
+
+double rec_now(void);       /* unix time, seconds */
+double rec_mono(void);      /* monotonic seconds, for durations */
+const char *run_status_name(run_status s);
+/* A new id: run-<utc date>-<time>-<6 hex>. Same on every rank once broadcast. */
+void run_id_make(char *out, size_t out_bytes);
+
+int run_record_init(run_record *r, const char *id, const char *outputs, cJSON *config,
+                    char *err, size_t err_bytes);
+/* Sets a top-level field (takes ownership of item). */
+void run_record_set(run_record *r, const char *key, cJSON *item);
+/* Moves to a status, stamps its time, rewrites run.json atomically. */
+int run_record_stage(run_record *r, run_status s, char *err, size_t err_bytes);
+void run_record_free(run_record *r);
+
+typedef struct {
+  FILE *f;
+  char path[4200];
+} metrics_log;
+
+int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes);
+/* One line {"name","value","epoch","step","time"}. */
+int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step);
+/* Flushes and fsyncs: called once per epoch, so a crash loses at most one epoch. */
+int metrics_sync(metrics_log *m);
+void metrics_close(metrics_log *m);
+
+typedef struct {
+  FILE *f;
+  int rank;
+} rank_log;
+
+int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes);
+void rank_log_printf(rank_log *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rank_log_close(rank_log *l);
+
+#endif
