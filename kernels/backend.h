@@ -33,6 +33,9 @@ typedef struct {
   int device_index; /* CUDA: local_rank % device_count, chosen by the caller */
   kern_math math;
   int threads;      /* CPU BLAS threads; 0 leaves the library default */
+  int rank;         /* MPI rank, for error messages only */
+  int unfused;      /* CUDA: bias kernel + cuDNN activation instead of the fused
+                     * bias+ReLU kernels (a reference path for tests and benchmarks) */
 } kern_config;
 
 typedef struct kern_backend kern_backend;
@@ -52,6 +55,10 @@ typedef struct kern_ops {
   int (*mem_download)(kern_backend *be, void *dst, const void *src, size_t bytes);
   int (*mem_zero)(kern_backend *be, void *dst, size_t bytes);
   int (*mem_copy)(kern_backend *be, void *dst, const void *src, size_t bytes);
+  /* Host memory for staging transfers: page-locked on CUDA (faster, async-safe
+   * copies), plain malloc on the CPU. */
+  int (*host_alloc)(kern_backend *be, void **ptr, size_t bytes);
+  void (*host_free)(kern_backend *be, void *ptr);
   int (*sync)(kern_backend *be);
   int (*dense_forward)(kern_backend *be, float *out, const float *in, const float *w,
                        const float *b, int64_t n, int64_t in_dim, int64_t out_dim,
@@ -96,9 +103,9 @@ const char *kern_blas_info(void);
 void kern_cuda_info(char *out, size_t out_bytes);
 
 int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
-#if TFDIST_HAVE_CUDA
+/* Binds cfg->device_index (cudaSetDevice) before any other CUDA call that
+ * touches a device. Defined only in CUDA builds. */
 int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
-#endif
 
 /* Thin typed wrappers, so call sites read like the math. */
 static inline int kern_dense_forward(kern_backend *be, float *out, const float *in,

@@ -26,6 +26,15 @@ static void cpu_mem_free(kern_backend *be, void *ptr) {
   free(ptr);
 }
 
+static int cpu_host_alloc(kern_backend *be, void **ptr, size_t bytes) {
+  *ptr = malloc(bytes ? bytes : 1);
+  if (!*ptr) {
+    snprintf(be->err, sizeof be->err, "cpu: out of memory allocating %zu host bytes", bytes);
+    return -1;
+  }
+  return 0;
+}
+
 static int cpu_mem_copy(kern_backend *be, void *dst, const void *src, size_t bytes) {
   (void)be;
   if (bytes) memmove(dst, src, bytes);
@@ -191,6 +200,8 @@ static const kern_ops cpu_ops = {
   .mem_download = cpu_mem_copy,
   .mem_zero = cpu_mem_zero,
   .mem_copy = cpu_mem_copy,
+  .host_alloc = cpu_host_alloc,
+  .host_free = cpu_mem_free,
   .sync = cpu_sync,
   .dense_forward = cpu_dense_forward,
   .dense_backward = cpu_dense_backward,

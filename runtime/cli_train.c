@@ -21,6 +21,7 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
   char why[256] = "";
   memset(kc, 0, sizeof *kc);
   kc->threads = (int)cfg->threads;
+  kc->rank = w->rank;
   kc->math = strcmp(cfg->math, "tf32") == 0 ? KERN_MATH_TF32 : KERN_MATH_FP32;
   if (strcmp(cfg->device, "cpu") == 0) {
     kc->device = KERN_DEVICE_CPU;

@@ -1,0 +1,118 @@
+/* Internals of the CUDA backend: its state, the one check macro per library
+ * (CUDA, cuBLAS, cuDNN), and the launchers of our own kernels. */
+#ifndef TFDIST_KERNELS_CUDA_INTERNAL_H
+#define TFDIST_KERNELS_CUDA_INTERNAL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include "kernels/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  kern_backend base;         /* first: a kern_backend * is a kern_cuda * */
+  int device;                /* the CUDA device this backend is bound to */
+  cudaStream_t stream;       /* every op is ordered on this stream */
+  cublasHandle_t blas;
+  void *blas_workspace;      /* fixed cuBLAS workspace, so graph capture never allocates */
+  cudnnHandle_t dnn;         /* created on first use: the fused path never needs it */
+  cudnnTensorDescriptor_t dnn_x, dnn_y;
+  void *dnn_act;             /* cudnnActivationDescriptor_t, owned by cuda_cudnn.c */
+  int capturing;             /* inside graph_begin .. graph_end */
+} kern_cuda;
+
+static inline kern_cuda *kc_of(kern_backend *be) { return (kern_cuda *)be; }
+
+/* Formats one line into be->err and prints it: rank, device, the failing
+ * expression, file:line and the library's own message. */
+static inline void kc_fail(kern_cuda *kc, const char *lib, const char *expr, const char *file,
+                           int line, const char *msg) {
+  snprintf(kc->base.err, sizeof kc->base.err, "rank %d cuda:%d: %s %s failed at %s:%d: %s",
+           kc->base.cfg.rank, kc->device, lib, expr, file, line, msg);
+  fprintf(stderr, "tfdist: %s\n", kc->base.err);
+}
+
+#define KC_CUDA_TRY(kc, expr)                                                                \
+  do {                                                                                       \
+    cudaError_t kc_rc_ = (expr);                                                             \
+    if (kc_rc_ != cudaSuccess) {                                                             \
+      kc_fail((kc), "CUDA", #expr, __FILE__, __LINE__, cudaGetErrorString(kc_rc_));          \
+      return -1;                                                                             \
+    }                                                                                        \
+  } while (0)
+
+#define KC_CUBLAS_TRY(kc, expr)                                                              \
+  do {                                                                                       \
+    cublasStatus_t kc_rc_ = (expr);                                                          \
+    if (kc_rc_ != CUBLAS_STATUS_SUCCESS) {                                                   \
+      kc_fail((kc), "cuBLAS", #expr, __FILE__, __LINE__, cublasGetStatusString(kc_rc_));     \
+      return -1;                                                                             \
+    }                                                                                        \
+  } while (0)
+
+#define KC_CUDNN_TRY(kc, expr)                                                               \
+  do {                                                                                       \
+    cudnnStatus_t kc_rc_ = (expr);                                                           \
+    if (kc_rc_ != CUDNN_STATUS_SUCCESS) {                                                    \
+      kc_fail((kc), "cuDNN", #expr, __FILE__, __LINE__, cudnnGetErrorString(kc_rc_));        \
+      return -1;                                                                             \
+    }                                                                                        \
+  } while (0)
+
+/* Shapes too large for the int that cuBLAS and cuDNN take are refused, not truncated. */
+int kc_check_dims(kern_cuda *kc, const char *op, int64_t a, int64_t b, int64_t c);
+
+/* cuda_ops.c: the compute ops of kern_ops (see kernels/backend.h). */
+int kc_dense_forward(kern_backend *be, float *out, const float *in, const float *w,
+                     const float *b, int64_t n, int64_t in_dim, int64_t out_dim, kern_act act);
+int kc_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
+                      const float *in, const float *w, const float *out, int64_t n,
+                      int64_t in_dim, int64_t out_dim, kern_act act);
+int kc_xent(kern_backend *be, float *dlogits, kern_stats *stats, const float *logits,
+            const int32_t *labels, int64_t n, int64_t classes, float grad_scale);
+int kc_softmax(kern_backend *be, float *probs, const float *logits, int64_t n, int64_t classes);
+int kc_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
+                 const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
+                 const int64_t *cursor, int64_t n);
+int kc_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta);
+int kc_opt_update(kern_backend *be, float *params, const float *grads, float *state,
+                  int64_t elems, const kern_opt *opt);
+
+/* cuda_cudnn.c: ReLU and softmax through cuDNN. kc_cudnn_init creates the
+ * handle; it runs at create time for the unfused path and otherwise on the
+ * first softmax, never inside a graph capture. */
+int kc_cudnn_init(kern_cuda *kc);
+int kc_cudnn_relu_forward(kern_cuda *kc, float *y, int64_t n, int64_t dim);
+int kc_cudnn_relu_backward(kern_cuda *kc, float *dy, const float *y, int64_t n, int64_t dim);
+int kc_cudnn_softmax(kern_cuda *kc, float *probs, const float *logits, int64_t n, int64_t classes);
+void kc_cudnn_free(kern_cuda *kc);
+
+/* cuda_kernels.cu: our kernels. Each returns cudaGetLastError() of its launch. */
+cudaError_t kc_launch_bias_act(cudaStream_t s, float *out, const float *b, int64_t n,
+                               int64_t dim, int relu);
+cudaError_t kc_launch_mask_colsum(cudaStream_t s, float *dout, float *db, const float *out,
+                                  int64_t n, int64_t dim, int relu);
+cudaError_t kc_launch_xent(cudaStream_t s, float *dlogits, kern_stats *stats,
+                           const float *logits, const int32_t *labels, int64_t n,
+                           int64_t classes, float grad_scale);
+cudaError_t kc_launch_gather_u8(cudaStream_t s, float *x, int32_t *y, const uint8_t *images,
+                                const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
+                                const int64_t *cursor, int64_t n);
+cudaError_t kc_launch_cursor_advance(cudaStream_t s, int64_t *cursor, int64_t delta);
+cudaError_t kc_launch_sgd(cudaStream_t s, float *params, const float *grads, int64_t elems,
+                          float lr);
+cudaError_t kc_launch_momentum(cudaStream_t s, float *params, const float *grads, float *state,
+                               int64_t elems, float lr, float momentum);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
