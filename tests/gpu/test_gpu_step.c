@@ -1,0 +1,190 @@
+/* Whole training steps on the GPU against the CPU backend: gather at a
+ * device cursor, forward, fused softmax cross-entropy, backward, SGD and the
+ * cursor advance, run eagerly and as one captured CUDA graph replayed step
+ * after step (as runtime/train.c does). Exits 77 without a GPU. */
+#include "runtime/model.h"
+#include "tests/gpu/gpu_check.h"
+
+#define STEPS 5
+
+typedef struct {
+  kern_backend *be;
+  const model_layout *L;
+  model_work w;
+  float *params, *grads, *state;
+  uint8_t *images, *labels;
+  int32_t *perm;
+  int64_t *cursor;
+  kern_stats *stats;
+  int64_t batch;
+  kern_opt opt;
+  void *graph;
+} stepper;
+
+typedef struct {
+  const char *name;
+  int64_t dims[4], batch, rows;
+} net_case;
+
+/* Backend memory holding a copy of host (host itself on the CPU). */
+static void *to_be(kern_backend *be, const void *host, size_t bytes) {
+  void *p = NULL;
+  if (be->ops->mem_alloc(be, &p, bytes) != 0 || be->ops->mem_upload(be, p, host, bytes) != 0) {
+    gc_die(be, "upload");
+  }
+  return p;
+}
+
+static void stepper_init(stepper *s, kern_backend *be, const model_layout *L, const float *params,
+                         const uint8_t *img, const uint8_t *lab, const int32_t *perm, int64_t rows,
+                         int64_t batch) {
+  memset(s, 0, sizeof *s);
+  s->be = be;
+  s->L = L;
+  s->batch = batch;
+  s->opt = (kern_opt){.kind = KERN_OPT_SGD, .lr = 0.01f};
+  const size_t P = (size_t)L->total_elems * 4;
+  const kern_stats zero = {0};
+  const int64_t cursor0 = 0;
+  if (model_work_init(&s->w, be, L, batch) != 0) gc_die(be, "model_work_init");
+  s->params = to_be(be, params, P);
+  s->grads = to_be(be, params, P); /* overwritten by the step's zeroing */
+  s->state = to_be(be, params, P);
+  s->images = to_be(be, img, (size_t)(rows * L->dims[0]));
+  s->labels = to_be(be, lab, (size_t)rows);
+  s->perm = to_be(be, perm, (size_t)rows * 4);
+  s->cursor = to_be(be, &cursor0, sizeof cursor0);
+  s->stats = to_be(be, &zero, sizeof zero);
+}
+
+static void stepper_free(stepper *s) {
+  kern_backend *be = s->be;
+  if (s->graph) be->ops->graph_free(be, s->graph);
+  model_work_free(&s->w);
+  void *bufs[] = {s->params, s->grads, s->state, s->images, s->labels, s->perm, s->cursor, s->stats};
+  for (int i = 0; i < 8; i++) kern_mem_free(be, bufs[i]);
+}
+
+/* The step of runtime/train.c (train_step_ops), one rank. */
+static int step_ops(stepper *s) {
+  kern_backend *be = s->be;
+  const model_layout *L = s->L;
+  const int64_t B = s->batch, P = L->total_elems;
+  model_work *w = &s->w;
+  if (be->ops->gather_u8(be, w->act[0], w->labels, s->images, s->labels, L->dims[0], s->perm,
+                         s->cursor, B) != 0 ||
+      model_forward(w, s->params, B) != 0 ||
+      be->ops->xent(be, w->dact[MODEL_LAYERS], s->stats, w->act[MODEL_LAYERS], w->labels, B,
+                    L->dims[MODEL_LAYERS], 1.0f / (float)B) != 0 ||
+      be->ops->mem_zero(be, s->grads, (size_t)P * 4) != 0 ||
+      model_backward(w, s->params, s->grads, B, NULL, NULL) != 0 ||
+      be->ops->opt_update(be, s->params, s->grads, s->state, P, &s->opt) != 0 ||
+      be->ops->cursor_advance(be, s->cursor, B) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
+static void step(stepper *s, int use_graph) {
+  if (!use_graph) {
+    if (step_ops(s) != 0) gc_die(s->be, "step");
+    return;
+  }
+  if (!s->graph) {
+    if (s->be->ops->graph_begin(s->be) != 0) gc_die(s->be, "graph_begin");
+    int rc = step_ops(s);
+    int end = s->be->ops->graph_end(s->be, &s->graph);
+    if (rc != 0 || end != 0) gc_die(s->be, "graph capture of the step");
+  }
+  if (s->be->ops->graph_launch(s->be, s->graph) != 0) gc_die(s->be, "graph_launch");
+}
+
+static void fetch(stepper *s, void *dst, const void *src, size_t bytes) {
+  if (s->be->ops->sync(s->be) != 0 || s->be->ops->mem_download(s->be, dst, src, bytes) != 0) {
+    gc_die(s->be, "download");
+  }
+}
+
+/* Grads after step one, then params, stats and cursor after STEPS steps. */
+static void compare_run(const net_case *nc, kern_backend *cpu, kern_backend *gpu, const char *tag,
+                        int use_graph, double rtol_g, double rtol_p) {
+  model_layout L;
+  model_layout_init(&L, nc->dims[0], nc->dims[1], nc->dims[2], nc->dims[3]);
+  const int64_t P = L.total_elems, rows = nc->rows;
+  gc_rng r = {0xfeedull + (uint64_t)rows};
+  float *params = gc_xmalloc((size_t)P * 4);
+  model_init_params(&L, params, 42);
+  for (int64_t i = 0; i < P; i++) params[i] += gc_uniform(&r, -0.01f, 0.01f); /* non-zero biases */
+  uint8_t *img = gc_xmalloc((size_t)(rows * L.dims[0])), *lab = gc_xmalloc((size_t)rows);
+  int32_t *perm = gc_xmalloc((size_t)rows * 4);
+  for (int64_t i = 0; i < rows * L.dims[0]; i++) img[i] = (uint8_t)gc_next(&r);
+  for (int64_t i = 0; i < rows; i++) {
+    lab[i] = (uint8_t)(gc_next(&r) % (uint64_t)L.dims[3]);
+    perm[i] = (int32_t)((i * 7919) % rows); /* a permutation when rows is not a multiple of 7919 */
+  }
+  stepper c, g;
+  stepper_init(&c, cpu, &L, params, img, lab, perm, rows, nc->batch);
+  stepper_init(&g, gpu, &L, params, img, lab, perm, rows, nc->batch);
+  float *gc_ = gc_xmalloc((size_t)P * 4), *gg = gc_xmalloc((size_t)P * 4);
+  char what[128];
+  step(&c, 0);
+  step(&g, use_graph);
+  if (!use_graph) { /* a replayed graph leaves grads too, but eager is the plain check */
+    fetch(&c, gc_, c.grads, (size_t)P * 4);
+    fetch(&g, gg, g.grads, (size_t)P * 4);
+    snprintf(what, sizeof what, "%s %s grads after step 1", nc->name, tag);
+    gc_close(what, gg, gc_, P, rtol_g, rtol_g);
+  }
+  for (int k = 1; k < STEPS; k++) {
+    step(&c, 0);
+    step(&g, use_graph);
+  }
+  fetch(&c, gc_, c.params, (size_t)P * 4);
+  fetch(&g, gg, g.params, (size_t)P * 4);
+  snprintf(what, sizeof what, "%s %s params after %d steps", nc->name, tag, STEPS);
+  gc_close(what, gg, gc_, P, rtol_p, rtol_p);
+  kern_stats sc, sg;
+  int64_t cc = 0, cg = 0;
+  fetch(&c, &sc, c.stats, sizeof sc);
+  fetch(&g, &sg, g.stats, sizeof sg);
+  fetch(&c, &cc, c.cursor, sizeof cc);
+  fetch(&g, &cg, g.cursor, sizeof cg);
+  snprintf(what, sizeof what, "%s %s loss sum over %d steps", nc->name, tag, STEPS);
+  if (check_close_f64(what, &sg.loss_sum, &sc.loss_sum, 1, 0.0, rtol_g)) {
+    printf("  %-44s %.9g vs %.9g\n", what, sg.loss_sum, sc.loss_sum);
+  }
+  /* A logit pair within rounding of a tie may rank differently: allow one. */
+  CHECK(fabs(sg.correct - sc.correct) <= 1.0);
+  CHECK_EQ_INT(sg.samples, sc.samples);
+  CHECK_EQ_INT(cg, cc);
+  CHECK_EQ_INT(cg, STEPS * nc->batch);
+  stepper_free(&c);
+  stepper_free(&g);
+  free(params), free(img), free(lab), free(perm), free(gc_), free(gg);
+}
+
+int main(void) {
+  kern_backend *gpu = gc_gpu_or_skip(KERN_MATH_FP32, 0);
+  kern_backend *unfused = gc_gpu_or_skip(KERN_MATH_FP32, 1);
+  kern_backend *tf32 = gc_gpu_or_skip(KERN_MATH_TF32, 0);
+  kern_backend *cpu = gc_cpu();
+  static const net_case cases[] = {
+    {"784-300-100-10 b50", {784, 300, 100, 10}, 50, 600},
+    {"37-29-13-7 b33", {37, 29, 13, 7}, 33, 331},
+  };
+  /* Tolerances: a step chains three GEMM layers forward and back, so the
+   * gradients carry ~3x the single-GEMM rounding (1e-5 -> 1e-4); the
+   * parameters move by lr * grad per step, far below their own size. TF32
+   * follows its GEMM tolerance (3e-3) through the same chain. */
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    compare_run(&cases[i], cpu, gpu, "fp32 eager", 0, 1e-4, 1e-5);
+    compare_run(&cases[i], cpu, gpu, "fp32 graph", 1, 1e-4, 1e-5);
+    compare_run(&cases[i], cpu, unfused, "cudnn-act graph", 1, 1e-4, 1e-5);
+    compare_run(&cases[i], cpu, tf32, "tf32 graph", 1, 1e-2, 1e-3);
+  }
+  kern_backend_free(tf32);
+  kern_backend_free(unfused);
+  kern_backend_free(gpu);
+  kern_backend_free(cpu);
+  CHECK_DONE();
+}
