@@ -1,0 +1,227 @@
+/* CUDA-only probes of the step benchmark: per-segment times inside the
+ * replayed graph (external event nodes), node counts, the launch-latency
+ * floor, device bandwidth and the cuBLAS-only time of the same GEMMs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "benchmarks/gpu/gpu_bench.h"
+
+cudaError_t bench_launch_empty(cudaStream_t s); /* gpu_bench_kernels.cu */
+
+#define B_CUDA(call, fail)                                                                   \
+  do {                                                                                       \
+    cudaError_t b_rc_ = (call);                                                              \
+    if (b_rc_ != cudaSuccess) {                                                              \
+      fprintf(stderr, "bench: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
+              cudaGetErrorString(b_rc_));                                                    \
+      fail;                                                                                  \
+    }                                                                                        \
+  } while (0)
+
+typedef struct {
+  cudaStream_t s;
+  cudaEvent_t ev[SEG_COUNT + 1];
+  int failed;
+} mark_ctx;
+
+static void mark_event(void *ctx, int seg) {
+  mark_ctx *m = ctx;
+  if (cudaEventRecordWithFlags(m->ev[seg], m->s, cudaEventRecordExternal) != cudaSuccess) m->failed = 1;
+}
+
+/* Captures the step (or one segment of it) on the backend's stream. */
+static int capture(bench_net *n, bench_mark_fn mark, void *ctx, int only, cudaGraph_t *g) {
+  cudaStream_t s = n->be->ops->stream(n->be);
+  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1);
+  int rc = bench_step_ops(n, mark, ctx, only);
+  cudaError_t end = cudaStreamEndCapture(s, g);
+  if (rc != 0) {
+    fprintf(stderr, "bench: step capture: %s\n", n->be->err);
+    if (end == cudaSuccess) cudaGraphDestroy(*g);
+    return -1;
+  }
+  B_CUDA(end, return -1);
+  return 0;
+}
+
+static void count_nodes(cudaGraph_t g, int *total, int *kernels) {
+  size_t cnt = 0;
+  *total = *kernels = 0;
+  if (cudaGraphGetNodes(g, NULL, &cnt) != cudaSuccess || cnt == 0) return;
+  cudaGraphNode_t *nodes = calloc(cnt, sizeof *nodes);
+  if (nodes && cudaGraphGetNodes(g, nodes, &cnt) == cudaSuccess) {
+    for (size_t i = 0; i < cnt; i++) {
+      enum cudaGraphNodeType t;
+      if (cudaGraphNodeGetType(nodes[i], &t) != cudaSuccess) continue;
+      if (t == cudaGraphNodeTypeEventRecord || t == cudaGraphNodeTypeEmpty) continue;
+      (*total)++;
+      if (t == cudaGraphNodeTypeKernel) (*kernels)++;
+    }
+  }
+  free(nodes);
+}
+
+int bench_cuda_breakdown(bench_net *n, int reps, bench_breakdown *out, char *err, size_t err_bytes) {
+  memset(out, 0, sizeof *out);
+  mark_ctx m = {.s = n->be->ops->stream(n->be)};
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t exec = NULL;
+  double *samples = calloc((size_t)reps * SEG_COUNT, sizeof *samples);
+  int rc = -1;
+  if (!samples) goto out;
+  for (int s = 0; s < SEG_COUNT; s++) {
+    int kern = 0;
+    if (capture(n, NULL, NULL, s, &g) != 0) goto out;
+    count_nodes(g, &out->seg_nodes[s], &kern);
+    out->total_nodes += out->seg_nodes[s];
+    out->kernel_nodes += kern;
+    cudaGraphDestroy(g);
+    g = NULL;
+  }
+  for (int i = 0; i <= SEG_COUNT; i++) B_CUDA(cudaEventCreate(&m.ev[i]), goto out);
+  if (capture(n, mark_event, &m, -1, &g) != 0 || m.failed) goto out;
+  B_CUDA(cudaGraphInstantiate(&exec, g, 0), goto out);
+  const int64_t per_epoch = n->rows / n->batch;
+  for (int r = -3; r < reps; r++) {
+    if ((r + 3) % per_epoch == 0 && bench_net_reset_cursor(n) != 0) goto out;
+    B_CUDA(cudaGraphLaunch(exec, m.s), goto out);
+    B_CUDA(cudaStreamSynchronize(m.s), goto out);
+    for (int s = 0; r >= 0 && s < SEG_COUNT; s++) {
+      float ms = 0.0f;
+      B_CUDA(cudaEventElapsedTime(&ms, m.ev[s], m.ev[s + 1]), goto out);
+      samples[s * reps + r] = 1e3 * ms;
+    }
+  }
+  for (int s = 0; s < SEG_COUNT; s++) out->seg_us[s] = bench_median(samples + s * reps, reps);
+  rc = 0;
+out:
+  if (rc != 0) snprintf(err, err_bytes, "breakdown failed (see stderr)");
+  if (exec) cudaGraphExecDestroy(exec);
+  if (g) cudaGraphDestroy(g);
+  for (int i = 0; i <= SEG_COUNT; i++) {
+    if (m.ev[i]) cudaEventDestroy(m.ev[i]);
+  }
+  free(samples);
+  return rc;
+}
+
+/* Host-timed replays of exec, median microseconds per replay. */
+static double time_exec_us(cudaGraphExec_t exec, cudaStream_t s, int per_rep, int reps) {
+  double v[64];
+  if (reps > 64) reps = 64;
+  for (int r = -2; r < reps; r++) {
+    B_CUDA(cudaStreamSynchronize(s), return -1.0);
+    double t0 = bench_now();
+    for (int i = 0; i < per_rep; i++) B_CUDA(cudaGraphLaunch(exec, s), return -1.0);
+    B_CUDA(cudaStreamSynchronize(s), return -1.0);
+    if (r >= 0) v[r] = (bench_now() - t0) * 1e6 / per_rep;
+  }
+  return bench_median(v, reps);
+}
+
+double bench_cuda_node_latency_us(kern_backend *be, int nodes) {
+  cudaStream_t s = be->ops->stream(be);
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t exec = NULL;
+  double us = -1.0;
+  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
+  for (int i = 0; i < nodes; i++) bench_launch_empty(s);
+  B_CUDA(cudaStreamEndCapture(s, &g), return -1.0);
+  if (cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) {
+    us = time_exec_us(exec, s, 200, 15);
+    if (us > 0) us /= nodes;
+    cudaGraphExecDestroy(exec);
+  }
+  cudaGraphDestroy(g);
+  return us;
+}
+
+double bench_cuda_bandwidth(kern_backend *be) {
+  const size_t bytes = (size_t)512 << 20;
+  cudaStream_t s = be->ops->stream(be);
+  void *a = NULL, *b = NULL;
+  cudaEvent_t e0 = NULL, e1 = NULL;
+  double v[10], bw = -1.0;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) goto out;
+  cudaMemsetAsync(a, 0x3c, bytes, s);
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int r = -2; r < 10; r++) {
+    float ms = 0.0f;
+    cudaEventRecord(e0, s);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s);
+    cudaEventRecord(e1, s);
+    B_CUDA(cudaEventSynchronize(e1), goto out);
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (r >= 0) v[r] = 2.0 * (double)bytes / (1e-3 * ms);
+  }
+  bw = bench_median(v, 10);
+out:
+  if (e0) cudaEventDestroy(e0);
+  if (e1) cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  return bw;
+}
+
+/* The same row-major GEMMs as kernels/cuda/cuda_ops.c issues, nothing else. */
+double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math) {
+  cudaStream_t s = be->ops->stream(be);
+  cublasHandle_t h = NULL;
+  void *ws = NULL;
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t exec = NULL;
+  double us = -1.0;
+  const float one = 1.0f, zero = 0.0f;
+  const int B = (int)n->batch;
+  const model_layout *L = &n->L;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return -1.0;
+  cublasSetStream(h, s);
+  if (cudaMalloc(&ws, (size_t)32 << 20) != cudaSuccess) goto out;
+  cublasSetWorkspace(h, ws, (size_t)32 << 20);
+  cublasSetMathMode(h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), goto out);
+  for (int k = 0; k < MODEL_LAYERS; k++) {
+    const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
+    const float *w = n->params + L->tensors[2 * k].offset;
+    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i, &zero,
+                n->w.act[k + 1], o);
+  }
+  for (int k = MODEL_LAYERS - 1; k >= 0; k--) {
+    const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
+    const float *w = n->params + L->tensors[2 * k].offset;
+    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o, n->w.act[k], i,
+                &one, n->grads + L->tensors[2 * k].offset, o);
+    if (k > 0) {
+      cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o, n->w.dact[k + 1], o, &zero,
+                  n->w.dact[k], i);
+    }
+  }
+  B_CUDA(cudaStreamEndCapture(s, &g), goto out);
+  B_CUDA(cudaGraphInstantiate(&exec, g, 0), goto out);
+  us = time_exec_us(exec, s, n->batch >= 1024 ? 20 : 200, 15);
+out:
+  if (exec) cudaGraphExecDestroy(exec);
+  if (g) cudaGraphDestroy(g);
+  if (h) cublasDestroy(h);
+  cudaFree(ws);
+  return us;
+}
+
+void bench_cuda_device_name(char *out, size_t bytes) {
+  int dev = 0, drv = 0;
+  struct cudaDeviceProp p;
+  cudaGetDevice(&dev);
+  cudaDriverGetVersion(&drv);
+  if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
+    snprintf(out, bytes, "unknown GPU");
+    return;
+  }
+  snprintf(out, bytes, "%s (sm_%d%d, %d SMs, %.0f GiB, driver API %d.%d)", p.name, p.major,
+           p.minor, p.multiProcessorCount, (double)p.totalGlobalMem / (1 << 30), drv / 1000,
+           drv % 1000 / 10);
+}

@@ -1,0 +1,237 @@
+/* tfdist's training-step benchmark: median step time at the tutorial's batch
+ * of 50 (graph replay, and the eager, cuDNN-activation and TF32 variants),
+ * the per-segment breakdown inside the graph, the launch-latency and bytes
+ * floor, and batch-4096 throughput against cuBLAS doing the same GEMMs alone.
+ * --device cpu times the CPU backend the same way. Ends with one JSON line. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "benchmarks/gpu/gpu_bench.h"
+#include "tfdist_config.h"
+
+#define ROWS 60000
+
+typedef struct {
+  const char *device;
+  int64_t batch, big_batch, steps, threads;
+  int reps;
+  const char *math;
+} bench_opts;
+
+static const char usage[] =
+    "usage: gpu_step_bench [--device cuda|cpu] [--batch N] [--big-batch N|0] [--steps N]\n"
+    "                      [--reps N] [--math fp32|tf32] [--threads N]\n";
+
+static int parse(bench_opts *o, int argc, char **argv) {
+  *o = (bench_opts){.device = "cuda", .batch = 50, .big_batch = 4096, .steps = 200, .reps = 21,
+                    .math = "fp32", .threads = 0};
+  for (int i = 1; i < argc; i += 2) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) {
+      fprintf(stderr, "gpu_step_bench: %s: missing value\n%s", a, usage);
+      return -1;
+    }
+    if (!strcmp(a, "--device")) o->device = v;
+    else if (!strcmp(a, "--batch")) o->batch = atoll(v);
+    else if (!strcmp(a, "--big-batch")) o->big_batch = atoll(v);
+    else if (!strcmp(a, "--steps")) o->steps = atoll(v);
+    else if (!strcmp(a, "--reps")) o->reps = atoi(v);
+    else if (!strcmp(a, "--math")) o->math = v;
+    else if (!strcmp(a, "--threads")) o->threads = atoll(v);
+    else {
+      fprintf(stderr, "gpu_step_bench: unknown flag %s\n%s", a, usage);
+      return -1;
+    }
+  }
+  if ((strcmp(o->device, "cuda") && strcmp(o->device, "cpu")) || o->batch < 1 ||
+      o->batch > ROWS || o->big_batch < 0 || o->big_batch > ROWS || o->steps < 1 || o->reps < 1 ||
+      o->reps > 63 || (strcmp(o->math, "fp32") && strcmp(o->math, "tf32"))) {
+    fprintf(stderr, "gpu_step_bench: bad value\n%s", usage);
+    return -1;
+  }
+  return 0;
+}
+
+static kern_backend *make_backend(const bench_opts *o, int unfused, kern_math math) {
+  kern_config kc = {.device = strcmp(o->device, "cpu") ? KERN_DEVICE_CUDA : KERN_DEVICE_CPU,
+                    .math = math, .threads = (int)o->threads, .unfused = unfused};
+  kern_backend *be = NULL;
+  char err[512];
+  if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
+    fprintf(stderr, "gpu_step_bench: %s\n", err);
+    return NULL;
+  }
+  return be;
+}
+
+/* Median microseconds per step over reps runs of `steps` back-to-back steps
+ * (graph replays when graph), synchronised only at the ends. */
+static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) {
+  kern_backend *be = n->be;
+  double v[64];
+  if (steps > n->rows / n->batch) steps = n->rows / n->batch;
+  for (int r = -2; r < reps; r++) {
+    if (bench_net_reset_cursor(n) != 0 || be->ops->sync(be) != 0) return -1.0;
+    double t0 = bench_now();
+    for (int64_t i = 0; i < steps; i++) {
+      int rc = graph ? be->ops->graph_launch(be, graph) : bench_step_ops(n, NULL, NULL, -1);
+      if (rc != 0) {
+        fprintf(stderr, "gpu_step_bench: step: %s\n", be->err);
+        return -1.0;
+      }
+    }
+    if (be->ops->sync(be) != 0) return -1.0;
+    if (r >= 0) v[r] = (bench_now() - t0) * 1e6 / (double)steps;
+  }
+  kern_stats st;
+  if (be->ops->mem_download(be, &st, n->stats, sizeof st) == 0 && !(st.loss_sum == st.loss_sum)) {
+    fprintf(stderr, "gpu_step_bench: loss is NaN: the step computed garbage\n");
+    return -1.0;
+  }
+  return bench_median(v, reps);
+}
+
+/* One variant: a fresh backend and network, timed as a graph or eagerly. */
+static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_math math,
+                          int use_graph, int64_t steps) {
+  kern_backend *be = make_backend(o, unfused, math);
+  if (!be) return -1.0;
+  bench_net n;
+  double us = -1.0;
+  void *graph = NULL;
+  if (bench_net_init(&n, be, batch, ROWS, 7) != 0) {
+    fprintf(stderr, "gpu_step_bench: setup: %s\n", be->err);
+    goto out;
+  }
+  if (use_graph && be->ops->graph_begin) {
+    if (be->ops->graph_begin(be) != 0) goto out;
+    int rc = bench_step_ops(&n, NULL, NULL, -1);
+    int end = be->ops->graph_end(be, &graph);
+    if (rc != 0 || end != 0) {
+      fprintf(stderr, "gpu_step_bench: capture: %s\n", be->err);
+      goto out;
+    }
+  }
+  us = time_steps_us(&n, graph, steps, o->reps);
+out:
+  if (graph) be->ops->graph_free(be, graph);
+  bench_net_free(&n);
+  kern_backend_free(be);
+  return us;
+}
+
+static void print_row(const char *name, double us, int64_t batch) {
+  if (us > 0) printf("  %-34s %10.2f us/step %12.0f samples/s\n", name, us, (double)batch / us * 1e6);
+  else printf("  %-34s %10s\n", name, "FAILED");
+}
+
+#if TFDIST_HAVE_CUDA
+/* Breakdown, floor and roofline; appends its JSON fields to json. */
+static void cuda_extras(const bench_opts *o, kern_math math, double step_us, char *json,
+                        size_t json_bytes) {
+  kern_backend *be = make_backend(o, 0, math);
+  bench_net n;
+  bench_breakdown bd;
+  char err[256];
+  if (!be) return;
+  if (bench_net_init(&n, be, o->batch, ROWS, 7) != 0) {
+    kern_backend_free(be);
+    return;
+  }
+  size_t len = strlen(json);
+  if (bench_cuda_breakdown(&n, o->reps * 5, &bd, err, sizeof err) == 0) {
+    double sum = 0.0;
+    printf("\n# time inside the replayed graph, batch %lld (median of %d; includes each node's launch gap)\n",
+           (long long)o->batch, o->reps * 5);
+    printf("  %-30s %6s %10s\n", "segment", "nodes", "us");
+    for (int s = 0; s < SEG_COUNT; s++) {
+      printf("  %-30s %6d %10.2f\n", bench_seg_names[s], bd.seg_nodes[s], bd.seg_us[s]);
+      sum += bd.seg_us[s];
+      len += (size_t)snprintf(json + len, json_bytes - len, "\"seg_%d_us\":%.3f,", s, bd.seg_us[s]);
+    }
+    printf("  %-30s %6d %10.2f   (%d kernels)\n", "total", bd.total_nodes, sum, bd.kernel_nodes);
+    const double lat = bench_cuda_node_latency_us(be, bd.total_nodes);
+    const double bw = bench_cuda_bandwidth(be);
+    const double bytes = bench_step_bytes(&n);
+    const double lat_floor = lat * bd.total_nodes, bw_floor = bytes / bw * 1e6;
+    const double floor_us = lat_floor + bw_floor;
+    printf("\n# floor: %d nodes x %.2f us (empty-kernel graph node) = %.2f us; %.2f MB at %.0f GB/s "
+           "(device copy, read+write) = %.2f us\n",
+           bd.total_nodes, lat, lat_floor, bytes / 1e6, bw / 1e9, bw_floor);
+    printf("  floor %.2f us; measured %.2f us; gap %.2fx\n", floor_us, step_us, step_us / floor_us);
+    len += (size_t)snprintf(json + len, json_bytes - len,
+                            "\"nodes\":%d,\"kernels\":%d,\"node_latency_us\":%.3f,\"bw_GBs\":%.1f,"
+                            "\"step_bytes\":%.0f,\"floor_us\":%.3f,\"gap\":%.3f,",
+                            bd.total_nodes, bd.kernel_nodes, lat, bw / 1e9, bytes, floor_us,
+                            step_us / floor_us);
+  } else {
+    printf("breakdown: %s\n", err);
+  }
+  bench_net_free(&n);
+  if (o->big_batch > 0 && bench_net_init(&n, be, o->big_batch, ROWS, 7) == 0) {
+    const double gemm_us = bench_cuda_gemm_us(be, &n, math);
+    const double flops = bench_step_flops(&n);
+    bench_net_free(&n);
+    const double big_us = run_variant(o, o->big_batch, 0, math, 1, 14);
+    printf("\n# batch %lld: step %.1f us (%.0f samples/s); its 8 GEMMs alone in cuBLAS %.1f us "
+           "(%.1f TFLOP/s); step reaches %.0f%% of that roofline\n",
+           (long long)o->big_batch, big_us, (double)o->big_batch / big_us * 1e6, gemm_us,
+           flops / gemm_us * 1e-6, 100.0 * gemm_us / big_us);
+    len += (size_t)snprintf(json + len, json_bytes - len,
+                            "\"big_batch\":%lld,\"big_step_us\":%.3f,\"big_samples_per_s\":%.0f,"
+                            "\"gemm_us\":%.3f,\"gemm_tflops\":%.3f,\"roofline_frac\":%.4f,",
+                            (long long)o->big_batch, big_us, (double)o->big_batch / big_us * 1e6,
+                            gemm_us, flops / gemm_us * 1e-6, gemm_us / big_us);
+  }
+  kern_backend_free(be);
+}
+#endif
+
+int main(int argc, char **argv) {
+  bench_opts o;
+  if (parse(&o, argc, argv) != 0) return 2;
+  const int cuda = !strcmp(o.device, "cuda");
+  const kern_math math = strcmp(o.math, "tf32") ? KERN_MATH_FP32 : KERN_MATH_TF32;
+  char dev[256] = "cpu", why[256] = "";
+  if (cuda && kern_cuda_device_count(why, sizeof why) <= 0) {
+    fprintf(stderr, "gpu_step_bench: no GPU (%s); use --device cpu\n", why);
+    return 77;
+  }
+  static char json[8192];
+  size_t len = 0;
+  printf("# tfdist training step, 784-300-100-10, batch %lld, %s, %s\n", (long long)o.batch,
+         o.device, o.math);
+  double main_us;
+  if (cuda) {
+    main_us = run_variant(&o, o.batch, 0, math, 1, o.steps);
+#if TFDIST_HAVE_CUDA
+    bench_cuda_device_name(dev, sizeof dev);
+#endif
+    printf("# %s\n", dev);
+    const double eager = run_variant(&o, o.batch, 0, math, 0, o.steps);
+    const double unfused = run_variant(&o, o.batch, 1, math, 1, o.steps);
+    const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, 1, o.steps);
+    print_row("graph, fused kernels (default)", main_us, o.batch);
+    print_row("eager launches, fused kernels", eager, o.batch);
+    print_row("graph, cuDNN activation (unfused)", unfused, o.batch);
+    print_row("graph, fused, tf32", tf32, o.batch);
+    len += (size_t)snprintf(json + len, sizeof json - len,
+                            "\"eager_us\":%.3f,\"unfused_us\":%.3f,\"tf32_us\":%.3f,", eager,
+                            unfused, tf32);
+  } else {
+    main_us = run_variant(&o, o.batch, 0, math, 0, o.steps);
+    print_row("cpu backend, eager", main_us, o.batch);
+  }
+  if (main_us <= 0) {
+    printf("JSON {\"bench\":\"tfdist_step\",\"device\":\"%s\",\"error\":\"step failed\"}\n", dev);
+    return 1;
+  }
+#if TFDIST_HAVE_CUDA
+  if (cuda) cuda_extras(&o, math, main_us, json + len, sizeof json - len);
+#endif
+  printf("JSON {\"bench\":\"tfdist_step\",\"device\":\"%s\",\"batch\":%lld,%s\"step_us\":%.3f,"
+         "\"samples_per_s\":%.0f}\n",
+         dev, (long long)o.batch, json, main_us, (double)o.batch / main_us * 1e6);
+  return 0;
+}
