@@ -1,0 +1,151 @@
+"""Helpers of benchmarks/gpu/check.sh (standard library only).
+  --metrics FILE   one run's metrics.jsonl -> `JSON {...}` (final_acc, losses, times)
+  --results FILE   check.sh's results.jsonl -> the closing table, targets of issues 6 and 7"""
+import argparse
+import json
+import sys
+
+ACC_BAND = (0.874 - 0.01, 0.874 + 0.01)
+
+
+def metrics_json(path):
+    rows = {}
+    last_time = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            rows.setdefault(r["name"], {})[r["epoch"]] = r["value"]
+            last_time[r["epoch"]] = max(last_time.get(r["epoch"], 0.0), r["time"])
+    epochs = sorted(rows.get("loss", {}))
+    out = {"epochs": len(epochs), "final_acc": rows.get("final_acc", {}).get(len(epochs)),
+           "loss": [rows["loss"][e] for e in epochs],
+           "val_acc": [rows["validation_acc"][e] for e in epochs],
+           "steps_s": sum(rows["epoch_time_s"][e] for e in epochs),
+           "samples_per_s": [rows["samples_per_s"][e] for e in epochs]}
+    if len(epochs) >= 2:  # epoch 1's end is known, not its start: take epoch 2's length for it
+        t = [last_time[e] for e in epochs]
+        out["train_eval_s"] = (t[-1] - t[0]) + (t[1] - t[0])
+    print("JSON " + json.dumps(out))
+
+
+def load(path):
+    steps, data = {}, {}
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if "data" in r:
+                data.setdefault(r["step"], []).append(r["data"])
+            else:
+                steps[r["step"]] = r
+    return steps, data
+
+
+def first(data, step, pred=lambda d: True):
+    for d in data.get(step, []):
+        if pred(d):
+            return d
+    return None
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(path, elapsed):
+    steps, data = load(path)
+    lines = []
+    add = lines.append
+    bench = first(data, "step_bench", lambda d: d.get("bench") == "tfdist_step") or {}
+    peer = first(data, "pytorch_peer", lambda d: d.get("bench") == "pytorch_mnist")
+    peer_modes = {d["mode"]: d for d in data.get("pytorch_peer", [])
+                  if d.get("bench") == "pytorch_mnist_mode"}
+    if peer:
+        peer_modes.update({m: dict(v, mode=m) for m, v in peer["modes"].items()})
+    add(f"== tfdist GPU check on {bench.get('device', 'unknown GPU')} ({elapsed} s in all)")
+    add(f"{'step':22s} {'rc':>4s} {'secs':>7s}")
+    for name, r in steps.items():
+        verdict = "ok" if r["rc"] == 0 else ("skip" if r["rc"] == 77 else "FAIL")
+        add(f"{name:22s} {r['rc']:>4d} {r['secs']:>7.1f}  {verdict}  {r.get('note', '')}")
+    us = bench.get("step_us")
+    rows = []
+
+    def row(what, value, target, met):
+        rows.append((what, value, target, "-" if met is None else ("yes" if met else "NO")))
+
+    row("step, batch 50, graph", fmt(us, ".1f") + " us", "<= 40 us", None if us is None else us <= 40)
+    sps = bench.get("samples_per_s")
+    row("samples/s, batch 50", fmt(sps, ",.0f"), ">= 1.25M", None if sps is None else sps >= 1.25e6)
+    for mode, label, target in (("eager", "PyTorch eager", 5.0), ("compile", "torch.compile", None),
+                                ("cudagraph", "PyTorch CUDA graph", None)):
+        m = peer_modes.get(mode, {})
+        if "step_us" in m and us:
+            ratio = m["step_us"] / us
+            row(f"vs {label} ({m['step_us']:.1f} us)", f"{ratio:.2f}x",
+                f">= {target:g}x" if target else "report", ratio >= target if target else None)
+        else:
+            row(f"vs {label}", "n/a", "report", None)
+    for key, label in (("eager_us", "tfdist eager launches"), ("unfused_us", "tfdist cuDNN act"),
+                       ("tf32_us", "tfdist tf32")):
+        if key in bench:
+            row(label, f"{bench[key]:.1f} us", "report", None)
+    t20 = first(data, "train20_gpu")
+    if t20:
+        te = t20.get("train_eval_s")
+        row("20 epochs incl. eval", fmt(te, ".2f") + " s", "< 3 s", None if te is None else te < 3.0)
+        fa = t20.get("final_acc")
+        row("final_acc, 20 epochs", fmt(fa, ".4f"), "0.874 +- 0.01",
+            None if fa is None else ACC_BAND[0] <= fa <= ACC_BAND[1])
+    else:
+        row("20 epochs on the GPU", "n/a", "< 3 s, acc 0.874 +- 0.01", False)
+    if "floor_us" in bench:
+        row(f"floor ({bench['nodes']} nodes x {bench['node_latency_us']:.2f} us + bytes)",
+            f"{bench['floor_us']:.1f} us", f"gap {bench['gap']:.2f}x", None)
+    if "big_step_us" in bench:
+        row(f"batch {bench['big_batch']}: samples/s", f"{bench['big_samples_per_s']:,.0f}",
+            f"{100 * bench['roofline_frac']:.0f}% of cuBLAS-only GEMMs "
+            f"({bench['gemm_tflops']:.1f} TFLOP/s)", None)
+    for step, label in (("nccl_1rank", "NCCL 1 rank"), ("ring_2rank_1gpu", "ring 2 ranks 1 GPU")):
+        d = first(data, step, lambda d: d.get("bench") == "allreduce")
+        if d:
+            grads = [r for r in d["rows"] if r[0] == 266610 * 4]
+            big = max(d["rows"], key=lambda r: r[0])
+            g = f"{grads[0][1]:.1f} us" if grads else "n/a"
+            row(f"{label}: 1.07 MB grads / {big[0] >> 20} MiB", f"{g} / {big[2]:.1f} GB/s",
+                "#wrong 0", d.get("wrong", 1) == 0)
+        else:
+            row(label, "n/a", "", False)
+    g2, c2 = first(data, "ring2_gpu_train"), first(data, "ring2_cpu_train")
+    if g2 and c2:
+        dl = max(abs(a - b) / abs(b) for a, b in zip(g2["loss"], c2["loss"]))
+        da = max(abs(a - b) for a, b in zip(g2["val_acc"], c2["val_acc"]))
+        row("2 ranks 1 GPU (ring) vs CPU", f"loss {dl:.1e} rel, acc {da:.4f}",
+            "<= 1e-3, <= 0.005", dl <= 1e-3 and da <= 0.005)
+    if peer and "train" in peer:
+        t = peer["train"]
+        row(f"PyTorch {t['mode']} {t['epochs']} epochs", f"{t['seconds']:.2f} s",
+            f"acc {t['final_acc']:.4f}", None)
+    add("")
+    add(f"{'measure':44s} {'value':>26s}  {'target':28s} met")
+    for what, value, target, met in rows:
+        add(f"{what:44s} {value:>26s}  {target:28s} {met}")
+    print("\n".join(lines))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--metrics")
+    ap.add_argument("--results")
+    ap.add_argument("--elapsed", default="?")
+    a = ap.parse_args()
+    if a.metrics:
+        metrics_json(a.metrics)
+    if a.results:
+        table(a.results, a.elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
