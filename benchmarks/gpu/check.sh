@@ -7,9 +7,10 @@
 #                      --data /usr/share/datasets/fashion-mnist .bundle/travel/fashion-mnist
 # and carried along as .bundle/travel. Runs, each under its own time limit
 # and never stopping at the first failure: the environment, the GPU step
-# benchmark, the GPU tests, 20 epochs on the GPU with the defaults, 2 ranks
-# sharing the GPU over the ring, the NCCL (1 rank) and ring (2 ranks)
-# allreduce benchmarks, and the PyTorch peer. Ends with a short table.
+# benchmark, the PyTorch peer (eager, CUDA graph), the GPU tests, 20 epochs
+# on the GPU with the defaults, the NCCL (1 rank) and ring (2 ranks on the one
+# GPU) allreduce benchmarks, 2-rank ring training on the GPU against the CPU,
+# and torch.compile last. Ends with a short table.
 # Full logs go to $OUT (8 files at most). Exit status: the number of failed steps.
 set -u
 T0=$(date +%s.%N)
@@ -84,6 +85,10 @@ run_step env 60 env.txt bash -c "
 # Timings first, while the machine is fresh; fp32 is the default math.
 run_step step_bench 150 bench.log "$B/bin/tfdist-env" gpu_step_bench --device cuda
 
+# The PyTorch peer in the same run: eager and a whole-step CUDA graph.
+run_step pytorch_peer 120 peer.log python3 "$REPO/benchmarks/peers/pytorch_mnist.py" \
+  --device cuda --data-folder "$DATA" --modes eager,cudagraph --epochs 3 --train-mode eager
+
 run_step test_gpu_ops 150 tests.log "$B/bin/tfdist-env" test_gpu_ops
 run_step test_gpu_step 120 tests.log "$B/bin/tfdist-env" test_gpu_step
 run_step test_gpu_train 240 tests.log env TFDIST="$B/bin/tfdist" MPIRUN="$B/bin/mpirun" \
@@ -93,6 +98,10 @@ mkdir -p "$WORK/t20" "$WORK/r2g" "$WORK/r2c"
 run_step train20_gpu 120 train.log bash -c "cd '$WORK/t20' && '$B/bin/tfdist' train --device cuda \
   --data-folder '$DATA' --progress off --outputs '$WORK/t20/out' --logs '$WORK/t20/logs' && \
   python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/t20/out/metrics.jsonl'"
+run_step nccl_1rank 90 bench.log "$B/bin/tfdist-env" gpu_allreduce_bench --backend nccl -e 64M
+run_step ring_2rank_1gpu 120 bench.log "$B/bin/mpirun" -np 2 --oversubscribe --bind-to none \
+  "$B/bin/tfdist-env" gpu_allreduce_bench --backend ring -e 16M -n 10 -w 2
+
 run_step ring2_gpu_train 120 train.log bash -c "cd '$WORK/r2g' && '$B/bin/mpirun' -np 2 \
   --oversubscribe --bind-to none '$B/bin/tfdist' train --device cuda --allreduce ring --epochs 2 \
   --data-folder '$DATA' --progress off --outputs '$WORK/r2g/out' --logs '$WORK/r2g/logs' && \
@@ -103,15 +112,9 @@ run_step ring2_cpu_train 120 train.log bash -c "cd '$WORK/r2c' && '$B/bin/mpirun
   --logs '$WORK/r2c/logs' && \
   python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/r2c/out/metrics.jsonl'"
 
-run_step nccl_1rank 90 bench.log "$B/bin/tfdist-env" gpu_allreduce_bench --backend nccl -e 64M
-run_step ring_2rank_1gpu 120 bench.log "$B/bin/mpirun" -np 2 --oversubscribe --bind-to none \
-  "$B/bin/tfdist-env" gpu_allreduce_bench --backend ring -e 16M -n 10 -w 2
-
-# The peer last: torch.compile may take a minute; its modes report one by one.
-modes=eager,cudagraph,compile
-[ "$(left)" -lt 100 ] && modes=eager,cudagraph
-run_step pytorch_peer 200 peer.log python3 "$REPO/benchmarks/peers/pytorch_mnist.py" \
-  --device cuda --data-folder "$DATA" --modes "$modes" --epochs 3 --train-mode eager
+# torch.compile last: Inductor may take a minute or more to compile.
+run_step pytorch_compile 150 peer.log python3 "$REPO/benchmarks/peers/pytorch_mnist.py" \
+  --device cuda --data-folder "$DATA" --modes compile
 
 echo "=== done at $(elapsed)s; $FAILED step(s) failed" | tee -a "$OUT/check.log"
 python3 "$REPO/benchmarks/gpu/check_summary.py" --results "$RES" --elapsed "$(elapsed)" \

@@ -60,10 +60,11 @@ def table(path, elapsed):
     add = lines.append
     bench = first(data, "step_bench", lambda d: d.get("bench") == "tfdist_step") or {}
     peer = first(data, "pytorch_peer", lambda d: d.get("bench") == "pytorch_mnist")
-    peer_modes = {d["mode"]: d for d in data.get("pytorch_peer", [])
-                  if d.get("bench") == "pytorch_mnist_mode"}
-    if peer:
-        peer_modes.update({m: dict(v, mode=m) for m, v in peer["modes"].items()})
+    peer_modes = {}
+    for step in ("pytorch_peer", "pytorch_compile"):
+        for d in data.get(step, []):
+            if d.get("bench") == "pytorch_mnist_mode":
+                peer_modes[d["mode"]] = d
     add(f"== tfdist GPU check on {bench.get('device', 'unknown GPU')} ({elapsed} s in all)")
     add(f"{'step':22s} {'rc':>4s} {'secs':>7s}")
     for name, r in steps.items():
@@ -86,7 +87,7 @@ def table(path, elapsed):
             row(f"vs {label} ({m['step_us']:.1f} us)", f"{ratio:.2f}x",
                 f">= {target:g}x" if target else "report", ratio >= target if target else None)
         else:
-            row(f"vs {label}", "n/a", "report", None)
+            row(f"vs {label}", "n/a", m.get("error", "did not run")[:28], None)
     for key, label in (("eager_us", "tfdist eager launches"), ("unfused_us", "tfdist cuDNN act"),
                        ("tf32_us", "tfdist tf32")):
         if key in bench:
