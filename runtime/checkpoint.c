@@ -449,9 +449,14 @@ static int ckpt_resolve_dir(const char *dir, const char *spec, char *out, size_t
   /* No usable pointer: the newest checkpoint file there. */
   int64_t *epochs = malloc(CKPT_LIST_CAP * sizeof *epochs), newest = -1;
   int n = epochs ? ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP, 0) : -1;
-  const char *why = epochs ? strerror(errno) : "out of memory";
+  const int saved_errno = errno, oom = epochs == NULL;
+  const char *why = oom ? "out of memory" : strerror(saved_errno);
   if (n > 0) newest = epochs[0];
   free(epochs);
+  if (n < 0 && !oom && saved_errno == ENOENT) {
+    snprintf(err, eb, "--resume-from %s: no checkpoint in %s (no such folder)", spec, dir);
+    return -1;
+  }
   if (n < 0) {
     snprintf(err, eb, "--resume-from %s: %s: %s", spec, dir, why);
     return -1;
