@@ -269,7 +269,8 @@ static int ckpt_verify(hid_t f, const char *where, const char *path, ckpt_state 
   int64_t format = 0;
   if (ckpt_attr_str_into(f, H5MODEL_ATTR_KIND, where, kind, sizeof kind, err, eb) != 0) return -1;
   if (strcmp(kind, "checkpoint") != 0) {
-    snprintf(err, eb, "%s: a tfdist %s file, not a checkpoint", path, kind);
+    snprintf(err, eb, "%s: a tfdist %s file, not a checkpoint", path,
+             h5_is_ascii_name(kind) ? kind : "(unknown kind)");
     return -1;
   }
   if (h5_attr_read_i64(f, H5MODEL_ATTR_FORMAT, where, &format, err, eb) != 0) return -1;
@@ -303,7 +304,8 @@ static int ckpt_verify_rng(hid_t f, const char *where, const char *path, const c
   if (!ok) {
     snprintf(err, eb, "%s: attribute 'rng': next_epoch_state %s differs from this build's %s "
              "(a different data-order generator)", path,
-             cJSON_IsString(st) ? st->valuestring : "(missing)", want);
+             cJSON_IsString(st) && h5_is_ascii_name(st->valuestring) ? st->valuestring : "(missing)",
+             want);
   }
   cJSON_Delete(o);
   return ok ? 0 : -1;
@@ -332,7 +334,8 @@ int ckpt_read(ckpt_state *s, const char *path, char *err, size_t eb) {
   if (h5_attr_exists(f, H5MODEL_ATTR_KIND) &&
       ckpt_attr_str_into(f, H5MODEL_ATTR_KIND, where, kind, sizeof kind, err, eb) == 0 &&
       strcmp(kind, "checkpoint") != 0) {
-    snprintf(err, eb, "%s: a tfdist %s file, not a checkpoint", path, kind);
+    snprintf(err, eb, "%s: a tfdist %s file, not a checkpoint", path,
+             h5_is_ascii_name(kind) ? kind : "(unknown kind)");
     goto out;
   }
   if (h5model_read_keras(f, path, &m, err, eb) != 0) goto out;

@@ -32,7 +32,8 @@ static const char predict_usage[] =
     "usage: tfdist predict --model PATH [--input FILE | FILE]   (JSON on stdin by default)\n"
     "  Prints {\"classes\": [...], \"probabilities\": [[10 floats], ...]}.";
 
-/* idx (magic 0x00000803) or gzip (1f 8b) by its first bytes; anything else is JSON. */
+/* idx (every idx magic starts with two zero bytes, which JSON never does) or
+ * gzip (1f 8b) by the first bytes; anything else is JSON. */
 static int predict_is_idx(const char *path) {
   FILE *f = fopen(path, "rb");
   unsigned char b[4] = {0};
@@ -40,7 +41,7 @@ static int predict_is_idx(const char *path) {
   size_t got = fread(b, 1, 4, f);
   fclose(f);
   return (got >= 2 && b[0] == 0x1f && b[1] == 0x8b) ||
-         (got == 4 && b[0] == 0 && b[1] == 0 && b[2] == 8 && b[3] == 3);
+         (got >= 2 && b[0] == 0 && b[1] == 0);
 }
 
 static char *predict_read_stdin(char *err, size_t eb) {

@@ -191,6 +191,11 @@ static int h5_read_layer(hid_t weights, const char *where, const char *name, h5_
     snprintf(err, eb, "%s: %d weights, expected a kernel and a bias", gwhere, n);
     goto out;
   }
+  if (!h5_is_ascii_name(wn[0]) || !h5_is_ascii_name(wn[1])) {
+    snprintf(err, eb, "%s: attribute 'weight_names' holds a name that is not printable ASCII",
+             gwhere);
+    goto out;
+  }
   snprintf(lf->name, sizeof lf->name, "%s", name);
   snprintf(lf->kernel_path, sizeof lf->kernel_path, "%s", wn[0]);
   snprintf(lf->bias_path, sizeof lf->bias_path, "%s", wn[1]);
@@ -228,6 +233,10 @@ static int h5_find_layers(hid_t weights, const char *where, h5_layer_found *lf, 
   snprintf(gwhere, sizeof gwhere, "%s: model_weights", where);
   if (h5_attr_read_str_array(weights, "layer_names", gwhere, &names, &n, err, eb) != 0) return -1;
   for (int i = 0; i < n; i++) {
+    if (!h5_is_ascii_name(names[i])) {
+      snprintf(err, eb, "%s: attribute 'layer_names'[%d] is not a printable ASCII name", gwhere, i);
+      goto out;
+    }
     h5_layer_found one;
     int has = 0;
     if (h5_read_layer(weights, where, names[i], &one, &has, err, eb) != 0) goto out;
@@ -298,7 +307,7 @@ static int h5_check_config(hid_t file, const char *where, const h5_layer_found *
                where, k, k < MODEL_LAYERS ? (long long)lf[k].out : 0LL);
       goto out;
     }
-    const char *a = act->valuestring;
+    const char *a = h5_is_ascii_name(act->valuestring) ? act->valuestring : "(unprintable)";
     int last = k + 1 == MODEL_LAYERS;
     if (last ? (strcmp(a, "softmax") && strcmp(a, "linear")) : strcmp(a, "relu") != 0) {
       snprintf(err, eb, "%s: model_config: Dense layer %d activation '%s' is not supported "
@@ -345,6 +354,7 @@ static int h5_verify_checksum(hid_t file, const char *where, h5model *m, char *e
   if (h5_attr_read_str(file, H5MODEL_ATTR_SHA256, awhere, &stored, err, eb) != 0) return -1;
   h5model_weights_sha256(&m->layout, m->params, hex);
   int ok = strcmp(stored, hex) == 0;
+  if (!h5_is_ascii_name(stored)) snprintf(stored, strlen(stored) + 1, "?");
   if (!ok) {
     snprintf(err, eb, "%s: weights checksum mismatch (stored %.12s..., computed %.12s...): "
              "the file is corrupted", where, stored, hex);

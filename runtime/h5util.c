@@ -179,6 +179,22 @@ fail:
   return -1;
 }
 
+int h5_is_ascii_name(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 255) return 0;
+  for (; *s; s++) {
+    if (*s < 0x20 || *s > 0x7e) return 0;
+  }
+  return 1;
+}
+
+static int h5_has_control(const char *s) {
+  for (; *s; s++) {
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
+  }
+  return 0;
+}
+
 /* Reads n strings of attribute a (type t) into malloc'd copies. */
 static int h5_attr_read_strings(hid_t a, hid_t t, hssize_t n, char **out, const char *where,
                                 const char *name, char *err, size_t eb) {
@@ -217,6 +233,13 @@ static int h5_attr_read_strings(hid_t a, hid_t t, hssize_t n, char **out, const 
     if (rc != 0) snprintf(err, eb, "out of memory");
   }
   if (mt >= 0) H5Tclose(mt);
+  for (hssize_t i = 0; rc == 0 && i < n; i++) {
+    if (h5_has_control(out[i])) {
+      snprintf(err, eb, "%s: attribute '%s' contains control characters (damaged file?)", where,
+               name);
+      rc = -1;
+    }
+  }
   return rc;
 bad:
   if (mt >= 0) H5Tclose(mt);

@@ -38,7 +38,11 @@ int h5_attr_write_f64(hid_t obj, const char *name, double value, char *err, size
 /* Readers. `where` names the object in messages ("ckpt.h5: /" ...). A missing
  * attribute is an error unless the caller asked h5_attr_exists first. */
 int h5_attr_exists(hid_t obj, const char *name);
-/* Scalar string, fixed or variable length; *out is malloc'd. */
+/* Printable ASCII, 1..255 characters: what a layer or dataset name read from
+ * a file must be before it goes into an error line or a lookup. */
+int h5_is_ascii_name(const char *s);
+/* Scalar string, fixed or variable length; *out is malloc'd. Strings with
+ * control characters are refused: they would break one-line errors. */
 int h5_attr_read_str(hid_t obj, const char *name, const char *where, char **out, char *err,
                      size_t eb);
 /* 1-D string array, fixed or variable length; *out is n malloc'd strings in one
