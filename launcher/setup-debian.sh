@@ -10,7 +10,7 @@ PKGS=(
   dataset-fashion-mnist
   python3 python3-numpy python3-h5py
   clang libclang-rt-14-dev
-  slurmctld slurmd slurm-client munge iproute2 procps
+  slurmctld slurmd slurm-client munge iproute2 procps time
 )
 missing=()
 for p in "${PKGS[@]}"; do
