@@ -1,6 +1,7 @@
 /* `tfdist predict`: classes and softmax probabilities of a saved model for an
  * idx images file or {"data": [[784 floats], ...]} JSON, on stdin or in a file. */
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,14 +102,20 @@ static int predict_load_rows(const char *input, float **x, int64_t *n, char *err
   return rc;
 }
 
-/* %.9g: every float32 round-trips. */
+/* %.9g: every float32 round-trips. A non-finite probability (inputs far
+ * outside 0..1 can overflow the logits) is JSON null, never a bare nan. */
+static void predict_print_prob(int first, float p) {
+  if (isfinite(p)) printf(first ? "%.9g" : ",%.9g", (double)p);
+  else printf(first ? "null" : ",null");
+}
+
 static void predict_print(const float *probs, const int32_t *classes, int64_t n) {
   printf("{\"classes\":[");
   for (int64_t i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)classes[i]);
   printf("],\"probabilities\":[");
   for (int64_t i = 0; i < n; i++) {
     printf(i ? ",[" : "[");
-    for (int j = 0; j < DATA_CLASSES; j++) printf(j ? ",%.9g" : "%.9g", (double)probs[i * DATA_CLASSES + j]);
+    for (int j = 0; j < DATA_CLASSES; j++) predict_print_prob(j == 0, probs[i * DATA_CLASSES + j]);
     printf("]");
   }
   printf("]}\n");

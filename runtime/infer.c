@@ -2,6 +2,8 @@
 #include "runtime/infer.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +110,11 @@ int infer_rows_from_json(const cJSON *rows, const char *where, int64_t dim, floa
     cJSON_ArrayForEach(v, row) {
       if (!cJSON_IsNumber(v)) {
         snprintf(err, eb, "%s[%lld][%lld]: not a number", where, (long long)i, (long long)j);
+        goto fail;
+      }
+      if (!(fabs(v->valuedouble) <= FLT_MAX)) {
+        snprintf(err, eb, "%s[%lld][%lld]: %g is outside the float32 range", where, (long long)i,
+                 (long long)j, v->valuedouble);
         goto fail;
       }
       buf[i * dim + j++] = (float)v->valuedouble;

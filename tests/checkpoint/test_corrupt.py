@@ -2,6 +2,7 @@
 clear error line (naming the file and what is wrong) and a non-zero exit,
 never a crash. Also a seeded fuzz: random bytes flipped anywhere in a model
 file never crash eval."""
+import json
 import os
 import random
 import shutil
@@ -138,9 +139,14 @@ json_cases = [
     ('{"data": [' + row(784) + "," + row(785) + "]}", "stdin: data[1]: 785 values, expected 784"),
     ('{"data": [5]}', "stdin: data[0]: not an array"),
     ('{"data": [[' + ",".join(["1"] * 5 + ['"a"'] + ["1"] * 778) + "]]}", "stdin: data[0][5]: not a number"),
+    ('{"data": [[' + ",".join(["1"] * 7 + ["1e300"] + ["1"] * 776) + "]]}", "stdin: data[0][7]: 1e+300 is outside"),
 ]
 for text_in, needle in json_cases:
     check_fails(["predict", "--model", model], needle, f"predict {text_in[:30]!r}", stdin=text_in)
+# Huge but valid inputs overflow the logits: the output stays valid JSON.
+q = _run_stdin(["predict", "--model", model], '{"data": [[' + ",".join(["3e38"] * 784) + "]]}")
+T.check(q.returncode == 0 and len(json.loads(q.stdout)["probabilities"][0]) == 10,
+        f"huge inputs: rc {q.returncode} {q.stdout[:200]} {q.stderr.strip()}")
 bad_json = os.path.join(d, "bad.json")
 open(bad_json, "w").write('{"data": [[1, 2]]}')
 check_fails(["predict", "--model", model, "--input", bad_json], bad_json + ": data[0]: 2 values",
