@@ -174,22 +174,37 @@ static cJSON *reg_run_metrics(const char *run_dir) {
   return m;
 }
 
-/* The run folder is the model folder's parent (<outputs>/model/model.h5). */
+/* The run folder is the model folder's parent (<outputs>/model/model.h5). A
+ * model downloaded from a registry has no run folder but its metadata.json
+ * beside it, which carries the run's metrics and id forward. */
 static void reg_add_run_info(cJSON *meta, const char *model_file) {
   char buf[REG_PATH], run_dir[REG_PATH], path[REG_PATH], ignored[4600];
   reg_path(buf, "%s", model_file);
   reg_path(run_dir, "%s", dirname(dirname(buf)));
   reg_path(path, "%s/run.json", run_dir);
-  cJSON *run = reg_read_json(path, ignored, sizeof ignored);
-  cJSON *metrics = reg_run_metrics(run_dir);
+  cJSON *run = reg_read_json(path, ignored, sizeof ignored), *metrics = NULL;
+  if (!run) {
+    reg_path(buf, "%s", model_file);
+    reg_path(path, "%s/metadata.json", dirname(buf));
+    run = reg_read_json(path, ignored, sizeof ignored);
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(run, "run_id");
+    if (run && cJSON_IsString(rid)) {
+      cJSON_ReplaceItemInObjectCaseSensitive(run, "id", cJSON_CreateString(rid->valuestring));
+    } else {
+      cJSON_DeleteItemFromObjectCaseSensitive(run, "id"); /* the entry's id, not a run's */
+    }
+  } else {
+    metrics = reg_run_metrics(run_dir);
+  }
   const cJSON *rm = cJSON_GetObjectItemCaseSensitive(run, "metrics");
   if (cJSON_GetArraySize(metrics) == 0 && cJSON_IsObject(rm)) {
     cJSON_Delete(metrics);
     metrics = cJSON_Duplicate(rm, 1);
   }
-  cJSON_AddItemToObject(meta, "metrics", metrics);
+  cJSON_AddItemToObject(meta, "metrics", metrics ? metrics : cJSON_CreateObject());
   const cJSON *id = cJSON_GetObjectItemCaseSensitive(run, "id");
   const cJSON *st = cJSON_GetObjectItemCaseSensitive(run, "status");
+  if (!cJSON_IsString(st)) st = cJSON_GetObjectItemCaseSensitive(run, "run_status");
   if (cJSON_IsString(id)) cJSON_AddStringToObject(meta, "run_id", id->valuestring);
   else cJSON_AddNullToObject(meta, "run_id");
   if (cJSON_IsString(st)) cJSON_AddStringToObject(meta, "run_status", st->valuestring);

@@ -106,6 +106,12 @@ T.check(json.load(open(os.path.join(dl, "metadata.json")))["id"] == "tf-dnn-mnis
 p = tf(["eval", "--model", dl, "--data-folder", data, "--json"])
 T.check(p.returncode == 0 and json.loads(p.stdout)["accuracy"] == final, "eval of the download")
 
+# Registering a downloaded copy carries the run's metrics and id forward.
+p = tf(["model", "register", "--registry", reg, "--name", "copy", "--path", dl])
+m = json.loads(tf(["model", "show", "copy:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
+T.check(m.get("run_id") == run["id"] and m.get("metrics", {}).get("final_acc") == final,
+        f"re-registered download: {p.stderr.strip()} {m.get('run_id')}")
+
 # A registry file that no longer matches its sha256.
 with open(os.path.join(name_dir, "2", "model.h5"), "r+b") as f:
     f.seek(5000)
