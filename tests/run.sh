@@ -50,7 +50,7 @@ suite() {
   tally "$dir"
 }
 
-suite build-ci "-Dwerror=true -Dgpu=disabled -Dbuildtype=release"
+suite build-ci "-Dwerror=true -Dgpu=auto -Dbuildtype=release"
 suite build-asan "-Dwerror=true -Dgpu=disabled -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug" --suite unit
 if [ -x tests/data/fuzz.sh ]; then
   if tests/data/fuzz.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
