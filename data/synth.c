@@ -11,8 +11,9 @@
 #include "data/shards.h"
 
 #define SYNTH_BLOBS 4
-#define SYNTH_SHIFT 2   /* samples move up to this many pixels each way */
-#define SYNTH_NOISE 48  /* uniform pixel noise in [-48, 48] */
+#define SYNTH_SHIFT 3   /* samples move up to this many pixels each way */
+#define SYNTH_NOISE 64  /* uniform pixel noise in [-64, 64] */
+#define SYNTH_MIX 200   /* the most of a second class blended in, /255 */
 #define SYNTH_CHUNK 4096
 
 /* Each class: a few soft round blobs, (1 - d^2/r^2)^2 inside radius r. */
@@ -58,16 +59,20 @@ void data_synth_sample(const data_synth *s, int split, int64_t i, uint8_t *px, u
   data_rng r;
   data_rng_seed(&r, s->seed, DATA_RNG_STREAM_SYNTH, (uint64_t)i * 2 + (uint64_t)(split & 1));
   int c = (int)data_rng_below(&r, DATA_CLASSES);
+  int other = (c + 1 + (int)data_rng_below(&r, DATA_CLASSES - 1)) % DATA_CLASSES;
   int dx = (int)data_rng_below(&r, 2 * SYNTH_SHIFT + 1) - SYNTH_SHIFT;
   int dy = (int)data_rng_below(&r, 2 * SYNTH_SHIFT + 1) - SYNTH_SHIFT;
-  int gain = 150 + (int)data_rng_below(&r, 106); /* 150..255, /255 */
-  const uint8_t *p = s->proto[c];
+  int gain = 120 + (int)data_rng_below(&r, 136); /* 120..255, /255 */
+  int mix = (int)data_rng_below(&r, SYNTH_MIX + 1); /* a distractor class at 0..MIX/255 */
+  const uint8_t *p = s->proto[c], *q = s->proto[other];
   uint64_t bits = 0;
   for (int y = 0; y < DATA_SYNTH_SIDE; y++) {
     for (int x = 0; x < DATA_SYNTH_SIDE; x++) {
       int j = y * DATA_SYNTH_SIDE + x, sx = x - dx, sy = y - dy;
-      int v = sx >= 0 && sx < DATA_SYNTH_SIDE && sy >= 0 && sy < DATA_SYNTH_SIDE
-                  ? p[sy * DATA_SYNTH_SIDE + sx] * gain / 255 : 0;
+      int v = q[j] * mix / 255;
+      if (sx >= 0 && sx < DATA_SYNTH_SIDE && sy >= 0 && sy < DATA_SYNTH_SIDE) {
+        v += p[sy * DATA_SYNTH_SIDE + sx] * gain / 255;
+      }
       if ((j & 7) == 0) bits = data_rng_next(&r);
       v += (int)((bits & 0xff) * (2 * SYNTH_NOISE + 1) >> 8) - SYNTH_NOISE;
       bits >>= 8;

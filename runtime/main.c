@@ -14,6 +14,7 @@ typedef struct {
 
 static const cli_command commands[] = {
   {"train", cli_train, "train the DNN (one rank, or many under mpirun/srun)"},
+  {"data", cli_data, "inspect, verify, synthesize or shard idx data sets"},
 };
 
 static void usage(FILE *out) {
