@@ -20,6 +20,7 @@ struct data_idx_reader {
   int fd, own_fd;
   char path[4096];
   int gzip;
+  data_idx_kind want;
   data_idx_header h;
   int64_t offset;     /* content bytes delivered (header included) */
   int64_t file_bytes; /* file size from the start position */
@@ -36,8 +37,9 @@ struct data_idx_reader {
 };
 
 static const char *idx_kind_name(const data_idx_reader *r) {
-  return r->h.magic == DATA_IDX_MAGIC_IMAGES ? "images"
-       : r->h.magic == DATA_IDX_MAGIC_LABELS ? "labels" : "idx";
+  uint32_t m = r->h.magic ? r->h.magic : r->want == DATA_IDX_IMAGES ? DATA_IDX_MAGIC_IMAGES
+                          : r->want == DATA_IDX_LABELS ? DATA_IDX_MAGIC_LABELS : 0;
+  return m == DATA_IDX_MAGIC_IMAGES ? "images" : m == DATA_IDX_MAGIC_LABELS ? "labels" : "idx";
 }
 
 static int64_t idx_gz_pos(const data_idx_reader *r) {
@@ -100,8 +102,8 @@ static int idx_gz_next_member(data_idx_reader *r, int *more, char *err, size_t e
     return 0;
   }
   snprintf(err, err_bytes,
-           "%s: gzip byte %lld: trailing garbage after the gzip stream (%lld bytes that are not "
-           "a gzip member)", r->path, (long long)idx_gz_pos(r),
+           "%s: gzip byte %lld: trailing garbage after the gzip stream (%lld byte(s) that are "
+           "not a gzip member)", r->path, (long long)idx_gz_pos(r),
            (long long)(r->file_bytes - idx_gz_pos(r)));
   return -1;
 }
@@ -215,9 +217,8 @@ static int idx_check_dims(data_idx_reader *r, const uint8_t *b, char *err, size_
       return -1;
     }
     if (__builtin_mul_overflow(bytes, (uint64_t)r->h.dims[i], &bytes)) {
-      snprintf(err, err_bytes, "%s: byte 4: %s = %u*%u%s overflows 64 bits", r->path,
-               r->h.ndims == 3 ? "count*rows*cols" : "count", r->h.dims[0], r->h.dims[1],
-               r->h.ndims == 3 ? "*cols" : "");
+      snprintf(err, err_bytes, "%s: byte 4: count*rows*cols = %u*%u*%u overflows 64 bits",
+               r->path, r->h.dims[0], r->h.dims[1], idx_be32(b + 8));
       return -1;
     }
     if (i > 0) sample *= r->h.dims[i];
@@ -316,6 +317,7 @@ int data_idx_open_fd(data_idx_reader **out, int fd, const char *name, data_idx_k
     return -1;
   }
   r->fd = fd;
+  r->want = kind;
   snprintf(r->path, sizeof r->path, "%s", name);
   if (idx_setup(r, kind, err, err_bytes) != 0) {
     data_idx_close(r);
