@@ -1,8 +1,7 @@
 /* Bounded memory: streaming a synthetic set of more than 2 GiB (raw shards)
  * through the prefetching loader keeps this process's peak RSS under 256 MB,
  * while every sample still arrives exactly once with the right pixels.
- * TFDIST_RSS_TEST_BYTES overrides the size (the sanitizer build, whose
- * shadow memory and slower pace make 2 GiB pointless, sets it smaller). */
+ * TFDIST_RSS_TEST_BYTES overrides the size (for a quick look by hand). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
