@@ -136,9 +136,11 @@ static int stream_open_next(data_stream *st, char *err, size_t err_bytes) {
       data_idx_open(&st->rl, st->cur->labels, DATA_IDX_LABELS, err, err_bytes) != 0) {
     return -1;
   }
+  /* A gzip shard's content is already covered by gzip's own CRC-32, which
+   * inflate checks; a raw shard has only the index's. */
   int crc = st->check_crc && st->cur->has_crc;
-  data_idx_track_crc(st->ri, crc);
-  data_idx_track_crc(st->rl, crc);
+  data_idx_track_crc(st->ri, crc && !data_idx_is_gzip(st->ri));
+  data_idx_track_crc(st->rl, crc && !data_idx_is_gzip(st->rl));
   return stream_check_headers(st, err, err_bytes);
 }
 
@@ -149,7 +151,8 @@ static int stream_finish_shard(data_stream *st, char *err, size_t err_bytes) {
   }
   const data_shard *d = st->cur;
   if (st->check_crc && d->has_crc) {
-    uint32_t ci = data_idx_body_crc(st->ri), cl = data_idx_body_crc(st->rl);
+    uint32_t ci = data_idx_is_gzip(st->ri) ? d->images_crc : data_idx_body_crc(st->ri);
+    uint32_t cl = data_idx_is_gzip(st->rl) ? d->labels_crc : data_idx_body_crc(st->rl);
     if (ci != d->images_crc || cl != d->labels_crc) {
       snprintf(err, err_bytes, "%s: CRC-32 of the body is %08x but %s says %08x (corrupt shard)",
                ci != d->images_crc ? d->images : d->labels, ci != d->images_crc ? ci : cl,

@@ -327,10 +327,10 @@ int trainer_run(trainer *t) {
   int tty = isatty(2);
   int show = t->world->rank == 0 && (!strcmp(t->cfg->progress, "on") ||
                                      (!strcmp(t->cfg->progress, "auto") && tty));
+  if (train_input_start(t) != 0) return -1; /* first, so its start-up overlaps the record write */
   if (t->world->rank == 0 && run_record_stage(&t->run, RUN_RUNNING, t->err, sizeof t->err) != 0) {
     return -1;
   }
-  if (train_input_start(t) != 0) return -1;
   for (int64_t epoch = t->start_epoch; epoch < t->cfg->epochs; epoch++) {
     double t0 = rec_mono();
     if (train_epoch_steps(t, epoch, show) != 0) return -1;

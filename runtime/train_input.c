@@ -8,6 +8,15 @@
 
 int train_input_streaming(const trainer *t) { return strcmp(t->cfg->data_mode, "stream") == 0; }
 
+/* --prefetch 0: enough small batches to ride out a few ms of the loader
+ * thread being descheduled on a busy node, without holding much memory. */
+static int64_t train_input_prefetch(const trainer *t) {
+  if (t->cfg->prefetch > 0) return t->cfg->prefetch;
+  int64_t batch_bytes = t->batch * (t->layout.dims[0] * (int64_t)sizeof(float) + 12);
+  int64_t n = ((int64_t)8 << 20) / batch_bytes;
+  return n < 4 ? 4 : n > 64 ? 64 : n;
+}
+
 static data_loader_config train_input_config(const trainer *t) {
   const train_config *c = t->cfg;
   data_loader_config lc = {
@@ -20,7 +29,7 @@ static data_loader_config train_input_config(const trainer *t) {
       .first_step = 0,
       .epochs = c->epochs,
       .seed = (uint64_t)c->seed,
-      .prefetch = c->prefetch,
+      .prefetch = train_input_prefetch(t),
       .shuffle_buffer = c->shuffle_buffer,
       .check_crc = 1,
       .set = &t->train,
