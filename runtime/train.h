@@ -51,6 +51,7 @@ typedef struct {
   rank_log log;
   run_record run;
   train_epoch_result last;
+  struct train_ckpt_state *ckpt;   /* train_ckpt.c's: metrics history, data fingerprint */
   double data_wait_s;              /* this epoch's time blocked on the loader */
   data_loader *input;              /* batches for the CPU and stream mode; NULL: backend gather */
   data_shards *shards;             /* --data-mode stream: the shard index (owned) */
