@@ -264,7 +264,7 @@ static void bench_batches(const char *images, const char *labels, int64_t B) {
     printf("# batches, %s mode, B=%lld: %.0f samples/s (%.1f us per batch, %.0f MB/s of floats "
            "out), 2 epochs of %s\n", mode ? "stream" : "global", (long long)B, samples / dt,
            dt / (double)(2 * c.steps_per_epoch) * 1e6, samples * 784 * 4 / 1e6 / dt,
-           mode ? "the raw file read again each epoch, CRC checked" : "the set in memory");
+           mode ? "the raw file read again each epoch" : "the set in memory");
   }
   data_shards_free(&sh);
   data_set_free(&ds);
