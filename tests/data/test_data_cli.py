@@ -5,6 +5,7 @@ corrupt shard."""
 import gzip
 import os
 import re
+import shutil
 import struct
 import zlib
 
@@ -158,4 +159,6 @@ T.check(victim in p.stderr and "CRC-32" in p.stderr, f"corrupt shard: {p.stderr.
 p = T.run(base + ["--outputs", os.path.join(d, "out-bad2"), "--data-folder", syn], mpi=2,
           timeout=120, env=mpi_env)
 T.check(p.returncode != 0 and "each rank needs one" in p.stderr, "2 ranks on 1 shard")
+if not T.failures:
+    shutil.rmtree(d)  # kept for a look when something failed
 T.done()
