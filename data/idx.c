@@ -1,5 +1,5 @@
-/* idx reading and validation. zlib's gz* calls read raw files too, so one
- * code path serves both; every size is checked in 64-bit arithmetic. */
+/* Finding the idx files of a data folder, and loading a pair into memory
+ * through the validating reader of data/idx_reader.c. */
 #include "data/idx.h"
 
 #include <dirent.h>
@@ -9,18 +9,34 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
-static const char *const idx_names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+#include "data/idx_reader.h"
+
+#define IDX_NAMES 5
+static const char *const idx_names[IDX_NAMES] = {
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte", DATA_SHARDS_INDEX_NAME};
 
 static char *idx_slot(data_files *f, int k) {
-  char *slots[4] = {f->train_images, f->train_labels, f->test_images, f->test_labels};
+  char *slots[IDX_NAMES] = {f->train_images, f->train_labels, f->test_images, f->test_labels,
+                            f->train_shards};
   return slots[k];
 }
 
-/* Depth-first walk; the first match in sorted order wins so the choice is stable. */
-static int idx_walk(data_files *f, const char *dir, int depth, char *err, size_t err_bytes) {
+/* Which name this entry carries: the plain name, or (idx files) name.gz. */
+static int idx_name_match(const char *name, int k) {
+  size_t len = strlen(idx_names[k]);
+  return strncmp(name, idx_names[k], len) == 0 &&
+         (name[len] == '\0' || (k < 4 && strcmp(name + len, ".gz") == 0));
+}
+
+typedef struct {
+  data_files *f;
+  char dir_named[IDX_NAMES][4096]; /* a folder carrying the name: reported if no file is */
+} idx_search;
+
+/* Depth-first walk in sorted order. */
+static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t err_bytes) {
   struct dirent **list = NULL;
   int n = scandir(dir, &list, NULL, alphasort);
   if (n < 0) {
@@ -38,28 +54,36 @@ static int idx_walk(data_files *f, const char *dir, int depth, char *err, size_t
         stat(path, &st) != 0) {
       continue;
     }
-    if (S_ISDIR(st.st_mode)) {
-      if (depth < 16 && idx_walk(f, path, depth + 1, err, err_bytes) != 0) goto fail;
-      continue;
+    for (int k = 0; k < IDX_NAMES; k++) {
+      if (!idx_name_match(name, k)) continue;
+      char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : idx_slot(s->f, k);
+      if (slot[0] == '\0') snprintf(slot, 4096, "%s", path);
     }
-    for (int k = 0; k < 4; k++) {
-      size_t len = strlen(idx_names[k]);
-      int match = strncmp(name, idx_names[k], len) == 0 &&
-                  (name[len] == '\0' || strcmp(name + len, ".gz") == 0);
-      if (match && idx_slot(f, k)[0] == '\0') snprintf(idx_slot(f, k), 4096, "%s", path);
-    }
+    if (S_ISDIR(st.st_mode) && depth < 16) idx_walk(s, path, depth + 1, err, err_bytes);
   }
   for (int i = 0; i < n; i++) free(list[i]);
   free(list);
   return 0;
-fail:
-  for (int i = 0; i < n; i++) free(list[i]);
-  free(list);
+}
+
+static int idx_missing(const idx_search *s, const char *dir, int k, char *err, size_t err_bytes) {
+  if (s->dir_named[k][0]) {
+    snprintf(err, err_bytes, "%s: is a directory, not an idx file (no file %s found under "
+             "--data-folder %s)", s->dir_named[k], idx_names[k], dir);
+  } else if (k == 4) {
+    snprintf(err, err_bytes, "--data-folder %s: no %s found under it", dir, idx_names[k]);
+  } else {
+    snprintf(err, err_bytes, "--data-folder %s: no %s or %s.gz found under it", dir,
+             idx_names[k], idx_names[k]);
+  }
   return -1;
 }
 
-int data_files_find(data_files *out, const char *dir, char *err, size_t err_bytes) {
+static int idx_search_run(idx_search *s, data_files *out, const char *dir, char *err,
+                          size_t err_bytes) {
   memset(out, 0, sizeof *out);
+  memset(s, 0, sizeof *s);
+  s->f = out;
   struct stat st;
   if (stat(dir, &st) != 0) {
     snprintf(err, err_bytes, "--data-folder %s: %s", dir, strerror(errno));
@@ -69,168 +93,112 @@ int data_files_find(data_files *out, const char *dir, char *err, size_t err_byte
     snprintf(err, err_bytes, "--data-folder %s: not a directory", dir);
     return -1;
   }
-  if (idx_walk(out, dir, 0, err, err_bytes) != 0) return -1;
+  return idx_walk(s, dir, 0, err, err_bytes);
+}
+
+int data_files_find(data_files *out, const char *dir, char *err, size_t err_bytes) {
+  static idx_search s; /* 20 KiB of paths: kept off the stack */
+  if (idx_search_run(&s, out, dir, err, err_bytes) != 0) return -1;
   for (int k = 0; k < 4; k++) {
+    if (idx_slot(out, k)[0] == '\0') return idx_missing(&s, dir, k, err, err_bytes);
+  }
+  return 0;
+}
+
+int data_files_find_stream(data_files *out, const char *dir, char *err, size_t err_bytes) {
+  static idx_search s;
+  if (idx_search_run(&s, out, dir, err, err_bytes) != 0) return -1;
+  for (int k = 2; k < 4; k++) {
+    if (idx_slot(out, k)[0] == '\0') return idx_missing(&s, dir, k, err, err_bytes);
+  }
+  if (out->train_shards[0]) return 0;
+  for (int k = 0; k < 2; k++) {
     if (idx_slot(out, k)[0] == '\0') {
-      snprintf(err, err_bytes, "--data-folder %s: no %s or %s.gz found under it", dir,
-               idx_names[k], idx_names[k]);
+      idx_missing(&s, dir, k, err, err_bytes);
+      size_t len = strlen(err);
+      snprintf(err + len, err_bytes - len, ", nor a %s (make one with tfdist data shard)",
+               DATA_SHARDS_INDEX_NAME);
       return -1;
     }
   }
   return 0;
 }
 
-typedef struct {
-  gzFile gz;
-  const char *path;
-  int64_t offset; /* uncompressed bytes consumed so far */
-} idx_stream;
-
-/* Reads exactly len bytes or fails naming the offset: truncated or corrupt. */
-static int idx_read(idx_stream *s, void *buf, int64_t len, const char *what, char *err,
-                    size_t err_bytes) {
-  uint8_t *p = buf;
-  while (len > 0) {
-    unsigned chunk = len > (1 << 30) ? (1u << 30) : (unsigned)len;
-    int got = gzread(s->gz, p, chunk);
-    if (got < 0) {
-      int zerr = 0;
-      const char *msg = gzerror(s->gz, &zerr);
-      snprintf(err, err_bytes, "%s: corrupt at byte %lld while reading %s: %s", s->path,
-               (long long)s->offset, what, msg);
+/* The body into memory. A raw file's size was checked against the header, so
+ * it is allocated at once; a gzip stream grows its buffer as bytes arrive. */
+static int idx_read_body(data_idx_reader *r, uint8_t **out, char *err, size_t err_bytes) {
+  const data_idx_header *h = data_idx_header_of(r);
+  const int64_t body = h->body_bytes, step = (int64_t)16 << 20;
+  int64_t cap = data_idx_is_gzip(r) && body > (1 << 20) ? (1 << 20) : body, have = 0;
+  uint8_t *buf = malloc((size_t)cap);
+  while (buf && have < body) {
+    if (have == cap) {
+      cap = cap > body / 2 ? body : cap * 2;
+      uint8_t *grown = realloc(buf, (size_t)cap);
+      if (!grown) break;
+      buf = grown;
+    }
+    int64_t n = cap - have < step ? cap - have : step;
+    if (data_idx_read(r, buf + have, n, err, err_bytes) != 0) {
+      free(buf);
       return -1;
     }
-    if (got == 0) {
-      snprintf(err, err_bytes, "%s: truncated at byte %lld while reading %s", s->path,
-               (long long)s->offset, what);
-      return -1;
-    }
-    p += got;
-    len -= got;
-    s->offset += got;
+    have += n;
   }
-  return 0;
-}
-
-static uint32_t idx_be32(const uint8_t *b) {
-  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
-static int idx_open(idx_stream *s, const char *path, char *err, size_t err_bytes) {
-  struct stat st;
-  s->path = path;
-  s->offset = 0;
-  s->gz = NULL;
-  if (stat(path, &st) != 0) {
-    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+  if (!buf || have < body) {
+    free(buf);
+    snprintf(err, err_bytes, "%s: out of memory for %lld bytes", data_idx_path(r),
+             (long long)body);
     return -1;
   }
-  if (!S_ISREG(st.st_mode)) {
-    snprintf(err, err_bytes, "%s: not a regular file", path);
-    return -1;
-  }
-  s->gz = gzopen(path, "rb");
-  if (!s->gz) {
-    snprintf(err, err_bytes, "%s: cannot open: %s", path, errno ? strerror(errno) : "zlib");
-    return -1;
-  }
-  gzbuffer(s->gz, 1 << 17);
-  return 0;
-}
-
-/* After the body, nothing may follow: a longer file is not the file we think. */
-static int idx_expect_end(idx_stream *s, char *err, size_t err_bytes) {
-  uint8_t extra;
-  int got = gzread(s->gz, &extra, 1);
-  if (got > 0) {
-    snprintf(err, err_bytes, "%s: trailing data after byte %lld (header promised no more)",
-             s->path, (long long)s->offset);
-    return -1;
-  }
-  if (got < 0) {
-    int zerr = 0;
-    snprintf(err, err_bytes, "%s: corrupt at byte %lld: %s", s->path, (long long)s->offset,
-             gzerror(s->gz, &zerr));
-    return -1;
-  }
+  *out = buf;
   return 0;
 }
 
 static int idx_load_images(data_set *ds, const char *path, int expect_784, char *err,
                            size_t err_bytes) {
-  idx_stream s;
-  uint8_t hdr[16];
+  data_idx_reader *r = NULL;
   int rc = -1;
-  if (idx_open(&s, path, err, err_bytes) != 0) return -1;
-  if (idx_read(&s, hdr, 16, "the images header", err, err_bytes) != 0) goto out;
-  uint32_t magic = idx_be32(hdr);
-  if (magic != DATA_IDX_MAGIC_IMAGES) {
-    snprintf(err, err_bytes, "%s: wrong magic 0x%08x at byte 0 (images need 0x%08x)", path,
-             magic, DATA_IDX_MAGIC_IMAGES);
+  if (data_idx_open(&r, path, DATA_IDX_IMAGES, err, err_bytes) != 0) return -1;
+  const data_idx_header *h = data_idx_header_of(r);
+  if (expect_784 && h->sample_bytes != 784) {
+    snprintf(err, err_bytes, "%s: byte 8: rows*cols = %u*%u = %lld, the model needs 784", path,
+             h->dims[1], h->dims[2], (long long)h->sample_bytes);
     goto out;
   }
-  uint32_t count = idx_be32(hdr + 4), rows = idx_be32(hdr + 8), cols = idx_be32(hdr + 12);
-  if (count == 0 || rows == 0 || cols == 0 || count > INT32_MAX) {
-    snprintf(err, err_bytes, "%s: bad dimensions count=%u rows=%u cols=%u in header", path,
-             count, rows, cols);
+  if (h->count > INT32_MAX || h->sample_bytes > INT32_MAX) {
+    snprintf(err, err_bytes, "%s: byte 4: %lld samples of %lld bytes: too large to load into "
+             "memory (use --data-mode stream)", path, (long long)h->count,
+             (long long)h->sample_bytes);
     goto out;
   }
-  if ((uint64_t)rows * cols > (1u << 24) || (expect_784 && (uint64_t)rows * cols != 784)) {
-    snprintf(err, err_bytes, "%s: rows*cols = %u*%u = %llu, the model needs 784", path, rows,
-             cols, (unsigned long long)rows * cols);
-    goto out;
-  }
-  int64_t bytes = (int64_t)count * rows * cols;
-  ds->images = malloc((size_t)bytes);
-  if (!ds->images) {
-    snprintf(err, err_bytes, "%s: out of memory for %lld bytes of images", path, (long long)bytes);
-    goto out;
-  }
-  if (idx_read(&s, ds->images, bytes, "the images body", err, err_bytes) != 0) goto out;
-  if (idx_expect_end(&s, err, err_bytes) != 0) goto out;
-  ds->count = count;
-  ds->rows = (int32_t)rows;
-  ds->cols = (int32_t)cols;
+  if (idx_read_body(r, &ds->images, err, err_bytes) != 0) goto out;
+  if (data_idx_finish(r, err, err_bytes) != 0) goto out;
+  ds->count = h->count;
+  ds->rows = (int32_t)h->dims[1];
+  ds->cols = (int32_t)h->dims[2];
   rc = 0;
 out:
-  gzclose(s.gz);
+  data_idx_close(r);
   return rc;
 }
 
 static int idx_load_labels(data_set *ds, const char *path, char *err, size_t err_bytes) {
-  idx_stream s;
-  uint8_t hdr[8];
+  data_idx_reader *r = NULL;
   int rc = -1;
-  if (idx_open(&s, path, err, err_bytes) != 0) return -1;
-  if (idx_read(&s, hdr, 8, "the labels header", err, err_bytes) != 0) goto out;
-  uint32_t magic = idx_be32(hdr), count = idx_be32(hdr + 4);
-  if (magic != DATA_IDX_MAGIC_LABELS) {
-    snprintf(err, err_bytes, "%s: wrong magic 0x%08x at byte 0 (labels need 0x%08x)", path,
-             magic, DATA_IDX_MAGIC_LABELS);
+  if (data_idx_open(&r, path, DATA_IDX_LABELS, err, err_bytes) != 0) return -1;
+  const data_idx_header *h = data_idx_header_of(r);
+  if (h->count != ds->count) {
+    snprintf(err, err_bytes, "%s: byte 4: %lld labels but the images file has %lld images", path,
+             (long long)h->count, (long long)ds->count);
     goto out;
   }
-  if ((int64_t)count != ds->count) {
-    snprintf(err, err_bytes, "%s: %u labels but the images file has %lld images", path, count,
-             (long long)ds->count);
-    goto out;
-  }
-  ds->labels = malloc(count);
-  if (!ds->labels) {
-    snprintf(err, err_bytes, "%s: out of memory", path);
-    goto out;
-  }
-  if (idx_read(&s, ds->labels, count, "the labels body", err, err_bytes) != 0) goto out;
-  for (uint32_t i = 0; i < count; i++) {
-    if (ds->labels[i] >= DATA_CLASSES) {
-      snprintf(err, err_bytes, "%s: label %u out of range 0..9 at byte %lld (sample %u)", path,
-               ds->labels[i], 8LL + i, i);
-      goto out;
-    }
-  }
-  if (idx_expect_end(&s, err, err_bytes) != 0) goto out;
+  if (idx_read_body(r, &ds->labels, err, err_bytes) != 0) goto out;
+  if (data_idx_check_labels(r, ds->labels, h->count, 0, err, err_bytes) != 0) goto out;
+  if (data_idx_finish(r, err, err_bytes) != 0) goto out;
   rc = 0;
 out:
-  gzclose(s.gz);
+  data_idx_close(r);
   return rc;
 }
 

@@ -11,7 +11,12 @@ typedef struct {
 } data_rng;
 
 /* Streams keep uses independent: init weights, epoch permutations, ... */
-enum { DATA_RNG_STREAM_INIT = 1, DATA_RNG_STREAM_EPOCH = 2, DATA_RNG_STREAM_SYNTH = 3 };
+enum {
+  DATA_RNG_STREAM_INIT = 1,
+  DATA_RNG_STREAM_EPOCH = 2,
+  DATA_RNG_STREAM_SYNTH = 3,
+  DATA_RNG_STREAM_SHUFFLE = 4 /* streaming mode: shard order and shuffle buffer, per (epoch, rank) */
+};
 
 /* state = mix(seed) ^ mix(stream * golden + sub): distinct (seed, stream, sub)
  * triples start far apart in the SplitMix64 sequence. */

@@ -8,6 +8,8 @@ int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_model(int argc, char **argv);
+/* argv[1] is the data subcommand: inspect, verify, synth, shard. */
+int cli_data(int argc, char **argv);
 
 /* Exit codes: 0 ok, 1 runtime failure, 2 bad input (flag, config, file). */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };

@@ -17,6 +17,7 @@ static const cli_command commands[] = {
   {"eval", cli_eval, "accuracy, loss, per-class accuracy and confusion matrix of a saved model"},
   {"predict", cli_predict, "classes and probabilities of a saved model for idx or JSON input"},
   {"model", cli_model, "model registry: register, list, show, download"},
+  {"data", cli_data, "inspect, verify, synthesize or shard idx data sets"},
 };
 
 static void usage(FILE *out) {

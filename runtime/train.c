@@ -15,6 +15,7 @@
 #include "runtime/fsutil.h"
 #include "runtime/h5model.h"
 #include "runtime/train_ckpt.h"
+#include "runtime/train_input.h"
 
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
@@ -41,6 +42,7 @@ static int train_to_backend(trainer *t, const void *host, size_t bytes, const vo
 
 static int train_load_data(trainer *t) {
   data_files files;
+  if (train_input_streaming(t)) return train_input_load_stream(t);
   if (data_files_find(&files, t->cfg->data_folder, t->err, sizeof t->err) != 0) return -1;
   if (data_set_load(&t->train, files.train_images, files.train_labels, 1, t->err,
                     sizeof t->err) != 0 ||
@@ -159,8 +161,11 @@ static int train_step_ops(trainer *t) {
   model_work *w = &t->work;
   const int64_t B = t->batch, P = t->layout.total_elems;
   const int reduce = t->world->size > 1;
-  T_TRY(t, be->ops->gather_u8(be, w->act[0], w->labels, t->train_images_dev, t->train_labels_dev,
-                              t->layout.dims[0], t->perm_dev, t->cursor_dev, B));
+  if (!t->input) { /* else train_input_next has filled act[0] and labels */
+    T_TRY(t, be->ops->gather_u8(be, w->act[0], w->labels, t->train_images_dev,
+                                t->train_labels_dev, t->layout.dims[0], t->perm_dev,
+                                t->cursor_dev, B));
+  }
   T_TRY(t, model_forward(w, t->params, B));
   T_TRY(t, be->ops->xent(be, w->dact[MODEL_LAYERS], t->stats_dev, w->act[MODEL_LAYERS], w->labels,
                          B, t->layout.dims[MODEL_LAYERS], 1.0f / (float)B));
@@ -177,6 +182,7 @@ static int train_step_ops(trainer *t) {
 }
 
 static int train_step(trainer *t) {
+  if (t->input && train_input_next(t) != 0) return -1;
   if (!t->use_graph) return train_step_ops(t);
   if (!t->graph) {
     T_TRY(t, t->be->ops->graph_begin(t->be));
@@ -245,6 +251,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   int64_t cursor = (int64_t)t->world->rank * t->batch;
   T_TRY(t, be->ops->mem_upload(be, t->cursor_dev, &cursor, sizeof cursor));
   T_TRY(t, be->ops->mem_zero(be, t->stats_dev, sizeof(kern_stats)));
+  t->data_wait_s = 0;
   double t0 = rec_mono();
   for (int64_t step = 0; step < t->steps_per_epoch; step++) {
     train_fault_maybe(t);
@@ -313,6 +320,7 @@ int trainer_run(trainer *t) {
   int tty = isatty(2);
   int show = t->world->rank == 0 && (!strcmp(t->cfg->progress, "on") ||
                                      (!strcmp(t->cfg->progress, "auto") && tty));
+  if (train_input_start(t) != 0) return -1; /* first, so its start-up overlaps the record write */
   if (t->world->rank == 0 && run_record_stage(&t->run, RUN_RUNNING, t->err, sizeof t->err) != 0) {
     return -1;
   }
@@ -396,7 +404,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     return -1;
   }
   if (train_open_records(t, ranks) != 0) return -1;
-  t->steps_per_epoch = t->train.count / t->global_batch;
+  if (!t->shards) t->steps_per_epoch = t->train.count / t->global_batch;
   if (cfg->max_steps > 0 && cfg->max_steps < t->steps_per_epoch) t->steps_per_epoch = cfg->max_steps;
   train_setup_opt(t);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
@@ -419,6 +427,7 @@ void trainer_free(trainer *t) {
       for (size_t i = 0; i < 4; i++) kern_mem_free(be, (void *)data[i]);
     }
   }
+  train_input_free(t);
   if (t->grads_host != t->grads && be) be->ops->host_free(be, t->grads_host);
   free(t->perm_host);
   free(t->params_host);

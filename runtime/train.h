@@ -4,6 +4,7 @@
 
 #include "collective/coll.h"
 #include "data/idx.h"
+#include "data/loader.h"
 #include "kernels/backend.h"
 #include "runtime/model.h"
 #include "runtime/records.h"
@@ -51,7 +52,9 @@ typedef struct {
   run_record run;
   train_epoch_result last;
   struct train_ckpt_state *ckpt;   /* train_ckpt.c's: metrics history, data fingerprint */
-  double data_wait_s;
+  double data_wait_s;              /* this epoch's time blocked on the loader */
+  data_loader *input;              /* batches for the CPU and stream mode; NULL: backend gather */
+  data_shards *shards;             /* --data-mode stream: the shard index (owned) */
   char err[1024];
 } trainer;
 
