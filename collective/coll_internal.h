@@ -95,9 +95,10 @@ int coll_mpi_fail(coll_comm *c, int mpi_rc, const char *call, const char *file, 
     if (coll_rc_ != MPI_SUCCESS) return coll_mpi_fail((c), coll_rc_, #call, __FILE__, __LINE__); \
   } while (0)
 
-/* Backs off a polling loop: spin, then yield, then short sleeps, so waiting
- * ranks leave the cores to computing ones (2 cores, 4 ranks is normal here). */
-void coll_backoff(int *idle_polls);
+/* Backs off a polling loop that saw no progress for idle_s: spin, then
+ * yield, then short sleeps, so waiting ranks leave the cores to computing
+ * ones (2 cores, 4 ranks is normal here). */
+void coll_backoff(int *idle_polls, double idle_s);
 
 /* Polls req until done or timeout_s passes; on timeout diagnoses the stall
  * (naming ranks) and returns COLL_ETIMEOUT. what names the collective. */

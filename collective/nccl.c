@@ -80,7 +80,7 @@ static int nccl_settle(coll_comm *c, const char *what) {
       nccl_abort(st);
       return COLL_ETIMEOUT;
     }
-    coll_backoff(&idle);
+    coll_backoff(&idle, coll_now() - t0);
   }
 }
 
@@ -212,7 +212,7 @@ static int nccl_sync(coll_comm *c) {
       nccl_abort(st);
       return COLL_ETIMEOUT;
     }
-    coll_backoff(&idle);
+    coll_backoff(&idle, coll_now() - t0);
   }
 }
 

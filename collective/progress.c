@@ -12,15 +12,19 @@
 
 /* How long the idle thread sleeps between stall-query checks. */
 #define PROGRESS_IDLE_NS 20000000L
+/* How long a waiter only yields before it sleeps: MPI progresses only inside
+ * MPI calls (libnbc's rounds, vader's single copy), so sleeping early slows
+ * every transfer; yielding still hands the core to a computing rank. */
+#define PROGRESS_YIELD_S 0.2
 
-void coll_backoff(int *idle_polls) {
+void coll_backoff(int *idle_polls, double idle_s) {
   int n = ++*idle_polls;
   if (n < 64) return;
-  if (n < 2048) {
+  if (idle_s < PROGRESS_YIELD_S) {
     sched_yield();
     return;
   }
-  struct timespec ts = {0, n < 8192 ? 20000L : 200000L};
+  struct timespec ts = {0, idle_s < 1.0 ? 50000L : 500000L};
   nanosleep(&ts, NULL);
 }
 
@@ -65,7 +69,7 @@ int coll_progress_drive(coll_comm *c, coll_request *r) {
       idle = 0;
     } else {
       if ((idle & 255) == 255) coll_diag_serve(c);
-      coll_backoff(&idle);
+      coll_backoff(&idle, now - r->t_progress);
     }
   }
   return r->status;

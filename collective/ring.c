@@ -15,7 +15,7 @@
 
 #include "collective/coll_internal.h"
 
-#define RING_DEFAULT_CHUNK_BYTES ((int64_t)256 * 1024)
+#define RING_DEFAULT_CHUNK_BYTES ((int64_t)1024 * 1024)
 #define RING_MAX_CHUNKS 4096 /* chunk index is the MPI tag; the standard guarantees 32767 */
 
 typedef struct {

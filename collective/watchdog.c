@@ -87,7 +87,7 @@ static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
     }
     coll_diag_serve(c); /* peers diagnosing the same stall ask us too */
     if (got) idle = 0;
-    else coll_backoff(&idle);
+    else coll_backoff(&idle, 1.0); /* answers take milliseconds: sleep between looks */
   }
   for (int p = 0; p < c->size; p++) {
     if (d->recv[p] != MPI_REQUEST_NULL) {
@@ -180,6 +180,6 @@ int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *w
       return COLL_ETIMEOUT;
     }
     if ((idle & 255) == 255) coll_diag_serve(c);
-    coll_backoff(&idle);
+    coll_backoff(&idle, now - t0);
   }
 }
