@@ -12,10 +12,12 @@
 
 /* How long the idle thread sleeps between stall-query checks. */
 #define PROGRESS_IDLE_NS 20000000L
-/* How long a waiter only yields before it sleeps: MPI progresses only inside
- * MPI calls (libnbc's rounds, vader's single copy), so sleeping early slows
- * every transfer; yielding still hands the core to a computing rank. */
-#define PROGRESS_YIELD_S 0.2
+/* How long a waiter spins and yields before it sleeps in short naps. MPI
+ * progresses only inside MPI calls, so napping early slows transfers; but a
+ * rank that yields in a loop still takes half of a core it shares with a
+ * computing rank (CFS), which halved training throughput on 2 cores. Naps
+ * after 200 us without progress keep the cores for compute. */
+#define PROGRESS_YIELD_S 0.0002
 
 void coll_backoff(int *idle_polls, double idle_s) {
   int n = ++*idle_polls;
@@ -24,7 +26,7 @@ void coll_backoff(int *idle_polls, double idle_s) {
     sched_yield();
     return;
   }
-  struct timespec ts = {0, idle_s < 1.0 ? 50000L : 500000L};
+  struct timespec ts = {0, idle_s < 1.0 ? 20000L : 500000L};
   nanosleep(&ts, NULL);
 }
 
