@@ -120,5 +120,7 @@ int coll_progress_drive(coll_comm *c, coll_request *r);
  * seq by asking every peer how far it got. */
 void coll_diag_serve(coll_comm *c);
 void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s);
+/* After an MPI error in collective seq: appends which peers are missing. */
+void coll_diag_after_error(coll_comm *c, int64_t seq);
 
 #endif

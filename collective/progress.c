@@ -50,6 +50,7 @@ int coll_progress_drive(coll_comm *c, coll_request *r) {
     int done = 0;
     double before = r->t_progress;
     if (c->ops->test(c, r, &done) != COLL_OK) {
+      coll_diag_after_error(c, r->seq);
       c->ops->abandon(c, r);
       r->status = COLL_ERR;
       break;

@@ -106,9 +106,11 @@ static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
   }
 }
 
-static void diag_report(coll_comm *c, const diag_round *d, int64_t seq, const char *what,
-                        double waited_s) {
-  char behind[512] = "", silent[512] = "", ready[512] = "", detail[512] = "";
+/* Appends to msg which peers are behind seq, which did not answer, or
+ * that every one of them got there. */
+static void diag_report(const coll_comm *c, const diag_round *d, int64_t seq, char *msg,
+                        size_t msg_bytes) {
+  char behind[256] = "", silent[256] = "", ready[256] = "", detail[512] = "";
   for (int p = 0; p < c->size; p++) {
     if (p == c->rank) continue;
     if (!d->answered[p]) {
@@ -122,26 +124,24 @@ static void diag_report(coll_comm *c, const diag_round *d, int64_t seq, const ch
       diag_list_add(ready, sizeof ready, p);
     }
   }
-  char msg[1024];
-  int len = snprintf(msg, sizeof msg, "collective #%lld, %s, timed out on %s after %.1f s without progress",
-                     (long long)seq, what, c->host, waited_s);
-  if (behind[0]) {
-    len += snprintf(msg + len, sizeof msg - (size_t)len,
-                    "; stalled rank(s) %s never reached it (%s)", behind, detail);
+  size_t len = strlen(msg);
+  if (behind[0] && len < msg_bytes) {
+    len += (size_t)snprintf(msg + len, msg_bytes - len, "; stalled rank(s) %s never reached it (%s)",
+                            behind, detail);
   }
-  if (silent[0] && len < (int)sizeof msg) {
-    len += snprintf(msg + len, sizeof msg - (size_t)len,
-                    "; missing rank(s) %s did not answer within %.1f s (dead or hung)", silent,
-                    diag_window_s(c));
+  if (silent[0] && len < msg_bytes) {
+    len += (size_t)snprintf(msg + len, msg_bytes - len,
+                            "; missing rank(s) %s did not answer within %.1f s (dead or hung)",
+                            silent, diag_window_s(c));
   }
-  if (!behind[0] && !silent[0] && len < (int)sizeof msg) {
-    snprintf(msg + len, sizeof msg - (size_t)len,
-             "; every rank reached it (ranks %s answered): the transport stalled", ready);
+  if (!behind[0] && !silent[0] && len < msg_bytes) {
+    snprintf(msg + len, msg_bytes - len, "; every other rank (%s) reached it%s", ready,
+             c->size > 1 ? " and answered" : "");
   }
-  coll_set_error(c, "%s", msg);
 }
 
-void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s) {
+/* Asks the peers about collective seq and appends the answer to msg. */
+static void diag_run(coll_comm *c, int64_t seq, char *msg, size_t msg_bytes) {
   pthread_mutex_lock(&c->diag_mu);
   const size_t n = (size_t)c->size;
   diag_round d;
@@ -153,10 +153,10 @@ void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_
   int64_t *query = d.query;
   if (d.answer && d.answered && d.recv && d.send && d.query) {
     diag_ask(c, &d, seq);
-    diag_report(c, &d, seq, what, waited_s);
+    diag_report(c, &d, seq, msg, msg_bytes);
   } else {
-    coll_set_error(c, "collective #%lld, %s, timed out on %s after %.1f s (no memory to ask which rank stalled)",
-                   (long long)seq, what, c->host, waited_s);
+    size_t len = strlen(msg);
+    snprintf(msg + len, msg_bytes - len, " (no memory to ask which rank stalled)");
   }
   free(d.answer);
   free(d.answered);
@@ -166,12 +166,37 @@ void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_
   pthread_mutex_unlock(&c->diag_mu);
 }
 
+void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s) {
+  char msg[1024];
+  snprintf(msg, sizeof msg, "collective #%lld, %s, timed out on %s after %.1f s without progress",
+           (long long)seq, what, c->host, waited_s);
+  diag_run(c, seq, msg, sizeof msg);
+  coll_set_error(c, "%s", msg);
+}
+
+void coll_diag_after_error(coll_comm *c, int64_t seq) {
+  char msg[sizeof c->err];
+  pthread_mutex_lock(&c->err_mu);
+  snprintf(msg, sizeof msg, "%s", c->err);
+  pthread_mutex_unlock(&c->err_mu);
+  if (c->size < 2 || strstr(msg, "rank(s)")) return;
+  diag_run(c, seq, msg, sizeof msg);
+  pthread_mutex_lock(&c->err_mu);
+  snprintf(c->err, sizeof c->err, "%s", msg);
+  pthread_mutex_unlock(&c->err_mu);
+}
+
 int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *what) {
   const double t0 = coll_now();
   int idle = 0;
   for (;;) {
     int flag = 0;
-    COLL_MPI_TRY(c, MPI_Test(req, &flag, MPI_STATUS_IGNORE));
+    int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      coll_mpi_fail(c, rc, what, __FILE__, __LINE__);
+      coll_diag_after_error(c, seq); /* a dead peer over TCP errs rather than stalls */
+      return COLL_ERR;
+    }
     if (flag) return COLL_OK;
     double now = coll_now();
     if (now - t0 > c->cfg.timeout_s) {
