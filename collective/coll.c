@@ -239,6 +239,18 @@ int coll_wait(coll_comm *c, coll_request *req) {
   return rc;
 }
 
+int coll_test(coll_comm *c, coll_request *req, int *done) {
+  *done = 1;
+  if (!req) return c->broken ? COLL_ERR : COLL_OK;
+  if (c->ops->threaded) {
+    pthread_mutex_lock(&c->mu);
+    *done = req->state == COLL_REQ_DONE;
+    pthread_mutex_unlock(&c->mu);
+    return COLL_OK;
+  }
+  return c->ops->query ? c->ops->query(c, req, done) : COLL_OK;
+}
+
 int coll_sync(coll_comm *c) {
   if (c->broken) return COLL_ERR;
   return c->ops->sync ? c->ops->sync(c) : COLL_OK;

@@ -84,6 +84,9 @@ int coll_iallreduce_avg_f32(coll_comm *c, float *buf, int64_t elems, coll_reques
 int coll_iallreduce_sum_f32(coll_comm *c, const float *send, float *recv, int64_t elems,
                             coll_request **req);
 int coll_wait(coll_comm *c, coll_request *req);
+/* Whether req has finished, without blocking and without driving it (the
+ * progress thread, or the device, does that). coll_wait must still follow. */
+int coll_test(coll_comm *c, coll_request *req, int *done);
 
 /* Waits, bounded by the timeout, until every collective issued so far has
  * finished (nccl: on the device; others: a no-op once coll_wait returned). */

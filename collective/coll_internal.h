@@ -43,6 +43,8 @@ typedef struct coll_backend_ops {
   void (*abandon)(coll_comm *c, coll_request *r);
   /* Optional: the back end's own coll_wait (nccl: the caller's stream joins). */
   int (*wait)(coll_comm *c, coll_request *r);
+  /* Optional: coll_test of a non-threaded back end (nccl: the end event). */
+  int (*query)(coll_comm *c, coll_request *r, int *done);
   /* Optional: coll_sync (nccl: bounded wait for all issued work). */
   int (*sync)(coll_comm *c);
   /* Optional: called by the progress thread every tick (nccl: async errors). */

@@ -242,6 +242,19 @@ static void nccl_tick(coll_comm *c) {
   }
 }
 
+static int nccl_query(coll_comm *c, coll_request *r, int *done) {
+  cudaEvent_t ev = (cudaEvent_t)r->impl;
+  *done = 1;
+  if (!ev) return COLL_OK;
+  cudaError_t q = cudaEventQuery(ev);
+  if (q == cudaErrorNotReady) {
+    *done = 0;
+    return COLL_OK;
+  }
+  CUDA_TRY(c, q);
+  return COLL_OK;
+}
+
 static int nccl_test(coll_comm *c, coll_request *r, int *done) {
   (void)c;
   (void)r;
@@ -264,6 +277,7 @@ const coll_backend_ops coll_nccl_ops = {
   .test = nccl_test,
   .abandon = nccl_abandon,
   .wait = nccl_wait,
+  .query = nccl_query,
   .sync = nccl_sync,
   .tick = nccl_tick,
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "collective/coll.h"
 #include "tests/check.h"
@@ -131,6 +132,29 @@ static void run_overlapped(ctx *x) {
   }
 }
 
+/* The non-blocking call really runs on its own: the caller makes no MPI
+ * call while it waits (only coll_test, which does not drive it), yet the
+ * request finishes. 1 MiB goes by rendezvous, which needs both sides' MPI
+ * progress, so this fails without a progress thread. */
+static void run_async_progress(ctx *x) {
+  const int64_t n = 262144;
+  for (int64_t i = 0; i < n; i++) x->recv[i] = value(i, x->rank);
+  coll_request *req = NULL;
+  CHECK_EQ_INT(coll_iallreduce_avg_f32(x->c, x->recv, n, &req), COLL_OK);
+  int done = 0;
+  for (int ms = 0; ms < 20000 && !done; ms += 5) {
+    struct timespec ts = {0, 5000000L};
+    nanosleep(&ts, NULL);
+    CHECK_EQ_INT(coll_test(x->c, req, &done), COLL_OK);
+  }
+  if (!done) {
+    fprintf(stderr, "rank %d: iallreduce made no progress in 20 s without the caller\n", x->rank);
+    check_failures++;
+  }
+  CHECK_EQ_INT(coll_wait(x->c, req), COLL_OK);
+  CHECK(compare("async progress", x->recv, n, x->size, 1, x->rank));
+}
+
 static uint64_t fnv1a(const void *p, size_t n) {
   const unsigned char *b = p;
   uint64_t h = 1469598103934665603ULL;
@@ -197,6 +221,7 @@ int main(int argc, char **argv) {
     }
   }
   run_overlapped(&x);
+  if (w.size > 1 && w.thread_level >= MPI_THREAD_MULTIPLE) run_async_progress(&x);
   run_identical(&x, cfg.backend == COLL_BACKEND_RING);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) {
