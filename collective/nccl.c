@@ -13,6 +13,8 @@
 
 #include "collective/coll_internal.h"
 
+#define NCCL_EVENTS 32
+
 typedef struct {
   ncclComm_t comm;
   int comm_ok;             /* initialised and not aborted */
@@ -23,6 +25,11 @@ typedef struct {
   double last_issue;       /* monotonic time of that issue; 0 when none pending */
   int64_t last_seq;
   int tick_device_set;     /* the progress thread has made the device current */
+  /* Request end events, reused in turn: a wait already enqueued keeps the
+   * record it saw, so reuse is safe, and nothing is created or destroyed
+   * while the caller may be capturing a graph. */
+  cudaEvent_t done[NCCL_EVENTS];
+  int next_done;
 } nccl_comm;
 
 /* The failing call, file:line and the library's own words. */
@@ -103,16 +110,20 @@ static int nccl_init(coll_comm *c, char *err, size_t err_bytes) {
   ncclUniqueId id;
   memset(&id, 0, sizeof id);
   int rc = COLL_ERR;
-  if (cudaSetDevice(c->cfg.device) != cudaSuccess) {
-    coll_set_error(c, "cudaSetDevice(%d) failed", c->cfg.device);
+  char why[256] = "";
+  cudaError_t ce = cudaSetDevice(c->cfg.device);
+  if (ce != cudaSuccess) {
+    snprintf(why, sizeof why, "cudaSetDevice(%d) failed: %s", c->cfg.device, cudaGetErrorString(ce));
+  } else if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) {
+    snprintf(why, sizeof why, "ncclGetUniqueId failed: %s", ncclGetLastError(NULL));
+  }
+  /* Every rank takes part in this broadcast, even one that already failed,
+   * so that the others fail fast (a zero id) rather than time out here. */
+  if (coll_broadcast_bytes(c, &id, (int64_t)sizeof id, 0) != COLL_OK) goto out;
+  if (why[0]) {
+    coll_set_error(c, "%s", why);
     goto out;
   }
-  if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) {
-    coll_set_error(c, "rank 0: ncclGetUniqueId failed: %s", ncclGetLastError(NULL));
-    goto out;
-  }
-  /* Every rank takes part in this broadcast, even one that already failed. */
-  if (coll_broadcast_bytes(c, &id, (int64_t)sizeof id, 0) != COLL_OK || c->broken) goto out;
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   ncclResult_t nr = ncclCommInitRankConfig(&st->comm, c->size, id, c->rank, &config);
@@ -128,6 +139,12 @@ static int nccl_init(coll_comm *c, char *err, size_t err_bytes) {
     coll_set_error(c, "creating the NCCL stream and events failed");
     goto out;
   }
+  for (int i = 0; i < NCCL_EVENTS; i++) {
+    if (cudaEventCreateWithFlags(&st->done[i], cudaEventDisableTiming) != cudaSuccess) {
+      coll_set_error(c, "creating the NCCL stream and events failed");
+      goto out;
+    }
+  }
   rc = COLL_OK;
 out:
   if (rc != COLL_OK) snprintf(err, err_bytes, "%s", c->err);
@@ -141,6 +158,9 @@ static void nccl_free(coll_comm *c) {
     if (c->broken) ncclCommAbort(st->comm);
     else ncclCommDestroy(st->comm);
   }
+  for (int i = 0; i < NCCL_EVENTS; i++) {
+    if (st->done[i]) cudaEventDestroy(st->done[i]);
+  }
   if (st->ready) cudaEventDestroy(st->ready);
   if (st->last) cudaEventDestroy(st->last);
   if (st->stream) cudaStreamDestroy(st->stream);
@@ -148,7 +168,8 @@ static void nccl_free(coll_comm *c) {
   c->impl = NULL;
 }
 
-/* The request's end event; created here, destroyed by the wait. */
+/* The reduction on our stream, after what the caller's stream has queued;
+ * r->impl is its end event. */
 static int nccl_start(coll_comm *c, coll_request *r) {
   nccl_comm *st = c->impl;
   r->impl = NULL;
@@ -157,8 +178,8 @@ static int nccl_start(coll_comm *c, coll_request *r) {
     coll_set_error(c, "the NCCL communicator was aborted");
     return COLL_ERR;
   }
-  cudaEvent_t done;
-  CUDA_TRY(c, cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  cudaEvent_t done = st->done[st->next_done];
+  st->next_done = (st->next_done + 1) % NCCL_EVENTS;
   r->impl = (void *)done;
   CUDA_TRY(c, cudaEventRecord(st->ready, st->user));
   CUDA_TRY(c, cudaStreamWaitEvent(st->stream, st->ready, 0));
@@ -180,9 +201,7 @@ static int nccl_wait(coll_comm *c, coll_request *r) {
   r->state = COLL_REQ_DONE;
   if (!done) return c->broken ? COLL_ERR : COLL_OK;
   r->impl = NULL;
-  cudaError_t e = cudaStreamWaitEvent(st->user, done, 0);
-  cudaEventDestroy(done); /* released once the device is past it */
-  CUDA_TRY(c, e);
+  CUDA_TRY(c, cudaStreamWaitEvent(st->user, done, 0));
   return c->broken ? COLL_ERR : COLL_OK;
 }
 
@@ -264,8 +283,7 @@ static int nccl_test(coll_comm *c, coll_request *r, int *done) {
 
 static void nccl_abandon(coll_comm *c, coll_request *r) {
   (void)c;
-  if (r->impl) cudaEventDestroy((cudaEvent_t)r->impl);
-  r->impl = NULL;
+  r->impl = NULL; /* the event belongs to the pool */
 }
 
 const coll_backend_ops coll_nccl_ops = {
