@@ -26,7 +26,7 @@ typedef struct {
   double timeout_s;  /* a collective without progress for this long fails with COLL_ETIMEOUT */
   void *stream;      /* NCCL: the cudaStream_t the caller orders work on */
   int device;        /* NCCL: CUDA device index */
-  int64_t ring_chunk_bytes; /* ring: pipeline chunk per step and rank (0: default, 1 MiB) */
+  int64_t ring_chunk_bytes; /* ring: pipeline chunk per step and rank (0: default, 4 MiB) */
 } coll_config;
 
 typedef struct coll_comm coll_comm;

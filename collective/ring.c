@@ -15,7 +15,11 @@
 
 #include "collective/coll_internal.h"
 
-#define RING_DEFAULT_CHUNK_BYTES ((int64_t)1024 * 1024)
+/* On one host each chunk is a rendezvous that both sides must progress,
+ * and the receiver's copy and reduction run one after the other anyway:
+ * fewer, larger chunks measured best (1 MiB lost 10-25% at 1-4 MB on 2
+ * ranks). Across hosts smaller chunks overlap the wire with the adds. */
+#define RING_DEFAULT_CHUNK_BYTES ((int64_t)4 * 1024 * 1024)
 #define RING_MAX_CHUNKS 4096 /* chunk index is the MPI tag; the standard guarantees 32767 */
 
 typedef struct {
