@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -13,16 +14,27 @@
 /* How long the idle thread sleeps between stall-query checks. */
 #define PROGRESS_IDLE_NS 20000000L
 /* How long a waiter spins and yields before it sleeps in short naps. MPI
- * progresses only inside MPI calls, so napping early slows transfers; but a
- * rank that yields in a loop still takes half of a core it shares with a
- * computing rank (CFS), which halved training throughput on 2 cores. Naps
- * after 200 us without progress keep the cores for compute. */
-#define PROGRESS_YIELD_S 0.0002
+ * progresses only inside MPI calls, so napping early slows transfers (and a
+ * napping rank on a busy host may wait long to run again); but a rank that
+ * yields in a loop still takes half of a core it shares with a computing
+ * rank (CFS), which halved training throughput on 2 cores. The environment
+ * variable TFDIST_COLL_SPIN_US overrides the default. */
+#define PROGRESS_SPIN_US_DEFAULT 200.0
+
+static double progress_spin_s(void) {
+  static double spin_s = -1.0; /* set once; racing threads compute the same value */
+  if (spin_s < 0) {
+    const char *e = getenv("TFDIST_COLL_SPIN_US");
+    double us = e && *e ? atof(e) : PROGRESS_SPIN_US_DEFAULT;
+    spin_s = (us >= 0 ? us : PROGRESS_SPIN_US_DEFAULT) * 1e-6;
+  }
+  return spin_s;
+}
 
 void coll_backoff(int *idle_polls, double idle_s) {
   int n = ++*idle_polls;
   if (n < 64) return;
-  if (idle_s < PROGRESS_YIELD_S) {
+  if (idle_s < progress_spin_s()) {
     sched_yield();
     return;
   }
