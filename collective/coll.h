@@ -1,6 +1,7 @@
 /* Collectives for data-parallel training: allreduce and broadcast over one of
  * three back ends (MPI_Allreduce, our own ring over MPI point-to-point, NCCL).
- * Typed calls take element counts, never byte counts. */
+ * Typed calls take element counts, never byte counts. A comm is used by one
+ * thread at a time (the caller's); the library runs its own progress thread. */
 #ifndef TFDIST_COLLECTIVE_COLL_H
 #define TFDIST_COLLECTIVE_COLL_H
 
@@ -22,9 +23,10 @@ typedef struct {
 
 typedef struct {
   coll_backend backend;
-  double timeout_s;  /* a collective not done by then fails with COLL_ETIMEOUT */
+  double timeout_s;  /* a collective without progress for this long fails with COLL_ETIMEOUT */
   void *stream;      /* NCCL: the cudaStream_t the caller orders work on */
   int device;        /* NCCL: CUDA device index */
+  int64_t ring_chunk_bytes; /* ring: pipeline chunk per step and rank (0: default, 4 MiB) */
 } coll_config;
 
 typedef struct coll_comm coll_comm;
@@ -46,27 +48,48 @@ void coll_world_abort(const coll_world *w, int code);
 /* The MPI library's own version line, e.g. "Open MPI v4.1.4, ...". */
 void coll_mpi_version(char *out, size_t out_bytes);
 
+/* Collective over the world: every rank calls it with the same config. */
 int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg, char *err,
                    size_t err_bytes);
 void coll_comm_free(coll_comm *c);
+/* The first error of this comm: one line that names the call, the ranks
+ * concerned and, for a stall, which ranks never arrived. */
 const char *coll_comm_error(const coll_comm *c);
 coll_backend coll_comm_backend(const coll_comm *c);
 const char *coll_backend_name(coll_backend b);
 int coll_backend_parse(const char *name, coll_backend *out);
+/* Whether this build has the back end (nccl needs CUDA). */
+int coll_backend_available(coll_backend b);
 
-/* In place; buf holds elems floats (device memory for NCCL, host otherwise). */
+/* In place; buf holds elems floats (device memory for NCCL, host otherwise).
+ * The average is the sum divided by the number of ranks. */
 int coll_allreduce_avg_f32(coll_comm *c, float *buf, int64_t elems);
-/* Out of place when send != recv; send == recv is in place. */
+/* Out of place when send != recv; send == recv is in place. The buffers must
+ * not overlap otherwise. */
 int coll_allreduce_sum_f32(coll_comm *c, const float *send, float *recv, int64_t elems);
 /* Host doubles, for metrics; always over MPI whatever the back end. */
 int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems);
+/* Host memory, over MPI whatever the back end. */
 int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root);
 int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root);
 int coll_barrier(coll_comm *c);
 
-/* Non-blocking average, for overlapping a layer's reduction with the rest of
- * backward. *req is valid until coll_wait returns. */
+/* Non-blocking allreduces, for overlapping a layer's reduction with the rest
+ * of backward. The buffers must stay untouched, and *req valid, until
+ * coll_wait returns; coll_wait frees *req. Requests complete in the order
+ * they were started. The ring and mpi back ends progress on a thread of
+ * their own; nccl is ordered on the caller's stream (coll_wait makes the
+ * stream wait, without blocking the host). */
 int coll_iallreduce_avg_f32(coll_comm *c, float *buf, int64_t elems, coll_request **req);
+int coll_iallreduce_sum_f32(coll_comm *c, const float *send, float *recv, int64_t elems,
+                            coll_request **req);
 int coll_wait(coll_comm *c, coll_request *req);
+/* Whether req has finished, without blocking and without driving it (the
+ * progress thread, or the device, does that). coll_wait must still follow. */
+int coll_test(coll_comm *c, coll_request *req, int *done);
+
+/* Waits, bounded by the timeout, until every collective issued so far has
+ * finished (nccl: on the device; others: a no-op once coll_wait returned). */
+int coll_sync(coll_comm *c);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "collective/coll.h"
@@ -78,7 +79,15 @@ void coll_world_finalize(coll_world *w) {
   if (!fin) MPI_Finalize();
 }
 
+/* After a stall every live rank aborts at nearly the same moment, and Open
+ * MPI 4.1's mpirun can crash (SIGSEGV in show_help) unpacking simultaneous
+ * abort reports; a head start for lower ranks lets the first one win and
+ * mpirun kill the rest. */
 void coll_world_abort(const coll_world *w, int code) {
-  (void)w;
+  int rank = w ? w->rank : 0;
+  if (rank > 0) {
+    struct timespec ts = {0, 150000000L * (rank < 6 ? rank : 6)};
+    nanosleep(&ts, NULL);
+  }
   MPI_Abort(MPI_COMM_WORLD, code);
 }

@@ -112,6 +112,12 @@ static int train_init_params(trainer *t) {
     return -1;
   }
   T_TRY(t, t->be->ops->mem_upload(t->be, t->params, t->params_host, (size_t)P * sizeof(float)));
+  /* FNV-1a of the bytes every rank now holds: equal in every rank's log. */
+  uint64_t h = 1469598103934665603ULL;
+  const unsigned char *b = (const unsigned char *)t->params_host;
+  for (size_t i = 0; i < (size_t)P * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ULL;
+  rank_log_printf(&t->log, "initial params: %lld floats, fnv1a %016llx", (long long)P,
+                  (unsigned long long)h);
   return 0;
 }
 
@@ -259,6 +265,8 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
     t->global_step++;
     if (show_progress) train_progress(t, epoch, step, t0);
   }
+  /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
+  if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);
   return be->ops->sync(be) == 0 ? 0 : (snprintf(t->err, sizeof t->err, "%s", be->err), -1);
 }
 

@@ -1,0 +1,210 @@
+/* The progress thread: runs queued allreduces in order while the caller
+ * computes (the overlap of backward and reduction), answers peers' stall
+ * queries, and turns a request without progress for timeout_s into
+ * COLL_ETIMEOUT. Blocking calls with nothing queued run in the caller. */
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "collective/coll_internal.h"
+
+/* How long the idle thread sleeps between stall-query checks. */
+#define PROGRESS_IDLE_NS 20000000L
+/* How long a waiter spins and yields before it sleeps in short naps. MPI
+ * progresses only inside MPI calls, so napping early slows transfers (and a
+ * napping rank on a busy host may wait long to run again); but a rank that
+ * yields in a loop still takes half of a core it shares with a computing
+ * rank (CFS), which halved training throughput on 2 cores. The environment
+ * variable TFDIST_COLL_SPIN_US overrides the default. */
+#define PROGRESS_SPIN_US_DEFAULT 200.0
+
+static double progress_spin_s(void) {
+  static double spin_s = -1.0; /* set once; racing threads compute the same value */
+  if (spin_s < 0) {
+    const char *e = getenv("TFDIST_COLL_SPIN_US");
+    double us = e && *e ? atof(e) : PROGRESS_SPIN_US_DEFAULT;
+    spin_s = (us >= 0 ? us : PROGRESS_SPIN_US_DEFAULT) * 1e-6;
+  }
+  return spin_s;
+}
+
+void coll_backoff(int *idle_polls, double idle_s) {
+  int n = ++*idle_polls;
+  if (n < 64) return;
+  if (idle_s < progress_spin_s()) {
+    sched_yield();
+    return;
+  }
+  struct timespec ts = {0, idle_s < 1.0 ? 20000L : 500000L};
+  nanosleep(&ts, NULL);
+}
+
+static void progress_describe(const coll_comm *c, const coll_request *r, char *out, size_t n) {
+  snprintf(out, n, "allreduce(%s, %lld floats)", c->ops->name, (long long)r->elems);
+}
+
+int coll_progress_drive(coll_comm *c, coll_request *r) {
+  if (c->broken) {
+    r->status = COLL_ERR;
+    return r->status;
+  }
+  r->t_progress = coll_now();
+  if (c->ops->start(c, r) != COLL_OK) {
+    c->ops->abandon(c, r);
+    r->status = COLL_ERR;
+    return r->status;
+  }
+  int idle = 0;
+  for (;;) {
+    int done = 0;
+    double before = r->t_progress;
+    if (c->ops->test(c, r, &done) != COLL_OK) {
+      coll_diag_after_error(c, r->seq);
+      c->ops->abandon(c, r);
+      r->status = COLL_ERR;
+      break;
+    }
+    if (done) {
+      r->status = COLL_OK;
+      break;
+    }
+    double now = coll_now();
+    if (now - r->t_progress > c->cfg.timeout_s) {
+      char what[128];
+      progress_describe(c, r, what, sizeof what);
+      coll_diag_stall(c, r->seq, what, now - r->t_progress);
+      c->ops->abandon(c, r);
+      r->status = COLL_ETIMEOUT;
+      break;
+    }
+    if (r->t_progress != before) {
+      idle = 0;
+    } else {
+      if ((idle & 255) == 255) coll_diag_serve(c);
+      coll_backoff(&idle, now - r->t_progress);
+    }
+  }
+  return r->status;
+}
+
+static void progress_enqueue(coll_comm *c, coll_request *r) {
+  r->state = COLL_REQ_QUEUED;
+  r->next = NULL;
+  if (c->queue_tail) c->queue_tail->next = r;
+  else c->queue_head = r;
+  c->queue_tail = r;
+  pthread_cond_signal(&c->work_cv);
+}
+
+static void progress_finish(coll_comm *c, coll_request *r) {
+  pthread_mutex_lock(&c->mu);
+  r->state = COLL_REQ_DONE;
+  c->active = NULL;
+  pthread_cond_broadcast(&c->done_cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void *progress_main(void *arg) {
+  coll_comm *c = arg;
+  pthread_mutex_lock(&c->mu);
+  while (!c->stop) {
+    coll_request *r = c->queue_head;
+    if (r) {
+      c->queue_head = r->next;
+      if (!c->queue_head) c->queue_tail = NULL;
+      c->active = r;
+      r->state = COLL_REQ_RUNNING;
+      pthread_mutex_unlock(&c->mu);
+      coll_progress_drive(c, r);
+      progress_finish(c, r);
+      pthread_mutex_lock(&c->mu);
+      continue;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += PROGRESS_IDLE_NS;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&c->work_cv, &c->mu, &until);
+    if (c->stop || c->queue_head) continue;
+    pthread_mutex_unlock(&c->mu);
+    coll_diag_serve(c);
+    if (c->ops && c->ops->tick) c->ops->tick(c);
+    pthread_mutex_lock(&c->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+int coll_progress_start(coll_comm *c, char *err, size_t err_bytes) {
+  int rc = pthread_create(&c->thread, NULL, progress_main, c);
+  if (rc != 0) {
+    snprintf(err, err_bytes, "collective: starting the progress thread: %s", strerror(rc));
+    return COLL_ERR;
+  }
+  c->thread_on = 1;
+  return COLL_OK;
+}
+
+void coll_progress_stop(coll_comm *c) {
+  if (!c->thread_on) return;
+  pthread_mutex_lock(&c->mu);
+  c->stop = 1;
+  pthread_cond_signal(&c->work_cv);
+  pthread_mutex_unlock(&c->mu);
+  pthread_join(c->thread, NULL);
+  c->thread_on = 0;
+}
+
+int coll_progress_submit(coll_comm *c, coll_request *r) {
+  if (!c->thread_on) {
+    coll_progress_drive(c, r);
+    r->state = COLL_REQ_DONE;
+    return r->status;
+  }
+  pthread_mutex_lock(&c->mu);
+  progress_enqueue(c, r);
+  pthread_mutex_unlock(&c->mu);
+  return COLL_OK;
+}
+
+/* The thread ends every request within timeout_s of its last progress (plus
+ * a diagnosis); this guard only catches a thread that itself got stuck. */
+int coll_progress_wait(coll_comm *c, coll_request *r) {
+  pthread_mutex_lock(&c->mu);
+  while (r->state != COLL_REQ_DONE) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
+    if (r->state != COLL_REQ_DONE && coll_now() - r->t_progress > 2.0 * c->cfg.timeout_s + 30.0) {
+      pthread_mutex_unlock(&c->mu);
+      coll_set_error(c, "allreduce #%lld: the progress thread made no progress for %.0f s",
+                     (long long)r->seq, coll_now() - r->t_progress);
+      return COLL_ETIMEOUT;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  return r->status;
+}
+
+int coll_progress_run(coll_comm *c, coll_request *r) {
+  if (c->thread_on) {
+    pthread_mutex_lock(&c->mu);
+    if (c->queue_head || c->active) {
+      /* Behind earlier requests: every rank must run them in the same order. */
+      progress_enqueue(c, r);
+      pthread_mutex_unlock(&c->mu);
+      return coll_progress_wait(c, r);
+    }
+    pthread_mutex_unlock(&c->mu);
+  }
+  int rc = coll_progress_drive(c, r);
+  r->state = COLL_REQ_DONE;
+  return rc;
+}

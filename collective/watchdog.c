@@ -1,0 +1,210 @@
+/* The stall watchdog. No wait is unbounded: each polls with the comm's
+ * timeout. When one expires, the waiting rank asks every peer, over a side
+ * communicator served by each rank's progress thread, how many collectives
+ * it has entered. Peers that are behind are named as stalled; peers that do
+ * not answer are named as dead or hung. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/coll_internal.h"
+
+enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2 };
+enum { DIAG_Q_ID = 0, DIAG_Q_SEQ, DIAG_Q_WORDS };
+enum { DIAG_R_ID = 0, DIAG_R_ENTERED, DIAG_R_DONE, DIAG_R_BROKEN, DIAG_R_WORDS };
+
+/* How long the diagnosis waits for answers: live peers answer within a few
+ * of their progress thread's ticks (20 ms). */
+static double diag_window_s(const coll_comm *c) {
+  double w = c->cfg.timeout_s / 2.0;
+  return w < 1.0 ? 1.0 : (w > 3.0 ? 3.0 : w);
+}
+
+void coll_diag_serve(coll_comm *c) {
+  if (c->size < 2 || pthread_mutex_trylock(&c->serve_mu) != 0) return;
+  for (;;) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_QUERY, c->comm_diag, &flag, &st) != MPI_SUCCESS ||
+        !flag) {
+      break;
+    }
+    int64_t q[DIAG_Q_WORDS];
+    if (MPI_Recv(q, DIAG_Q_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_QUERY, c->comm_diag,
+                 MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+      break;
+    }
+    int64_t a[DIAG_R_WORDS] = {q[DIAG_Q_ID], c->seq_entered, c->seq_done, c->broken};
+    /* 32 bytes go eagerly: this returns at once even if the asker is gone. */
+    MPI_Send(a, DIAG_R_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_REPLY, c->comm_diag);
+  }
+  pthread_mutex_unlock(&c->serve_mu);
+}
+
+/* Appends ", r" (or "r" first) to a rank list. */
+static void diag_list_add(char *list, size_t n, int rank) {
+  size_t len = strlen(list);
+  snprintf(list + len, n - len, "%s%d", len ? "," : "", rank);
+}
+
+typedef struct {
+  int64_t (*answer)[DIAG_R_WORDS]; /* (size) answers, row = peer */
+  int *answered;
+  MPI_Request *recv, *send;
+  int64_t *query;                  /* DIAG_Q_WORDS; kept alive while sends are pending */
+} diag_round;
+
+/* Sends the query to every peer and collects answers for the window. */
+static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
+  const int64_t qid = ++c->diag_query_id;
+  int64_t *q = d->query;
+  q[DIAG_Q_ID] = qid;
+  q[DIAG_Q_SEQ] = seq;
+  for (int p = 0; p < c->size; p++) {
+    d->recv[p] = d->send[p] = MPI_REQUEST_NULL;
+    d->answered[p] = p == c->rank;
+    if (p == c->rank) continue;
+    MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, c->comm_diag, &d->recv[p]);
+    MPI_Isend(q, DIAG_Q_WORDS, MPI_INT64_T, p, DIAG_TAG_QUERY, c->comm_diag, &d->send[p]);
+  }
+  const double until = coll_now() + diag_window_s(c);
+  int missing = c->size - 1, idle = 0;
+  while (missing > 0 && coll_now() < until) {
+    int got = 0;
+    for (int p = 0; p < c->size; p++) {
+      int flag = 0;
+      if (d->answered[p] || MPI_Test(&d->recv[p], &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag) {
+        continue;
+      }
+      got = 1;
+      if (d->answer[p][DIAG_R_ID] != qid) { /* a late answer to an earlier query */
+        MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, c->comm_diag,
+                  &d->recv[p]);
+        continue;
+      }
+      d->answered[p] = 1;
+      missing--;
+    }
+    coll_diag_serve(c); /* peers diagnosing the same stall ask us too */
+    if (got) idle = 0;
+    else coll_backoff(&idle, 1.0); /* answers take milliseconds: sleep between looks */
+  }
+  for (int p = 0; p < c->size; p++) {
+    if (d->recv[p] != MPI_REQUEST_NULL) {
+      MPI_Cancel(&d->recv[p]);
+      MPI_Request_free(&d->recv[p]);
+    }
+  }
+  int sent = 0;
+  MPI_Testall(c->size, d->send, &sent, MPI_STATUSES_IGNORE);
+  if (!sent) {
+    /* A send to a dead peer may never complete: its buffer must outlive it. */
+    for (int p = 0; p < c->size; p++) {
+      if (d->send[p] != MPI_REQUEST_NULL) MPI_Request_free(&d->send[p]);
+    }
+    d->query = NULL;
+  }
+}
+
+/* Appends to msg which peers are behind seq, which did not answer, or
+ * that every one of them got there. */
+static void diag_report(const coll_comm *c, const diag_round *d, int64_t seq, char *msg,
+                        size_t msg_bytes) {
+  char behind[256] = "", silent[256] = "", ready[256] = "", detail[512] = "";
+  for (int p = 0; p < c->size; p++) {
+    if (p == c->rank) continue;
+    if (!d->answered[p]) {
+      diag_list_add(silent, sizeof silent, p);
+    } else if (d->answer[p][DIAG_R_ENTERED] < seq) {
+      diag_list_add(behind, sizeof behind, p);
+      size_t len = strlen(detail);
+      snprintf(detail + len, sizeof detail - len, "%srank %d is at #%lld", len ? ", " : "", p,
+               (long long)d->answer[p][DIAG_R_ENTERED]);
+    } else {
+      diag_list_add(ready, sizeof ready, p);
+    }
+  }
+  size_t len = strlen(msg);
+  if (behind[0] && len < msg_bytes) {
+    len += (size_t)snprintf(msg + len, msg_bytes - len, "; stalled rank(s) %s never reached it (%s)",
+                            behind, detail);
+  }
+  if (silent[0] && len < msg_bytes) {
+    len += (size_t)snprintf(msg + len, msg_bytes - len,
+                            "; missing rank(s) %s did not answer within %.1f s (dead or hung)",
+                            silent, diag_window_s(c));
+  }
+  if (!behind[0] && !silent[0] && len < msg_bytes) {
+    snprintf(msg + len, msg_bytes - len, "; every other rank (%s) reached it%s", ready,
+             c->size > 1 ? " and answered" : "");
+  }
+}
+
+/* Asks the peers about collective seq and appends the answer to msg. */
+static void diag_run(coll_comm *c, int64_t seq, char *msg, size_t msg_bytes) {
+  pthread_mutex_lock(&c->diag_mu);
+  const size_t n = (size_t)c->size;
+  diag_round d;
+  d.answer = calloc(n, sizeof *d.answer);
+  d.answered = calloc(n, sizeof *d.answered);
+  d.recv = calloc(n, sizeof *d.recv);
+  d.send = calloc(n, sizeof *d.send);
+  d.query = calloc(DIAG_Q_WORDS, sizeof *d.query);
+  int64_t *query = d.query;
+  if (d.answer && d.answered && d.recv && d.send && d.query) {
+    diag_ask(c, &d, seq);
+    diag_report(c, &d, seq, msg, msg_bytes);
+  } else {
+    size_t len = strlen(msg);
+    snprintf(msg + len, msg_bytes - len, " (no memory to ask which rank stalled)");
+  }
+  free(d.answer);
+  free(d.answered);
+  free(d.recv);
+  free(d.send);
+  if (d.query) free(query); /* else leaked on purpose, see diag_ask */
+  pthread_mutex_unlock(&c->diag_mu);
+}
+
+void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s) {
+  char msg[1024];
+  snprintf(msg, sizeof msg, "collective #%lld, %s, timed out on %s after %.1f s without progress",
+           (long long)seq, what, c->host, waited_s);
+  diag_run(c, seq, msg, sizeof msg);
+  coll_set_error(c, "%s", msg);
+}
+
+void coll_diag_after_error(coll_comm *c, int64_t seq) {
+  char msg[sizeof c->err];
+  pthread_mutex_lock(&c->err_mu);
+  snprintf(msg, sizeof msg, "%s", c->err);
+  pthread_mutex_unlock(&c->err_mu);
+  if (c->size < 2 || strstr(msg, "rank(s)")) return;
+  diag_run(c, seq, msg, sizeof msg);
+  pthread_mutex_lock(&c->err_mu);
+  snprintf(c->err, sizeof c->err, "%s", msg);
+  pthread_mutex_unlock(&c->err_mu);
+}
+
+int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *what) {
+  const double t0 = coll_now();
+  int idle = 0;
+  for (;;) {
+    int flag = 0;
+    int rc = MPI_Test(req, &flag, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      coll_mpi_fail(c, rc, what, __FILE__, __LINE__);
+      coll_diag_after_error(c, seq); /* a dead peer over TCP errs rather than stalls */
+      return COLL_ERR;
+    }
+    if (flag) return COLL_OK;
+    double now = coll_now();
+    if (now - t0 > c->cfg.timeout_s) {
+      /* A collective request cannot be cancelled; the job is ending anyway. */
+      coll_diag_stall(c, seq, what, now - t0);
+      return COLL_ETIMEOUT;
+    }
+    if ((idle & 255) == 255) coll_diag_serve(c);
+    coll_backoff(&idle, now - t0);
+  }
+}

@@ -1,0 +1,240 @@
+/* Exact allreduce test, run under mpirun -np 1..4 for one back end (argv[1]).
+ * Rank r, element i holds a small integer-valued float, so every sum is exact
+ * in any order and the check is bit-exact: sum, average (sum / n, rounded
+ * once), in place and out of place, blocking and non-blocking, counts from 0
+ * to 2^20+3. Out-of-place sends must be untouched and nothing written past
+ * the end of recv. Random real-valued inputs must give bit-identical results
+ * on every rank and on a repeat (the ring's fixed order). */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "collective/coll.h"
+#include "tests/check.h"
+
+#define GUARD 8
+static const float guard_value = -12345.5f;
+
+static float value(int64_t i, int rank) { return (float)((i * 131 + rank * 17) % 23 - 11); }
+
+static int64_t exact_sum(int64_t i, int size) {
+  int64_t s = 0;
+  for (int r = 0; r < size; r++) s += (int64_t)value(i, r);
+  return s;
+}
+
+/* First mismatch, bitwise; prints it. */
+static int compare(const char *what, const float *got, int64_t n, int size, int avg, int rank) {
+  for (int64_t i = 0; i < n; i++) {
+    float want = (float)exact_sum(i, size);
+    if (avg) want = want / (float)size;
+    if (memcmp(&got[i], &want, sizeof want) != 0) {
+      fprintf(stderr, "rank %d: %s: element %lld of %lld: got %.9g want %.9g\n", rank, what,
+              (long long)i, (long long)n, got[i], want);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+typedef struct {
+  coll_comm *c;
+  int rank, size;
+  float *send, *recv;
+} ctx;
+
+static void fill(ctx *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) x->send[i] = value(i, x->rank);
+  for (int64_t i = 0; i < n + GUARD; i++) x->recv[i] = guard_value;
+}
+
+static void check_guards(ctx *x, int64_t n, const char *what) {
+  for (int64_t i = n; i < n + GUARD; i++) {
+    if (x->recv[i] != guard_value) {
+      fprintf(stderr, "rank %d: %s: wrote past the end (element %lld)\n", x->rank, what,
+              (long long)i);
+      check_failures++;
+      return;
+    }
+  }
+}
+
+/* mode: 0 blocking, 1 non-blocking. */
+static void run_case(ctx *x, int64_t n, int in_place, int avg, int mode) {
+  char what[128];
+  snprintf(what, sizeof what, "count %lld %s %s %s", (long long)n,
+           in_place ? "in place" : "out of place", avg ? "avg" : "sum",
+           mode ? "iallreduce" : "allreduce");
+  fill(x, n);
+  float *src = x->send;
+  if (in_place) {
+    memcpy(x->recv, x->send, (size_t)n * sizeof(float));
+    src = x->recv;
+  }
+  int rc;
+  if (mode == 0) {
+    rc = avg && in_place ? coll_allreduce_avg_f32(x->c, x->recv, n)
+                         : coll_allreduce_sum_f32(x->c, src, x->recv, n);
+  } else {
+    coll_request *req = NULL;
+    rc = avg && in_place ? coll_iallreduce_avg_f32(x->c, x->recv, n, &req)
+                         : coll_iallreduce_sum_f32(x->c, src, x->recv, n, &req);
+    if (rc == COLL_OK) rc = coll_wait(x->c, req);
+  }
+  if (rc != COLL_OK) {
+    fprintf(stderr, "rank %d: %s: %s\n", x->rank, what, coll_comm_error(x->c));
+    check_failures++;
+    return;
+  }
+  if (!compare(what, x->recv, n, x->size, avg && in_place, x->rank)) check_failures++;
+  check_guards(x, n, what);
+  if (!in_place) {
+    for (int64_t i = 0; i < n; i++) {
+      if (x->send[i] != value(i, x->rank)) {
+        fprintf(stderr, "rank %d: %s: send buffer changed at %lld\n", x->rank, what, (long long)i);
+        check_failures++;
+        break;
+      }
+    }
+  }
+}
+
+/* Three requests in flight, waited in reverse like the training loop, with a
+ * blocking call queued behind them. */
+static void run_overlapped(ctx *x) {
+  const int64_t n[3] = {235500, 30100, 1010};
+  float *buf[3];
+  coll_request *req[3] = {NULL, NULL, NULL};
+  float extra[5];
+  for (int k = 0; k < 3; k++) {
+    buf[k] = malloc((size_t)n[k] * sizeof(float));
+    if (!buf[k]) abort();
+    for (int64_t i = 0; i < n[k]; i++) buf[k][i] = value(i + k, x->rank);
+    CHECK_EQ_INT(coll_iallreduce_avg_f32(x->c, buf[k], n[k], &req[k]), COLL_OK);
+  }
+  for (int i = 0; i < 5; i++) extra[i] = value(i, x->rank);
+  CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, extra, extra, 5), COLL_OK);
+  CHECK(compare("blocking behind queued", extra, 5, x->size, 0, x->rank));
+  for (int k = 2; k >= 0; k--) {
+    CHECK_EQ_INT(coll_wait(x->c, req[k]), COLL_OK);
+    for (int64_t i = 0; i < n[k]; i++) {
+      float want = (float)exact_sum(i + k, x->size) / (float)x->size;
+      if (memcmp(&buf[k][i], &want, sizeof want) != 0) {
+        fprintf(stderr, "rank %d: overlapped %d: element %lld got %g want %g\n", x->rank, k,
+                (long long)i, buf[k][i], want);
+        check_failures++;
+        break;
+      }
+    }
+    free(buf[k]);
+  }
+}
+
+/* The non-blocking call really runs on its own: the caller makes no MPI
+ * call while it waits (only coll_test, which does not drive it), yet the
+ * request finishes. 1 MiB goes by rendezvous, which needs both sides' MPI
+ * progress, so this fails without a progress thread. */
+static void run_async_progress(ctx *x) {
+  const int64_t n = 262144;
+  for (int64_t i = 0; i < n; i++) x->recv[i] = value(i, x->rank);
+  coll_request *req = NULL;
+  CHECK_EQ_INT(coll_iallreduce_avg_f32(x->c, x->recv, n, &req), COLL_OK);
+  int done = 0;
+  for (int ms = 0; ms < 20000 && !done; ms += 5) {
+    struct timespec ts = {0, 5000000L};
+    nanosleep(&ts, NULL);
+    CHECK_EQ_INT(coll_test(x->c, req, &done), COLL_OK);
+  }
+  if (!done) {
+    fprintf(stderr, "rank %d: iallreduce made no progress in 20 s without the caller\n", x->rank);
+    check_failures++;
+  }
+  CHECK_EQ_INT(coll_wait(x->c, req), COLL_OK);
+  CHECK(compare("async progress", x->recv, n, x->size, 1, x->rank));
+}
+
+static uint64_t fnv1a(const void *p, size_t n) {
+  const unsigned char *b = p;
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+  return h;
+}
+
+/* Real-valued inputs: not exact, but the same bits everywhere and every time. */
+static void run_identical(ctx *x, int ring) {
+  const int64_t n = 100003;
+  uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(x->rank + 1);
+  for (int64_t i = 0; i < n; i++) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    x->send[i] = (float)((double)(seed >> 11) / 9007199254740992.0 - 0.5) * 3.7f;
+  }
+  uint64_t h[2];
+  for (int rep = 0; rep < 2; rep++) {
+    CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, x->send, x->recv, n), COLL_OK);
+    h[rep] = fnv1a(x->recv, (size_t)n * sizeof(float));
+  }
+  uint64_t *all = malloc((size_t)x->size * sizeof *all);
+  if (!all) abort();
+  MPI_Allgather(&h[0], 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
+  if (ring) {
+    CHECK(h[0] == h[1]);
+    for (int r = 0; r < x->size; r++) {
+      if (all[r] != all[0]) {
+        fprintf(stderr, "rank %d: ring result differs between rank 0 and rank %d\n", x->rank, r);
+        check_failures++;
+      }
+    }
+  }
+  free(all);
+}
+
+int main(int argc, char **argv) {
+  coll_world w;
+  char err[512];
+  if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
+  if (argc < 2 || coll_backend_parse(argv[1], &cfg.backend) != 0) {
+    fprintf(stderr, "usage: test_allreduce mpi|ring [chunk_bytes]\n");
+    return 2;
+  }
+  if (argc > 2) cfg.ring_chunk_bytes = atoll(argv[2]);
+  ctx x = {.rank = w.rank, .size = w.size};
+  if (coll_comm_init(&x.c, &w, &cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  const int64_t counts[] = {0, 1, 2, 3, 7, 1000, 266610, (1 << 20) + 3};
+  const int64_t max_n = (1 << 20) + 3;
+  x.send = malloc((size_t)(max_n + GUARD) * sizeof(float));
+  x.recv = malloc((size_t)(max_n + GUARD) * sizeof(float));
+  if (!x.send || !x.recv) abort();
+  for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+    for (int in_place = 0; in_place < 2; in_place++) {
+      for (int avg = 0; avg <= in_place; avg++) {
+        for (int mode = 0; mode < 2; mode++) run_case(&x, counts[i], in_place, avg, mode);
+      }
+    }
+  }
+  run_overlapped(&x);
+  if (w.size > 1 && w.thread_level >= MPI_THREAD_MULTIPLE) run_async_progress(&x);
+  run_identical(&x, cfg.backend == COLL_BACKEND_RING);
+  double fails = check_failures;
+  if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) {
+    fprintf(stderr, "rank %d: %s\n", w.rank, coll_comm_error(x.c));
+    fails = 1;
+  }
+  if (w.rank == 0) {
+    printf("%s, %d rank(s): %s\n", argv[1], w.size, fails == 0 ? "all exact" : "FAILED");
+  }
+  free(x.send);
+  free(x.recv);
+  coll_comm_free(x.c);
+  coll_world_finalize(&w);
+  if (fails != 0) check_failures = check_failures ? check_failures : 1;
+  CHECK_DONE();
+}
