@@ -7,7 +7,7 @@
 set -eu
 
 PACKAGES="
-  gcc meson ninja-build pkg-config
+  build-essential meson ninja-build pkg-config
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
   libcjson-dev libopenblas-dev zlib1g-dev
@@ -15,7 +15,7 @@ PACKAGES="
   python3 python3-numpy python3-h5py
   clang libclang-rt-14-dev
   slurmctld slurmd slurm-client munge
-  iproute2 util-linux procps
+  iproute2 util-linux procps time
 "
 
 if [ "${1:-}" = "--list" ]; then
@@ -44,12 +44,12 @@ for p in $PACKAGES; do
   fi
 done
 if [ -z "$missing" ]; then
-  echo "setup-debian.sh: all $(echo $PACKAGES | wc -w) packages are installed"
+  echo "setup-debian: all $(echo $PACKAGES | wc -w) packages present"
   exit 0
 fi
 
 echo "setup-debian.sh: installing:$missing"
 # Services are not started by apt here (no systemd); the tests start their own daemons.
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 # shellcheck disable=SC2086
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing

@@ -37,7 +37,7 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
     return -1;
   }
   kc->device = KERN_DEVICE_CPU;
-  if (w->rank == 0) fprintf(stderr, "tfdist: no GPU found (%s); running on the CPU\n", why);
+  if (w->rank == 0) printf("tfdist: no GPU found (%s); running on the CPU\n", why);
   return 0;
 }
 
@@ -88,7 +88,8 @@ static cJSON *cli_rank_table(const coll_world *w, const kern_backend *be, const 
 
 /* One line to stderr; with several ranks the whole job must end, not just us. */
 static int cli_train_fail(const coll_world *w, const char *msg) {
-  fprintf(stderr, "tfdist: error: rank %d: %s\n", w->rank, msg);
+  if (w->size > 1) fprintf(stderr, "tfdist: error: rank %d: %s\n", w->rank, msg);
+  else fprintf(stderr, "tfdist: error: %s\n", msg);
   fflush(stderr);
   if (w->size > 1) coll_world_abort(w, CLI_FAIL);
   return CLI_FAIL;

@@ -1,82 +1,23 @@
-/* Keras-layout HDF5 writing: fixed-length NULLPAD ASCII attributes, plain
- * contiguous float32 datasets, hard links only. */
+/* Keras-layout HDF5 model files: writing (fixed-length NULLPAD ASCII
+ * attributes, plain contiguous float32 datasets, hard links only) and reading
+ * back, with every shape checked against the config and the checksum. */
 #include "runtime/h5model.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "data/idx.h"
 #include "runtime/fsutil.h"
+#include "tfdist_config.h"
 
-static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-  char *msg = data;
-  if (n == 0 && e->desc) snprintf(msg, 256, "%s (in %s)", e->desc, e->func_name);
-  return 0;
-}
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the weights checksum hashes the float buffer as stored: little-endian hosts only"
+#endif
 
-void h5_error_line(char *err, size_t err_bytes, const char *expr, const char *file, int line) {
-  char msg[256] = "unknown HDF5 error";
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk_cb, msg);
-  snprintf(err, err_bytes, "HDF5: %s failed at %s:%d: %s", expr, file, line, msg);
-  H5Eclear2(H5E_DEFAULT);
-}
-
-void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static hid_t h5_str_type(size_t len) {
-  hid_t t = H5Tcopy(H5T_C_S1);
-  if (t < 0) return t;
-  if (H5Tset_size(t, len ? len : 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0 ||
-      H5Tset_cset(t, H5T_CSET_ASCII) < 0) {
-    H5Tclose(t);
-    return -1;
-  }
-  return t;
-}
-
-/* Scalar fixed-length string attribute. */
-static int h5_attr_str(hid_t obj, const char *name, const char *value, char *err, size_t eb) {
-  int rc = -1;
-  hid_t t = -1, s = -1, a = -1;
-  H5_CHECK(t = h5_str_type(strlen(value)), err, eb, out);
-  H5_CHECK(s = H5Screate(H5S_SCALAR), err, eb, out);
-  H5_CHECK(a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
-  H5_CHECK(H5Awrite(a, t, value), err, eb, out);
-  rc = 0;
-out:
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  return rc;
-}
-
-/* 1-D array of fixed-length strings, padded to the longest. */
-static int h5_attr_str_array(hid_t obj, const char *name, const char *const *values, int n,
-                             char *err, size_t eb) {
-  size_t width = 1;
-  for (int i = 0; i < n; i++) width = strlen(values[i]) > width ? strlen(values[i]) : width;
-  char *buf = calloc((size_t)n, width);
-  int rc = -1;
-  hid_t t = -1, s = -1, a = -1;
-  hsize_t dim = (hsize_t)n;
-  if (!buf) {
-    snprintf(err, eb, "out of memory");
-    return -1;
-  }
-  for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * width, values[i], strlen(values[i]));
-  H5_CHECK(t = h5_str_type(width), err, eb, out);
-  H5_CHECK(s = H5Screate_simple(1, &dim, NULL), err, eb, out);
-  H5_CHECK(a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
-  H5_CHECK(H5Awrite(a, t, buf), err, eb, out);
-  rc = 0;
-out:
-  if (a >= 0) H5Aclose(a);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  free(buf);
-  return rc;
-}
+#define H5MODEL_MAX_UNITS (1 << 16) /* as --first-layer-neurons allows */
 
 static cJSON *h5_dense_config(const model_tensor *w, const char *activation) {
   cJSON *layer = cJSON_CreateObject(), *c = cJSON_CreateObject();
@@ -130,24 +71,6 @@ static char *h5_model_config(const model_layout *l, const char *last_activation)
   return text;
 }
 
-static int h5_write_tensor(hid_t group, const model_tensor *t, const float *params, char *err,
-                           size_t eb) {
-  hsize_t dims[2] = {(hsize_t)t->rows, (hsize_t)t->cols};
-  int rank = t->cols ? 2 : 1, rc = -1;
-  const char *leaf = strchr(t->name, '/') + 1;
-  hid_t s = -1, d = -1;
-  H5_CHECK(s = H5Screate_simple(rank, dims, NULL), err, eb, out);
-  H5_CHECK(d = H5Dcreate2(group, leaf, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-           err, eb, out);
-  H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, params + t->offset), err,
-           eb, out);
-  rc = 0;
-out:
-  if (d >= 0) H5Dclose(d);
-  if (s >= 0) H5Sclose(s);
-  return rc;
-}
-
 static int h5_write_layer(hid_t weights, const model_layout *l, int k, const float *params,
                           char *err, size_t eb) {
   const model_tensor *w = &l->tensors[2 * k], *b = &l->tensors[2 * k + 1];
@@ -155,10 +78,15 @@ static int h5_write_layer(hid_t weights, const model_layout *l, int k, const flo
   int rc = -1;
   hid_t lg = -1, inner = -1;
   H5_CHECK(lg = H5Gcreate2(weights, w->layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
-  if (h5_attr_str_array(lg, "weight_names", names, 2, err, eb) != 0) goto out;
+  if (h5_attr_write_str_array(lg, "weight_names", names, 2, err, eb) != 0) goto out;
   H5_CHECK(inner = H5Gcreate2(lg, w->layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
-  if (h5_write_tensor(inner, w, params, err, eb) != 0) goto out;
-  if (h5_write_tensor(inner, b, params, err, eb) != 0) goto out;
+  for (int i = 0; i < 2; i++) {
+    const model_tensor *t = i == 0 ? w : b;
+    if (h5_dataset_write_f32(inner, strchr(t->name, '/') + 1, params + t->offset, t->rows,
+                             t->cols, err, eb) != 0) {
+      goto out;
+    }
+  }
   rc = 0;
 out:
   if (inner >= 0) H5Gclose(inner);
@@ -166,8 +94,26 @@ out:
   return rc;
 }
 
+void h5model_weights_sha256(const model_layout *l, const float *params,
+                            char hex[SHA256_HEX_BYTES]) {
+  sha256_hex(params, (size_t)l->total_elems * sizeof(float), hex);
+}
+
+static int h5_write_tfdist_attrs(hid_t file, const model_layout *l, const float *params,
+                                 const char *kind, char *err, size_t eb) {
+  char hex[SHA256_HEX_BYTES];
+  h5model_weights_sha256(l, params, hex);
+  if (h5_attr_write_i64(file, H5MODEL_ATTR_FORMAT, H5MODEL_FORMAT_VERSION, err, eb) != 0 ||
+      h5_attr_write_str(file, H5MODEL_ATTR_VERSION, TFDIST_VERSION, err, eb) != 0 ||
+      h5_attr_write_str(file, H5MODEL_ATTR_KIND, kind, err, eb) != 0 ||
+      h5_attr_write_str(file, H5MODEL_ATTR_SHA256, hex, err, eb) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
 int h5model_write_keras(hid_t file, const model_layout *l, const float *params,
-                        const char *last_activation, char *err, size_t eb) {
+                        const char *last_activation, const char *kind, char *err, size_t eb) {
   int rc = -1;
   hid_t weights = -1;
   char *config = h5_model_config(l, last_activation);
@@ -176,17 +122,18 @@ int h5model_write_keras(hid_t file, const model_layout *l, const float *params,
     snprintf(err, eb, "out of memory building model_config");
     return -1;
   }
-  if (h5_attr_str(file, "model_config", config, err, eb) != 0 ||
-      h5_attr_str(file, "keras_version", H5MODEL_KERAS_VERSION, err, eb) != 0 ||
-      h5_attr_str(file, "backend", "tensorflow", err, eb) != 0) {
+  if (h5_attr_write_str(file, "model_config", config, err, eb) != 0 ||
+      h5_attr_write_str(file, "keras_version", H5MODEL_KERAS_VERSION, err, eb) != 0 ||
+      h5_attr_write_str(file, "backend", "tensorflow", err, eb) != 0 ||
+      h5_write_tfdist_attrs(file, l, params, kind, err, eb) != 0) {
     goto out;
   }
   H5_CHECK(weights = H5Gcreate2(file, "model_weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
            err, eb, out);
   for (int k = 0; k < MODEL_LAYERS; k++) layer_names[k] = l->tensors[2 * k].layer;
-  if (h5_attr_str(weights, "backend", "tensorflow", err, eb) != 0 ||
-      h5_attr_str(weights, "keras_version", H5MODEL_KERAS_VERSION, err, eb) != 0 ||
-      h5_attr_str_array(weights, "layer_names", layer_names, MODEL_LAYERS, err, eb) != 0) {
+  if (h5_attr_write_str(weights, "backend", "tensorflow", err, eb) != 0 ||
+      h5_attr_write_str(weights, "keras_version", H5MODEL_KERAS_VERSION, err, eb) != 0 ||
+      h5_attr_write_str_array(weights, "layer_names", layer_names, MODEL_LAYERS, err, eb) != 0) {
     goto out;
   }
   for (int k = 0; k < MODEL_LAYERS; k++) {
@@ -203,13 +150,9 @@ int h5model_save(const char *path, const model_layout *l, const float *params, c
                  size_t eb) {
   char tmp[4200];
   fs_tmp_path(tmp, sizeof tmp, path);
-  h5_quiet();
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) {
-    h5_error_line(err, eb, "H5Fcreate", __FILE__, __LINE__);
-    return -1;
-  }
-  int rc = h5model_write_keras(f, l, params, "softmax", err, eb);
+  hid_t f = h5_create(tmp, err, eb);
+  if (f < 0) return -1;
+  int rc = h5model_write_keras(f, l, params, "softmax", "model", err, eb);
   if (H5Fclose(f) < 0 && rc == 0) {
     h5_error_line(err, eb, "H5Fclose", __FILE__, __LINE__);
     rc = -1;
@@ -219,4 +162,257 @@ int h5model_save(const char *path, const model_layout *l, const float *params, c
     return -1;
   }
   return fs_commit(tmp, path, err, eb);
+}
+
+/* ---- reading ---- */
+
+/* One Dense layer as found in the file. */
+typedef struct {
+  char name[64];
+  char kernel_path[256], bias_path[256]; /* relative to model_weights/<name> */
+  int64_t in, out;
+} h5_layer_found;
+
+static int h5_read_layer(hid_t weights, const char *where, const char *name, h5_layer_found *lf,
+                         int *has_weights, char *err, size_t eb) {
+  char gwhere[4600];
+  snprintf(gwhere, sizeof gwhere, "%s: model_weights/%s", where, name);
+  hid_t g = h5_group_open(weights, name, gwhere, err, eb);
+  if (g < 0) return -1;
+  char **wn = NULL;
+  int n = 0, rc = -1;
+  if (h5_attr_read_str_array(g, "weight_names", gwhere, &wn, &n, err, eb) != 0) goto out;
+  *has_weights = n > 0;
+  if (n == 0) {
+    rc = 0;
+    goto out;
+  }
+  if (n != 2) {
+    snprintf(err, eb, "%s: %d weights, expected a kernel and a bias", gwhere, n);
+    goto out;
+  }
+  if (!h5_is_ascii_name(wn[0]) || !h5_is_ascii_name(wn[1])) {
+    snprintf(err, eb, "%s: attribute 'weight_names' holds a name that is not printable ASCII",
+             gwhere);
+    goto out;
+  }
+  snprintf(lf->name, sizeof lf->name, "%s", name);
+  snprintf(lf->kernel_path, sizeof lf->kernel_path, "%s", wn[0]);
+  snprintf(lf->bias_path, sizeof lf->bias_path, "%s", wn[1]);
+  int kr = 0, br = 0;
+  int64_t kd[2], bd[2];
+  if (h5_dataset_shape(g, lf->kernel_path, gwhere, &kr, kd, err, eb) != 0 ||
+      h5_dataset_shape(g, lf->bias_path, gwhere, &br, bd, err, eb) != 0) {
+    goto out;
+  }
+  if (kr != 2 || br != 1) {
+    snprintf(err, eb, "%s: kernel must be 2-D and bias 1-D (got %d-D and %d-D)", gwhere, kr, br);
+    goto out;
+  }
+  if (bd[0] != kd[1]) {
+    snprintf(err, eb, "%s/%s: shape (%lld,) does not match the kernel's %lld units", gwhere,
+             lf->bias_path, (long long)bd[0], (long long)kd[1]);
+    goto out;
+  }
+  lf->in = kd[0];
+  lf->out = kd[1];
+  rc = 0;
+out:
+  h5_str_array_free(wn, n);
+  H5Gclose(g);
+  return rc;
+}
+
+/* The Dense layers of the file in layer_names order; layers without weights
+ * (InputLayer, Dropout) are skipped, as Keras does. */
+static int h5_find_layers(hid_t weights, const char *where, h5_layer_found *lf, char *err,
+                          size_t eb) {
+  char **names = NULL;
+  int n = 0, found = 0, rc = -1;
+  char gwhere[4600];
+  snprintf(gwhere, sizeof gwhere, "%s: model_weights", where);
+  if (h5_attr_read_str_array(weights, "layer_names", gwhere, &names, &n, err, eb) != 0) return -1;
+  for (int i = 0; i < n; i++) {
+    if (!h5_is_ascii_name(names[i])) {
+      snprintf(err, eb, "%s: attribute 'layer_names'[%d] is not a printable ASCII name", gwhere, i);
+      goto out;
+    }
+    h5_layer_found one;
+    int has = 0;
+    if (h5_read_layer(weights, where, names[i], &one, &has, err, eb) != 0) goto out;
+    if (!has) continue;
+    if (found == MODEL_LAYERS) {
+      snprintf(err, eb, "%s: more than %d Dense layers; tfdist models have %d", gwhere,
+               MODEL_LAYERS, MODEL_LAYERS);
+      goto out;
+    }
+    lf[found++] = one;
+  }
+  if (found != MODEL_LAYERS) {
+    snprintf(err, eb, "%s: %d layers with weights; tfdist models have %d", gwhere, found,
+             MODEL_LAYERS);
+    goto out;
+  }
+  rc = 0;
+out:
+  h5_str_array_free(names, n);
+  return rc;
+}
+
+/* 784 -> h1 -> h2 -> 10, each kernel's rows the previous kernel's columns. */
+static int h5_check_chain(const h5_layer_found *lf, const char *where, char *err, size_t eb) {
+  for (int k = 0; k < MODEL_LAYERS; k++) {
+    int64_t want_in = k == 0 ? 784 : lf[k - 1].out;
+    int last = k + 1 == MODEL_LAYERS;
+    if (lf[k].in != want_in || (last && lf[k].out != DATA_CLASSES) ||
+        lf[k].out < 1 || lf[k].out > H5MODEL_MAX_UNITS) {
+      snprintf(err, eb,
+               "%s: model_weights/%s/%s: shape (%lld, %lld), expected (%lld, %s)", where,
+               lf[k].name, lf[k].kernel_path, (long long)lf[k].in, (long long)lf[k].out,
+               (long long)want_in, last ? "10" : "1..65536");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static const cJSON *h5_cfg_item(const cJSON *layer, const char *key) {
+  const cJSON *c = cJSON_GetObjectItemCaseSensitive(layer, "config");
+  return c ? cJSON_GetObjectItemCaseSensitive(c, key) : NULL;
+}
+
+/* model_config must describe the same Dense layers: units and activations
+ * (hidden relu, output softmax or linear). */
+static int h5_check_config(hid_t file, const char *where, const h5_layer_found *lf, h5model *m,
+                           char *err, size_t eb) {
+  char *text = NULL, cwhere[4600];
+  snprintf(cwhere, sizeof cwhere, "%s: /", where);
+  if (h5_attr_read_str(file, "model_config", cwhere, &text, err, eb) != 0) return -1;
+  cJSON *root = cJSON_Parse(text);
+  free(text);
+  int rc = -1, k = 0;
+  const cJSON *layers = h5_cfg_item(root, "layers");
+  if (!cJSON_IsArray(layers)) {
+    snprintf(err, eb, "%s: model_config: not a Sequential JSON with config.layers", where);
+    goto out;
+  }
+  const cJSON *layer;
+  cJSON_ArrayForEach(layer, layers) {
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(layer, "class_name");
+    if (!cJSON_IsString(cls) || strcmp(cls->valuestring, "Dense") != 0) continue;
+    const cJSON *units = h5_cfg_item(layer, "units"), *act = h5_cfg_item(layer, "activation");
+    if (k >= MODEL_LAYERS || !cJSON_IsNumber(units) || units->valuedouble != (double)lf[k].out ||
+        !cJSON_IsString(act)) {
+      snprintf(err, eb, "%s: model_config: Dense layer %d does not match the weights (%lld units)",
+               where, k, k < MODEL_LAYERS ? (long long)lf[k].out : 0LL);
+      goto out;
+    }
+    const char *a = h5_is_ascii_name(act->valuestring) ? act->valuestring : "(unprintable)";
+    int last = k + 1 == MODEL_LAYERS;
+    if (last ? (strcmp(a, "softmax") && strcmp(a, "linear")) : strcmp(a, "relu") != 0) {
+      snprintf(err, eb, "%s: model_config: Dense layer %d activation '%s' is not supported "
+               "(hidden: relu, output: softmax or linear)", where, k, a);
+      goto out;
+    }
+    if (last) snprintf(m->last_activation, sizeof m->last_activation, "%s", a);
+    k++;
+  }
+  if (k != MODEL_LAYERS) {
+    snprintf(err, eb, "%s: model_config: %d Dense layers, expected %d", where, k, MODEL_LAYERS);
+    goto out;
+  }
+  rc = 0;
+out:
+  cJSON_Delete(root);
+  return rc;
+}
+
+static int h5_read_params(hid_t weights, const char *where, const h5_layer_found *lf, h5model *m,
+                          char *err, size_t eb) {
+  for (int k = 0; k < MODEL_LAYERS; k++) {
+    char gwhere[4600];
+    snprintf(gwhere, sizeof gwhere, "%s: model_weights/%s", where, lf[k].name);
+    hid_t g = h5_group_open(weights, lf[k].name, gwhere, err, eb);
+    if (g < 0) return -1;
+    const model_tensor *w = &m->layout.tensors[2 * k], *b = &m->layout.tensors[2 * k + 1];
+    int rc = h5_dataset_read_f32(g, lf[k].kernel_path, gwhere, m->params + w->offset, w->elems,
+                                 err, eb);
+    if (rc == 0) {
+      rc = h5_dataset_read_f32(g, lf[k].bias_path, gwhere, m->params + b->offset, b->elems, err,
+                               eb);
+    }
+    H5Gclose(g);
+    if (rc != 0) return -1;
+  }
+  return 0;
+}
+
+static int h5_verify_checksum(hid_t file, const char *where, h5model *m, char *err, size_t eb) {
+  if (!h5_attr_exists(file, H5MODEL_ATTR_SHA256)) return 0; /* a file Keras wrote */
+  char *stored = NULL, hex[SHA256_HEX_BYTES], awhere[4600];
+  snprintf(awhere, sizeof awhere, "%s: /", where);
+  if (h5_attr_read_str(file, H5MODEL_ATTR_SHA256, awhere, &stored, err, eb) != 0) return -1;
+  h5model_weights_sha256(&m->layout, m->params, hex);
+  int ok = strcmp(stored, hex) == 0;
+  if (!h5_is_ascii_name(stored)) snprintf(stored, strlen(stored) + 1, "?");
+  if (!ok) {
+    snprintf(err, eb, "%s: weights checksum mismatch (stored %.12s..., computed %.12s...): "
+             "the file is corrupted", where, stored, hex);
+  }
+  free(stored);
+  m->checksum_verified = ok;
+  return ok ? 0 : -1;
+}
+
+int h5model_read_keras(hid_t file, const char *where, h5model *m, char *err, size_t eb) {
+  memset(m, 0, sizeof *m);
+  h5_layer_found lf[MODEL_LAYERS];
+  char gwhere[4600];
+  snprintf(gwhere, sizeof gwhere, "%s: /", where);
+  hid_t weights = h5_group_open(file, "model_weights", gwhere, err, eb);
+  if (weights < 0) return -1;
+  int rc = -1;
+  if (h5_find_layers(weights, where, lf, err, eb) != 0 || h5_check_chain(lf, where, err, eb) != 0 ||
+      h5_check_config(file, where, lf, m, err, eb) != 0) {
+    goto out;
+  }
+  model_layout_init(&m->layout, 784, lf[0].out, lf[1].out, DATA_CLASSES);
+  m->params = malloc((size_t)m->layout.total_elems * sizeof(float));
+  if (!m->params) {
+    snprintf(err, eb, "%s: out of memory for %lld parameters", where,
+             (long long)m->layout.total_elems);
+    goto out;
+  }
+  if (h5_read_params(weights, where, lf, m, err, eb) != 0 ||
+      h5_verify_checksum(file, where, m, err, eb) != 0) {
+    goto out;
+  }
+  rc = 0;
+out:
+  H5Gclose(weights);
+  if (rc != 0) h5model_free(m);
+  return rc;
+}
+
+void h5model_resolve_path(char *out, size_t out_bytes, const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(out, out_bytes, "%s/model.h5", path);
+  else snprintf(out, out_bytes, "%s", path);
+}
+
+int h5model_load(h5model *m, const char *path, char *err, size_t eb) {
+  char file[4200];
+  memset(m, 0, sizeof *m);
+  h5model_resolve_path(file, sizeof file, path);
+  hid_t f = h5_open_read(file, err, eb);
+  if (f < 0) return -1;
+  int rc = h5model_read_keras(f, file, m, err, eb);
+  H5Fclose(f);
+  return rc;
+}
+
+void h5model_free(h5model *m) {
+  if (!m) return;
+  free(m->params);
+  m->params = NULL;
 }

@@ -14,6 +14,9 @@ typedef struct {
 
 static const cli_command commands[] = {
   {"train", cli_train, "train the DNN (one rank, or many under mpirun/srun)"},
+  {"eval", cli_eval, "accuracy, loss, per-class accuracy and confusion matrix of a saved model"},
+  {"predict", cli_predict, "classes and probabilities of a saved model for idx or JSON input"},
+  {"model", cli_model, "model registry: register, list, show, download"},
 };
 
 static void usage(FILE *out) {

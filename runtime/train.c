@@ -11,10 +11,10 @@
 
 #include "data/rng.h"
 #include "runtime/buildinfo.h"
+#include "runtime/evaluate.h"
 #include "runtime/fsutil.h"
 #include "runtime/h5model.h"
-
-#define TRAIN_EVAL_CHUNK 1000
+#include "runtime/train_ckpt.h"
 
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
@@ -65,7 +65,7 @@ static int train_alloc(trainer *t) {
   const int64_t P = t->layout.total_elems;
   const int64_t ntrain = t->train.count, ntest = t->test.count, px = t->layout.dims[0];
   T_TRY(t, model_work_init(&t->work, be, &t->layout,
-                           t->batch > TRAIN_EVAL_CHUNK ? t->batch : TRAIN_EVAL_CHUNK));
+                           t->batch > EVAL_CHUNK ? t->batch : EVAL_CHUNK));
   T_TRY(t, kern_mem_alloc_f32(be, &t->params, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->grads, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->opt_state, P));
@@ -213,16 +213,9 @@ int trainer_evaluate(trainer *t, double *acc, double *loss) {
   const int64_t lo = n * r / N, hi = n * (r + 1) / N;
   kern_stats st;
   T_TRY(t, be->ops->mem_zero(be, t->eval_stats_dev, sizeof(kern_stats)));
-  for (int64_t start = lo; start < hi; start += TRAIN_EVAL_CHUNK) {
-    int64_t m = hi - start < TRAIN_EVAL_CHUNK ? hi - start : TRAIN_EVAL_CHUNK;
-    T_TRY(t, be->ops->mem_upload(be, t->eval_cursor_dev, &start, sizeof start));
-    T_TRY(t, be->ops->gather_u8(be, t->work.act[0], t->work.labels, t->test_images_dev,
-                                t->test_labels_dev, t->layout.dims[0], t->test_idx_dev,
-                                t->eval_cursor_dev, m));
-    T_TRY(t, model_forward(&t->work, t->params, m));
-    T_TRY(t, be->ops->xent(be, NULL, t->eval_stats_dev, t->work.act[MODEL_LAYERS], t->work.labels,
-                           m, t->layout.dims[MODEL_LAYERS], 1.0f));
-  }
+  const eval_ctx ec = {be, &t->work, t->params, t->test_images_dev, t->test_labels_dev,
+                       t->layout.dims[0], t->test_idx_dev, t->eval_cursor_dev, t->eval_stats_dev};
+  T_TRY(t, eval_rows(&ec, lo, hi, NULL, NULL));
   T_TRY(t, be->ops->mem_download(be, &st, t->eval_stats_dev, sizeof st));
   double sums[3] = {st.correct, st.loss_sum, st.samples};
   if (N > 1 && coll_allreduce_sum_f64(t->comm, sums, 3) != COLL_OK) return train_coll_fail(t);
@@ -327,6 +320,7 @@ int trainer_run(trainer *t) {
     double t0 = rec_mono();
     if (train_epoch_steps(t, epoch, show) != 0) return -1;
     if (train_epoch_finish(t, epoch, rec_mono() - t0) != 0) return -1;
+    if (train_ckpt_epoch_end(t, epoch + 1) != 0) return -1;
   }
   if (t->world->rank == 0) {
     metrics_write(&t->metrics, "final_acc", t->last.validation_acc, t->cfg->epochs, t->global_step);
@@ -405,7 +399,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   t->steps_per_epoch = t->train.count / t->global_batch;
   if (cfg->max_steps > 0 && cfg->max_steps < t->steps_per_epoch) t->steps_per_epoch = cfg->max_steps;
   train_setup_opt(t);
-  if (train_alloc(t) != 0 || train_init_params(t) != 0) return -1;
+  if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
   t->use_graph = cfg->graph && be->ops->graph_begin &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return 0;
@@ -433,4 +427,5 @@ void trainer_free(trainer *t) {
   metrics_close(&t->metrics);
   rank_log_close(&t->log);
   run_record_free(&t->run);
+  train_ckpt_free(t);
 }

@@ -50,6 +50,7 @@ typedef struct {
   rank_log log;
   run_record run;
   train_epoch_result last;
+  struct train_ckpt_state *ckpt;   /* train_ckpt.c's: metrics history, data fingerprint */
   double data_wait_s;
   char err[1024];
 } trainer;

@@ -1,0 +1,208 @@
+/* Model inference on host rows, chunked like evaluation. */
+#include "runtime/infer.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "data/idx.h"
+#include "runtime/evaluate.h"
+
+int infer_open(infer_session *s, const char *path, char *err, size_t eb) {
+  memset(s, 0, sizeof *s);
+  h5model_resolve_path(s->path, sizeof s->path, path);
+  if (h5model_load(&s->model, s->path, err, eb) != 0) return -1;
+  kern_config kc = {.device = KERN_DEVICE_CPU, .threads = 1};
+  const model_layout *l = &s->model.layout;
+  if (kern_backend_init(&s->be, &kc, err, eb) != 0) goto fail;
+  if (model_work_init(&s->work, s->be, l, EVAL_CHUNK) != 0 ||
+      kern_mem_alloc_f32(s->be, &s->params, l->total_elems) != 0 ||
+      s->be->ops->mem_upload(s->be, s->params, s->model.params,
+                             (size_t)l->total_elems * sizeof(float)) != 0) {
+    snprintf(err, eb, "%s", s->be->err[0] ? s->be->err : "out of memory");
+    goto fail;
+  }
+  /* work.layout points into s->model: keep s where it is after this call. */
+  return 0;
+fail:
+  infer_close(s);
+  return -1;
+}
+
+void infer_close(infer_session *s) {
+  if (s->be) {
+    model_work_free(&s->work);
+    kern_mem_free(s->be, s->params);
+    kern_backend_free(s->be);
+  }
+  h5model_free(&s->model);
+  memset(s, 0, sizeof *s);
+}
+
+int infer_predict(infer_session *s, const float *x, int64_t n, float *probs, int32_t *classes,
+                  char *err, size_t eb) {
+  kern_backend *be = s->be;
+  const model_layout *l = &s->model.layout;
+  const int64_t in = l->dims[0], k = l->dims[MODEL_LAYERS];
+  float *logits = malloc((size_t)(EVAL_CHUNK * k) * sizeof(float));
+  if (!logits) {
+    snprintf(err, eb, "out of memory");
+    return -1;
+  }
+  int rc = 0;
+  for (int64_t start = 0; start < n && rc == 0; start += EVAL_CHUNK) {
+    int64_t m = n - start < EVAL_CHUNK ? n - start : EVAL_CHUNK;
+    if (be->ops->mem_upload(be, s->work.act[0], x + start * in, (size_t)(m * in) * sizeof(float)) ||
+        model_forward(&s->work, s->params, m) ||
+        be->ops->softmax(be, s->work.dact[MODEL_LAYERS], s->work.act[MODEL_LAYERS], m, k) ||
+        be->ops->mem_download(be, probs + start * k, s->work.dact[MODEL_LAYERS],
+                              (size_t)(m * k) * sizeof(float)) ||
+        be->ops->mem_download(be, logits, s->work.act[MODEL_LAYERS], (size_t)(m * k) * sizeof(float))) {
+      snprintf(err, eb, "inference: %s", be->err);
+      rc = -1;
+      break;
+    }
+    for (int64_t i = 0; i < m; i++) {
+      const float *z = logits + i * k;
+      int32_t arg = 0;
+      for (int32_t j = 1; j < k; j++) if (z[j] > z[arg]) arg = j;
+      classes[start + i] = arg;
+    }
+  }
+  free(logits);
+  return rc;
+}
+
+int infer_rows_from_json(const cJSON *rows, const char *where, int64_t dim, float **x,
+                         int64_t *n, char *err, size_t eb) {
+  *x = NULL;
+  *n = 0;
+  if (!cJSON_IsArray(rows)) {
+    snprintf(err, eb, "%s: expected an array of rows of %lld numbers", where, (long long)dim);
+    return -1;
+  }
+  int64_t count = cJSON_GetArraySize(rows), i = 0;
+  if (count == 0) {
+    snprintf(err, eb, "%s: no rows", where);
+    return -1;
+  }
+  float *buf = malloc((size_t)(count * dim) * sizeof(float));
+  if (!buf) {
+    snprintf(err, eb, "%s: out of memory for %lld rows", where, (long long)count);
+    return -1;
+  }
+  const cJSON *row;
+  cJSON_ArrayForEach(row, rows) {
+    int64_t got = cJSON_IsArray(row) ? cJSON_GetArraySize(row) : -1;
+    if (got != dim) {
+      if (got < 0) snprintf(err, eb, "%s[%lld]: not an array", where, (long long)i);
+      else snprintf(err, eb, "%s[%lld]: %lld values, expected %lld", where, (long long)i,
+                    (long long)got, (long long)dim);
+      goto fail;
+    }
+    int64_t j = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, row) {
+      if (!cJSON_IsNumber(v)) {
+        snprintf(err, eb, "%s[%lld][%lld]: not a number", where, (long long)i, (long long)j);
+        goto fail;
+      }
+      if (!(fabs(v->valuedouble) <= FLT_MAX)) {
+        snprintf(err, eb, "%s[%lld][%lld]: %g is outside the float32 range", where, (long long)i,
+                 (long long)j, v->valuedouble);
+        goto fail;
+      }
+      buf[i * dim + j++] = (float)v->valuedouble;
+    }
+    i++;
+  }
+  *x = buf;
+  *n = count;
+  return 0;
+fail:
+  free(buf);
+  return -1;
+}
+
+static int infer_gz_read(gzFile gz, void *buf, int64_t len, const char *path, const char *what,
+                         char *err, size_t eb) {
+  uint8_t *p = buf;
+  while (len > 0) {
+    unsigned chunk = len > (1 << 30) ? (1u << 30) : (unsigned)len;
+    int got = gzread(gz, p, chunk);
+    if (got <= 0) {
+      int zerr = 0;
+      snprintf(err, eb, "%s: %s while reading %s", path, got < 0 ? gzerror(gz, &zerr) : "truncated",
+               what);
+      return -1;
+    }
+    p += got;
+    len -= got;
+  }
+  return 0;
+}
+
+int infer_rows_from_idx(const char *path, float **x, int64_t *n, char *err, size_t eb) {
+  struct stat st;
+  *x = NULL;
+  *n = 0;
+  if (stat(path, &st) != 0) {
+    snprintf(err, eb, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    snprintf(err, eb, "%s: not a regular file", path);
+    return -1;
+  }
+  gzFile gz = gzopen(path, "rb");
+  if (!gz) {
+    snprintf(err, eb, "%s: cannot open", path);
+    return -1;
+  }
+  uint8_t hdr[16], *pix = NULL, extra;
+  float *buf = NULL;
+  int rc = -1;
+  if (infer_gz_read(gz, hdr, 16, path, "the header", err, eb) != 0) goto out;
+  uint32_t h[4];
+  for (int i = 0; i < 4; i++) {
+    h[i] = (uint32_t)hdr[4 * i] << 24 | (uint32_t)hdr[4 * i + 1] << 16 |
+           (uint32_t)hdr[4 * i + 2] << 8 | hdr[4 * i + 3];
+  }
+  if (h[0] != DATA_IDX_MAGIC_IMAGES) {
+    snprintf(err, eb, "%s: magic 0x%08x, expected 0x%08x (idx3 images)", path, h[0],
+             DATA_IDX_MAGIC_IMAGES);
+    goto out;
+  }
+  if (h[2] * h[3] != 784 || h[1] == 0 || h[1] > (1u << 26)) {
+    snprintf(err, eb, "%s: %u images of %ux%u; expected 1..%u images of 28x28", path, h[1], h[2],
+             h[3], 1u << 26);
+    goto out;
+  }
+  const int64_t count = h[1], bytes = count * 784;
+  pix = malloc((size_t)bytes);
+  buf = malloc((size_t)bytes * sizeof(float));
+  if (!pix || !buf) {
+    snprintf(err, eb, "%s: out of memory", path);
+    goto out;
+  }
+  if (infer_gz_read(gz, pix, bytes, path, "the pixels", err, eb) != 0) goto out;
+  if (gzread(gz, &extra, 1) != 0) {
+    snprintf(err, eb, "%s: trailing data after %lld images", path, (long long)count);
+    goto out;
+  }
+  for (int64_t i = 0; i < bytes; i++) buf[i] = (float)pix[i] * (1.0f / 255.0f);
+  *x = buf;
+  *n = count;
+  buf = NULL;
+  rc = 0;
+out:
+  free(pix);
+  free(buf);
+  gzclose(gz);
+  return rc;
+}

@@ -1,0 +1,18 @@
+/* Checkpoints inside the training loop: a save every --checkpoint-every
+ * epochs (rank 0), and --resume-from, which restores weights, optimizer
+ * state, epoch and global step on every rank so training continues exactly
+ * where it stopped. A different world size is rejected: an exact resume
+ * needs the same ranks and per-rank batch (so the same global batch and the
+ * same rank slices of it). */
+#ifndef TFDIST_RUNTIME_TRAIN_CKPT_H
+#define TFDIST_RUNTIME_TRAIN_CKPT_H
+
+#include "runtime/train.h"
+
+/* After the parameters are initialised: a no-op without --resume-from. */
+int train_ckpt_resume(trainer *t);
+/* After each epoch's metrics: records them, and saves when one is due. */
+int train_ckpt_epoch_end(trainer *t, int64_t epochs_done);
+void train_ckpt_free(trainer *t);
+
+#endif

@@ -1,0 +1,53 @@
+"""Helpers for the checkpoint tests: learnable synthetic data whose test split
+shares the train split's class prototypes, and short training runs. Test-only."""
+import os
+
+import numpy as np
+
+import idxgen
+import tfdtest as T
+
+
+def make_data(folder, seed=3, n_train=600, n_test=200):
+    """The four idx files (gz) under folder; train and test share prototypes."""
+    rng = np.random.default_rng(seed)
+    protos = rng.integers(0, 256, size=(10, 784))
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n)
+        noise = rng.integers(-200, 201, size=(n, 784))  # hard enough that accuracy < 1
+        images = np.clip(protos[labels] + noise, 0, 255).astype(np.uint8).reshape(n, 28, 28)
+        idxgen.write(os.path.join(folder, split + "-images-idx3-ubyte"),
+                     idxgen.idx_images_bytes(images), True)
+        idxgen.write(os.path.join(folder, split + "-labels-idx1-ubyte"),
+                     idxgen.idx_labels_bytes(labels), True)
+    return folder
+
+
+def train(d, data, out, extra=(), mpi=0, env=None, timeout=300):
+    """tfdist train on small data with small layers; returns CompletedProcess."""
+    args = ["train", "--data-folder", data, "--outputs", out, "--logs", os.path.join(d, "logs"),
+            "--batch-size", "25", "--first-layer-neurons", "64", "--second-layer-neurons", "32",
+            "--progress", "off", "--seed", "5"] + list(extra)
+    return T.run(args, mpi=mpi, env=env, timeout=timeout)
+
+
+def one_error_line(p):
+    """The process failed with exactly one 'tfdist: error:' line and no crash."""
+    lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+    return (p.returncode not in (0, None) and p.returncode > 0 and len(lines) == 1
+            and lines[0].startswith("tfdist: error:"))
+
+
+def same_weights(a, b):
+    wa, wb = T.weights(a), T.weights(b)
+    return len(wa) == len(wb) == 6 and all(x.shape == y.shape and np.array_equal(x, y)
+                                           for x, y in zip(wa, wb))
+
+
+def finish(d):
+    """Removes the test folder when every check passed, then exits with the verdict."""
+    import shutil
+    if not T.failures:
+        shutil.rmtree(d, ignore_errors=True)
+    T.done()

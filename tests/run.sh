@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole test suite: a -Werror build (with CUDA when the toolkit is there;
+# GPU tests skip with 77 without a GPU), every test, then the unit tests again
+# under AddressSanitizer + UndefinedBehaviorSanitizer, then the idx fuzzer.
+# Ends with one line: "N passed, N failed, N skipped".
+set -u
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+passed=0 failed=0 skipped=0
+
+# Adds a meson build dir's results (testlog.json) to the totals.
+tally() {
+  local counts
+  counts=$(/usr/bin/python3 - "$1/meson-logs/testlog.json" <<'PY'
+import json, sys
+p = f = s = 0
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"): p += 1
+        elif r == "SKIP": s += 1
+        else: f += 1
+except OSError:
+    f += 1
+print(p, f, s)
+PY
+)
+  read -r p f s <<<"$counts"
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+# build DIR SUITE-ARGS... : configure (once), build, test.
+suite() {
+  local dir=$1; shift
+  local opts=$1; shift
+  mkdir -p .logs
+  if [ ! -f "$dir/build.ninja" ]; then
+    # shellcheck disable=SC2086
+    meson setup "$dir" $opts >".logs/$dir.setup.log" 2>&1 || { tail -30 ".logs/$dir.setup.log"; failed=$((failed + 1)); return; }
+  fi
+  if ! ninja -C "$dir" >".logs/$dir.build.log" 2>&1; then
+    tail -40 ".logs/$dir.build.log"
+    echo "BUILD FAILED: $dir"
+    failed=$((failed + 1))
+    return
+  fi
+  rm -f "$dir/meson-logs/testlog.json"
+  meson test -C "$dir" --print-errorlogs "$@"
+  tally "$dir"
+}
+
+suite build-ci "-Dwerror=true -Dgpu=disabled -Dbuildtype=release"
+suite build-asan "-Dwerror=true -Dgpu=disabled -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug" --suite unit
+if [ -x tests/data/fuzz.sh ]; then
+  if tests/data/fuzz.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

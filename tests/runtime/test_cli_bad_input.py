@@ -1,0 +1,91 @@
+"""Bad input is a one-line error naming the file or flag, with a non-zero
+exit, no crash, and the previous model in --outputs left untouched."""
+import hashlib
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+
+import idxgen
+import tfdtest as T
+
+d = T.tmpdir()
+good = os.path.join(d, "good")
+paths = idxgen.write_set(good, np.random.default_rng(3), 300, 100, gz=False, nested="")
+out = os.path.join(d, "outputs")
+base = ["--epochs", "1", "--batch-size", "25", "--outputs", out, "--logs", os.path.join(d, "logs")]
+p = T.run(["train", "--data-folder", good] + base)
+T.check(p.returncode == 0, f"good run failed: {p.stderr}")
+model = os.path.join(out, "model", "model.h5")
+digest = hashlib.sha256(open(model, "rb").read()).hexdigest()
+
+
+def broken(name, mutate):
+    """A copy of the good set with one file replaced by mutate(bytes)."""
+    folder = os.path.join(d, "case-" + str(len(os.listdir(d))))
+    shutil.copytree(good, folder)
+    target = os.path.join(folder, name)
+    data = open(target, "rb").read()
+    new = mutate(data)
+    if new is None:
+        os.remove(target)
+    else:
+        open(target, "wb").write(new)
+    return folder, target
+
+
+def expect_error(label, args, *needles):
+    p = T.run(["train"] + args + base)
+    err = p.stderr.strip()
+    T.check(p.returncode not in (0,) and p.returncode > 0, f"{label}: exit {p.returncode}")
+    T.check(err.count("\n") == 0 and err.startswith("tfdist: error:"), f"{label}: not one line: {err!r}")
+    for n in needles:
+        T.check(n in err, f"{label}: {n!r} not in {err!r}")
+
+
+TI, TL = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
+expect_error("missing folder", ["--data-folder", os.path.join(d, "nope")], os.path.join(d, "nope"))
+f, _ = broken("t10k-labels-idx1-ubyte", lambda b: None)
+expect_error("missing file", ["--data-folder", f], "t10k-labels-idx1-ubyte")
+f, t = broken(TI, lambda b: struct.pack(">I", 0x804) + b[4:])
+expect_error("wrong magic", ["--data-folder", f], t, "magic")
+f, t = broken(TL, lambda b: struct.pack(">I", 0x803) + b[4:])
+expect_error("labels magic", ["--data-folder", f], t, "magic")
+f, t = broken(TI, lambda b: b[:10])
+expect_error("truncated header", ["--data-folder", f], t, "truncated", "header")
+f, t = broken(TI, lambda b: b[:5000])
+expect_error("truncated body", ["--data-folder", f], t, "truncated", "body")
+f, t = broken(TL, lambda b: b[:20] + bytes([10]) + b[21:])
+expect_error("label 10", ["--data-folder", f], t, "label 10")
+f, t = broken(TL, lambda b: b[:20] + bytes([255]) + b[21:])
+expect_error("label 255", ["--data-folder", f], t, "label 255")
+f, t = broken(TL, lambda b: struct.pack(">II", 0x801, 299) + b[8:-1])
+expect_error("count mismatch", ["--data-folder", f], t, "299")
+f, t = broken(TI, lambda b: struct.pack(">IIII", 0x803, 300, 27, 28) + b[16:16 + 300 * 27 * 28])
+expect_error("rows*cols", ["--data-folder", f], t, "784")
+f, t = broken(TI, lambda b: b + b"junk")
+expect_error("trailing bytes", ["--data-folder", f], t, "trailing")
+f, t = broken(TI, lambda b: b"")
+expect_error("empty file", ["--data-folder", f], t)
+
+expect_error("batch 0", ["--data-folder", good, "--batch-size", "0"], "--batch-size")
+expect_error("negative rate", ["--data-folder", good, "--learning-rate", "-1"], "--learning-rate")
+expect_error("non-numeric", ["--data-folder", good, "--epochs", "abc"], "--epochs", "abc")
+expect_error("unknown flag", ["--data-folder", good, "--bogus", "1"], "--bogus")
+expect_error("missing value", ["--data-folder", good, "--seed"], "--seed")
+expect_error("bad choice", ["--data-folder", good, "--device", "tpu"], "--device", "tpu")
+cfg = os.path.join(d, "c.json")
+for label, text, needle in (("unknown key", '{"batch_size": 5, "colour": 1}', '"colour"'),
+                            ("bad json", '{"batch_size": 5,', "JSON"),
+                            ("wrong type", '{"epochs": "many"}', '"epochs"'),
+                            ("fraction for int", '{"epochs": 1.5}', '"epochs"'),
+                            ("out of range", '{"learning_rate": 0}', '"learning_rate"')):
+    open(cfg, "w").write(text)
+    expect_error("config " + label, ["--data-folder", good, "--config", cfg], cfg, needle)
+expect_error("missing config", ["--config", os.path.join(d, "none.json")], "none.json")
+
+T.check(hashlib.sha256(open(model, "rb").read()).hexdigest() == digest,
+        "a failed run changed the previous model")
+T.done()

@@ -1,0 +1,65 @@
+"""Helpers for the CLI tests: run the built tfdist, make synthetic data,
+read model.h5 and metrics.jsonl. Test-only."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+TFDIST = os.environ.get("TFDIST", "build/runtime/tfdist")
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL:", msg, file=sys.stderr)
+
+
+def done():
+    if failures:
+        print(f"FAILED: {len(failures)} check(s)", file=sys.stderr)
+        sys.exit(1)
+    print("ok")
+    sys.exit(0)
+
+
+def run(args, cwd=None, timeout=600, env=None, mpi=0):
+    """Runs tfdist (under mpirun -np mpi when mpi > 0); returns CompletedProcess."""
+    cmd = [TFDIST] + list(args)
+    if mpi:
+        cmd = ["mpirun", "-np", str(mpi), "--oversubscribe", "--bind-to", "none"] + cmd
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="tfdist-test-")
+
+
+def metrics(outputs):
+    rows = []
+    with open(os.path.join(outputs, "metrics.jsonl")) as f:
+        for line in f:
+            rows.append(json.loads(line))
+    return rows
+
+
+def metric(outputs, name):
+    return [r["value"] for r in metrics(outputs) if r["name"] == name]
+
+
+def weights(path):
+    """The model's tensors from model.h5, in layer order, via h5py."""
+    import h5py
+    out = []
+    with h5py.File(path, "r") as f:
+        g = f["model_weights"]
+        for layer in g.attrs["layer_names"]:
+            layer = layer.decode()
+            for name in g[layer].attrs["weight_names"]:
+                out.append(np.array(g[layer][name.decode()]))
+    return out
