@@ -56,7 +56,7 @@ USAGE = """usage: scaling.py [options]
   --rates LIST         tbf link rates (default 1gbit,10gbit,25gbit)
   --overlap LIST       on,off (default on,off)
   --allreduce NAME     tfdist back end (default ring)
-  --epochs N           epochs per run; the first is warm-up (default 3)
+  --epochs N           epochs per run; the first is warm-up (default 4)
   --max-steps N        steps per epoch (default 60)
   --batch-size N       per rank (default 50)
   --data-folder DIR    idx files (default /usr/share/datasets/fashion-mnist)
@@ -74,7 +74,7 @@ class UsageError(Exception):
 
 def parse_args(argv):
     o = {"hosts": 3, "ranks": [1, 2, 3, 4, 5, 6], "rates": ["1gbit", "10gbit", "25gbit"],
-         "overlap": ["on", "off"], "allreduce": "ring", "epochs": 3, "max_steps": 60,
+         "overlap": ["on", "off"], "allreduce": "ring", "epochs": 4, "max_steps": 60,
          "batch_size": 50, "data_folder": "/usr/share/datasets/fashion-mnist", "json": None,
          "gpu_step_ms": None, "alpha_ib_us": ALPHA_IB_US, "alpha_nvlink_us": ALPHA_NVLINK_US,
          "model_only": False}
@@ -386,6 +386,10 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    # The simulated hosts share this machine's cores: ranks that wait in MPI
+    # must yield, or they spin and starve the ranks doing the work (measured:
+    # a 3-rank 1 MiB allreduce took 60-90 ms spinning, 4 ms yielding).
+    os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     t0 = time.time()
     try:
         with tempfile.TemporaryDirectory(prefix="tfdist-scaling.") as tmp:

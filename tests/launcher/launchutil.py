@@ -102,10 +102,12 @@ def on_signals_exit():
 
 def run(cmd, timeout, **kw):
     """Runs cmd under `timeout -k` (mpirun can outlive a killed group); prints
-    its output; raises on a non-zero exit."""
+    its output; raises on a non-zero exit. Simulated hosts share the cores,
+    so ranks waiting in MPI yield instead of spinning."""
     full = ["timeout", "-k", "5", str(timeout)] + cmd
     if "env" not in kw:
-        kw["env"] = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        kw["env"] = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                         OMPI_MCA_mpi_yield_when_idle="1")
     r = subprocess.run(full, capture_output=True, text=True, **kw)
     sys.stdout.write(r.stdout)
     sys.stdout.write(r.stderr)

@@ -41,7 +41,7 @@ def submit(state, tmp, script, opts, train_flags):
     name = script.split(".")[0]
     run_dir = os.path.join(tmp, "runs", name)
     env = dict(os.environ, TFDIST=lu.TFDIST, TFDIST_RUN_DIR=run_dir, TFDIST_DEVICE="auto",
-               OMPI_MCA_btl_tcp_if_include="eth1")
+               OMPI_MCA_btl_tcp_if_include="eth1", OMPI_MCA_mpi_yield_when_idle="1")
     out = lu.run([lu.SIMCLUSTER, "run", state, "sbatch", "--parsable", "--chdir", tmp,
                   "--output", os.path.join(tmp, name + "-%j.out")] + opts
                  + [os.path.join(lu.LAUNCHER, "slurm", script)] + train_flags, 30, env=env)

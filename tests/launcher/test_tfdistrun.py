@@ -53,10 +53,20 @@ def test_dry_run_exact():
                    "--ssh-port", "2222", "--output-filename", "out dir", "--mpi-args",
                    "--mca btl self,tcp", "--dry-run", "train"], env)
     # OMPI_* are not forwarded with -x: mpirun passes its own MCA variables on.
+    yld = "--mca mpi_yield_when_idle 1 " if 3 > (os.cpu_count() or 1) else ""
     want = ("mpirun -np 3 -H localhost:3 --bind-to core --map-by node --oversubscribe "
-            "--mca plm_rsh_args '-p 2222' -x PATH --output-filename 'out dir' "
+            + yld + "--mca plm_rsh_args '-p 2222' -x PATH --output-filename 'out dir' "
             "--mca btl self,tcp " + lu.TFDIST + " train\n")
     expect_equal(r.stdout, want, "dry run on localhost")
+
+    # More local ranks than cores: waiting ranks yield the CPU; not otherwise.
+    cores = os.cpu_count() or 1
+    r = tfdistrun(["-np", str(cores + 1), "--dry-run", "train"], base_env())
+    if "--mca mpi_yield_when_idle 1" not in r.stdout:
+        raise AssertionError("no yield with %d ranks on %d cores: %s" % (cores + 1, cores, r.stdout))
+    r = tfdistrun(["-np", str(cores), "--dry-run", "train"], base_env())
+    if "yield" in r.stdout:
+        raise AssertionError("yield with %d ranks on %d cores: %s" % (cores, cores, r.stdout))
 
     # A hostfile in Open MPI's format; -np defaults to the total slots.
     with tempfile.TemporaryDirectory() as d:
