@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "scaling_probe: error: %s\n", err);
     return 1;
   }
-  coll_config cfg = {COLL_BACKEND_MPI, o.timeout_s, NULL, -1};
+  coll_config cfg = {.backend = COLL_BACKEND_MPI, .timeout_s = o.timeout_s, .device = -1};
   coll_backend_parse(o.backend, &cfg.backend);
   coll_comm *c = NULL;
   if (coll_comm_init(&c, &w, &cfg, err, sizeof err) != COLL_OK) {
