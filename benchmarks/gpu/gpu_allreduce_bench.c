@@ -110,10 +110,15 @@ static int ar_check(ar_ctx *c, int64_t elems, int64_t *wrong) {
   float *h = malloc((size_t)elems * sizeof(float));
   if (!h) return -1;
   for (int64_t i = 0; i < elems; i++) h[i] = (float)((g_rank + 1) * (i % 7 + 1));
-  AR_CUDA(cudaMemcpy(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice));
-  if (ar_once(c, elems) != 0) return -1;
+  /* Every copy on c->stream: a non-blocking stream does not wait for the
+   * legacy default stream, so a plain cudaMemcpy could race the collective. */
+  AR_CUDA(cudaMemcpyAsync(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice,
+                          c->stream));
   AR_CUDA(cudaStreamSynchronize(c->stream));
-  AR_CUDA(cudaMemcpy(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost));
+  if (ar_once(c, elems) != 0) return -1;
+  AR_CUDA(cudaMemcpyAsync(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost,
+                          c->stream));
+  AR_CUDA(cudaStreamSynchronize(c->stream));
   *wrong = 0;
   for (int64_t i = 0; i < elems; i++) {
     double want = (double)(i % 7 + 1) * (c->ranks + 1) / 2.0;
