@@ -10,6 +10,11 @@ typedef enum { KERN_DEVICE_CPU = 0, KERN_DEVICE_CUDA = 1 } kern_device;
 typedef enum { KERN_ACT_NONE = 0, KERN_ACT_RELU = 1 } kern_act;
 typedef enum { KERN_MATH_FP32 = 0, KERN_MATH_TF32 = 1 } kern_math;
 typedef enum { KERN_OPT_SGD = 0, KERN_OPT_MOMENTUM = 1 } kern_opt_kind;
+/* CUDA GEMMs: our small-batch FP32 kernels or cuBLAS. AUTO takes the
+ * environment's TFDIST_GEMM=cublas|small|auto, else small kernels for FP32
+ * at batch <= 256 and cuBLAS otherwise (TF32 and the unfused path always
+ * use cuBLAS). */
+typedef enum { KERN_GEMM_AUTO = 0, KERN_GEMM_CUBLAS = 1, KERN_GEMM_SMALL = 2 } kern_gemm;
 
 /* Accumulated in backend memory by kern_xent, so a step needs no host sync.
  * Doubles: 60k per-sample losses summed in float would lose digits. */
@@ -36,6 +41,7 @@ typedef struct {
   int rank;         /* MPI rank, for error messages only */
   int unfused;      /* CUDA: bias kernel + cuDNN activation instead of the fused
                      * bias+ReLU kernels (a reference path for tests and benchmarks) */
+  kern_gemm gemm;   /* CUDA: which GEMMs (see kern_gemm) */
 } kern_config;
 
 typedef struct kern_backend kern_backend;

@@ -11,6 +11,10 @@
  * capture it must not allocate, so each handle gets a fixed one. 32 MiB is
  * what NVIDIA recommends for Hopper. */
 #define KC_BLAS_WORKSPACE_BYTES (32u << 20)
+/* Split-K partials of the small GEMMs: 4 MiB holds 16 splits of 256 tiles;
+ * a GEMM that would need more runs unsplit. */
+#define KC_GEMM_WS_FLOATS ((int64_t)1 << 20)
+#define KC_GEMM_COUNTERS 8192
 
 int kc_check_dims(kern_cuda *kc, const char *op, int64_t a, int64_t b, int64_t c) {
   if (a < 0 || b < 0 || c < 0 || a > INT32_MAX || b > INT32_MAX || c > INT32_MAX) {
@@ -158,10 +162,44 @@ static void kc_destroy(kern_backend *be) {
   if (!kc) return;
   if (kc->stream) cudaStreamSynchronize(kc->stream);
   kc_cudnn_free(kc);
+  if (kc->gemm_ws.ws) cudaFree(kc->gemm_ws.ws);
+  if (kc->gemm_ws.count) cudaFree(kc->gemm_ws.count);
   if (kc->blas) cublasDestroy(kc->blas);
   if (kc->blas_workspace) cudaFree(kc->blas_workspace);
   if (kc->stream) cudaStreamDestroy(kc->stream);
   free(kc);
+}
+
+/* cfg->gemm, or under AUTO the environment's TFDIST_GEMM. */
+static int kc_gemm_mode(kern_cuda *kc) {
+  kc->gemm = kc->base.cfg.gemm;
+  const char *env = getenv("TFDIST_GEMM");
+  if (kc->gemm != KERN_GEMM_AUTO || !env || !env[0] || !strcmp(env, "auto")) return 0;
+  if (!strcmp(env, "cublas")) kc->gemm = KERN_GEMM_CUBLAS;
+  else if (!strcmp(env, "small")) kc->gemm = KERN_GEMM_SMALL;
+  else {
+    snprintf(kc->base.err, sizeof kc->base.err,
+             "rank %d cuda:%d: TFDIST_GEMM=%s: expected cublas, small or auto", kc->base.cfg.rank,
+             kc->device, env);
+    return -1;
+  }
+  return 0;
+}
+
+/* The small GEMMs' split-K scratch: fixed, so graph capture never allocates;
+ * counters zeroed once here, and every launch leaves them at zero. */
+static int kc_gemm_setup(kern_cuda *kc) {
+  kc_gemm_ws *g = &kc->gemm_ws;
+  if (kc_gemm_mode(kc) != 0) return -1;
+  KC_CUDA_TRY(kc, cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, kc->device));
+  if (g->sm_count < 1) g->sm_count = 1;
+  g->ws_floats = KC_GEMM_WS_FLOATS;
+  g->count_n = KC_GEMM_COUNTERS;
+  KC_CUDA_TRY(kc, cudaMalloc((void **)&g->ws, (size_t)g->ws_floats * sizeof(float)));
+  KC_CUDA_TRY(kc, cudaMalloc((void **)&g->count, (size_t)g->count_n * sizeof(unsigned)));
+  KC_CUDA_TRY(kc, cudaMemsetAsync(g->count, 0, (size_t)g->count_n * sizeof(unsigned), kc->stream));
+  KC_CUDA_TRY(kc, cudaStreamSynchronize(kc->stream));
+  return 0;
 }
 
 static int kc_setup(kern_cuda *kc) {
@@ -181,7 +219,7 @@ static int kc_setup(kern_cuda *kc) {
   KC_CUBLAS_TRY(kc, cublasSetMathMode(kc->blas, mode));
   KC_CUBLAS_TRY(kc, cublasSetPointerMode(kc->blas, CUBLAS_POINTER_MODE_HOST));
   if (cfg->unfused && kc_cudnn_init(kc) != 0) return -1;
-  return 0;
+  return kc_gemm_setup(kc);
 }
 
 static const kern_ops kc_ops = {

@@ -16,6 +16,15 @@
 extern "C" {
 #endif
 
+/* Scratch of the small GEMM kernels (cuda_gemm.cu): split-K partials and
+ * one arrival counter per output tile, which each launch leaves at zero. */
+typedef struct {
+  float *ws;
+  unsigned *count;
+  int64_t ws_floats, count_n;
+  int sm_count;
+} kc_gemm_ws;
+
 typedef struct {
   kern_backend base;         /* first: a kern_backend * is a kern_cuda * */
   int device;                /* the CUDA device this backend is bound to */
@@ -26,6 +35,8 @@ typedef struct {
   cudnnTensorDescriptor_t dnn_x, dnn_y;
   void *dnn_act;             /* cudnnActivationDescriptor_t, owned by cuda_cudnn.c */
   int capturing;             /* inside graph_begin .. graph_end */
+  kern_gemm gemm;            /* resolved: KERN_GEMM_AUTO here means "by shape" */
+  kc_gemm_ws gemm_ws;
 } kern_cuda;
 
 static inline kern_cuda *kc_of(kern_backend *be) { return (kern_cuda *)be; }
@@ -93,6 +104,22 @@ int kc_cudnn_relu_forward(kern_cuda *kc, float *y, int64_t n, int64_t dim);
 int kc_cudnn_relu_backward(kern_cuda *kc, float *dy, const float *y, int64_t n, int64_t dim);
 int kc_cudnn_softmax(kern_cuda *kc, float *probs, const float *logits, int64_t n, int64_t classes);
 void kc_cudnn_free(kern_cuda *kc);
+
+/* Batches up to this take the small GEMMs under KERN_GEMM_AUTO: beyond it
+ * cuBLAS has enough rows to fill the GPU with its own tiles. */
+#define KC_GEMM_SMALL_MAX_BATCH 256
+
+/* Whether dense ops at batch n take our small GEMM kernels (cuda_gemm.cu). */
+int kc_gemm_small(const kern_cuda *kc, int64_t n);
+
+/* cuda_gemm.cu: the small-batch FP32 GEMMs, epilogues fused (see there). */
+cudaError_t kc_launch_gemm_forward(cudaStream_t s, const kc_gemm_ws *g, float *out,
+                                   const float *in, const float *w, const float *b, int64_t n,
+                                   int64_t in_dim, int64_t out_dim, int relu);
+cudaError_t kc_launch_gemm_backward(cudaStream_t s, const kc_gemm_ws *g, float *din, float *dw,
+                                    float *db, float *dout, const float *in, const float *w,
+                                    const float *out, int64_t n, int64_t in_dim,
+                                    int64_t out_dim);
 
 /* cuda_kernels.cu: our kernels. Each returns cudaGetLastError() of its launch. */
 cudaError_t kc_launch_bias_act(cudaStream_t s, float *out, const float *b, int64_t n,

@@ -1,8 +1,15 @@
-/* The compute ops of the CUDA backend: GEMMs through cuBLAS (row-major
- * operands passed as their column-major transposes), our kernels for the
- * rest, cuDNN for softmax and for the unfused activation path. Every op is
+/* The compute ops of the CUDA backend: GEMMs through our small-batch
+ * kernels (one launch per forward layer, one per backward layer, epilogues
+ * fused) or cuBLAS (row-major operands passed as their column-major
+ * transposes), chosen by kc_gemm_small; our kernels for the rest, cuDNN for softmax and for the unfused activation path. Every op is
  * asynchronous on the backend's stream and safe to record in a graph. */
 #include "kernels/cuda/cuda_internal.h"
+
+int kc_gemm_small(const kern_cuda *kc, int64_t n) {
+  if (kc->base.cfg.math != KERN_MATH_FP32 || kc->base.cfg.unfused) return 0;
+  if (kc->gemm == KERN_GEMM_SMALL) return 1;
+  return kc->gemm == KERN_GEMM_AUTO && n <= KC_GEMM_SMALL_MAX_BATCH;
+}
 
 /* Row-major out(n, o) = in(n, i) . w(i, o) is column-major
  * out^T(o, n) = w^T(o, i) . in^T(i, n): no transposes, leading dims o and i. */
@@ -13,6 +20,11 @@ int kc_dense_forward(kern_backend *be, float *out, const float *in, const float 
   const int relu = act == KERN_ACT_RELU;
   if (kc_check_dims(kc, "dense_forward", n, in_dim, out_dim) != 0) return -1;
   if (n == 0 || out_dim == 0) return 0;
+  if (in_dim > 0 && kc_gemm_small(kc, n)) {
+    KC_CUDA_TRY(kc, kc_launch_gemm_forward(kc->stream, &kc->gemm_ws, out, in, w, b, n, in_dim,
+                                           out_dim, relu));
+    return 0;
+  }
   if (in_dim == 0) {
     KC_CUDA_TRY(kc, cudaMemsetAsync(out, 0, (size_t)(n * out_dim) * sizeof(float), kc->stream));
   } else {
@@ -43,6 +55,11 @@ int kc_dense_backward(kern_backend *be, float *din, float *dw, float *db, float 
     if (din && in_dim > 0) {
       KC_CUDA_TRY(kc, cudaMemsetAsync(din, 0, (size_t)(n * in_dim) * sizeof(float), kc->stream));
     }
+    return 0;
+  }
+  if (in_dim > 0 && in_dim < INT32_MAX && n * out_dim <= INT32_MAX && kc_gemm_small(kc, n)) {
+    KC_CUDA_TRY(kc, kc_launch_gemm_backward(kc->stream, &kc->gemm_ws, din, dw, db, dout, in, w,
+                                            relu ? out : NULL, n, in_dim, out_dim));
     return 0;
   }
   if (relu && be->cfg.unfused) {
