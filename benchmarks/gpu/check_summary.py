@@ -70,35 +70,42 @@ def table(path, elapsed):
     for name, r in steps.items():
         verdict = "ok" if r["rc"] == 0 else ("skip" if r["rc"] == 77 else "FAIL")
         add(f"{name:22s} {r['rc']:>4d} {r['secs']:>7.1f}  {verdict}  {r.get('note', '')}")
+    def ran(step):  # a measure counts as met only when its step exited 0
+        return steps.get(step, {}).get("rc") == 0
+
+    bench_ok = ran("step_bench")
     us = bench.get("step_us")
     rows = []
 
     def row(what, value, target, met):
         rows.append((what, value, target, "-" if met is None else ("yes" if met else "NO")))
 
-    row("step, batch 50, graph", fmt(us, ".1f") + " us", "<= 40 us", None if us is None else us <= 40)
+    row("step, batch 50, graph", fmt(us, ".1f") + " us", "<= 40 us", bench_ok and us is not None and us <= 40)
     sps = bench.get("samples_per_s")
-    row("samples/s, batch 50", fmt(sps, ",.0f"), ">= 1.25M", None if sps is None else sps >= 1.25e6)
+    row("samples/s, batch 50", fmt(sps, ",.0f"), ">= 1.25M", bench_ok and sps is not None and sps >= 1.25e6)
     for mode, label, target in (("eager", "PyTorch eager", 5.0), ("compile", "torch.compile", None),
                                 ("cudagraph", "PyTorch CUDA graph", None)):
         m = peer_modes.get(mode, {})
         if "step_us" in m and us:
             ratio = m["step_us"] / us
             row(f"vs {label} ({m['step_us']:.1f} us)", f"{ratio:.2f}x",
-                f">= {target:g}x" if target else "report", ratio >= target if target else None)
+                f">= {target:g}x" if target else "report",
+                (bench_ok and ratio >= target) if target else None)
         else:
-            row(f"vs {label}", "n/a", m.get("error", "did not run")[:28], None)
-    for key, label in (("eager_us", "tfdist eager launches"), ("unfused_us", "tfdist cuDNN act"),
-                       ("tf32_us", "tfdist tf32")):
+            row(f"vs {label}", "n/a", m.get("error", "did not run")[:28], False if target else None)
+    for key, label in (("small_us", "tfdist small GEMM kernels"), ("cublas_us", "tfdist cuBLAS GEMMs"),
+                       ("eager_us", "tfdist eager launches"), ("unfused_us", "tfdist cuBLAS+cuDNN act"),
+                       ("tf32_us", "tfdist cuBLAS tf32")):
         if key in bench:
             row(label, f"{bench[key]:.1f} us", "report", None)
     t20 = first(data, "train20_gpu")
     if t20:
         te = t20.get("train_eval_s")
-        row("20 epochs incl. eval", fmt(te, ".2f") + " s", "< 3 s", None if te is None else te < 3.0)
+        ok = ran("train20_gpu")
+        row("20 epochs incl. eval", fmt(te, ".2f") + " s", "< 3 s", ok and te is not None and te < 3.0)
         fa = t20.get("final_acc")
         row("final_acc, 20 epochs", fmt(fa, ".4f"), "0.874 +- 0.01",
-            None if fa is None else ACC_BAND[0] <= fa <= ACC_BAND[1])
+            ok and fa is not None and ACC_BAND[0] <= fa <= ACC_BAND[1])
     else:
         row("20 epochs on the GPU", "n/a", "< 3 s, acc 0.874 +- 0.01", False)
     if "floor_us" in bench:
@@ -115,15 +122,21 @@ def table(path, elapsed):
             big = max(d["rows"], key=lambda r: r[0])
             g = f"{grads[0][1]:.1f} us" if grads else "n/a"
             row(f"{label}: 1.07 MB grads / {big[0] >> 20} MiB", f"{g} / {big[2]:.1f} GB/s",
-                "#wrong 0", d.get("wrong", 1) == 0)
+                "#wrong 0, rc 0", ran(step) and d.get("wrong", 1) == 0)
         else:
-            row(label, "n/a", "", False)
+            row(label, "n/a", "did not run", False)
+    if "test_nccl" in steps:
+        row("NCCL via collective/ (test_nccl_allreduce)", "exact" if ran("test_nccl") else "FAILED",
+            "sum exact, avg 1 rounding", ran("test_nccl"))
     g2, c2 = first(data, "ring2_gpu_train"), first(data, "ring2_cpu_train")
     if g2 and c2:
         dl = max(abs(a - b) / abs(b) for a, b in zip(g2["loss"], c2["loss"]))
         da = max(abs(a - b) for a, b in zip(g2["val_acc"], c2["val_acc"]))
         row("2 ranks 1 GPU (ring) vs CPU", f"loss {dl:.1e} rel, acc {da:.4f}",
-            "<= 1e-3, <= 0.005", dl <= 1e-3 and da <= 0.005)
+            "<= 1e-3, <= 0.005",
+            ran("ring2_gpu_train") and ran("ring2_cpu_train") and dl <= 1e-3 and da <= 0.005)
+    else:
+        row("2 ranks 1 GPU (ring) vs CPU", "n/a", "did not run", False)
     if peer and "train" in peer:
         t = peer["train"]
         row(f"PyTorch {t['mode']} {t['epochs']} epochs", f"{t['seconds']:.2f} s",

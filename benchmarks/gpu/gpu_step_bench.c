@@ -1,5 +1,6 @@
 /* tfdist's training-step benchmark: median step time at the tutorial's batch
- * of 50 (graph replay, and the eager, cuDNN-activation and TF32 variants),
+ * of 50 (graph replay with the default GEMMs, the small-kernel and cuBLAS
+ * GEMMs side by side, and the eager, cuDNN-activation and TF32 variants),
  * the per-segment breakdown inside the graph, the launch-latency and bytes
  * floor, and batch-4096 throughput against cuBLAS doing the same GEMMs alone.
  * --device cpu times the CPU backend the same way. Ends with one JSON line. */
@@ -53,9 +54,10 @@ static int parse(bench_opts *o, int argc, char **argv) {
   return 0;
 }
 
-static kern_backend *make_backend(const bench_opts *o, int unfused, kern_math math) {
+static kern_backend *make_backend(const bench_opts *o, int unfused, kern_math math,
+                                  kern_gemm gemm) {
   kern_config kc = {.device = strcmp(o->device, "cpu") ? KERN_DEVICE_CUDA : KERN_DEVICE_CPU,
-                    .math = math, .threads = (int)o->threads, .unfused = unfused};
+                    .math = math, .threads = (int)o->threads, .unfused = unfused, .gemm = gemm};
   kern_backend *be = NULL;
   char err[512];
   if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
@@ -94,8 +96,8 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
 
 /* One variant: a fresh backend and network, timed as a graph or eagerly. */
 static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_math math,
-                          int use_graph, int64_t steps) {
-  kern_backend *be = make_backend(o, unfused, math);
+                          kern_gemm gemm, int use_graph, int64_t steps) {
+  kern_backend *be = make_backend(o, unfused, math, gemm);
   if (!be) return -1.0;
   bench_net n;
   double us = -1.0;
@@ -130,7 +132,7 @@ static void print_row(const char *name, double us, int64_t batch) {
 /* Breakdown, floor and roofline; appends its JSON fields to json. */
 static void cuda_extras(const bench_opts *o, kern_math math, double step_us, char *json,
                         size_t json_bytes) {
-  kern_backend *be = make_backend(o, 0, math);
+  kern_backend *be = make_backend(o, 0, math, KERN_GEMM_AUTO);
   bench_net n;
   bench_breakdown bd;
   char err[256];
@@ -173,7 +175,7 @@ static void cuda_extras(const bench_opts *o, kern_math math, double step_us, cha
     const double gemm_us = bench_cuda_gemm_us(be, &n, math);
     const double flops = bench_step_flops(&n);
     bench_net_free(&n);
-    const double big_us = run_variant(o, o->big_batch, 0, math, 1, 14);
+    const double big_us = run_variant(o, o->big_batch, 0, math, KERN_GEMM_AUTO, 1, 14);
     printf("\n# batch %lld: step %.1f us (%.0f samples/s); its 8 GEMMs alone in cuBLAS %.1f us "
            "(%.1f TFLOP/s); step reaches %.0f%% of that roofline\n",
            (long long)o->big_batch, big_us, (double)o->big_batch / big_us * 1e6, gemm_us,
@@ -204,23 +206,30 @@ int main(int argc, char **argv) {
          o.device, o.math);
   double main_us;
   if (cuda) {
-    main_us = run_variant(&o, o.batch, 0, math, 1, o.steps);
+    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps);
 #if TFDIST_HAVE_CUDA
     bench_cuda_device_name(dev, sizeof dev);
 #endif
-    printf("# %s\n", dev);
-    const double eager = run_variant(&o, o.batch, 0, math, 0, o.steps);
-    const double unfused = run_variant(&o, o.batch, 1, math, 1, o.steps);
-    const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, 1, o.steps);
-    print_row("graph, fused kernels (default)", main_us, o.batch);
-    print_row("eager launches, fused kernels", eager, o.batch);
-    print_row("graph, cuDNN activation (unfused)", unfused, o.batch);
-    print_row("graph, fused, tf32", tf32, o.batch);
+    const char *env = getenv("TFDIST_GEMM");
+    printf("# %s; GEMMs: auto%s%s%s (small kernels for fp32 at batch <= 256, else cuBLAS)\n", dev,
+           env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
+    const double cublas = run_variant(&o, o.batch, 0, math, KERN_GEMM_CUBLAS, 1, o.steps);
+    const double small = run_variant(&o, o.batch, 0, math, KERN_GEMM_SMALL, 1, o.steps);
+    const double eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps);
+    const double unfused = run_variant(&o, o.batch, 1, math, KERN_GEMM_AUTO, 1, o.steps);
+    const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, KERN_GEMM_AUTO, 1, o.steps);
+    print_row("graph, default GEMMs (auto)", main_us, o.batch);
+    print_row("graph, small GEMM kernels", small, o.batch);
+    print_row("graph, cuBLAS GEMMs", cublas, o.batch);
+    print_row("eager launches, default GEMMs", eager, o.batch);
+    print_row("graph, cuBLAS + cuDNN act (unfused)", unfused, o.batch);
+    print_row("graph, cuBLAS tf32", tf32, o.batch);
     len += (size_t)snprintf(json + len, sizeof json - len,
-                            "\"eager_us\":%.3f,\"unfused_us\":%.3f,\"tf32_us\":%.3f,", eager,
-                            unfused, tf32);
+                            "\"small_us\":%.3f,\"cublas_us\":%.3f,\"eager_us\":%.3f,"
+                            "\"unfused_us\":%.3f,\"tf32_us\":%.3f,",
+                            small, cublas, eager, unfused, tf32);
   } else {
-    main_us = run_variant(&o, o.batch, 0, math, 0, o.steps);
+    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps);
     print_row("cpu backend, eager", main_us, o.batch);
   }
   if (main_us <= 0) {

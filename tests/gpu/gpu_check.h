@@ -46,8 +46,9 @@ static inline void *gc_xmalloc(size_t bytes) {
   return p;
 }
 
-/* Exit 77 (skipped) without a usable GPU; otherwise the GPU backend. */
-static inline kern_backend *gc_gpu_or_skip(kern_math math, int unfused) {
+/* Exit 77 (skipped) without a usable GPU; otherwise the GPU backend with
+ * the given GEMM choice (KERN_GEMM_AUTO: by shape, or TFDIST_GEMM). */
+static inline kern_backend *gc_gpu_gemm_or_skip(kern_math math, int unfused, kern_gemm gemm) {
   char why[256] = "";
   if (kern_cuda_device_count(why, sizeof why) <= 0) {
     printf("SKIP: no GPU (%s)\n", why);
@@ -58,6 +59,7 @@ static inline kern_backend *gc_gpu_or_skip(kern_math math, int unfused) {
   kc.device = KERN_DEVICE_CUDA;
   kc.math = math;
   kc.unfused = unfused;
+  kc.gemm = gemm;
   kern_backend *be = NULL;
   char err[512];
   if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
@@ -65,6 +67,10 @@ static inline kern_backend *gc_gpu_or_skip(kern_math math, int unfused) {
     exit(1);
   }
   return be;
+}
+
+static inline kern_backend *gc_gpu_or_skip(kern_math math, int unfused) {
+  return gc_gpu_gemm_or_skip(math, unfused, KERN_GEMM_AUTO);
 }
 
 static inline kern_backend *gc_cpu(void) {

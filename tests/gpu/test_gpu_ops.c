@@ -14,6 +14,10 @@ static const tol_row TOL_GEMM_FP32 = {
   "gemm fp32", 1e-5, 1e-5,
   "cuBLAS and OpenBLAS sum in different orders; fp32 eps 6e-8 * sqrt(K <= 1000) ~ 2e-6 of the "
   "magnitude, so 1e-5 leaves a 5x margin"};
+static const tol_row TOL_GEMM_SMALL = {
+  "gemm fp32, small kernels", 1e-5, 1e-5,
+  "FP32 FMAs as in cuBLAS, summed in another order (8 warps x K/8, split-K partials in split "
+  "order); the same ~sqrt(K) eps bound, so the cuBLAS row's 1e-5 holds"};
 static const tol_row TOL_GEMM_TF32 = {
   "gemm tf32", 3e-3, 3e-3,
   "TF32 rounds each operand to 10 mantissa bits (2^-11 = 4.9e-4 relative); products carry ~1e-3 "
@@ -30,7 +34,7 @@ static const tol_row TOL_EXACT = {
   "the same float operations in the same order (explicit _rn intrinsics, no FMA contraction)"};
 
 static void tol_print(void) {
-  const tol_row *rows[] = {&TOL_GEMM_FP32, &TOL_GEMM_TF32, &TOL_COLSUM, &TOL_XENT, &TOL_SOFTMAX,
+  const tol_row *rows[] = {&TOL_GEMM_FP32, &TOL_GEMM_SMALL, &TOL_GEMM_TF32, &TOL_COLSUM, &TOL_XENT, &TOL_SOFTMAX,
                            &TOL_EXACT};
   printf("tolerances: |gpu - cpu| <= atol_rel*max|cpu| + rtol*|cpu|\n");
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -48,6 +52,14 @@ static const shape3 SHAPES[] = {
   {50, 100, 10}, {257, 64, 3}, {129, 784, 300}, {1000, 100, 10},
 };
 #define NSHAPES (sizeof SHAPES / sizeof SHAPES[0])
+
+/* For the small kernels: K long against a small output (many K splits,
+ * uneven last split), partial edge tiles in both directions, a ones row of
+ * the bias gradient alone in its tile (in_dim % 8 == 0), batch 256. */
+static const shape3 SPLIT_SHAPES[] = {
+  {5, 1000, 7}, {3, 2051, 33}, {9, 640, 65}, {256, 784, 300}, {50, 8, 300}, {17, 1200, 1},
+};
+#define NSPLIT (sizeof SPLIT_SHAPES / sizeof SPLIT_SHAPES[0])
 
 static gc_rng rng = {12345};
 static kern_backend *cpu;
@@ -151,6 +163,56 @@ static void test_dense_backward(kern_backend *gpu, const char *tag, shape3 s, ke
   for (int i = 0; i < 7; i++) kern_mem_free(gpu, bufs[i]);
   void *hb[] = {x, w, b, y, dout, dout_ref, dw0, db0, dw_ref, db_ref, din_ref, got};
   for (int i = 0; i < 12; i++) free(hb[i]);
+}
+
+/* The same inputs twice give the same bits: split-K partials are summed in
+ * a fixed order, never by float atomics. Forward with ReLU, then backward
+ * (dw +=, db +=, din) from the same starting gradients. */
+static void test_repeatable(kern_backend *gpu, const char *tag, shape3 s) {
+  const int64_t n = s.n, in = s.in, out = s.out;
+  const size_t xb = (size_t)(n * in) * 4, wb = (size_t)(in * out) * 4, ob = (size_t)(n * out) * 4;
+  const size_t bb = (size_t)out * 4;
+  float *x = gc_xmalloc(xb), *w = gc_xmalloc(wb), *b = gc_xmalloc(bb), *dout = gc_xmalloc(ob);
+  float *g1 = gc_xmalloc(wb), *db0 = gc_xmalloc(bb);
+  gc_fill(&rng, x, n * in, 0.0f, 1.0f);
+  gc_fill(&rng, w, in * out, -0.2f, 0.2f);
+  gc_fill(&rng, b, out, -0.1f, 0.1f);
+  gc_fill(&rng, dout, n * out, -0.05f, 0.05f);
+  gc_fill(&rng, g1, in * out, -0.5f, 0.5f);
+  gc_fill(&rng, db0, out, -0.5f, 0.5f);
+  float *d_x = gc_dev(gpu, x, xb), *d_w = gc_dev(gpu, w, wb), *d_b = gc_dev(gpu, b, bb);
+  float *d_y[2], *d_dout[2], *d_dw[2], *d_db[2], *d_din[2];
+  for (int r = 0; r < 2; r++) {
+    d_y[r] = gc_dev(gpu, NULL, ob);
+    d_dout[r] = gc_dev(gpu, dout, ob);
+    d_dw[r] = gc_dev(gpu, g1, wb);
+    d_db[r] = gc_dev(gpu, db0, bb);
+    d_din[r] = gc_dev(gpu, NULL, xb);
+    if (kern_dense_forward(gpu, d_y[r], d_x, d_w, d_b, n, in, out, KERN_ACT_RELU) != 0 ||
+        kern_dense_backward(gpu, d_din[r], d_dw[r], d_db[r], d_dout[r], d_x, d_w, d_y[r], n, in,
+                            out, KERN_ACT_RELU) != 0) {
+      gc_die(gpu, "repeatable");
+    }
+  }
+  char what[96];
+  const struct { const char *name; float **dev; size_t bytes; } outs[] = {
+    {"y", d_y, ob}, {"dz", d_dout, ob}, {"dw", d_dw, wb}, {"db", d_db, bb}, {"din", d_din, xb}};
+  for (size_t k = 0; k < sizeof outs / sizeof outs[0]; k++) {
+    snprintf(what, sizeof what, "%s twice, same %s (%lld,%lld,%lld)", tag, outs[k].name,
+             (long long)n, (long long)in, (long long)out);
+    float *h1 = gc_xmalloc(outs[k].bytes), *h2 = gc_xmalloc(outs[k].bytes);
+    if (gc_fetch(gpu, what, h1, outs[k].dev[0], outs[k].bytes, 1) &&
+        gc_fetch(gpu, what, h2, outs[k].dev[1], outs[k].bytes, 1)) {
+      gc_exact(what, h2, h1, outs[k].bytes);
+    }
+    free(h1), free(h2);
+  }
+  for (int r = 0; r < 2; r++) {
+    void *bufs[] = {d_y[r], d_dout[r], d_dw[r], d_db[r], d_din[r]};
+    for (int i = 0; i < 5; i++) kern_mem_free(gpu, bufs[i]);
+  }
+  kern_mem_free(gpu, d_x), kern_mem_free(gpu, d_w), kern_mem_free(gpu, d_b);
+  free(x), free(w), free(b), free(dout), free(g1), free(db0);
 }
 
 static void rand_labels(int32_t *y, int64_t n, int64_t classes) {
@@ -330,6 +392,8 @@ int main(void) {
   kern_backend *gpu = gc_gpu_or_skip(KERN_MATH_FP32, 0);
   kern_backend *tf32 = gc_gpu_or_skip(KERN_MATH_TF32, 0);
   kern_backend *unfused = gc_gpu_or_skip(KERN_MATH_FP32, 1);
+  kern_backend *small = gc_gpu_gemm_or_skip(KERN_MATH_FP32, 0, KERN_GEMM_SMALL);
+  kern_backend *cublas = gc_gpu_gemm_or_skip(KERN_MATH_FP32, 0, KERN_GEMM_CUBLAS);
   char info[512];
   kern_cuda_info(info, sizeof info);
   printf("cuda: %s\n", info);
@@ -341,6 +405,25 @@ int main(void) {
       test_dense_backward(gpu, "fp32", SHAPES[i], (kern_act)act, 1, i % 2, &TOL_GEMM_FP32);
     }
   }
+  /* Both GEMM paths forced, on every shape (auto above picks by batch). */
+  for (size_t i = 0; i < NSHAPES; i++) {
+    for (int act = 0; act <= 1; act++) {
+      test_dense_forward(small, "small", SHAPES[i], (kern_act)act, &TOL_GEMM_SMALL);
+      test_dense_backward(small, "small", SHAPES[i], (kern_act)act, 1, (i + 1) % 2, &TOL_GEMM_SMALL);
+      test_dense_forward(cublas, "cublas", SHAPES[i], (kern_act)act, &TOL_GEMM_FP32);
+      test_dense_backward(cublas, "cublas", SHAPES[i], (kern_act)act, 1, i % 2, &TOL_GEMM_FP32);
+    }
+  }
+  for (size_t i = 0; i < NSPLIT; i++) {
+    test_dense_forward(small, "small", SPLIT_SHAPES[i], KERN_ACT_RELU, &TOL_GEMM_SMALL);
+    test_dense_forward(small, "small", SPLIT_SHAPES[i], KERN_ACT_NONE, &TOL_GEMM_SMALL);
+    test_dense_backward(small, "small", SPLIT_SHAPES[i], KERN_ACT_RELU, 1, 1, &TOL_GEMM_SMALL);
+    test_dense_backward(small, "small", SPLIT_SHAPES[i], KERN_ACT_NONE, i % 2, 1, &TOL_GEMM_SMALL);
+    test_repeatable(small, "small", SPLIT_SHAPES[i]);
+  }
+  test_dense_backward(small, "small", SHAPES[4], KERN_ACT_RELU, 0, 1, &TOL_GEMM_SMALL);
+  test_repeatable(small, "small", SHAPES[4]);
+  test_repeatable(small, "small", SHAPES[3]);
   /* the accumulate case and din == NULL (the first layer) on the real shapes */
   test_dense_backward(gpu, "fp32", SHAPES[4], KERN_ACT_RELU, 0, 1, &TOL_GEMM_FP32);
   test_dense_backward(gpu, "fp32", SHAPES[6], KERN_ACT_NONE, 1, 1, &TOL_GEMM_FP32);
@@ -368,6 +451,8 @@ int main(void) {
   }
   test_empty(gpu);
   test_host_alloc(gpu);
+  kern_backend_free(cublas);
+  kern_backend_free(small);
   kern_backend_free(unfused);
   kern_backend_free(tf32);
   kern_backend_free(gpu);
