@@ -53,8 +53,8 @@ OUT=$(cd "$OUT" && pwd)
 
 # --- executables -----------------------------------------------------------
 EXES=("$BUILD/runtime/tfdist")
-for f in tests/gpu/test_gpu_ops tests/gpu/test_gpu_step benchmarks/gpu/gpu_step_bench \
-         benchmarks/gpu/gpu_allreduce_bench; do
+for f in tests/gpu/test_gpu_ops tests/gpu/test_gpu_step tests/collective/test_nccl_allreduce \
+         benchmarks/gpu/gpu_step_bench benchmarks/gpu/gpu_allreduce_bench; do
   [ -x "$BUILD/$f" ] && EXES+=("$BUILD/$f")
 done
 for f in "${EXES[@]}"; do cp -L "$f" "$OUT/libexec/"; done

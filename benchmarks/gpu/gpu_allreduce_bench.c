@@ -1,5 +1,7 @@
-/* Allreduce (average) of float32 device buffers, nccl-tests style: NCCL
- * directly on the GPU, or the host back ends (ring, mpi) through pinned host
+/* Allreduce (average) of float32 device buffers, nccl-tests style, through
+ * tfdist's collective layer (collective/coll.h): the nccl back end on the
+ * device buffers, ordered on a stream of ours as `tfdist train` orders it on
+ * the backend's; or the host back ends (ring, mpi) through pinned host
  * staging as `tfdist train` does when NCCL cannot run (two ranks sharing one
  * GPU). Correctness is checked outside the timed loop; ends with a JSON line.
  *   mpirun -np N gpu_allreduce_bench --backend nccl|ring|mpi [-b 4] [-e 64M] [-f 4] [-n 20] [-w 5] */
@@ -10,7 +12,6 @@
 #include <time.h>
 
 #include <cuda_runtime_api.h>
-#include <nccl.h>
 
 #include "collective/coll.h"
 
@@ -20,16 +21,6 @@
     if (ar_rc_ != cudaSuccess) {                                                             \
       fprintf(stderr, "rank %d: %s failed at %s:%d: %s\n", g_rank, #call, __FILE__, __LINE__, \
               cudaGetErrorString(ar_rc_));                                                   \
-      return -1;                                                                             \
-    }                                                                                        \
-  } while (0)
-
-#define AR_NCCL(call)                                                                        \
-  do {                                                                                       \
-    ncclResult_t ar_rc_ = (call);                                                            \
-    if (ar_rc_ != ncclSuccess) {                                                             \
-      fprintf(stderr, "rank %d: %s failed at %s:%d: %s (%s)\n", g_rank, #call, __FILE__,     \
-              __LINE__, ncclGetErrorString(ar_rc_), ncclGetLastError(NULL));                 \
       return -1;                                                                             \
     }                                                                                        \
   } while (0)
@@ -44,8 +35,7 @@ typedef struct {
 
 typedef struct {
   coll_comm *coll;
-  ncclComm_t nccl;
-  cudaStream_t stream;
+  cudaStream_t stream; /* nccl: the stream the collective layer orders its reductions on */
   float *dev, *host; /* host: pinned staging for ring/mpi */
   int use_nccl, ranks;
 } ar_ctx;
@@ -87,10 +77,15 @@ static int parse(ar_opts *o, int argc, char **argv) {
   return 0;
 }
 
-/* One in-place average of elems floats on the device buffer. */
+/* One in-place average of elems floats on the device buffer: nccl through
+ * the collective layer, on the device; the host back ends through pinned
+ * staging. Both leave the result ordered on c->stream. */
 static int ar_once(ar_ctx *c, int64_t elems) {
   if (c->use_nccl) {
-    AR_NCCL(ncclAllReduce(c->dev, c->dev, (size_t)elems, ncclFloat, ncclAvg, c->nccl, c->stream));
+    if (coll_allreduce_avg_f32(c->coll, c->dev, elems) != COLL_OK) {
+      fprintf(stderr, "rank %d: %s\n", g_rank, coll_comm_error(c->coll));
+      return -1;
+    }
     return 0;
   }
   const size_t bytes = (size_t)elems * sizeof(float);
@@ -101,6 +96,17 @@ static int ar_once(ar_ctx *c, int64_t elems) {
     return -1;
   }
   AR_CUDA(cudaMemcpyAsync(c->dev, c->host, bytes, cudaMemcpyHostToDevice, c->stream));
+  return 0;
+}
+
+/* Bounded wait (the collective layer's timeout and NCCL error polling), then
+ * the stream itself. */
+static int ar_drain(ar_ctx *c) {
+  if (coll_sync(c->coll) != COLL_OK) {
+    fprintf(stderr, "rank %d: %s\n", g_rank, coll_comm_error(c->coll));
+    return -1;
+  }
+  AR_CUDA(cudaStreamSynchronize(c->stream));
   return 0;
 }
 
@@ -115,7 +121,7 @@ static int ar_check(ar_ctx *c, int64_t elems, int64_t *wrong) {
   AR_CUDA(cudaMemcpyAsync(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice,
                           c->stream));
   AR_CUDA(cudaStreamSynchronize(c->stream));
-  if (ar_once(c, elems) != 0) return -1;
+  if (ar_once(c, elems) != 0 || ar_drain(c) != 0) return -1;
   AR_CUDA(cudaMemcpyAsync(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost,
                           c->stream));
   AR_CUDA(cudaStreamSynchronize(c->stream));
@@ -132,33 +138,24 @@ static int ar_time(ar_ctx *c, int64_t elems, const ar_opts *o, double *us) {
   for (int i = 0; i < o->warmup; i++) {
     if (ar_once(c, elems) != 0) return -1;
   }
-  AR_CUDA(cudaStreamSynchronize(c->stream));
-  if (coll_barrier(c->coll) != COLL_OK) return -1;
+  if (ar_drain(c) != 0 || coll_barrier(c->coll) != COLL_OK) return -1;
   double t0 = ar_now();
   for (int i = 0; i < o->iters; i++) {
     if (ar_once(c, elems) != 0) return -1;
   }
-  AR_CUDA(cudaStreamSynchronize(c->stream));
+  if (ar_drain(c) != 0) return -1;
   *us = (ar_now() - t0) * 1e6 / o->iters; /* the collective ends together on every rank */
   return 0;
 }
 
-static int ar_setup(ar_ctx *c, const coll_world *w, const ar_opts *o, int64_t max_elems) {
-  int ndev = 0;
-  AR_CUDA(cudaGetDeviceCount(&ndev));
+/* The device, its stream and buffer, before the collective layer (nccl
+ * takes the stream and device from its config). */
+static int ar_device_setup(ar_ctx *c, const coll_world *w, int ndev, int64_t max_elems) {
   AR_CUDA(cudaSetDevice(w->local_rank % ndev));
   AR_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
   AR_CUDA(cudaMalloc((void **)&c->dev, (size_t)max_elems * sizeof(float)));
-  c->use_nccl = !strcmp(o->backend, "nccl");
   c->ranks = w->size;
-  if (c->use_nccl) {
-    ncclUniqueId id;
-    if (w->rank == 0) AR_NCCL(ncclGetUniqueId(&id));
-    if (coll_broadcast_bytes(c->coll, &id, sizeof id, 0) != COLL_OK) return -1;
-    AR_NCCL(ncclCommInitRank(&c->nccl, w->size, id, w->rank));
-  } else {
-    AR_CUDA(cudaMallocHost((void **)&c->host, (size_t)max_elems * sizeof(float)));
-  }
+  if (!c->use_nccl) AR_CUDA(cudaMallocHost((void **)&c->host, (size_t)max_elems * sizeof(float)));
   return 0;
 }
 
@@ -227,20 +224,27 @@ int main(int argc, char **argv) {
   }
   g_rank = w.rank;
   ar_ctx c = {0};
-  coll_backend host_backend = COLL_BACKEND_MPI;
-  coll_backend_parse(strcmp(o.backend, "nccl") ? o.backend : "mpi", &host_backend);
-  coll_config cc = {.backend = host_backend, .timeout_s = 120};
+  c.use_nccl = !strcmp(o.backend, "nccl");
+  coll_backend backend = COLL_BACKEND_NCCL;
+  coll_backend_parse(o.backend, &backend);
+  coll_config cc = {.backend = backend, .timeout_s = 120, .device = w.local_rank % ndev};
+  const int64_t max_elems = o.max_bytes / 4 > 266610 ? o.max_bytes / 4 : 266610;
   int rc = 1;
-  if (coll_comm_init(&c.coll, &w, &cc, err, sizeof err) != 0) {
-    fprintf(stderr, "gpu_allreduce_bench: %s\n", err);
-  } else if (ar_setup(&c, &w, &o, o.max_bytes / 4 > 266610 ? o.max_bytes / 4 : 266610) == 0) {
-    rc = ar_run(&c, &o, &w);
-    if (rc < 0) rc = 1;
+  if (ar_device_setup(&c, &w, ndev, max_elems) != 0) {
+    fprintf(stderr, "gpu_allreduce_bench: device setup failed\n");
+  } else {
+    cc.stream = c.stream;
+    if (coll_comm_init(&c.coll, &w, &cc, err, sizeof err) != 0) {
+      fprintf(stderr, "gpu_allreduce_bench: %s\n", err);
+    } else {
+      rc = ar_run(&c, &o, &w);
+      if (rc < 0) rc = 1;
+    }
   }
-  if (c.nccl) ncclCommDestroy(c.nccl);
+  coll_comm_free(c.coll);
   if (c.host) cudaFreeHost(c.host);
   if (c.dev) cudaFree(c.dev);
-  coll_comm_free(c.coll);
+  if (c.stream) cudaStreamDestroy(c.stream);
   if (rc != 0 && w.size > 1) coll_world_abort(&w, rc);
   coll_world_finalize(&w);
   return rc;
