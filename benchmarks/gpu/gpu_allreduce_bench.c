@@ -143,8 +143,11 @@ static int ar_time(ar_ctx *c, int64_t elems, const ar_opts *o, double *us) {
   for (int i = 0; i < o->iters; i++) {
     if (ar_once(c, elems) != 0) return -1;
   }
-  if (ar_drain(c) != 0) return -1;
+  /* The stream stops the clock (coll_sync's polling backs off to 20 us
+   * sleeps); coll_sync then reports any NCCL error. */
+  AR_CUDA(cudaStreamSynchronize(c->stream));
   *us = (ar_now() - t0) * 1e6 / o->iters; /* the collective ends together on every rank */
+  if (ar_drain(c) != 0) return -1;
   return 0;
 }
 
