@@ -2,6 +2,8 @@
  * match on resume, and how every rank receives rank 0's restored state. */
 #include "runtime/train_ckpt.h"
 
+#include "data/shards.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +30,24 @@ static void train_ckpt_result_values(const trainer *t, double v[TRAIN_CKPT_METRI
   memcpy(v, vals, sizeof vals);
 }
 
-/* crc32 of the training images and labels: resuming on other data is an error. */
+/* crc32 of the training images and labels: resuming on other data is an
+ * error. In stream mode the set is never in memory, so the shard index's
+ * layout and per-shard body CRCs stand for it. */
 static const char *train_ckpt_fingerprint(trainer *t) {
   struct train_ckpt_state *c = t->ckpt;
   if (c->data_fp[0]) return c->data_fp;
   const int64_t px = t->layout.dims[0];
   uLong crc = crc32_z(0L, Z_NULL, 0);
-  crc = crc32_z(crc, t->train.images, (z_size_t)(t->train.count * px));
-  crc = crc32_z(crc, t->train.labels, (z_size_t)t->train.count);
+  if (t->shards) {
+    for (int64_t i = 0; i < t->shards->count; i++) {
+      const data_shard *sh = &t->shards->shards[i];
+      const int64_t row[4] = {sh->first, sh->count, sh->images_crc, sh->labels_crc};
+      crc = crc32_z(crc, (const Bytef *)row, sizeof row);
+    }
+  } else {
+    crc = crc32_z(crc, t->train.images, (z_size_t)(t->train.count * px));
+    crc = crc32_z(crc, t->train.labels, (z_size_t)t->train.count);
+  }
   snprintf(c->data_fp, sizeof c->data_fp, "crc32:%08lx", (unsigned long)crc);
   return c->data_fp;
 }

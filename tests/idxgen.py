@@ -27,10 +27,12 @@ def write(path, data, gz):
     return path
 
 
-def synth(rng, n, rows=28, cols=28):
-    """Class-dependent blobs plus noise: learnable, never all zeros."""
+def synth(rng, n, rows=28, cols=28, protos=None):
+    """Class-dependent blobs plus noise: learnable, never all zeros. Pass the
+    same protos for train and test so the test split is learnable too."""
     labels = rng.integers(0, 10, size=n)
-    protos = rng.integers(0, 256, size=(10, rows * cols))
+    if protos is None:
+        protos = rng.integers(0, 256, size=(10, rows * cols))
     noise = rng.integers(-60, 61, size=(n, rows * cols))
     images = np.clip(protos[labels] + noise, 0, 255).astype(np.uint8)
     return images.reshape(n, rows, cols), labels.astype(np.uint8)
@@ -41,8 +43,9 @@ def write_set(folder, rng, n_train=600, n_test=200, gz=True, nested="sub/dir"):
     d = os.path.join(folder, nested) if nested else folder
     os.makedirs(d, exist_ok=True)
     paths = {}
+    protos = rng.integers(0, 256, size=(10, 28 * 28))
     for split, n in (("train", n_train), ("t10k", n_test)):
-        images, labels = synth(rng, n)
+        images, labels = synth(rng, n, protos=protos)
         paths[split + "-images"] = write(os.path.join(d, split + "-images-idx3-ubyte"),
                                          idx_images_bytes(images), gz)
         paths[split + "-labels"] = write(os.path.join(d, split + "-labels-idx1-ubyte"),
