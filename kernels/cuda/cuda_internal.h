@@ -105,10 +105,6 @@ int kc_cudnn_relu_backward(kern_cuda *kc, float *dy, const float *y, int64_t n, 
 int kc_cudnn_softmax(kern_cuda *kc, float *probs, const float *logits, int64_t n, int64_t classes);
 void kc_cudnn_free(kern_cuda *kc);
 
-/* Batches up to this take the small GEMMs under KERN_GEMM_AUTO: beyond it
- * cuBLAS has enough rows to fill the GPU with its own tiles. */
-#define KC_GEMM_SMALL_MAX_BATCH 256
-
 /* Whether dense ops at batch n take our small GEMM kernels (cuda_gemm.cu). */
 int kc_gemm_small(const kern_cuda *kc, int64_t n);
 
