@@ -213,6 +213,16 @@ int data_set_load(data_set *ds, const char *images_path, const char *labels_path
   return 0;
 }
 
+int data_set_load_images(data_set *ds, const char *images_path, int expect_784, char *err,
+                         size_t err_bytes) {
+  memset(ds, 0, sizeof *ds);
+  if (idx_load_images(ds, images_path, expect_784, err, err_bytes) != 0) {
+    data_set_free(ds);
+    return -1;
+  }
+  return 0;
+}
+
 void data_set_free(data_set *ds) {
   if (!ds) return;
   free(ds->images);
