@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/fsutil.h"
 
 static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
   char *msg = data;
@@ -69,6 +72,25 @@ hid_t h5_create(const char *path, char *err, size_t eb) {
   hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) h5_fail(err, eb, "%s: cannot create HDF5 file", path);
   return f;
+}
+
+int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx,
+                         void (*before_commit)(void), char *err, size_t eb) {
+  char tmp[4200];
+  fs_tmp_path(tmp, sizeof tmp, path);
+  hid_t f = h5_create(tmp, err, eb);
+  if (f < 0) return -1;
+  int rc = write(f, ctx, err, eb);
+  if (H5Fclose(f) < 0 && rc == 0) {
+    h5_error_line(err, eb, "H5Fclose", __FILE__, __LINE__);
+    rc = -1;
+  }
+  if (before_commit) before_commit();
+  if (rc != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return fs_commit(tmp, path, err, eb);
 }
 
 static hid_t h5_str_type(size_t len) {
