@@ -249,13 +249,21 @@ static void train_progress(const trainer *t, int64_t epoch, int64_t step, double
   if (step + 1 == t->steps_per_epoch) fprintf(stderr, "\r%72s\r", "");
 }
 
-static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
+/* The order the step's own gather reads; with a loader (t->input) the
+ * loader thread derives the same permutation itself, so none is made here. */
+static int train_epoch_order(trainer *t, int64_t epoch) {
   kern_backend *be = t->be;
   const int64_t ntrain = t->train.count;
   data_perm_epoch(t->perm_host, ntrain, (uint64_t)t->cfg->seed, epoch);
   T_TRY(t, be->ops->mem_upload(be, t->perm_dev, t->perm_host, (size_t)ntrain * sizeof(int32_t)));
   int64_t cursor = (int64_t)t->world->rank * t->batch;
   T_TRY(t, be->ops->mem_upload(be, t->cursor_dev, &cursor, sizeof cursor));
+  return 0;
+}
+
+static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
+  kern_backend *be = t->be;
+  if (!t->input && train_epoch_order(t, epoch) != 0) return -1;
   T_TRY(t, be->ops->mem_zero(be, t->stats_dev, sizeof(kern_stats)));
   t->data_wait_s = 0;
   double t0 = rec_mono();
