@@ -127,7 +127,7 @@ int cli_predict(int argc, char **argv) {
   int32_t *classes = NULL;
   int64_t n = 0;
   int rc = CLI_USAGE;
-  if (infer_open(&s, o.model, err, sizeof err) != 0 ||
+  if (infer_session_init(&s, o.model, err, sizeof err) != 0 ||
       predict_load_rows(o.input, &x, &n, err, sizeof err) != 0) {
     goto out;
   }
@@ -138,7 +138,7 @@ int cli_predict(int argc, char **argv) {
     snprintf(err, sizeof err, "out of memory for %lld rows", (long long)n);
     goto out;
   }
-  if (infer_predict(&s, x, n, probs, classes, err, sizeof err) != 0) goto out;
+  if (infer_session_predict(&s, x, n, probs, classes, err, sizeof err) != 0) goto out;
   predict_print(probs, classes, n);
   rc = CLI_OK;
 out:
@@ -146,6 +146,6 @@ out:
   free(x);
   free(probs);
   free(classes);
-  infer_close(&s);
+  infer_session_free(&s);
   return rc;
 }

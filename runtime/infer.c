@@ -10,7 +10,7 @@
 #include "data/idx.h"
 #include "runtime/evaluate.h"
 
-int infer_open(infer_session *s, const char *path, char *err, size_t eb) {
+int infer_session_init(infer_session *s, const char *path, char *err, size_t eb) {
   memset(s, 0, sizeof *s);
   h5model_resolve_path(s->path, sizeof s->path, path);
   if (h5model_load(&s->model, s->path, err, eb) != 0) return -1;
@@ -27,11 +27,11 @@ int infer_open(infer_session *s, const char *path, char *err, size_t eb) {
   /* work.layout points into s->model: keep s where it is after this call. */
   return 0;
 fail:
-  infer_close(s);
+  infer_session_free(s);
   return -1;
 }
 
-void infer_close(infer_session *s) {
+void infer_session_free(infer_session *s) {
   if (s->be) {
     model_work_free(&s->work);
     kern_mem_free(s->be, s->params);
@@ -41,7 +41,7 @@ void infer_close(infer_session *s) {
   memset(s, 0, sizeof *s);
 }
 
-int infer_predict(infer_session *s, const float *x, int64_t n, float *probs, int32_t *classes,
+int infer_session_predict(infer_session *s, const float *x, int64_t n, float *probs, int32_t *classes,
                   char *err, size_t eb) {
   kern_backend *be = s->be;
   const model_layout *l = &s->model.layout;
