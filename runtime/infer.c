@@ -41,8 +41,8 @@ void infer_session_free(infer_session *s) {
   memset(s, 0, sizeof *s);
 }
 
-int infer_session_predict(infer_session *s, const float *x, int64_t n, float *probs, int32_t *classes,
-                  char *err, size_t eb) {
+int infer_session_predict(infer_session *s, const float *x, int64_t n, float *probs,
+                          int32_t *classes, char *err, size_t eb) {
   kern_backend *be = s->be;
   const model_layout *l = &s->model.layout;
   const int64_t in = l->dims[0], k = l->dims[MODEL_LAYERS];
