@@ -373,12 +373,11 @@ int trainer_run(trainer *t) {
   return 0;
 }
 
-static int train_setup_opt(trainer *t) {
+static void train_setup_opt(trainer *t) {
   const train_config *c = t->cfg;
   t->opt.kind = !strcmp(c->optimizer, "momentum") ? KERN_OPT_MOMENTUM : KERN_OPT_SGD;
   t->opt.lr = (float)(c->learning_rate * (c->scale_lr ? t->world->size : 1));
   t->opt.momentum = (float)c->momentum;
-  return 0;
 }
 
 static int train_open_records(trainer *t, cJSON *ranks) {
@@ -420,7 +419,10 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   t->be = be;
   t->batch = cfg->batch_size;
   t->global_batch = cfg->batch_size * world->size;
-  if (rank_log_open(&t->log, cfg->logs, world->rank, t->err, sizeof t->err) != 0) return -1;
+  if (rank_log_open(&t->log, cfg->logs, world->rank, t->err, sizeof t->err) != 0) {
+    cJSON_Delete(ranks); /* owned from here on, on every path */
+    return -1;
+  }
   model_layout_init(&t->layout, 784, cfg->first_layer_neurons, cfg->second_layer_neurons,
                     DATA_CLASSES);
   if (train_load_data(t) != 0) {
