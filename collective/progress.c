@@ -25,7 +25,11 @@ static double progress_spin_s(void) {
   static double spin_s = -1.0; /* set once; racing threads compute the same value */
   if (spin_s < 0) {
     const char *e = getenv("TFDIST_COLL_SPIN_US");
-    double us = e && *e ? atof(e) : PROGRESS_SPIN_US_DEFAULT;
+    char *end = NULL;
+    double us = e && *e ? strtod(e, &end) : PROGRESS_SPIN_US_DEFAULT;
+    /* Not a number (atof read "abc" as 0: no spinning at all), negative or
+     * NaN: the default, not a silently different wait policy. */
+    if (end && *end != '\0') us = PROGRESS_SPIN_US_DEFAULT;
     spin_s = (us >= 0 ? us : PROGRESS_SPIN_US_DEFAULT) * 1e-6;
   }
   return spin_s;

@@ -36,7 +36,6 @@ typedef struct {
   int K;
   int64_t cap;             /* elements in the largest chunk */
   int chunks_left;
-  float inv_n;
 } ring_req;
 
 static int64_t ring_seg_lo(int64_t elems, int n, int j) { return elems * j / n; }

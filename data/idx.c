@@ -96,25 +96,17 @@ static int idx_search_run(idx_search *s, data_files *out, const char *dir, char 
   return idx_walk(s, dir, 0, err, err_bytes);
 }
 
-int data_files_find(data_files *out, const char *dir, char *err, size_t err_bytes) {
-  static idx_search s; /* 20 KiB of paths: kept off the stack */
-  if (idx_search_run(&s, out, dir, err, err_bytes) != 0) return -1;
-  for (int k = 0; k < 4; k++) {
-    if (idx_slot(out, k)[0] == '\0') return idx_missing(&s, dir, k, err, err_bytes);
+/* Which files must be there: all four, or (stream) the test pair plus the
+ * train pair or a shard index. */
+static int idx_check_found(const idx_search *s, const data_files *out, const char *dir, int stream,
+                           char *err, size_t err_bytes) {
+  for (int k = stream ? 2 : 0; k < 4; k++) {
+    if (idx_slot(s->f, k)[0] == '\0') return idx_missing(s, dir, k, err, err_bytes);
   }
-  return 0;
-}
-
-int data_files_find_stream(data_files *out, const char *dir, char *err, size_t err_bytes) {
-  static idx_search s;
-  if (idx_search_run(&s, out, dir, err, err_bytes) != 0) return -1;
-  for (int k = 2; k < 4; k++) {
-    if (idx_slot(out, k)[0] == '\0') return idx_missing(&s, dir, k, err, err_bytes);
-  }
-  if (out->train_shards[0]) return 0;
+  if (!stream || out->train_shards[0]) return 0;
   for (int k = 0; k < 2; k++) {
-    if (idx_slot(out, k)[0] == '\0') {
-      idx_missing(&s, dir, k, err, err_bytes);
+    if (idx_slot(s->f, k)[0] == '\0') {
+      idx_missing(s, dir, k, err, err_bytes);
       size_t len = strlen(err);
       snprintf(err + len, err_bytes - len, ", nor a %s (make one with tfdist data shard)",
                DATA_SHARDS_INDEX_NAME);
@@ -122,6 +114,26 @@ int data_files_find_stream(data_files *out, const char *dir, char *err, size_t e
     }
   }
   return 0;
+}
+
+static int idx_find(data_files *out, const char *dir, int stream, char *err, size_t err_bytes) {
+  idx_search *s = malloc(sizeof *s); /* 20 KiB of paths: off the stack, and no shared static */
+  if (!s) {
+    snprintf(err, err_bytes, "--data-folder %s: out of memory", dir);
+    return -1;
+  }
+  int rc = idx_search_run(s, out, dir, err, err_bytes);
+  if (rc == 0) rc = idx_check_found(s, out, dir, stream, err, err_bytes);
+  free(s);
+  return rc;
+}
+
+int data_files_find(data_files *out, const char *dir, char *err, size_t err_bytes) {
+  return idx_find(out, dir, 0, err, err_bytes);
+}
+
+int data_files_find_stream(data_files *out, const char *dir, char *err, size_t err_bytes) {
+  return idx_find(out, dir, 1, err, err_bytes);
 }
 
 /* The body into memory. A raw file's size was checked against the header, so
@@ -207,6 +219,16 @@ int data_set_load(data_set *ds, const char *images_path, const char *labels_path
   memset(ds, 0, sizeof *ds);
   if (idx_load_images(ds, images_path, expect_784, err, err_bytes) != 0 ||
       idx_load_labels(ds, labels_path, err, err_bytes) != 0) {
+    data_set_free(ds);
+    return -1;
+  }
+  return 0;
+}
+
+int data_set_load_images(data_set *ds, const char *images_path, int expect_784, char *err,
+                         size_t err_bytes) {
+  memset(ds, 0, sizeof *ds);
+  if (idx_load_images(ds, images_path, expect_784, err, err_bytes) != 0) {
     data_set_free(ds);
     return -1;
   }

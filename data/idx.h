@@ -41,6 +41,10 @@ int data_files_find_stream(data_files *out, const char *dir, char *err, size_t e
  * arrive, never on the header's word alone. count must be < 2^31. */
 int data_set_load(data_set *ds, const char *images_path, const char *labels_path,
                   int expect_784, char *err, size_t err_bytes);
+/* The images file alone (labels stays NULL), validated as above: for
+ * inference on an unlabelled file. */
+int data_set_load_images(data_set *ds, const char *images_path, int expect_784, char *err,
+                         size_t err_bytes);
 void data_set_free(data_set *ds);
 
 #endif

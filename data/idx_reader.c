@@ -344,6 +344,22 @@ int data_idx_open(data_idx_reader **out, const char *path, data_idx_kind kind, c
   return 0;
 }
 
+int data_idx_open_pair(data_idx_reader **images, data_idx_reader **labels, const char *images_path,
+                       const char *labels_path, char *err, size_t err_bytes) {
+  *labels = NULL;
+  if (data_idx_open(images, images_path, DATA_IDX_IMAGES, err, err_bytes) != 0) return -1;
+  if (data_idx_open(labels, labels_path, DATA_IDX_LABELS, err, err_bytes) != 0) goto fail;
+  const int64_t ni = (*images)->h.count, nl = (*labels)->h.count;
+  if (nl == ni) return 0;
+  snprintf(err, err_bytes, "%s: byte 4: %lld labels but the images file has %lld images",
+           labels_path, (long long)nl, (long long)ni);
+fail:
+  data_idx_close(*images);
+  data_idx_close(*labels);
+  *images = *labels = NULL;
+  return -1;
+}
+
 void data_idx_close(data_idx_reader *r) {
   if (!r) return;
   if (r->z_ready) inflateEnd(&r->z);

@@ -36,6 +36,10 @@ int data_idx_open(data_idx_reader **out, const char *path, data_idx_kind kind, c
 int data_idx_open_fd(data_idx_reader **out, int fd, const char *name, data_idx_kind kind,
                      char *err, size_t err_bytes);
 void data_idx_close(data_idx_reader *r);
+/* Opens an images file and its labels file and checks that their counts
+ * agree. On failure both are closed and set to NULL. */
+int data_idx_open_pair(data_idx_reader **images, data_idx_reader **labels, const char *images_path,
+                       const char *labels_path, char *err, size_t err_bytes);
 
 const data_idx_header *data_idx_header_of(const data_idx_reader *r);
 const char *data_idx_path(const data_idx_reader *r);

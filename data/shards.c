@@ -202,16 +202,8 @@ int data_shards_from_pair(data_shards *s, const char *images, const char *labels
   memset(s, 0, sizeof *s);
   data_idx_reader *ri = NULL, *rl = NULL;
   int rc = -1;
-  if (data_idx_open(&ri, images, DATA_IDX_IMAGES, err, err_bytes) != 0 ||
-      data_idx_open(&rl, labels, DATA_IDX_LABELS, err, err_bytes) != 0) {
-    goto out;
-  }
-  const data_idx_header *hi = data_idx_header_of(ri), *hl = data_idx_header_of(rl);
-  if (hl->count != hi->count) {
-    snprintf(err, err_bytes, "%s: byte 4: %lld labels but the images file has %lld images",
-             labels, (long long)hl->count, (long long)hi->count);
-    goto out;
-  }
+  if (data_idx_open_pair(&ri, &rl, images, labels, err, err_bytes) != 0) goto out;
+  const data_idx_header *hi = data_idx_header_of(ri);
   s->shards = calloc(1, sizeof *s->shards);
   if (!s->shards) {
     snprintf(err, err_bytes, "out of memory");
@@ -396,16 +388,8 @@ int data_shards_split(const char *images, const char *labels, const char *out_di
   data_shards_out *o = NULL;
   uint8_t *ibuf = NULL, *lbuf = NULL;
   int rc = -1;
-  if (data_idx_open(&ri, images, DATA_IDX_IMAGES, err, err_bytes) != 0 ||
-      data_idx_open(&rl, labels, DATA_IDX_LABELS, err, err_bytes) != 0) {
-    goto out;
-  }
-  const data_idx_header *hi = data_idx_header_of(ri), *hl = data_idx_header_of(rl);
-  if (hl->count != hi->count) {
-    snprintf(err, err_bytes, "%s: byte 4: %lld labels but the images file has %lld images",
-             labels, (long long)hl->count, (long long)hi->count);
-    goto out;
-  }
+  if (data_idx_open_pair(&ri, &rl, images, labels, err, err_bytes) != 0) goto out;
+  const data_idx_header *hi = data_idx_header_of(ri);
   if (hi->sample_bytes > (1 << 24)) {
     snprintf(err, err_bytes, "%s: byte 8: samples of %lld bytes are too large to shard", images,
              (long long)hi->sample_bytes);

@@ -15,19 +15,11 @@ int data_pair_verify(const char *images, const char *labels, int need_784,
   uint8_t *ibuf = NULL, *lbuf = NULL;
   int rc = -1;
   memset(rep, 0, sizeof *rep);
-  if (data_idx_open(&ri, images, DATA_IDX_IMAGES, err, err_bytes) != 0 ||
-      data_idx_open(&rl, labels, DATA_IDX_LABELS, err, err_bytes) != 0) {
-    goto out;
-  }
-  const data_idx_header *hi = data_idx_header_of(ri), *hl = data_idx_header_of(rl);
+  if (data_idx_open_pair(&ri, &rl, images, labels, err, err_bytes) != 0) goto out;
+  const data_idx_header *hi = data_idx_header_of(ri);
   if (need_784 && hi->sample_bytes != 784) {
     snprintf(err, err_bytes, "%s: byte 8: rows*cols = %u*%u = %lld, the model needs 784", images,
              hi->dims[1], hi->dims[2], (long long)hi->sample_bytes);
-    goto out;
-  }
-  if (hl->count != hi->count) {
-    snprintf(err, err_bytes, "%s: byte 4: %lld labels but the images file has %lld images",
-             labels, (long long)hl->count, (long long)hi->count);
     goto out;
   }
   data_idx_track_crc(ri, 1);

@@ -150,7 +150,8 @@ out:
   return rc;
 }
 
-static int ckpt_write_file(hid_t f, const ckpt_state *s, char *err, size_t eb) {
+static int ckpt_write_file(hid_t f, const void *ctx, char *err, size_t eb) {
+  const ckpt_state *s = ctx;
   char hex[SHA256_HEX_BYTES];
   hid_t g = -1;
   int rc = -1;
@@ -172,21 +173,7 @@ out:
 }
 
 int ckpt_write(const char *path, const ckpt_state *s, char *err, size_t eb) {
-  char tmp[4200];
-  fs_tmp_path(tmp, sizeof tmp, path);
-  hid_t f = h5_create(tmp, err, eb);
-  if (f < 0) return -1;
-  int rc = ckpt_write_file(f, s, err, eb);
-  if (H5Fclose(f) < 0 && rc == 0) {
-    h5_error_line(err, eb, "H5Fclose", __FILE__, __LINE__);
-    rc = -1;
-  }
-  ckpt_fault_pause();
-  if (rc != 0) {
-    unlink(tmp);
-    return -1;
-  }
-  return fs_commit(tmp, path, err, eb);
+  return h5_file_write_atomic(path, ckpt_write_file, s, ckpt_fault_pause, err, eb);
 }
 
 /* ---- reading ---- */

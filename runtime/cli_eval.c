@@ -153,7 +153,7 @@ int cli_eval(int argc, char **argv) {
     fprintf(stderr, "tfdist: error: --model: required (a model.h5, a checkpoint or a folder)\n");
     return CLI_USAGE;
   }
-  if (infer_open(&s, o.model, err, sizeof err) != 0) {
+  if (infer_session_init(&s, o.model, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
@@ -174,6 +174,6 @@ int cli_eval(int argc, char **argv) {
     fprintf(stderr, "tfdist: error: %s\n", err);
   }
   data_set_free(&ds);
-  infer_close(&s);
+  infer_session_free(&s);
   return rc;
 }

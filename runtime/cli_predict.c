@@ -45,25 +45,6 @@ static int predict_is_idx(const char *path) {
          (got >= 2 && b[0] == 0 && b[1] == 0);
 }
 
-static char *predict_read_stdin(char *err, size_t eb) {
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap);
-  while (buf) {
-    n += fread(buf + n, 1, cap - n - 1, stdin);
-    if (n < cap - 1) break;
-    char *grown = realloc(buf, cap *= 2);
-    if (!grown) free(buf);
-    buf = grown;
-  }
-  if (!buf || ferror(stdin)) {
-    snprintf(err, eb, "stdin: %s", buf ? "read error" : "out of memory");
-    free(buf);
-    return NULL;
-  }
-  buf[n] = '\0';
-  return buf;
-}
-
 static int predict_rows_json(const char *text, const char *src, float **x, int64_t *n, char *err,
                              size_t eb) {
   const char *bad = NULL;
@@ -90,7 +71,7 @@ static int predict_rows_json(const char *text, const char *src, float **x, int64
 
 static int predict_load_rows(const char *input, float **x, int64_t *n, char *err, size_t eb) {
   if (strcmp(input, "-") == 0) {
-    char *text = predict_read_stdin(err, eb);
+    char *text = fs_read_stream(stdin, "stdin", NULL, err, eb);
     int rc = text ? predict_rows_json(text, "stdin", x, n, err, eb) : -1;
     free(text);
     return rc;
@@ -146,7 +127,7 @@ int cli_predict(int argc, char **argv) {
   int32_t *classes = NULL;
   int64_t n = 0;
   int rc = CLI_USAGE;
-  if (infer_open(&s, o.model, err, sizeof err) != 0 ||
+  if (infer_session_init(&s, o.model, err, sizeof err) != 0 ||
       predict_load_rows(o.input, &x, &n, err, sizeof err) != 0) {
     goto out;
   }
@@ -157,7 +138,7 @@ int cli_predict(int argc, char **argv) {
     snprintf(err, sizeof err, "out of memory for %lld rows", (long long)n);
     goto out;
   }
-  if (infer_predict(&s, x, n, probs, classes, err, sizeof err) != 0) goto out;
+  if (infer_session_predict(&s, x, n, probs, classes, err, sizeof err) != 0) goto out;
   predict_print(probs, classes, n);
   rc = CLI_OK;
 out:
@@ -165,6 +146,6 @@ out:
   free(x);
   free(probs);
   free(classes);
-  infer_close(&s);
+  infer_session_free(&s);
   return rc;
 }

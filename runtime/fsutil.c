@@ -83,12 +83,7 @@ int fs_write_atomic(const char *path, const void *data, size_t len, char *err, s
   return fs_commit(tmp, path, err, err_bytes);
 }
 
-char *fs_read_all(const char *path, size_t *len, char *err, size_t err_bytes) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
-    return NULL;
-  }
+char *fs_read_stream(FILE *f, const char *name, size_t *len, char *err, size_t err_bytes) {
   size_t cap = 1 << 16, n = 0;
   char *buf = malloc(cap);
   while (buf) {
@@ -102,14 +97,23 @@ char *fs_read_all(const char *path, size_t *len, char *err, size_t err_bytes) {
       buf = grown;
     }
   }
-  int bad = ferror(f);
-  fclose(f);
-  if (!buf || bad) {
-    snprintf(err, err_bytes, "%s: %s", path, buf ? "read error" : "out of memory");
+  if (!buf || ferror(f)) {
+    snprintf(err, err_bytes, "%s: %s", name, buf ? "read error" : "out of memory");
     free(buf);
     return NULL;
   }
   buf[n] = '\0';
   if (len) *len = n;
+  return buf;
+}
+
+char *fs_read_all(const char *path, size_t *len, char *err, size_t err_bytes) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    return NULL;
+  }
+  char *buf = fs_read_stream(f, path, len, err, err_bytes);
+  fclose(f);
   return buf;
 }

@@ -4,6 +4,7 @@
 #define TFDIST_RUNTIME_FSUTIL_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 int fs_mkdirs(const char *path, char *err, size_t err_bytes);
 /* "<final>.tmp.<pid>" next to final, so the rename stays on one file system. */
@@ -13,5 +14,7 @@ int fs_commit(const char *tmp, const char *final, char *err, size_t err_bytes);
 int fs_write_atomic(const char *path, const void *data, size_t len, char *err, size_t err_bytes);
 /* Whole file into a NUL-terminated buffer (caller frees). */
 char *fs_read_all(const char *path, size_t *len, char *err, size_t err_bytes);
+/* The rest of an open stream (stdin too); name is used in messages. */
+char *fs_read_stream(FILE *f, const char *name, size_t *len, char *err, size_t err_bytes);
 
 #endif

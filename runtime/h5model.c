@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "data/idx.h"
-#include "runtime/fsutil.h"
 #include "tfdist_config.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -146,22 +145,20 @@ out:
   return rc;
 }
 
+typedef struct {
+  const model_layout *l;
+  const float *params;
+} h5_model_ref;
+
+static int h5_write_model_file(hid_t file, const void *ctx, char *err, size_t eb) {
+  const h5_model_ref *m = ctx;
+  return h5model_write_keras(file, m->l, m->params, "softmax", "model", err, eb);
+}
+
 int h5model_save(const char *path, const model_layout *l, const float *params, char *err,
                  size_t eb) {
-  char tmp[4200];
-  fs_tmp_path(tmp, sizeof tmp, path);
-  hid_t f = h5_create(tmp, err, eb);
-  if (f < 0) return -1;
-  int rc = h5model_write_keras(f, l, params, "softmax", "model", err, eb);
-  if (H5Fclose(f) < 0 && rc == 0) {
-    h5_error_line(err, eb, "H5Fclose", __FILE__, __LINE__);
-    rc = -1;
-  }
-  if (rc != 0) {
-    remove(tmp);
-    return -1;
-  }
-  return fs_commit(tmp, path, err, eb);
+  h5_model_ref m = {l, params};
+  return h5_file_write_atomic(path, h5_write_model_file, &m, NULL, err, eb);
 }
 
 /* ---- reading ---- */

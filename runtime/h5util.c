@@ -2,10 +2,14 @@
 #include "runtime/h5util.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/fsutil.h"
 
 static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
   char *msg = data;
@@ -13,21 +17,32 @@ static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
   return 0;
 }
 
-void h5_error_line(char *err, size_t err_bytes, const char *expr, const char *file, int line) {
-  char msg[256] = "unknown HDF5 error";
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk_cb, msg);
-  snprintf(err, err_bytes, "HDF5: %s failed at %s:%d: %s", expr, file, line, msg);
-  H5Eclear2(H5E_DEFAULT);
-}
-
-void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
 /* The innermost HDF5 message alone, for errors about a user's file. */
 static void h5_last_message(char *msg, size_t bytes) {
   char buf[256] = "unknown HDF5 error";
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_walk_cb, buf);
   H5Eclear2(H5E_DEFAULT);
   snprintf(msg, bytes, "%s", buf);
+}
+
+void h5_error_line(char *err, size_t err_bytes, const char *expr, const char *file, int line) {
+  char msg[256];
+  h5_last_message(msg, sizeof msg);
+  snprintf(err, err_bytes, "HDF5: %s failed at %s:%d: %s", expr, file, line, msg);
+}
+
+void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+/* "<fmt...>: <HDF5's innermost message>", and the stack cleared. */
+__attribute__((format(printf, 3, 4))) static void h5_fail(char *err, size_t eb, const char *fmt,
+                                                          ...) {
+  char msg[256], head[1024];
+  h5_last_message(msg, sizeof msg);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(head, sizeof head, fmt, ap);
+  va_end(ap);
+  snprintf(err, eb, "%s: %s", head, msg);
 }
 
 hid_t h5_open_read(const char *path, char *err, size_t eb) {
@@ -48,23 +63,34 @@ hid_t h5_open_read(const char *path, char *err, size_t eb) {
     return -1;
   }
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s: cannot open: truncated or damaged HDF5 file: %s", path, msg);
-  }
+  if (f < 0) h5_fail(err, eb, "%s: cannot open: truncated or damaged HDF5 file", path);
   return f;
 }
 
 hid_t h5_create(const char *path, char *err, size_t eb) {
   h5_quiet();
   hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s: cannot create HDF5 file: %s", path, msg);
-  }
+  if (f < 0) h5_fail(err, eb, "%s: cannot create HDF5 file", path);
   return f;
+}
+
+int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx,
+                         void (*before_commit)(void), char *err, size_t eb) {
+  char tmp[4200];
+  fs_tmp_path(tmp, sizeof tmp, path);
+  hid_t f = h5_create(tmp, err, eb);
+  if (f < 0) return -1;
+  int rc = write(f, ctx, err, eb);
+  if (H5Fclose(f) < 0 && rc == 0) {
+    h5_error_line(err, eb, "H5Fclose", __FILE__, __LINE__);
+    rc = -1;
+  }
+  if (before_commit) before_commit();
+  if (rc != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return fs_commit(tmp, path, err, eb);
 }
 
 static hid_t h5_str_type(size_t len) {
@@ -166,12 +192,7 @@ static hid_t h5_attr_open_checked(hid_t obj, const char *name, const char *where
   *type_out = t;
   return a;
 bad:
-  h5_last_message(err, eb);
-  {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", err);
-    snprintf(err, eb, "%s: attribute '%s' unreadable: %s", where, name, msg);
-  }
+  h5_fail(err, eb, "%s: attribute '%s' unreadable", where, name);
 fail:
   if (s >= 0) H5Sclose(s);
   if (t >= 0) H5Tclose(t);
@@ -242,12 +263,8 @@ static int h5_attr_read_strings(hid_t a, hid_t t, hssize_t n, char **out, const 
   }
   return rc;
 bad:
+  h5_fail(err, eb, "%s: attribute '%s' unreadable", where, name);
   if (mt >= 0) H5Tclose(mt);
-  {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s: attribute '%s' unreadable: %s", where, name, msg);
-  }
   return -1;
 }
 
@@ -309,9 +326,7 @@ static int h5_attr_read_num(hid_t obj, const char *name, const char *where, H5T_
   if (a < 0) return -1;
   int rc = 0;
   if (H5Aread(a, mem_type, out) < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s: attribute '%s' unreadable: %s", where, name, msg);
+    h5_fail(err, eb, "%s: attribute '%s' unreadable", where, name);
     rc = -1;
   }
   H5Tclose(t);
@@ -370,11 +385,7 @@ static hid_t h5_dataset_open(hid_t group, const char *name, const char *where, c
     return -1;
   }
   hid_t d = H5Dopen2(group, name, H5P_DEFAULT);
-  if (d < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s/%s: not a readable dataset: %s", where, name, msg);
-  }
+  if (d < 0) h5_fail(err, eb, "%s/%s: not a readable dataset", where, name);
   return d;
 }
 
@@ -385,9 +396,7 @@ int h5_dataset_shape(hid_t group, const char *name, const char *where, int *rank
   int rc = -1;
   hsize_t hd[H5S_MAX_RANK];
   if ((t = H5Dget_type(d)) < 0 || (s = H5Dget_space(d)) < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s/%s: unreadable: %s", where, name, msg);
+    h5_fail(err, eb, "%s/%s: unreadable", where, name);
     goto out;
   }
   if (H5Tget_class(t) != H5T_FLOAT) {
@@ -420,9 +429,7 @@ int h5_dataset_read_f32(hid_t group, const char *name, const char *where, float 
     goto out;
   }
   if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s/%s: read failed (truncated or damaged file?): %s", where, name, msg);
+    h5_fail(err, eb, "%s/%s: read failed (truncated or damaged file?)", where, name);
     goto out;
   }
   rc = 0;
@@ -467,9 +474,7 @@ int h5_dataset_read_text(hid_t group, const char *name, const char *where, char 
     goto out;
   }
   if (H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s/%s: read failed: %s", where, name, msg);
+    h5_fail(err, eb, "%s/%s: read failed", where, name);
     free(buf);
     buf = NULL;
     goto out;
@@ -489,10 +494,6 @@ hid_t h5_group_open(hid_t parent, const char *name, const char *where, char *err
     return -1;
   }
   hid_t g = H5Gopen2(parent, name, H5P_DEFAULT);
-  if (g < 0) {
-    char msg[256];
-    h5_last_message(msg, sizeof msg);
-    snprintf(err, eb, "%s: '%s' is not a readable group: %s", where, name, msg);
-  }
+  if (g < 0) h5_fail(err, eb, "%s: '%s' is not a readable group", where, name);
   return g;
 }

@@ -27,6 +27,15 @@ hid_t h5_open_read(const char *path, char *err, size_t err_bytes);
 /* Creates path (truncating). Returns the file id or -1. */
 hid_t h5_create(const char *path, char *err, size_t err_bytes);
 
+/* Fills an open, newly created file; returns 0 or -1 with err set. */
+typedef int (*h5_file_writer)(hid_t file, const void *ctx, char *err, size_t err_bytes);
+/* Writes path crash-safely: write() fills a temp file next to it, which is
+ * closed and committed (runtime/fsutil.h); on failure the temp file is
+ * removed. before_commit (may be NULL) runs between the close and the rename:
+ * a test hook. */
+int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx,
+                         void (*before_commit)(void), char *err, size_t err_bytes);
+
 /* Writers: scalar fixed-length NULLPAD ASCII strings, 1-D fixed-length string
  * arrays padded to the longest, and numeric scalars. */
 int h5_attr_write_str(hid_t obj, const char *name, const char *value, char *err, size_t eb);

@@ -1,19 +1,16 @@
 /* Model inference on host rows, chunked like evaluation. */
 #include "runtime/infer.h"
 
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <zlib.h>
 
 #include "data/idx.h"
 #include "runtime/evaluate.h"
 
-int infer_open(infer_session *s, const char *path, char *err, size_t eb) {
+int infer_session_init(infer_session *s, const char *path, char *err, size_t eb) {
   memset(s, 0, sizeof *s);
   h5model_resolve_path(s->path, sizeof s->path, path);
   if (h5model_load(&s->model, s->path, err, eb) != 0) return -1;
@@ -30,11 +27,11 @@ int infer_open(infer_session *s, const char *path, char *err, size_t eb) {
   /* work.layout points into s->model: keep s where it is after this call. */
   return 0;
 fail:
-  infer_close(s);
+  infer_session_free(s);
   return -1;
 }
 
-void infer_close(infer_session *s) {
+void infer_session_free(infer_session *s) {
   if (s->be) {
     model_work_free(&s->work);
     kern_mem_free(s->be, s->params);
@@ -44,8 +41,8 @@ void infer_close(infer_session *s) {
   memset(s, 0, sizeof *s);
 }
 
-int infer_predict(infer_session *s, const float *x, int64_t n, float *probs, int32_t *classes,
-                  char *err, size_t eb) {
+int infer_session_predict(infer_session *s, const float *x, int64_t n, float *probs,
+                          int32_t *classes, char *err, size_t eb) {
   kern_backend *be = s->be;
   const model_layout *l = &s->model.layout;
   const int64_t in = l->dims[0], k = l->dims[MODEL_LAYERS];
@@ -129,80 +126,23 @@ fail:
   return -1;
 }
 
-static int infer_gz_read(gzFile gz, void *buf, int64_t len, const char *path, const char *what,
-                         char *err, size_t eb) {
-  uint8_t *p = buf;
-  while (len > 0) {
-    unsigned chunk = len > (1 << 30) ? (1u << 30) : (unsigned)len;
-    int got = gzread(gz, p, chunk);
-    if (got <= 0) {
-      int zerr = 0;
-      snprintf(err, eb, "%s: %s while reading %s", path, got < 0 ? gzerror(gz, &zerr) : "truncated",
-               what);
-      return -1;
-    }
-    p += got;
-    len -= got;
-  }
-  return 0;
-}
-
 int infer_rows_from_idx(const char *path, float **x, int64_t *n, char *err, size_t eb) {
-  struct stat st;
+  data_set ds;
   *x = NULL;
   *n = 0;
-  if (stat(path, &st) != 0) {
-    snprintf(err, eb, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    snprintf(err, eb, "%s: not a regular file", path);
-    return -1;
-  }
-  gzFile gz = gzopen(path, "rb");
-  if (!gz) {
-    snprintf(err, eb, "%s: cannot open", path);
-    return -1;
-  }
-  uint8_t hdr[16], *pix = NULL, extra;
+  if (data_set_load_images(&ds, path, 0, err, eb) != 0) return -1;
+  const int64_t pixels = (int64_t)ds.rows * ds.cols, bytes = ds.count * pixels;
   float *buf = NULL;
-  int rc = -1;
-  if (infer_gz_read(gz, hdr, 16, path, "the header", err, eb) != 0) goto out;
-  uint32_t h[4];
-  for (int i = 0; i < 4; i++) {
-    h[i] = (uint32_t)hdr[4 * i] << 24 | (uint32_t)hdr[4 * i + 1] << 16 |
-           (uint32_t)hdr[4 * i + 2] << 8 | hdr[4 * i + 3];
-  }
-  if (h[0] != DATA_IDX_MAGIC_IMAGES) {
-    snprintf(err, eb, "%s: magic 0x%08x, expected 0x%08x (idx3 images)", path, h[0],
-             DATA_IDX_MAGIC_IMAGES);
-    goto out;
-  }
-  if (h[2] * h[3] != 784 || h[1] == 0 || h[1] > (1u << 26)) {
-    snprintf(err, eb, "%s: %u images of %ux%u; expected 1..%u images of 28x28", path, h[1], h[2],
-             h[3], 1u << 26);
-    goto out;
-  }
-  const int64_t count = h[1], bytes = count * 784;
-  pix = malloc((size_t)bytes);
-  buf = malloc((size_t)bytes * sizeof(float));
-  if (!pix || !buf) {
+  if (pixels != 784) {
+    snprintf(err, eb, "%s: %lld images of %dx%d; the model needs 28x28", path,
+             (long long)ds.count, ds.rows, ds.cols);
+  } else if (!(buf = malloc((size_t)bytes * sizeof(float)))) {
     snprintf(err, eb, "%s: out of memory", path);
-    goto out;
+  } else {
+    for (int64_t i = 0; i < bytes; i++) buf[i] = (float)ds.images[i] * (1.0f / 255.0f);
+    *x = buf;
+    *n = ds.count;
   }
-  if (infer_gz_read(gz, pix, bytes, path, "the pixels", err, eb) != 0) goto out;
-  if (gzread(gz, &extra, 1) != 0) {
-    snprintf(err, eb, "%s: trailing data after %lld images", path, (long long)count);
-    goto out;
-  }
-  for (int64_t i = 0; i < bytes; i++) buf[i] = (float)pix[i] * (1.0f / 255.0f);
-  *x = buf;
-  *n = count;
-  buf = NULL;
-  rc = 0;
-out:
-  free(pix);
-  free(buf);
-  gzclose(gz);
-  return rc;
+  data_set_free(&ds);
+  return buf ? 0 : -1;
 }

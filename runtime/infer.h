@@ -21,12 +21,12 @@ typedef struct {
 } infer_session;
 
 /* path: a model or checkpoint file, or a folder holding model.h5. */
-int infer_open(infer_session *s, const char *path, char *err, size_t err_bytes);
-void infer_close(infer_session *s);
+int infer_session_init(infer_session *s, const char *path, char *err, size_t err_bytes);
+void infer_session_free(infer_session *s);
 /* x (n, 784) host floats -> probs (n, 10) softmax and classes (n) = argmax of
  * the logits, ties to the lower class (as training's accuracy counts them). */
-int infer_predict(infer_session *s, const float *x, int64_t n, float *probs, int32_t *classes,
-                  char *err, size_t err_bytes);
+int infer_session_predict(infer_session *s, const float *x, int64_t n, float *probs,
+                          int32_t *classes, char *err, size_t err_bytes);
 
 /* rows: a JSON array of n arrays of dim numbers -> *x (n, dim), malloc'd.
  * where names the source and key in errors ("stdin: data"). */

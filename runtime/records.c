@@ -106,7 +106,8 @@ int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch,
 
 int metrics_sync(metrics_log *m) {
   if (!m->f) return 0;
-  if (fflush(m->f) != 0) return -1;
+  /* ferror: a row whose fprintf failed earlier (disk full) is an error here. */
+  if (fflush(m->f) != 0 || ferror(m->f)) return -1;
   return fsync(fileno(m->f));
 }
 

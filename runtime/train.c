@@ -249,13 +249,21 @@ static void train_progress(const trainer *t, int64_t epoch, int64_t step, double
   if (step + 1 == t->steps_per_epoch) fprintf(stderr, "\r%72s\r", "");
 }
 
-static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
+/* The order the step's own gather reads; with a loader (t->input) the
+ * loader thread derives the same permutation itself, so none is made here. */
+static int train_epoch_order(trainer *t, int64_t epoch) {
   kern_backend *be = t->be;
   const int64_t ntrain = t->train.count;
   data_perm_epoch(t->perm_host, ntrain, (uint64_t)t->cfg->seed, epoch);
   T_TRY(t, be->ops->mem_upload(be, t->perm_dev, t->perm_host, (size_t)ntrain * sizeof(int32_t)));
   int64_t cursor = (int64_t)t->world->rank * t->batch;
   T_TRY(t, be->ops->mem_upload(be, t->cursor_dev, &cursor, sizeof cursor));
+  return 0;
+}
+
+static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
+  kern_backend *be = t->be;
+  if (!t->input && train_epoch_order(t, epoch) != 0) return -1;
   T_TRY(t, be->ops->mem_zero(be, t->stats_dev, sizeof(kern_stats)));
   t->data_wait_s = 0;
   double t0 = rec_mono();
@@ -268,6 +276,14 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
   if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);
   return be->ops->sync(be) == 0 ? 0 : (snprintf(t->err, sizeof t->err, "%s", be->err), -1);
+}
+
+/* Rows go out once per epoch; a failed write (disk full) ends the run
+ * instead of leaving a metrics file that silently stops. */
+static int train_metrics_sync(trainer *t) {
+  if (metrics_sync(&t->metrics) == 0) return 0;
+  snprintf(t->err, sizeof t->err, "%.900s: write failed", t->metrics.path);
+  return -1;
 }
 
 static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
@@ -296,7 +312,7 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     metrics_write(&t->metrics, rows[i].name, rows[i].v, epoch + 1, step);
   }
-  metrics_sync(&t->metrics);
+  if (train_metrics_sync(t) != 0) return -1;
   char line[512];
   snprintf(line, sizeof line,
            "epoch %3lld/%lld  loss %.4f  training_acc %.4f  validation_acc %.4f  "
@@ -340,7 +356,7 @@ int trainer_run(trainer *t) {
   }
   if (t->world->rank == 0) {
     metrics_write(&t->metrics, "final_acc", t->last.validation_acc, t->cfg->epochs, t->global_step);
-    metrics_sync(&t->metrics);
+    if (train_metrics_sync(t) != 0) return -1;
     printf("final_acc %.4f\n", t->last.validation_acc);
     if (run_record_stage(&t->run, RUN_FINALIZING, t->err, sizeof t->err) != 0) return -1;
   }
@@ -357,12 +373,11 @@ int trainer_run(trainer *t) {
   return 0;
 }
 
-static int train_setup_opt(trainer *t) {
+static void train_setup_opt(trainer *t) {
   const train_config *c = t->cfg;
   t->opt.kind = !strcmp(c->optimizer, "momentum") ? KERN_OPT_MOMENTUM : KERN_OPT_SGD;
   t->opt.lr = (float)(c->learning_rate * (c->scale_lr ? t->world->size : 1));
   t->opt.momentum = (float)c->momentum;
-  return 0;
 }
 
 static int train_open_records(trainer *t, cJSON *ranks) {
@@ -404,7 +419,10 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   t->be = be;
   t->batch = cfg->batch_size;
   t->global_batch = cfg->batch_size * world->size;
-  if (rank_log_open(&t->log, cfg->logs, world->rank, t->err, sizeof t->err) != 0) return -1;
+  if (rank_log_open(&t->log, cfg->logs, world->rank, t->err, sizeof t->err) != 0) {
+    cJSON_Delete(ranks); /* owned from here on, on every path */
+    return -1;
+  }
   model_layout_init(&t->layout, 784, cfg->first_layer_neurons, cfg->second_layer_neurons,
                     DATA_CLASSES);
   if (train_load_data(t) != 0) {

@@ -9,31 +9,19 @@
 
 #include "collective/coll.h"
 #include "tests/check.h"
+#include "tests/collective/coll_test.h"
 
 #define PARAMS 266610 /* the tutorial model's parameter count */
 
 static void fill(float *w, int64_t n, int seed_rank) {
   uint64_t s = 0x243f6a8885a308d3ULL * (uint64_t)(seed_rank + 1);
-  for (int64_t i = 0; i < n; i++) {
-    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-    w[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
-  }
-}
-
-static uint64_t fnv1a(const void *p, size_t n) {
-  const unsigned char *b = p;
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
-  return h;
+  for (int64_t i = 0; i < n; i++) w[i] = (float)coll_test_uniform(&s);
 }
 
 int main(int argc, char **argv) {
   coll_world w;
   char err[512];
-  if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
-    fprintf(stderr, "%s\n", err);
-    return 1;
-  }
+  coll_test_world_init(&w, &argc, &argv);
   coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
   coll_comm *c = NULL;
   if (coll_comm_init(&c, &w, &cfg, err, sizeof err) != 0) {
@@ -41,22 +29,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   float *wts = malloc(PARAMS * sizeof(float)), *ref = malloc(PARAMS * sizeof(float));
-  uint64_t *all = malloc((size_t)w.size * sizeof *all);
-  if (!wts || !ref || !all) abort();
+  if (!wts || !ref) abort();
   for (int root = 0; root < w.size; root++) {
     fill(wts, PARAMS, w.rank);
     fill(ref, PARAMS, root);
     CHECK(w.size == 1 || root == w.rank || memcmp(wts, ref, PARAMS * sizeof(float)) != 0);
     CHECK_EQ_INT(coll_broadcast_f32(c, wts, PARAMS, root), COLL_OK);
-    uint64_t h = fnv1a(wts, PARAMS * sizeof(float));
-    MPI_Allgather(&h, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
-    for (int r = 0; r < w.size; r++) {
-      if (all[r] != all[root]) {
-        fprintf(stderr, "rank %d: root %d: rank %d checksum %016llx != root's %016llx\n", w.rank,
-                root, r, (unsigned long long)all[r], (unsigned long long)all[root]);
-        check_failures++;
-      }
-    }
+    char what[32];
+    snprintf(what, sizeof what, "root %d", root);
+    coll_test_same_hash(coll_test_fnv1a(wts, PARAMS * sizeof(float)), root, w.rank, w.size, what);
     CHECK(memcmp(wts, ref, PARAMS * sizeof(float)) == 0);
   }
   const int64_t sizes[] = {0, 1, 7};
@@ -73,7 +54,6 @@ int main(int argc, char **argv) {
   if (w.rank == 0) printf("broadcast, %d rank(s): %s\n", w.size, fails == 0 ? "identical" : "FAILED");
   free(wts);
   free(ref);
-  free(all);
   coll_comm_free(c);
   coll_world_finalize(&w);
   if (fails != 0 && !check_failures) check_failures = 1;

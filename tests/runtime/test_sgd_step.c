@@ -4,10 +4,8 @@
 #include <stdio.h>
 
 #include "check.h"
+#include "cpu_net.h"
 #include "data/rng.h"
-#include "kernels/backend.h"
-#include "runtime/model.h"
-#include "runtime/ref64.h"
 
 /* dL/dparams of the mean cross-entropy, float64, by hand. */
 static void ref64_grads(const ref64_net *net, const double *x, const int32_t *y, int64_t n,
@@ -56,16 +54,12 @@ static void ref64_grads(const ref64_net *net, const double *x, const int32_t *y,
 int main(void) {
   const int64_t n = 50, pool = 200, dims[4] = {784, 300, 100, 10};
   const float lr = 0.05f;
-  model_layout l;
-  model_layout_init(&l, dims[0], dims[1], dims[2], dims[3]);
-  kern_backend *be;
-  kern_config kc = {.device = KERN_DEVICE_CPU, .threads = 1};
-  char err[256];
-  if (kern_backend_init(&be, &kc, err, sizeof err) != 0) return 1;
-  model_work w;
-  CHECK(model_work_init(&w, be, &l, n) == 0);
-  float *params = malloc((size_t)l.total_elems * sizeof(float));
-  float *grads = malloc((size_t)l.total_elems * sizeof(float));
+  cpu_net c;
+  cpu_net_init(&c, dims, n);
+  const model_layout *l = &c.l;
+  model_work *w = &c.w;
+  kern_backend *be = c.be;
+  float *params = c.params, *grads = c.grads;
   uint8_t *images = malloc((size_t)(pool * dims[0])), labels[200];
   int32_t perm[200];
   data_rng r;
@@ -73,32 +67,28 @@ int main(void) {
   for (int64_t i = 0; i < pool * dims[0]; i++) images[i] = (uint8_t)data_rng_below(&r, 256);
   for (int64_t i = 0; i < pool; i++) labels[i] = (uint8_t)data_rng_below(&r, 10);
   data_perm_epoch(perm, pool, 77, 0);
-  model_init_params(&l, params, 11);
-  for (int64_t i = 0; i < l.total_elems; i++) grads[i] = 1e3f; /* must be zeroed by the step */
+  model_init_params(l, params, 11);
+  for (int64_t i = 0; i < l->total_elems; i++) grads[i] = 1e3f; /* must be zeroed by the step */
 
   /* The runtime's step, op by op. Rows 50..99 of the permutation. */
   int64_t cursor = n;
   kern_opt opt = {.kind = KERN_OPT_SGD, .lr = lr};
-  CHECK(be->ops->gather_u8(be, w.act[0], w.labels, images, labels, dims[0], perm, &cursor, n) == 0);
-  CHECK(model_forward(&w, params, n) == 0);
+  CHECK(be->ops->gather_u8(be, w->act[0], w->labels, images, labels, dims[0], perm, &cursor, n) == 0);
+  CHECK(model_forward(w, params, n) == 0);
   kern_stats st = {0};
-  CHECK(be->ops->xent(be, w.dact[3], &st, w.act[3], w.labels, n, 10, 1.0f / (float)n) == 0);
-  CHECK(be->ops->mem_zero(be, grads, (size_t)l.total_elems * sizeof(float)) == 0);
-  CHECK(model_backward(&w, params, grads, n, NULL, NULL) == 0);
+  CHECK(be->ops->xent(be, w->dact[3], &st, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
+  CHECK(be->ops->mem_zero(be, grads, (size_t)l->total_elems * sizeof(float)) == 0);
+  CHECK(model_backward(w, params, grads, n, NULL, NULL) == 0);
 
   ref64_net net;
-  double *p64 = malloc((size_t)l.total_elems * sizeof(double));
-  double *g64 = malloc((size_t)l.total_elems * sizeof(double));
+  double *p64 = cpu_net_ref64(&c, &net);
+  double *g64 = malloc((size_t)l->total_elems * sizeof(double));
   double *x64 = malloc((size_t)(n * dims[0]) * sizeof(double));
   int32_t y[50];
-  for (int k = 0; k < 4; k++) net.dims[k] = dims[k];
-  for (int64_t i = 0; i < l.total_elems; i++) p64[i] = params[i];
   double *gw[3], *gb[3];
   for (int k = 0; k < 3; k++) {
-    net.w[k] = p64 + l.tensors[2 * k].offset;
-    net.b[k] = p64 + l.tensors[2 * k + 1].offset;
-    gw[k] = g64 + l.tensors[2 * k].offset;
-    gb[k] = g64 + l.tensors[2 * k + 1].offset;
+    gw[k] = g64 + l->tensors[2 * k].offset;
+    gb[k] = g64 + l->tensors[2 * k + 1].offset;
   }
   for (int64_t i = 0; i < n; i++) {
     int32_t row = perm[n + i];
@@ -108,15 +98,14 @@ int main(void) {
   double loss64 = ref64_loss(&net, x64, y, n, NULL);
   ref64_grads(&net, x64, y, n, gw, gb);
   CHECK(fabs(st.loss_sum / n - loss64) <= 1e-5 * fabs(loss64));
-  check_close_f32("gradient", grads, g64, l.total_elems, 1e-7, 1e-3);
+  check_close_f32("gradient", grads, g64, l->total_elems, 1e-7, 1e-3);
 
-  CHECK(be->ops->opt_update(be, params, grads, NULL, l.total_elems, &opt) == 0);
-  for (int64_t i = 0; i < l.total_elems; i++) p64[i] -= lr * g64[i];
+  CHECK(be->ops->opt_update(be, params, grads, NULL, l->total_elems, &opt) == 0);
+  for (int64_t i = 0; i < l->total_elems; i++) p64[i] -= lr * g64[i];
   /* Weights are O(0.1) and the update O(lr*grad): the step moves them by far
    * more than 1e-6, so this tolerance distinguishes a wrong update. */
-  check_close_f32("params after one step", params, p64, l.total_elems, 1e-6, 1e-5);
-  model_work_free(&w);
-  kern_backend_free(be);
-  free(params), free(grads), free(images), free(p64), free(g64), free(x64);
+  check_close_f32("params after one step", params, p64, l->total_elems, 1e-6, 1e-5);
+  cpu_net_free(&c);
+  free(images), free(p64), free(g64), free(x64);
   CHECK_DONE();
 }
