@@ -35,10 +35,12 @@ suite() {
   local dir=$1; shift
   local opts=$1; shift
   mkdir -p .logs
-  if [ ! -f "$dir/build.ninja" ]; then
-    # shellcheck disable=SC2086
-    meson setup "$dir" $opts >".logs/$dir.setup.log" 2>&1 || { tail -30 ".logs/$dir.setup.log"; failed=$((failed + 1)); return; }
-  fi
+  # --reconfigure applies opts to an existing dir too, so a dir left by an
+  # earlier run with other options is never tested as it was.
+  local again=""
+  [ -f "$dir/build.ninja" ] && again=--reconfigure
+  # shellcheck disable=SC2086
+  meson setup $again "$dir" $opts >".logs/$dir.setup.log" 2>&1 || { tail -30 ".logs/$dir.setup.log"; failed=$((failed + 1)); return; }
   if ! ninja -C "$dir" >".logs/$dir.build.log" 2>&1; then
     tail -40 ".logs/$dir.build.log"
     echo "BUILD FAILED: $dir"
