@@ -44,6 +44,33 @@ typedef struct {
   kern_gemm gemm;   /* CUDA: which GEMMs (see kern_gemm) */
 } kern_config;
 
+/* One training step of the 3-layer ReLU MLP, as kern_ops.fused_step takes
+ * it: gather at *cursor, forward, softmax cross-entropy (stats), backward
+ * into grads (overwritten: the same values as zeroing then accumulating),
+ * the optimizer update and the cursor advance. The buffers are those the
+ * op-by-op step uses (runtime/model.h's work buffers), so either path leaves
+ * the same state behind. */
+typedef struct {
+  int64_t n;                  /* batch rows */
+  int64_t dims[4];            /* in, h1, h2, classes */
+  int64_t w_off[3], b_off[3]; /* offsets of each layer's W and b in params */
+  float *params, *grads, *opt_state;
+  float *act[4];              /* x, h1, h2, logits */
+  float *dact[4];             /* dact[1..3]: dL/dz of each layer */
+  int32_t *labels;            /* the batch's labels, written */
+  const uint8_t *images, *image_labels;
+  const int32_t *perm;
+  int64_t *cursor, cursor_delta;
+  kern_stats *stats;
+  float grad_scale;
+  kern_opt opt;
+  void *ws;                   /* fused_step_ws bytes of backend memory */
+  /* Optional, for benchmarks: backend memory for KERN_STEP_PHASES + 1
+   * timestamps (ns): the start of each phase, then the end of the last. */
+  uint64_t *phase_ns;
+} kern_step;
+#define KERN_STEP_PHASES 6
+
 typedef struct kern_backend kern_backend;
 
 /* Every pointer handed to an op is backend memory (host memory for the CPU
@@ -89,6 +116,12 @@ typedef struct kern_ops {
   int (*graph_launch)(kern_backend *be, void *graph);
   void (*graph_free)(kern_backend *be, void *graph);
   void *(*stream)(kern_backend *be); /* cudaStream_t for NCCL; NULL on CPU */
+  /* Optional (NULL on CPU): the step of kern_step in one launch. fused_step_ws
+   * returns 1 when this backend cannot fuse the shape (the caller runs the ops
+   * one by one), else 0 with the workspace size. */
+  int (*fused_step_ws)(kern_backend *be, const kern_step *s, size_t *bytes);
+  int (*fused_step)(kern_backend *be, const kern_step *s);
+
 } kern_ops;
 
 struct kern_backend {

@@ -164,6 +164,10 @@ static int train_reduce_finish(trainer *t) {
  * the batch's rows come from *cursor_dev, which the step itself advances. */
 static int train_step_ops(trainer *t) {
   kern_backend *be = t->be;
+  if (t->fused_ws) {
+    T_TRY(t, be->ops->fused_step(be, &t->fused));
+    return 0;
+  }
   model_work *w = &t->work;
   const int64_t B = t->batch, P = t->layout.total_elems;
   const int reduce = t->world->size > 1;
@@ -217,6 +221,41 @@ static void train_fault_maybe(const trainer *t) {
     fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %ld\n", rank, step);
     for (;;) pause();
   }
+}
+
+/* One rank, data on the device, the backend can fuse the shape: the step is
+ * one launch instead of ~20 (same math, same buffers; see kernels/backend.h). */
+static int train_setup_fused(trainer *t) {
+  kern_backend *be = t->be;
+  const model_layout *L = &t->layout;
+  if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 ||
+      be->cfg.device == KERN_DEVICE_CPU || train_input_streaming(t)) {
+    return 0;
+  }
+  kern_step *s = &t->fused;
+  *s = (kern_step){.n = t->batch, .params = t->params, .grads = t->grads,
+                   .opt_state = t->opt_state, .labels = t->work.labels,
+                   .images = t->train_images_dev, .image_labels = t->train_labels_dev,
+                   .perm = t->perm_dev, .cursor = t->cursor_dev,
+                   .cursor_delta = t->global_batch, .stats = t->stats_dev,
+                   .grad_scale = 1.0f / (float)t->batch, .opt = t->opt};
+  for (int k = 0; k <= MODEL_LAYERS; k++) {
+    s->dims[k] = L->dims[k];
+    s->act[k] = t->work.act[k];
+    s->dact[k] = t->work.dact[k];
+  }
+  for (int k = 0; k < MODEL_LAYERS; k++) {
+    s->w_off[k] = L->tensors[2 * k].offset;
+    s->b_off[k] = L->tensors[2 * k + 1].offset;
+  }
+  size_t bytes = 0;
+  int rc = be->ops->fused_step_ws(be, s, &bytes);
+  if (rc > 0) return 0;
+  T_TRY(t, rc);
+  T_TRY(t, be->ops->mem_alloc(be, &t->fused_ws, bytes));
+  s->ws = t->fused_ws;
+  rank_log_printf(&t->log, "step: fused, one launch (%zu bytes of workspace)", bytes);
+  return 0;
 }
 
 int trainer_evaluate(trainer *t, double *acc, double *loss) {
@@ -436,7 +475,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
   t->use_graph = cfg->graph && be->ops->graph_begin &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
-  return 0;
+  return train_setup_fused(t);
 }
 
 void trainer_free(trainer *t) {
@@ -445,7 +484,8 @@ void trainer_free(trainer *t) {
     if (t->graph) be->ops->graph_free(be, t->graph);
     model_work_free(&t->work);
     void *bufs[] = {t->params, t->grads, t->opt_state, t->perm_dev, t->test_idx_dev,
-                    t->cursor_dev, t->eval_cursor_dev, t->stats_dev, t->eval_stats_dev};
+                    t->cursor_dev, t->eval_cursor_dev, t->stats_dev, t->eval_stats_dev,
+                    t->fused_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kern_mem_free(be, bufs[i]);
     if (!train_is_cpu(t)) {
       const void *data[] = {t->train_images_dev, t->train_labels_dev, t->test_images_dev,

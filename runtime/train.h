@@ -45,6 +45,8 @@ typedef struct {
   int64_t global_step;
   void *graph;                     /* captured step, when the backend has graphs */
   int use_graph;
+  kern_step fused;                 /* the whole step in one launch, when fused_ws */
+  void *fused_ws;                  /* NULL: the step runs op by op */
   int host_staged;                 /* gradients cross to the host for the collective */
   coll_request *pending[MODEL_LAYERS];
   metrics_log metrics;

@@ -55,6 +55,8 @@ static const opt_spec train_specs[] = {
   {"progress", OPT_CHOICE, F(progress), "auto", 0, 0, "auto|on|off",
    "progress line with ETA (auto: on a TTY)"},
   {"graph", OPT_BOOL, F(graph), "on", 0, 0, NULL, "GPU: replay each step as a CUDA graph"},
+  {"fused-step", OPT_BOOL, F(fused_step), "on", 0, 0, NULL,
+   "GPU, one rank: the whole step in one kernel launch"},
   {"max-steps", OPT_INT, F(max_steps), "0", 0, BIG, NULL,
    "stop each epoch after this many steps (0: whole epochs)"},
 };

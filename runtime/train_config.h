@@ -35,6 +35,7 @@ typedef struct {
   int64_t prefetch;
   char progress[OPT_STR_BYTES];  /* auto|on|off */
   int graph;
+  int fused_step;
   int64_t max_steps;             /* 0 = whole epochs; >0 stops early (tests, benchmarks) */
 } train_config;
 

@@ -7,9 +7,10 @@
 #                      --data /usr/share/datasets/fashion-mnist .bundle/travel/fashion-mnist
 # and carried along as .bundle/travel. Runs, each under its own time limit
 # and never stopping at the first failure: the environment, the GPU step
-# benchmark (default, small-kernel and cuBLAS GEMMs side by side), the
+# benchmark (the fused one-launch step, and op by op with the small-kernel
+# and cuBLAS GEMMs side by side), the
 # PyTorch peer (eager, CUDA graph), the GPU tests, 20 epochs on the GPU with
-# the defaults, the NCCL test of collective/ and the NCCL (1 rank, through
+# the defaults (fused) and op by op, the NCCL test of collective/ and the NCCL (1 rank, through
 # collective/) and ring (2 ranks on the one GPU) allreduce benchmarks, 2-rank ring training on the GPU against the CPU,
 # and torch.compile last. Ends with a short table.
 # Full logs go to $OUT (8 files at most). Exit status: the number of failed steps.
@@ -99,6 +100,11 @@ mkdir -p "$WORK/t20" "$WORK/r2g" "$WORK/r2c"
 run_step train20_gpu 60 train.log bash -c "cd '$WORK/t20' && '$B/bin/tfdist' train --device cuda \
   --data-folder '$DATA' --progress off --outputs '$WORK/t20/out' --logs '$WORK/t20/logs' && \
   python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/t20/out/metrics.jsonl'"
+mkdir -p "$WORK/t20o"
+run_step train20_gpu_ops 40 train.log bash -c "cd '$WORK/t20o' && '$B/bin/tfdist' train --device cuda \
+  --fused-step off --data-folder '$DATA' --progress off --outputs '$WORK/t20o/out' \
+  --logs '$WORK/t20o/logs' && \
+  python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/t20o/out/metrics.jsonl'"
 # NCCL through collective/ (collective/nccl.c): the exactness test, then the
 # benchmark, both with one rank (NCCL refuses two ranks on one GPU).
 run_step test_nccl 60 tests.log "$B/bin/tfdist-env" test_nccl_allreduce

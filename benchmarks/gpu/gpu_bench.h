@@ -27,11 +27,15 @@ typedef struct {
   kern_stats *stats;
   int64_t batch, rows;
   kern_opt opt;
+  kern_step fs;                  /* the fused step, when fs.ws is set (bench_net_fuse) */
 } bench_net;
 
 int bench_net_init(bench_net *n, kern_backend *be, int64_t batch, int64_t rows, uint64_t seed);
 void bench_net_free(bench_net *n);
 int bench_net_reset_cursor(bench_net *n);
+/* Makes bench_step_ops (unmarked, whole step) one fused launch: 0 when the
+ * backend fuses the shape, 1 when it does not, -1 on error. */
+int bench_net_fuse(bench_net *n);
 /* One training step as backend ops; mark(ctx, s) runs before segment s and
  * once more with SEG_COUNT at the end. only >= 0 issues that segment alone. */
 typedef void (*bench_mark_fn)(void *ctx, int seg);
@@ -57,6 +61,13 @@ double bench_cuda_bandwidth(kern_backend *be);
  * cuBLAS in one graph: median microseconds per replay. */
 double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math);
 void bench_cuda_device_name(char *out, size_t bytes);
+/* The fused step's phases from its own timestamps (median of reps eager
+ * steps, us each), and the whole kernel from block 0's start to the end. */
+int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PHASES],
+                            double *kernel_us);
+/* One graph node of an empty cooperative kernel (a block per SM) crossing
+ * `syncs` grid barriers: the launch-and-barrier floor of the fused step. */
+double bench_cuda_barrier_floor_us(kern_backend *be, int syncs);
 #endif
 
 #endif

@@ -11,6 +11,7 @@
 #include "benchmarks/gpu/gpu_bench.h"
 
 cudaError_t bench_launch_empty(cudaStream_t s); /* gpu_bench_kernels.cu */
+cudaError_t bench_launch_barriers(cudaStream_t s, int blocks, int syncs);
 
 #define B_CUDA(call, fail)                                                                   \
   do {                                                                                       \
@@ -224,4 +225,56 @@ void bench_cuda_device_name(char *out, size_t bytes) {
   snprintf(out, bytes, "%s (sm_%d%d, %d SMs, %.0f GiB, driver API %d.%d)", p.name, p.major,
            p.minor, p.multiProcessorCount, (double)p.totalGlobalMem / (1 << 30), drv / 1000,
            drv % 1000 / 10);
+}
+
+int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PHASES],
+                            double *kernel_us) {
+  kern_backend *be = n->be;
+  enum { MAXR = 1024 };
+  uint64_t *dev = NULL, ts[KERN_STEP_PHASES + 1];
+  static double v[KERN_STEP_PHASES + 1][MAXR];
+  int rc = -1;
+  if (reps > MAXR) reps = MAXR;
+  if (!n->fs.ws) return -1;
+  B_CUDA(cudaMalloc((void **)&dev, sizeof ts), return -1);
+  n->fs.phase_ns = dev;
+  if (bench_net_reset_cursor(n) != 0) goto out;
+  for (int r = -3; r < reps; r++) {
+    if (bench_step_ops(n, NULL, NULL, -1) != 0 ||
+        be->ops->mem_download(be, ts, dev, sizeof ts) != 0) {
+      fprintf(stderr, "bench: fused phases: %s\n", be->err);
+      goto out;
+    }
+    if (r < 0) continue; /* warm-up */
+    for (int p = 0; p < KERN_STEP_PHASES; p++) v[p][r] = (double)(ts[p + 1] - ts[p]) * 1e-3;
+    v[KERN_STEP_PHASES][r] = (double)(ts[KERN_STEP_PHASES] - ts[0]) * 1e-3;
+  }
+  for (int p = 0; p < KERN_STEP_PHASES; p++) phase_us[p] = bench_median(v[p], reps);
+  *kernel_us = bench_median(v[KERN_STEP_PHASES], reps);
+  rc = 0;
+out:
+  n->fs.phase_ns = NULL;
+  cudaFree(dev);
+  return rc;
+}
+
+double bench_cuda_barrier_floor_us(kern_backend *be, int syncs) {
+  cudaStream_t s = be->ops->stream(be);
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t exec = NULL;
+  int dev = 0, sms = 0;
+  double us = -1.0;
+  B_CUDA(cudaGetDevice(&dev), return -1.0);
+  B_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), return -1.0);
+  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
+  cudaError_t lrc = bench_launch_barriers(s, sms, syncs);
+  B_CUDA(cudaStreamEndCapture(s, &g), return -1.0);
+  if (lrc != cudaSuccess) {
+    fprintf(stderr, "bench: barrier kernel: %s\n", cudaGetErrorString(lrc));
+  } else if (cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) {
+    us = time_exec_us(exec, s, 200, 15);
+    cudaGraphExecDestroy(exec);
+  }
+  cudaGraphDestroy(g);
+  return us;
 }

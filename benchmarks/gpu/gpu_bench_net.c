@@ -82,14 +82,39 @@ out:
 void bench_net_free(bench_net *n) {
   if (!n->be) return;
   model_work_free(&n->w);
-  void *bufs[] = {n->params, n->grads, n->state, n->images, n->labels, n->perm, n->cursor, n->stats};
-  for (int i = 0; i < 8; i++) kern_mem_free(n->be, bufs[i]);
+  void *bufs[] = {n->params, n->grads, n->state, n->images, n->labels, n->perm, n->cursor, n->stats,
+                  n->fs.ws};
+  for (int i = 0; i < 9; i++) kern_mem_free(n->be, bufs[i]);
   memset(n, 0, sizeof *n);
 }
 
 int bench_net_reset_cursor(bench_net *n) {
   const int64_t c0 = 0;
   return n->be->ops->mem_upload(n->be, n->cursor, &c0, sizeof c0);
+}
+
+int bench_net_fuse(bench_net *n) {
+  kern_backend *be = n->be;
+  const model_layout *L = &n->L;
+  kern_step *f = &n->fs;
+  if (!be->ops->fused_step_ws) return 1;
+  *f = (kern_step){.n = n->batch, .params = n->params, .grads = n->grads, .opt_state = n->state,
+                   .labels = n->w.labels, .images = n->images, .image_labels = n->labels,
+                   .perm = n->perm, .cursor = n->cursor, .cursor_delta = n->batch,
+                   .stats = n->stats, .grad_scale = 1.0f / (float)n->batch, .opt = n->opt};
+  for (int k = 0; k <= MODEL_LAYERS; k++) {
+    f->dims[k] = L->dims[k];
+    f->act[k] = n->w.act[k];
+    f->dact[k] = n->w.dact[k];
+  }
+  for (int k = 0; k < MODEL_LAYERS; k++) {
+    f->w_off[k] = L->tensors[2 * k].offset;
+    f->b_off[k] = L->tensors[2 * k + 1].offset;
+  }
+  size_t bytes = 0;
+  int rc = be->ops->fused_step_ws(be, f, &bytes);
+  if (rc != 0) return rc;
+  return be->ops->mem_alloc(be, &f->ws, bytes) == 0 ? 0 : -1;
 }
 
 #define SEG(s, call)                                                                         \
@@ -105,6 +130,7 @@ int bench_step_ops(bench_net *n, bench_mark_fn mark, void *ctx, int only) {
   const int64_t B = n->batch, P = L->total_elems;
   const float *p = n->params;
   float *g = n->grads;
+  if (n->fs.ws && !mark && only < 0) return be->ops->fused_step(be, &n->fs);
   SEG(SEG_GATHER, be->ops->gather_u8(be, w->act[0], w->labels, n->images, n->labels, L->dims[0],
                                      n->perm, n->cursor, B));
   for (int k = 0; k < MODEL_LAYERS; k++) {

@@ -96,7 +96,7 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
 
 /* One variant: a fresh backend and network, timed as a graph or eagerly. */
 static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_math math,
-                          kern_gemm gemm, int use_graph, int64_t steps) {
+                          kern_gemm gemm, int use_graph, int64_t steps, int fused) {
   kern_backend *be = make_backend(o, unfused, math, gemm);
   if (!be) return -1.0;
   bench_net n;
@@ -106,6 +106,12 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
     fprintf(stderr, "gpu_step_bench: setup: %s\n", be->err);
     goto out;
   }
+  const int frc = fused ? bench_net_fuse(&n) : 0;
+  if (frc < 0) {
+    fprintf(stderr, "gpu_step_bench: fused step setup: %s\n", be->err);
+    goto out;
+  }
+  if (frc > 0) printf("# batch %lld: the backend does not fuse this shape; op by op\n", (long long)batch);
   if (use_graph && be->ops->graph_begin) {
     if (be->ops->graph_begin(be) != 0) goto out;
     int rc = bench_step_ops(&n, NULL, NULL, -1);
@@ -129,9 +135,50 @@ static void print_row(const char *name, double us, int64_t batch) {
 }
 
 #if TFDIST_HAVE_CUDA
+static const char *const fused_phase_names[KERN_STEP_PHASES] = {
+  "1 gather, fwd L1 partials", "2 fwd L2 partials (h1 on load)", "3 h2, logits, xent per row",
+  "4 bwd L3: dW3 db3 dz2, stats", "5 bwd L2: dW2 db2 dz1, upd L3", "6 bwd L1: dW1 db1 + upd, upd L2",
+};
+
+/* The fused step's phases (its own timestamps) and its floor: one launch
+ * crossing the same 5 grid barriers, plus the bytes it must move. */
+static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, char *json,
+                           size_t json_bytes) {
+  double ph[KERN_STEP_PHASES], kernel_us = 0.0;
+  size_t len = 0;
+  if (bench_net_fuse(n) != 0 || bench_cuda_fused_phases(n, o->reps * 20, ph, &kernel_us) != 0) {
+    printf("\nfused phases: not available\n");
+    return 0;
+  }
+  printf("\n# fused step: phases from the kernel's own clock (median of %d eager steps)\n",
+         o->reps * 20);
+  for (int p = 0; p < KERN_STEP_PHASES; p++) {
+    printf("  %-34s %8.2f us\n", fused_phase_names[p], ph[p]);
+    len += (size_t)snprintf(json + len, json_bytes - len, "\"phase_%d_us\":%.3f,", p + 1, ph[p]);
+  }
+  printf("  %-34s %8.2f us (block 0's start to the last block's end)\n", "kernel", kernel_us);
+  const int64_t B = n->batch, P = n->L.total_elems, *d = n->L.dims;
+  /* parameters read, gradients written, the update's read-modify-write;
+   * the batch (u8 in, x out and back) and the activations out and back */
+  const double bytes = 16.0 * (double)P + (double)B * (double)d[0] * 9.0 +
+                       32.0 * (double)B * (double)(d[1] + d[2] + d[3]);
+  const double bw = bench_cuda_bandwidth(n->be);
+  const double bar = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES - 1);
+  const double floor_us = bar + bytes / bw * 1e6;
+  printf("\n# fused floor: one cooperative launch crossing %d grid barriers %.2f us (graph replay); "
+         "%.2f MB at %.0f GB/s = %.2f us\n",
+         KERN_STEP_PHASES - 1, bar, bytes / 1e6, bw / 1e9, bytes / bw * 1e6);
+  printf("  floor %.2f us; measured %.2f us; gap %.2fx\n", floor_us, step_us, step_us / floor_us);
+  len += (size_t)snprintf(json + len, json_bytes - len,
+                          "\"fused_kernel_us\":%.3f,\"barrier_floor_us\":%.3f,"
+                          "\"fused_bytes\":%.0f,\"fused_floor_us\":%.3f,\"fused_gap\":%.3f,",
+                          kernel_us, bar, bytes, floor_us, step_us / floor_us);
+  return len;
+}
+
 /* Breakdown, floor and roofline; appends its JSON fields to json. */
-static void cuda_extras(const bench_opts *o, kern_math math, double step_us, char *json,
-                        size_t json_bytes) {
+static void cuda_extras(const bench_opts *o, kern_math math, double step_us, double ops_us,
+                        char *json, size_t json_bytes) {
   kern_backend *be = make_backend(o, 0, math, KERN_GEMM_AUTO);
   bench_net n;
   bench_breakdown bd;
@@ -144,7 +191,7 @@ static void cuda_extras(const bench_opts *o, kern_math math, double step_us, cha
   size_t len = strlen(json);
   if (bench_cuda_breakdown(&n, o->reps * 5, &bd, err, sizeof err) == 0) {
     double sum = 0.0;
-    printf("\n# time inside the replayed graph, batch %lld (median of %d; includes each node's launch gap)\n",
+    printf("\n# op by op: time inside the replayed graph, batch %lld (median of %d; includes each node's launch gap)\n",
            (long long)o->batch, o->reps * 5);
     printf("  %-30s %6s %10s\n", "segment", "nodes", "us");
     for (int s = 0; s < SEG_COUNT; s++) {
@@ -161,21 +208,27 @@ static void cuda_extras(const bench_opts *o, kern_math math, double step_us, cha
     printf("\n# floor: %d nodes x %.2f us (empty-kernel graph node) = %.2f us; %.2f MB at %.0f GB/s "
            "(device copy, read+write) = %.2f us\n",
            bd.total_nodes, lat, lat_floor, bytes / 1e6, bw / 1e9, bw_floor);
-    printf("  floor %.2f us; measured %.2f us; gap %.2fx\n", floor_us, step_us, step_us / floor_us);
+    printf("  floor %.2f us; measured (op by op) %.2f us; gap %.2fx\n", floor_us, ops_us,
+           ops_us / floor_us);
     len += (size_t)snprintf(json + len, json_bytes - len,
                             "\"nodes\":%d,\"kernels\":%d,\"node_latency_us\":%.3f,\"bw_GBs\":%.1f,"
                             "\"step_bytes\":%.0f,\"floor_us\":%.3f,\"gap\":%.3f,",
                             bd.total_nodes, bd.kernel_nodes, lat, bw / 1e9, bytes, floor_us,
-                            step_us / floor_us);
+                            ops_us / floor_us);
   } else {
     printf("breakdown: %s\n", err);
   }
   bench_net_free(&n);
+  len = strlen(json);
+  if (bench_net_init(&n, be, o->batch, ROWS, 7) == 0) {
+    len += fused_extras(o, &n, step_us, json + len, json_bytes - len);
+    bench_net_free(&n);
+  }
   if (o->big_batch > 0 && bench_net_init(&n, be, o->big_batch, ROWS, 7) == 0) {
     const double gemm_us = bench_cuda_gemm_us(be, &n, math);
     const double flops = bench_step_flops(&n);
     bench_net_free(&n);
-    const double big_us = run_variant(o, o->big_batch, 0, math, KERN_GEMM_AUTO, 1, 14);
+    const double big_us = run_variant(o, o->big_batch, 0, math, KERN_GEMM_AUTO, 1, 14, 0);
     printf("\n# batch %lld: step %.1f us (%.0f samples/s); its 8 GEMMs alone in cuBLAS %.1f us "
            "(%.1f TFLOP/s); step reaches %.0f%% of that roofline\n",
            (long long)o->big_batch, big_us, (double)o->big_batch / big_us * 1e6, gemm_us,
@@ -204,32 +257,34 @@ int main(int argc, char **argv) {
   size_t len = 0;
   printf("# tfdist training step, 784-300-100-10, batch %lld, %s, %s\n", (long long)o.batch,
          o.device, o.math);
-  double main_us;
+  double main_us, ops = -1.0;
   if (cuda) {
-    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps);
+    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 1);
 #if TFDIST_HAVE_CUDA
     bench_cuda_device_name(dev, sizeof dev);
 #endif
     const char *env = getenv("TFDIST_GEMM");
-    printf("# %s; GEMMs: auto%s%s%s (small kernels for fp32 at batch <= 256, else cuBLAS)\n", dev,
-           env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
-    const double cublas = run_variant(&o, o.batch, 0, math, KERN_GEMM_CUBLAS, 1, o.steps);
-    const double small = run_variant(&o, o.batch, 0, math, KERN_GEMM_SMALL, 1, o.steps);
-    const double eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps);
-    const double unfused = run_variant(&o, o.batch, 1, math, KERN_GEMM_AUTO, 1, o.steps);
-    const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, KERN_GEMM_AUTO, 1, o.steps);
-    print_row("graph, default GEMMs (auto)", main_us, o.batch);
-    print_row("graph, small GEMM kernels", small, o.batch);
-    print_row("graph, cuBLAS GEMMs", cublas, o.batch);
-    print_row("eager launches, default GEMMs", eager, o.batch);
-    print_row("graph, cuBLAS + cuDNN act (unfused)", unfused, o.batch);
-    print_row("graph, cuBLAS tf32", tf32, o.batch);
+    printf("# %s; default: the fused step (one launch); op by op: GEMMs auto%s%s%s (cuBLAS)\n",
+           dev, env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
+    const double fused_eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 1);
+    ops = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 0);
+    const double small = run_variant(&o, o.batch, 0, math, KERN_GEMM_SMALL, 1, o.steps, 0);
+    const double eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
+    const double unfused = run_variant(&o, o.batch, 1, math, KERN_GEMM_AUTO, 1, o.steps, 0);
+    const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, KERN_GEMM_AUTO, 1, o.steps, 0);
+    print_row("graph, fused step (default)", main_us, o.batch);
+    print_row("eager, fused step", fused_eager, o.batch);
+    print_row("graph, op by op, cuBLAS GEMMs", ops, o.batch);
+    print_row("graph, op by op, small GEMM kernels", small, o.batch);
+    print_row("eager, op by op", eager, o.batch);
+    print_row("graph, op by op, cuDNN act (unfused)", unfused, o.batch);
+    print_row("graph, op by op, cuBLAS tf32", tf32, o.batch);
     len += (size_t)snprintf(json + len, sizeof json - len,
-                            "\"small_us\":%.3f,\"cublas_us\":%.3f,\"eager_us\":%.3f,"
-                            "\"unfused_us\":%.3f,\"tf32_us\":%.3f,",
-                            small, cublas, eager, unfused, tf32);
+                            "\"fused_eager_us\":%.3f,\"ops_us\":%.3f,\"small_us\":%.3f,"
+                            "\"eager_us\":%.3f,\"unfused_us\":%.3f,\"tf32_us\":%.3f,",
+                            fused_eager, ops, small, eager, unfused, tf32);
   } else {
-    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps);
+    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
     print_row("cpu backend, eager", main_us, o.batch);
   }
   if (main_us <= 0) {
@@ -237,7 +292,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 #if TFDIST_HAVE_CUDA
-  if (cuda) cuda_extras(&o, math, main_us, json + len, sizeof json - len);
+  if (cuda) cuda_extras(&o, math, main_us, ops, json + len, sizeof json - len);
 #endif
   printf("JSON {\"bench\":\"tfdist_step\",\"device\":\"%s\",\"batch\":%lld,%s\"step_us\":%.3f,"
          "\"samples_per_s\":%.0f}\n",

@@ -246,6 +246,8 @@ static const kern_ops kc_ops = {
   .graph_launch = kc_graph_launch,
   .graph_free = kc_graph_free,
   .stream = kc_stream,
+  .fused_step_ws = kc_fused_step_ws,
+  .fused_step = kc_fused_step,
 };
 
 int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes) {

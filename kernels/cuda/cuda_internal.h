@@ -37,6 +37,7 @@ typedef struct {
   int capturing;             /* inside graph_begin .. graph_end */
   kern_gemm gemm;            /* resolved: KERN_GEMM_AUTO here means "by shape" */
   kc_gemm_ws gemm_ws;
+  int fused_grid;            /* blocks of the fused step; 0: not known yet, -1: cannot run */
 } kern_cuda;
 
 static inline kern_cuda *kc_of(kern_backend *be) { return (kern_cuda *)be; }
@@ -116,6 +117,33 @@ cudaError_t kc_launch_gemm_backward(cudaStream_t s, const kc_gemm_ws *g, float *
                                     float *db, float *dout, const float *in, const float *w,
                                     const float *out, int64_t n, int64_t in_dim,
                                     int64_t out_dim);
+
+/* cuda_fused.cu: the whole training step in one cooperative launch. */
+#define KF_FUSED_MAX_ROWS 128   /* batch rows per rank */
+#define KF_FUSED_MAX_CLASSES 16
+#define KF_FUSED_MAX_KC 128     /* K chunk of a forward split */
+#define KF_FUSED_A_FLOATS 6144  /* A slab in shared memory: rows x K chunk (padded to 4) */
+typedef struct {
+  int64_t n, dims[4], w_off[3], b_off[3];
+  int64_t ks1, kc1, ks2, kc2; /* K splits of layers 1 and 2, and their chunk */
+  float *params, *grads, *state;
+  float *x, *h1, *h2, *logits, *dlogits, *dz2, *dz1;
+  int32_t *y;
+  const uint8_t *images, *image_labels;
+  const int32_t *perm;
+  int64_t *cursor;
+  int64_t cursor_delta;
+  kern_stats *stats;
+  float *part1, *part2; /* (ks1, n, d1), (ks2, n, d2) */
+  double *row_loss, *row_correct;
+  float grad_scale, lr, momentum;
+  int opt_kind;
+  unsigned long long *phase_ns; /* NULL, or KERN_STEP_PHASES + 1 timestamps */
+} kc_fused_args;
+cudaError_t kc_launch_fused_step(cudaStream_t s, const kc_fused_args *a, int grid);
+cudaError_t kc_fused_blocks_per_sm(int *blocks);
+int kc_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes);
+int kc_fused_step(kern_backend *be, const kern_step *s);
 
 /* cuda_kernels.cu: our kernels. Each returns cudaGetLastError() of its launch. */
 cudaError_t kc_launch_bias_act(cudaStream_t s, float *out, const float *b, int64_t n,

@@ -19,6 +19,7 @@ typedef struct {
   int64_t batch;
   kern_opt opt;
   void *graph;
+  kern_step fs; /* the fused step's arguments, when fs.ws is set */
 } stepper;
 
 typedef struct {
@@ -35,14 +36,42 @@ static void *to_be(kern_backend *be, const void *host, size_t bytes) {
   return p;
 }
 
+/* The fused step over the stepper's buffers, as runtime/train.c sets it up;
+ * 0 when the backend fuses this shape. */
+static int stepper_fuse(stepper *s) {
+  kern_backend *be = s->be;
+  const model_layout *L = s->L;
+  kern_step *f = &s->fs;
+  *f = (kern_step){.n = s->batch, .params = s->params, .grads = s->grads, .opt_state = s->state,
+                   .labels = s->w.labels, .images = s->images, .image_labels = s->labels,
+                   .perm = s->perm, .cursor = s->cursor, .cursor_delta = s->batch,
+                   .stats = s->stats, .grad_scale = 1.0f / (float)s->batch, .opt = s->opt};
+  for (int k = 0; k < 4; k++) {
+    f->dims[k] = L->dims[k];
+    f->act[k] = s->w.act[k];
+    f->dact[k] = s->w.dact[k];
+  }
+  for (int k = 0; k < 3; k++) {
+    f->w_off[k] = L->tensors[2 * k].offset;
+    f->b_off[k] = L->tensors[2 * k + 1].offset;
+  }
+  size_t bytes = 0;
+  if (!be->ops->fused_step_ws) return 1;
+  int rc = be->ops->fused_step_ws(be, f, &bytes);
+  if (rc < 0) gc_die(be, "fused_step_ws");
+  if (rc > 0) return 1;
+  if (be->ops->mem_alloc(be, &f->ws, bytes) != 0) gc_die(be, "fused workspace");
+  return 0;
+}
+
 static void stepper_init(stepper *s, kern_backend *be, const model_layout *L, const float *params,
                          const uint8_t *img, const uint8_t *lab, const int32_t *perm, int64_t rows,
-                         int64_t batch) {
+                         int64_t batch, kern_opt_kind opt) {
   memset(s, 0, sizeof *s);
   s->be = be;
   s->L = L;
   s->batch = batch;
-  s->opt = (kern_opt){.kind = KERN_OPT_SGD, .lr = 0.01f};
+  s->opt = (kern_opt){.kind = opt, .lr = 0.01f, .momentum = 0.9f};
   const size_t P = (size_t)L->total_elems * 4;
   const kern_stats zero = {0};
   const int64_t cursor0 = 0;
@@ -61,8 +90,9 @@ static void stepper_free(stepper *s) {
   kern_backend *be = s->be;
   if (s->graph) be->ops->graph_free(be, s->graph);
   model_work_free(&s->w);
-  void *bufs[] = {s->params, s->grads, s->state, s->images, s->labels, s->perm, s->cursor, s->stats};
-  for (int i = 0; i < 8; i++) kern_mem_free(be, bufs[i]);
+  void *bufs[] = {s->params, s->grads, s->state, s->images, s->labels, s->perm, s->cursor, s->stats,
+                  s->fs.ws};
+  for (int i = 0; i < 9; i++) kern_mem_free(be, bufs[i]);
 }
 
 /* The step of runtime/train.c (train_step_ops), one rank. */
@@ -71,6 +101,7 @@ static int step_ops(stepper *s) {
   const model_layout *L = s->L;
   const int64_t B = s->batch, P = L->total_elems;
   model_work *w = &s->w;
+  if (s->fs.ws) return be->ops->fused_step(be, &s->fs);
   if (be->ops->gather_u8(be, w->act[0], w->labels, s->images, s->labels, L->dims[0], s->perm,
                          s->cursor, B) != 0 ||
       model_forward(w, s->params, B) != 0 ||
@@ -105,9 +136,14 @@ static void fetch(stepper *s, void *dst, const void *src, size_t bytes) {
   }
 }
 
-/* Grads after step one, then params, stats and cursor after STEPS steps. */
-static void compare_run(const net_case *nc, kern_backend *cpu, kern_backend *gpu, const char *tag,
-                        int use_graph, double rtol_g, double rtol_p) {
+typedef enum { RUN_OPS = 0, RUN_FUSED = 1 } run_kind;
+
+/* Grads after step one, then params, stats and cursor after STEPS steps.
+ * RUN_FUSED runs the GPU side as one fused launch per step; it returns 0
+ * (checking nothing) where the backend does not fuse the case. */
+static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *gpu, const char *tag,
+                           int use_graph, double rtol_g, double rtol_p, run_kind kind,
+                           kern_opt_kind opt) {
   model_layout L;
   model_layout_init(&L, nc->dims[0], nc->dims[1], nc->dims[2], nc->dims[3]);
   const int64_t P = L.total_elems, rows = nc->rows;
@@ -128,13 +164,19 @@ static void compare_run(const net_case *nc, kern_backend *cpu, kern_backend *gpu
     perm[i] = (int32_t)((i * 7919) % rows); /* a permutation when rows is not a multiple of 7919 */
   }
   stepper c, g;
-  stepper_init(&c, cpu, &L, params, img, lab, perm, rows, nc->batch);
-  stepper_init(&g, gpu, &L, params, img, lab, perm, rows, nc->batch);
+  stepper_init(&c, cpu, &L, params, img, lab, perm, rows, nc->batch, opt);
+  stepper_init(&g, gpu, &L, params, img, lab, perm, rows, nc->batch, opt);
+  if (kind == RUN_FUSED && stepper_fuse(&g) != 0) {
+    stepper_free(&c);
+    stepper_free(&g);
+    free(params), free(img), free(lab), free(perm);
+    return 0;
+  }
   float *gc_ = gc_xmalloc((size_t)P * 4), *gg = gc_xmalloc((size_t)P * 4);
   char what[128];
   step(&c, 0);
   step(&g, use_graph);
-  if (!use_graph) { /* a replayed graph leaves grads too, but eager is the plain check */
+  if (!use_graph || kind == RUN_FUSED) { /* the fused step writes grads, graph or not */
     fetch(&c, gc_, c.grads, (size_t)P * 4);
     fetch(&g, gg, g.grads, (size_t)P * 4);
     snprintf(what, sizeof what, "%s %s grads after step 1", nc->name, tag);
@@ -163,13 +205,42 @@ static void compare_run(const net_case *nc, kern_backend *cpu, kern_backend *gpu
   CHECK_EQ_INT(sg.samples, sc.samples);
   CHECK_EQ_INT(cg, cc);
   CHECK_EQ_INT(cg, STEPS * nc->batch);
+  /* The fused step leaves every buffer the op-by-op step does. */
+  int64_t nb = nc->batch;
+  float *ac = gc_xmalloc((size_t)(nb * L.dims[0]) * 4), *ag = gc_xmalloc((size_t)(nb * L.dims[0]) * 4);
+  for (int k = 0; k < 4; k++) {
+    fetch(&c, ac, c.w.act[k], (size_t)(nb * L.dims[k]) * 4);
+    fetch(&g, ag, g.w.act[k], (size_t)(nb * L.dims[k]) * 4);
+    snprintf(what, sizeof what, "%s %s act[%d] of the last step", nc->name, tag, k);
+    gc_close(what, ag, ac, nb * L.dims[k], rtol_g, rtol_g);
+  }
+  int32_t yc[1024], yg[1024];
+  fetch(&c, yc, c.w.labels, (size_t)nb * 4);
+  fetch(&g, yg, g.w.labels, (size_t)nb * 4);
+  CHECK(memcmp(yc, yg, (size_t)nb * 4) == 0);
+  if (opt == KERN_OPT_MOMENTUM) {
+    fetch(&c, gc_, c.state, (size_t)P * 4);
+    fetch(&g, gg, g.state, (size_t)P * 4);
+    snprintf(what, sizeof what, "%s %s momentum after %d steps", nc->name, tag, STEPS);
+    gc_close(what, gg, gc_, P, rtol_g, rtol_g);
+  }
+  free(ac), free(ag);
   stepper_free(&c);
   stepper_free(&g);
   free(params), free(img), free(lab), free(perm), free(gc_), free(gg);
+  return 1;
+}
+
+static void compare_run(const net_case *nc, kern_backend *cpu, kern_backend *gpu, const char *tag,
+                        int use_graph, double rtol_g, double rtol_p) {
+  compare_run_opt(nc, cpu, gpu, tag, use_graph, rtol_g, rtol_p, RUN_OPS, KERN_OPT_SGD);
 }
 
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a crash still leaves the lines before it */
+  /* The fused step must apply exactly where promised: no environment override. */
+  unsetenv("TFDIST_GEMM");
+  unsetenv("TFDIST_FUSED_STEP");
   kern_backend *gpu = gc_gpu_or_skip(KERN_MATH_FP32, 0);
   kern_backend *unfused = gc_gpu_or_skip(KERN_MATH_FP32, 1);
   kern_backend *tf32 = gc_gpu_or_skip(KERN_MATH_TF32, 0);
@@ -180,6 +251,8 @@ int main(void) {
     {"784-300-100-10 b50", {784, 300, 100, 10}, 50, 600},
     {"37-29-13-7 b33", {37, 29, 13, 7}, 33, 331},
     {"784-300-100-10 b300", {784, 300, 100, 10}, 300, 1801},
+    {"784-300-100-10 b128", {784, 300, 100, 10}, 128, 701},  /* the fused step's largest batch */
+    {"50-40-200-12 b20", {50, 40, 200, 12}, 20, 113},        /* K of dz1 above one chunk */
   };
   /* Tolerances: a step chains three GEMM layers forward and back, so the
    * gradients carry ~3x the single-GEMM rounding (1e-5 -> 1e-4); the
@@ -197,6 +270,16 @@ int main(void) {
     compare_run(&cases[i], cpu, small, "small-gemm graph", 1, 1e-4, 1e-5);
     compare_run(&cases[i], cpu, small, "small-gemm eager", 0, 1e-4, 1e-5);
     compare_run(&cases[i], cpu, cublas, "cublas graph", 1, 1e-4, 1e-5);
+    /* The fused step (one launch) applies up to batch 128, graph and eager,
+     * with either update rule; above, the backend must decline it. */
+    int fused = compare_run_opt(&cases[i], cpu, gpu, "fused graph", 1, 1e-4, 1e-5, RUN_FUSED,
+                                KERN_OPT_SGD);
+    CHECK_EQ_INT(fused, cases[i].batch <= 128);
+    if (fused) {
+      compare_run_opt(&cases[i], cpu, gpu, "fused eager", 0, 1e-4, 1e-5, RUN_FUSED, KERN_OPT_SGD);
+      compare_run_opt(&cases[i], cpu, gpu, "fused momentum graph", 1, 1e-4, 1e-5, RUN_FUSED,
+                      KERN_OPT_MOMENTUM);
+    }
   }
   kern_backend_free(cublas);
   kern_backend_free(small);

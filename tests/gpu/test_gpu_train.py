@@ -1,5 +1,5 @@
 """`tfdist train` on the GPU against the CPU on the same synthetic data and
-seed: 1 rank (graph replay, eager steps, TF32) and 2 ranks sharing the one
+seed: 1 rank (the fused step as a graph and eagerly, op by op, TF32) and 2 ranks sharing the one
 GPU over the ring back end (host-staged). Per-epoch loss and accuracy and the
 final weights must agree within tolerance. Exits 77 without a GPU.
 
@@ -105,6 +105,16 @@ def main():
         cpu = train(tmp, "cpu1", data, ["--device", "cpu"])
         compare("1 rank cuda graph vs cpu", cpu,
                 train(tmp, "gpu1", data, ["--device", "cuda"]), 1e-4, 0.0041, 1e-4)
+        for tag, want in (("gpu1", True), ("gpu1o", False)):
+            if tag == "gpu1o":
+                compare("1 rank cuda op by op vs cpu", cpu,
+                        train(tmp, "gpu1o", data, ["--device", "cuda", "--fused-step", "off"]),
+                        1e-4, 0.0041, 1e-4)
+            log = os.path.join(tmp, tag, "logs", "rank-0.log")
+            fused = os.path.exists(log) and "step: fused" in open(log).read()
+            print(f"  {tag}: fused step {'used' if fused else 'not used'} (want {want})")
+            if fused != want:
+                FAILS.append(f"{tag}: fused step used={fused}, want {want}")
         compare("1 rank cuda eager vs cpu", cpu,
                 train(tmp, "gpu1e", data, ["--device", "cuda", "--graph", "off"]),
                 1e-4, 0.0041, 1e-4)

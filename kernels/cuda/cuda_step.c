@@ -1,0 +1,110 @@
+/* Host side of the fused training step (cuda_fused.cu): when it applies, how
+ * the K dimension of layers 1 and 2 is split over the blocks, its workspace,
+ * and the cooperative launch. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_internal.h"
+
+static int64_t kc_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* A K chunk for a forward layer over k inputs and cols outputs: about one
+ * task per block (column groups x splits), within the kernel's slabs. */
+static int64_t kc_fused_chunk(int64_t k, int64_t cols, int64_t n, int grid) {
+  const int64_t groups = kc_cdiv(cols, 32);
+  int64_t splits = grid / groups > 1 ? grid / groups : 1;
+  int64_t kc = kc_cdiv(k, splits);
+  int64_t cap = (KF_FUSED_A_FLOATS / n) & ~(int64_t)3; /* a multiple of 4 */
+  if (cap > KF_FUSED_MAX_KC) cap = KF_FUSED_MAX_KC;
+  return kc < cap ? kc : cap;
+}
+
+/* The blocks of the launch: one per SM, all resident (a grid barrier needs it). */
+static int kc_fused_grid(kern_cuda *kc, int *grid) {
+  if (kc->fused_grid == 0) {
+    int coop = 0, per_sm = 0;
+    KC_CUDA_TRY(kc, cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, kc->device));
+    KC_CUDA_TRY(kc, kc_fused_blocks_per_sm(&per_sm));
+    kc->fused_grid = coop && per_sm >= 1 ? kc->gemm_ws.sm_count : -1;
+  }
+  *grid = kc->fused_grid;
+  return 0;
+}
+
+/* TFDIST_FUSED_STEP=0 keeps the op-by-op step (benchmarks compare the two). */
+static int kc_fused_wanted(const kern_cuda *kc, const kern_step *s) {
+  const char *env = getenv("TFDIST_FUSED_STEP");
+  if (env && !strcmp(env, "0")) return 0;
+  if (kc->base.cfg.math != KERN_MATH_FP32 || kc->base.cfg.unfused) return 0;
+  if (kc->gemm != KERN_GEMM_AUTO) return 0; /* a GEMM path was asked for by name */
+  if (s->n < 1 || s->n > KF_FUSED_MAX_ROWS || s->dims[3] < 1 ||
+      s->dims[3] > KF_FUSED_MAX_CLASSES) {
+    return 0;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (s->dims[i] < 1 || s->dims[i] > INT32_MAX) return 0;
+  }
+  return s->opt.kind == KERN_OPT_SGD || s->opt.kind == KERN_OPT_MOMENTUM;
+}
+
+typedef struct {
+  int grid;
+  int64_t ks1, kc1, ks2, kc2;
+  size_t part1, part2, rows; /* byte offsets in the workspace */
+  size_t bytes;
+} kc_fused_plan;
+
+static size_t kc_align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *p) {
+  memset(p, 0, sizeof *p);
+  if (!kc_fused_wanted(kc, s)) return 1;
+  if (kc_fused_grid(kc, &p->grid) != 0) return -1;
+  if (p->grid < 1) return 1;
+  const int64_t n = s->n, *d = s->dims;
+  p->kc1 = kc_fused_chunk(d[0], d[1], n, p->grid);
+  p->ks1 = kc_cdiv(d[0], p->kc1);
+  /* Layer 2's partials are summed again per row in phase 3: half a task per block. */
+  p->kc2 = kc_fused_chunk(d[1], d[2], n, p->grid / 2 > 0 ? p->grid / 2 : 1);
+  p->ks2 = kc_cdiv(d[1], p->kc2);
+  p->part1 = 0;
+  p->part2 = kc_align256((size_t)(p->ks1 * n * d[1]) * sizeof(float));
+  p->rows = p->part2 + kc_align256((size_t)(p->ks2 * n * d[2]) * sizeof(float));
+  p->bytes = p->rows + 2 * (size_t)n * sizeof(double);
+  return 0;
+}
+
+int kc_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
+  kc_fused_plan p;
+  int rc = kc_fused_make_plan(kc_of(be), s, &p);
+  *bytes = rc == 0 ? p.bytes : 0;
+  return rc;
+}
+
+int kc_fused_step(kern_backend *be, const kern_step *s) {
+  kern_cuda *kc = kc_of(be);
+  kc_fused_plan p;
+  int rc = kc_fused_make_plan(kc, s, &p);
+  if (rc != 0) {
+    if (rc > 0) snprintf(be->err, sizeof be->err, "cuda: fused step: shape or config not supported");
+    return -1;
+  }
+  char *ws = s->ws;
+  kc_fused_args a = {
+    .n = s->n, .ks1 = p.ks1, .kc1 = p.kc1, .ks2 = p.ks2, .kc2 = p.kc2,
+    .params = s->params, .grads = s->grads, .state = s->opt_state,
+    .x = s->act[0], .h1 = s->act[1], .h2 = s->act[2], .logits = s->act[3],
+    .dlogits = s->dact[3], .dz2 = s->dact[2], .dz1 = s->dact[1], .y = s->labels,
+    .images = s->images, .image_labels = s->image_labels, .perm = s->perm,
+    .cursor = s->cursor, .cursor_delta = s->cursor_delta, .stats = s->stats,
+    .part1 = (float *)(ws + p.part1), .part2 = (float *)(ws + p.part2),
+    .row_loss = (double *)(ws + p.rows), .row_correct = (double *)(ws + p.rows) + s->n,
+    .grad_scale = s->grad_scale, .lr = s->opt.lr, .momentum = s->opt.momentum,
+    .opt_kind = (int)s->opt.kind, .phase_ns = (unsigned long long *)s->phase_ns,
+  };
+  memcpy(a.dims, s->dims, sizeof a.dims);
+  memcpy(a.w_off, s->w_off, sizeof a.w_off);
+  memcpy(a.b_off, s->b_off, sizeof a.b_off);
+  KC_CUDA_TRY(kc, kc_launch_fused_step(kc->stream, &a, p.grid));
+  return 0;
+}
