@@ -69,7 +69,7 @@ typedef struct {
    * timestamps (ns): the start of each phase, then the end of the last. */
   uint64_t *phase_ns;
 } kern_step;
-#define KERN_STEP_PHASES 6
+#define KERN_STEP_PHASES 7
 
 typedef struct kern_backend kern_backend;
 

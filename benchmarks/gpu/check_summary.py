@@ -116,7 +116,7 @@ def table(path, elapsed):
         row("20 epochs, op by op (--fused-step off)", fmt(t20o.get("train_eval_s"), ".2f") + " s",
             f"acc {fmt(t20o.get('final_acc'), '.4f')}", None)
     if "fused_floor_us" in bench:
-        row(f"fused floor (launch+5 barriers {bench['barrier_floor_us']:.1f} us + bytes)",
+        row(f"fused floor (launch+6 barriers {bench['barrier_floor_us']:.1f} us + bytes)",
             f"{bench['fused_floor_us']:.1f} us", f"gap {bench['fused_gap']:.2f}x", None)
     if "floor_us" in bench:
         row(f"op floor ({bench['nodes']} nodes x {bench['node_latency_us']:.2f} us + bytes)",

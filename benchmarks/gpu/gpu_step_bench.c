@@ -136,8 +136,9 @@ static void print_row(const char *name, double us, int64_t batch) {
 
 #if TFDIST_HAVE_CUDA
 static const char *const fused_phase_names[KERN_STEP_PHASES] = {
-  "1 gather, fwd L1 partials", "2 fwd L2 partials (h1 on load)", "3 h2, logits, xent per row",
-  "4 bwd L3: dW3 db3 dz2, stats", "5 bwd L2: dW2 db2 dz1, upd L3", "6 bwd L1: dW1 db1 + upd, upd L2",
+  "1 gather, fwd L1 partials", "2 h1 = relu(sum + b1)", "3 fwd L2 partials",
+  "4 h2, logits, xent per row", "5 bwd L3: dW3 db3 dz2, stats", "6 bwd L2: dW2 db2 dz1, upd L3",
+  "7 bwd L1: dW1 db1 + upd, upd L2",
 };
 
 /* The fused step's phases (its own timestamps) and its floor: one launch
@@ -165,7 +166,7 @@ static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, ch
   const double bw = bench_cuda_bandwidth(n->be);
   const double bar = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES - 1);
   const double floor_us = bar + bytes / bw * 1e6;
-  printf("\n# fused floor: one cooperative launch crossing %d grid barriers %.2f us (graph replay); "
+  printf("\n# fused floor: one cooperative launch crossing %d grid barriers: %.2f us (graph replay); "
          "%.2f MB at %.0f GB/s = %.2f us\n",
          KERN_STEP_PHASES - 1, bar, bytes / 1e6, bw / 1e9, bytes / bw * 1e6);
   printf("  floor %.2f us; measured %.2f us; gap %.2fx\n", floor_us, step_us, step_us / floor_us);

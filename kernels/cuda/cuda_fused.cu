@@ -1,14 +1,15 @@
 /* The whole training step of the 3-layer ReLU MLP in ONE cooperative launch.
  * At batch 50 the step is ~56 MFLOP: the op-by-op graph (23 nodes) spends
  * its time in node boundaries, not arithmetic (benchmarks/gpu/README.md).
- * Here one resident block per SM walks six phases separated by grid-wide
+ * Here one resident block per SM walks seven phases separated by grid-wide
  * barriers (cooperative groups), each phase a set of independent tasks:
  *   1  x = gather(u8) / 255, y; layer-1 GEMM partials over K splits
- *   2  h1 = relu(sum of partials + b1) as it is loaded; layer-2 partials
- *   3  a warp per row: h2 = relu(...), logits, softmax cross-entropy, dlogits
- *   4  dW3, db3, dz2 = (dlogits W3^T) masked by h2 > 0; the stats
- *   5  dW2, db2, dz1 = (dz2 W2^T) masked by h1 > 0; the update of layer 3
- *   6  dW1 and db1 with their update fused; the update of layer 2
+ *   2  h1 = relu(sum of the partials + b1), one element per thread
+ *   3  layer-2 GEMM partials over a few K splits
+ *   4  a warp per row: h2 = relu(...), logits, softmax cross-entropy, dlogits
+ *   5  dW3, db3, dz2 = (dlogits W3^T) masked by h2 > 0; the stats
+ *   6  dW2, db2, dz1 = (dz2 W2^T) masked by h1 > 0; the update of layer 3
+ *   7  dW1 and db1 with their update fused; the update of layer 2
  * Every GEMM is a tile task: its operands are staged in shared memory (one
  * round of parallel loads), then 8 warps x 32 lanes multiply from there.
  * Sums run in a fixed order: no float atomics, the same bits every run.
@@ -29,6 +30,14 @@ namespace cg = cooperative_groups;
 #define KF_ACC (KF_FUSED_MAX_ROWS / KF_WARPS) /* accumulators per thread */
 #define KF_BLD (KF_COLS + 1)            /* B slab row stride: k-major staging, no bank conflicts */
 #define KF_B_FLOATS (KF_FUSED_MAX_ROWS * KF_BLD) /* B slab: K chunk (<= 128) x 32 */
+#define KF_A_PER (KF_FUSED_A_FLOATS / KF_THREADS) /* A slab elements per thread */
+#define KF_B_PER (KF_FUSED_MAX_ROWS * KF_COLS / KF_THREADS)
+#define KF_ROW_SLOTS (KF_FUSED_MAX_H2 / 32) /* h2 elements per lane in phase 4 */
+
+/* Latency, not arithmetic, bounds every phase: a thread that loads, waits
+ * and stores in a loop pays one memory round trip (0.3-0.8 us) per element.
+ * So loads are issued all at once into registers (unrolled to a fixed
+ * bound, guarded), and only then stored or used: one round trip per stage. */
 
 /* Element (r, c) of a row-major view: p[r * rs + c * cs]. */
 struct kf_mat {
@@ -38,7 +47,7 @@ struct kf_mat {
 };
 
 /* A operands. Each says whether consecutive k are adjacent in memory, so
- * the staging loop walks the slab in the order that coalesces. */
+ * the staging walks the slab in the order that coalesces. */
 struct kf_a_mat {
   kf_mat m;
   __device__ bool k_fast() const { return m.cs == 1; }
@@ -56,22 +65,20 @@ struct kf_a_gather {
   }
 };
 
-/* h(r, k) = relu(sum_s part[s][r][k] + b[k]), summed in split order as the
- * value is loaded; store (when set) keeps h for the backward pass. */
-struct kf_a_reduce {
-  const float *part, *bias;
-  float *store;
-  int64_t splits, split_stride, ld;
-  __device__ bool k_fast() const { return true; }
-  __device__ float operator()(int64_t r, int64_t k) const {
-    const float *p = part + r * ld + k;
-    float s = 0.0f;
-#pragma unroll 8
-    for (int64_t i = 0; i < splits; i++) s += p[i * split_stride];
-    float v = s + bias[k];
-    v = v > 0.0f ? v : 0.0f;
-    if (store) store[r * ld + k] = v;
-    return v;
+/* Walks a slab of slow x fast elements in steps of KF_THREADS without a
+ * division per step (a division costs dozens of instructions). */
+struct kf_walk {
+  int fast, slow, df, ds, f;
+  __device__ kf_walk(int e, int f_) : f(f_) {
+    slow = e / f;
+    fast = e - slow * f;
+    ds = KF_THREADS / f;
+    df = KF_THREADS - ds * f;
+  }
+  __device__ void next() {
+    fast += df;
+    slow += ds;
+    if (fast >= f) fast -= f, slow++;
   }
 };
 
@@ -79,51 +86,114 @@ __device__ __forceinline__ float kf_sgd1(float p, float g, float lr) {
   return __fsub_rn(p, __fmul_rn(lr, g));
 }
 
-/* grads[i] = g, then the update rule of kc_sgd_kernel / kc_momentum_kernel. */
-__device__ __forceinline__ void kf_apply(const kc_fused_args &a, int64_t i, float g, bool update) {
-  a.grads[i] = g;
-  if (!update) return;
-  if (a.opt_kind == KERN_OPT_MOMENTUM) {
-    const float v = __fadd_rn(__fmul_rn(a.momentum, a.state[i]), g);
-    a.state[i] = v;
-    a.params[i] = kf_sgd1(a.params[i], v, a.lr);
-  } else {
-    a.params[i] = kf_sgd1(a.params[i], g, a.lr);
+/* Tile epilogues in two passes, load(r, c) for every output of the thread
+ * first, then store(r, c, v, held): the loads overlap instead of each
+ * waiting behind the previous output's stores (which may alias them). */
+struct kf_epi_part { /* split-K partials: out[r][c] = v */
+  float *out;
+  int64_t ld;
+  __device__ float2 load(int64_t, int64_t) const { return make_float2(0.0f, 0.0f); }
+  __device__ void store(int64_t r, int64_t c, float v, float2) const { out[r * ld + c] = v; }
+};
+
+/* grads[i] = g, then (update) the rule of kc_sgd_kernel / kc_momentum_kernel. */
+struct kf_epi_grad {
+  float *params, *grads, *state;
+  int64_t off, ld;
+  float lr, momentum;
+  int momentum_rule, update;
+  __device__ float2 load(int64_t r, int64_t c) const {
+    const int64_t i = off + r * ld + c;
+    if (!update) return make_float2(0.0f, 0.0f);
+    return make_float2(params[i], momentum_rule ? state[i] : 0.0f);
+  }
+  __device__ void store(int64_t r, int64_t c, float g, float2 h) const {
+    const int64_t i = off + r * ld + c;
+    grads[i] = g;
+    if (!update) return;
+    if (momentum_rule) {
+      const float v = __fadd_rn(__fmul_rn(momentum, h.y), g);
+      state[i] = v;
+      params[i] = kf_sgd1(h.x, v, lr);
+    } else {
+      params[i] = kf_sgd1(h.x, g, lr);
+    }
+  }
+};
+
+/* din = dz W^T masked where the (post-ReLU) input of the layer is 0. */
+struct kf_epi_din {
+  float *din;
+  const float *in;
+  int64_t ld;
+  __device__ float2 load(int64_t r, int64_t c) const { return make_float2(in[r * ld + c], 0.0f); }
+  __device__ void store(int64_t r, int64_t c, float v, float2 h) const {
+    din[r * ld + c] = h.x > 0.0f ? v : 0.0f;
+  }
+};
+
+static __device__ kf_epi_grad kf_grad_epi(const kc_fused_args &a, int64_t off, int64_t ld,
+                                          bool update) {
+  return kf_epi_grad{a.params, a.grads, a.state, off, ld, a.lr, a.momentum,
+                     a.opt_kind == KERN_OPT_MOMENTUM, update};
+}
+
+/* The A slab (ir x ik, K-padded with zeros) into As and the B slab (ik x
+ * 32, zeros outside) into Bs: every load first, then every store. Not
+ * inlined: on its own it needs no spills, inside the tile loop it did. */
+template <class A>
+__device__ __noinline__ void kf_stage(const A &a, kf_mat b, float *As, float *Bs, int64_t r0,
+                                      int64_t c0, int64_t k0, int ir, int icw, int ik, int ikn) {
+  const bool ka = a.k_fast(), cb = b.cs == 1;
+  float va[KF_A_PER], vb[KF_B_PER];
+  kf_walk wa(threadIdx.x, ka ? ik : ir), sa = wa;
+  kf_walk wb(threadIdx.x, cb ? KF_COLS : ik), sb = wb;
+#pragma unroll
+  for (int i = 0; i < KF_A_PER; i++, wa.next()) {
+    const int r = ka ? wa.slow : wa.fast, k = ka ? wa.fast : wa.slow;
+    va[i] = r < ir && k < ikn ? a(r0 + r, k0 + k) : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < KF_B_PER; i++, wb.next()) {
+    const int c = cb ? wb.fast : wb.slow, k = cb ? wb.slow : wb.fast;
+    vb[i] = k < ikn && c < icw ? b.at(k0 + k, c0 + c) : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < KF_A_PER; i++, sa.next()) {
+    const int r = ka ? sa.slow : sa.fast, k = ka ? sa.fast : sa.slow;
+    if (r < ir && k < ik) As[r * ik + k] = va[i];
+  }
+#pragma unroll
+  for (int i = 0; i < KF_B_PER; i++, sb.next()) {
+    const int c = cb ? sb.fast : sb.slow, k = cb ? sb.slow : sb.fast;
+    if (k < ik && c < KF_COLS) Bs[k * KF_BLD + c] = vb[i];
   }
 }
 
 /* C[r0 .. r0+R) x [c0 .. c0+32) = sum over k in [kb, ke) of A(r, k) B(k, c),
- * K staged in chunks of kc; epi(r, c, v) for each in-range output. */
+ * K staged in chunks of kc (<= 128, R x kc within the A slab); then the
+ * epilogue for each in-range output. */
 template <class A, class Epi>
 __device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0, int64_t ncols,
-                        int64_t kb, int64_t ke, int64_t kc, float *As, float *Bs, Epi epi) {
+                        int64_t kb, int64_t ke, int64_t kc, float *As, float *Bs, const Epi &epi) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t kcp = (kc + 3) & ~(int64_t)3, cw = ncols - c0 < KF_COLS ? ncols - c0 : KF_COLS;
+  const int ir = (int)R, ik = (int)((kc + 3) & ~(int64_t)3);
+  const int icw = (int)(ncols - c0 < KF_COLS ? ncols - c0 : KF_COLS);
   float acc[KF_ACC];
 #pragma unroll
   for (int j = 0; j < KF_ACC; j++) acc[j] = 0.0f;
   for (int64_t k0 = kb; k0 < ke; k0 += kc) {
-    const int64_t kn = ke - k0 < kc ? ke - k0 : kc;
-    /* 32-bit slab indices: a 64-bit division costs dozens of instructions. */
-    const int ir = (int)R, ik = (int)kcp, ikn = (int)kn, icw = (int)cw;
-    for (int e = threadIdx.x; e < ir * ik; e += KF_THREADS) {
-      const int r = a.k_fast() ? e / ik : e % ir, k = a.k_fast() ? e % ik : e / ir;
-      As[r * ik + k] = k < ikn ? a(r0 + r, k0 + k) : 0.0f;
-    }
-    const bool c_fast = b.cs == 1;
-    for (int e = threadIdx.x; e < ik * KF_COLS; e += KF_THREADS) {
-      const int c = c_fast ? e % KF_COLS : e / ik, k = c_fast ? e / KF_COLS : e % ik;
-      Bs[k * KF_BLD + c] = k < ikn && c < icw ? b.at(k0 + k, c0 + c) : 0.0f;
-    }
+    const int ikn = (int)(ke - k0 < kc ? ke - k0 : kc);
+    kf_stage(a, b, As, Bs, r0, c0, k0, ir, icw, ik, ikn);
     __syncthreads();
-    for (int64_t k = 0; k < kcp; k += 4) {
+    for (int k = 0; k < ik; k += 4) {
       const float b0 = Bs[k * KF_BLD + lane], b1 = Bs[(k + 1) * KF_BLD + lane];
       const float b2 = Bs[(k + 2) * KF_BLD + lane], b3 = Bs[(k + 3) * KF_BLD + lane];
 #pragma unroll
       for (int j = 0; j < KF_ACC; j++) {
-        const int64_t r = warp + KF_WARPS * j;
-        if (r < R) {
-          const float4 x = *(const float4 *)&As[r * kcp + k];
+        const int r = warp + KF_WARPS * j;
+        if (r < ir) {
+          const float4 x = *(const float4 *)&As[r * ik + k];
           acc[j] = fmaf(x.x, b0, acc[j]);
           acc[j] = fmaf(x.y, b1, acc[j]);
           acc[j] = fmaf(x.z, b2, acc[j]);
@@ -133,30 +203,42 @@ __device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0,
     }
     __syncthreads();
   }
+  float2 held[KF_ACC];
 #pragma unroll
   for (int j = 0; j < KF_ACC; j++) {
-    const int64_t r = warp + KF_WARPS * j;
-    if (r < R && lane < cw) epi(r0 + r, c0 + lane, acc[j]);
+    const int r = warp + KF_WARPS * j;
+    if (r < ir && lane < icw) held[j] = epi.load(r0 + r, c0 + lane);
+  }
+#pragma unroll
+  for (int j = 0; j < KF_ACC; j++) {
+    const int r = warp + KF_WARPS * j;
+    if (r < ir && lane < icw) epi.store(r0 + r, c0 + lane, acc[j], held[j]);
   }
 }
 
-/* sum over rows of m(:, c) for 32 columns from c0, rows split over the 8
- * warps and met in shared memory in warp order; epi(c, sum). */
+/* sum over rows (<= 128) of m(:, c) for 32 columns from c0: each warp adds
+ * its rows in order, the warps meet in shared memory in order; epi(c, sum). */
 template <class Epi>
 __device__ void kf_colsum(kf_mat m, int64_t rows, int64_t c0, int64_t ncols, float *scratch,
-                          Epi epi) {
+                          const Epi &epi) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t c = c0 + lane;
-  float s = 0.0f;
-  if (c < ncols) {
-    for (int64_t r = warp; r < rows; r += KF_WARPS) s += m.at(r, c);
+  float v[KF_ACC];
+#pragma unroll
+  for (int j = 0; j < KF_ACC; j++) {
+    const int64_t r = warp + KF_WARPS * j;
+    v[j] = c < ncols && r < rows ? m.at(r, c) : 0.0f;
   }
+  float s = 0.0f;
+#pragma unroll
+  for (int j = 0; j < KF_ACC; j++) s += v[j];
   scratch[warp * KF_COLS + lane] = s;
   __syncthreads();
   if (warp == 0 && c < ncols) {
     float t = 0.0f;
     for (int w = 0; w < KF_WARPS; w++) t += scratch[w * KF_COLS + lane];
-    epi(c, t);
+    const float2 h = epi.load(0, c);
+    epi.store(0, c, t, h);
   }
   __syncthreads();
 }
@@ -169,6 +251,7 @@ __device__ void kf_phase_forward1(const kc_fused_args &a, float *As, float *Bs, 
   const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
   for (int64_t r = threadIdx.x; r < n; r += KF_THREADS) rowbase[r] = (int64_t)a.perm[c + r] * d0;
   __syncthreads();
+#pragma unroll 4
   for (int64_t i = tid; i < n * d0; i += nt) { /* one or two per thread at batch 50 */
     const int64_t r = i / d0;
     a.x[i] = (float)a.images[rowbase[r] + (i - r * d0)] * (1.0f / 255.0f);
@@ -180,53 +263,79 @@ __device__ void kf_phase_forward1(const kc_fused_args &a, float *As, float *Bs, 
   for (int64_t t = blockIdx.x; t < groups * a.ks1; t += gridDim.x) {
     const int64_t s = t / groups, c0 = (t % groups) * KF_COLS;
     const int64_t kb = s * a.kc1, ke = kb + a.kc1 < d0 ? kb + a.kc1 : d0;
-    float *out = a.part1 + s * n * d1;
-    kf_tile(A, W, 0, n, c0, d1, kb, ke, a.kc1, As, Bs,
-            [&](int64_t r, int64_t col, float v) { out[r * d1 + col] = v; });
+    kf_tile(A, W, 0, n, c0, d1, kb, ke, a.kc1, As, Bs, kf_epi_part{a.part1 + s * n * d1, d1});
   }
 }
 
-/* Phase 2: layer-2 partials, h1 reduced from part1 as it is staged. */
+/* Phase 2: h1 = relu(sum of the partials in split order + b1), every
+ * thread of the grid one element, its loads all in flight. */
+__device__ void kf_phase_h1(const kc_fused_args &a) {
+  const int64_t n = a.n, d1 = a.dims[1], stride = n * d1;
+  const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
+  const float *b1 = a.params + a.b_off[0];
+  if (tid == 0) *a.cursor += a.cursor_delta; /* every block read it in phase 1 */
+  for (int64_t i = tid; i < stride; i += nt) {
+    const float *p = a.part1 + i;
+    float s = 0.0f;
+#pragma unroll 16
+    for (int64_t sp = 0; sp < a.ks1; sp++) s += p[sp * stride];
+    const float v = s + b1[i % d1];
+    a.h1[i] = v > 0.0f ? v : 0.0f;
+  }
+}
+
+/* Phase 3: layer-2 partials from h1. */
 __device__ void kf_phase_forward2(const kc_fused_args &a, float *As, float *Bs) {
   const int64_t n = a.n, d1 = a.dims[1], d2 = a.dims[2];
-  if (blockIdx.x == 0 && threadIdx.x == 0) *a.cursor += a.cursor_delta; /* all read it in phase 1 */
+  const kf_a_mat A = {{a.h1, d1, 1}};
   const kf_mat W = {a.params + a.w_off[1], d2, 1};
   const int64_t groups = kf_cdiv(d2, KF_COLS);
   for (int64_t t = blockIdx.x; t < groups * a.ks2; t += gridDim.x) {
     const int64_t s = t / groups, c0 = (t % groups) * KF_COLS;
     const int64_t kb = s * a.kc2, ke = kb + a.kc2 < d1 ? kb + a.kc2 : d1;
-    const kf_a_reduce A = {a.part1, a.params + a.b_off[0], c0 == 0 ? a.h1 : NULL, a.ks1, n * d1, d1};
-    float *out = a.part2 + s * n * d2;
-    kf_tile(A, W, 0, n, c0, d2, kb, ke, a.kc2, As, Bs,
-            [&](int64_t r, int64_t col, float v) { out[r * d2 + col] = v; });
+    kf_tile(A, W, 0, n, c0, d2, kb, ke, a.kc2, As, Bs, kf_epi_part{a.part2 + s * n * d2, d2});
   }
 }
 
-/* Phase 3: one warp per row: h2, logits, then the softmax cross-entropy of
- * kc_xent_kernel (same arithmetic) with dlogits and the row's loss. Loops
- * over classes are unrolled to KF_FUSED_MAX_CLASSES with a guard, so z
- * stays in registers. */
+/* Phase 4: one warp per row: h2 (lane j holds units j, j+32, ...), logits,
+ * then the softmax cross-entropy of kc_xent_kernel (same arithmetic) with
+ * dlogits and the row's loss. Class loops are unrolled to
+ * KF_FUSED_MAX_CLASSES with a guard, so z stays in registers. */
 __device__ void kf_phase_logits(const kc_fused_args &a) {
   const int64_t n = a.n, d2 = a.dims[2], C = a.dims[3];
   const int lane = threadIdx.x & 31;
   const int64_t warps = (int64_t)gridDim.x * KF_WARPS;
   const float *W3 = a.params + a.w_off[2], *b2 = a.params + a.b_off[1], *b3 = a.params + a.b_off[2];
   for (int64_t i = (int64_t)blockIdx.x * KF_WARPS + (threadIdx.x >> 5); i < n; i += warps) {
+    float h[KF_ROW_SLOTS];
+#pragma unroll
+    for (int j = 0; j < KF_ROW_SLOTS; j++) h[j] = 0.0f;
+#pragma unroll 4
+    for (int64_t sp = 0; sp < a.ks2; sp++) {
+      const float *p = a.part2 + sp * n * d2 + i * d2;
+#pragma unroll
+      for (int j = 0; j < KF_ROW_SLOTS; j++) {
+        if (lane + 32 * j < d2) h[j] += p[lane + 32 * j];
+      }
+    }
     float z[KF_FUSED_MAX_CLASSES];
 #pragma unroll
     for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) z[c] = 0.0f;
-    for (int64_t k = lane; k < d2; k += 32) {
-      const float *p = a.part2 + i * d2 + k;
-      float s = 0.0f;
-#pragma unroll 8
-      for (int64_t sp = 0; sp < a.ks2; sp++) s += p[sp * n * d2];
-      float h = s + b2[k];
-      h = h > 0.0f ? h : 0.0f;
-      a.h2[i * d2 + k] = h;
 #pragma unroll
-      for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
-        if (c < C) z[c] = fmaf(h, W3[k * C + c], z[c]);
+    for (int j = 0; j < KF_ROW_SLOTS; j++) {
+      const int64_t k = lane + 32 * j;
+      if (k < d2) {
+        const float v = h[j] + b2[k];
+        h[j] = v > 0.0f ? v : 0.0f;
+#pragma unroll
+        for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
+          if (c < C) z[c] = fmaf(h[j], W3[k * C + c], z[c]);
+        }
       }
+    }
+#pragma unroll
+    for (int j = 0; j < KF_ROW_SLOTS; j++) {
+      if (lane + 32 * j < d2) a.h2[i * d2 + lane + 32 * j] = h[j];
     }
     const int32_t y = a.y[i];
     int arg = 0;
@@ -297,22 +406,17 @@ __device__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L, flo
       const kf_mat B = {L.dz, dout, 1};
       const int64_t r0 = (t / gw) * rw, R = di - r0 < rw ? di - r0 : rw;
       kf_tile(A, B, r0, R, (t % gw) * KF_COLS, dout, 0, n, n, As, Bs,
-              [&](int64_t r, int64_t c, float v) { kf_apply(a, L.w_off + r * dout + c, v, L.update); });
+              kf_grad_epi(a, L.w_off, dout, L.update));
     } else if (t < tw + td) {
       const int64_t u = t - tw;
       const kf_a_mat A = {{L.dz, dout, 1}};
       const kf_mat B = {L.w, 1, dout}; /* W^T: (output unit, input unit) */
       const int64_t r0 = (u / gd) * rd, R = n - r0 < rd ? n - r0 : rd;
-      const float *in = L.in;
-      float *din = L.din;
       kf_tile(A, B, r0, R, (u % gd) * KF_COLS, di, 0, dout, kd, As, Bs,
-              [&](int64_t r, int64_t c, float v) {
-                din[r * di + c] = in[r * di + c] > 0.0f ? v : 0.0f; /* in is post-ReLU */
-              });
+              kf_epi_din{L.din, L.in, di}); /* in is post-ReLU: its zeros mask */
     } else {
       const kf_mat D = {L.dz, dout, 1};
-      kf_colsum(D, n, (t - tw - td) * KF_COLS, dout, Bs,
-                [&](int64_t c, float v) { kf_apply(a, L.b_off + c, v, L.update); });
+      kf_colsum(D, n, (t - tw - td) * KF_COLS, dout, Bs, kf_grad_epi(a, L.b_off, 0, L.update));
     }
   }
 }
@@ -320,25 +424,46 @@ __device__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L, flo
 /* The update of a layer whose gradient an earlier phase finished. */
 __device__ void kf_update_range(const kc_fused_args &a, int64_t off, int64_t elems) {
   const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
-  for (int64_t i = tid; i < elems; i += nt) kf_apply(a, off + i, a.grads[off + i], true);
+  const kf_epi_grad e = kf_grad_epi(a, off, 1, true);
+  for (int64_t i = tid; i < elems; i += nt) {
+    const float g = a.grads[off + i];
+    const float2 h = e.load(0, i);
+    e.store(0, i, g, h);
+  }
 }
 
-/* The last block (the least loaded in phase 4) adds the batch's row losses
- * in row order (the CPU backend's order; kc_xent_kernel sums a tree). */
-__device__ void kf_stats(const kc_fused_args &a) {
-  if (blockIdx.x != gridDim.x - 1 || threadIdx.x != 0 || !a.stats) return;
+/* The last block (the least loaded in phase 5) adds the batch's row losses
+ * in row order (the CPU backend's order; kc_xent_kernel sums a tree): its
+ * first warp loads them all at once, lane 0 adds. */
+__device__ void kf_stats(const kc_fused_args &a, double *scratch) {
+  if (blockIdx.x != gridDim.x - 1 || threadIdx.x >= 32 || !a.stats) return;
+  const int64_t n = a.n;
+  double l[KF_FUSED_MAX_ROWS / 32], c[KF_FUSED_MAX_ROWS / 32];
+#pragma unroll
+  for (int j = 0; j < KF_FUSED_MAX_ROWS / 32; j++) {
+    const int64_t i = threadIdx.x + 32 * j;
+    l[j] = i < n ? a.row_loss[i] : 0.0;
+    c[j] = i < n ? a.row_correct[i] : 0.0;
+  }
+#pragma unroll
+  for (int j = 0; j < KF_FUSED_MAX_ROWS / 32; j++) {
+    scratch[threadIdx.x + 32 * j] = l[j];
+    scratch[KF_FUSED_MAX_ROWS + threadIdx.x + 32 * j] = c[j];
+  }
+  __syncwarp();
+  if (threadIdx.x != 0) return;
   double loss = 0.0, correct = 0.0;
-  for (int64_t i = 0; i < a.n; i++) {
-    loss += a.row_loss[i];
-    correct += a.row_correct[i];
+  for (int64_t i = 0; i < n; i++) {
+    loss += scratch[i];
+    correct += scratch[KF_FUSED_MAX_ROWS + i];
   }
   kern_stats *s = a.stats;
   s->loss_sum += loss;
   s->correct += correct;
-  s->samples += (double)a.n;
+  s->samples += (double)n;
   s->last_loss_sum = loss;
   s->last_correct = correct;
-  s->last_samples = (double)a.n;
+  s->last_samples = (double)n;
 }
 
 /* Benchmarks' phase timestamps: block 0 leaves each barrier after every
@@ -364,29 +489,33 @@ __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a)
   __shared__ __align__(16) float As[KF_FUSED_A_FLOATS];
   __shared__ __align__(16) float Bs[KF_B_FLOATS];
   __shared__ int64_t rowbase[KF_FUSED_MAX_ROWS];
+  __shared__ double stats[2 * KF_FUSED_MAX_ROWS];
   cg::grid_group grid = cg::this_grid();
   const int64_t *d = a.dims;
   kf_mark(a, 0);
   kf_phase_forward1(a, As, Bs, rowbase);
   grid.sync();
   kf_mark(a, 1);
-  kf_phase_forward2(a, As, Bs);
+  kf_phase_h1(a);
   grid.sync();
   kf_mark(a, 2);
-  kf_phase_logits(a);
+  kf_phase_forward2(a, As, Bs);
   grid.sync();
   kf_mark(a, 3);
-  kf_stats(a);
+  kf_phase_logits(a);
+  grid.sync();
+  kf_mark(a, 4);
+  kf_stats(a, stats);
   const kf_layer L3 = {a.h2, a.dlogits, a.params + a.w_off[2], a.dz2, d[2], d[3], a.w_off[2], a.b_off[2], false};
   kf_backward_layer(a, L3, As, Bs);
   grid.sync();
-  kf_mark(a, 4);
+  kf_mark(a, 5);
   kf_update_range(a, a.w_off[2], d[2] * d[3]);
   kf_update_range(a, a.b_off[2], d[3]);
   const kf_layer L2 = {a.h1, a.dz2, a.params + a.w_off[1], a.dz1, d[1], d[2], a.w_off[1], a.b_off[1], false};
   kf_backward_layer(a, L2, As, Bs);
   grid.sync();
-  kf_mark(a, 5);
+  kf_mark(a, 6);
   kf_update_range(a, a.w_off[1], d[1] * d[2]);
   kf_update_range(a, a.b_off[1], d[2]);
   const kf_layer L1 = {a.x, a.dz1, NULL, NULL, d[0], d[1], a.w_off[0], a.b_off[0], true};

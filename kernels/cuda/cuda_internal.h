@@ -121,6 +121,7 @@ cudaError_t kc_launch_gemm_backward(cudaStream_t s, const kc_gemm_ws *g, float *
 /* cuda_fused.cu: the whole training step in one cooperative launch. */
 #define KF_FUSED_MAX_ROWS 128   /* batch rows per rank */
 #define KF_FUSED_MAX_CLASSES 16
+#define KF_FUSED_MAX_H2 128     /* second hidden layer: 4 units per lane in phase 4 */
 #define KF_FUSED_MAX_KC 128     /* K chunk of a forward split */
 #define KF_FUSED_A_FLOATS 6144  /* A slab in shared memory: rows x K chunk (padded to 4) */
 typedef struct {

@@ -8,15 +8,13 @@
 
 static int64_t kc_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* A K chunk for a forward layer over k inputs and cols outputs: about one
- * task per block (column groups x splits), within the kernel's slabs. */
-static int64_t kc_fused_chunk(int64_t k, int64_t cols, int64_t n, int grid) {
-  const int64_t groups = kc_cdiv(cols, 32);
-  int64_t splits = grid / groups > 1 ? grid / groups : 1;
-  int64_t kc = kc_cdiv(k, splits);
+/* A K chunk for a forward layer over k inputs: `splits` even chunks, or
+ * more where a chunk of n rows would not fit the kernel's slabs. */
+static int64_t kc_fused_chunk(int64_t k, int64_t n, int64_t splits) {
   int64_t cap = (KF_FUSED_A_FLOATS / n) & ~(int64_t)3; /* a multiple of 4 */
   if (cap > KF_FUSED_MAX_KC) cap = KF_FUSED_MAX_KC;
-  return kc < cap ? kc : cap;
+  if (splits < kc_cdiv(k, cap)) splits = kc_cdiv(k, cap);
+  return kc_cdiv(k, splits);
 }
 
 /* The blocks of the launch: one per SM, all resident (a grid barrier needs it). */
@@ -38,7 +36,7 @@ static int kc_fused_wanted(const kern_cuda *kc, const kern_step *s) {
   if (kc->base.cfg.math != KERN_MATH_FP32 || kc->base.cfg.unfused) return 0;
   if (kc->gemm != KERN_GEMM_AUTO) return 0; /* a GEMM path was asked for by name */
   if (s->n < 1 || s->n > KF_FUSED_MAX_ROWS || s->dims[3] < 1 ||
-      s->dims[3] > KF_FUSED_MAX_CLASSES) {
+      s->dims[3] > KF_FUSED_MAX_CLASSES || s->dims[2] > KF_FUSED_MAX_H2) {
     return 0;
   }
   for (int i = 0; i < 3; i++) {
@@ -62,10 +60,13 @@ static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *
   if (kc_fused_grid(kc, &p->grid) != 0) return -1;
   if (p->grid < 1) return 1;
   const int64_t n = s->n, *d = s->dims;
-  p->kc1 = kc_fused_chunk(d[0], d[1], n, p->grid);
+  /* Layer 1: about one task (32 columns x a K split) per block; its
+   * partials are summed in phase 2 by every thread. Layer 2: as few splits
+   * as fit, since each row's warp sums them again in phase 4. */
+  const int64_t groups1 = kc_cdiv(d[1], 32);
+  p->kc1 = kc_fused_chunk(d[0], n, p->grid / groups1 > 1 ? p->grid / groups1 : 1);
   p->ks1 = kc_cdiv(d[0], p->kc1);
-  /* Layer 2's partials are summed again per row in phase 3: half a task per block. */
-  p->kc2 = kc_fused_chunk(d[1], d[2], n, p->grid / 2 > 0 ? p->grid / 2 : 1);
+  p->kc2 = kc_fused_chunk(d[1], n, 1);
   p->ks2 = kc_cdiv(d[1], p->kc2);
   p->part1 = 0;
   p->part2 = kc_align256((size_t)(p->ks1 * n * d[1]) * sizeof(float));

@@ -206,8 +206,9 @@ static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *
   CHECK_EQ_INT(cg, cc);
   CHECK_EQ_INT(cg, STEPS * nc->batch);
   /* The fused step leaves every buffer the op-by-op step does. */
-  int64_t nb = nc->batch;
-  float *ac = gc_xmalloc((size_t)(nb * L.dims[0]) * 4), *ag = gc_xmalloc((size_t)(nb * L.dims[0]) * 4);
+  int64_t nb = nc->batch, widest = 0;
+  for (int k = 0; k < 4; k++) widest = L.dims[k] > widest ? L.dims[k] : widest;
+  float *ac = gc_xmalloc((size_t)(nb * widest) * 4), *ag = gc_xmalloc((size_t)(nb * widest) * 4);
   for (int k = 0; k < 4; k++) {
     fetch(&c, ac, c.w.act[k], (size_t)(nb * L.dims[k]) * 4);
     fetch(&g, ag, g.w.act[k], (size_t)(nb * L.dims[k]) * 4);
