@@ -65,11 +65,13 @@ typedef struct {
   float grad_scale;
   kern_opt opt;
   void *ws;                   /* fused_step_ws bytes of backend memory */
-  /* Optional, for benchmarks: backend memory for KERN_STEP_PHASES + 1
-   * timestamps (ns): the start of each phase, then the end of the last. */
+  /* Optional, for benchmarks: backend memory for KERN_STEP_TIMES timestamps
+   * (ns): the start of each phase, the end of the last, then block 0's first
+   * tile of phases 1, 3, 6 and 7 (start, staged, multiplied, stored). */
   uint64_t *phase_ns;
 } kern_step;
 #define KERN_STEP_PHASES 7
+#define KERN_STEP_TIMES (KERN_STEP_PHASES + 1 + 16)
 
 typedef struct kern_backend kern_backend;
 

@@ -231,8 +231,8 @@ int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PH
                             double *kernel_us) {
   kern_backend *be = n->be;
   enum { MAXR = 1024 };
-  uint64_t *dev = NULL, ts[KERN_STEP_PHASES + 1];
-  static double v[KERN_STEP_PHASES + 1][MAXR];
+  uint64_t *dev = NULL, ts[KERN_STEP_TIMES];
+  static double v[KERN_STEP_PHASES + 1 + 12][MAXR];
   int rc = -1;
   if (reps > MAXR) reps = MAXR;
   if (!n->fs.ws) return -1;
@@ -248,9 +248,22 @@ int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PH
     if (r < 0) continue; /* warm-up */
     for (int p = 0; p < KERN_STEP_PHASES; p++) v[p][r] = (double)(ts[p + 1] - ts[p]) * 1e-3;
     v[KERN_STEP_PHASES][r] = (double)(ts[KERN_STEP_PHASES] - ts[0]) * 1e-3;
+    for (int t = 0; t < 4; t++) { /* staged, multiplied, stored: each from the step before */
+      const uint64_t *q = ts + KERN_STEP_PHASES + 1 + 4 * t;
+      for (int k = 0; k < 3; k++) v[KERN_STEP_PHASES + 1 + 3 * t + k][r] = (double)(q[k + 1] - q[k]) * 1e-3;
+    }
   }
   for (int p = 0; p < KERN_STEP_PHASES; p++) phase_us[p] = bench_median(v[p], reps);
   *kernel_us = bench_median(v[KERN_STEP_PHASES], reps);
+  static const char *const tiles[4] = {"phase 1 (L1 partials)", "phase 3 (L2 partials)",
+                                       "phase 6 (dW2)", "phase 7 (dW1 + update)"};
+  printf("\n# block 0's first tile (median us): stage operands, multiply, epilogue\n");
+  for (int t = 0; t < 4; t++) {
+    double *q[3];
+    for (int k = 0; k < 3; k++) q[k] = v[KERN_STEP_PHASES + 1 + 3 * t + k];
+    const double st = bench_median(q[0], reps), mu = bench_median(q[1], reps), ep = bench_median(q[2], reps);
+    printf("  %-24s %8.2f %8.2f %8.2f\n", tiles[t], st, mu, ep);
+  }
   rc = 0;
 out:
   n->fs.phase_ns = NULL;

@@ -27,12 +27,19 @@ namespace cg = cooperative_groups;
 #define KF_THREADS 256
 #define KF_WARPS 8
 #define KF_COLS 32                       /* output columns of a tile: one per lane */
-#define KF_ACC (KF_FUSED_MAX_ROWS / KF_WARPS) /* accumulators per thread */
+#define KF_ACC (KF_FUSED_MAX_ROWS / KF_WARPS) /* rows per warp of a whole batch */
+#define KF_TILE_ROWS KF_FUSED_TILE_ROWS
 #define KF_BLD (KF_COLS + 1)            /* B slab row stride: k-major staging, no bank conflicts */
 #define KF_B_FLOATS (KF_FUSED_MAX_ROWS * KF_BLD) /* B slab: K chunk (<= 128) x 32 */
 #define KF_A_PER (KF_FUSED_A_FLOATS / KF_THREADS) /* A slab elements per thread */
 #define KF_B_PER (KF_FUSED_MAX_ROWS * KF_COLS / KF_THREADS)
 #define KF_ROW_SLOTS (KF_FUSED_MAX_H2 / 32) /* h2 elements per lane in phase 4 */
+
+/* The block's operand slabs. At file scope, not passed as pointers: a
+ * pointer parameter is generic, and sm_90 then rebuilds the shared window
+ * (S2R SR_CgaCtaId) before each access, which the first runs paid per row. */
+static __shared__ __align__(16) float kf_As[KF_FUSED_A_FLOATS];
+static __shared__ __align__(16) float kf_Bs[KF_B_FLOATS];
 
 /* Latency, not arithmetic, bounds every phase: a thread that loads, waits
  * and stores in a loop pays one memory round trip (0.3-0.8 us) per element.
@@ -81,6 +88,17 @@ struct kf_walk {
     if (fast >= f) fast -= f, slow++;
   }
 };
+
+static __device__ unsigned long long kf_now(void) {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/* Block 0's first tile of a phase, for benchmarks: start, staged, multiplied, stored. */
+static __device__ void kf_dbg(unsigned long long *dbg, int i) {
+  if (dbg && threadIdx.x == 0) dbg[i] = kf_now();
+}
 
 __device__ __forceinline__ float kf_sgd1(float p, float g, float lr) {
   return __fsub_rn(p, __fmul_rn(lr, g));
@@ -142,7 +160,7 @@ static __device__ kf_epi_grad kf_grad_epi(const kc_fused_args &a, int64_t off, i
  * 32, zeros outside) into Bs: every load first, then every store. Not
  * inlined: on its own it needs no spills, inside the tile loop it did. */
 template <class A>
-__device__ __noinline__ void kf_stage(const A &a, kf_mat b, float *As, float *Bs, int64_t r0,
+__device__ __noinline__ void kf_stage(const A &a, kf_mat b, int64_t r0,
                                       int64_t c0, int64_t k0, int ir, int icw, int ik, int ikn) {
   const bool ka = a.k_fast(), cb = b.cs == 1;
   float va[KF_A_PER], vb[KF_B_PER];
@@ -161,66 +179,89 @@ __device__ __noinline__ void kf_stage(const A &a, kf_mat b, float *As, float *Bs
 #pragma unroll
   for (int i = 0; i < KF_A_PER; i++, sa.next()) {
     const int r = ka ? sa.slow : sa.fast, k = ka ? sa.fast : sa.slow;
-    if (r < ir && k < ik) As[r * ik + k] = va[i];
+    if (r < ir && k < ik) kf_As[r * ik + k] = va[i];
   }
 #pragma unroll
   for (int i = 0; i < KF_B_PER; i++, sb.next()) {
     const int c = cb ? sb.fast : sb.slow, k = cb ? sb.slow : sb.fast;
-    if (k < ik && c < KF_COLS) Bs[k * KF_BLD + c] = vb[i];
+    if (k < ik && c < KF_COLS) kf_Bs[k * KF_BLD + c] = vb[i];
   }
 }
 
 /* C[r0 .. r0+R) x [c0 .. c0+32) = sum over k in [kb, ke) of A(r, k) B(k, c),
  * K staged in chunks of kc (<= 128, R x kc within the A slab); then the
- * epilogue for each in-range output. */
-template <class A, class Epi>
-__device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0, int64_t ncols,
-                        int64_t kb, int64_t ke, int64_t kc, float *As, float *Bs, const Epi &epi) {
+ * epilogue for each in-range output. RW rows per warp (R <= 8 RW) is a
+ * compile-time count, so the multiply has no per-row branch: a warp's rows
+ * past R repeat row R-1 and are dropped. */
+template <int RW, class A, class Epi>
+__device__ void kf_tile_rw(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0, int64_t ncols,
+                           int64_t kb, int64_t ke, int64_t kc, const Epi &epi,
+                           unsigned long long *dbg) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int ir = (int)R, ik = (int)((kc + 3) & ~(int64_t)3);
   const int icw = (int)(ncols - c0 < KF_COLS ? ncols - c0 : KF_COLS);
-  float acc[KF_ACC];
+  float acc[RW];
+  int roff[RW];
 #pragma unroll
-  for (int j = 0; j < KF_ACC; j++) acc[j] = 0.0f;
+  for (int j = 0; j < RW; j++) {
+    const int r = warp + KF_WARPS * j;
+    acc[j] = 0.0f;
+    roff[j] = (r < ir ? r : ir - 1) * ik;
+  }
+  kf_dbg(dbg, 0);
   for (int64_t k0 = kb; k0 < ke; k0 += kc) {
     const int ikn = (int)(ke - k0 < kc ? ke - k0 : kc);
-    kf_stage(a, b, As, Bs, r0, c0, k0, ir, icw, ik, ikn);
+    kf_stage(a, b, r0, c0, k0, ir, icw, ik, ikn);
     __syncthreads();
+    kf_dbg(dbg, 1);
     for (int k = 0; k < ik; k += 4) {
-      const float b0 = Bs[k * KF_BLD + lane], b1 = Bs[(k + 1) * KF_BLD + lane];
-      const float b2 = Bs[(k + 2) * KF_BLD + lane], b3 = Bs[(k + 3) * KF_BLD + lane];
+      const float b0 = kf_Bs[k * KF_BLD + lane], b1 = kf_Bs[(k + 1) * KF_BLD + lane];
+      const float b2 = kf_Bs[(k + 2) * KF_BLD + lane], b3 = kf_Bs[(k + 3) * KF_BLD + lane];
+      float4 x[RW];
 #pragma unroll
-      for (int j = 0; j < KF_ACC; j++) {
-        const int r = warp + KF_WARPS * j;
-        if (r < ir) {
-          const float4 x = *(const float4 *)&As[r * ik + k];
-          acc[j] = fmaf(x.x, b0, acc[j]);
-          acc[j] = fmaf(x.y, b1, acc[j]);
-          acc[j] = fmaf(x.z, b2, acc[j]);
-          acc[j] = fmaf(x.w, b3, acc[j]);
-        }
+      for (int j = 0; j < RW; j++) x[j] = *(const float4 *)&kf_As[roff[j] + k];
+#pragma unroll
+      for (int j = 0; j < RW; j++) {
+        acc[j] = fmaf(x[j].x, b0, acc[j]);
+        acc[j] = fmaf(x[j].y, b1, acc[j]);
+        acc[j] = fmaf(x[j].z, b2, acc[j]);
+        acc[j] = fmaf(x[j].w, b3, acc[j]);
       }
     }
     __syncthreads();
+    kf_dbg(dbg, 2);
   }
-  float2 held[KF_ACC];
+  float2 held[RW];
 #pragma unroll
-  for (int j = 0; j < KF_ACC; j++) {
+  for (int j = 0; j < RW; j++) {
     const int r = warp + KF_WARPS * j;
     if (r < ir && lane < icw) held[j] = epi.load(r0 + r, c0 + lane);
   }
 #pragma unroll
-  for (int j = 0; j < KF_ACC; j++) {
+  for (int j = 0; j < RW; j++) {
     const int r = warp + KF_WARPS * j;
     if (r < ir && lane < icw) epi.store(r0 + r, c0 + lane, acc[j], held[j]);
   }
+  __syncwarp();
+  kf_dbg(dbg, 3);
+}
+
+template <class A, class Epi>
+__device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0, int64_t ncols,
+                        int64_t kb, int64_t ke, int64_t kc, const Epi &epi,
+                        unsigned long long *dbg = NULL) {
+  const int64_t rw = (R + KF_WARPS - 1) / KF_WARPS;
+  if (rw <= 1) kf_tile_rw<1>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
+  else if (rw <= 2) kf_tile_rw<2>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
+  else if (rw <= 4) kf_tile_rw<4>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
+  else kf_tile_rw<KF_TILE_ROWS / KF_WARPS>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
 }
 
 /* sum over rows (<= 128) of m(:, c) for 32 columns from c0: each warp adds
  * its rows in order, the warps meet in shared memory in order; epi(c, sum). */
 template <class Epi>
-__device__ void kf_colsum(kf_mat m, int64_t rows, int64_t c0, int64_t ncols, float *scratch,
-                          const Epi &epi) {
+__device__ void kf_colsum(kf_mat m, int64_t rows, int64_t c0, int64_t ncols, const Epi &epi) {
+  float *scratch = kf_Bs;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t c = c0 + lane;
   float v[KF_ACC];
@@ -246,7 +287,7 @@ __device__ void kf_colsum(kf_mat m, int64_t rows, int64_t c0, int64_t ncols, flo
 static __device__ int64_t kf_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Phase 1: x and y for the backward pass; layer-1 partials part1[s] over K split s. */
-__device__ void kf_phase_forward1(const kc_fused_args &a, float *As, float *Bs, int64_t *rowbase) {
+__device__ void kf_phase_forward1(const kc_fused_args &a, int64_t *rowbase) {
   const int64_t n = a.n, d0 = a.dims[0], d1 = a.dims[1], c = *a.cursor;
   const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
   for (int64_t r = threadIdx.x; r < n; r += KF_THREADS) rowbase[r] = (int64_t)a.perm[c + r] * d0;
@@ -259,11 +300,13 @@ __device__ void kf_phase_forward1(const kc_fused_args &a, float *As, float *Bs, 
   for (int64_t i = tid; i < n; i += nt) a.y[i] = a.image_labels[a.perm[c + i]];
   const kf_a_gather A = {a.images, rowbase};
   const kf_mat W = {a.params + a.w_off[0], d1, 1};
-  const int64_t groups = kf_cdiv(d1, KF_COLS);
-  for (int64_t t = blockIdx.x; t < groups * a.ks1; t += gridDim.x) {
-    const int64_t s = t / groups, c0 = (t % groups) * KF_COLS;
+  const int64_t groups = kf_cdiv(d1, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
+  for (int64_t t = blockIdx.x; t < rt * groups * a.ks1; t += gridDim.x) {
+    const int64_t s = t / (groups * rt), c0 = (t % groups) * KF_COLS;
+    const int64_t r0 = (t / groups % rt) * KF_TILE_ROWS, R = n - r0 < KF_TILE_ROWS ? n - r0 : KF_TILE_ROWS;
     const int64_t kb = s * a.kc1, ke = kb + a.kc1 < d0 ? kb + a.kc1 : d0;
-    kf_tile(A, W, 0, n, c0, d1, kb, ke, a.kc1, As, Bs, kf_epi_part{a.part1 + s * n * d1, d1});
+    kf_tile(A, W, r0, R, c0, d1, kb, ke, a.kc1, kf_epi_part{a.part1 + s * n * d1, d1},
+            t == 0 && a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 1 : NULL);
   }
 }
 
@@ -285,15 +328,17 @@ __device__ void kf_phase_h1(const kc_fused_args &a) {
 }
 
 /* Phase 3: layer-2 partials from h1. */
-__device__ void kf_phase_forward2(const kc_fused_args &a, float *As, float *Bs) {
+__device__ void kf_phase_forward2(const kc_fused_args &a) {
   const int64_t n = a.n, d1 = a.dims[1], d2 = a.dims[2];
   const kf_a_mat A = {{a.h1, d1, 1}};
   const kf_mat W = {a.params + a.w_off[1], d2, 1};
-  const int64_t groups = kf_cdiv(d2, KF_COLS);
-  for (int64_t t = blockIdx.x; t < groups * a.ks2; t += gridDim.x) {
-    const int64_t s = t / groups, c0 = (t % groups) * KF_COLS;
+  const int64_t groups = kf_cdiv(d2, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
+  for (int64_t t = blockIdx.x; t < rt * groups * a.ks2; t += gridDim.x) {
+    const int64_t s = t / (groups * rt), c0 = (t % groups) * KF_COLS;
+    const int64_t r0 = (t / groups % rt) * KF_TILE_ROWS, R = n - r0 < KF_TILE_ROWS ? n - r0 : KF_TILE_ROWS;
     const int64_t kb = s * a.kc2, ke = kb + a.kc2 < d1 ? kb + a.kc2 : d1;
-    kf_tile(A, W, 0, n, c0, d2, kb, ke, a.kc2, As, Bs, kf_epi_part{a.part2 + s * n * d2, d2});
+    kf_tile(A, W, r0, R, c0, d2, kb, ke, a.kc2, kf_epi_part{a.part2 + s * n * d2, d2},
+            t == 0 && a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 5 : NULL);
   }
 }
 
@@ -319,18 +364,20 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
       }
     }
     float z[KF_FUSED_MAX_CLASSES];
-#pragma unroll
-    for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) z[c] = 0.0f;
+    const float *w[KF_ROW_SLOTS]; /* row k of W3 per slot: classes are immediate offsets */
 #pragma unroll
     for (int j = 0; j < KF_ROW_SLOTS; j++) {
       const int64_t k = lane + 32 * j;
-      if (k < d2) {
-        const float v = h[j] + b2[k];
-        h[j] = v > 0.0f ? v : 0.0f;
+      const float v = k < d2 ? h[j] + b2[k] : 0.0f;
+      h[j] = v > 0.0f ? v : 0.0f;
+      w[j] = W3 + (k < d2 ? k : 0) * C;
+    }
 #pragma unroll
-        for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
-          if (c < C) z[c] = fmaf(h[j], W3[k * C + c], z[c]);
-        }
+    for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
+      z[c] = 0.0f;
+      if (c < C) {
+#pragma unroll
+        for (int j = 0; j < KF_ROW_SLOTS; j++) z[c] = fmaf(h[j], w[j][c], z[c]); /* h = 0 past d2 */
       }
     }
 #pragma unroll
@@ -377,7 +424,7 @@ static __device__ int64_t kf_rows(int64_t rows, int64_t groups, int64_t kc) {
   const int64_t per = (int64_t)gridDim.x / groups > 1 ? (int64_t)gridDim.x / groups : 1;
   int64_t r = (kf_cdiv(rows, per) + KF_WARPS - 1) / KF_WARPS * KF_WARPS;
   int64_t cap = KF_FUSED_A_FLOATS / ((kc + 3) & ~(int64_t)3);
-  if (cap > KF_FUSED_MAX_ROWS) cap = KF_FUSED_MAX_ROWS;
+  if (cap > KF_TILE_ROWS) cap = KF_TILE_ROWS;
   return r < cap ? r : cap;
 }
 
@@ -391,8 +438,8 @@ struct kf_layer {
   bool update;          /* fuse the update: nothing reads this W in the phase */
 };
 
-__device__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L, float *As,
-                                  float *Bs) {
+__device__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L,
+                                  unsigned long long *dbg) {
   const int64_t n = a.n, di = L.dim_in, dout = L.dim_out;
   const int64_t gw = kf_cdiv(dout, KF_COLS), rw = kf_rows(di, gw, n);
   const int64_t tw = kf_cdiv(di, rw) * gw; /* dW tiles */
@@ -405,18 +452,18 @@ __device__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L, flo
       const kf_a_mat A = {{L.in, 1, di}}; /* in^T: (input unit, batch row) */
       const kf_mat B = {L.dz, dout, 1};
       const int64_t r0 = (t / gw) * rw, R = di - r0 < rw ? di - r0 : rw;
-      kf_tile(A, B, r0, R, (t % gw) * KF_COLS, dout, 0, n, n, As, Bs,
-              kf_grad_epi(a, L.w_off, dout, L.update));
+      kf_tile(A, B, r0, R, (t % gw) * KF_COLS, dout, 0, n, n,
+              kf_grad_epi(a, L.w_off, dout, L.update), t == 0 ? dbg : NULL);
     } else if (t < tw + td) {
       const int64_t u = t - tw;
       const kf_a_mat A = {{L.dz, dout, 1}};
       const kf_mat B = {L.w, 1, dout}; /* W^T: (output unit, input unit) */
       const int64_t r0 = (u / gd) * rd, R = n - r0 < rd ? n - r0 : rd;
-      kf_tile(A, B, r0, R, (u % gd) * KF_COLS, di, 0, dout, kd, As, Bs,
+      kf_tile(A, B, r0, R, (u % gd) * KF_COLS, di, 0, dout, kd,
               kf_epi_din{L.din, L.in, di}); /* in is post-ReLU: its zeros mask */
     } else {
       const kf_mat D = {L.dz, dout, 1};
-      kf_colsum(D, n, (t - tw - td) * KF_COLS, dout, Bs, kf_grad_epi(a, L.b_off, 0, L.update));
+      kf_colsum(D, n, (t - tw - td) * KF_COLS, dout, kf_grad_epi(a, L.b_off, 0, L.update));
     }
   }
 }
@@ -469,11 +516,6 @@ __device__ void kf_stats(const kc_fused_args &a, double *scratch) {
 /* Benchmarks' phase timestamps: block 0 leaves each barrier after every
  * block reached it, so its clock marks the phase boundaries; the end is the
  * last block to finish. */
-static __device__ unsigned long long kf_now(void) {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 static __device__ void kf_mark(const kc_fused_args &a, int phase) {
   if (!a.phase_ns || threadIdx.x != 0) return;
@@ -486,20 +528,18 @@ static __device__ void kf_mark(const kc_fused_args &a, int phase) {
 }
 
 __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a) {
-  __shared__ __align__(16) float As[KF_FUSED_A_FLOATS];
-  __shared__ __align__(16) float Bs[KF_B_FLOATS];
   __shared__ int64_t rowbase[KF_FUSED_MAX_ROWS];
   __shared__ double stats[2 * KF_FUSED_MAX_ROWS];
   cg::grid_group grid = cg::this_grid();
   const int64_t *d = a.dims;
   kf_mark(a, 0);
-  kf_phase_forward1(a, As, Bs, rowbase);
+  kf_phase_forward1(a, rowbase);
   grid.sync();
   kf_mark(a, 1);
   kf_phase_h1(a);
   grid.sync();
   kf_mark(a, 2);
-  kf_phase_forward2(a, As, Bs);
+  kf_phase_forward2(a);
   grid.sync();
   kf_mark(a, 3);
   kf_phase_logits(a);
@@ -507,19 +547,19 @@ __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a)
   kf_mark(a, 4);
   kf_stats(a, stats);
   const kf_layer L3 = {a.h2, a.dlogits, a.params + a.w_off[2], a.dz2, d[2], d[3], a.w_off[2], a.b_off[2], false};
-  kf_backward_layer(a, L3, As, Bs);
+  kf_backward_layer(a, L3, NULL);
   grid.sync();
   kf_mark(a, 5);
   kf_update_range(a, a.w_off[2], d[2] * d[3]);
   kf_update_range(a, a.b_off[2], d[3]);
   const kf_layer L2 = {a.h1, a.dz2, a.params + a.w_off[1], a.dz1, d[1], d[2], a.w_off[1], a.b_off[1], false};
-  kf_backward_layer(a, L2, As, Bs);
+  kf_backward_layer(a, L2, a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 9 : NULL);
   grid.sync();
   kf_mark(a, 6);
   kf_update_range(a, a.w_off[1], d[1] * d[2]);
   kf_update_range(a, a.b_off[1], d[2]);
   const kf_layer L1 = {a.x, a.dz1, NULL, NULL, d[0], d[1], a.w_off[0], a.b_off[0], true};
-  kf_backward_layer(a, L1, As, Bs);
+  kf_backward_layer(a, L1, a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 13 : NULL);
   __syncthreads();
   kf_mark(a, KERN_STEP_PHASES);
 }

@@ -124,6 +124,7 @@ cudaError_t kc_launch_gemm_backward(cudaStream_t s, const kc_gemm_ws *g, float *
 #define KF_FUSED_MAX_H2 128     /* second hidden layer: 4 units per lane in phase 4 */
 #define KF_FUSED_MAX_KC 128     /* K chunk of a forward split */
 #define KF_FUSED_A_FLOATS 6144  /* A slab in shared memory: rows x K chunk (padded to 4) */
+#define KF_FUSED_TILE_ROWS 64   /* rows of one GEMM tile (8 per warp) */
 typedef struct {
   int64_t n, dims[4], w_off[3], b_off[3];
   int64_t ks1, kc1, ks2, kc2; /* K splits of layers 1 and 2, and their chunk */

@@ -9,9 +9,10 @@
 static int64_t kc_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* A K chunk for a forward layer over k inputs: `splits` even chunks, or
- * more where a chunk of n rows would not fit the kernel's slabs. */
+ * more where a chunk of one tile's rows would not fit the kernel's slabs. */
 static int64_t kc_fused_chunk(int64_t k, int64_t n, int64_t splits) {
-  int64_t cap = (KF_FUSED_A_FLOATS / n) & ~(int64_t)3; /* a multiple of 4 */
+  const int64_t rows = n < KF_FUSED_TILE_ROWS ? n : KF_FUSED_TILE_ROWS;
+  int64_t cap = (KF_FUSED_A_FLOATS / rows) & ~(int64_t)3; /* a multiple of 4 */
   if (cap > KF_FUSED_MAX_KC) cap = KF_FUSED_MAX_KC;
   if (splits < kc_cdiv(k, cap)) splits = kc_cdiv(k, cap);
   return kc_cdiv(k, splits);
