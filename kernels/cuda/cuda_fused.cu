@@ -31,8 +31,6 @@ namespace cg = cooperative_groups;
 #define KF_TILE_ROWS KF_FUSED_TILE_ROWS
 #define KF_BLD (KF_COLS + 1)            /* B slab row stride: k-major staging, no bank conflicts */
 #define KF_B_FLOATS (KF_FUSED_MAX_ROWS * KF_BLD) /* B slab: K chunk (<= 128) x 32 */
-#define KF_A_PER (KF_FUSED_A_FLOATS / KF_THREADS) /* A slab elements per thread */
-#define KF_B_PER (KF_FUSED_MAX_ROWS * KF_COLS / KF_THREADS)
 #define KF_ROW_SLOTS (KF_FUSED_MAX_H2 / 32) /* h2 elements per lane in phase 4 */
 
 /* The block's operand slabs. At file scope, not passed as pointers: a
@@ -51,25 +49,6 @@ struct kf_mat {
   const float *p;
   int64_t rs, cs;
   __device__ float at(int64_t r, int64_t c) const { return p[r * rs + c * cs]; }
-};
-
-/* A operands. Each says whether consecutive k are adjacent in memory, so
- * the staging walks the slab in the order that coalesces. */
-struct kf_a_mat {
-  kf_mat m;
-  __device__ bool k_fast() const { return m.cs == 1; }
-  __device__ float operator()(int64_t r, int64_t k) const { return m.at(r, k); }
-};
-
-/* x(r, k) = images[row_r][k] / 255, row_r = perm[cursor + r] (the gather of
- * cuda_kernels.cu, same arithmetic), row bases staged in shared memory. */
-struct kf_a_gather {
-  const uint8_t *images;
-  const int64_t *rowbase;
-  __device__ bool k_fast() const { return true; }
-  __device__ float operator()(int64_t r, int64_t k) const {
-    return (float)images[rowbase[r] + k] * (1.0f / 255.0f);
-  }
 };
 
 /* Walks a slab of slow x fast elements in steps of KF_THREADS without a
@@ -98,6 +77,82 @@ static __device__ unsigned long long kf_now(void) {
 /* Block 0's first tile of a phase, for benchmarks: start, staged, multiplied, stored. */
 static __device__ void kf_dbg(unsigned long long *dbg, int i) {
   if (dbg && threadIdx.x == 0) dbg[i] = kf_now();
+}
+
+/* One float from global to shared memory without a register: the copies
+ * of a slab are all in flight at once from a compact loop. valid = false
+ * writes a zero (src-size 0) and reads nothing. */
+static __device__ __forceinline__ void kf_cp4(float *dst, const float *src, bool valid) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+
+static __device__ __forceinline__ void kf_cp_wait(void) {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+/* A operands: stage(r0, k0, ir, ik, ikn) fills kf_As[r * ik + k] for the
+ * slab's ir rows and ik (padded) k, zeros past ikn. */
+struct kf_a_mat { /* a float view, rows r, inner k */
+  kf_mat m;
+  __device__ void stage(int64_t r0, int64_t k0, int ir, int ik, int ikn) const {
+    const bool kf = m.cs == 1; /* walk along the unit stride: coalesced */
+    kf_walk w(threadIdx.x, kf ? ik : ir);
+    for (int e = threadIdx.x; e < ir * ik; e += KF_THREADS, w.next()) {
+      const int r = kf ? w.slow : w.fast, k = kf ? w.fast : w.slow;
+      const bool ok = k < ikn;
+      kf_cp4(&kf_As[r * ik + k], ok ? m.p + (r0 + r) * m.rs + (k0 + k) * m.cs : m.p, ok);
+    }
+  }
+};
+
+/* x(r, k) = images[row_r][k] / 255, row_r = perm[cursor + r] (the gather of
+ * cuda_kernels.cu, same arithmetic), row bases staged in shared memory.
+ * Four pixels per load where rows and chunks are 4-byte aligned (vec). */
+#define KF_GATHER_PER (KF_FUSED_TILE_ROWS * KF_FUSED_MAX_KC / 4 / KF_THREADS)
+struct kf_a_gather {
+  const uint8_t *images;
+  const int64_t *rowbase;
+  bool vec;
+  __device__ uint32_t quad(int64_t r, int64_t k, int ikn, int k_in) const {
+    const uint8_t *p = images + rowbase[r] + k;
+    if (vec) return *(const uint32_t *)p;
+    uint32_t v = 0;
+    for (int b = 0; b < 4 && k_in + b < ikn; b++) v |= (uint32_t)p[b] << (8 * b);
+    return v;
+  }
+  __device__ void stage(int64_t r0, int64_t k0, int ir, int ik, int ikn) const {
+    const int q = ik / 4;
+    uint32_t v[KF_GATHER_PER];
+#pragma unroll
+    for (int i = 0; i < KF_GATHER_PER; i++) {
+      const int e = threadIdx.x + i * KF_THREADS, r = e / q, k = (e - r * q) * 4;
+      v[i] = e < ir * q && k < ikn ? quad(r0 + r, k0 + k, ikn, k) : 0u;
+    }
+    const float s = 1.0f / 255.0f;
+#pragma unroll
+    for (int i = 0; i < KF_GATHER_PER; i++) {
+      const int e = threadIdx.x + i * KF_THREADS, r = e / q, k = (e - r * q) * 4;
+      if (e < ir * q) {
+        *(float4 *)&kf_As[r * ik + k] =
+            make_float4((float)(v[i] & 0xffu) * s, (float)((v[i] >> 8) & 0xffu) * s,
+                        (float)((v[i] >> 16) & 0xffu) * s, (float)(v[i] >> 24) * s);
+      }
+    }
+  }
+};
+
+/* The B slab (ik x 32, zeros outside) into kf_Bs. */
+static __device__ void kf_stage_b(kf_mat b, int64_t c0, int64_t k0, int icw, int ik, int ikn) {
+  const bool cf = b.cs == 1;
+  kf_walk w(threadIdx.x, cf ? KF_COLS : ik);
+  for (int e = threadIdx.x; e < ik * KF_COLS; e += KF_THREADS, w.next()) {
+    const int c = cf ? w.fast : w.slow, k = cf ? w.slow : w.fast;
+    const bool ok = k < ikn && c < icw;
+    kf_cp4(&kf_Bs[k * KF_BLD + c], ok ? b.p + (k0 + k) * b.rs + (c0 + c) * b.cs : b.p, ok);
+  }
 }
 
 __device__ __forceinline__ float kf_sgd1(float p, float g, float lr) {
@@ -156,38 +211,6 @@ static __device__ kf_epi_grad kf_grad_epi(const kc_fused_args &a, int64_t off, i
                      a.opt_kind == KERN_OPT_MOMENTUM, update};
 }
 
-/* The A slab (ir x ik, K-padded with zeros) into As and the B slab (ik x
- * 32, zeros outside) into Bs: every load first, then every store. Not
- * inlined: on its own it needs no spills, inside the tile loop it did. */
-template <class A>
-__device__ __noinline__ void kf_stage(const A &a, kf_mat b, int64_t r0,
-                                      int64_t c0, int64_t k0, int ir, int icw, int ik, int ikn) {
-  const bool ka = a.k_fast(), cb = b.cs == 1;
-  float va[KF_A_PER], vb[KF_B_PER];
-  kf_walk wa(threadIdx.x, ka ? ik : ir), sa = wa;
-  kf_walk wb(threadIdx.x, cb ? KF_COLS : ik), sb = wb;
-#pragma unroll
-  for (int i = 0; i < KF_A_PER; i++, wa.next()) {
-    const int r = ka ? wa.slow : wa.fast, k = ka ? wa.fast : wa.slow;
-    va[i] = r < ir && k < ikn ? a(r0 + r, k0 + k) : 0.0f;
-  }
-#pragma unroll
-  for (int i = 0; i < KF_B_PER; i++, wb.next()) {
-    const int c = cb ? wb.fast : wb.slow, k = cb ? wb.slow : wb.fast;
-    vb[i] = k < ikn && c < icw ? b.at(k0 + k, c0 + c) : 0.0f;
-  }
-#pragma unroll
-  for (int i = 0; i < KF_A_PER; i++, sa.next()) {
-    const int r = ka ? sa.slow : sa.fast, k = ka ? sa.fast : sa.slow;
-    if (r < ir && k < ik) kf_As[r * ik + k] = va[i];
-  }
-#pragma unroll
-  for (int i = 0; i < KF_B_PER; i++, sb.next()) {
-    const int c = cb ? sb.fast : sb.slow, k = cb ? sb.slow : sb.fast;
-    if (k < ik && c < KF_COLS) kf_Bs[k * KF_BLD + c] = vb[i];
-  }
-}
-
 /* C[r0 .. r0+R) x [c0 .. c0+32) = sum over k in [kb, ke) of A(r, k) B(k, c),
  * K staged in chunks of kc (<= 128, R x kc within the A slab); then the
  * epilogue for each in-range output. RW rows per warp (R <= 8 RW) is a
@@ -211,7 +234,9 @@ __device__ void kf_tile_rw(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t 
   kf_dbg(dbg, 0);
   for (int64_t k0 = kb; k0 < ke; k0 += kc) {
     const int ikn = (int)(ke - k0 < kc ? ke - k0 : kc);
-    kf_stage(a, b, r0, c0, k0, ir, icw, ik, ikn);
+    kf_stage_b(b, c0, k0, icw, ik, ikn); /* async: in flight while A is staged */
+    a.stage(r0, k0, ir, ik, ikn);
+    kf_cp_wait();
     __syncthreads();
     kf_dbg(dbg, 1);
     for (int k = 0; k < ik; k += 4) {
@@ -250,11 +275,9 @@ template <class A, class Epi>
 __device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0, int64_t ncols,
                         int64_t kb, int64_t ke, int64_t kc, const Epi &epi,
                         unsigned long long *dbg = NULL) {
-  const int64_t rw = (R + KF_WARPS - 1) / KF_WARPS;
-  if (rw <= 1) kf_tile_rw<1>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
-  else if (rw <= 2) kf_tile_rw<2>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
-  else if (rw <= 4) kf_tile_rw<4>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
-  else kf_tile_rw<KF_TILE_ROWS / KF_WARPS>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
+  /* One row count for every tile: each instantiation is more code to fetch
+   * (the kernel runs each phase's code once per step, from L2). */
+  kf_tile_rw<KF_TILE_ROWS / KF_WARPS>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
 }
 
 /* sum over rows (<= 128) of m(:, c) for 32 columns from c0: each warp adds
@@ -298,7 +321,8 @@ __device__ void kf_phase_forward1(const kc_fused_args &a, int64_t *rowbase) {
     a.x[i] = (float)a.images[rowbase[r] + (i - r * d0)] * (1.0f / 255.0f);
   }
   for (int64_t i = tid; i < n; i += nt) a.y[i] = a.image_labels[a.perm[c + i]];
-  const kf_a_gather A = {a.images, rowbase};
+  const bool vec = d0 % 4 == 0 && a.kc1 % 4 == 0 && ((uintptr_t)a.images & 3u) == 0;
+  const kf_a_gather A = {a.images, rowbase, vec};
   const kf_mat W = {a.params + a.w_off[0], d1, 1};
   const int64_t groups = kf_cdiv(d1, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
   for (int64_t t = blockIdx.x; t < rt * groups * a.ks1; t += gridDim.x) {
@@ -384,31 +408,34 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
     for (int j = 0; j < KF_ROW_SLOTS; j++) {
       if (lane + 32 * j < d2) a.h2[i * d2 + lane + 32 * j] = h[j];
     }
+    /* Lane c < C takes class c from here: max, argmax (first of equals, as
+     * kc_xent_kernel), the exp sum and the label's logit are warp
+     * reductions, so each lane evaluates one exp, not C. */
     const int32_t y = a.y[i];
-    int arg = 0;
-    float zmax = 0.0f, zy = 0.0f;
+    float zc = -INFINITY;
 #pragma unroll
     for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
       if (c < C) {
         for (int off = 16; off > 0; off /= 2) z[c] += __shfl_xor_sync(0xffffffffu, z[c], off);
-        z[c] += b3[c];
-        if (c == 0 || z[c] > zmax) arg = c, zmax = z[c];
-        if (c == y) zy = z[c];
+        if (c == lane) zc = z[c] + b3[c];
       }
     }
-    float sum = 0.0f;
-#pragma unroll
-    for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
-      if (c < C) sum += expf(z[c] - zmax);
+    float zmax = zc;
+    int arg = lane < C ? lane : 0x7fffffff;
+    for (int off = 16; off > 0; off /= 2) {
+      const float om = __shfl_xor_sync(0xffffffffu, zmax, off);
+      const int oa = __shfl_xor_sync(0xffffffffu, arg, off);
+      if (om > zmax || (om == zmax && oa < arg)) zmax = om, arg = oa;
     }
+    const float ez = lane < C ? expf(zc - zmax) : 0.0f;
+    float sum = ez;
+    for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const float zy = __shfl_sync(0xffffffffu, zc, y >= 0 && y < C ? y : 0);
     const bool ok = y >= 0 && y < C;
-#pragma unroll
-    for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
-      if (c < C && c == lane) {
-        a.logits[i * C + c] = z[c];
-        const float p = expf(z[c] - zmax) / sum;
-        a.dlogits[i * C + c] = ok ? (p - (c == y ? 1.0f : 0.0f)) * a.grad_scale : 0.0f;
-      }
+    if (lane < C) {
+      a.logits[i * C + lane] = zc;
+      const float p = ez / sum;
+      a.dlogits[i * C + lane] = ok ? (p - (lane == y ? 1.0f : 0.0f)) * a.grad_scale : 0.0f;
     }
     if (lane == 0) {
       a.row_loss[i] = ok ? (double)(logf(sum) + zmax - zy) : nan("");
@@ -438,8 +465,10 @@ struct kf_layer {
   bool update;          /* fuse the update: nothing reads this W in the phase */
 };
 
-__device__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L,
-                                  unsigned long long *dbg) {
+/* Not inlined: its three kinds of task are one copy of code for all three
+ * layers (the kernel's code is fetched from L2 every step). */
+__device__ __noinline__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L,
+                                               unsigned long long *dbg) {
   const int64_t n = a.n, di = L.dim_in, dout = L.dim_out;
   const int64_t gw = kf_cdiv(dout, KF_COLS), rw = kf_rows(di, gw, n);
   const int64_t tw = kf_cdiv(di, rw) * gw; /* dW tiles */

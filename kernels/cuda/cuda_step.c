@@ -15,7 +15,8 @@ static int64_t kc_fused_chunk(int64_t k, int64_t n, int64_t splits) {
   int64_t cap = (KF_FUSED_A_FLOATS / rows) & ~(int64_t)3; /* a multiple of 4 */
   if (cap > KF_FUSED_MAX_KC) cap = KF_FUSED_MAX_KC;
   if (splits < kc_cdiv(k, cap)) splits = kc_cdiv(k, cap);
-  return kc_cdiv(k, splits);
+  const int64_t kc = (kc_cdiv(k, splits) + 3) & ~(int64_t)3; /* 4-pixel loads of the gather */
+  return kc < cap ? kc : cap;
 }
 
 /* The blocks of the launch: one per SM, all resident (a grid barrier needs it). */
