@@ -7,7 +7,8 @@
  *   2  h1 = relu(sum of the partials + b1), one element per thread
  *   3  layer-2 GEMM partials over a few K splits
  *   4  a warp per row: h2 = relu(...), logits, softmax cross-entropy, dlogits
- *   5  dW3, db3, dz2 = (dlogits W3^T) masked by h2 > 0; the stats
+ *   5  dW3 and db3 (one GEMM: a row of ones gives db), dz2 = (dlogits W3^T)
+ *      masked by h2 > 0; the stats
  *   6  dW2, db2, dz1 = (dz2 W2^T) masked by h1 > 0; the update of layer 3
  *   7  dW1 and db1 with their update fused; the update of layer 2
  * Every GEMM is a tile task: its operands are staged in shared memory (one
@@ -27,7 +28,6 @@ namespace cg = cooperative_groups;
 #define KF_THREADS 256
 #define KF_WARPS 8
 #define KF_COLS 32                       /* output columns of a tile: one per lane */
-#define KF_ACC (KF_FUSED_MAX_ROWS / KF_WARPS) /* rows per warp of a whole batch */
 #define KF_TILE_ROWS KF_FUSED_TILE_ROWS
 #define KF_BLD (KF_COLS + 1)            /* B slab row stride: k-major staging, no bank conflicts */
 #define KF_B_FLOATS (KF_FUSED_MAX_ROWS * KF_BLD) /* B slab: K chunk (<= 128) x 32 */
@@ -95,17 +95,20 @@ static __device__ __forceinline__ void kf_cp_wait(void) {
 
 /* A operands: stage(r0, k0, ir, ik, ikn) fills kf_As[r * ik + k] for the
  * slab's ir rows and ik (padded) k, zeros past ikn. */
-struct kf_a_mat { /* a float view, rows r, inner k */
+struct kf_a_mat { /* a float view, rows r, inner k; row ones_row (if any) is all ones */
   kf_mat m;
+  int64_t ones_row;
   __device__ void stage(int64_t r0, int64_t k0, int ir, int ik, int ikn) const {
     const bool kf = m.cs == 1; /* walk along the unit stride: coalesced */
     kf_walk w(threadIdx.x, kf ? ik : ir);
     for (int e = threadIdx.x; e < ir * ik; e += KF_THREADS, w.next()) {
       const int r = kf ? w.slow : w.fast, k = kf ? w.fast : w.slow;
       const bool ok = k < ikn;
-      kf_cp4(&kf_As[r * ik + k], ok ? m.p + (r0 + r) * m.rs + (k0 + k) * m.cs : m.p, ok);
+      if (r0 + r == ones_row) kf_As[r * ik + k] = ok ? 1.0f : 0.0f;
+      else kf_cp4(&kf_As[r * ik + k], ok ? m.p + (r0 + r) * m.rs + (k0 + k) * m.cs : m.p, ok);
     }
   }
+  __device__ void staged(int64_t, int64_t, int, int, int) const {}
 };
 
 /* x(r, k) = images[row_r][k] / 255, row_r = perm[cursor + r] (the gather of
@@ -116,6 +119,15 @@ struct kf_a_gather {
   const uint8_t *images;
   const int64_t *rowbase;
   bool vec;
+  float *x; /* when set, the staged slab is also this tile's part of x (n, ld) */
+  int64_t ld;
+  __device__ void staged(int64_t r0, int64_t k0, int ir, int ik, int ikn) const {
+    if (!x) return;
+    kf_walk w(threadIdx.x, ik);
+    for (int e = threadIdx.x; e < ir * ik; e += KF_THREADS, w.next()) {
+      if (w.fast < ikn) x[(r0 + w.slow) * ld + k0 + w.fast] = kf_As[e];
+    }
+  }
   __device__ uint32_t quad(int64_t r, int64_t k, int ikn, int k_in) const {
     const uint8_t *p = images + rowbase[r] + k;
     if (vec) return *(const uint32_t *)p;
@@ -173,15 +185,17 @@ struct kf_epi_part { /* split-K partials: out[r][c] = v */
 struct kf_epi_grad {
   float *params, *grads, *state;
   int64_t off, ld;
+  int64_t b_row, b_off; /* row b_row of the tile is the bias: b_off + c */
   float lr, momentum;
   int momentum_rule, update;
+  __device__ int64_t at(int64_t r, int64_t c) const { return r == b_row ? b_off + c : off + r * ld + c; }
   __device__ float2 load(int64_t r, int64_t c) const {
-    const int64_t i = off + r * ld + c;
+    const int64_t i = at(r, c);
     if (!update) return make_float2(0.0f, 0.0f);
     return make_float2(params[i], momentum_rule ? state[i] : 0.0f);
   }
   __device__ void store(int64_t r, int64_t c, float g, float2 h) const {
-    const int64_t i = off + r * ld + c;
+    const int64_t i = at(r, c);
     grads[i] = g;
     if (!update) return;
     if (momentum_rule) {
@@ -206,8 +220,8 @@ struct kf_epi_din {
 };
 
 static __device__ kf_epi_grad kf_grad_epi(const kc_fused_args &a, int64_t off, int64_t ld,
-                                          bool update) {
-  return kf_epi_grad{a.params, a.grads, a.state, off, ld, a.lr, a.momentum,
+                                          bool update, int64_t b_row = -1, int64_t b_off = 0) {
+  return kf_epi_grad{a.params, a.grads, a.state, off, ld, b_row, b_off, a.lr, a.momentum,
                      a.opt_kind == KERN_OPT_MOMENTUM, update};
 }
 
@@ -238,7 +252,9 @@ __device__ void kf_tile_rw(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t 
     a.stage(r0, k0, ir, ik, ikn);
     kf_cp_wait();
     __syncthreads();
+    a.staged(r0, k0, ir, ik, ikn);
     kf_dbg(dbg, 1);
+#pragma unroll 2
     for (int k = 0; k < ik; k += 4) {
       const float b0 = kf_Bs[k * KF_BLD + lane], b1 = kf_Bs[(k + 1) * KF_BLD + lane];
       const float b2 = kf_Bs[(k + 2) * KF_BLD + lane], b3 = kf_Bs[(k + 3) * KF_BLD + lane];
@@ -280,55 +296,25 @@ __device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0,
   kf_tile_rw<KF_TILE_ROWS / KF_WARPS>(a, b, r0, R, c0, ncols, kb, ke, kc, epi, dbg);
 }
 
-/* sum over rows (<= 128) of m(:, c) for 32 columns from c0: each warp adds
- * its rows in order, the warps meet in shared memory in order; epi(c, sum). */
-template <class Epi>
-__device__ void kf_colsum(kf_mat m, int64_t rows, int64_t c0, int64_t ncols, const Epi &epi) {
-  float *scratch = kf_Bs;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t c = c0 + lane;
-  float v[KF_ACC];
-#pragma unroll
-  for (int j = 0; j < KF_ACC; j++) {
-    const int64_t r = warp + KF_WARPS * j;
-    v[j] = c < ncols && r < rows ? m.at(r, c) : 0.0f;
-  }
-  float s = 0.0f;
-#pragma unroll
-  for (int j = 0; j < KF_ACC; j++) s += v[j];
-  scratch[warp * KF_COLS + lane] = s;
-  __syncthreads();
-  if (warp == 0 && c < ncols) {
-    float t = 0.0f;
-    for (int w = 0; w < KF_WARPS; w++) t += scratch[w * KF_COLS + lane];
-    const float2 h = epi.load(0, c);
-    epi.store(0, c, t, h);
-  }
-  __syncthreads();
-}
-
 static __device__ int64_t kf_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Phase 1: x and y for the backward pass; layer-1 partials part1[s] over K split s. */
+/* Phase 1: layer-1 partials part1[s] over K split s; x (from the staged
+ * slabs) and y for the backward pass. */
 __device__ void kf_phase_forward1(const kc_fused_args &a, int64_t *rowbase) {
   const int64_t n = a.n, d0 = a.dims[0], d1 = a.dims[1], c = *a.cursor;
   const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
   for (int64_t r = threadIdx.x; r < n; r += KF_THREADS) rowbase[r] = (int64_t)a.perm[c + r] * d0;
   __syncthreads();
-#pragma unroll 4
-  for (int64_t i = tid; i < n * d0; i += nt) { /* one or two per thread at batch 50 */
-    const int64_t r = i / d0;
-    a.x[i] = (float)a.images[rowbase[r] + (i - r * d0)] * (1.0f / 255.0f);
-  }
   for (int64_t i = tid; i < n; i += nt) a.y[i] = a.image_labels[a.perm[c + i]];
   const bool vec = d0 % 4 == 0 && a.kc1 % 4 == 0 && ((uintptr_t)a.images & 3u) == 0;
-  const kf_a_gather A = {a.images, rowbase, vec};
+  kf_a_gather A = {a.images, rowbase, vec, NULL, d0};
   const kf_mat W = {a.params + a.w_off[0], d1, 1};
   const int64_t groups = kf_cdiv(d1, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
   for (int64_t t = blockIdx.x; t < rt * groups * a.ks1; t += gridDim.x) {
     const int64_t s = t / (groups * rt), c0 = (t % groups) * KF_COLS;
     const int64_t r0 = (t / groups % rt) * KF_TILE_ROWS, R = n - r0 < KF_TILE_ROWS ? n - r0 : KF_TILE_ROWS;
     const int64_t kb = s * a.kc1, ke = kb + a.kc1 < d0 ? kb + a.kc1 : d0;
+    A.x = c0 == 0 ? a.x : NULL; /* the first column group's tiles write x */
     kf_tile(A, W, r0, R, c0, d1, kb, ke, a.kc1, kf_epi_part{a.part1 + s * n * d1, d1},
             t == 0 && a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 1 : NULL);
   }
@@ -343,18 +329,23 @@ __device__ void kf_phase_h1(const kc_fused_args &a) {
   if (tid == 0) *a.cursor += a.cursor_delta; /* every block read it in phase 1 */
   for (int64_t i = tid; i < stride; i += nt) {
     const float *p = a.part1 + i;
+    float v[KF_FUSED_MAX_SPLITS]; /* every split's load in flight, then the sum in order */
+#pragma unroll
+    for (int sp = 0; sp < KF_FUSED_MAX_SPLITS; sp++) v[sp] = sp < a.ks1 ? p[sp * stride] : 0.0f;
     float s = 0.0f;
-#pragma unroll 16
-    for (int64_t sp = 0; sp < a.ks1; sp++) s += p[sp * stride];
-    const float v = s + b1[i % d1];
-    a.h1[i] = v > 0.0f ? v : 0.0f;
+#pragma unroll
+    for (int sp = 0; sp < KF_FUSED_MAX_SPLITS; sp++) {
+      if (sp < a.ks1) s += v[sp];
+    }
+    const float h = s + b1[i % d1];
+    a.h1[i] = h > 0.0f ? h : 0.0f;
   }
 }
 
 /* Phase 3: layer-2 partials from h1. */
 __device__ void kf_phase_forward2(const kc_fused_args &a) {
   const int64_t n = a.n, d1 = a.dims[1], d2 = a.dims[2];
-  const kf_a_mat A = {{a.h1, d1, 1}};
+  const kf_a_mat A = {{a.h1, d1, 1}, -1};
   const kf_mat W = {a.params + a.w_off[1], d2, 1};
   const int64_t groups = kf_cdiv(d2, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
   for (int64_t t = blockIdx.x; t < rt * groups * a.ks2; t += gridDim.x) {
@@ -379,12 +370,20 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
     float h[KF_ROW_SLOTS];
 #pragma unroll
     for (int j = 0; j < KF_ROW_SLOTS; j++) h[j] = 0.0f;
-#pragma unroll 4
-    for (int64_t sp = 0; sp < a.ks2; sp++) {
+    float v[KF_FUSED_MAX_SPLITS2][KF_ROW_SLOTS]; /* all loads in flight, then sums in order */
+#pragma unroll
+    for (int sp = 0; sp < KF_FUSED_MAX_SPLITS2; sp++) {
       const float *p = a.part2 + sp * n * d2 + i * d2;
 #pragma unroll
       for (int j = 0; j < KF_ROW_SLOTS; j++) {
-        if (lane + 32 * j < d2) h[j] += p[lane + 32 * j];
+        v[sp][j] = sp < a.ks2 && lane + 32 * j < d2 ? p[lane + 32 * j] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int sp = 0; sp < KF_FUSED_MAX_SPLITS2; sp++) {
+#pragma unroll
+      for (int j = 0; j < KF_ROW_SLOTS; j++) {
+        if (sp < a.ks2) h[j] += v[sp][j];
       }
     }
     float z[KF_FUSED_MAX_CLASSES];
@@ -447,8 +446,8 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
 /* Rows per tile: enough tiles (with groups column groups) to give every
  * block about one, a multiple of 8 (one row per warp step), within the A
  * slab for a K chunk of kc. */
-static __device__ int64_t kf_rows(int64_t rows, int64_t groups, int64_t kc) {
-  const int64_t per = (int64_t)gridDim.x / groups > 1 ? (int64_t)gridDim.x / groups : 1;
+static __device__ int64_t kf_rows(int64_t rows, int64_t groups, int64_t kc, int64_t blocks) {
+  const int64_t per = blocks / groups > 1 ? blocks / groups : 1;
   int64_t r = (kf_cdiv(rows, per) + KF_WARPS - 1) / KF_WARPS * KF_WARPS;
   int64_t cap = KF_FUSED_A_FLOATS / ((kc + 3) & ~(int64_t)3);
   if (cap > KF_TILE_ROWS) cap = KF_TILE_ROWS;
@@ -470,29 +469,31 @@ struct kf_layer {
 __device__ __noinline__ void kf_backward_layer(const kc_fused_args &a, const kf_layer &L,
                                                unsigned long long *dbg) {
   const int64_t n = a.n, di = L.dim_in, dout = L.dim_out;
-  const int64_t gw = kf_cdiv(dout, KF_COLS), rw = kf_rows(di, gw, n);
-  const int64_t tw = kf_cdiv(di, rw) * gw; /* dW tiles */
+  /* dW tiles and din tiles share the grid half and half, so that every
+   * block has at most one task (a second task doubles the phase). */
+  const int64_t share = L.din ? gridDim.x / 2 : gridDim.x;
+  /* dW and db in one GEMM: in^T gets a row of ones (row di), whose
+   * product with dz is db, the column sums. */
+  const int64_t gw = kf_cdiv(dout, KF_COLS), rw = kf_rows(di + 1, gw, n, share);
+  const int64_t tw = kf_cdiv(di + 1, rw) * gw; /* dW tiles */
   const int64_t kd = dout < KF_FUSED_MAX_ROWS ? dout : KF_FUSED_MAX_ROWS;
-  const int64_t gd = kf_cdiv(di, KF_COLS), rd = kf_rows(n, gd, kd);
+  const int64_t gd = kf_cdiv(di, KF_COLS), rd = kf_rows(n, gd, kd, share);
   const int64_t td = L.din ? kf_cdiv(n, rd) * gd : 0; /* din tiles */
-  const int64_t total = tw + td + gw;                 /* + db column groups */
+  const int64_t total = tw + td;
   for (int64_t t = blockIdx.x; t < total; t += gridDim.x) {
     if (t < tw) {
-      const kf_a_mat A = {{L.in, 1, di}}; /* in^T: (input unit, batch row) */
+      const kf_a_mat A = {{L.in, 1, di}, di}; /* in^T: (input unit, batch row) */
       const kf_mat B = {L.dz, dout, 1};
-      const int64_t r0 = (t / gw) * rw, R = di - r0 < rw ? di - r0 : rw;
+      const int64_t r0 = (t / gw) * rw, R = di + 1 - r0 < rw ? di + 1 - r0 : rw;
       kf_tile(A, B, r0, R, (t % gw) * KF_COLS, dout, 0, n, n,
-              kf_grad_epi(a, L.w_off, dout, L.update), t == 0 ? dbg : NULL);
+              kf_grad_epi(a, L.w_off, dout, L.update, di, L.b_off), t == 0 ? dbg : NULL);
     } else if (t < tw + td) {
       const int64_t u = t - tw;
-      const kf_a_mat A = {{L.dz, dout, 1}};
+      const kf_a_mat A = {{L.dz, dout, 1}, -1};
       const kf_mat B = {L.w, 1, dout}; /* W^T: (output unit, input unit) */
       const int64_t r0 = (u / gd) * rd, R = n - r0 < rd ? n - r0 : rd;
       kf_tile(A, B, r0, R, (u % gd) * KF_COLS, di, 0, dout, kd,
               kf_epi_din{L.din, L.in, di}); /* in is post-ReLU: its zeros mask */
-    } else {
-      const kf_mat D = {L.dz, dout, 1};
-      kf_colsum(D, n, (t - tw - td) * KF_COLS, dout, kf_grad_epi(a, L.b_off, 0, L.update));
     }
   }
 }

@@ -125,6 +125,8 @@ cudaError_t kc_launch_gemm_backward(cudaStream_t s, const kc_gemm_ws *g, float *
 #define KF_FUSED_MAX_KC 128     /* K chunk of a forward split */
 #define KF_FUSED_A_FLOATS 6144  /* A slab in shared memory: rows x K chunk (padded to 4) */
 #define KF_FUSED_TILE_ROWS 64   /* rows of one GEMM tile (8 per warp) */
+#define KF_FUSED_MAX_SPLITS 16  /* K splits of layer 1, summed with all loads in flight */
+#define KF_FUSED_MAX_SPLITS2 8  /* K splits of layer 2, summed per row in phase 4 */
 typedef struct {
   int64_t n, dims[4], w_off[3], b_off[3];
   int64_t ks1, kc1, ks2, kc2; /* K splits of layers 1 and 2, and their chunk */

@@ -66,10 +66,14 @@ static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *
    * partials are summed in phase 2 by every thread. Layer 2: as few splits
    * as fit, since each row's warp sums them again in phase 4. */
   const int64_t groups1 = kc_cdiv(d[1], 32);
-  p->kc1 = kc_fused_chunk(d[0], n, p->grid / groups1 > 1 ? p->grid / groups1 : 1);
+  int64_t splits1 = p->grid / groups1 > 1 ? p->grid / groups1 : 1;
+  if (splits1 > KF_FUSED_MAX_SPLITS) splits1 = KF_FUSED_MAX_SPLITS;
+  p->kc1 = kc_fused_chunk(d[0], n, splits1);
   p->ks1 = kc_cdiv(d[0], p->kc1);
-  p->kc2 = kc_fused_chunk(d[1], n, 1);
+  /* ~48 k per layer-2 task: a shorter multiply for a few more loads per row */
+  p->kc2 = kc_fused_chunk(d[1], n, kc_cdiv(d[1], 48) < KF_FUSED_MAX_SPLITS2 ? kc_cdiv(d[1], 48) : KF_FUSED_MAX_SPLITS2);
   p->ks2 = kc_cdiv(d[1], p->kc2);
+  if (p->ks1 > KF_FUSED_MAX_SPLITS || p->ks2 > KF_FUSED_MAX_SPLITS2) return 1; /* layers too wide */
   p->part1 = 0;
   p->part2 = kc_align256((size_t)(p->ks1 * n * d[1]) * sizeof(float));
   p->rows = p->part2 + kc_align256((size_t)(p->ks2 * n * d[2]) * sizeof(float));
