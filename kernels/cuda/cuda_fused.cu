@@ -245,12 +245,6 @@ __device__ void kf_tile_rw(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t 
     acc[j] = 0.0f;
     roff[j] = (r < ir ? r : ir - 1) * ik;
   }
-  float2 held[RW]; /* the epilogue's loads, in flight while the operands are staged */
-#pragma unroll
-  for (int j = 0; j < RW; j++) {
-    const int r = warp + KF_WARPS * j;
-    held[j] = r < ir && lane < icw ? epi.load(r0 + r, c0 + lane) : make_float2(0.0f, 0.0f);
-  }
   kf_dbg(dbg, 0);
   for (int64_t k0 = kb; k0 < ke; k0 += kc) {
     const int ikn = (int)(ke - k0 < kc ? ke - k0 : kc);
@@ -277,6 +271,12 @@ __device__ void kf_tile_rw(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t 
     }
     __syncthreads();
     kf_dbg(dbg, 2);
+  }
+  float2 held[RW];
+#pragma unroll
+  for (int j = 0; j < RW; j++) {
+    const int r = warp + KF_WARPS * j;
+    if (r < ir && lane < icw) held[j] = epi.load(r0 + r, c0 + lane);
   }
 #pragma unroll
   for (int j = 0; j < RW; j++) {
@@ -367,18 +367,9 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
   const int64_t warps = (int64_t)gridDim.x * KF_WARPS;
   const float *W3 = a.params + a.w_off[2], *b2 = a.params + a.b_off[1], *b3 = a.params + a.b_off[2];
   for (int64_t i = (int64_t)blockIdx.x * KF_WARPS + (threadIdx.x >> 5); i < n; i += warps) {
-    /* Everything this row reads is loaded first, in one round: the label,
-     * b2, the W3 rows of this lane's units, the layer-2 partials. */
-    const int32_t y = a.y[i];
-    float h[KF_ROW_SLOTS], bias[KF_ROW_SLOTS], wv[KF_ROW_SLOTS][KF_FUSED_MAX_CLASSES];
+    float h[KF_ROW_SLOTS];
 #pragma unroll
-    for (int j = 0; j < KF_ROW_SLOTS; j++) {
-      const int64_t k = lane + 32 * j;
-      h[j] = 0.0f;
-      bias[j] = k < d2 ? b2[k] : 0.0f;
-#pragma unroll
-      for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) wv[j][c] = k < d2 && c < C ? W3[k * C + c] : 0.0f;
-    }
+    for (int j = 0; j < KF_ROW_SLOTS; j++) h[j] = 0.0f;
     float v[KF_FUSED_MAX_SPLITS2][KF_ROW_SLOTS]; /* all loads in flight, then sums in order */
 #pragma unroll
     for (int sp = 0; sp < KF_FUSED_MAX_SPLITS2; sp++) {
@@ -396,17 +387,20 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
       }
     }
     float z[KF_FUSED_MAX_CLASSES];
+    const float *w[KF_ROW_SLOTS]; /* row k of W3 per slot: classes are immediate offsets */
 #pragma unroll
     for (int j = 0; j < KF_ROW_SLOTS; j++) {
-      const float v = lane + 32 * j < d2 ? h[j] + bias[j] : 0.0f;
+      const int64_t k = lane + 32 * j;
+      const float v = k < d2 ? h[j] + b2[k] : 0.0f;
       h[j] = v > 0.0f ? v : 0.0f;
+      w[j] = W3 + (k < d2 ? k : 0) * C;
     }
 #pragma unroll
     for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
       z[c] = 0.0f;
       if (c < C) {
 #pragma unroll
-        for (int j = 0; j < KF_ROW_SLOTS; j++) z[c] = fmaf(h[j], wv[j][c], z[c]); /* h = 0 past d2 */
+        for (int j = 0; j < KF_ROW_SLOTS; j++) z[c] = fmaf(h[j], w[j][c], z[c]); /* h = 0 past d2 */
       }
     }
 #pragma unroll
@@ -416,6 +410,7 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
     /* Lane c < C takes class c from here: max, argmax (first of equals, as
      * kc_xent_kernel), the exp sum and the label's logit are warp
      * reductions, so each lane evaluates one exp, not C. */
+    const int32_t y = a.y[i];
     float zc = -INFINITY;
 #pragma unroll
     for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
@@ -503,33 +498,21 @@ __device__ __noinline__ void kf_backward_layer(const kc_fused_args &a, const kf_
   }
 }
 
-/* The update of a layer whose gradient an earlier phase finished, in two
- * halves around the phase's tile: the thread's first element is loaded
- * before (in flight during the tile), updated after, then any others. */
-struct kf_pending {
-  float g;
-  float2 h;
-};
-
-__device__ kf_pending kf_update_begin(const kc_fused_args &a, int64_t off, int64_t elems) {
-  const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x;
-  const kf_epi_grad e = kf_grad_epi(a, off, 1, true);
-  kf_pending p = {0.0f, make_float2(0.0f, 0.0f)};
-  if (tid < elems) p.g = a.grads[off + tid], p.h = e.load(0, tid);
-  return p;
-}
-
-__device__ void kf_update_end(const kc_fused_args &a, int64_t off, int64_t elems, kf_pending p) {
+/* The update of a layer whose gradient an earlier phase finished. */
+__device__ void kf_update_range(const kc_fused_args &a, int64_t off, int64_t elems) {
   const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
   const kf_epi_grad e = kf_grad_epi(a, off, 1, true);
-  if (tid < elems) e.store(0, tid, p.g, p.h);
-  for (int64_t i = tid + nt; i < elems; i += nt) e.store(0, i, a.grads[off + i], e.load(0, i));
+  for (int64_t i = tid; i < elems; i += nt) {
+    const float g = a.grads[off + i];
+    const float2 h = e.load(0, i);
+    e.store(0, i, g, h);
+  }
 }
 
 /* The last block (the least loaded in phase 5) adds the batch's row losses
- * in double: each lane its rows, then a fixed shuffle tree (the same bits
- * every run; kc_xent_kernel sums a tree too, the CPU in row order). */
-__device__ void kf_stats(const kc_fused_args &a) {
+ * in row order (the CPU backend's order; kc_xent_kernel sums a tree): its
+ * first warp loads them all at once, lane 0 adds. */
+__device__ void kf_stats(const kc_fused_args &a, double *scratch) {
   if (blockIdx.x != gridDim.x - 1 || threadIdx.x >= 32 || !a.stats) return;
   const int64_t n = a.n;
   double l[KF_FUSED_MAX_ROWS / 32], c[KF_FUSED_MAX_ROWS / 32];
@@ -539,14 +522,18 @@ __device__ void kf_stats(const kc_fused_args &a) {
     l[j] = i < n ? a.row_loss[i] : 0.0;
     c[j] = i < n ? a.row_correct[i] : 0.0;
   }
-  double loss = 0.0, correct = 0.0;
 #pragma unroll
-  for (int j = 0; j < KF_FUSED_MAX_ROWS / 32; j++) loss += l[j], correct += c[j];
-  for (int off = 16; off > 0; off /= 2) {
-    loss += __shfl_xor_sync(0xffffffffu, loss, off);
-    correct += __shfl_xor_sync(0xffffffffu, correct, off);
+  for (int j = 0; j < KF_FUSED_MAX_ROWS / 32; j++) {
+    scratch[threadIdx.x + 32 * j] = l[j];
+    scratch[KF_FUSED_MAX_ROWS + threadIdx.x + 32 * j] = c[j];
   }
+  __syncwarp();
   if (threadIdx.x != 0) return;
+  double loss = 0.0, correct = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    loss += scratch[i];
+    correct += scratch[KF_FUSED_MAX_ROWS + i];
+  }
   kern_stats *s = a.stats;
   s->loss_sum += loss;
   s->correct += correct;
@@ -572,6 +559,7 @@ static __device__ void kf_mark(const kc_fused_args &a, int phase) {
 
 __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a) {
   __shared__ int64_t rowbase[KF_FUSED_MAX_ROWS];
+  __shared__ double stats[2 * KF_FUSED_MAX_ROWS];
   cg::grid_group grid = cg::this_grid();
   const int64_t *d = a.dims;
   kf_mark(a, 0);
@@ -587,25 +575,21 @@ __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a)
   kf_phase_logits(a);
   grid.sync();
   kf_mark(a, 4);
-  kf_stats(a);
+  kf_stats(a, stats);
   const kf_layer L3 = {a.h2, a.dlogits, a.params + a.w_off[2], a.dz2, d[2], d[3], a.w_off[2], a.b_off[2], false};
   kf_backward_layer(a, L3, NULL);
   grid.sync();
   kf_mark(a, 5);
-  const kf_pending w3 = kf_update_begin(a, a.w_off[2], d[2] * d[3]);
-  const kf_pending b3 = kf_update_begin(a, a.b_off[2], d[3]);
+  kf_update_range(a, a.w_off[2], d[2] * d[3]);
+  kf_update_range(a, a.b_off[2], d[3]);
   const kf_layer L2 = {a.h1, a.dz2, a.params + a.w_off[1], a.dz1, d[1], d[2], a.w_off[1], a.b_off[1], false};
   kf_backward_layer(a, L2, a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 9 : NULL);
-  kf_update_end(a, a.w_off[2], d[2] * d[3], w3);
-  kf_update_end(a, a.b_off[2], d[3], b3);
   grid.sync();
   kf_mark(a, 6);
-  const kf_pending w2 = kf_update_begin(a, a.w_off[1], d[1] * d[2]);
-  const kf_pending b2 = kf_update_begin(a, a.b_off[1], d[2]);
+  kf_update_range(a, a.w_off[1], d[1] * d[2]);
+  kf_update_range(a, a.b_off[1], d[2]);
   const kf_layer L1 = {a.x, a.dz1, NULL, NULL, d[0], d[1], a.w_off[0], a.b_off[0], true};
   kf_backward_layer(a, L1, a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 13 : NULL);
-  kf_update_end(a, a.w_off[1], d[1] * d[2], w2);
-  kf_update_end(a, a.b_off[1], d[2], b2);
   __syncthreads();
   kf_mark(a, KERN_STEP_PHASES);
 }
