@@ -78,6 +78,19 @@ void model_work_free(model_work *w) {
   memset(w, 0, sizeof *w);
 }
 
+void model_step_shape(kern_step *s, const model_layout *l, const model_work *w) {
+  for (int k = 0; k <= MODEL_LAYERS; k++) {
+    s->dims[k] = l->dims[k];
+    s->act[k] = w->act[k];
+    s->dact[k] = w->dact[k];
+  }
+  for (int k = 0; k < MODEL_LAYERS; k++) {
+    s->w_off[k] = l->tensors[2 * k].offset;
+    s->b_off[k] = l->tensors[2 * k + 1].offset;
+  }
+  s->labels = w->labels;
+}
+
 static const float *model_w(const model_layout *l, const float *params, int k) {
   return params + l->tensors[2 * k].offset;
 }

@@ -46,6 +46,9 @@ typedef struct {
 int model_work_init(model_work *w, kern_backend *be, const model_layout *l, int64_t max_n);
 void model_work_free(model_work *w);
 int model_forward(model_work *w, const float *params, int64_t n);
+/* The layer shapes, parameter offsets and work buffers of a fused step
+ * (kernels/backend.h's kern_step); the caller sets the rest. */
+void model_step_shape(kern_step *s, const model_layout *l, const model_work *w);
 /* Called after layer k's parameter gradients are final (k = 2, 1, 0). */
 typedef int (*model_layer_done_fn)(void *ctx, int layer);
 /* Accumulates into grads; dact[3] must hold dL/dlogits. */

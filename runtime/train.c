@@ -227,27 +227,17 @@ static void train_fault_maybe(const trainer *t) {
  * one launch instead of ~20 (same math, same buffers; see kernels/backend.h). */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
-  const model_layout *L = &t->layout;
   if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 ||
       be->cfg.device == KERN_DEVICE_CPU || train_input_streaming(t)) {
     return 0;
   }
   kern_step *s = &t->fused;
   *s = (kern_step){.n = t->batch, .params = t->params, .grads = t->grads,
-                   .opt_state = t->opt_state, .labels = t->work.labels,
-                   .images = t->train_images_dev, .image_labels = t->train_labels_dev,
-                   .perm = t->perm_dev, .cursor = t->cursor_dev,
-                   .cursor_delta = t->global_batch, .stats = t->stats_dev,
-                   .grad_scale = 1.0f / (float)t->batch, .opt = t->opt};
-  for (int k = 0; k <= MODEL_LAYERS; k++) {
-    s->dims[k] = L->dims[k];
-    s->act[k] = t->work.act[k];
-    s->dact[k] = t->work.dact[k];
-  }
-  for (int k = 0; k < MODEL_LAYERS; k++) {
-    s->w_off[k] = L->tensors[2 * k].offset;
-    s->b_off[k] = L->tensors[2 * k + 1].offset;
-  }
+                   .opt_state = t->opt_state, .images = t->train_images_dev,
+                   .image_labels = t->train_labels_dev, .perm = t->perm_dev,
+                   .cursor = t->cursor_dev, .cursor_delta = t->global_batch,
+                   .stats = t->stats_dev, .grad_scale = 1.0f / (float)t->batch, .opt = t->opt};
+  model_step_shape(s, &t->layout, &t->work);
   size_t bytes = 0;
   int rc = be->ops->fused_step_ws(be, s, &bytes);
   if (rc > 0) return 0;

@@ -95,22 +95,13 @@ int bench_net_reset_cursor(bench_net *n) {
 
 int bench_net_fuse(bench_net *n) {
   kern_backend *be = n->be;
-  const model_layout *L = &n->L;
   kern_step *f = &n->fs;
   if (!be->ops->fused_step_ws) return 1;
   *f = (kern_step){.n = n->batch, .params = n->params, .grads = n->grads, .opt_state = n->state,
-                   .labels = n->w.labels, .images = n->images, .image_labels = n->labels,
-                   .perm = n->perm, .cursor = n->cursor, .cursor_delta = n->batch,
-                   .stats = n->stats, .grad_scale = 1.0f / (float)n->batch, .opt = n->opt};
-  for (int k = 0; k <= MODEL_LAYERS; k++) {
-    f->dims[k] = L->dims[k];
-    f->act[k] = n->w.act[k];
-    f->dact[k] = n->w.dact[k];
-  }
-  for (int k = 0; k < MODEL_LAYERS; k++) {
-    f->w_off[k] = L->tensors[2 * k].offset;
-    f->b_off[k] = L->tensors[2 * k + 1].offset;
-  }
+                   .images = n->images, .image_labels = n->labels, .perm = n->perm,
+                   .cursor = n->cursor, .cursor_delta = n->batch, .stats = n->stats,
+                   .grad_scale = 1.0f / (float)n->batch, .opt = n->opt};
+  model_step_shape(f, &n->L, &n->w);
   size_t bytes = 0;
   int rc = be->ops->fused_step_ws(be, f, &bytes);
   if (rc != 0) return rc;

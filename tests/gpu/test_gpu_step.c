@@ -40,21 +40,12 @@ static void *to_be(kern_backend *be, const void *host, size_t bytes) {
  * 0 when the backend fuses this shape. */
 static int stepper_fuse(stepper *s) {
   kern_backend *be = s->be;
-  const model_layout *L = s->L;
   kern_step *f = &s->fs;
   *f = (kern_step){.n = s->batch, .params = s->params, .grads = s->grads, .opt_state = s->state,
-                   .labels = s->w.labels, .images = s->images, .image_labels = s->labels,
-                   .perm = s->perm, .cursor = s->cursor, .cursor_delta = s->batch,
-                   .stats = s->stats, .grad_scale = 1.0f / (float)s->batch, .opt = s->opt};
-  for (int k = 0; k < 4; k++) {
-    f->dims[k] = L->dims[k];
-    f->act[k] = s->w.act[k];
-    f->dact[k] = s->w.dact[k];
-  }
-  for (int k = 0; k < 3; k++) {
-    f->w_off[k] = L->tensors[2 * k].offset;
-    f->b_off[k] = L->tensors[2 * k + 1].offset;
-  }
+                   .images = s->images, .image_labels = s->labels, .perm = s->perm,
+                   .cursor = s->cursor, .cursor_delta = s->batch, .stats = s->stats,
+                   .grad_scale = 1.0f / (float)s->batch, .opt = s->opt};
+  model_step_shape(f, s->L, &s->w);
   size_t bytes = 0;
   if (!be->ops->fused_step_ws) return 1;
   int rc = be->ops->fused_step_ws(be, f, &bytes);
