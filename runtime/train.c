@@ -229,6 +229,7 @@ static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
   if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 ||
       be->cfg.device == KERN_DEVICE_CPU || train_input_streaming(t)) {
+    rank_log_printf(&t->log, "step: op by op");
     return 0;
   }
   kern_step *s = &t->fused;
@@ -240,7 +241,10 @@ static int train_setup_fused(trainer *t) {
   model_step_shape(s, &t->layout, &t->work);
   size_t bytes = 0;
   int rc = be->ops->fused_step_ws(be, s, &bytes);
-  if (rc > 0) return 0;
+  if (rc > 0) {
+    rank_log_printf(&t->log, "step: op by op (the backend does not fuse this shape or configuration)");
+    return 0;
+  }
   T_TRY(t, rc);
   T_TRY(t, be->ops->mem_alloc(be, &t->fused_ws, bytes));
   s->ws = t->fused_ws;

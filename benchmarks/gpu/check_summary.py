@@ -80,7 +80,8 @@ def table(path, elapsed):
     def row(what, value, target, met):
         rows.append((what, value, target, "-" if met is None else ("yes" if met else "NO")))
 
-    row("step, batch 50 (fused, graph)", fmt(us, ".1f") + " us", "<= 40 us",
+    kind = "fused" if bench.get("fused", False) else "op by op"
+    row(f"step, batch 50 ({kind}, graph)", fmt(us, ".1f") + " us", "<= 40 us",
         bench_ok and us is not None and us <= 40)
     sps = bench.get("samples_per_s")
     row("samples/s, batch 50", fmt(sps, ",.0f"), ">= 1.25M", bench_ok and sps is not None and sps >= 1.25e6)
@@ -94,8 +95,8 @@ def table(path, elapsed):
                 (bench_ok and ratio >= target) if target else None)
         else:
             row(f"vs {label}", "n/a", m.get("error", "did not run")[:28], False if target else None)
-    for key, label in (("fused_eager_us", "tfdist fused, eager launch"),
-                       ("ops_us", "tfdist op by op, graph (cuBLAS)"),
+    for key, label in (("fused_eager_us", f"tfdist {kind}, eager launch"),
+                       ("ops_us", "tfdist op by op, graph (GEMMs auto)"),
                        ("small_us", "tfdist op by op, small GEMM kernels"),
                        ("eager_us", "tfdist op by op, eager"), ("unfused_us", "tfdist cuBLAS+cuDNN act"),
                        ("tf32_us", "tfdist cuBLAS tf32")):

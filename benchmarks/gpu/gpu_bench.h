@@ -62,7 +62,8 @@ double bench_cuda_bandwidth(kern_backend *be);
 double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math);
 void bench_cuda_device_name(char *out, size_t bytes);
 /* The fused step's phases from its own timestamps (median of reps eager
- * steps, us each), and the whole kernel from block 0's start to the end. */
+ * steps, at most 1024, us each), and the whole kernel from block 0's start
+ * to the end. */
 int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PHASES],
                             double *kernel_us);
 /* One graph node of an empty cooperative kernel (a block per SM) crossing

@@ -94,6 +94,8 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
   return bench_median(v, reps);
 }
 
+static int last_fused; /* whether the latest run_variant ran the fused step */
+
 /* One variant: a fresh backend and network, timed as a graph or eagerly. */
 static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_math math,
                           kern_gemm gemm, int use_graph, int64_t steps, int fused) {
@@ -107,11 +109,15 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
     goto out;
   }
   const int frc = fused ? bench_net_fuse(&n) : 0;
+  last_fused = fused && frc == 0;
   if (frc < 0) {
     fprintf(stderr, "gpu_step_bench: fused step setup: %s\n", be->err);
     goto out;
   }
-  if (frc > 0) printf("# batch %lld: the backend does not fuse this shape; op by op\n", (long long)batch);
+  if (fused && frc > 0) {
+    printf("# batch %lld: the backend does not fuse this shape or configuration; op by op\n",
+           (long long)batch);
+  }
   if (use_graph && be->ops->graph_begin) {
     if (be->ops->graph_begin(be) != 0) goto out;
     int rc = bench_step_ops(&n, NULL, NULL, -1);
@@ -142,17 +148,18 @@ static const char *const fused_phase_names[KERN_STEP_PHASES] = {
 };
 
 /* The fused step's phases (its own timestamps) and its floor: one launch
- * crossing the same 5 grid barriers, plus the bytes it must move. */
+ * crossing the same 6 grid barriers, plus the bytes it must move. */
 static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, char *json,
                            size_t json_bytes) {
   double ph[KERN_STEP_PHASES], kernel_us = 0.0;
   size_t len = 0;
-  if (bench_net_fuse(n) != 0 || bench_cuda_fused_phases(n, o->reps * 20, ph, &kernel_us) != 0) {
+  const int reps = o->reps * 20 < 1024 ? o->reps * 20 : 1024; /* the probe's own cap */
+  if (bench_net_fuse(n) != 0 || bench_cuda_fused_phases(n, reps, ph, &kernel_us) != 0) {
     printf("\nfused phases: not available\n");
     return 0;
   }
   printf("\n# fused step: phases from the kernel's own clock (median of %d eager steps)\n",
-         o->reps * 20);
+         reps);
   for (int p = 0; p < KERN_STEP_PHASES; p++) {
     printf("  %-34s %8.2f us\n", fused_phase_names[p], ph[p]);
     len += (size_t)snprintf(json + len, json_bytes - len, "\"phase_%d_us\":%.3f,", p + 1, ph[p]);
@@ -261,6 +268,7 @@ int main(int argc, char **argv) {
   double main_us, ops = -1.0;
   if (cuda) {
     main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 1);
+    const int main_fused = last_fused;
 #if TFDIST_HAVE_CUDA
     bench_cuda_device_name(dev, sizeof dev);
 #endif
@@ -273,17 +281,20 @@ int main(int argc, char **argv) {
     const double eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
     const double unfused = run_variant(&o, o.batch, 1, math, KERN_GEMM_AUTO, 1, o.steps, 0);
     const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, KERN_GEMM_AUTO, 1, o.steps, 0);
-    print_row("graph, fused step (default)", main_us, o.batch);
-    print_row("eager, fused step", fused_eager, o.batch);
-    print_row("graph, op by op, cuBLAS GEMMs", ops, o.batch);
+    print_row(main_fused ? "graph, fused step (default)" : "graph, default (not fused here)",
+              main_us, o.batch);
+    print_row(main_fused ? "eager, fused step" : "eager, default (not fused here)", fused_eager,
+              o.batch);
+    print_row("graph, op by op, GEMMs auto", ops, o.batch);
     print_row("graph, op by op, small GEMM kernels", small, o.batch);
     print_row("eager, op by op", eager, o.batch);
     print_row("graph, op by op, cuDNN act (unfused)", unfused, o.batch);
     print_row("graph, op by op, cuBLAS tf32", tf32, o.batch);
     len += (size_t)snprintf(json + len, sizeof json - len,
-                            "\"fused_eager_us\":%.3f,\"ops_us\":%.3f,\"small_us\":%.3f,"
+                            "\"fused\":%s,\"fused_eager_us\":%.3f,\"ops_us\":%.3f,\"small_us\":%.3f,"
                             "\"eager_us\":%.3f,\"unfused_us\":%.3f,\"tf32_us\":%.3f,",
-                            fused_eager, ops, small, eager, unfused, tf32);
+                            main_fused ? "true" : "false", fused_eager, ops, small, eager, unfused,
+                            tf32);
   } else {
     main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
     print_row("cpu backend, eager", main_us, o.batch);

@@ -142,7 +142,7 @@ typedef struct {
   double *row_loss, *row_correct;
   float grad_scale, lr, momentum;
   int opt_kind;
-  unsigned long long *phase_ns; /* NULL, or KERN_STEP_PHASES + 1 timestamps */
+  unsigned long long *phase_ns; /* NULL, or KERN_STEP_TIMES timestamps (backend.h) */
 } kc_fused_args;
 cudaError_t kc_launch_fused_step(cudaStream_t s, const kc_fused_args *a, int grid);
 cudaError_t kc_fused_blocks_per_sm(int *blocks);

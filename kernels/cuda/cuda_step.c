@@ -31,9 +31,10 @@ static int kc_fused_grid(kern_cuda *kc, int *grid) {
   return 0;
 }
 
-/* TFDIST_FUSED_STEP=0 keeps the op-by-op step (benchmarks compare the two). */
-static int kc_fused_wanted(const kern_cuda *kc, const kern_step *s) {
-  const char *env = getenv("TFDIST_FUSED_STEP");
+/* TFDIST_FUSED_STEP=0 keeps the op-by-op step (benchmarks compare the two);
+ * read when the caller sets up (ask_env), not again on every step. */
+static int kc_fused_wanted(const kern_cuda *kc, const kern_step *s, int ask_env) {
+  const char *env = ask_env ? getenv("TFDIST_FUSED_STEP") : NULL;
   if (env && !strcmp(env, "0")) return 0;
   if (kc->base.cfg.math != KERN_MATH_FP32 || kc->base.cfg.unfused) return 0;
   if (kc->gemm != KERN_GEMM_AUTO) return 0; /* a GEMM path was asked for by name */
@@ -56,15 +57,16 @@ typedef struct {
 
 static size_t kc_align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *p) {
+static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *p, int ask_env) {
   memset(p, 0, sizeof *p);
-  if (!kc_fused_wanted(kc, s)) return 1;
+  if (!kc_fused_wanted(kc, s, ask_env)) return 1;
   if (kc_fused_grid(kc, &p->grid) != 0) return -1;
   if (p->grid < 1) return 1;
   const int64_t n = s->n, *d = s->dims;
   /* Layer 1: about one task (32 columns x a K split) per block; its
-   * partials are summed in phase 2 by every thread. Layer 2: as few splits
-   * as fit, since each row's warp sums them again in phase 4. */
+   * partials are summed in phase 2 by every thread. Layer 2: K chunks of
+   * ~48 (a short multiply), at most 8 splits, which each row's warp sums
+   * again in phase 4. */
   const int64_t groups1 = kc_cdiv(d[1], 32);
   int64_t splits1 = p->grid / groups1 > 1 ? p->grid / groups1 : 1;
   if (splits1 > KF_FUSED_MAX_SPLITS) splits1 = KF_FUSED_MAX_SPLITS;
@@ -83,7 +85,7 @@ static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *
 
 int kc_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
   kc_fused_plan p;
-  int rc = kc_fused_make_plan(kc_of(be), s, &p);
+  int rc = kc_fused_make_plan(kc_of(be), s, &p, 1);
   *bytes = rc == 0 ? p.bytes : 0;
   return rc;
 }
@@ -91,7 +93,7 @@ int kc_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
 int kc_fused_step(kern_backend *be, const kern_step *s) {
   kern_cuda *kc = kc_of(be);
   kc_fused_plan p;
-  int rc = kc_fused_make_plan(kc, s, &p);
+  int rc = kc_fused_make_plan(kc, s, &p, 0);
   if (rc != 0) {
     if (rc > 0) snprintf(be->err, sizeof be->err, "cuda: fused step: shape or config not supported");
     return -1;

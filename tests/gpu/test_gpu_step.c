@@ -269,6 +269,13 @@ int main(void) {
     int fused = compare_run_opt(&cases[i], cpu, gpu, "fused graph", 1, 1e-4, 1e-5, RUN_FUSED,
                                 KERN_OPT_SGD);
     CHECK_EQ_INT(fused, cases[i].batch <= 128 && cases[i].dims[2] <= 128);
+    /* Backends configured for another path (TF32, cuDNN activation, a GEMM
+     * named) must decline it whatever the shape. */
+    kern_backend *other[] = {tf32, unfused, small, cublas};
+    for (int b = 0; b < 4; b++) {
+      CHECK_EQ_INT(compare_run_opt(&cases[i], cpu, other[b], "declined", 1, 1e-4, 1e-5, RUN_FUSED,
+                                   KERN_OPT_SGD), 0);
+    }
     if (fused) {
       compare_run_opt(&cases[i], cpu, gpu, "fused eager", 0, 1e-4, 1e-5, RUN_FUSED, KERN_OPT_SGD);
       compare_run_opt(&cases[i], cpu, gpu, "fused momentum graph", 1, 1e-4, 1e-5, RUN_FUSED,
