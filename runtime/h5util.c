@@ -104,19 +104,32 @@ static hid_t h5_str_type(size_t len) {
   return t;
 }
 
-int h5_attr_write_str(hid_t obj, const char *name, const char *value, char *err, size_t eb) {
+/* One scalar fixed-length string under obj: an attribute, or a dataset
+ * (HDF5 splits the two into H5A and H5D calls of the same shape). */
+static int h5_scalar_str_write(hid_t obj, const char *name, const char *value, int dataset,
+                               char *err, size_t eb) {
   int rc = -1;
-  hid_t t = -1, s = -1, a = -1;
+  hid_t t = -1, s = -1, o = -1;
   H5_CHECK(t = h5_str_type(strlen(value)), err, eb, out);
   H5_CHECK(s = H5Screate(H5S_SCALAR), err, eb, out);
-  H5_CHECK(a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
-  H5_CHECK(H5Awrite(a, t, value), err, eb, out);
+  if (dataset) {
+    H5_CHECK(o = H5Dcreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
+    H5_CHECK(H5Dwrite(o, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, value), err, eb, out);
+  } else {
+    H5_CHECK(o = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
+    H5_CHECK(H5Awrite(o, t, value), err, eb, out);
+  }
   rc = 0;
 out:
-  if (a >= 0) H5Aclose(a);
+  if (o >= 0 && dataset) H5Dclose(o);
+  if (o >= 0 && !dataset) H5Aclose(o);
   if (s >= 0) H5Sclose(s);
   if (t >= 0) H5Tclose(t);
   return rc;
+}
+
+int h5_attr_write_str(hid_t obj, const char *name, const char *value, char *err, size_t eb) {
+  return h5_scalar_str_write(obj, name, value, 0, err, eb);
 }
 
 int h5_attr_write_str_array(hid_t obj, const char *name, const char *const *values, int n,
@@ -440,18 +453,7 @@ out:
 }
 
 int h5_dataset_write_text(hid_t group, const char *name, const char *text, char *err, size_t eb) {
-  int rc = -1;
-  hid_t t = -1, s = -1, d = -1;
-  H5_CHECK(t = h5_str_type(strlen(text)), err, eb, out);
-  H5_CHECK(s = H5Screate(H5S_SCALAR), err, eb, out);
-  H5_CHECK(d = H5Dcreate2(group, name, t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), err, eb, out);
-  H5_CHECK(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, text), err, eb, out);
-  rc = 0;
-out:
-  if (d >= 0) H5Dclose(d);
-  if (s >= 0) H5Sclose(s);
-  if (t >= 0) H5Tclose(t);
-  return rc;
+  return h5_scalar_str_write(group, name, text, 1, err, eb);
 }
 
 int h5_dataset_read_text(hid_t group, const char *name, const char *where, char **out,
