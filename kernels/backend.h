@@ -49,9 +49,11 @@ typedef struct {
  * into grads (overwritten: the same values as zeroing then accumulating),
  * the optimizer update and the cursor advance. The buffers are those the
  * op-by-op step uses (runtime/model.h's work buffers), so either path leaves
- * the same state behind. */
+ * the same state behind. One launch may run `steps` such steps in a row,
+ * each at the cursor the one before advanced: the same as `steps` launches. */
 typedef struct {
   int64_t n;                  /* batch rows */
+  int64_t steps;              /* steps per launch; 0 means 1 */
   int64_t dims[4];            /* in, h1, h2, classes */
   int64_t w_off[3], b_off[3]; /* offsets of each layer's W and b in params */
   float *params, *grads, *opt_state;
@@ -66,11 +68,16 @@ typedef struct {
   kern_opt opt;
   void *ws;                   /* fused_step_ws bytes of backend memory */
   /* Optional, for benchmarks: backend memory for KERN_STEP_TIMES timestamps
-   * (ns): the start of each phase, the end of the last, then block 0's first
-   * tile of phases 1, 3, 6 and 7 (start, staged, multiplied, stored). */
+   * (ns) of the launch's last step: the start of each phase, the end of the
+   * last, then block 0's first tile of phases 1, 3, 6 and 7 (start, staged,
+   * multiplied, stored). */
   uint64_t *phase_ns;
 } kern_step;
 #define KERN_STEP_PHASES 7
+/* Steps per fused launch the trainer asks for: a launch costs about one
+ * step's worth of gaps (~4 us), a barrier between steps ~1 us, and the host
+ * still hears from the device every ~1.5 ms at batch 50. */
+#define KERN_STEP_CHAIN 32
 #define KERN_STEP_TIMES (KERN_STEP_PHASES + 1 + 16)
 
 typedef struct kern_backend kern_backend;

@@ -191,9 +191,12 @@ static int train_step_ops(trainer *t) {
   return 0;
 }
 
-static int train_step(trainer *t) {
+/* k steps: one launch runs them all when the step is fused, else k is 1. */
+static int train_step(trainer *t, int64_t k) {
   if (t->input && train_input_next(t) != 0) return -1;
-  if (!t->use_graph) return train_step_ops(t);
+  t->fused.steps = k;
+  /* an epoch's shorter last chain: one launch, graph or not */
+  if (!t->use_graph || (t->graph && k != t->graph_steps)) return train_step_ops(t);
   if (!t->graph) {
     T_TRY(t, t->be->ops->graph_begin(t->be));
     int rc = train_step_ops(t);
@@ -202,14 +205,16 @@ static int train_step(trainer *t) {
     if (rc != 0) return -1;
     T_TRY(t, end_rc);
     t->graph = g;
+    t->graph_steps = k;
   }
   T_TRY(t, t->be->ops->graph_launch(t->be, t->graph));
   return 0;
 }
 
 /* A test-only fault switch: TFDIST_FAULT_STALL_RANK=r TFDIST_FAULT_STALL_STEP=s
- * makes rank r stop answering at global step s, as a hung GPU or host would. */
-static void train_fault_maybe(const trainer *t) {
+ * makes rank r stop answering at global step s (in the next k), as a hung
+ * GPU or host would. */
+static void train_fault_maybe(const trainer *t, int64_t k) {
   static int rank = -2;
   static long step = -1;
   if (rank == -2) {
@@ -217,14 +222,15 @@ static void train_fault_maybe(const trainer *t) {
     rank = r ? atoi(r) : -1;
     step = s ? atol(s) : 0;
   }
-  if (rank == t->world->rank && t->global_step == step) {
+  if (rank == t->world->rank && step >= t->global_step && step < t->global_step + k) {
     fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %ld\n", rank, step);
     for (;;) pause();
   }
 }
 
 /* One rank, data on the device, the backend can fuse the shape: the step is
- * one launch instead of ~20 (same math, same buffers; see kernels/backend.h). */
+ * one launch instead of ~20, and a launch runs a chain of up to
+ * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/backend.h). */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
   if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 ||
@@ -248,7 +254,8 @@ static int train_setup_fused(trainer *t) {
   T_TRY(t, rc);
   T_TRY(t, be->ops->mem_alloc(be, &t->fused_ws, bytes));
   s->ws = t->fused_ws;
-  rank_log_printf(&t->log, "step: fused, one launch (%zu bytes of workspace)", bytes);
+  rank_log_printf(&t->log, "step: fused, up to %d steps per launch (%zu bytes of workspace)",
+                  KERN_STEP_CHAIN, bytes);
   return 0;
 }
 
@@ -300,11 +307,13 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   T_TRY(t, be->ops->mem_zero(be, t->stats_dev, sizeof(kern_stats)));
   t->data_wait_s = 0;
   double t0 = rec_mono();
-  for (int64_t step = 0; step < t->steps_per_epoch; step++) {
-    train_fault_maybe(t);
-    if (train_step(t) != 0) return -1;
-    t->global_step++;
-    if (show_progress) train_progress(t, epoch, step, t0);
+  const int64_t chain = t->fused_ws ? KERN_STEP_CHAIN : 1;
+  for (int64_t step = 0, k; step < t->steps_per_epoch; step += k) {
+    k = t->steps_per_epoch - step < chain ? t->steps_per_epoch - step : chain;
+    train_fault_maybe(t, k);
+    if (train_step(t, k) != 0) return -1;
+    t->global_step += k;
+    if (show_progress) train_progress(t, epoch, step + k - 1, t0);
   }
   /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
   if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);

@@ -44,6 +44,7 @@ typedef struct {
   int64_t start_epoch;             /* 0, or the epoch a resume continues at */
   int64_t global_step;
   void *graph;                     /* captured step, when the backend has graphs */
+  int64_t graph_steps;             /* steps the graph runs (fused: a chain of them) */
   int use_graph;
   kern_step fused;                 /* the whole step in one launch, when fused_ws */
   void *fused_ws;                  /* NULL: the step runs op by op */

@@ -80,7 +80,8 @@ def table(path, elapsed):
     def row(what, value, target, met):
         rows.append((what, value, target, "-" if met is None else ("yes" if met else "NO")))
 
-    kind = "fused" if bench.get("fused", False) else "op by op"
+    chain = bench.get("chain", 1)
+    kind = (f"fused, {chain} per launch" if chain > 1 else "fused") if bench.get("fused", False) else "op by op"
     row(f"step, batch 50 ({kind}, graph)", fmt(us, ".1f") + " us", "<= 40 us",
         bench_ok and us is not None and us <= 40)
     sps = bench.get("samples_per_s")
@@ -95,7 +96,9 @@ def table(path, elapsed):
                 (bench_ok and ratio >= target) if target else None)
         else:
             row(f"vs {label}", "n/a", m.get("error", "did not run")[:28], False if target else None)
-    for key, label in (("fused_eager_us", f"tfdist {kind}, eager launch"),
+    one = "fused, 1 step per launch" if bench.get("fused", False) else "default (not fused)"
+    for key, label in (("fused_one_us", f"tfdist {one}, graph"),
+                       ("fused_eager_us", f"tfdist {one}, eager"),
                        ("ops_us", "tfdist op by op, graph (GEMMs auto)"),
                        ("small_us", "tfdist op by op, small GEMM kernels"),
                        ("eager_us", "tfdist op by op, eager"), ("unfused_us", "tfdist cuBLAS+cuDNN act"),
@@ -117,7 +120,8 @@ def table(path, elapsed):
         row("20 epochs, op by op (--fused-step off)", fmt(t20o.get("train_eval_s"), ".2f") + " s",
             f"acc {fmt(t20o.get('final_acc'), '.4f')}", None)
     if "fused_floor_us" in bench:
-        row(f"fused floor (launch+6 barriers {bench['barrier_floor_us']:.1f} us + bytes)",
+        bar = bench.get("chain_barrier_floor_us", bench["barrier_floor_us"])
+        row(f"fused floor (barriers {bar:.1f} us/step + bytes)",
             f"{bench['fused_floor_us']:.1f} us", f"gap {bench['fused_gap']:.2f}x", None)
     if "floor_us" in bench:
         row(f"op floor ({bench['nodes']} nodes x {bench['node_latency_us']:.2f} us + bytes)",

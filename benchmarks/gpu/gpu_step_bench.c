@@ -68,15 +68,18 @@ static kern_backend *make_backend(const bench_opts *o, int unfused, kern_math ma
 }
 
 /* Median microseconds per step over reps runs of `steps` back-to-back steps
- * (graph replays when graph), synchronised only at the ends. */
+ * (graph replays when graph; a fused launch may chain several), synchronised
+ * only at the ends. */
 static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) {
   kern_backend *be = n->be;
   double v[64];
+  const int64_t per = n->fs.ws && n->fs.steps > 1 ? n->fs.steps : 1;
   if (steps > n->rows / n->batch) steps = n->rows / n->batch;
+  steps = steps / per > 0 ? steps / per * per : per;
   for (int r = -2; r < reps; r++) {
     if (bench_net_reset_cursor(n) != 0 || be->ops->sync(be) != 0) return -1.0;
     double t0 = bench_now();
-    for (int64_t i = 0; i < steps; i++) {
+    for (int64_t i = 0; i < steps; i += per) {
       int rc = graph ? be->ops->graph_launch(be, graph) : bench_step_ops(n, NULL, NULL, -1);
       if (rc != 0) {
         fprintf(stderr, "gpu_step_bench: step: %s\n", be->err);
@@ -96,9 +99,11 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
 
 static int last_fused; /* whether the latest run_variant ran the fused step */
 
-/* One variant: a fresh backend and network, timed as a graph or eagerly. */
+/* One variant: a fresh backend and network, timed as a graph or eagerly;
+ * chain > 0 asks for the fused step, chain steps per launch. */
 static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_math math,
-                          kern_gemm gemm, int use_graph, int64_t steps, int fused) {
+                          kern_gemm gemm, int use_graph, int64_t steps, int chain) {
+  const int fused = chain > 0;
   kern_backend *be = make_backend(o, unfused, math, gemm);
   if (!be) return -1.0;
   bench_net n;
@@ -114,6 +119,7 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
     fprintf(stderr, "gpu_step_bench: fused step setup: %s\n", be->err);
     goto out;
   }
+  n.fs.steps = chain < ROWS / batch ? chain : ROWS / batch; /* one pass over the rows */
   if (fused && frc > 0) {
     printf("# batch %lld: the backend does not fuse this shape or configuration; op by op\n",
            (long long)batch);
@@ -147,8 +153,9 @@ static const char *const fused_phase_names[KERN_STEP_PHASES] = {
   "7 bwd L1: dW1 db1 + upd, upd L2",
 };
 
-/* The fused step's phases (its own timestamps) and its floor: one launch
- * crossing the same 6 grid barriers, plus the bytes it must move. */
+/* The fused step's phases (its own timestamps) and its floor: per step, a
+ * launch of a chain of KERN_STEP_CHAIN steps crossing the same grid barriers
+ * (6 per step, 1 between steps) and nothing else, plus the bytes it moves. */
 static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, char *json,
                            size_t json_bytes) {
   double ph[KERN_STEP_PHASES], kernel_us = 0.0;
@@ -171,16 +178,19 @@ static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, ch
   const double bytes = 16.0 * (double)P + (double)B * (double)d[0] * 9.0 +
                        32.0 * (double)B * (double)(d[1] + d[2] + d[3]);
   const double bw = bench_cuda_bandwidth(n->be);
+  const int K = KERN_STEP_CHAIN;
   const double bar = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES - 1);
-  const double floor_us = bar + bytes / bw * 1e6;
-  printf("\n# fused floor: one cooperative launch crossing %d grid barriers: %.2f us (graph replay); "
-         "%.2f MB at %.0f GB/s = %.2f us\n",
-         KERN_STEP_PHASES - 1, bar, bytes / 1e6, bw / 1e9, bytes / bw * 1e6);
+  const double chain = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES * K - 1) / K;
+  const double floor_us = chain + bytes / bw * 1e6;
+  printf("\n# fused floor: one cooperative launch crossing %d grid barriers: %.2f us (graph "
+         "replay); a chain of %d steps: %.2f us per step; %.2f MB at %.0f GB/s = %.2f us\n",
+         KERN_STEP_PHASES - 1, bar, K, chain, bytes / 1e6, bw / 1e9, bytes / bw * 1e6);
   printf("  floor %.2f us; measured %.2f us; gap %.2fx\n", floor_us, step_us, step_us / floor_us);
   len += (size_t)snprintf(json + len, json_bytes - len,
                           "\"fused_kernel_us\":%.3f,\"barrier_floor_us\":%.3f,"
-                          "\"fused_bytes\":%.0f,\"fused_floor_us\":%.3f,\"fused_gap\":%.3f,",
-                          kernel_us, bar, bytes, floor_us, step_us / floor_us);
+                          "\"chain_barrier_floor_us\":%.3f,\"fused_bytes\":%.0f,"
+                          "\"fused_floor_us\":%.3f,\"fused_gap\":%.3f,",
+                          kernel_us, bar, chain, bytes, floor_us, step_us / floor_us);
   return len;
 }
 
@@ -267,34 +277,39 @@ int main(int argc, char **argv) {
          o.device, o.math);
   double main_us, ops = -1.0;
   if (cuda) {
-    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 1);
+    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, KERN_STEP_CHAIN);
     const int main_fused = last_fused;
 #if TFDIST_HAVE_CUDA
     bench_cuda_device_name(dev, sizeof dev);
 #endif
     const char *env = getenv("TFDIST_GEMM");
-    printf("# %s; default: the fused step (one launch); op by op: GEMMs auto%s%s%s (cuBLAS)\n",
-           dev, env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
+    printf("# %s; default: the fused step, %d per launch (the trainer's chain); op by op: GEMMs "
+           "auto%s%s%s (cuBLAS)\n",
+           dev, KERN_STEP_CHAIN, env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
+    const double fused_one = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 1);
     const double fused_eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 1);
     ops = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 0);
     const double small = run_variant(&o, o.batch, 0, math, KERN_GEMM_SMALL, 1, o.steps, 0);
     const double eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
     const double unfused = run_variant(&o, o.batch, 1, math, KERN_GEMM_AUTO, 1, o.steps, 0);
     const double tf32 = run_variant(&o, o.batch, 0, KERN_MATH_TF32, KERN_GEMM_AUTO, 1, o.steps, 0);
-    print_row(main_fused ? "graph, fused step (default)" : "graph, default (not fused here)",
+    print_row(main_fused ? "graph, fused, chain (default)" : "graph, default (not fused here)",
               main_us, o.batch);
-    print_row(main_fused ? "eager, fused step" : "eager, default (not fused here)", fused_eager,
+    print_row(main_fused ? "graph, fused, 1 step per launch" : "graph, not fused here", fused_one,
               o.batch);
+    print_row(main_fused ? "eager, fused, 1 step per launch" : "eager, not fused here",
+              fused_eager, o.batch);
     print_row("graph, op by op, GEMMs auto", ops, o.batch);
     print_row("graph, op by op, small GEMM kernels", small, o.batch);
     print_row("eager, op by op", eager, o.batch);
     print_row("graph, op by op, cuDNN act (unfused)", unfused, o.batch);
     print_row("graph, op by op, cuBLAS tf32", tf32, o.batch);
     len += (size_t)snprintf(json + len, sizeof json - len,
-                            "\"fused\":%s,\"fused_eager_us\":%.3f,\"ops_us\":%.3f,\"small_us\":%.3f,"
+                            "\"fused\":%s,\"chain\":%d,\"fused_one_us\":%.3f,"
+                            "\"fused_eager_us\":%.3f,\"ops_us\":%.3f,\"small_us\":%.3f,"
                             "\"eager_us\":%.3f,\"unfused_us\":%.3f,\"tf32_us\":%.3f,",
-                            main_fused ? "true" : "false", fused_eager, ops, small, eager, unfused,
-                            tf32);
+                            main_fused ? "true" : "false", main_fused ? KERN_STEP_CHAIN : 1,
+                            fused_one, fused_eager, ops, small, eager, unfused, tf32);
   } else {
     main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
     print_row("cpu backend, eager", main_us, o.batch);

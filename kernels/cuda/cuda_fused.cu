@@ -11,7 +11,8 @@
  *      masked by h2 > 0; the stats
  *   6  dW2, db2, dz1 = (dz2 W2^T) masked by h1 > 0; the update of layer 3
  *   7  dW1 and db1 with their update fused; the update of layer 2
- * Every GEMM is a tile task: its operands are staged in shared memory (one
+ * A launch may run several steps, a grid barrier between two instead of a
+ * launch's gap. Every GEMM is a tile task: its operands are staged in shared memory (one
  * round of parallel loads), then 8 warps x 32 lanes multiply from there.
  * Sums run in a fixed order: no float atomics, the same bits every run.
  * Elementwise math (gather scale, xent, the update rule) is the same as
@@ -557,10 +558,9 @@ static __device__ void kf_mark(const kc_fused_args &a, int phase) {
   }
 }
 
-__global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a) {
-  __shared__ int64_t rowbase[KF_FUSED_MAX_ROWS];
-  __shared__ double stats[2 * KF_FUSED_MAX_ROWS];
-  cg::grid_group grid = cg::this_grid();
+/* One step: the seven phases. */
+static __device__ __forceinline__ void kf_step(const kc_fused_args &a, cg::grid_group &grid,
+                                               int64_t *rowbase, double *stats) {
   const int64_t *d = a.dims;
   kf_mark(a, 0);
   kf_phase_forward1(a, rowbase);
@@ -590,6 +590,18 @@ __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a)
   kf_update_range(a, a.b_off[1], d[2]);
   const kf_layer L1 = {a.x, a.dz1, NULL, NULL, d[0], d[1], a.w_off[0], a.b_off[0], true};
   kf_backward_layer(a, L1, a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 13 : NULL);
+}
+
+/* a.steps steps back to back: a barrier, not a launch, between two steps
+ * (the next one reads W1 and the cursor this one wrote). */
+__global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a) {
+  __shared__ int64_t rowbase[KF_FUSED_MAX_ROWS];
+  __shared__ double stats[2 * KF_FUSED_MAX_ROWS];
+  cg::grid_group grid = cg::this_grid();
+  for (int64_t s = 0; s < a.steps; s++) {
+    if (s > 0) grid.sync();
+    kf_step(a, grid, rowbase, stats);
+  }
   __syncthreads();
   kf_mark(a, KERN_STEP_PHASES);
 }

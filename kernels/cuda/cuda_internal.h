@@ -130,6 +130,7 @@ cudaError_t kc_launch_gemm_backward(cudaStream_t s, const kc_gemm_ws *g, float *
 typedef struct {
   int64_t n, dims[4], w_off[3], b_off[3];
   int64_t ks1, kc1, ks2, kc2; /* K splits of layers 1 and 2, and their chunk */
+  int64_t steps;              /* steps this launch runs, >= 1 */
   float *params, *grads, *state;
   float *x, *h1, *h2, *logits, *dlogits, *dz2, *dz1;
   int32_t *y;

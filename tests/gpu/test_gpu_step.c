@@ -127,11 +127,12 @@ static void fetch(stepper *s, void *dst, const void *src, size_t bytes) {
   }
 }
 
-typedef enum { RUN_OPS = 0, RUN_FUSED = 1 } run_kind;
+typedef enum { RUN_OPS = 0, RUN_FUSED = 1, RUN_FUSED_CHAIN = 2 } run_kind;
 
 /* Grads after step one, then params, stats and cursor after STEPS steps.
- * RUN_FUSED runs the GPU side as one fused launch per step; it returns 0
- * (checking nothing) where the backend does not fuse the case. */
+ * RUN_FUSED runs the GPU side as one fused launch per step, RUN_FUSED_CHAIN
+ * its steps 2..STEPS in one launch; both return 0 (checking nothing) where
+ * the backend does not fuse the case. */
 static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *gpu, const char *tag,
                            int use_graph, double rtol_g, double rtol_p, run_kind kind,
                            kern_opt_kind opt) {
@@ -157,7 +158,7 @@ static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *
   stepper c, g;
   stepper_init(&c, cpu, &L, params, img, lab, perm, rows, nc->batch, opt);
   stepper_init(&g, gpu, &L, params, img, lab, perm, rows, nc->batch, opt);
-  if (kind == RUN_FUSED && stepper_fuse(&g) != 0) {
+  if (kind != RUN_OPS && stepper_fuse(&g) != 0) {
     stepper_free(&c);
     stepper_free(&g);
     free(params), free(img), free(lab), free(perm);
@@ -167,15 +168,21 @@ static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *
   char what[128];
   step(&c, 0);
   step(&g, use_graph);
-  if (!use_graph || kind == RUN_FUSED) { /* the fused step writes grads, graph or not */
+  if (!use_graph || kind != RUN_OPS) { /* the fused step writes grads, graph or not */
     fetch(&c, gc_, c.grads, (size_t)P * 4);
     fetch(&g, gg, g.grads, (size_t)P * 4);
     snprintf(what, sizeof what, "%s %s grads after step 1", nc->name, tag);
     gc_close(what, gg, gc_, P, rtol_g, rtol_g);
   }
+  const int chain = kind == RUN_FUSED_CHAIN;
+  if (chain) { /* a new graph: it holds one launch of STEPS - 1 steps */
+    if (g.graph) gpu->ops->graph_free(gpu, g.graph);
+    g.graph = NULL;
+    g.fs.steps = STEPS - 1;
+  }
   for (int k = 1; k < STEPS; k++) {
     step(&c, 0);
-    step(&g, use_graph);
+    if (!chain || k == 1) step(&g, use_graph);
   }
   fetch(&c, gc_, c.params, (size_t)P * 4);
   fetch(&g, gg, g.params, (size_t)P * 4);
@@ -280,6 +287,12 @@ int main(void) {
       compare_run_opt(&cases[i], cpu, gpu, "fused eager", 0, 1e-4, 1e-5, RUN_FUSED, KERN_OPT_SGD);
       compare_run_opt(&cases[i], cpu, gpu, "fused momentum graph", 1, 1e-4, 1e-5, RUN_FUSED,
                       KERN_OPT_MOMENTUM);
+      /* Steps chained in one launch: the cursor, W1 and the stats carry
+       * from step to step inside the kernel. */
+      CHECK_EQ_INT(compare_run_opt(&cases[i], cpu, gpu, "fused chain graph", 1, 1e-4, 1e-5,
+                                   RUN_FUSED_CHAIN, KERN_OPT_SGD), 1);
+      compare_run_opt(&cases[i], cpu, gpu, "fused chain momentum eager", 0, 1e-4, 1e-5,
+                      RUN_FUSED_CHAIN, KERN_OPT_MOMENTUM);
     }
   }
   kern_backend_free(cublas);
