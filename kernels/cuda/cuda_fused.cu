@@ -39,6 +39,9 @@ namespace cg = cooperative_groups;
  * (S2R SR_CgaCtaId) before each access, which the first runs paid per row. */
 static __shared__ __align__(16) float kf_As[KF_FUSED_A_FLOATS];
 static __shared__ __align__(16) float kf_Bs[KF_B_FLOATS];
+/* The batch's rows, perm[cursor + r]: fetched (cp.async) while the step
+ * before runs, so that phase 1 starts with them. */
+static __shared__ int32_t kf_batch[KF_FUSED_MAX_ROWS];
 
 /* Latency, not arithmetic, bounds every phase: a thread that loads, waits
  * and stores in a loop pays one memory round trip (0.3-0.8 us) per element.
@@ -83,7 +86,7 @@ static __device__ void kf_dbg(unsigned long long *dbg, int i) {
 /* One float from global to shared memory without a register: the copies
  * of a slab are all in flight at once from a compact loop. valid = false
  * writes a zero (src-size 0) and reads nothing. */
-static __device__ __forceinline__ void kf_cp4(float *dst, const float *src, bool valid) {
+static __device__ __forceinline__ void kf_cp4(void *dst, const void *src, bool valid) {
   const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
                "r"(valid ? 4 : 0)
@@ -112,13 +115,12 @@ struct kf_a_mat { /* a float view, rows r, inner k; row ones_row (if any) is all
   __device__ void staged(int64_t, int64_t, int, int, int) const {}
 };
 
-/* x(r, k) = images[row_r][k] / 255, row_r = perm[cursor + r] (the gather of
- * cuda_kernels.cu, same arithmetic), row bases staged in shared memory.
- * Four pixels per load where rows and chunks are 4-byte aligned (vec). */
+/* x(r, k) = images[row_r][k] / 255, row_r = perm[cursor + r] = kf_batch[r]
+ * (the gather of cuda_kernels.cu, same arithmetic). Four pixels per load
+ * where rows and chunks are 4-byte aligned (vec). */
 #define KF_GATHER_PER (KF_FUSED_TILE_ROWS * KF_FUSED_MAX_KC / 4 / KF_THREADS)
 struct kf_a_gather {
   const uint8_t *images;
-  const int64_t *rowbase;
   bool vec;
   float *x; /* when set, the staged slab is also this tile's part of x (n, ld) */
   int64_t ld;
@@ -130,7 +132,7 @@ struct kf_a_gather {
     }
   }
   __device__ uint32_t quad(int64_t r, int64_t k, int ikn, int k_in) const {
-    const uint8_t *p = images + rowbase[r] + k;
+    const uint8_t *p = images + (int64_t)kf_batch[r] * ld + k;
     if (vec) return *(const uint32_t *)p;
     uint32_t v = 0;
     for (int b = 0; b < 4 && k_in + b < ikn; b++) v |= (uint32_t)p[b] << (8 * b);
@@ -299,16 +301,21 @@ __device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0,
 
 static __device__ int64_t kf_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* The rows of the batch at cursor c into kf_batch, in flight until the
+ * next kf_cp_wait. */
+static __device__ void kf_batch_fetch(const kc_fused_args &a, int64_t c) {
+  for (int64_t r = threadIdx.x; r < a.n; r += KF_THREADS) kf_cp4(&kf_batch[r], a.perm + c + r, true);
+}
+
 /* Phase 1: layer-1 partials part1[s] over K split s; x (from the staged
- * slabs) and y for the backward pass. */
-__device__ void kf_phase_forward1(const kc_fused_args &a, int64_t *rowbase) {
-  const int64_t n = a.n, d0 = a.dims[0], d1 = a.dims[1], c = *a.cursor;
-  const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
-  for (int64_t r = threadIdx.x; r < n; r += KF_THREADS) rowbase[r] = (int64_t)a.perm[c + r] * d0;
+ * slabs) and y for the backward pass. Then, when another step follows in
+ * this launch, its rows are fetched (its cursor is c + cursor_delta). */
+__device__ void kf_phase_forward1(const kc_fused_args &a, int64_t c, bool more) {
+  const int64_t n = a.n, d0 = a.dims[0], d1 = a.dims[1];
+  kf_cp_wait();
   __syncthreads();
-  for (int64_t i = tid; i < n; i += nt) a.y[i] = a.image_labels[a.perm[c + i]];
   const bool vec = d0 % 4 == 0 && a.kc1 % 4 == 0 && ((uintptr_t)a.images & 3u) == 0;
-  kf_a_gather A = {a.images, rowbase, vec, NULL, d0};
+  kf_a_gather A = {a.images, vec, NULL, d0};
   const kf_mat W = {a.params + a.w_off[0], d1, 1};
   const int64_t groups = kf_cdiv(d1, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
   for (int64_t t = blockIdx.x; t < rt * groups * a.ks1; t += gridDim.x) {
@@ -319,15 +326,22 @@ __device__ void kf_phase_forward1(const kc_fused_args &a, int64_t *rowbase) {
     kf_tile(A, W, r0, R, c0, d1, kb, ke, a.kc1, kf_epi_part{a.part1 + s * n * d1, d1},
             t == 0 && a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 1 : NULL);
   }
+  /* the last block: the fewest tiles when they do not divide evenly */
+  if (blockIdx.x == gridDim.x - 1) {
+    for (int64_t i = threadIdx.x; i < n; i += KF_THREADS) a.y[i] = a.image_labels[kf_batch[i]];
+  }
+  if (!more) return;
+  __syncthreads(); /* every read of this step's rows is done */
+  kf_batch_fetch(a, c + a.cursor_delta);
 }
 
 /* Phase 2: h1 = relu(sum of the partials in split order + b1), every
  * thread of the grid one element, its loads all in flight. */
-__device__ void kf_phase_h1(const kc_fused_args &a) {
+__device__ void kf_phase_h1(const kc_fused_args &a, int64_t c) {
   const int64_t n = a.n, d1 = a.dims[1], stride = n * d1;
   const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
   const float *b1 = a.params + a.b_off[0];
-  if (tid == 0) *a.cursor += a.cursor_delta; /* every block read it in phase 1 */
+  if (tid == 0) *a.cursor = c + a.cursor_delta; /* the state a next launch starts from */
   for (int64_t i = tid; i < stride; i += nt) {
     const float *p = a.part1 + i;
     float v[KF_FUSED_MAX_SPLITS]; /* every split's load in flight, then the sum in order */
@@ -558,15 +572,15 @@ static __device__ void kf_mark(const kc_fused_args &a, int phase) {
   }
 }
 
-/* One step: the seven phases. */
+/* One step at cursor c, the seven phases; more: another step follows. */
 static __device__ __forceinline__ void kf_step(const kc_fused_args &a, cg::grid_group &grid,
-                                               int64_t *rowbase, double *stats) {
+                                               int64_t c, bool more, double *stats) {
   const int64_t *d = a.dims;
   kf_mark(a, 0);
-  kf_phase_forward1(a, rowbase);
+  kf_phase_forward1(a, c, more);
   grid.sync();
   kf_mark(a, 1);
-  kf_phase_h1(a);
+  kf_phase_h1(a, c);
   grid.sync();
   kf_mark(a, 2);
   kf_phase_forward2(a);
@@ -593,14 +607,16 @@ static __device__ __forceinline__ void kf_step(const kc_fused_args &a, cg::grid_
 }
 
 /* a.steps steps back to back: a barrier, not a launch, between two steps
- * (the next one reads W1 and the cursor this one wrote). */
+ * (the next one reads the W1 this one wrote). Step s is at cursor
+ * *a.cursor + s * cursor_delta, the cursor each step would have left. */
 __global__ void __launch_bounds__(KF_THREADS, 1) kf_step_kernel(kc_fused_args a) {
-  __shared__ int64_t rowbase[KF_FUSED_MAX_ROWS];
   __shared__ double stats[2 * KF_FUSED_MAX_ROWS];
   cg::grid_group grid = cg::this_grid();
-  for (int64_t s = 0; s < a.steps; s++) {
+  int64_t c = *a.cursor;
+  kf_batch_fetch(a, c);
+  for (int64_t s = 0; s < a.steps; s++, c += a.cursor_delta) {
     if (s > 0) grid.sync();
-    kf_step(a, grid, rowbase, stats);
+    kf_step(a, grid, c, s + 1 < a.steps, stats);
   }
   __syncthreads();
   kf_mark(a, KERN_STEP_PHASES);
