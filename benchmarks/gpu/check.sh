@@ -7,7 +7,7 @@
 #                      --data /usr/share/datasets/fashion-mnist .bundle/travel/fashion-mnist
 # and carried along as .bundle/travel. Runs, each under its own time limit
 # and never stopping at the first failure: the environment, the GPU step
-# benchmark (the fused one-launch step, and op by op with the small-kernel
+# benchmark (the fused step, chained as the trainer runs it and one per launch, and op by op with the small-kernel
 # and cuBLAS GEMMs side by side), the
 # PyTorch peer (eager, CUDA graph), the GPU tests, 20 epochs on the GPU with
 # the defaults (fused) and op by op, the NCCL test of collective/ and the NCCL (1 rank, through
