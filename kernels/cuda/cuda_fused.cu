@@ -382,6 +382,10 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
   const int64_t warps = (int64_t)gridDim.x * KF_WARPS;
   const float *W3 = a.params + a.w_off[2], *b2 = a.params + a.b_off[1], *b3 = a.params + a.b_off[2];
   for (int64_t i = (int64_t)blockIdx.x * KF_WARPS + (threadIdx.x >> 5); i < n; i += warps) {
+    /* Loaded before any store: the compiler cannot move them past stores
+     * that might alias, which would cost a second round trip. */
+    const int32_t y = a.y[i];
+    const float b3c = lane < C ? b3[lane] : 0.0f;
     float h[KF_ROW_SLOTS];
 #pragma unroll
     for (int j = 0; j < KF_ROW_SLOTS; j++) h[j] = 0.0f;
@@ -425,13 +429,12 @@ __device__ void kf_phase_logits(const kc_fused_args &a) {
     /* Lane c < C takes class c from here: max, argmax (first of equals, as
      * kc_xent_kernel), the exp sum and the label's logit are warp
      * reductions, so each lane evaluates one exp, not C. */
-    const int32_t y = a.y[i];
     float zc = -INFINITY;
 #pragma unroll
     for (int c = 0; c < KF_FUSED_MAX_CLASSES; c++) {
       if (c < C) {
         for (int off = 16; off > 0; off /= 2) z[c] += __shfl_xor_sync(0xffffffffu, z[c], off);
-        if (c == lane) zc = z[c] + b3[c];
+        if (c == lane) zc = z[c] + b3c;
       }
     }
     float zmax = zc;
