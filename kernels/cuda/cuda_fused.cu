@@ -533,6 +533,9 @@ __device__ void kf_update_range(const kc_fused_args &a, int64_t off, int64_t ele
 __device__ void kf_stats(const kc_fused_args &a, double *scratch) {
   if (blockIdx.x != gridDim.x - 1 || threadIdx.x >= 32 || !a.stats) return;
   const int64_t n = a.n;
+  kern_stats *s = a.stats;
+  /* the running sums load with the rows: after a store they would wait on it */
+  const double loss0 = s->loss_sum, correct0 = s->correct, samples0 = s->samples;
   double l[KF_FUSED_MAX_ROWS / 32], c[KF_FUSED_MAX_ROWS / 32];
 #pragma unroll
   for (int j = 0; j < KF_FUSED_MAX_ROWS / 32; j++) {
@@ -552,10 +555,9 @@ __device__ void kf_stats(const kc_fused_args &a, double *scratch) {
     loss += scratch[i];
     correct += scratch[KF_FUSED_MAX_ROWS + i];
   }
-  kern_stats *s = a.stats;
-  s->loss_sum += loss;
-  s->correct += correct;
-  s->samples += (double)n;
+  s->loss_sum = loss0 + loss;
+  s->correct = correct0 + correct;
+  s->samples = samples0 + (double)n;
   s->last_loss_sum = loss;
   s->last_correct = correct;
   s->last_samples = (double)n;
