@@ -191,7 +191,8 @@ static int train_step_ops(trainer *t) {
   return 0;
 }
 
-/* k steps: one launch runs them all when the step is fused, else k is 1. */
+/* k steps: one launch runs them all when the step is fused, else k is 1
+ * (so a loader, which never goes with the fused step, gives one batch). */
 static int train_step(trainer *t, int64_t k) {
   if (t->input && train_input_next(t) != 0) return -1;
   t->fused.steps = k;

@@ -75,7 +75,7 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
   double v[64];
   const int64_t per = n->fs.ws && n->fs.steps > 1 ? n->fs.steps : 1;
   if (steps > n->rows / n->batch) steps = n->rows / n->batch;
-  steps = steps / per > 0 ? steps / per * per : per;
+  steps = steps / per > 0 ? steps / per * per : per; /* whole chains, at least one */
   for (int r = -2; r < reps; r++) {
     if (bench_net_reset_cursor(n) != 0 || be->ops->sync(be) != 0) return -1.0;
     double t0 = bench_now();
@@ -97,7 +97,8 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
   return bench_median(v, reps);
 }
 
-static int last_fused; /* whether the latest run_variant ran the fused step */
+static int last_fused;     /* whether the latest run_variant ran the fused step */
+static int64_t last_chain; /* and how many steps per launch */
 
 /* One variant: a fresh backend and network, timed as a graph or eagerly;
  * chain > 0 asks for the fused step, chain steps per launch. */
@@ -120,6 +121,7 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
     goto out;
   }
   n.fs.steps = chain < ROWS / batch ? chain : ROWS / batch; /* one pass over the rows */
+  last_chain = last_fused ? n.fs.steps : 1;
   if (fused && frc > 0) {
     printf("# batch %lld: the backend does not fuse this shape or configuration; op by op\n",
            (long long)batch);
@@ -181,6 +183,10 @@ static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, ch
   const int K = KERN_STEP_CHAIN;
   const double bar = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES - 1);
   const double chain = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES * K - 1) / K;
+  if (bar <= 0 || chain <= 0 || bw <= 0) {
+    printf("\n# fused floor: a probe failed\n");
+    return len;
+  }
   const double floor_us = chain + bytes / bw * 1e6;
   printf("\n# fused floor: one cooperative launch crossing %d grid barriers: %.2f us (graph "
          "replay); a chain of %d steps: %.2f us per step; %.2f MB at %.0f GB/s = %.2f us\n",
@@ -279,6 +285,7 @@ int main(int argc, char **argv) {
   if (cuda) {
     main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, KERN_STEP_CHAIN);
     const int main_fused = last_fused;
+    const int64_t main_chain = last_chain;
 #if TFDIST_HAVE_CUDA
     bench_cuda_device_name(dev, sizeof dev);
 #endif
@@ -308,7 +315,7 @@ int main(int argc, char **argv) {
                             "\"fused\":%s,\"chain\":%d,\"fused_one_us\":%.3f,"
                             "\"fused_eager_us\":%.3f,\"ops_us\":%.3f,\"small_us\":%.3f,"
                             "\"eager_us\":%.3f,\"unfused_us\":%.3f,\"tf32_us\":%.3f,",
-                            main_fused ? "true" : "false", main_fused ? KERN_STEP_CHAIN : 1,
+                            main_fused ? "true" : "false", (int)main_chain,
                             fused_one, fused_eager, ops, small, eager, unfused, tf32);
   } else {
     main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
