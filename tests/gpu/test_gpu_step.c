@@ -239,8 +239,24 @@ static void compare_run(const net_case *nc, kern_backend *cpu, kern_backend *gpu
   compare_run_opt(nc, cpu, gpu, tag, use_graph, rtol_g, rtol_p, RUN_OPS, KERN_OPT_SGD);
 }
 
-int main(void) {
+/* The fused step where it applies: graph and eager, either update rule,
+ * and steps chained in one launch. */
+static void check_fused(const net_case *nc, kern_backend *cpu, kern_backend *gpu) {
+  compare_run_opt(nc, cpu, gpu, "fused eager", 0, 1e-4, 1e-5, RUN_FUSED, KERN_OPT_SGD);
+  compare_run_opt(nc, cpu, gpu, "fused momentum graph", 1, 1e-4, 1e-5, RUN_FUSED,
+                  KERN_OPT_MOMENTUM);
+  /* the cursor, W1 and the stats carry from step to step inside the kernel */
+  CHECK_EQ_INT(compare_run_opt(nc, cpu, gpu, "fused chain graph", 1, 1e-4, 1e-5, RUN_FUSED_CHAIN,
+                               KERN_OPT_SGD), 1);
+  compare_run_opt(nc, cpu, gpu, "fused chain momentum eager", 0, 1e-4, 1e-5, RUN_FUSED_CHAIN,
+                  KERN_OPT_MOMENTUM);
+}
+
+/* --fused-only: the fused cases of the first two shapes alone, short enough
+ * to run under compute-sanitizer (benchmarks/gpu/check.sh). */
+int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a crash still leaves the lines before it */
+  const int fused_only = argc > 1 && !strcmp(argv[1], "--fused-only");
   /* The fused step must apply exactly where promised: no environment override. */
   unsetenv("TFDIST_GEMM");
   unsetenv("TFDIST_FUSED_STEP");
@@ -263,7 +279,8 @@ int main(void) {
    * gradients carry ~3x the single-GEMM rounding (1e-5 -> 1e-4); the
    * parameters move by lr * grad per step, far below their own size. TF32
    * follows its GEMM tolerance (3e-3) through the same chain. */
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+  for (size_t i = 0; fused_only && i < 2; i++) check_fused(&cases[i], cpu, gpu);
+  for (size_t i = 0; !fused_only && i < sizeof cases / sizeof cases[0]; i++) {
     compare_run(&cases[i], cpu, gpu, "fp32 eager", 0, 1e-4, 1e-5);
     compare_run(&cases[i], cpu, gpu, "fp32 graph", 1, 1e-4, 1e-5);
     compare_run(&cases[i], cpu, unfused, "cudnn-act graph", 1, 1e-4, 1e-5);
@@ -288,17 +305,7 @@ int main(void) {
       CHECK_EQ_INT(compare_run_opt(&cases[i], cpu, other[b], "declined", 1, 1e-4, 1e-5, RUN_FUSED,
                                    KERN_OPT_SGD), 0);
     }
-    if (fused) {
-      compare_run_opt(&cases[i], cpu, gpu, "fused eager", 0, 1e-4, 1e-5, RUN_FUSED, KERN_OPT_SGD);
-      compare_run_opt(&cases[i], cpu, gpu, "fused momentum graph", 1, 1e-4, 1e-5, RUN_FUSED,
-                      KERN_OPT_MOMENTUM);
-      /* Steps chained in one launch: the cursor, W1 and the stats carry
-       * from step to step inside the kernel. */
-      CHECK_EQ_INT(compare_run_opt(&cases[i], cpu, gpu, "fused chain graph", 1, 1e-4, 1e-5,
-                                   RUN_FUSED_CHAIN, KERN_OPT_SGD), 1);
-      compare_run_opt(&cases[i], cpu, gpu, "fused chain momentum eager", 0, 1e-4, 1e-5,
-                      RUN_FUSED_CHAIN, KERN_OPT_MOMENTUM);
-    }
+    if (fused) check_fused(&cases[i], cpu, gpu);
   }
   kern_backend_free(cublas);
   kern_backend_free(small);
