@@ -7,8 +7,8 @@
 #                      --data /usr/share/datasets/fashion-mnist .bundle/travel/fashion-mnist
 # and carried along as .bundle/travel. Runs, each under its own time limit
 # and never stopping at the first failure: the environment, the GPU step
-# benchmark (the fused step, chained as the trainer runs it and one per launch, and op by op with the small-kernel
-# and cuBLAS GEMMs side by side), the
+# benchmark (the fused step, chained as the trainer runs it and one per
+# launch, and op by op with the small-kernel and cuBLAS GEMMs side by side), the
 # PyTorch peer (eager, CUDA graph), the GPU tests (the fused step also under
 # compute-sanitizer's racecheck and synccheck), 20 epochs on the GPU with
 # the defaults (fused) and op by op, the NCCL test of collective/ and the NCCL (1 rank, through
@@ -127,8 +127,8 @@ run_step ring2_cpu_train 60 train.log bash -c "cd '$WORK/r2c' && '$B/bin/mpirun'
 run_step pytorch_compile 150 peer.log python3 "$REPO/benchmarks/peers/pytorch_mnist.py" \
   --device cuda --data-folder "$DATA" --modes compile
 
-# Last, being the slowest: shared-memory races and barrier misuse in the fused step, chained too (exit
-# 77 where the machine has no compute-sanitizer).
+# Last, being the slowest: shared-memory races and barrier misuse in the
+# fused step, chained too (exit 77 where the machine has no compute-sanitizer).
 run_step sanitize_fused 90 tests.log bash -c "
   S=\$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null) ||
     { echo 'no compute-sanitizer'; exit 77; }

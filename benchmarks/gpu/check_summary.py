@@ -81,7 +81,9 @@ def table(path, elapsed):
         rows.append((what, value, target, "-" if met is None else ("yes" if met else "NO")))
 
     chain = bench.get("chain", 1)
-    kind = (f"fused, {chain} per launch" if chain > 1 else "fused") if bench.get("fused", False) else "op by op"
+    kind = "op by op"
+    if bench.get("fused", False):
+        kind = f"fused, {chain} per launch" if chain > 1 else "fused"
     row(f"step, batch 50 ({kind}, graph)", fmt(us, ".1f") + " us", "<= 40 us",
         bench_ok and us is not None and us <= 40)
     sps = bench.get("samples_per_s")

@@ -12,8 +12,8 @@
  *   6  dW2, db2, dz1 = (dz2 W2^T) masked by h1 > 0; the update of layer 3
  *   7  dW1 and db1 with their update fused; the update of layer 2
  * A launch may run several steps, a grid barrier between two instead of a
- * launch's gap. Every GEMM is a tile task: its operands are staged in shared memory (one
- * round of parallel loads), then 8 warps x 32 lanes multiply from there.
+ * launch's gap. Every GEMM is a tile task: its operands are staged in shared
+ * memory (one round of parallel loads), then 8 warps x 32 lanes multiply.
  * Sums run in a fixed order: no float atomics, the same bits every run.
  * Elementwise math (gather scale, xent, the update rule) is the same as
  * cuda_kernels.cu's, which matches kernels/cpu.c. No __restrict__ or __ldg:

@@ -104,7 +104,8 @@ int kc_fused_step(kern_backend *be, const kern_step *s) {
   }
   char *ws = s->ws;
   kc_fused_args a = {
-    .n = s->n, .steps = s->steps > 1 ? s->steps : 1, .ks1 = p.ks1, .kc1 = p.kc1, .ks2 = p.ks2, .kc2 = p.kc2,
+    .n = s->n, .steps = s->steps > 1 ? s->steps : 1,
+    .ks1 = p.ks1, .kc1 = p.kc1, .ks2 = p.ks2, .kc2 = p.kc2,
     .params = s->params, .grads = s->grads, .state = s->opt_state,
     .x = s->act[0], .h1 = s->act[1], .h2 = s->act[2], .logits = s->act[3],
     .dlogits = s->dact[3], .dz2 = s->dact[2], .dz1 = s->dact[1], .y = s->labels,
