@@ -429,9 +429,26 @@ int registry_show(const char *root, const char *ref, cJSON **meta, char *dir, si
     else snprintf(err, eb, "%s: no such version (newest is %s:%lld)", ref, name, newest);
     return -1;
   }
-  reg_path(entry, "%s/%lld", name_dir, version ? version : newest);
+  if (!version) version = newest;
+  reg_path(entry, "%s/%lld", name_dir, version);
   reg_path(path, "%s/metadata.json", entry);
   if (!(*meta = reg_read_json(path, err, eb))) return -1;
+  /* A hand-edited or damaged file must not pass for this entry's metadata. */
+  char id[300];
+  snprintf(id, sizeof id, "%s:%lld", name, version);
+  const cJSON *have = cJSON_GetObjectItemCaseSensitive(*meta, "id");
+  if (!cJSON_IsObject(*meta) || !cJSON_IsString(have) || strcmp(have->valuestring, id) != 0) {
+    if (!cJSON_IsObject(*meta)) {
+      snprintf(err, eb, "%.4000s: not this entry's metadata (not a JSON object)", path);
+    } else {
+      snprintf(err, eb, "%.4000s: not this entry's metadata (\"id\" is %s, expected \"%s\")",
+               path, !have ? "missing" : !cJSON_IsString(have) ? "not a string" : "another entry's",
+               id);
+    }
+    cJSON_Delete(*meta);
+    *meta = NULL;
+    return -1;
+  }
   if (dir) snprintf(dir, dir_bytes, "%s", entry);
   return 0;
 }

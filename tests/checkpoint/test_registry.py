@@ -130,6 +130,33 @@ open(os.path.join(reg, "other", "1", "metadata.json"), "w").write("{broken")
 p = tf(["model", "list", "--registry", reg])
 T.check(p.returncode == 0 and "other:1" in p.stdout and "broken entry" in p.stdout, "broken entry in list")
 
+# Hand-damaged metadata that still parses: no id (download crashed), an id
+# that is not a string, a JSON array. Each is one error line naming the file,
+# never a crash, and list marks each as broken.
+model_bytes = open(model_file, "rb").read()
+for v, damage in ((1, lambda m: m.pop("id")), (2, lambda m: m.update(id=5)),
+                  (3, lambda m: m.update(id="other:3")), (4, None)):
+    edir = os.path.join(reg, "damaged", str(v))
+    os.makedirs(edir)
+    open(os.path.join(edir, "model.h5"), "wb").write(model_bytes)
+    m = dict(meta, id=f"damaged:{v}", version=v, name="damaged")
+    if damage:
+        damage(m)
+        open(os.path.join(edir, "metadata.json"), "w").write(json.dumps(m))
+    else:
+        open(os.path.join(edir, "metadata.json"), "w").write(json.dumps([m]))
+    meta_path = os.path.join(edir, "metadata.json")
+    for args in (["download", f"damaged:{v}", "--to", os.path.join(d, f"dmg{v}")],
+                 ["show", f"damaged:{v}"]):
+        p = tf(["model"] + args + ["--registry", reg])
+        T.check(C.one_error_line(p) and meta_path in p.stderr and "not this entry" in p.stderr,
+                f"damaged metadata {v}, {args[0]}: rc {p.returncode} {p.stderr.strip()!r}")
+    T.check(not os.path.exists(os.path.join(d, f"dmg{v}", "model.h5")),
+            f"damaged metadata {v}: download copied the model")
+p = tf(["model", "list", "--registry", reg])
+T.check(p.returncode == 0 and all(f"damaged:{v}" in p.stdout for v in range(1, 5)) and
+        p.stdout.count("broken entry") == 5, f"damaged entries in list: {p.stdout}")
+
 bad = [
     (["register", "--name", "bad/name", "--path", model_dir], "--name 'bad/name'"),
     (["register", "--name", "x"], "--path: required"),
