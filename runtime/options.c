@@ -224,14 +224,6 @@ int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const c
   return 0;
 }
 
-const char *opt_find_config(int argc, char **argv) {
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return argv[i + 1];
-    if (strncmp(argv[i], "--config=", 9) == 0) return argv[i] + 9;
-  }
-  return NULL;
-}
-
 int opt_wants_help(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;

@@ -3,6 +3,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tfdist_config.h"
@@ -65,10 +66,18 @@ const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof 
                                  "train"};
 
 int train_config_resolve(train_config *cfg, int argc, char **argv, char *err, size_t err_bytes) {
-  if (opt_defaults(&train_options, cfg, err, err_bytes) != 0) return -1;
-  const char *path = opt_find_config(argc, argv);
-  if (path && opt_apply_json(&train_options, cfg, path, err, err_bytes) != 0) return -1;
-  if (opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
+  /* The flags are parsed once on their own first, so --config is found as
+   * the parser sees it: the last one wins, and a value of another flag that
+   * happens to read "--config" is not taken for it. */
+  if (opt_defaults(&train_options, cfg, err, err_bytes) != 0 ||
+      opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
+    return -1;
+  }
+  char *path = cfg->config[0] ? strdup(cfg->config) : NULL;
+  int rc = opt_defaults(&train_options, cfg, err, err_bytes);
+  if (rc == 0 && path) rc = opt_apply_json(&train_options, cfg, path, err, err_bytes);
+  free(path);
+  if (rc != 0 || opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
     return -1;
   }
   if (cfg->data_folder[0] == '\0') {

@@ -24,6 +24,18 @@ T.check(c["learning_rate"] == 0.05 and c["seed"] == 9 and c["epochs"] == 1, f"co
 steps = [r["step"] for r in T.metrics(out) if r["name"] == "validation_acc"]
 T.check(steps == [10], f"400 samples / batch 40 should be 10 steps, got {steps}")
 
+# --config given twice: the last one wins, like every other flag, and run.json
+# records the file whose values were used.
+cfg2 = os.path.join(d, "c2.json")
+json.dump({"batch_size": 20, "epochs": 1, "seed": 11}, open(cfg2, "w"))
+p = T.run(["train", "--config", cfg, "--data-folder", os.path.join(d, "data"), "--config=" + cfg2,
+           "--outputs", out, "--logs", os.path.join(d, "logs"), "--progress", "off"])
+T.check(p.returncode == 0, f"train with two --config failed: {p.stderr}")
+c = json.load(open(os.path.join(out, "run.json")))["config"]
+T.check(c["seed"] == 11 and c["config"] == cfg2 and c["learning_rate"] == 0.01,
+        f"two --config: the last should win: seed {c['seed']}, config {c['config']}, "
+        f"learning_rate {c['learning_rate']}")
+
 tut = json.load(open(os.path.join(src, "configs", "tutorial.json")))
 T.check(tut == {"batch_size": 50, "first_layer_neurons": 300, "second_layer_neurons": 100,
                 "learning_rate": 0.01, "epochs": 20}, f"configs/tutorial.json: {tut}")
