@@ -1,6 +1,6 @@
 """Exact resume: 4 epochs straight and 2 epochs then --resume-from latest to 4
 give bit-identical weights and identical per-epoch metrics, with N=1 (SGD and
-momentum) and N=2 ranks; metrics.jsonl holds every epoch once; tfdist eval
+momentum) and N=2 ranks; metrics.jsonl holds every epoch once and one final_acc; tfdist eval
 reproduces final_acc exactly; mismatched flags are one-line errors naming the
 field; --keep-checkpoints keeps the newest K."""
 import json
@@ -54,6 +54,10 @@ def exact_resume(tag, mpi, extra):
     a, b = vals(straight, "validation_acc"), vals(resumed, "validation_acc")
     T.check(a == b and [e for e, _ in b] == [1, 2, 3, 4], f"{tag}: validation_acc {a} vs {b}")
     T.check(vals(straight, "loss") == vals(resumed, "loss"), f"{tag}: per-epoch loss differs")
+    # One final_acc, the continued run's: the 2-epoch run's final_acc is not this run's.
+    T.check(vals(straight, "final_acc") == vals(resumed, "final_acc") and
+            [e for e, _ in vals(resumed, "final_acc")] == [4],
+            f"{tag}: final_acc rows {vals(straight, 'final_acc')} vs {vals(resumed, 'final_acc')}")
     steps = [r["step"] for r in T.metrics(resumed) if r["name"] == "loss"]
     T.check(steps == [spe, 2 * spe, 3 * spe, 4 * spe], f"{tag}: global steps {steps}")
     run = json.load(open(os.path.join(resumed, "run.json")))
