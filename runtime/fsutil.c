@@ -12,6 +12,10 @@
 
 int fs_mkdirs(const char *path, char *err, size_t err_bytes) {
   char buf[4096];
+  if (!path[0]) {
+    snprintf(err, err_bytes, "cannot create a folder with an empty name");
+    return -1;
+  }
   if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
     snprintf(err, err_bytes, "%s: path too long", path);
     return -1;

@@ -25,7 +25,8 @@ static const opt_spec train_specs[] = {
   {"outputs", OPT_STRING, F(outputs), "./outputs", 0, 0, NULL,
    "folder for the model, checkpoints, metrics.jsonl and run.json"},
   {"logs", OPT_STRING, F(logs), "./logs", 0, 0, NULL, "folder for rank-<r>.log"},
-  {"config", OPT_STRING, F(config), NULL, 0, 0, NULL, "JSON file of these options"},
+  {"config", OPT_STRING, F(config), NULL, 0, 0, NULL,
+   "JSON file of these options (run.json's \"config\" object is one)"},
   {"device", OPT_CHOICE, F(device), "auto", 0, 0, "auto|cpu|cuda",
    "compute device; auto uses a GPU when present"},
   {"math", OPT_CHOICE, F(math), "fp32", 0, 0, "fp32|tf32", "GPU GEMM precision"},
@@ -80,9 +81,13 @@ int train_config_resolve(train_config *cfg, int argc, char **argv, char *err, si
   if (rc != 0 || opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
     return -1;
   }
-  if (cfg->data_folder[0] == '\0') {
-    snprintf(err, err_bytes, "--data-folder: empty");
-    return -1;
+  const struct { const char *flag, *value; } paths[] = {
+    {"--data-folder", cfg->data_folder}, {"--outputs", cfg->outputs}, {"--logs", cfg->logs}};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    if (paths[i].value[0] == '\0') {
+      snprintf(err, err_bytes, "%s: empty", paths[i].flag);
+      return -1;
+    }
   }
   return 0;
 }

@@ -85,6 +85,27 @@ for label, text, needle in (("unknown key", '{"batch_size": 5, "colour": 1}', '"
     open(cfg, "w").write(text)
     expect_error("config " + label, ["--data-folder", good, "--config", cfg], cfg, needle)
 expect_error("missing config", ["--config", os.path.join(d, "none.json")], "none.json")
+# A folder given as the config: the read error, not a JSON syntax error at byte 0.
+expect_error("config is a folder", ["--data-folder", good, "--config", d], d, "Is a directory")
+# JSON types: null, an object, a number where a string goes, a string where a
+# boolean goes; the message names the type the key takes.
+for label, text, needle in (("null bool", '{"overlap": null}', "expected true or false"),
+                            ("null int", '{"epochs": null}', "expected an integer"),
+                            ("object float", '{"learning_rate": {}}', "expected a number"),
+                            ("number for a path", '{"outputs": 5}', "expected a string"),
+                            ("string for a bool", '{"scale_lr": "maybe"}', '"scale_lr"'),
+                            ("config not a string", '{"config": 5}', "expected a string")):
+    open(cfg, "w").write(text)
+    expect_error("config " + label, ["--data-folder", good, "--config", cfg], cfg, needle)
+# Empty folder flags name the flag (an empty path was a bare ": cannot create folder").
+for flag in ("--outputs", "--logs"):
+    p = T.run(["train", "--data-folder", good] + base + [flag, ""])
+    err = p.stderr.strip()
+    T.check(p.returncode == 2 and err == f"tfdist: error: {flag}: empty", f"empty {flag}: {err!r}")
+# A flag where a value should be: "--outputs --epochs 1" is a missing value,
+# not a folder named "--epochs" and a stray "1".
+expect_error("flag as value", ["--data-folder", good, "--outputs", "--epochs", "1"],
+             "--outputs: missing value")
 
 T.check(hashlib.sha256(open(model, "rb").read()).hexdigest() == digest,
         "a failed run changed the previous model")
