@@ -95,6 +95,8 @@ T.check(p.returncode == 0 and [e["id"] for e in json.loads(p.stdout)] ==
         [f"tf-dnn-mnist:{v}" for v in range(1, 11)], "list --json")
 p = tf(["model", "list", "--registry", reg])
 T.check(p.returncode == 0 and "tf-dnn-mnist:10" in p.stdout and f"{final:.4f}" in p.stdout, "list text")
+p = tf(["model", "list", "--registry", reg, "--json=off"])
+T.check(p.returncode == 0 and p.stdout.startswith("id "), f"list --json=off printed JSON: {p.stdout[:40]!r}")
 p = tf(["model", "show", "tf-dnn-mnist", "--registry", reg])
 T.check(json.loads(p.stdout)["version"] == 10, "show NAME gives the newest")
 dl = os.path.join(d, "dl")
@@ -172,6 +174,9 @@ bad = [
     (["show", "tf-dnn-mnist:99"], "no such version (newest is tf-dnn-mnist:10)"),
     (["show"], "NAME[:VERSION] required"),
     (["download", "tf-dnn-mnist:1"], "--to: required"),
+    (["download", "tf-dnn-mnist:1", "--to", ""], "--to: empty"),
+    (["register", "--name", "x", "--path", ""], "--path: empty"),
+    (["list", "--json=maybe"], "--json: 'maybe' is not on/off"),
     (["frobnicate"], "unknown subcommand 'frobnicate'"),
 ]
 for args, needle in bad:
