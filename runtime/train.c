@@ -472,9 +472,13 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     cJSON_Delete(ranks);
     return -1;
   }
-  if (train_open_records(t, ranks) != 0) return -1;
   if (!t->shards) t->steps_per_epoch = t->train.count / t->global_batch;
   if (cfg->max_steps > 0 && cfg->max_steps < t->steps_per_epoch) t->steps_per_epoch = cfg->max_steps;
+  if (train_ckpt_precheck(t) != 0) { /* a rejected resume leaves <outputs> as it was */
+    cJSON_Delete(ranks);
+    return -1;
+  }
+  if (train_open_records(t, ranks) != 0) return -1;
   train_setup_opt(t);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
   t->use_graph = cfg->graph && be->ops->graph_begin &&

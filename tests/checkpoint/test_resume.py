@@ -115,6 +115,15 @@ for args, needle in bad:
                "--seed", "5"] + full)
     T.check(C.one_error_line(p) and needle in p.stderr,
             f"{args}: expected one error line with '{needle}', got rc {p.returncode}: {p.stderr.strip()}")
+T.check(not os.path.exists(os.path.join(d, "bad-out")), "a rejected resume created its --outputs")
+# A rejected resume leaves the run it meant to continue as it was: run.json
+# (its id and Completed status, which model register links to) and metrics.jsonl.
+out = os.path.join(d, "n1-sgd-resumed")
+keep = {n: open(os.path.join(out, n), "rb").read() for n in ("run.json", "metrics.jsonl")}
+p = C.train(d, data, out, ["--epochs", "6", "--resume-from", "latest", "--batch-size", "20"])
+T.check(C.one_error_line(p) and "--batch-size is 20" in p.stderr, f"mismatch into a run: {p.stderr.strip()}")
+for n, before in keep.items():
+    T.check(open(os.path.join(out, n), "rb").read() == before, f"a rejected resume rewrote {n}")
 # Other training data: named as --data-folder.
 p = C.train(d, other, os.path.join(d, "bad-out"), ["--epochs", "4", "--resume-from", ck1])
 T.check(C.one_error_line(p) and "--data-folder (training data crc32)" in p.stderr,
