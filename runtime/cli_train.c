@@ -96,6 +96,15 @@ static int cli_train_fail(const coll_world *w, const char *msg) {
   return CLI_FAIL;
 }
 
+/* Rank 0, stopped by a signal: one line, exit 128 + the signal, as a shell
+ * reports a killed command; with several ranks the job ends with it. */
+static int cli_train_canceled(const coll_world *w, const trainer *t) {
+  fprintf(stderr, "tfdist: %s; %s records the run as Canceled\n", t->err, t->run.path);
+  fflush(stderr);
+  if (w->size > 1) coll_world_abort(w, 128 + t->canceled);
+  return 128 + t->canceled;
+}
+
 int cli_train(int argc, char **argv) {
   static train_config cfg;
   static trainer t;
@@ -134,13 +143,19 @@ int cli_train(int argc, char **argv) {
     printf("tfdist: no --data-folder given; using the default data set %s\n", cfg.data_folder);
   }
   cJSON *ranks = cli_rank_table(&w, be, &kc);
-  if (trainer_init(&t, &cfg, &w, comm, be, ranks) != 0 || trainer_run(&t) != 0) {
+  int ok = trainer_init(&t, &cfg, &w, comm, be, ranks) == 0;
+  if (ok) {
+    run_cancel_install(); /* from here a signal is recorded as Canceled */
+    ok = trainer_run(&t) == 0;
+    run_cancel_uninstall();
+  }
+  if (!ok) {
     if (w.rank == 0 && t.run.doc) {
       char ignored[256];
       snprintf(t.run.error, sizeof t.run.error, "%.511s", t.err);
-      run_record_stage(&t.run, RUN_FAILED, ignored, sizeof ignored);
+      run_record_stage(&t.run, t.canceled ? RUN_CANCELED : RUN_FAILED, ignored, sizeof ignored);
     }
-    rc = cli_train_fail(&w, t.err);
+    rc = t.canceled ? cli_train_canceled(&w, &t) : cli_train_fail(&w, t.err);
   }
   trainer_free(&t);
 out:

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,27 @@ void run_record_free(run_record *r) {
   cJSON_Delete(r->doc);
   r->doc = NULL;
 }
+
+static volatile sig_atomic_t run_cancel_sig;
+
+static void run_cancel_handler(int sig) { run_cancel_sig = sig; }
+
+void run_cancel_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = run_cancel_handler;
+  sa.sa_flags = SA_RESETHAND | SA_RESTART; /* the second signal takes the default action */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+void run_cancel_uninstall(void) {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
+int run_cancel_signal(void) { return (int)run_cancel_sig; }
 
 int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes) {
   snprintf(m->path, sizeof m->path, "%s/metrics.jsonl", outputs);

@@ -35,6 +35,13 @@ void run_record_set(run_record *r, const char *key, cJSON *item);
 int run_record_stage(run_record *r, run_status s, char *err, size_t err_bytes);
 void run_record_free(run_record *r);
 
+/* SIGINT/SIGTERM while a run trains: the first one only notes the signal, so
+ * the loop can stop between steps and the run be recorded Canceled; the
+ * handler then resets, so a second one ends the process at once. */
+void run_cancel_install(void);
+void run_cancel_uninstall(void);
+int run_cancel_signal(void); /* the signal received, 0 if none */
+
 typedef struct {
   FILE *f;
   char path[4200];

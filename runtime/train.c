@@ -4,6 +4,7 @@
 #include "runtime/train.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,19 @@ static int train_epoch_order(trainer *t, int64_t epoch) {
   return 0;
 }
 
+/* Rank 0 alone acts on SIGINT/SIGTERM: a launcher signals every rank, and
+ * rank 0 must live to record Canceled before the job is ended; the others
+ * wait in the next collective for rank 0's abort. */
+static int train_cancel_requested(trainer *t, int64_t epoch) {
+  int sig = run_cancel_signal();
+  if (!sig || t->world->rank != 0) return 0;
+  t->canceled = sig;
+  snprintf(t->err, sizeof t->err, "canceled by %s at epoch %lld, step %lld",
+           sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal",
+           (long long)epoch + 1, (long long)t->global_step);
+  return 1;
+}
+
 static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   kern_backend *be = t->be;
   if (!t->input && train_epoch_order(t, epoch) != 0) return -1;
@@ -315,6 +329,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
     if (train_step(t, k) != 0) return -1;
     t->global_step += k;
     if (show_progress) train_progress(t, epoch, step + k - 1, t0);
+    if (train_cancel_requested(t, epoch)) return -1;
   }
   /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
   if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);
