@@ -105,6 +105,19 @@ static int cli_train_canceled(const coll_world *w, const trainer *t) {
   return 128 + t->canceled;
 }
 
+/* The rank the launcher gave this process, read before MPI starts: a bad flag
+ * is the same on every rank, so only rank 0 reports it. Open MPI's variable
+ * first: inside a Slurm allocation, SLURM_PROCID describes mpirun's step. */
+static int cli_launcher_rank(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
+                                     "SLURM_PROCID"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    if (v && *v) return atoi(v);
+  }
+  return 0;
+}
+
 int cli_train(int argc, char **argv) {
   static train_config cfg;
   static trainer t;
@@ -114,7 +127,7 @@ int cli_train(int argc, char **argv) {
     return CLI_OK;
   }
   if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0) {
-    fprintf(stderr, "tfdist: error: %s\n", err);
+    if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
   coll_world w;

@@ -107,6 +107,12 @@ for flag in ("--outputs", "--logs"):
 expect_error("flag as value", ["--data-folder", good, "--outputs", "--epochs", "1"],
              "--outputs: missing value")
 
+# Under mpirun every rank sees the same bad flag or config: one line, not one per rank.
+for label, args in (("flag", ["--batch-size", "0"]), ("config", ["--config", cfg])):
+    p = T.run(["train", "--data-folder", good] + args + base[4:], mpi=2)
+    errs = [l for l in p.stderr.splitlines() if l.startswith("tfdist: error:")]
+    T.check(p.returncode != 0 and len(errs) == 1, f"mpirun, bad {label}: error lines {errs}")
+
 T.check(hashlib.sha256(open(model, "rb").read()).hexdigest() == digest,
         "a failed run changed the previous model")
 T.done()
