@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/checkpoint.h"
 #include "runtime/fsutil.h"
 #include "runtime/h5model.h"
 #include "runtime/sha256.h"
@@ -211,6 +212,42 @@ static void reg_add_run_info(cJSON *meta, const char *model_file) {
   cJSON_Delete(run);
 }
 
+/* A checkpoint carries its own epoch's metrics and the id of the run that
+ * wrote it; its folder's run.json and metrics.jsonl describe the whole run
+ * (a later epoch's final_acc), not these weights. */
+static void reg_add_ckpt_info(cJSON *meta, const ckpt_state *s) {
+  cJSON *h = s->metrics ? cJSON_Parse(s->metrics) : NULL;
+  int n = cJSON_IsArray(h) ? cJSON_GetArraySize(h) : 0;
+  cJSON *last = n > 0 ? cJSON_DetachItemFromArray(h, n - 1) : NULL;
+  cJSON_Delete(h);
+  if (!cJSON_IsObject(last)) {
+    cJSON_Delete(last);
+    last = cJSON_CreateObject();
+  }
+  cJSON_DeleteItemFromObjectCaseSensitive(last, "epoch"); /* in "checkpoint" below */
+  cJSON_DeleteItemFromObjectCaseSensitive(last, "step");
+  cJSON_AddItemToObject(meta, "metrics", last);
+  if (s->run_id[0]) cJSON_AddStringToObject(meta, "run_id", s->run_id);
+  else cJSON_AddNullToObject(meta, "run_id");
+  cJSON *ck = cJSON_AddObjectToObject(meta, "checkpoint");
+  cJSON_AddNumberToObject(ck, "epoch", (double)s->epoch);
+  cJSON_AddNumberToObject(ck, "global_step", (double)s->global_step);
+}
+
+/* 1 when path is a tfdist checkpoint (root attribute tfdist_kind). */
+static int reg_is_checkpoint(const char *path) {
+  char err[512];
+  char *kind = NULL;
+  hid_t f = h5_open_read(path, err, sizeof err);
+  if (f < 0) return 0;
+  int yes = h5_attr_exists(f, H5MODEL_ATTR_KIND) &&
+            h5_attr_read_str(f, H5MODEL_ATTR_KIND, path, &kind, err, sizeof err) == 0 &&
+            strcmp(kind, "checkpoint") == 0;
+  free(kind);
+  H5Fclose(f);
+  return yes;
+}
+
 static int reg_add_tags(cJSON *meta, const registry_request *req, char *err, size_t eb) {
   cJSON *tags = cJSON_AddObjectToObject(meta, "tags");
   for (int i = 0; i < req->ntags; i++) {
@@ -243,7 +280,7 @@ static void reg_add_architecture(cJSON *meta, const h5model *m) {
 
 /* Everything but the version, id and checksum: built before the lock is taken. */
 static cJSON *reg_meta_new(const registry_request *req, const char *model_file, const h5model *m,
-                           char *err, size_t eb) {
+                           const ckpt_state *ck, char *err, size_t eb) {
   char abs[PATH_MAX], stamp[32];
   time_t now = time(NULL);
   struct tm tm;
@@ -264,7 +301,8 @@ static cJSON *reg_meta_new(const registry_request *req, const char *model_file, 
   }
   if (req->description) cJSON_AddStringToObject(meta, "description", req->description);
   else cJSON_AddNullToObject(meta, "description");
-  reg_add_run_info(meta, model_file);
+  if (ck) reg_add_ckpt_info(meta, ck);
+  else reg_add_run_info(meta, model_file);
   cJSON_AddStringToObject(meta, "source_path", realpath(model_file, abs) ? abs : model_file);
   cJSON_AddStringToObject(meta, "created_time", stamp);
   cJSON_AddNumberToObject(meta, "created_unix", (double)now);
@@ -364,10 +402,17 @@ int registry_register(const char *root, const registry_request *req, cJSON **met
     return -1;
   }
   h5model m;
+  ckpt_state ck;
   h5model_resolve_path(model_file, sizeof model_file, req->path);
   if (h5model_load(&m, model_file, err, eb) != 0) return -1;
-  cJSON *meta = reg_meta_new(req, model_file, &m, err, eb);
+  int is_ckpt = reg_is_checkpoint(model_file);
+  if (is_ckpt && ckpt_read(&ck, model_file, err, eb) != 0) { /* verified, like a resume */
+    h5model_free(&m);
+    return -1;
+  }
+  cJSON *meta = reg_meta_new(req, model_file, &m, is_ckpt ? &ck : NULL, err, eb);
   h5model_free(&m);
+  if (is_ckpt) ckpt_state_free(&ck);
   if (!meta) return -1;
   if (reg_path(name_dir, "%s/%s", root, req->name) != 0 ||
       reg_path(lock, "%s/.lock", name_dir) != 0) {

@@ -1,9 +1,10 @@
 """The model registry: register prints name:version with versions counting up
 per name; metadata carries framework and version, resources, tags,
-description, the run's metrics and id, the created time and the model's
-sha256 (checked against hashlib); list/show/download work; 8 concurrent
-registrations get 8 distinct versions and no broken entry; a modified file
-fails download's sha256 check; the root comes from --registry, then
+description, the run's metrics and id (a checkpoint's: its own epoch's), the
+created time and the model's sha256 (checked against hashlib);
+list/show/download work; 8 concurrent registrations get 8 distinct versions
+and no broken entry; a modified file fails download's sha256 check; damaged
+metadata is an error, never a crash; the root comes from --registry, then
 TFDIST_REGISTRY, then ~/.tfdist/registry; bad input is one error line."""
 import datetime
 import hashlib
@@ -17,7 +18,7 @@ import tfdtest as T
 d = T.tmpdir()
 data = C.make_data(os.path.join(d, "data"))
 out = os.path.join(d, "out")
-p = C.train(d, data, out, ["--epochs", "2"])
+p = C.train(d, data, out, ["--epochs", "2", "--checkpoint-every", "1"])
 T.check(p.returncode == 0, f"training failed: {p.stderr.strip()}")
 model_dir = os.path.join(out, "model")
 model_file = os.path.join(model_dir, "model.h5")
@@ -113,6 +114,19 @@ p = tf(["model", "register", "--registry", reg, "--name", "copy", "--path", dl])
 m = json.loads(tf(["model", "show", "copy:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
 T.check(m.get("run_id") == run["id"] and m.get("metrics", {}).get("final_acc") == final,
         f"re-registered download: {p.stderr.strip()} {m.get('run_id')}")
+
+# A checkpoint registers with its own epoch's metrics and run, not the metrics
+# of the whole run whose outputs folder holds it (epoch 2's final_acc).
+ck1 = os.path.join(out, "checkpoints", "ckpt-epoch-1.h5")
+p = tf(["model", "register", "--registry", reg, "--name", "ckpt", "--path", ck1])
+m = json.loads(tf(["model", "show", "ckpt:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
+epoch1 = {r["name"]: r["value"] for r in T.metrics(out) if r["epoch"] == 1}
+mm = m.get("metrics", {})
+T.check(p.returncode == 0 and mm.get("validation_acc") == epoch1["validation_acc"] and
+        mm.get("loss") == epoch1["loss"] and "final_acc" not in mm,
+        f"checkpoint metrics: {p.stderr.strip()} {mm} vs epoch 1 {epoch1}")
+T.check(m.get("checkpoint", {}).get("epoch") == 1 and m.get("run_id") == run["id"],
+        f"checkpoint entry: {m.get('checkpoint')} {m.get('run_id')}")
 
 # A registry file that no longer matches its sha256.
 with open(os.path.join(name_dir, "2", "model.h5"), "r+b") as f:
