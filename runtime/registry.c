@@ -175,28 +175,77 @@ static cJSON *reg_run_metrics(const char *run_dir) {
   return m;
 }
 
+/* The run a model file names itself (tfdist_run_id, tfdist_metrics): NULL for
+ * a file without them (Keras wrote it, or an older tfdist). */
+static cJSON *reg_model_own_run(const char *model_file) {
+  char err[512], *id = NULL, *metrics = NULL;
+  hid_t f = h5_open_read(model_file, err, sizeof err);
+  if (f < 0) return NULL;
+  cJSON *run = NULL;
+  if (h5_attr_exists(f, H5MODEL_ATTR_RUN_ID) &&
+      h5_attr_read_str(f, H5MODEL_ATTR_RUN_ID, model_file, &id, err, sizeof err) == 0 && id[0]) {
+    run = cJSON_CreateObject();
+    cJSON_AddStringToObject(run, "id", id);
+    if (h5_attr_exists(f, H5MODEL_ATTR_METRICS) &&
+        h5_attr_read_str(f, H5MODEL_ATTR_METRICS, model_file, &metrics, err, sizeof err) == 0) {
+      cJSON *m = cJSON_Parse(metrics);
+      if (cJSON_IsObject(m)) cJSON_AddItemToObject(run, "metrics", m);
+      else cJSON_Delete(m);
+    }
+  }
+  free(id);
+  free(metrics);
+  H5Fclose(f);
+  return run;
+}
+
+/* 1 when rec (a run.json, or a downloaded entry's metadata) is about the run
+ * the model names, or the model names none. */
+static int reg_same_run(const cJSON *rec, const char *key, const cJSON *own) {
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(rec, key);
+  const cJSON *b = cJSON_GetObjectItemCaseSensitive(own, "id");
+  if (!own) return 1;
+  return cJSON_IsString(a) && cJSON_IsString(b) && strcmp(a->valuestring, b->valuestring) == 0;
+}
+
 /* The run folder is the model folder's parent (<outputs>/model/model.h5). A
  * model downloaded from a registry has no run folder but its metadata.json
- * beside it, which carries the run's metrics and id forward. */
+ * beside it, which carries the run's metrics and id forward. Either is used
+ * only if it is about the run the model file names: a later run in the same
+ * --outputs that failed has rewritten run.json and metrics.jsonl but left the
+ * model; then the model's own record (its run id and final metrics) is it. */
 static void reg_add_run_info(cJSON *meta, const char *model_file) {
   char buf[REG_PATH], run_dir[REG_PATH], path[REG_PATH], ignored[4600];
+  cJSON *own = reg_model_own_run(model_file), *metrics = NULL;
   reg_path(buf, "%s", model_file);
   reg_path(run_dir, "%s", dirname(dirname(buf)));
   reg_path(path, "%s/run.json", run_dir);
-  cJSON *run = reg_read_json(path, ignored, sizeof ignored), *metrics = NULL;
+  cJSON *run = reg_read_json(path, ignored, sizeof ignored);
+  if (run && !reg_same_run(run, "id", own)) {
+    cJSON_Delete(run);
+    run = NULL;
+  }
   if (!run) {
     reg_path(buf, "%s", model_file);
     reg_path(path, "%s/metadata.json", dirname(buf));
     run = reg_read_json(path, ignored, sizeof ignored);
     const cJSON *rid = cJSON_GetObjectItemCaseSensitive(run, "run_id");
-    if (run && cJSON_IsString(rid)) {
+    if (run && !reg_same_run(run, "run_id", own)) {
+      cJSON_Delete(run);
+      run = NULL;
+    } else if (run && cJSON_IsString(rid)) {
       cJSON_ReplaceItemInObjectCaseSensitive(run, "id", cJSON_CreateString(rid->valuestring));
     } else {
       cJSON_DeleteItemFromObjectCaseSensitive(run, "id"); /* the entry's id, not a run's */
     }
+    if (!run) {
+      run = own;
+      own = NULL;
+    }
   } else {
     metrics = reg_run_metrics(run_dir);
   }
+  cJSON_Delete(own);
   const cJSON *rm = cJSON_GetObjectItemCaseSensitive(run, "metrics");
   if (cJSON_GetArraySize(metrics) == 0 && cJSON_IsObject(rm)) {
     cJSON_Delete(metrics);

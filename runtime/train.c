@@ -385,6 +385,16 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   return 0;
 }
 
+/* The run's final metrics: in run.json, and in the model file itself. */
+static cJSON *train_final_metrics(const trainer *t) {
+  cJSON *m = cJSON_CreateObject();
+  cJSON_AddNumberToObject(m, "final_acc", t->last.validation_acc);
+  cJSON_AddNumberToObject(m, "training_acc", t->last.training_acc);
+  cJSON_AddNumberToObject(m, "loss", t->last.loss);
+  cJSON_AddNumberToObject(m, "samples_per_s", t->last.samples_per_s);
+  return m;
+}
+
 static int train_save_model(trainer *t) {
   const int64_t P = t->layout.total_elems;
   T_TRY(t, t->be->ops->mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)));
@@ -393,7 +403,13 @@ static int train_save_model(trainer *t) {
   snprintf(dir, sizeof dir, "%s/model", t->cfg->outputs);
   snprintf(path, sizeof path, "%s/model.h5", dir);
   if (fs_mkdirs(dir, t->err, sizeof t->err) != 0) return -1;
-  if (h5model_save(path, &t->layout, t->params_host, t->err, sizeof t->err) != 0) return -1;
+  cJSON *m = train_final_metrics(t);
+  char *metrics = cJSON_PrintUnformatted(m);
+  cJSON_Delete(m);
+  int rc = h5model_save_run(path, &t->layout, t->params_host, t->run.id, metrics, t->err,
+                            sizeof t->err);
+  free(metrics);
+  if (rc != 0) return -1;
   rank_log_printf(&t->log, "model: %s", path);
   return 0;
 }
@@ -420,12 +436,7 @@ int trainer_run(trainer *t) {
   }
   if (train_save_model(t) != 0) return -1;
   if (t->world->rank == 0) {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddNumberToObject(m, "final_acc", t->last.validation_acc);
-    cJSON_AddNumberToObject(m, "training_acc", t->last.training_acc);
-    cJSON_AddNumberToObject(m, "loss", t->last.loss);
-    cJSON_AddNumberToObject(m, "samples_per_s", t->last.samples_per_s);
-    run_record_set(&t->run, "metrics", m);
+    run_record_set(&t->run, "metrics", train_final_metrics(t));
     if (run_record_stage(&t->run, RUN_COMPLETED, t->err, sizeof t->err) != 0) return -1;
   }
   return 0;

@@ -128,6 +128,23 @@ T.check(p.returncode == 0 and mm.get("validation_acc") == epoch1["validation_acc
 T.check(m.get("checkpoint", {}).get("epoch") == 1 and m.get("run_id") == run["id"],
         f"checkpoint entry: {m.get('checkpoint')} {m.get('run_id')}")
 
+# A later run in the same --outputs that fails leaves the model of the run
+# before it, while run.json and metrics.jsonl now describe the failed run: the
+# entry takes the model's own run (its id and final metrics), not the folder's.
+out2 = os.path.join(d, "out2")
+p = C.train(d, data, out2, ["--epochs", "1", "--checkpoint-every", "0"])
+run_a, final_a = json.load(open(os.path.join(out2, "run.json")))["id"], T.metric(out2, "final_acc")[-1]
+open(os.path.join(out2, "checkpoints"), "w").write("not a folder")  # the next run fails at its save
+p = C.train(d, data, out2, ["--epochs", "3", "--checkpoint-every", "2", "--seed", "8"])
+T.check(p.returncode != 0 and json.load(open(os.path.join(out2, "run.json")))["status"] == "Failed",
+        f"the failing run did not fail: {p.returncode}")
+p = tf(["model", "register", "--registry", reg, "--name", "rerun", "--path", os.path.join(out2, "model")])
+m = json.loads(tf(["model", "show", "rerun:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
+T.check(m.get("run_id") == run_a and m.get("metrics", {}).get("final_acc") == final_a and
+        m.get("run_status") != "Failed",
+        f"model of an earlier run: {p.stderr.strip()} run_id {m.get('run_id')} (want {run_a}), "
+        f"status {m.get('run_status')}, metrics {m.get('metrics')} (want final_acc {final_a})")
+
 # A registry file that no longer matches its sha256.
 with open(os.path.join(name_dir, "2", "model.h5"), "r+b") as f:
     f.seek(5000)
