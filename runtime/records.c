@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -110,32 +111,61 @@ void run_cancel_uninstall(void) {
 int run_cancel_signal(void) { return (int)run_cancel_sig; }
 
 int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes) {
+  memset(m, 0, sizeof *m);
   snprintf(m->path, sizeof m->path, "%s/metrics.jsonl", outputs);
-  m->f = fopen(m->path, append ? "a" : "w");
-  if (!m->f) {
+  m->fd = open(m->path, O_WRONLY | O_CREAT | O_APPEND | (append ? 0 : O_TRUNC), 0644);
+  if (m->fd < 0) {
     snprintf(err, err_bytes, "%s: %s", m->path, strerror(errno));
+    return -1;
+  }
+  m->is_open = 1;
+  return 0;
+}
+
+int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step) {
+  if (!m->is_open) return 0;
+  char line[512];
+  /* %.17g round-trips doubles exactly, so eval can reproduce final_acc bit for bit. */
+  int n = snprintf(line, sizeof line,
+                   "{\"name\":\"%s\",\"value\":%.17g,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
+                   name, value, (long long)epoch, (long long)step, rec_now());
+  if (n < 0 || (size_t)n >= sizeof line) return -1;
+  if (m->rows_len + (size_t)n > m->rows_cap) {
+    size_t cap = m->rows_cap ? m->rows_cap * 2 : 4096;
+    while (cap < m->rows_len + (size_t)n) cap *= 2;
+    char *grown = realloc(m->rows, cap);
+    if (!grown) return -1;
+    m->rows = grown;
+    m->rows_cap = cap;
+  }
+  memcpy(m->rows + m->rows_len, line, (size_t)n);
+  m->rows_len += (size_t)n;
+  return 0;
+}
+
+int metrics_sync(metrics_log *m, char *err, size_t err_bytes) {
+  if (!m->is_open) return 0;
+  struct stat st;
+  if (fstat(m->fd, &st) != 0) {
+    snprintf(err, err_bytes, "%.4000s: %s", m->path, strerror(errno));
+    return -1;
+  }
+  if (fs_write_fd(m->fd, m->path, m->rows, m->rows_len, err, err_bytes) != 0) {
+    if (ftruncate(m->fd, st.st_size) != 0) { /* err already says why the append failed */ }
+    return -1;
+  }
+  m->rows_len = 0;
+  if (fsync(m->fd) != 0) {
+    snprintf(err, err_bytes, "%.4000s: fsync: %s", m->path, strerror(errno));
     return -1;
   }
   return 0;
 }
 
-int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step) {
-  if (!m->f) return 0;
-  /* %.17g round-trips doubles exactly, so eval can reproduce final_acc bit for bit. */
-  return fprintf(m->f, "{\"name\":\"%s\",\"value\":%.17g,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
-                 name, value, (long long)epoch, (long long)step, rec_now()) < 0 ? -1 : 0;
-}
-
-int metrics_sync(metrics_log *m) {
-  if (!m->f) return 0;
-  /* ferror: a row whose fprintf failed earlier (disk full) is an error here. */
-  if (fflush(m->f) != 0 || ferror(m->f)) return -1;
-  return fsync(fileno(m->f));
-}
-
 void metrics_close(metrics_log *m) {
-  if (m->f) fclose(m->f);
-  m->f = NULL;
+  if (m->is_open) close(m->fd);
+  free(m->rows);
+  memset(m, 0, sizeof *m);
 }
 
 int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes) {

@@ -43,15 +43,20 @@ void run_cancel_uninstall(void);
 int run_cancel_signal(void); /* the signal received, 0 if none */
 
 typedef struct {
-  FILE *f;
+  int is_open;
+  int fd;                 /* O_APPEND */
   char path[4200];
+  char *rows;             /* lines written since the last sync, not yet in the file */
+  size_t rows_len, rows_cap;
 } metrics_log;
 
 int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes);
-/* One line {"name","value","epoch","step","time"}. */
+/* One line {"name","value","epoch","step","time"}, kept until metrics_sync. */
 int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step);
-/* Flushes and fsyncs: called once per epoch, so a crash loses at most one epoch. */
-int metrics_sync(metrics_log *m);
+/* Appends the kept lines and fsyncs: called once per epoch, so a crash loses
+ * at most one epoch. A failed append (a full disk) is cut back off, so the
+ * file holds whole rows only; err names the file and the reason. */
+int metrics_sync(metrics_log *m, char *err, size_t err_bytes);
 void metrics_close(metrics_log *m);
 
 typedef struct {

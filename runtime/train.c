@@ -339,9 +339,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
 /* Rows go out once per epoch; a failed write (disk full) ends the run
  * instead of leaving a metrics file that silently stops. */
 static int train_metrics_sync(trainer *t) {
-  if (metrics_sync(&t->metrics) == 0) return 0;
-  snprintf(t->err, sizeof t->err, "%.900s: write failed", t->metrics.path);
-  return -1;
+  return metrics_sync(&t->metrics, t->err, sizeof t->err);
 }
 
 static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {

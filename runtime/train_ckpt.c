@@ -254,7 +254,7 @@ static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
       }
     }
   }
-  return metrics_sync(&t->metrics) == 0 ? 0 : train_ckpt_fail(t, "metrics.jsonl: write failed");
+  return metrics_sync(&t->metrics, t->err, sizeof t->err);
 }
 
 /* Rank 0: resolve, read and check the file and its history, before <outputs>
