@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,9 +42,42 @@ void run_id_make(char *out, size_t out_bytes) {
            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, salt);
 }
 
+/* An flock, so a killed run never leaves a stale lock; the file holds the
+ * owner's pid for the message. */
+static int run_record_lock(run_record *r, const char *outputs, char *err, size_t err_bytes) {
+  char path[4300], pid[32] = "";
+  snprintf(path, sizeof path, "%s/.tfdist.lock", outputs);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    snprintf(err, err_bytes, "--outputs %.4000s: in use by another tfdist run%s%s%s", outputs,
+             pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+    close(fd);
+    return -1;
+  }
+  char line[32];
+  int len = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) {
+    /* the pid is only for the message; the lock itself is held */
+  }
+  r->lock_fd = fd;
+  r->locked = 1;
+  return 0;
+}
+
 int run_record_init(run_record *r, const char *id, const char *outputs, cJSON *config,
                     char *err, size_t err_bytes) {
   memset(r, 0, sizeof *r);
+  if (run_record_lock(r, outputs, err, err_bytes) != 0) {
+    cJSON_Delete(config);
+    return -1;
+  }
   snprintf(r->id, sizeof r->id, "%s", id);
   snprintf(r->path, sizeof r->path, "%s/run.json", outputs);
   r->doc = cJSON_CreateObject();
@@ -87,6 +121,8 @@ void run_record_free(run_record *r) {
   if (!r) return;
   cJSON_Delete(r->doc);
   r->doc = NULL;
+  if (r->locked) close(r->lock_fd); /* releases the flock */
+  r->locked = 0;
 }
 
 static volatile sig_atomic_t run_cancel_sig;

@@ -19,6 +19,8 @@ typedef struct {
   double stage_time[RUN_STATUS_COUNT]; /* unix seconds each stage began, 0 if never */
   cJSON *doc;             /* config, hosts, versions, ... kept for rewrites */
   char error[512];
+  int lock_fd;            /* <outputs>/.tfdist.lock, flock'd while the run lives */
+  int locked;
 } run_record;
 
 double rec_now(void);       /* unix time, seconds */
@@ -27,6 +29,8 @@ const char *run_status_name(run_status s);
 /* A new id: run-<utc date>-<time>-<6 hex>. Same on every rank once broadcast. */
 void run_id_make(char *out, size_t out_bytes);
 
+/* Takes <outputs> for this run (a second run into it while this one lives is
+ * refused: their records would interleave) and writes run.json. */
 int run_record_init(run_record *r, const char *id, const char *outputs, cJSON *config,
                     char *err, size_t err_bytes);
 /* Sets a top-level field (takes ownership of item). */

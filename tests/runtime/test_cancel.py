@@ -1,7 +1,8 @@
 """SIGINT or SIGTERM during training ends the run as Canceled: run.json's
 status and stage time say so, the exit code is 128 + the signal, stderr has
 one line, metrics.jsonl holds only whole rows, and the previous model is left
-as it was. A second signal ends the process at once."""
+as it was. A second signal ends the process at once. While a run trains, a
+second run into the same --outputs is refused and touches nothing."""
 import hashlib
 import json
 import os
@@ -51,6 +52,15 @@ def start_long_run():
 
 for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
     proc = start_long_run()
+    if sig == signal.SIGINT:
+        # A second run into the same --outputs while this one trains.
+        run_id = status().get("id")
+        p = T.run(base + ["--epochs", "1", "--seed", "7"], timeout=60)
+        lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+        T.check(p.returncode == 1 and len(lines) == 1 and "in use by another tfdist run" in lines[0]
+                and out in lines[0], f"second run into a busy --outputs: {p.returncode} {lines}")
+        T.check(status().get("id") == run_id and status().get("config", {}).get("seed") == 1,
+                "the refused run rewrote run.json")
     T.check(proc.poll() is None and status().get("status") == "Running", f"{name}: run not running")
     proc.send_signal(sig)
     try:
