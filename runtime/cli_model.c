@@ -208,7 +208,7 @@ int cli_model(int argc, char **argv) {
     {"download", " registry to REF ", model_download},
   };
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    printf("%s\n", model_usage);
+    fprintf(argc < 2 ? stderr : stdout, "%s\n", model_usage); /* a usage error goes to stderr */
     return argc < 2 ? CLI_USAGE : CLI_OK;
   }
   for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {

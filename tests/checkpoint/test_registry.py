@@ -210,6 +210,8 @@ bad = [
     (["list", "--json=maybe"], "--json: 'maybe' is not on/off"),
     (["frobnicate"], "unknown subcommand 'frobnicate'"),
 ]
+p = tf(["model"])
+T.check(p.returncode == 2 and not p.stdout and "usage: tfdist model" in p.stderr, "bare 'model': usage on stderr")
 for args, needle in bad:
     p = tf(["model"] + args + ["--registry", reg])
     T.check(C.one_error_line(p) and needle in p.stderr, f"{args}: wanted '{needle}', got {p.stderr.strip()}")
