@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -160,11 +161,12 @@ int metrics_open(metrics_log *m, const char *outputs, int append, char *err, siz
 
 int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step) {
   if (!m->is_open) return 0;
-  char line[512];
+  char line[512], num[32] = "null"; /* a diverged loss: nan is not JSON */
   /* %.17g round-trips doubles exactly, so eval can reproduce final_acc bit for bit. */
+  if (isfinite(value)) snprintf(num, sizeof num, "%.17g", value);
   int n = snprintf(line, sizeof line,
-                   "{\"name\":\"%s\",\"value\":%.17g,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
-                   name, value, (long long)epoch, (long long)step, rec_now());
+                   "{\"name\":\"%s\",\"value\":%s,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
+                   name, num, (long long)epoch, (long long)step, rec_now());
   if (n < 0 || (size_t)n >= sizeof line) return -1;
   if (m->rows_len + (size_t)n > m->rows_cap) {
     size_t cap = m->rows_cap ? m->rows_cap * 2 : 4096;
