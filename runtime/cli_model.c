@@ -190,8 +190,9 @@ static int model_download(const char *root, const model_args *a) {
   if (rc == 0) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(meta, "id");
     const cJSON *sha = cJSON_GetObjectItemCaseSensitive(meta, "sha256");
-    printf("%s -> %s/model.h5 (sha256 %s verified)\n", cJSON_IsString(id) ? id->valuestring : a->ref,
-           a->to, cJSON_IsString(sha) ? sha->valuestring : "?");
+    printf("%s -> %s/model.h5 (sha256 %s verified)\n",
+           cJSON_IsString(id) ? id->valuestring : a->ref, a->to,
+           cJSON_IsString(sha) ? sha->valuestring : "?");
   }
   cJSON_Delete(meta);
   return rc == 0 ? CLI_OK : model_err(err);

@@ -76,7 +76,8 @@ int fs_write_fd(int fd, const char *name, const void *data, size_t len, char *er
     ssize_t n = write(fd, p, len);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      snprintf(err, err_bytes, "%s: write failed: %s", name, n < 0 ? strerror(errno) : "no progress");
+      snprintf(err, err_bytes, "%s: write failed: %s", name,
+               n < 0 ? strerror(errno) : "no progress");
       return -1;
     }
     p += n;

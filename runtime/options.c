@@ -167,7 +167,8 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
   fclose(f);
   if (!text || read_errno) {
     /* a folder opens, then fails to read: say so, not "syntax error at byte 0" */
-    snprintf(err, err_bytes, "--config %s: %s", path, text ? strerror(read_errno) : "out of memory");
+    snprintf(err, err_bytes, "--config %s: %s", path,
+             text ? strerror(read_errno) : "out of memory");
     free(text);
     return -1;
   }

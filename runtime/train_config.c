@@ -78,9 +78,8 @@ int train_config_resolve(train_config *cfg, int argc, char **argv, char *err, si
   int rc = opt_defaults(&train_options, cfg, err, err_bytes);
   if (rc == 0 && path) rc = opt_apply_json(&train_options, cfg, path, err, err_bytes);
   free(path);
-  if (rc != 0 || opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
-    return -1;
-  }
+  if (rc == 0) rc = opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes);
+  if (rc != 0) return -1;
   const struct { const char *flag, *value; } paths[] = {
     {"--data-folder", cfg->data_folder}, {"--outputs", cfg->outputs}, {"--logs", cfg->logs}};
   for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
