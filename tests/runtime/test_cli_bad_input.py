@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 
 import numpy as np
 
@@ -106,6 +107,21 @@ for flag in ("--outputs", "--logs"):
 # not a folder named "--epochs" and a stray "1".
 expect_error("flag as value", ["--data-folder", good, "--outputs", "--epochs", "1"],
              "--outputs: missing value")
+
+# Symbolic links that loop back (8 links to the parent: 8^8 folders to a depth-
+# limited walk, which hung): each folder is searched once, and the run trains.
+loop = os.path.join(d, "loop")
+shutil.copytree(good, loop)
+os.makedirs(os.path.join(loop, "sub"))
+for c in "abcdefgh":
+    os.symlink("..", os.path.join(loop, "sub", c))
+try:
+    p = T.run(["train", "--data-folder", loop] + base[:4] + ["--outputs", os.path.join(d, "loop-out"),
+                                                           "--logs", os.path.join(d, "logs")],
+              timeout=60)
+    T.check(p.returncode == 0, f"looping symlinks: {p.stderr.strip()}")
+except subprocess.TimeoutExpired:
+    T.check(False, "looping symlinks under --data-folder: no answer in 60 s")
 
 # Under mpirun every rank sees the same bad flag or config: one line, not one per rank.
 for label, args in (("flag", ["--batch-size", "0"]), ("config", ["--config", cfg])):
