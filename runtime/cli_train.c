@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "collective/coll.h"
 #include "kernels/backend.h"
@@ -105,6 +106,14 @@ static int cli_train_canceled(const coll_world *w, const trainer *t) {
   return 128 + t->canceled;
 }
 
+int cli_check_default_data(const char *data_folder, char *err, size_t err_bytes) {
+  struct stat st;
+  if (strcmp(data_folder, TFDIST_DEFAULT_DATA) != 0 || stat(data_folder, &st) == 0) return 0;
+  snprintf(err, err_bytes, "--data-folder: required: no default data set at %s (install "
+           "Debian's dataset-fashion-mnist, or give --data-folder DIR)", TFDIST_DEFAULT_DATA);
+  return -1;
+}
+
 /* The rank the launcher gave this process, read before MPI starts: a bad flag
  * is the same on every rank, so only rank 0 reports it. Open MPI's variable
  * first: inside a Slurm allocation, SLURM_PROCID describes mpirun's step. */
@@ -126,7 +135,8 @@ int cli_train(int argc, char **argv) {
     opt_print_help(&train_options, train_usage, stdout);
     return CLI_OK;
   }
-  if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0) {
+  if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0 ||
+      cli_check_default_data(cfg.data_folder, err, sizeof err) != 0) {
     if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
