@@ -33,7 +33,27 @@ static int idx_name_match(const char *name, int k) {
 typedef struct {
   data_files *f;
   char dir_named[IDX_NAMES][4096]; /* a folder carrying the name: reported if no file is */
+  struct { dev_t dev; ino_t ino; } *seen; /* folders walked: symbolic links may loop back */
+  size_t nseen, seen_cap;
 } idx_search;
+
+/* 1 the first time this folder is met (then it is remembered), else 0. */
+static int idx_first_visit(idx_search *s, const struct stat *st) {
+  for (size_t i = 0; i < s->nseen; i++) {
+    if (s->seen[i].dev == st->st_dev && s->seen[i].ino == st->st_ino) return 0;
+  }
+  if (s->nseen == s->seen_cap) {
+    size_t cap = s->seen_cap ? s->seen_cap * 2 : 64;
+    void *grown = realloc(s->seen, cap * sizeof *s->seen);
+    if (!grown) return 0; /* out of memory: search no deeper */
+    s->seen = grown;
+    s->seen_cap = cap;
+  }
+  s->seen[s->nseen].dev = st->st_dev;
+  s->seen[s->nseen].ino = st->st_ino;
+  s->nseen++;
+  return 1;
+}
 
 /* Depth-first walk in sorted order. */
 static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t err_bytes) {
@@ -59,7 +79,9 @@ static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t
       char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : idx_slot(s->f, k);
       if (slot[0] == '\0') snprintf(slot, 4096, "%s", path);
     }
-    if (S_ISDIR(st.st_mode) && depth < 16) idx_walk(s, path, depth + 1, err, err_bytes);
+    if (S_ISDIR(st.st_mode) && depth < 16 && idx_first_visit(s, &st)) {
+      idx_walk(s, path, depth + 1, err, err_bytes);
+    }
   }
   for (int i = 0; i < n; i++) free(list[i]);
   free(list);
@@ -93,6 +115,7 @@ static int idx_search_run(idx_search *s, data_files *out, const char *dir, char 
     snprintf(err, err_bytes, "--data-folder %s: not a directory", dir);
     return -1;
   }
+  idx_first_visit(s, &st);
   return idx_walk(s, dir, 0, err, err_bytes);
 }
 
@@ -124,6 +147,7 @@ static int idx_find(data_files *out, const char *dir, int stream, char *err, siz
   }
   int rc = idx_search_run(s, out, dir, err, err_bytes);
   if (rc == 0) rc = idx_check_found(s, out, dir, stream, err, err_bytes);
+  free(s->seen);
   free(s);
   return rc;
 }

@@ -153,7 +153,8 @@ int cli_eval(int argc, char **argv) {
     fprintf(stderr, "tfdist: error: --model: required (a model.h5, a checkpoint or a folder)\n");
     return CLI_USAGE;
   }
-  if (infer_session_init(&s, o.model, err, sizeof err) != 0) {
+  if (cli_check_default_data(o.data_folder, err, sizeof err) != 0 ||
+      infer_session_init(&s, o.model, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }

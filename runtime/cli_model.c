@@ -46,6 +46,17 @@ static int model_number(const char *flag, const char *text, double max, double *
   return 0;
 }
 
+/* --json, or --json=on|off (true|false, 1|0), like tfdist train's switches. */
+static int model_bool(const char *flag, const char *text, int *out, char *err, size_t eb) {
+  if (!strcmp(text, "on") || !strcmp(text, "true") || !strcmp(text, "1")) *out = 1;
+  else if (!strcmp(text, "off") || !strcmp(text, "false") || !strcmp(text, "0")) *out = 0;
+  else {
+    snprintf(err, eb, "%s: '%s' is not on/off", flag, text);
+    return -1;
+  }
+  return 0;
+}
+
 /* --flag VALUE or --flag=VALUE for the flags this subcommand accepts (allowed
  * is " name path ..."); one positional (the NAME[:VERSION] reference). */
 static int model_parse(int argc, char **argv, const char *allowed, model_args *a, char *err,
@@ -72,13 +83,17 @@ static int model_parse(int argc, char **argv, const char *allowed, model_args *a
       return -1;
     }
     if (!strcmp(flag, "--json")) {
-      a->json = 1;
+      if (model_bool(flag, eq ? eq + 1 : "on", &a->json, err, eb) != 0) return -1;
       continue;
     }
     if (eq) val = eq + 1;
     else if (i + 1 < argc) val = argv[++i];
     else {
       snprintf(err, eb, "%s: missing value", flag);
+      return -1;
+    }
+    if ((!strcmp(flag, "--path") || !strcmp(flag, "--to")) && !*val) {
+      snprintf(err, eb, "%s: empty", flag);
       return -1;
     }
     if (!strcmp(flag, "--registry")) a->registry = val;
@@ -175,7 +190,9 @@ static int model_download(const char *root, const model_args *a) {
   if (rc == 0) {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(meta, "id");
     const cJSON *sha = cJSON_GetObjectItemCaseSensitive(meta, "sha256");
-    printf("%s -> %s/model.h5 (sha256 %s verified)\n", id->valuestring, a->to, sha->valuestring);
+    printf("%s -> %s/model.h5 (sha256 %s verified)\n",
+           cJSON_IsString(id) ? id->valuestring : a->ref, a->to,
+           cJSON_IsString(sha) ? sha->valuestring : "?");
   }
   cJSON_Delete(meta);
   return rc == 0 ? CLI_OK : model_err(err);
@@ -192,7 +209,7 @@ int cli_model(int argc, char **argv) {
     {"download", " registry to REF ", model_download},
   };
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-    printf("%s\n", model_usage);
+    fprintf(argc < 2 ? stderr : stdout, "%s\n", model_usage); /* a usage error goes to stderr */
     return argc < 2 ? CLI_USAGE : CLI_OK;
   }
   for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "collective/coll.h"
 #include "kernels/backend.h"
@@ -96,6 +97,36 @@ static int cli_train_fail(const coll_world *w, const char *msg) {
   return CLI_FAIL;
 }
 
+/* Rank 0, stopped by a signal: one line, exit 128 + the signal, as a shell
+ * reports a killed command; with several ranks the job ends with it. */
+static int cli_train_canceled(const coll_world *w, const trainer *t) {
+  fprintf(stderr, "tfdist: %s; %s records the run as Canceled\n", t->err, t->run.path);
+  fflush(stderr);
+  if (w->size > 1) coll_world_abort(w, 128 + t->canceled);
+  return 128 + t->canceled;
+}
+
+int cli_check_default_data(const char *data_folder, char *err, size_t err_bytes) {
+  struct stat st;
+  if (strcmp(data_folder, TFDIST_DEFAULT_DATA) != 0 || stat(data_folder, &st) == 0) return 0;
+  snprintf(err, err_bytes, "--data-folder: required: no default data set at %s (install "
+           "Debian's dataset-fashion-mnist, or give --data-folder DIR)", TFDIST_DEFAULT_DATA);
+  return -1;
+}
+
+/* The rank the launcher gave this process, read before MPI starts: a bad flag
+ * is the same on every rank, so only rank 0 reports it. Open MPI's variable
+ * first: inside a Slurm allocation, SLURM_PROCID describes mpirun's step. */
+static int cli_launcher_rank(void) {
+  static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
+                                     "SLURM_PROCID"};
+  for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+    const char *v = getenv(vars[i]);
+    if (v && *v) return atoi(v);
+  }
+  return 0;
+}
+
 int cli_train(int argc, char **argv) {
   static train_config cfg;
   static trainer t;
@@ -104,8 +135,9 @@ int cli_train(int argc, char **argv) {
     opt_print_help(&train_options, train_usage, stdout);
     return CLI_OK;
   }
-  if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0) {
-    fprintf(stderr, "tfdist: error: %s\n", err);
+  if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0 ||
+      cli_check_default_data(cfg.data_folder, err, sizeof err) != 0) {
+    if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
   coll_world w;
@@ -134,13 +166,19 @@ int cli_train(int argc, char **argv) {
     printf("tfdist: no --data-folder given; using the default data set %s\n", cfg.data_folder);
   }
   cJSON *ranks = cli_rank_table(&w, be, &kc);
-  if (trainer_init(&t, &cfg, &w, comm, be, ranks) != 0 || trainer_run(&t) != 0) {
+  int ok = trainer_init(&t, &cfg, &w, comm, be, ranks) == 0;
+  if (ok) {
+    run_cancel_install(); /* from here a signal is recorded as Canceled */
+    ok = trainer_run(&t) == 0;
+    run_cancel_uninstall();
+  }
+  if (!ok) {
     if (w.rank == 0 && t.run.doc) {
       char ignored[256];
       snprintf(t.run.error, sizeof t.run.error, "%.511s", t.err);
-      run_record_stage(&t.run, RUN_FAILED, ignored, sizeof ignored);
+      run_record_stage(&t.run, t.canceled ? RUN_CANCELED : RUN_FAILED, ignored, sizeof ignored);
     }
-    rc = cli_train_fail(&w, t.err);
+    rc = t.canceled ? cli_train_canceled(&w, &t) : cli_train_fail(&w, t.err);
   }
   trainer_free(&t);
 out:

@@ -12,6 +12,10 @@
 
 int fs_mkdirs(const char *path, char *err, size_t err_bytes) {
   char buf[4096];
+  if (!path[0]) {
+    snprintf(err, err_bytes, "cannot create a folder with an empty name");
+    return -1;
+  }
   if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
     snprintf(err, err_bytes, "%s: path too long", path);
     return -1;
@@ -65,18 +69,37 @@ fail:
   return -1;
 }
 
+int fs_write_fd(int fd, const char *name, const void *data, size_t len, char *err,
+                size_t err_bytes) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      snprintf(err, err_bytes, "%s: write failed: %s", name,
+               n < 0 ? strerror(errno) : "no progress");
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
 int fs_write_atomic(const char *path, const void *data, size_t len, char *err, size_t err_bytes) {
   char tmp[4200];
   fs_tmp_path(tmp, sizeof tmp, path);
-  FILE *f = fopen(tmp, "wb");
-  if (!f) {
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
     snprintf(err, err_bytes, "%s: %s", tmp, strerror(errno));
     return -1;
   }
-  int ok = fwrite(data, 1, len, f) == len;
-  ok = (fclose(f) == 0) && ok;
-  if (!ok) {
-    snprintf(err, err_bytes, "%s: write failed: %s", tmp, strerror(errno));
+  int rc = fs_write_fd(fd, tmp, data, len, err, err_bytes);
+  if (close(fd) != 0 && rc == 0) {
+    snprintf(err, err_bytes, "%s: close: %s", tmp, strerror(errno));
+    rc = -1;
+  }
+  if (rc != 0) {
     unlink(tmp);
     return -1;
   }

@@ -12,6 +12,10 @@ void fs_tmp_path(char *out, size_t out_bytes, const char *final);
 /* fsync tmp, rename it over final, fsync final's folder. */
 int fs_commit(const char *tmp, const char *final, char *err, size_t err_bytes);
 int fs_write_atomic(const char *path, const void *data, size_t len, char *err, size_t err_bytes);
+/* All len bytes to an open fd (name for messages): a short write or an error
+ * (a full disk) is one line naming the file and the reason. */
+int fs_write_fd(int fd, const char *name, const void *data, size_t len, char *err,
+                size_t err_bytes);
 /* Whole file into a NUL-terminated buffer (caller frees). */
 char *fs_read_all(const char *path, size_t *len, char *err, size_t err_bytes);
 /* The rest of an open stream (stdin too); name is used in messages. */

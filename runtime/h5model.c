@@ -148,17 +148,29 @@ out:
 typedef struct {
   const model_layout *l;
   const float *params;
+  const char *run_id, *metrics_json; /* may be NULL */
 } h5_model_ref;
 
 static int h5_write_model_file(hid_t file, const void *ctx, char *err, size_t eb) {
   const h5_model_ref *m = ctx;
-  return h5model_write_keras(file, m->l, m->params, "softmax", "model", err, eb);
+  if (h5model_write_keras(file, m->l, m->params, "softmax", "model", err, eb) != 0 ||
+      (m->run_id && h5_attr_write_str(file, H5MODEL_ATTR_RUN_ID, m->run_id, err, eb) != 0) ||
+      (m->metrics_json &&
+       h5_attr_write_str(file, H5MODEL_ATTR_METRICS, m->metrics_json, err, eb) != 0)) {
+    return -1;
+  }
+  return 0;
+}
+
+int h5model_save_run(const char *path, const model_layout *l, const float *params,
+                     const char *run_id, const char *metrics_json, char *err, size_t eb) {
+  h5_model_ref m = {l, params, run_id, metrics_json};
+  return h5_file_write_atomic(path, h5_write_model_file, &m, NULL, err, eb);
 }
 
 int h5model_save(const char *path, const model_layout *l, const float *params, char *err,
                  size_t eb) {
-  h5_model_ref m = {l, params};
-  return h5_file_write_atomic(path, h5_write_model_file, &m, NULL, err, eb);
+  return h5model_save_run(path, l, params, NULL, NULL, err, eb);
 }
 
 /* ---- reading ---- */

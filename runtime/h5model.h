@@ -25,9 +25,16 @@
 int h5model_write_keras(hid_t file, const model_layout *l, const float *params,
                         const char *last_activation, const char *kind, char *err,
                         size_t err_bytes);
+#define H5MODEL_ATTR_RUN_ID "tfdist_run_id"    /* the run that trained the model */
+#define H5MODEL_ATTR_METRICS "tfdist_metrics"  /* JSON object: that run's final metrics */
+
 /* Whole model file, crash-safe: temp name, fsync, rename, fsync folder. */
 int h5model_save(const char *path, const model_layout *l, const float *params, char *err,
                  size_t err_bytes);
+/* The same, naming the run that trained it (run_id, metrics_json: may be NULL),
+ * so the model keeps its provenance when its folder's records move on. */
+int h5model_save_run(const char *path, const model_layout *l, const float *params,
+                     const char *run_id, const char *metrics_json, char *err, size_t err_bytes);
 
 /* A model read back: the layout its datasets imply and its parameters. */
 typedef struct {

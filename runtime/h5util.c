@@ -2,6 +2,7 @@
 #include "runtime/h5util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,24 +68,63 @@ hid_t h5_open_read(const char *path, char *err, size_t eb) {
   return f;
 }
 
-hid_t h5_create(const char *path, char *err, size_t eb) {
+/* The file's bytes, built by HDF5 in memory (the core driver, no backing
+ * store): *image is malloc'd. */
+static int h5_build_image(h5_file_writer write, const void *ctx, void **image, size_t *bytes,
+                          char *err, size_t eb) {
+  hid_t fapl = -1, f = -1;
+  int rc = -1;
+  *image = NULL;
   h5_quiet();
-  hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) h5_fail(err, eb, "%s: cannot create HDF5 file", path);
-  return f;
-}
-
-int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx,
-                         void (*before_commit)(void), char *err, size_t eb) {
-  char tmp[4200];
-  fs_tmp_path(tmp, sizeof tmp, path);
-  hid_t f = h5_create(tmp, err, eb);
-  if (f < 0) return -1;
-  int rc = write(f, ctx, err, eb);
-  if (H5Fclose(f) < 0 && rc == 0) {
+  H5_CHECK(fapl = H5Pcreate(H5P_FILE_ACCESS), err, eb, out);
+  H5_CHECK(H5Pset_fapl_core(fapl, (size_t)1 << 20, 0), err, eb, out);
+  H5_CHECK(f = H5Fcreate("tfdist-image", H5F_ACC_TRUNC, H5P_DEFAULT, fapl), err, eb, out);
+  if (write(f, ctx, err, eb) != 0) goto out;
+  H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), err, eb, out);
+  ssize_t n = 0;
+  H5_CHECK(n = H5Fget_file_image(f, NULL, 0), err, eb, out);
+  if (!(*image = malloc(n > 0 ? (size_t)n : 1))) {
+    snprintf(err, eb, "out of memory for a %lld-byte HDF5 file", (long long)n);
+    goto out;
+  }
+  H5_CHECK(H5Fget_file_image(f, *image, (size_t)n), err, eb, out);
+  *bytes = (size_t)n;
+  rc = 0;
+out:
+  if (f >= 0 && H5Fclose(f) < 0 && rc == 0) {
     h5_error_line(err, eb, "H5Fclose", __FILE__, __LINE__);
     rc = -1;
   }
+  if (fapl >= 0) H5Pclose(fapl);
+  if (rc != 0) {
+    free(*image);
+    *image = NULL;
+  }
+  return rc;
+}
+
+/* HDF5 builds the file in memory and we write its bytes ourselves: a full
+ * disk is then a write error naming the file, never an HDF5 flush that fails
+ * half way (HDF5 1.10 then crashes at exit closing that file again). The temp
+ * file exists from the start, as with any save in progress. */
+int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx,
+                         void (*before_commit)(void), char *err, size_t eb) {
+  char tmp[4200];
+  void *image = NULL;
+  size_t bytes = 0;
+  fs_tmp_path(tmp, sizeof tmp, path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
+    snprintf(err, eb, "%s: %s", tmp, strerror(errno));
+    return -1;
+  }
+  int rc = h5_build_image(write, ctx, &image, &bytes, err, eb);
+  if (rc == 0) rc = fs_write_fd(fd, tmp, image, bytes, err, eb);
+  if (close(fd) != 0 && rc == 0) {
+    snprintf(err, eb, "%s: close: %s", tmp, strerror(errno));
+    rc = -1;
+  }
+  free(image);
   if (before_commit) before_commit();
   if (rc != 0) {
     unlink(tmp);

@@ -24,8 +24,6 @@ void h5_quiet(void);
 /* Opens an existing file read-only; a missing, non-HDF5 or truncated file is
  * a one-line error naming path. Returns the file id or -1. */
 hid_t h5_open_read(const char *path, char *err, size_t err_bytes);
-/* Creates path (truncating). Returns the file id or -1. */
-hid_t h5_create(const char *path, char *err, size_t err_bytes);
 
 /* Fills an open, newly created file; returns 0 or -1 with err set. */
 typedef int (*h5_file_writer)(hid_t file, const void *ctx, char *err, size_t err_bytes);

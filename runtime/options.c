@@ -106,16 +106,36 @@ static const opt_spec *opt_lookup(const opt_table *t, const char *name, size_t l
   return NULL;
 }
 
-static int opt_json_value_text(const cJSON *v, const opt_spec *s, char *buf, size_t buf_bytes) {
+static const char *opt_json_type_name(const cJSON *v) {
+  return cJSON_IsNull(v) ? "null" : cJSON_IsTrue(v) ? "true" : cJSON_IsFalse(v) ? "false"
+       : cJSON_IsNumber(v) ? "a number" : cJSON_IsString(v) ? "a string"
+       : cJSON_IsArray(v) ? "an array" : "an object";
+}
+
+/* The value as flag text. Numbers may come as strings ("3") and booleans as
+ * 0/1 or "on"/"off", as on the command line; anything else of the wrong JSON
+ * type (null, an array, a number for a path) is an error naming the type. */
+static int opt_json_value_text(const cJSON *v, const opt_spec *s, const char *where, char *buf,
+                               size_t buf_bytes, char *err, size_t err_bytes) {
+  int numeric = s->type == OPT_INT || s->type == OPT_FLOAT;
+  int ok = cJSON_IsString(v) || (cJSON_IsBool(v) && s->type == OPT_BOOL) ||
+           (cJSON_IsNumber(v) && (numeric || s->type == OPT_BOOL));
+  if (!ok) {
+    const char *want = s->type == OPT_INT ? "an integer" : s->type == OPT_FLOAT ? "a number"
+                     : s->type == OPT_BOOL ? "true or false" : "a string";
+    snprintf(err, err_bytes, "%s: wrong JSON type (%s): expected %s", where, opt_json_type_name(v),
+             want);
+    return -1;
+  }
   if (cJSON_IsString(v)) {
     snprintf(buf, buf_bytes, "%s", v->valuestring);
   } else if (cJSON_IsBool(v)) {
     snprintf(buf, buf_bytes, "%s", cJSON_IsTrue(v) ? "true" : "false");
-  } else if (cJSON_IsNumber(v)) {
-    if (s->type == OPT_INT && v->valuedouble != floor(v->valuedouble)) return -1;
-    snprintf(buf, buf_bytes, "%.17g", v->valuedouble);
-  } else {
+  } else if (s->type == OPT_INT && v->valuedouble != floor(v->valuedouble)) {
+    snprintf(err, err_bytes, "%s: %.17g is not an integer", where, v->valuedouble);
     return -1;
+  } else {
+    snprintf(buf, buf_bytes, "%.17g", v->valuedouble);
   }
   return 0;
 }
@@ -128,6 +148,7 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
   }
   char *text = NULL;
   size_t len = 0, cap = 0;
+  int read_errno = 0;
   for (;;) {
     if (len + 4096 + 1 > cap) {
       cap = cap ? cap * 2 : 8192;
@@ -135,13 +156,20 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
       if (!grown) break;
       text = grown;
     }
+    errno = 0;
     size_t got = fread(text + len, 1, cap - len - 1, f);
     len += got;
-    if (got == 0) break;
+    if (got == 0) {
+      if (ferror(f)) read_errno = errno ? errno : EIO;
+      break;
+    }
   }
   fclose(f);
-  if (!text) {
-    snprintf(err, err_bytes, "--config %s: out of memory", path);
+  if (!text || read_errno) {
+    /* a folder opens, then fails to read: say so, not "syntax error at byte 0" */
+    snprintf(err, err_bytes, "--config %s: %s", path,
+             text ? strerror(read_errno) : "out of memory");
+    free(text);
     return -1;
   }
   text[len] = '\0';
@@ -158,9 +186,7 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
     for (int i = 0; i < t->count && !s; i++) {
       char key[128];
       opt_json_key(t->specs[i].name, key, sizeof key);
-      if (strcmp(key, item->string) == 0 && strcmp(t->specs[i].name, "config") != 0) {
-        s = &t->specs[i];
-      }
+      if (strcmp(key, item->string) == 0) s = &t->specs[i];
     }
     char where[4352], val[OPT_STR_BYTES];
     snprintf(where, sizeof where, "%s: key \"%s\"", path, item->string);
@@ -168,11 +194,10 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
       snprintf(err, err_bytes, "%s: unknown key (see tfdist %s --help)", where, t->command);
       goto out;
     }
-    if (opt_json_value_text(item, s, val, sizeof val) != 0) {
-      snprintf(err, err_bytes, "%s: wrong JSON type for a %s value", where,
-               s->type == OPT_INT ? "integer" : s->type == OPT_FLOAT ? "number" : "string");
-      goto out;
-    }
+    if (opt_json_value_text(item, s, where, val, sizeof val, err, err_bytes) != 0) goto out;
+    /* "config" names the file a resolved config came from (run.json records
+     * it); a config file does not include another, so it is not followed. */
+    if (strcmp(s->name, "config") == 0) continue;
     if (opt_set_text(s, obj, val, where, err, err_bytes) != 0) goto out;
   }
   rc = 0;
@@ -180,6 +205,15 @@ out:
   cJSON_Delete(root);
   free(text);
   return rc;
+}
+
+/* The words a boolean flag takes as its own next argument. */
+static int opt_bool_word(const char *w) {
+  static const char *const words[] = {"on", "off", "true", "false", "1", "0"};
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+    if (strcmp(w, words[i]) == 0) return 1;
+  }
+  return 0;
 }
 
 int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const char **positional,
@@ -204,15 +238,15 @@ int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const c
       return -1;
     }
     const char *val = eq ? eq + 1 : NULL;
-    if (!val && s->type == OPT_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0 ||
-                                        (strcmp(argv[i + 1], "on") && strcmp(argv[i + 1], "off") &&
-                                         strcmp(argv[i + 1], "true") &&
-                                         strcmp(argv[i + 1], "false")))) {
+    if (!val && s->type == OPT_BOOL && (i + 1 >= argc || !opt_bool_word(argv[i + 1]))) {
       val = "on"; /* a bare boolean flag switches it on */
     }
     if (!val) {
-      if (i + 1 >= argc) {
-        snprintf(err, err_bytes, "--%s: missing value", s->name);
+      /* "--outputs --epochs 1": a missing value, not a folder named "--epochs" */
+      if (i + 1 >= argc || (strncmp(argv[i + 1], "--", 2) == 0 && argv[i + 1][2] != '\0')) {
+        snprintf(err, err_bytes, "--%s: missing value%s%.200s%s", s->name,
+                 i + 1 < argc ? " (got the flag " : "", i + 1 < argc ? argv[i + 1] : "",
+                 i + 1 < argc ? ")" : "");
         return -1;
       }
       val = argv[++i];
@@ -222,14 +256,6 @@ int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const c
     if (opt_set_text(s, obj, val, where, err, err_bytes) != 0) return -1;
   }
   return 0;
-}
-
-const char *opt_find_config(int argc, char **argv) {
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return argv[i + 1];
-    if (strncmp(argv[i], "--config=", 9) == 0) return argv[i] + 9;
-  }
-  return NULL;
 }
 
 int opt_wants_help(int argc, char **argv) {

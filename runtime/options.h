@@ -37,8 +37,6 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
  * unless positional != NULL, which then receives them (at most max_pos). */
 int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const char **positional,
                    int max_pos, int *npos, char *err, size_t err_bytes);
-/* Finds --config FILE (or --config=FILE) in argv without applying anything. */
-const char *opt_find_config(int argc, char **argv);
 int opt_wants_help(int argc, char **argv);
 void opt_print_help(const opt_table *t, const char *usage, void *out_file);
 /* The resolved values as a JSON object (caller frees). */

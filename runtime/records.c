@@ -3,9 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,9 +43,42 @@ void run_id_make(char *out, size_t out_bytes) {
            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, salt);
 }
 
+/* An flock, so a killed run never leaves a stale lock; the file holds the
+ * owner's pid for the message. */
+static int run_record_lock(run_record *r, const char *outputs, char *err, size_t err_bytes) {
+  char path[4300], pid[32] = "";
+  snprintf(path, sizeof path, "%s/.tfdist.lock", outputs);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    snprintf(err, err_bytes, "--outputs %.4000s: in use by another tfdist run%s%s%s", outputs,
+             pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+    close(fd);
+    return -1;
+  }
+  char line[32];
+  int len = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) {
+    /* the pid is only for the message; the lock itself is held */
+  }
+  r->lock_fd = fd;
+  r->locked = 1;
+  return 0;
+}
+
 int run_record_init(run_record *r, const char *id, const char *outputs, cJSON *config,
                     char *err, size_t err_bytes) {
   memset(r, 0, sizeof *r);
+  if (run_record_lock(r, outputs, err, err_bytes) != 0) {
+    cJSON_Delete(config);
+    return -1;
+  }
   snprintf(r->id, sizeof r->id, "%s", id);
   snprintf(r->path, sizeof r->path, "%s/run.json", outputs);
   r->doc = cJSON_CreateObject();
@@ -85,35 +122,88 @@ void run_record_free(run_record *r) {
   if (!r) return;
   cJSON_Delete(r->doc);
   r->doc = NULL;
+  if (r->locked) close(r->lock_fd); /* releases the flock */
+  r->locked = 0;
 }
 
+static volatile sig_atomic_t run_cancel_sig;
+
+static void run_cancel_handler(int sig) { run_cancel_sig = sig; }
+
+void run_cancel_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = run_cancel_handler;
+  sa.sa_flags = SA_RESETHAND | SA_RESTART; /* the second signal takes the default action */
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+void run_cancel_uninstall(void) {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
+int run_cancel_signal(void) { return (int)run_cancel_sig; }
+
 int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes) {
+  memset(m, 0, sizeof *m);
   snprintf(m->path, sizeof m->path, "%s/metrics.jsonl", outputs);
-  m->f = fopen(m->path, append ? "a" : "w");
-  if (!m->f) {
+  m->fd = open(m->path, O_WRONLY | O_CREAT | O_APPEND | (append ? 0 : O_TRUNC), 0644);
+  if (m->fd < 0) {
     snprintf(err, err_bytes, "%s: %s", m->path, strerror(errno));
+    return -1;
+  }
+  m->is_open = 1;
+  return 0;
+}
+
+int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step) {
+  if (!m->is_open) return 0;
+  char line[512], num[32] = "null"; /* a diverged loss: nan is not JSON */
+  /* %.17g round-trips doubles exactly, so eval can reproduce final_acc bit for bit. */
+  if (isfinite(value)) snprintf(num, sizeof num, "%.17g", value);
+  int n = snprintf(line, sizeof line,
+                   "{\"name\":\"%s\",\"value\":%s,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
+                   name, num, (long long)epoch, (long long)step, rec_now());
+  if (n < 0 || (size_t)n >= sizeof line) return -1;
+  if (m->rows_len + (size_t)n > m->rows_cap) {
+    size_t cap = m->rows_cap ? m->rows_cap * 2 : 4096;
+    while (cap < m->rows_len + (size_t)n) cap *= 2;
+    char *grown = realloc(m->rows, cap);
+    if (!grown) return -1;
+    m->rows = grown;
+    m->rows_cap = cap;
+  }
+  memcpy(m->rows + m->rows_len, line, (size_t)n);
+  m->rows_len += (size_t)n;
+  return 0;
+}
+
+int metrics_sync(metrics_log *m, char *err, size_t err_bytes) {
+  if (!m->is_open) return 0;
+  struct stat st;
+  if (fstat(m->fd, &st) != 0) {
+    snprintf(err, err_bytes, "%.4000s: %s", m->path, strerror(errno));
+    return -1;
+  }
+  if (fs_write_fd(m->fd, m->path, m->rows, m->rows_len, err, err_bytes) != 0) {
+    if (ftruncate(m->fd, st.st_size) != 0) { /* err already says why the append failed */ }
+    return -1;
+  }
+  m->rows_len = 0;
+  if (fsync(m->fd) != 0) {
+    snprintf(err, err_bytes, "%.4000s: fsync: %s", m->path, strerror(errno));
     return -1;
   }
   return 0;
 }
 
-int metrics_write(metrics_log *m, const char *name, double value, int64_t epoch, int64_t step) {
-  if (!m->f) return 0;
-  /* %.17g round-trips doubles exactly, so eval can reproduce final_acc bit for bit. */
-  return fprintf(m->f, "{\"name\":\"%s\",\"value\":%.17g,\"epoch\":%lld,\"step\":%lld,\"time\":%.6f}\n",
-                 name, value, (long long)epoch, (long long)step, rec_now()) < 0 ? -1 : 0;
-}
-
-int metrics_sync(metrics_log *m) {
-  if (!m->f) return 0;
-  /* ferror: a row whose fprintf failed earlier (disk full) is an error here. */
-  if (fflush(m->f) != 0 || ferror(m->f)) return -1;
-  return fsync(fileno(m->f));
-}
-
 void metrics_close(metrics_log *m) {
-  if (m->f) fclose(m->f);
-  m->f = NULL;
+  if (m->is_open) close(m->fd);
+  free(m->rows);
+  memset(m, 0, sizeof *m);
 }
 
 int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes) {

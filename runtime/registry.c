@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/checkpoint.h"
 #include "runtime/fsutil.h"
 #include "runtime/h5model.h"
 #include "runtime/sha256.h"
@@ -174,28 +175,77 @@ static cJSON *reg_run_metrics(const char *run_dir) {
   return m;
 }
 
+/* The run a model file names itself (tfdist_run_id, tfdist_metrics): NULL for
+ * a file without them (Keras wrote it, or an older tfdist). */
+static cJSON *reg_model_own_run(const char *model_file) {
+  char err[512], *id = NULL, *metrics = NULL;
+  hid_t f = h5_open_read(model_file, err, sizeof err);
+  if (f < 0) return NULL;
+  cJSON *run = NULL;
+  if (h5_attr_exists(f, H5MODEL_ATTR_RUN_ID) &&
+      h5_attr_read_str(f, H5MODEL_ATTR_RUN_ID, model_file, &id, err, sizeof err) == 0 && id[0]) {
+    run = cJSON_CreateObject();
+    cJSON_AddStringToObject(run, "id", id);
+    if (h5_attr_exists(f, H5MODEL_ATTR_METRICS) &&
+        h5_attr_read_str(f, H5MODEL_ATTR_METRICS, model_file, &metrics, err, sizeof err) == 0) {
+      cJSON *m = cJSON_Parse(metrics);
+      if (cJSON_IsObject(m)) cJSON_AddItemToObject(run, "metrics", m);
+      else cJSON_Delete(m);
+    }
+  }
+  free(id);
+  free(metrics);
+  H5Fclose(f);
+  return run;
+}
+
+/* 1 when rec (a run.json, or a downloaded entry's metadata) is about the run
+ * the model names, or the model names none. */
+static int reg_same_run(const cJSON *rec, const char *key, const cJSON *own) {
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(rec, key);
+  const cJSON *b = cJSON_GetObjectItemCaseSensitive(own, "id");
+  if (!own) return 1;
+  return cJSON_IsString(a) && cJSON_IsString(b) && strcmp(a->valuestring, b->valuestring) == 0;
+}
+
 /* The run folder is the model folder's parent (<outputs>/model/model.h5). A
  * model downloaded from a registry has no run folder but its metadata.json
- * beside it, which carries the run's metrics and id forward. */
+ * beside it, which carries the run's metrics and id forward. Either is used
+ * only if it is about the run the model file names: a later run in the same
+ * --outputs that failed has rewritten run.json and metrics.jsonl but left the
+ * model; then the model's own record (its run id and final metrics) is it. */
 static void reg_add_run_info(cJSON *meta, const char *model_file) {
   char buf[REG_PATH], run_dir[REG_PATH], path[REG_PATH], ignored[4600];
+  cJSON *own = reg_model_own_run(model_file), *metrics = NULL;
   reg_path(buf, "%s", model_file);
   reg_path(run_dir, "%s", dirname(dirname(buf)));
   reg_path(path, "%s/run.json", run_dir);
-  cJSON *run = reg_read_json(path, ignored, sizeof ignored), *metrics = NULL;
+  cJSON *run = reg_read_json(path, ignored, sizeof ignored);
+  if (run && !reg_same_run(run, "id", own)) {
+    cJSON_Delete(run);
+    run = NULL;
+  }
   if (!run) {
     reg_path(buf, "%s", model_file);
     reg_path(path, "%s/metadata.json", dirname(buf));
     run = reg_read_json(path, ignored, sizeof ignored);
     const cJSON *rid = cJSON_GetObjectItemCaseSensitive(run, "run_id");
-    if (run && cJSON_IsString(rid)) {
+    if (run && !reg_same_run(run, "run_id", own)) {
+      cJSON_Delete(run);
+      run = NULL;
+    } else if (run && cJSON_IsString(rid)) {
       cJSON_ReplaceItemInObjectCaseSensitive(run, "id", cJSON_CreateString(rid->valuestring));
     } else {
       cJSON_DeleteItemFromObjectCaseSensitive(run, "id"); /* the entry's id, not a run's */
     }
+    if (!run) {
+      run = own;
+      own = NULL;
+    }
   } else {
     metrics = reg_run_metrics(run_dir);
   }
+  cJSON_Delete(own);
   const cJSON *rm = cJSON_GetObjectItemCaseSensitive(run, "metrics");
   if (cJSON_GetArraySize(metrics) == 0 && cJSON_IsObject(rm)) {
     cJSON_Delete(metrics);
@@ -209,6 +259,42 @@ static void reg_add_run_info(cJSON *meta, const char *model_file) {
   else cJSON_AddNullToObject(meta, "run_id");
   if (cJSON_IsString(st)) cJSON_AddStringToObject(meta, "run_status", st->valuestring);
   cJSON_Delete(run);
+}
+
+/* A checkpoint carries its own epoch's metrics and the id of the run that
+ * wrote it; its folder's run.json and metrics.jsonl describe the whole run
+ * (a later epoch's final_acc), not these weights. */
+static void reg_add_ckpt_info(cJSON *meta, const ckpt_state *s) {
+  cJSON *h = s->metrics ? cJSON_Parse(s->metrics) : NULL;
+  int n = cJSON_IsArray(h) ? cJSON_GetArraySize(h) : 0;
+  cJSON *last = n > 0 ? cJSON_DetachItemFromArray(h, n - 1) : NULL;
+  cJSON_Delete(h);
+  if (!cJSON_IsObject(last)) {
+    cJSON_Delete(last);
+    last = cJSON_CreateObject();
+  }
+  cJSON_DeleteItemFromObjectCaseSensitive(last, "epoch"); /* in "checkpoint" below */
+  cJSON_DeleteItemFromObjectCaseSensitive(last, "step");
+  cJSON_AddItemToObject(meta, "metrics", last);
+  if (s->run_id[0]) cJSON_AddStringToObject(meta, "run_id", s->run_id);
+  else cJSON_AddNullToObject(meta, "run_id");
+  cJSON *ck = cJSON_AddObjectToObject(meta, "checkpoint");
+  cJSON_AddNumberToObject(ck, "epoch", (double)s->epoch);
+  cJSON_AddNumberToObject(ck, "global_step", (double)s->global_step);
+}
+
+/* 1 when path is a tfdist checkpoint (root attribute tfdist_kind). */
+static int reg_is_checkpoint(const char *path) {
+  char err[512];
+  char *kind = NULL;
+  hid_t f = h5_open_read(path, err, sizeof err);
+  if (f < 0) return 0;
+  int yes = h5_attr_exists(f, H5MODEL_ATTR_KIND) &&
+            h5_attr_read_str(f, H5MODEL_ATTR_KIND, path, &kind, err, sizeof err) == 0 &&
+            strcmp(kind, "checkpoint") == 0;
+  free(kind);
+  H5Fclose(f);
+  return yes;
 }
 
 static int reg_add_tags(cJSON *meta, const registry_request *req, char *err, size_t eb) {
@@ -243,7 +329,7 @@ static void reg_add_architecture(cJSON *meta, const h5model *m) {
 
 /* Everything but the version, id and checksum: built before the lock is taken. */
 static cJSON *reg_meta_new(const registry_request *req, const char *model_file, const h5model *m,
-                           char *err, size_t eb) {
+                           const ckpt_state *ck, char *err, size_t eb) {
   char abs[PATH_MAX], stamp[32];
   time_t now = time(NULL);
   struct tm tm;
@@ -264,7 +350,8 @@ static cJSON *reg_meta_new(const registry_request *req, const char *model_file, 
   }
   if (req->description) cJSON_AddStringToObject(meta, "description", req->description);
   else cJSON_AddNullToObject(meta, "description");
-  reg_add_run_info(meta, model_file);
+  if (ck) reg_add_ckpt_info(meta, ck);
+  else reg_add_run_info(meta, model_file);
   cJSON_AddStringToObject(meta, "source_path", realpath(model_file, abs) ? abs : model_file);
   cJSON_AddStringToObject(meta, "created_time", stamp);
   cJSON_AddNumberToObject(meta, "created_unix", (double)now);
@@ -364,10 +451,17 @@ int registry_register(const char *root, const registry_request *req, cJSON **met
     return -1;
   }
   h5model m;
+  ckpt_state ck;
   h5model_resolve_path(model_file, sizeof model_file, req->path);
   if (h5model_load(&m, model_file, err, eb) != 0) return -1;
-  cJSON *meta = reg_meta_new(req, model_file, &m, err, eb);
+  int is_ckpt = reg_is_checkpoint(model_file);
+  if (is_ckpt && ckpt_read(&ck, model_file, err, eb) != 0) { /* verified, like a resume */
+    h5model_free(&m);
+    return -1;
+  }
+  cJSON *meta = reg_meta_new(req, model_file, &m, is_ckpt ? &ck : NULL, err, eb);
   h5model_free(&m);
+  if (is_ckpt) ckpt_state_free(&ck);
   if (!meta) return -1;
   if (reg_path(name_dir, "%s/%s", root, req->name) != 0 ||
       reg_path(lock, "%s/.lock", name_dir) != 0) {
@@ -429,9 +523,26 @@ int registry_show(const char *root, const char *ref, cJSON **meta, char *dir, si
     else snprintf(err, eb, "%s: no such version (newest is %s:%lld)", ref, name, newest);
     return -1;
   }
-  reg_path(entry, "%s/%lld", name_dir, version ? version : newest);
+  if (!version) version = newest;
+  reg_path(entry, "%s/%lld", name_dir, version);
   reg_path(path, "%s/metadata.json", entry);
   if (!(*meta = reg_read_json(path, err, eb))) return -1;
+  /* A hand-edited or damaged file must not pass for this entry's metadata. */
+  char id[300];
+  snprintf(id, sizeof id, "%s:%lld", name, version);
+  const cJSON *have = cJSON_GetObjectItemCaseSensitive(*meta, "id");
+  if (!cJSON_IsObject(*meta) || !cJSON_IsString(have) || strcmp(have->valuestring, id) != 0) {
+    if (!cJSON_IsObject(*meta)) {
+      snprintf(err, eb, "%.4000s: not this entry's metadata (not a JSON object)", path);
+    } else {
+      snprintf(err, eb, "%.4000s: not this entry's metadata (\"id\" is %s, expected \"%s\")",
+               path, !have ? "missing" : !cJSON_IsString(have) ? "not a string" : "another entry's",
+               id);
+    }
+    cJSON_Delete(*meta);
+    *meta = NULL;
+    return -1;
+  }
   if (dir) snprintf(dir, dir_bytes, "%s", entry);
   return 0;
 }

@@ -18,7 +18,8 @@
 
 typedef struct {
   const char *name;
-  const char *path;               /* a model folder (holding model.h5) or a model file */
+  const char *path;               /* a model folder (holding model.h5), a model file, or a
+                                   * checkpoint (registered with its own epoch's metrics) */
   double cpu, memory_gb;          /* resource configuration */
   const char *const *tags;        /* ntags "key=value" strings */
   int ntags;

@@ -4,6 +4,7 @@
 #include "runtime/train.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,19 @@ static int train_epoch_order(trainer *t, int64_t epoch) {
   return 0;
 }
 
+/* Rank 0 alone acts on SIGINT/SIGTERM: a launcher signals every rank, and
+ * rank 0 must live to record Canceled before the job is ended; the others
+ * wait in the next collective for rank 0's abort. */
+static int train_cancel_requested(trainer *t, int64_t epoch) {
+  int sig = run_cancel_signal();
+  if (!sig || t->world->rank != 0) return 0;
+  t->canceled = sig;
+  snprintf(t->err, sizeof t->err, "canceled by %s at epoch %lld, step %lld",
+           sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal",
+           (long long)epoch + 1, (long long)t->global_step);
+  return 1;
+}
+
 static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   kern_backend *be = t->be;
   if (!t->input && train_epoch_order(t, epoch) != 0) return -1;
@@ -315,6 +329,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
     if (train_step(t, k) != 0) return -1;
     t->global_step += k;
     if (show_progress) train_progress(t, epoch, step + k - 1, t0);
+    if (train_cancel_requested(t, epoch)) return -1;
   }
   /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
   if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);
@@ -324,9 +339,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
 /* Rows go out once per epoch; a failed write (disk full) ends the run
  * instead of leaving a metrics file that silently stops. */
 static int train_metrics_sync(trainer *t) {
-  if (metrics_sync(&t->metrics) == 0) return 0;
-  snprintf(t->err, sizeof t->err, "%.900s: write failed", t->metrics.path);
-  return -1;
+  return metrics_sync(&t->metrics, t->err, sizeof t->err);
 }
 
 static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
@@ -370,6 +383,16 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   return 0;
 }
 
+/* The run's final metrics: in run.json, and in the model file itself. */
+static cJSON *train_final_metrics(const trainer *t) {
+  cJSON *m = cJSON_CreateObject();
+  cJSON_AddNumberToObject(m, "final_acc", t->last.validation_acc);
+  cJSON_AddNumberToObject(m, "training_acc", t->last.training_acc);
+  cJSON_AddNumberToObject(m, "loss", t->last.loss);
+  cJSON_AddNumberToObject(m, "samples_per_s", t->last.samples_per_s);
+  return m;
+}
+
 static int train_save_model(trainer *t) {
   const int64_t P = t->layout.total_elems;
   T_TRY(t, t->be->ops->mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)));
@@ -378,7 +401,13 @@ static int train_save_model(trainer *t) {
   snprintf(dir, sizeof dir, "%s/model", t->cfg->outputs);
   snprintf(path, sizeof path, "%s/model.h5", dir);
   if (fs_mkdirs(dir, t->err, sizeof t->err) != 0) return -1;
-  if (h5model_save(path, &t->layout, t->params_host, t->err, sizeof t->err) != 0) return -1;
+  cJSON *m = train_final_metrics(t);
+  char *metrics = cJSON_PrintUnformatted(m);
+  cJSON_Delete(m);
+  int rc = h5model_save_run(path, &t->layout, t->params_host, t->run.id, metrics, t->err,
+                            sizeof t->err);
+  free(metrics);
+  if (rc != 0) return -1;
   rank_log_printf(&t->log, "model: %s", path);
   return 0;
 }
@@ -405,12 +434,7 @@ int trainer_run(trainer *t) {
   }
   if (train_save_model(t) != 0) return -1;
   if (t->world->rank == 0) {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddNumberToObject(m, "final_acc", t->last.validation_acc);
-    cJSON_AddNumberToObject(m, "training_acc", t->last.training_acc);
-    cJSON_AddNumberToObject(m, "loss", t->last.loss);
-    cJSON_AddNumberToObject(m, "samples_per_s", t->last.samples_per_s);
-    run_record_set(&t->run, "metrics", m);
+    run_record_set(&t->run, "metrics", train_final_metrics(t));
     if (run_record_stage(&t->run, RUN_COMPLETED, t->err, sizeof t->err) != 0) return -1;
   }
   return 0;
@@ -472,9 +496,13 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     cJSON_Delete(ranks);
     return -1;
   }
-  if (train_open_records(t, ranks) != 0) return -1;
   if (!t->shards) t->steps_per_epoch = t->train.count / t->global_batch;
   if (cfg->max_steps > 0 && cfg->max_steps < t->steps_per_epoch) t->steps_per_epoch = cfg->max_steps;
+  if (train_ckpt_precheck(t) != 0) { /* a rejected resume leaves <outputs> as it was */
+    cJSON_Delete(ranks);
+    return -1;
+  }
+  if (train_open_records(t, ranks) != 0) return -1;
   train_setup_opt(t);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
   t->use_graph = cfg->graph && be->ops->graph_begin &&

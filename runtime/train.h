@@ -58,6 +58,7 @@ typedef struct {
   double data_wait_s;              /* this epoch's time blocked on the loader */
   data_loader *input;              /* batches for the CPU and stream mode; NULL: backend gather */
   data_shards *shards;             /* --data-mode stream: the shard index (owned) */
+  int canceled;                    /* rank 0: the signal that stopped the run, 0 if none */
   char err[1024];
 } trainer;
 

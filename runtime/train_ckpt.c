@@ -15,6 +15,9 @@
 struct train_ckpt_state {
   cJSON *history;     /* one object per completed epoch, for the checkpoint's metrics */
   char data_fp[32];   /* "crc32:xxxxxxxx" of the training data, computed once */
+  ckpt_state pending; /* rank 0: --resume-from, read and checked before <outputs> is touched */
+  cJSON *pending_history;
+  char path[4400];    /* the checkpoint file --resume-from resolved to */
 };
 
 static const char *const train_ckpt_metric_names[] = {
@@ -212,7 +215,8 @@ static void train_ckpt_restore_last(trainer *t) {
 }
 
 /* metrics.jsonl continues from the checkpoint: rows of epochs after it (an
- * interrupted run's) are dropped, and a fresh outputs folder gets the
+ * interrupted run's) are dropped, and so is an earlier run's final_acc (this
+ * run writes its own at its end); a fresh outputs folder gets the
  * checkpoint's history, so every epoch appears once. */
 static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
   char path[4200], ignored[256];
@@ -225,7 +229,9 @@ static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
   for (char *line = text ? strtok(text, "\n") : NULL; line && kept; line = strtok(NULL, "\n")) {
     cJSON *row = cJSON_Parse(line);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(row, "epoch");
-    if (cJSON_IsNumber(e) && e->valuedouble <= (double)epoch) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(row, "name");
+    int final = cJSON_IsString(name) && strcmp(name->valuestring, "final_acc") == 0;
+    if (cJSON_IsNumber(e) && e->valuedouble <= (double)epoch && !final) {
       kept_bytes += (size_t)sprintf(kept + kept_bytes, "%s\n", line);
       kept_rows++;
     }
@@ -248,33 +254,68 @@ static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
       }
     }
   }
-  return metrics_sync(&t->metrics) == 0 ? 0 : train_ckpt_fail(t, "metrics.jsonl: write failed");
+  return metrics_sync(&t->metrics, t->err, sizeof t->err);
 }
 
-/* Rank 0: read and check the file, keep its history, note it in run.json. */
-static int train_ckpt_load_root(trainer *t, ckpt_state *s, char *path, size_t path_bytes) {
+/* Rank 0: resolve, read and check the file and its history, before <outputs>
+ * is touched: a rejected resume must leave the run it meant to continue (its
+ * run.json and metrics.jsonl) as it was. */
+static int train_ckpt_read_checked(trainer *t) {
   const train_config *c = t->cfg;
-  if (ckpt_resolve(c->resume_from, c->outputs, path, path_bytes, t->err, sizeof t->err) != 0 ||
-      ckpt_read(s, path, t->err, sizeof t->err) != 0 || train_ckpt_check(t, s, path) != 0) {
+  struct train_ckpt_state *k = t->ckpt;
+  ckpt_state *s = &k->pending;
+  char *e = t->err;
+  const size_t eb = sizeof t->err;
+  if (ckpt_resolve(c->resume_from, c->outputs, k->path, sizeof k->path, e, eb) != 0 ||
+      ckpt_read(s, k->path, e, eb) != 0 || train_ckpt_check(t, s, k->path) != 0) {
     return -1;
   }
-  cJSON *h = s->metrics ? cJSON_Parse(s->metrics) : NULL;
-  if (!cJSON_IsArray(h)) {
-    cJSON_Delete(h);
-    snprintf(t->err, sizeof t->err, "%s: /tfdist/metrics_history: not a JSON array", path);
+  k->pending_history = s->metrics ? cJSON_Parse(s->metrics) : NULL;
+  if (!cJSON_IsArray(k->pending_history)) {
+    snprintf(e, eb, "%.900s: /tfdist/metrics_history: not a JSON array", k->path);
     return -1;
   }
-  cJSON_Delete(t->ckpt->history);
-  t->ckpt->history = h;
+  return 0;
+}
+
+/* Rank 0, once the records are open: keep the history, continue metrics.jsonl,
+ * note the checkpoint in run.json. */
+static int train_ckpt_load_root(trainer *t, const ckpt_state *s) {
+  struct train_ckpt_state *k = t->ckpt;
+  cJSON_Delete(k->history);
+  k->history = k->pending_history;
+  k->pending_history = NULL;
   train_ckpt_restore_last(t);
   if (train_ckpt_rewind_metrics(t, s->epoch) != 0) return -1;
   cJSON *from = cJSON_CreateObject();
-  cJSON_AddStringToObject(from, "checkpoint", path);
+  cJSON_AddStringToObject(from, "checkpoint", k->path);
   cJSON_AddNumberToObject(from, "epoch", (double)s->epoch);
   cJSON_AddNumberToObject(from, "global_step", (double)s->global_step);
   cJSON_AddStringToObject(from, "run_id", s->run_id);
   run_record_set(&t->run, "resumed_from", from);
   return 0;
+}
+
+/* Rank 0's verdict on the checkpoint reaches every rank, so all fail alike. */
+static int train_ckpt_share_verdict(trainer *t, int ok) {
+  struct { int64_t ok; char err[1024]; } msg;
+  memset(&msg, 0, sizeof msg);
+  msg.ok = ok;
+  snprintf(msg.err, sizeof msg.err, "%s", t->err);
+  if (t->world->size > 1 && coll_broadcast_bytes(t->comm, &msg, sizeof msg, 0) != COLL_OK) {
+    return train_ckpt_fail(t, coll_comm_error(t->comm));
+  }
+  return msg.ok ? 0 : train_ckpt_fail(t, msg.err);
+}
+
+int train_ckpt_precheck(trainer *t) {
+  t->ckpt = calloc(1, sizeof *t->ckpt);
+  if (!t->ckpt || !(t->ckpt->history = cJSON_CreateArray())) {
+    return train_ckpt_fail(t, "out of host memory");
+  }
+  if (t->cfg->resume_from[0] == '\0') return 0;
+  int ok = t->world->rank != 0 || train_ckpt_read_checked(t) == 0;
+  return train_ckpt_share_verdict(t, ok);
 }
 
 /* Rank 0's verdict and state reach every rank, so all fail or all resume. */
@@ -305,16 +346,12 @@ static int train_ckpt_share(trainer *t, ckpt_state *s, int ok) {
 }
 
 int train_ckpt_resume(trainer *t) {
-  t->ckpt = calloc(1, sizeof *t->ckpt);
-  if (!t->ckpt || !(t->ckpt->history = cJSON_CreateArray())) {
-    return train_ckpt_fail(t, "out of host memory");
-  }
   if (t->cfg->resume_from[0] == '\0') return 0;
   const int64_t P = t->layout.total_elems;
-  ckpt_state s;
-  char path[4400] = "";
-  memset(&s, 0, sizeof s);
-  int ok = t->world->rank != 0 || train_ckpt_load_root(t, &s, path, sizeof path) == 0;
+  ckpt_state s = t->ckpt->pending; /* rank 0's, from train_ckpt_precheck; owned from here */
+  const char *path = t->ckpt->path;
+  memset(&t->ckpt->pending, 0, sizeof t->ckpt->pending);
+  int ok = t->world->rank != 0 || train_ckpt_load_root(t, &s) == 0;
   int rc = -1;
   if (train_ckpt_share(t, &s, ok) != 0) goto out;
   kern_backend *be = t->be;
@@ -341,6 +378,8 @@ out:
 
 void train_ckpt_free(trainer *t) {
   if (!t->ckpt) return;
+  ckpt_state_free(&t->ckpt->pending);
+  cJSON_Delete(t->ckpt->pending_history);
   cJSON_Delete(t->ckpt->history);
   free(t->ckpt);
   t->ckpt = NULL;

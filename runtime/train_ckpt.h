@@ -9,7 +9,12 @@
 
 #include "runtime/train.h"
 
-/* After the parameters are initialised: a no-op without --resume-from. */
+/* Once the data is loaded and before <outputs> is touched: rank 0 reads and
+ * checks --resume-from against this run, and every rank learns the verdict.
+ * Always called (it sets up the checkpoint state). */
+int train_ckpt_precheck(trainer *t);
+/* After the parameters are initialised: applies what train_ckpt_precheck
+ * read, on every rank. A no-op without --resume-from. */
 int train_ckpt_resume(trainer *t);
 /* After each epoch's metrics: records them, and saves when one is due. */
 int train_ckpt_epoch_end(trainer *t, int64_t epochs_done);

@@ -3,6 +3,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tfdist_config.h"
@@ -24,7 +25,8 @@ static const opt_spec train_specs[] = {
   {"outputs", OPT_STRING, F(outputs), "./outputs", 0, 0, NULL,
    "folder for the model, checkpoints, metrics.jsonl and run.json"},
   {"logs", OPT_STRING, F(logs), "./logs", 0, 0, NULL, "folder for rank-<r>.log"},
-  {"config", OPT_STRING, F(config), NULL, 0, 0, NULL, "JSON file of these options"},
+  {"config", OPT_STRING, F(config), NULL, 0, 0, NULL,
+   "JSON file of these options (run.json's \"config\" object is one)"},
   {"device", OPT_CHOICE, F(device), "auto", 0, 0, "auto|cpu|cuda",
    "compute device; auto uses a GPU when present"},
   {"math", OPT_CHOICE, F(math), "fp32", 0, 0, "fp32|tf32", "GPU GEMM precision"},
@@ -65,15 +67,26 @@ const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof 
                                  "train"};
 
 int train_config_resolve(train_config *cfg, int argc, char **argv, char *err, size_t err_bytes) {
-  if (opt_defaults(&train_options, cfg, err, err_bytes) != 0) return -1;
-  const char *path = opt_find_config(argc, argv);
-  if (path && opt_apply_json(&train_options, cfg, path, err, err_bytes) != 0) return -1;
-  if (opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
+  /* The flags are parsed once on their own first, so --config is found as
+   * the parser sees it: the last one wins, and a value of another flag that
+   * happens to read "--config" is not taken for it. */
+  if (opt_defaults(&train_options, cfg, err, err_bytes) != 0 ||
+      opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes) != 0) {
     return -1;
   }
-  if (cfg->data_folder[0] == '\0') {
-    snprintf(err, err_bytes, "--data-folder: empty");
-    return -1;
+  char *path = cfg->config[0] ? strdup(cfg->config) : NULL;
+  int rc = opt_defaults(&train_options, cfg, err, err_bytes);
+  if (rc == 0 && path) rc = opt_apply_json(&train_options, cfg, path, err, err_bytes);
+  free(path);
+  if (rc == 0) rc = opt_apply_argv(&train_options, cfg, argc, argv, NULL, 0, NULL, err, err_bytes);
+  if (rc != 0) return -1;
+  const struct { const char *flag, *value; } paths[] = {
+    {"--data-folder", cfg->data_folder}, {"--outputs", cfg->outputs}, {"--logs", cfg->logs}};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    if (paths[i].value[0] == '\0') {
+      snprintf(err, err_bytes, "%s: empty", paths[i].flag);
+      return -1;
+    }
   }
   return 0;
 }

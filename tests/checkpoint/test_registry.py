@@ -1,9 +1,10 @@
 """The model registry: register prints name:version with versions counting up
 per name; metadata carries framework and version, resources, tags,
-description, the run's metrics and id, the created time and the model's
-sha256 (checked against hashlib); list/show/download work; 8 concurrent
-registrations get 8 distinct versions and no broken entry; a modified file
-fails download's sha256 check; the root comes from --registry, then
+description, the run's metrics and id (a checkpoint's: its own epoch's), the
+created time and the model's sha256 (checked against hashlib);
+list/show/download work; 8 concurrent registrations get 8 distinct versions
+and no broken entry; a modified file fails download's sha256 check; damaged
+metadata is an error, never a crash; the root comes from --registry, then
 TFDIST_REGISTRY, then ~/.tfdist/registry; bad input is one error line."""
 import datetime
 import hashlib
@@ -17,7 +18,7 @@ import tfdtest as T
 d = T.tmpdir()
 data = C.make_data(os.path.join(d, "data"))
 out = os.path.join(d, "out")
-p = C.train(d, data, out, ["--epochs", "2"])
+p = C.train(d, data, out, ["--epochs", "2", "--checkpoint-every", "1"])
 T.check(p.returncode == 0, f"training failed: {p.stderr.strip()}")
 model_dir = os.path.join(out, "model")
 model_file = os.path.join(model_dir, "model.h5")
@@ -95,6 +96,8 @@ T.check(p.returncode == 0 and [e["id"] for e in json.loads(p.stdout)] ==
         [f"tf-dnn-mnist:{v}" for v in range(1, 11)], "list --json")
 p = tf(["model", "list", "--registry", reg])
 T.check(p.returncode == 0 and "tf-dnn-mnist:10" in p.stdout and f"{final:.4f}" in p.stdout, "list text")
+p = tf(["model", "list", "--registry", reg, "--json=off"])
+T.check(p.returncode == 0 and p.stdout.startswith("id "), f"list --json=off printed JSON: {p.stdout[:40]!r}")
 p = tf(["model", "show", "tf-dnn-mnist", "--registry", reg])
 T.check(json.loads(p.stdout)["version"] == 10, "show NAME gives the newest")
 dl = os.path.join(d, "dl")
@@ -111,6 +114,36 @@ p = tf(["model", "register", "--registry", reg, "--name", "copy", "--path", dl])
 m = json.loads(tf(["model", "show", "copy:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
 T.check(m.get("run_id") == run["id"] and m.get("metrics", {}).get("final_acc") == final,
         f"re-registered download: {p.stderr.strip()} {m.get('run_id')}")
+
+# A checkpoint registers with its own epoch's metrics and run, not the metrics
+# of the whole run whose outputs folder holds it (epoch 2's final_acc).
+ck1 = os.path.join(out, "checkpoints", "ckpt-epoch-1.h5")
+p = tf(["model", "register", "--registry", reg, "--name", "ckpt", "--path", ck1])
+m = json.loads(tf(["model", "show", "ckpt:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
+epoch1 = {r["name"]: r["value"] for r in T.metrics(out) if r["epoch"] == 1}
+mm = m.get("metrics", {})
+T.check(p.returncode == 0 and mm.get("validation_acc") == epoch1["validation_acc"] and
+        mm.get("loss") == epoch1["loss"] and "final_acc" not in mm,
+        f"checkpoint metrics: {p.stderr.strip()} {mm} vs epoch 1 {epoch1}")
+T.check(m.get("checkpoint", {}).get("epoch") == 1 and m.get("run_id") == run["id"],
+        f"checkpoint entry: {m.get('checkpoint')} {m.get('run_id')}")
+
+# A later run in the same --outputs that fails leaves the model of the run
+# before it, while run.json and metrics.jsonl now describe the failed run: the
+# entry takes the model's own run (its id and final metrics), not the folder's.
+out2 = os.path.join(d, "out2")
+p = C.train(d, data, out2, ["--epochs", "1", "--checkpoint-every", "0"])
+run_a, final_a = json.load(open(os.path.join(out2, "run.json")))["id"], T.metric(out2, "final_acc")[-1]
+open(os.path.join(out2, "checkpoints"), "w").write("not a folder")  # the next run fails at its save
+p = C.train(d, data, out2, ["--epochs", "3", "--checkpoint-every", "2", "--seed", "8"])
+T.check(p.returncode != 0 and json.load(open(os.path.join(out2, "run.json")))["status"] == "Failed",
+        f"the failing run did not fail: {p.returncode}")
+p = tf(["model", "register", "--registry", reg, "--name", "rerun", "--path", os.path.join(out2, "model")])
+m = json.loads(tf(["model", "show", "rerun:1", "--registry", reg]).stdout) if p.returncode == 0 else {}
+T.check(m.get("run_id") == run_a and m.get("metrics", {}).get("final_acc") == final_a and
+        m.get("run_status") != "Failed",
+        f"model of an earlier run: {p.stderr.strip()} run_id {m.get('run_id')} (want {run_a}), "
+        f"status {m.get('run_status')}, metrics {m.get('metrics')} (want final_acc {final_a})")
 
 # A registry file that no longer matches its sha256.
 with open(os.path.join(name_dir, "2", "model.h5"), "r+b") as f:
@@ -130,6 +163,33 @@ open(os.path.join(reg, "other", "1", "metadata.json"), "w").write("{broken")
 p = tf(["model", "list", "--registry", reg])
 T.check(p.returncode == 0 and "other:1" in p.stdout and "broken entry" in p.stdout, "broken entry in list")
 
+# Hand-damaged metadata that still parses: no id (download crashed), an id
+# that is not a string, a JSON array. Each is one error line naming the file,
+# never a crash, and list marks each as broken.
+model_bytes = open(model_file, "rb").read()
+for v, damage in ((1, lambda m: m.pop("id")), (2, lambda m: m.update(id=5)),
+                  (3, lambda m: m.update(id="other:3")), (4, None)):
+    edir = os.path.join(reg, "damaged", str(v))
+    os.makedirs(edir)
+    open(os.path.join(edir, "model.h5"), "wb").write(model_bytes)
+    m = dict(meta, id=f"damaged:{v}", version=v, name="damaged")
+    if damage:
+        damage(m)
+        open(os.path.join(edir, "metadata.json"), "w").write(json.dumps(m))
+    else:
+        open(os.path.join(edir, "metadata.json"), "w").write(json.dumps([m]))
+    meta_path = os.path.join(edir, "metadata.json")
+    for args in (["download", f"damaged:{v}", "--to", os.path.join(d, f"dmg{v}")],
+                 ["show", f"damaged:{v}"]):
+        p = tf(["model"] + args + ["--registry", reg])
+        T.check(C.one_error_line(p) and meta_path in p.stderr and "not this entry" in p.stderr,
+                f"damaged metadata {v}, {args[0]}: rc {p.returncode} {p.stderr.strip()!r}")
+    T.check(not os.path.exists(os.path.join(d, f"dmg{v}", "model.h5")),
+            f"damaged metadata {v}: download copied the model")
+p = tf(["model", "list", "--registry", reg])
+T.check(p.returncode == 0 and all(f"damaged:{v}" in p.stdout for v in range(1, 5)) and
+        p.stdout.count("broken entry") == 5, f"damaged entries in list: {p.stdout}")
+
 bad = [
     (["register", "--name", "bad/name", "--path", model_dir], "--name 'bad/name'"),
     (["register", "--name", "x"], "--path: required"),
@@ -145,8 +205,13 @@ bad = [
     (["show", "tf-dnn-mnist:99"], "no such version (newest is tf-dnn-mnist:10)"),
     (["show"], "NAME[:VERSION] required"),
     (["download", "tf-dnn-mnist:1"], "--to: required"),
+    (["download", "tf-dnn-mnist:1", "--to", ""], "--to: empty"),
+    (["register", "--name", "x", "--path", ""], "--path: empty"),
+    (["list", "--json=maybe"], "--json: 'maybe' is not on/off"),
     (["frobnicate"], "unknown subcommand 'frobnicate'"),
 ]
+p = tf(["model"])
+T.check(p.returncode == 2 and not p.stdout and "usage: tfdist model" in p.stderr, "bare 'model': usage on stderr")
 for args, needle in bad:
     p = tf(["model"] + args + ["--registry", reg])
     T.check(C.one_error_line(p) and needle in p.stderr, f"{args}: wanted '{needle}', got {p.stderr.strip()}")

@@ -1,6 +1,6 @@
 """Exact resume: 4 epochs straight and 2 epochs then --resume-from latest to 4
 give bit-identical weights and identical per-epoch metrics, with N=1 (SGD and
-momentum) and N=2 ranks; metrics.jsonl holds every epoch once; tfdist eval
+momentum) and N=2 ranks; metrics.jsonl holds every epoch once and one final_acc; tfdist eval
 reproduces final_acc exactly; mismatched flags are one-line errors naming the
 field; --keep-checkpoints keeps the newest K."""
 import json
@@ -54,6 +54,10 @@ def exact_resume(tag, mpi, extra):
     a, b = vals(straight, "validation_acc"), vals(resumed, "validation_acc")
     T.check(a == b and [e for e, _ in b] == [1, 2, 3, 4], f"{tag}: validation_acc {a} vs {b}")
     T.check(vals(straight, "loss") == vals(resumed, "loss"), f"{tag}: per-epoch loss differs")
+    # One final_acc, the continued run's: the 2-epoch run's final_acc is not this run's.
+    T.check(vals(straight, "final_acc") == vals(resumed, "final_acc") and
+            [e for e, _ in vals(resumed, "final_acc")] == [4],
+            f"{tag}: final_acc rows {vals(straight, 'final_acc')} vs {vals(resumed, 'final_acc')}")
     steps = [r["step"] for r in T.metrics(resumed) if r["name"] == "loss"]
     T.check(steps == [spe, 2 * spe, 3 * spe, 4 * spe], f"{tag}: global steps {steps}")
     run = json.load(open(os.path.join(resumed, "run.json")))
@@ -111,6 +115,15 @@ for args, needle in bad:
                "--seed", "5"] + full)
     T.check(C.one_error_line(p) and needle in p.stderr,
             f"{args}: expected one error line with '{needle}', got rc {p.returncode}: {p.stderr.strip()}")
+T.check(not os.path.exists(os.path.join(d, "bad-out")), "a rejected resume created its --outputs")
+# A rejected resume leaves the run it meant to continue as it was: run.json
+# (its id and Completed status, which model register links to) and metrics.jsonl.
+out = os.path.join(d, "n1-sgd-resumed")
+keep = {n: open(os.path.join(out, n), "rb").read() for n in ("run.json", "metrics.jsonl")}
+p = C.train(d, data, out, ["--epochs", "6", "--resume-from", "latest", "--batch-size", "20"])
+T.check(C.one_error_line(p) and "--batch-size is 20" in p.stderr, f"mismatch into a run: {p.stderr.strip()}")
+for n, before in keep.items():
+    T.check(open(os.path.join(out, n), "rb").read() == before, f"a rejected resume rewrote {n}")
 # Other training data: named as --data-folder.
 p = C.train(d, other, os.path.join(d, "bad-out"), ["--epochs", "4", "--resume-from", ck1])
 T.check(C.one_error_line(p) and "--data-folder (training data crc32)" in p.stderr,
