@@ -33,9 +33,34 @@ static int idx_name_match(const char *name, int k) {
 typedef struct {
   data_files *f;
   char dir_named[IDX_NAMES][4096]; /* a folder carrying the name: reported if no file is */
+  char skipped[4200];  /* the first entry that could not be looked into, and why */
+  struct { dev_t dev; ino_t ino; } *seen; /* folders walked: links back up are not re-walked */
+  size_t nseen, cap_seen;
 } idx_search;
 
-/* Depth-first walk in sorted order. */
+static void idx_note_skip(idx_search *s, const char *path, const char *why) {
+  if (!s->skipped[0]) snprintf(s->skipped, sizeof s->skipped, "%s: %s", path, why);
+}
+
+/* Marks a folder walked; 0 when it already was (a symlink loop, which
+ * would otherwise multiply the walk by every link at every level). */
+static int idx_first_visit(idx_search *s, const struct stat *st) {
+  for (size_t i = 0; i < s->nseen; i++) {
+    if (s->seen[i].dev == st->st_dev && s->seen[i].ino == st->st_ino) return 0;
+  }
+  if (s->nseen == s->cap_seen) {
+    size_t cap = s->cap_seen ? 2 * s->cap_seen : 64;
+    void *grown = realloc(s->seen, cap * sizeof *s->seen);
+    if (!grown) return 0; /* out of memory: walk no further */
+    s->seen = grown;
+    s->cap_seen = cap;
+  }
+  s->seen[s->nseen].dev = st->st_dev;
+  s->seen[s->nseen++].ino = st->st_ino;
+  return 1;
+}
+
+/* Depth-first walk in sorted order; each folder once. */
 static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t err_bytes) {
   struct dirent **list = NULL;
   int n = scandir(dir, &list, NULL, alphasort);
@@ -44,14 +69,18 @@ static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t
       snprintf(err, err_bytes, "--data-folder %s: %s", dir, strerror(errno));
       return -1;
     }
-    return 0; /* unreadable subfolders are skipped, not fatal */
+    idx_note_skip(s, dir, strerror(errno)); /* skipped, not fatal, but said if nothing is found */
+    return 0;
   }
   for (int i = 0; i < n; i++) {
     const char *name = list[i]->d_name;
     char path[4096];
     struct stat st;
-    if (name[0] == '.' || snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path ||
-        stat(path, &st) != 0) {
+    if (name[0] == '.' || snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
+      continue;
+    }
+    if (stat(path, &st) != 0) {
+      idx_note_skip(s, path, errno == ENOENT ? "a broken symbolic link" : strerror(errno));
       continue;
     }
     for (int k = 0; k < IDX_NAMES; k++) {
@@ -59,7 +88,9 @@ static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t
       char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : idx_slot(s->f, k);
       if (slot[0] == '\0') snprintf(slot, 4096, "%s", path);
     }
-    if (S_ISDIR(st.st_mode) && depth < 16) idx_walk(s, path, depth + 1, err, err_bytes);
+    if (S_ISDIR(st.st_mode) && depth < 16 && idx_first_visit(s, &st)) {
+      idx_walk(s, path, depth + 1, err, err_bytes);
+    }
   }
   for (int i = 0; i < n; i++) free(list[i]);
   free(list);
@@ -75,6 +106,10 @@ static int idx_missing(const idx_search *s, const char *dir, int k, char *err, s
   } else {
     snprintf(err, err_bytes, "--data-folder %s: no %s or %s.gz found under it", dir,
              idx_names[k], idx_names[k]);
+  }
+  size_t len = strlen(err);
+  if (s->skipped[0] && len < err_bytes) {
+    snprintf(err + len, err_bytes - len, " (skipped %s)", s->skipped);
   }
   return -1;
 }
@@ -93,6 +128,7 @@ static int idx_search_run(idx_search *s, data_files *out, const char *dir, char 
     snprintf(err, err_bytes, "--data-folder %s: not a directory", dir);
     return -1;
   }
+  idx_first_visit(s, &st);
   return idx_walk(s, dir, 0, err, err_bytes);
 }
 
@@ -117,13 +153,14 @@ static int idx_check_found(const idx_search *s, const data_files *out, const cha
 }
 
 static int idx_find(data_files *out, const char *dir, int stream, char *err, size_t err_bytes) {
-  idx_search *s = malloc(sizeof *s); /* 20 KiB of paths: off the stack, and no shared static */
+  idx_search *s = malloc(sizeof *s); /* 24 KiB of paths: off the stack, and no shared static */
   if (!s) {
     snprintf(err, err_bytes, "--data-folder %s: out of memory", dir);
     return -1;
   }
   int rc = idx_search_run(s, out, dir, err, err_bytes);
   if (rc == 0) rc = idx_check_found(s, out, dir, stream, err, err_bytes);
+  free(s->seen);
   free(s);
   return rc;
 }
