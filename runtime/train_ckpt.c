@@ -212,7 +212,8 @@ static void train_ckpt_restore_last(trainer *t) {
 }
 
 /* metrics.jsonl continues from the checkpoint: rows of epochs after it (an
- * interrupted run's) are dropped, and a fresh outputs folder gets the
+ * interrupted run's) are dropped, and so is an earlier run's final_acc (this
+ * run writes its own at its end); a fresh outputs folder gets the
  * checkpoint's history, so every epoch appears once. */
 static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
   char path[4200], ignored[256];
@@ -220,12 +221,14 @@ static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
   metrics_close(&t->metrics);
   size_t len = 0, kept_bytes = 0;
   char *text = fs_read_all(path, &len, ignored, sizeof ignored);
-  char *kept = calloc(len + 1, 1);
+  char *kept = calloc(len + 2, 1); /* a last row without its newline gains one */
   int kept_rows = 0;
   for (char *line = text ? strtok(text, "\n") : NULL; line && kept; line = strtok(NULL, "\n")) {
     cJSON *row = cJSON_Parse(line);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(row, "epoch");
-    if (cJSON_IsNumber(e) && e->valuedouble <= (double)epoch) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(row, "name");
+    int final = cJSON_IsString(name) && strcmp(name->valuestring, "final_acc") == 0;
+    if (cJSON_IsNumber(e) && e->valuedouble <= (double)epoch && !final) {
       kept_bytes += (size_t)sprintf(kept + kept_bytes, "%s\n", line);
       kept_rows++;
     }
