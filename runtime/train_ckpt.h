@@ -9,6 +9,12 @@
 
 #include "runtime/train.h"
 
+/* After the data is loaded, on every rank: each rank's training and test
+ * data must be rank 0's (sample counts and CRC-32s; the training one is the
+ * fingerprint checkpoints store). Node-local copies that differ would
+ * otherwise train on mixed data, or run different step counts until a
+ * collective times out. A no-op on one rank. */
+int train_ckpt_check_data(trainer *t);
 /* After the parameters are initialised: a no-op without --resume-from. */
 int train_ckpt_resume(trainer *t);
 /* After each epoch's metrics: records them, and saves when one is due. */
