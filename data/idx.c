@@ -34,6 +34,8 @@ typedef struct {
   data_files *f;
   char dir_named[IDX_NAMES][4096]; /* a folder carrying the name: reported if no file is */
   char skipped[4200];  /* the first entry that could not be looked into, and why */
+  char paired[2][2][4096]; /* train, test: the first folder's images and labels side by side */
+  char split[2][8400];     /* a pair found only in different folders, said if it is needed */
   struct { dev_t dev; ino_t ino; } *seen; /* folders walked: links back up are not re-walked */
   size_t nseen, cap_seen;
 } idx_search;
@@ -60,7 +62,24 @@ static int idx_first_visit(idx_search *s, const struct stat *st) {
   return 1;
 }
 
-/* Depth-first walk in sorted order; each folder once. */
+/* A folder's own files first: the first folder holding both files of a pair
+ * gives that pair, so a partial set beside a whole one (say fashion/ with
+ * only its train images, mnist/ complete) never makes a mixed pair. */
+static void idx_take_pairs(idx_search *s, char here[IDX_NAMES][4096]) {
+  for (int k = 0; k < IDX_NAMES; k++) {
+    char *slot = idx_slot(s->f, k);
+    if (here[k][0] && slot[0] == '\0') snprintf(slot, 4096, "%s", here[k]);
+  }
+  for (int p = 0; p < 2; p++) {
+    if (!s->paired[p][0][0] && here[2 * p][0] && here[2 * p + 1][0]) {
+      snprintf(s->paired[p][0], 4096, "%s", here[2 * p]);
+      snprintf(s->paired[p][1], 4096, "%s", here[2 * p + 1]);
+    }
+  }
+}
+
+/* Depth-first walk in sorted order, a folder's files before its subfolders;
+ * each folder once. */
 static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t err_bytes) {
   struct dirent **list = NULL;
   int n = scandir(dir, &list, NULL, alphasort);
@@ -72,7 +91,9 @@ static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t
     idx_note_skip(s, dir, strerror(errno)); /* skipped, not fatal, but said if nothing is found */
     return 0;
   }
-  for (int i = 0; i < n; i++) {
+  char (*here)[4096] = calloc(IDX_NAMES, 4096);
+  char *is_dir = calloc((size_t)n + 1, 1);
+  for (int i = 0; here && is_dir && i < n; i++) {
     const char *name = list[i]->d_name;
     char path[4096];
     struct stat st;
@@ -83,21 +104,48 @@ static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t
       idx_note_skip(s, path, errno == ENOENT ? "a broken symbolic link" : strerror(errno));
       continue;
     }
+    is_dir[i] = S_ISDIR(st.st_mode) && depth < 16 && idx_first_visit(s, &st);
     for (int k = 0; k < IDX_NAMES; k++) {
       if (!idx_name_match(name, k)) continue;
-      char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : idx_slot(s->f, k);
+      char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : here[k];
       if (slot[0] == '\0') snprintf(slot, 4096, "%s", path);
     }
-    if (S_ISDIR(st.st_mode) && depth < 16 && idx_first_visit(s, &st)) {
+  }
+  if (here && is_dir) idx_take_pairs(s, here);
+  for (int i = 0; here && is_dir && i < n; i++) {
+    char path[4096];
+    if (is_dir[i] && snprintf(path, sizeof path, "%s/%s", dir, list[i]->d_name) < (int)sizeof path) {
       idx_walk(s, path, depth + 1, err, err_bytes);
     }
   }
+  free(here);
+  free(is_dir);
   for (int i = 0; i < n; i++) free(list[i]);
   free(list);
   return 0;
 }
 
+/* Each pair from one folder; a pair whose files were only found apart is
+ * not used, and named if it is needed. */
+static void idx_settle_pairs(idx_search *s) {
+  for (int p = 0; p < 2; p++) {
+    char *images = idx_slot(s->f, 2 * p), *labels = idx_slot(s->f, 2 * p + 1);
+    if (s->paired[p][0][0]) {
+      snprintf(images, 4096, "%s", s->paired[p][0]);
+      snprintf(labels, 4096, "%s", s->paired[p][1]);
+    } else if (images[0] && labels[0]) {
+      snprintf(s->split[p], sizeof s->split[p], "%s and %s are in different folders; an images "
+               "file and its labels must be side by side", images, labels);
+      images[0] = labels[0] = '\0';
+    }
+  }
+}
+
 static int idx_missing(const idx_search *s, const char *dir, int k, char *err, size_t err_bytes) {
+  if (k < 4 && s->split[k / 2][0]) {
+    snprintf(err, err_bytes, "--data-folder %s: %s", dir, s->split[k / 2]);
+    return -1;
+  }
   if (s->dir_named[k][0]) {
     snprintf(err, err_bytes, "%s: is a directory, not an idx file (no file %s found under "
              "--data-folder %s)", s->dir_named[k], idx_names[k], dir);
@@ -129,7 +177,9 @@ static int idx_search_run(idx_search *s, data_files *out, const char *dir, char 
     return -1;
   }
   idx_first_visit(s, &st);
-  return idx_walk(s, dir, 0, err, err_bytes);
+  if (idx_walk(s, dir, 0, err, err_bytes) != 0) return -1;
+  idx_settle_pairs(s);
+  return 0;
 }
 
 /* Which files must be there: all four, or (stream) the test pair plus the
@@ -153,7 +203,7 @@ static int idx_check_found(const idx_search *s, const data_files *out, const cha
 }
 
 static int idx_find(data_files *out, const char *dir, int stream, char *err, size_t err_bytes) {
-  idx_search *s = malloc(sizeof *s); /* 24 KiB of paths: off the stack, and no shared static */
+  idx_search *s = malloc(sizeof *s); /* 57 KiB of paths: off the stack, and no shared static */
   if (!s) {
     snprintf(err, err_bytes, "--data-folder %s: out of memory", dir);
     return -1;

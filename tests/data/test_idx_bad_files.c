@@ -347,6 +347,51 @@ static void table_special(void) {
         strstr(err, "broken symbolic link") && !strchr(err, '\n'));
 }
 
+/* A pair comes from one folder: a partial set beside a whole one (fashion/
+ * holding only its train images, as a download cut short leaves it) must not
+ * lend its images to the other set's labels (equal counts: nothing else
+ * would notice); a pair found only apart is an error naming both files. */
+static void table_pairs(void) {
+  char root[128], sub[192], p[256], err[2048] = "";
+  snprintf(root, sizeof root, "%s/sets", dir);
+  mkdir(root, 0755);
+  snprintf(sub, sizeof sub, "%s/fashion", root);
+  mkdir(sub, 0755);
+  snprintf(p, sizeof p, "%s/train-images-idx3-ubyte.gz", sub);
+  buf b = images_file(0x803, N_GOOD, 28, 28, N_GOOD * PX);
+  buf g = gz(b.p, b.n);
+  FILE *f = fopen(p, "wb");
+  fwrite(g.p, 1, g.n, f);
+  fclose(f);
+  free(b.p);
+  free(g.p);
+  snprintf(sub, sizeof sub, "%s/mnist", root);
+  mkdir(sub, 0755);
+  put_good_four(sub);
+  data_files found;
+  int rc = data_files_find(&found, root, err, sizeof err);
+  printf("%-34s %s\n", "partial set beside a whole one", rc ? err : found.train_images);
+  CHECK(rc == 0 && strstr(found.train_images, "/sets/mnist/train-images-idx3-ubyte") &&
+        strstr(found.train_labels, "/sets/mnist/"));
+
+  char apart[128];
+  snprintf(apart, sizeof apart, "%s/apart", dir);
+  mkdir(apart, 0755);
+  snprintf(sub, sizeof sub, "%s/a", apart);
+  mkdir(sub, 0755);
+  put_good_four(sub);
+  snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", sub);
+  char moved[256];
+  snprintf(sub, sizeof sub, "%s/b", apart);
+  mkdir(sub, 0755);
+  snprintf(moved, sizeof moved, "%s/train-labels-idx1-ubyte", sub);
+  CHECK(rename(p, moved) == 0);
+  rc = data_files_find(&found, apart, err, sizeof err);
+  printf("%-34s %s\n", "a pair only in different folders", err);
+  CHECK(rc != 0 && strstr(err, "different folders") && strstr(err, "/apart/a/train-images") &&
+        strstr(err, moved) && !strchr(err, '\n'));
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/tfdist-badidx-XXXXXX");
   if (!mkdtemp(dir)) return 1;
@@ -364,6 +409,7 @@ int main(void) {
   table_labels();
   table_paths();
   table_special();
+  table_pairs();
   printf("%d cases\n", case_no);
   free(img.p);
   free(lbl.p);
