@@ -33,29 +33,53 @@ static int idx_name_match(const char *name, int k) {
 typedef struct {
   data_files *f;
   char dir_named[IDX_NAMES][4096]; /* a folder carrying the name: reported if no file is */
-  struct { dev_t dev; ino_t ino; } *seen; /* folders walked: symbolic links may loop back */
-  size_t nseen, seen_cap;
+  char skipped[4200];  /* the first entry that could not be looked into, and why */
+  char paired[2][2][4096]; /* train, test: the first folder's images and labels side by side */
+  char split[2][8400];     /* a pair found only in different folders, said if it is needed */
+  struct { dev_t dev; ino_t ino; } *seen; /* folders walked: links back up are not re-walked */
+  size_t nseen, cap_seen;
 } idx_search;
 
-/* 1 the first time this folder is met (then it is remembered), else 0. */
+static void idx_note_skip(idx_search *s, const char *path, const char *why) {
+  if (!s->skipped[0]) snprintf(s->skipped, sizeof s->skipped, "%s: %s", path, why);
+}
+
+/* Marks a folder walked; 0 when it already was (a symlink loop, which
+ * would otherwise multiply the walk by every link at every level). */
 static int idx_first_visit(idx_search *s, const struct stat *st) {
   for (size_t i = 0; i < s->nseen; i++) {
     if (s->seen[i].dev == st->st_dev && s->seen[i].ino == st->st_ino) return 0;
   }
-  if (s->nseen == s->seen_cap) {
-    size_t cap = s->seen_cap ? s->seen_cap * 2 : 64;
+  if (s->nseen == s->cap_seen) {
+    size_t cap = s->cap_seen ? 2 * s->cap_seen : 64;
     void *grown = realloc(s->seen, cap * sizeof *s->seen);
-    if (!grown) return 0; /* out of memory: search no deeper */
+    if (!grown) return 0; /* out of memory: walk no further */
     s->seen = grown;
-    s->seen_cap = cap;
+    s->cap_seen = cap;
   }
   s->seen[s->nseen].dev = st->st_dev;
-  s->seen[s->nseen].ino = st->st_ino;
-  s->nseen++;
+  s->seen[s->nseen++].ino = st->st_ino;
   return 1;
 }
 
-/* Depth-first walk in sorted order. */
+/* A folder's own files first: the first folder holding both files of a pair
+ * gives that pair, so a partial set beside a whole one (say fashion/ with
+ * only its train images, mnist/ complete) never makes a mixed pair. */
+static void idx_take_pairs(idx_search *s, char here[IDX_NAMES][4096]) {
+  for (int k = 0; k < IDX_NAMES; k++) {
+    char *slot = idx_slot(s->f, k);
+    if (here[k][0] && slot[0] == '\0') snprintf(slot, 4096, "%s", here[k]);
+  }
+  for (int p = 0; p < 2; p++) {
+    if (!s->paired[p][0][0] && here[2 * p][0] && here[2 * p + 1][0]) {
+      snprintf(s->paired[p][0], 4096, "%s", here[2 * p]);
+      snprintf(s->paired[p][1], 4096, "%s", here[2 * p + 1]);
+    }
+  }
+}
+
+/* Depth-first walk in sorted order, a folder's files before its subfolders;
+ * each folder once. */
 static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t err_bytes) {
   struct dirent **list = NULL;
   int n = scandir(dir, &list, NULL, alphasort);
@@ -64,31 +88,64 @@ static int idx_walk(idx_search *s, const char *dir, int depth, char *err, size_t
       snprintf(err, err_bytes, "--data-folder %s: %s", dir, strerror(errno));
       return -1;
     }
-    return 0; /* unreadable subfolders are skipped, not fatal */
+    idx_note_skip(s, dir, strerror(errno)); /* skipped, not fatal, but said if nothing is found */
+    return 0;
   }
-  for (int i = 0; i < n; i++) {
+  char (*here)[4096] = calloc(IDX_NAMES, 4096);
+  char *is_dir = calloc((size_t)n + 1, 1);
+  for (int i = 0; here && is_dir && i < n; i++) {
     const char *name = list[i]->d_name;
     char path[4096];
     struct stat st;
-    if (name[0] == '.' || snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path ||
-        stat(path, &st) != 0) {
+    if (name[0] == '.' || snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
       continue;
     }
+    if (stat(path, &st) != 0) {
+      idx_note_skip(s, path, errno == ENOENT ? "a broken symbolic link" : strerror(errno));
+      continue;
+    }
+    is_dir[i] = S_ISDIR(st.st_mode) && depth < 16 && idx_first_visit(s, &st);
     for (int k = 0; k < IDX_NAMES; k++) {
       if (!idx_name_match(name, k)) continue;
-      char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : idx_slot(s->f, k);
+      char *slot = S_ISDIR(st.st_mode) ? s->dir_named[k] : here[k];
       if (slot[0] == '\0') snprintf(slot, 4096, "%s", path);
     }
-    if (S_ISDIR(st.st_mode) && depth < 16 && idx_first_visit(s, &st)) {
+  }
+  if (here && is_dir) idx_take_pairs(s, here);
+  for (int i = 0; here && is_dir && i < n; i++) {
+    char path[4096];
+    if (is_dir[i] && snprintf(path, sizeof path, "%s/%s", dir, list[i]->d_name) < (int)sizeof path) {
       idx_walk(s, path, depth + 1, err, err_bytes);
     }
   }
+  free(here);
+  free(is_dir);
   for (int i = 0; i < n; i++) free(list[i]);
   free(list);
   return 0;
 }
 
+/* Each pair from one folder; a pair whose files were only found apart is
+ * not used, and named if it is needed. */
+static void idx_settle_pairs(idx_search *s) {
+  for (int p = 0; p < 2; p++) {
+    char *images = idx_slot(s->f, 2 * p), *labels = idx_slot(s->f, 2 * p + 1);
+    if (s->paired[p][0][0]) {
+      snprintf(images, 4096, "%s", s->paired[p][0]);
+      snprintf(labels, 4096, "%s", s->paired[p][1]);
+    } else if (images[0] && labels[0]) {
+      snprintf(s->split[p], sizeof s->split[p], "%s and %s are in different folders; an images "
+               "file and its labels must be side by side", images, labels);
+      images[0] = labels[0] = '\0';
+    }
+  }
+}
+
 static int idx_missing(const idx_search *s, const char *dir, int k, char *err, size_t err_bytes) {
+  if (k < 4 && s->split[k / 2][0]) {
+    snprintf(err, err_bytes, "--data-folder %s: %s", dir, s->split[k / 2]);
+    return -1;
+  }
   if (s->dir_named[k][0]) {
     snprintf(err, err_bytes, "%s: is a directory, not an idx file (no file %s found under "
              "--data-folder %s)", s->dir_named[k], idx_names[k], dir);
@@ -97,6 +154,10 @@ static int idx_missing(const idx_search *s, const char *dir, int k, char *err, s
   } else {
     snprintf(err, err_bytes, "--data-folder %s: no %s or %s.gz found under it", dir,
              idx_names[k], idx_names[k]);
+  }
+  size_t len = strlen(err);
+  if (s->skipped[0] && len < err_bytes) {
+    snprintf(err + len, err_bytes - len, " (skipped %s)", s->skipped);
   }
   return -1;
 }
@@ -116,7 +177,9 @@ static int idx_search_run(idx_search *s, data_files *out, const char *dir, char 
     return -1;
   }
   idx_first_visit(s, &st);
-  return idx_walk(s, dir, 0, err, err_bytes);
+  if (idx_walk(s, dir, 0, err, err_bytes) != 0) return -1;
+  idx_settle_pairs(s);
+  return 0;
 }
 
 /* Which files must be there: all four, or (stream) the test pair plus the
@@ -140,7 +203,7 @@ static int idx_check_found(const idx_search *s, const data_files *out, const cha
 }
 
 static int idx_find(data_files *out, const char *dir, int stream, char *err, size_t err_bytes) {
-  idx_search *s = malloc(sizeof *s); /* 20 KiB of paths: off the stack, and no shared static */
+  idx_search *s = malloc(sizeof *s); /* 57 KiB of paths: off the stack, and no shared static */
   if (!s) {
     snprintf(err, err_bytes, "--data-folder %s: out of memory", dir);
     return -1;

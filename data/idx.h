@@ -19,7 +19,10 @@ typedef struct {
 } data_set;
 
 /* The files of a data folder, found recursively, .gz or raw; the first match
- * in sorted order wins, so the choice is stable. Empty string: not found. */
+ * in sorted order wins (a folder's files before its subfolders), so the
+ * choice is stable. An images file and its labels come from one folder: the
+ * first that holds both; a pair found only apart is an error, never mixed.
+ * Empty string: not found. */
 typedef struct {
   char train_images[4096];
   char train_labels[4096];

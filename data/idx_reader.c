@@ -330,11 +330,15 @@ int data_idx_open_fd(data_idx_reader **out, int fd, const char *name, data_idx_k
 int data_idx_open(data_idx_reader **out, const char *path, data_idx_kind kind, char *err,
                   size_t err_bytes) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO (or device) named like an idx file would block open()
+   * forever; idx_setup then rejects anything but a regular file. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
     return -1;
   }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   if (data_idx_open_fd(out, fd, path, kind, err, err_bytes) != 0) {
     close(fd);

@@ -8,11 +8,13 @@
 #include "data/shards.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "data/idx.h"
 #include "data/idx_reader.h"
@@ -33,10 +35,14 @@ int64_t data_shards_rank_samples(const data_shards *s, int rank, int world) {
 }
 
 static char *shards_read_text(const char *path, char *err, size_t err_bytes) {
-  FILE *f = fopen(path, "rb");
+  /* O_NONBLOCK: opening a FIFO would wait forever for a writer; it is
+   * refused below as not a regular file. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
   struct stat st;
   if (!f) {
     snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
     return NULL;
   }
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SHARDS_INDEX_MAX_BYTES) {

@@ -1,10 +1,13 @@
 /* `tfdist data`: look at, check, make and split idx data sets
  * (inspect, verify, synth, shard). The work itself lives in data/. */
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "data/idx_reader.h"
 #include "data/idx_writer.h"
@@ -210,13 +213,15 @@ static int cli_data_inspect(int argc, char **argv) {
     return rc;
   }
   if (npos != 1) return cli_data_error("tfdist data inspect: needs one FILE");
-  FILE *f = fopen(pos[0], "rb");
+  /* O_NONBLOCK: a FIFO must not block the sniff; the reader refuses it. */
+  int fd = open(pos[0], O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   char head[16] = {0};
-  if (f) {
-    size_t got = fread(head, 1, sizeof head - 1, f);
-    head[got] = '\0';
-    fclose(f);
+  struct stat st;
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    ssize_t got = read(fd, head, sizeof head - 1);
+    head[got > 0 ? got : 0] = '\0';
   }
+  if (fd >= 0) close(fd);
   if (!strncmp(head, "tfdist-shards", 13)) return cli_data_inspect_index(pos[0]);
   return cli_data_inspect_file(&o, pos[0]);
 }

@@ -492,7 +492,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   }
   model_layout_init(&t->layout, 784, cfg->first_layer_neurons, cfg->second_layer_neurons,
                     DATA_CLASSES);
-  if (train_load_data(t) != 0) {
+  if (train_load_data(t) != 0 || train_ckpt_check_data(t) != 0) {
     cJSON_Delete(ranks);
     return -1;
   }

@@ -60,6 +60,88 @@ static int train_ckpt_fail(trainer *t, const char *msg) {
   return -1;
 }
 
+static int train_ckpt_state_init(trainer *t) {
+  if (t->ckpt) return 0;
+  t->ckpt = calloc(1, sizeof *t->ckpt);
+  if (!t->ckpt || !(t->ckpt->history = cJSON_CreateArray())) {
+    return train_ckpt_fail(t, "out of host memory");
+  }
+  return 0;
+}
+
+/* What a rank trains and validates on, small enough to broadcast. */
+typedef struct {
+  int64_t train_samples, test_samples;
+  char train_fp[32], test_fp[32];
+} train_ckpt_data_id;
+
+static void train_ckpt_data_id_make(trainer *t, train_ckpt_data_id *id) {
+  memset(id, 0, sizeof *id);
+  id->train_samples = t->shards ? t->shards->samples : t->train.count;
+  id->test_samples = t->test.count;
+  snprintf(id->train_fp, sizeof id->train_fp, "%s", train_ckpt_fingerprint(t));
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  crc = crc32_z(crc, t->test.images, (z_size_t)(t->test.count * t->layout.dims[0]));
+  crc = crc32_z(crc, t->test.labels, (z_size_t)t->test.count);
+  snprintf(id->test_fp, sizeof id->test_fp, "crc32:%08lx", (unsigned long)crc);
+}
+
+/* The ranks whose flag is set, as "1, 3, 5" (the first few). */
+static void train_ckpt_rank_list(const double *bad, int n, char *out, size_t bytes) {
+  size_t len = 0;
+  int shown = 0;
+  out[0] = '\0';
+  for (int r = 0; r < n && len < bytes; r++) {
+    if (bad[r] == 0) continue;
+    if (shown++ == 8) {
+      snprintf(out + len, bytes - len, ", ...");
+      return;
+    }
+    len += (size_t)snprintf(out + len, bytes - len, "%s%d", shown > 1 ? ", " : "", r);
+  }
+}
+
+int train_ckpt_check_data(trainer *t) {
+  const int n = t->world->size;
+  if (n == 1) return 0;
+  if (train_ckpt_state_init(t) != 0) return -1;
+  train_ckpt_data_id mine, root;
+  train_ckpt_data_id_make(t, &mine);
+  root = mine;
+  double *bad = calloc((size_t)n, sizeof *bad);
+  if (!bad) return train_ckpt_fail(t, "out of host memory");
+  if (coll_broadcast_bytes(t->comm, &root, sizeof root, 0) != COLL_OK) {
+    free(bad);
+    return train_ckpt_fail(t, coll_comm_error(t->comm));
+  }
+  const int train_ok = mine.train_samples == root.train_samples && !strcmp(mine.train_fp, root.train_fp);
+  const int test_ok = mine.test_samples == root.test_samples && !strcmp(mine.test_fp, root.test_fp);
+  bad[t->world->rank] = !(train_ok && test_ok);
+  /* Every rank learns who differs, so all stop here, before rank 0 writes outputs. */
+  if (coll_allreduce_sum_f64(t->comm, bad, n) != COLL_OK) {
+    free(bad);
+    return train_ckpt_fail(t, coll_comm_error(t->comm));
+  }
+  char which[128];
+  train_ckpt_rank_list(bad, n, which, sizeof which);
+  free(bad);
+  if (!which[0]) return 0;
+  if (train_ok && test_ok) {
+    snprintf(t->err, sizeof t->err, "--data-folder %.600s: rank(s) %s read training or test data "
+             "that differs from rank 0's; every rank must read the same files", t->cfg->data_folder,
+             which);
+    return -1;
+  }
+  snprintf(t->err, sizeof t->err, "--data-folder %.600s: this rank's %s data (%lld samples, %s) "
+           "differs from rank 0's (%lld samples, %s); every rank must read the same files",
+           t->cfg->data_folder, train_ok ? "test" : "training",
+           (long long)(train_ok ? mine.test_samples : mine.train_samples),
+           train_ok ? mine.test_fp : mine.train_fp,
+           (long long)(train_ok ? root.test_samples : root.train_samples),
+           train_ok ? root.test_fp : root.train_fp);
+  return -1;
+}
+
 static int train_ckpt_be_fail(trainer *t) { return train_ckpt_fail(t, t->be->err); }
 
 /* ---- saving ---- */
@@ -224,7 +306,7 @@ static int train_ckpt_rewind_metrics(trainer *t, int64_t epoch) {
   metrics_close(&t->metrics);
   size_t len = 0, kept_bytes = 0;
   char *text = fs_read_all(path, &len, ignored, sizeof ignored);
-  char *kept = calloc(len + 1, 1);
+  char *kept = calloc(len + 2, 1); /* a last row without its newline gains one */
   int kept_rows = 0;
   for (char *line = text ? strtok(text, "\n") : NULL; line && kept; line = strtok(NULL, "\n")) {
     cJSON *row = cJSON_Parse(line);
@@ -309,10 +391,7 @@ static int train_ckpt_share_verdict(trainer *t, int ok) {
 }
 
 int train_ckpt_precheck(trainer *t) {
-  t->ckpt = calloc(1, sizeof *t->ckpt);
-  if (!t->ckpt || !(t->ckpt->history = cJSON_CreateArray())) {
-    return train_ckpt_fail(t, "out of host memory");
-  }
+  if (train_ckpt_state_init(t) != 0) return -1;
   if (t->cfg->resume_from[0] == '\0') return 0;
   int ok = t->world->rank != 0 || train_ckpt_read_checked(t) == 0;
   return train_ckpt_share_verdict(t, ok);

@@ -9,6 +9,12 @@
 
 #include "runtime/train.h"
 
+/* After the data is loaded, on every rank: each rank's training and test
+ * data must be rank 0's (sample counts and CRC-32s; the training one is the
+ * fingerprint checkpoints store). Node-local copies that differ would
+ * otherwise train on mixed data, or run different step counts until a
+ * collective times out. A no-op on one rank. */
+int train_ckpt_check_data(trainer *t);
 /* Once the data is loaded and before <outputs> is touched: rank 0 reads and
  * checks --resume-from against this run, and every rank learns the verdict.
  * Always called (it sets up the checkpoint state). */

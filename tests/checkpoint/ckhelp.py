@@ -24,12 +24,16 @@ def make_data(folder, seed=3, n_train=600, n_test=200):
     return folder
 
 
-def train(d, data, out, extra=(), mpi=0, env=None, timeout=300):
-    """tfdist train on small data with small layers; returns CompletedProcess."""
-    args = ["train", "--data-folder", data, "--outputs", out, "--logs", os.path.join(d, "logs"),
+def train_args(d, data, out, extra=()):
+    """The arguments of train(), after the tfdist binary."""
+    return ["train", "--data-folder", data, "--outputs", out, "--logs", os.path.join(d, "logs"),
             "--batch-size", "25", "--first-layer-neurons", "64", "--second-layer-neurons", "32",
             "--progress", "off", "--seed", "5"] + list(extra)
-    return T.run(args, mpi=mpi, env=env, timeout=timeout)
+
+
+def train(d, data, out, extra=(), mpi=0, env=None, timeout=300):
+    """tfdist train on small data with small layers; returns CompletedProcess."""
+    return T.run(train_args(d, data, out, extra), mpi=mpi, env=env, timeout=timeout)
 
 
 def one_error_line(p):

@@ -5,6 +5,8 @@ reproduces final_acc exactly; mismatched flags are one-line errors naming the
 field; --keep-checkpoints keeps the newest K."""
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import ckhelp as C
@@ -58,6 +60,9 @@ def exact_resume(tag, mpi, extra):
     T.check(vals(straight, "final_acc") == vals(resumed, "final_acc") and
             [e for e, _ in vals(resumed, "final_acc")] == [4],
             f"{tag}: final_acc rows {vals(straight, 'final_acc')} vs {vals(resumed, 'final_acc')}")
+    finals = [(r["epoch"], r["value"]) for r in T.metrics(resumed) if r["name"] == "final_acc"]
+    T.check(finals == [(4, b[-1][1])], f"{tag}: final_acc rows {finals}: the 2-epoch run's "
+            "final_acc must not survive the resume")
     steps = [r["step"] for r in T.metrics(resumed) if r["name"] == "loss"]
     T.check(steps == [spe, 2 * spe, 3 * spe, 4 * spe], f"{tag}: global steps {steps}")
     run = json.load(open(os.path.join(resumed, "run.json")))
@@ -86,6 +91,27 @@ p = C.train(d, data, out, ["--epochs", "4", "--resume-from",
 T.check(p.returncode == 0, f"resume at the end failed: {p.stderr.strip()}")
 T.check(T.metric(out, "final_acc")[-1] == before, "resume at the end: final_acc changed")
 T.check([e for e, _ in vals(out, "validation_acc")] == [1, 2, 3, 4], "resume at the end: epochs")
+T.check(len(T.metric(out, "final_acc")) == 1, "resume at the end: final_acc written twice")
+
+# A metrics.jsonl whose last row lost its newline (a write torn by a crash):
+# the resume rewrites it whole, with no write past its buffer (valgrind,
+# where installed: the rewrite used to put its NUL one byte past the end).
+out = os.path.join(d, "torn")
+p = C.train(d, data, out, ["--epochs", "2"])
+T.check(p.returncode == 0, f"torn: first run failed: {p.stderr.strip()}")
+mpath = os.path.join(out, "metrics.jsonl")
+rows = [l for l in open(mpath).read().splitlines() if '"final_acc"' not in l]
+open(mpath, "w").write("\n".join(rows))  # no newline after the last row
+vg = shutil.which("valgrind")
+resume = ["--epochs", "3", "--resume-from", "latest"]
+if vg:
+    q = subprocess.run([vg, "-q", "--error-exitcode=9", T.TFDIST] +
+                       C.train_args(d, data, out, resume), capture_output=True, text=True,
+                       timeout=300)
+else:
+    q = C.train(d, data, out, resume)
+T.check(q.returncode == 0, f"torn: resume rc {q.returncode}: {q.stderr.strip()[-800:]}")
+T.check([e for e, _ in vals(out, "validation_acc")] == [1, 2, 3], f"torn: {vals(out, 'validation_acc')}")
 
 # Flags that disagree with the checkpoint: one line naming the field.
 ck1 = os.path.join(d, "n1-sgd-resumed", "checkpoints", "ckpt-epoch-2.h5")

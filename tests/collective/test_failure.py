@@ -1,6 +1,7 @@
 """Failure under real mpirun (4 ranks): a rank killed with -9 mid-epoch, or a
 rank made to stall (TFDIST_FAULT_STALL_RANK/STEP), must end the whole job
-within the timeout, with a non-zero exit and a message naming the rank.
+within the timeout, with a non-zero exit and a message naming the rank; a
+rank whose data differs from rank 0's stops the job at start-up.
 
 What Open MPI 4.1 does, as tested here rather than assumed: on a rank's
 kill -9 mpirun aborts the job itself, exit 137, naming "process rank 2".
@@ -104,6 +105,34 @@ def stall_case(tmp, data, name, backend, overlap):
                                                                        bool(names)), out)
 
 
+def data_differs_case(tmp, data, name):
+    """Rank 2 reads other data (node-local copies that differ): every rank
+    stops at start-up with one line, rank 2's naming its data and rank 0's,
+    and rank 0 writes no outputs. Before, the ranks ran different step
+    counts until a collective timed out, with nothing said of the data."""
+    folder = os.path.join(tmp, name)
+    other = os.path.join(tmp, name + "-data")
+    idxgen.write_set(other, np.random.default_rng(4), n_train=2600, n_test=200)
+    args = ["train", "--outputs", os.path.join(folder, "outputs"), "--logs",
+            os.path.join(folder, "logs"), "--progress", "off", "--epochs", "1",
+            "--batch-size", "10", "--timeout", str(TIMEOUT_S)]
+    cmd = (["timeout", "-k", "5", "110"] + mpitest.MPIRUN +
+           ["-np", "2", mpitest.TFDIST] + args + ["--data-folder", data] +
+           [":", "-np", "1", mpitest.TFDIST] + args + ["--data-folder", other])
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=130)
+    elapsed = time.monotonic() - t0
+    out = p.stdout
+    mine = re.search(r"rank 2: --data-folder \S+: this rank's training data \(2600 samples, "
+                     r"crc32:[0-9a-f]{8}\) differs from rank 0's \(2400 samples", out)
+    others = re.search(r"rank 0: --data-folder \S+: rank\(s\) 2 read training or test data", out)
+    wrote = os.path.exists(os.path.join(folder, "outputs"))
+    print("%s: exit %d after %.1f s" % (name, p.returncode, elapsed))
+    ok = p.returncode != 0 and mine is not None and others is not None and not wrote
+    return verdict(name, ok, "exit %d, rank 2 named: %s, rank 0 named: %s, outputs written: %s"
+                   % (p.returncode, bool(mine), bool(others), wrote), out)
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
@@ -112,6 +141,7 @@ def main():
         fails += kill_case(tmp, data, "kill-9-recovery", ["--enable-recovery"], False)
         fails += stall_case(tmp, data, "stall-ring", "ring", "on")
         fails += stall_case(tmp, data, "stall-mpi", "mpi", "off")
+        fails += data_differs_case(tmp, data, "data-differs")
     return 1 if fails else 0
 
 

@@ -114,6 +114,9 @@ blob[-8] ^= 0xff
 open(target, "wb").write(blob)
 expect_error("verify bad CRC", ["data", "verify", bad], target, "incorrect data check")
 expect_error("inspect missing", ["data", "inspect", os.path.join(d, "nope")], "No such file")
+fifo = os.path.join(d, "fifo-idx3-ubyte")  # would block open() forever without O_NONBLOCK
+os.mkfifo(fifo)
+expect_error("inspect a FIFO", ["data", "inspect", fifo], fifo, "not a regular file")
 expect_error("inspect sample range", ["data", "inspect", os.path.join(syn, names[2]), "--sample",
                                       N], "--sample")
 expect_error("shard 0", ["data", "shard", "--shards", 0, "--out", bad, syn], "--shards")

@@ -2,6 +2,7 @@
  * line naming the file, the byte and the problem, through the in-memory
  * loader and the streaming verifier alike; never a crash or a hang. Good
  * files (including multi-member gzip) must still load. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "check.h"
 #include "data/idx.h"
+#include "data/shards.h"
 #include "data/verify.h"
 
 #define N_GOOD 50
@@ -272,6 +274,124 @@ static void table_paths(void) {
   CHECK(rc != 0 && strstr(err, "is a directory") && strstr(err, sub) && !strchr(err, '\n'));
 }
 
+static void on_alarm(int sig) {
+  (void)sig;
+  static const char msg[] = "HANG: a case did not finish within its alarm\n";
+  if (write(2, msg, sizeof msg - 1) < 0) _exit(3);
+  _exit(3);
+}
+
+static void put_good_four(const char *folder) {
+  static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+  for (int i = 0; i < 4; i++) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", folder, names[i]);
+    buf b = i % 2 ? labels_file(0x801, N_GOOD, N_GOOD) : images_file(0x803, N_GOOD, 28, 28, N_GOOD * PX);
+    FILE *f = fopen(p, "wb");
+    fwrite(b.p, 1, b.n, f);
+    fclose(f);
+    free(b.p);
+  }
+}
+
+/* Not plain files: a FIFO named like an idx file (or a shard index) must be
+ * refused at once, not block open() forever; symlinks back up the tree must
+ * not multiply the folder walk (3 loops, 16 levels: 3^16 folders); a broken
+ * link where a file should be is named in the "not found" error. */
+static void table_special(void) {
+  char fifo[128], err[2048] = "", verr[2048] = "";
+  data_set ds;
+  data_pair_report rep;
+  signal(SIGALRM, on_alarm);
+  alarm(20);
+  snprintf(fifo, sizeof fifo, "%s/fifo-train-images-idx3-ubyte", dir);
+  CHECK(mkfifo(fifo, 0644) == 0);
+  int rc = data_set_load(&ds, fifo, good_labels, 1, err, sizeof err);
+  int vrc = data_pair_verify(fifo, good_labels, 1, &rep, verr, sizeof verr);
+  printf("%-34s %s\n", "a FIFO named like an idx file", err);
+  CHECK(rc != 0 && strstr(err, fifo) && strstr(err, "not a regular file"));
+  CHECK(vrc != 0 && strstr(verr, fifo) && strstr(verr, "not a regular file"));
+  data_shards sh;
+  rc = data_shards_load(&sh, fifo, err, sizeof err);
+  printf("%-34s %s\n", "a FIFO as the shard index", err);
+  CHECK(rc != 0 && strstr(err, fifo) && strstr(err, "not a regular file"));
+  alarm(0);
+
+  char loops[128], link[160];
+  snprintf(loops, sizeof loops, "%s/loops", dir);
+  mkdir(loops, 0755);
+  put_good_four(loops);
+  for (int i = 0; i < 3; i++) {
+    snprintf(link, sizeof link, "%s/loop%d", loops, i);
+    CHECK(symlink(".", link) == 0);
+  }
+  alarm(20);
+  data_files f;
+  rc = data_files_find(&f, loops, err, sizeof err);
+  alarm(0);
+  if (rc != 0) fprintf(stderr, "symlink loops: %s\n", err);
+  CHECK(rc == 0 && strstr(f.train_images, "/loops/train-images-idx3-ubyte"));
+
+  char broken[128], target[192];
+  snprintf(broken, sizeof broken, "%s/broken", dir);
+  mkdir(broken, 0755);
+  put_good_four(broken);
+  snprintf(target, sizeof target, "%s/train-images-idx3-ubyte", broken);
+  unlink(target);
+  snprintf(target, sizeof target, "%s/train-images-idx3-ubyte.gz", broken);
+  CHECK(symlink("/nonexistent/tfdist-test-target", target) == 0);
+  rc = data_files_find(&f, broken, err, sizeof err);
+  printf("%-34s %s\n", "a broken link as the images file", err);
+  CHECK(rc != 0 && strstr(err, "no train-images-idx3-ubyte") && strstr(err, target) &&
+        strstr(err, "broken symbolic link") && !strchr(err, '\n'));
+}
+
+/* A pair comes from one folder: a partial set beside a whole one (fashion/
+ * holding only its train images, as a download cut short leaves it) must not
+ * lend its images to the other set's labels (equal counts: nothing else
+ * would notice); a pair found only apart is an error naming both files. */
+static void table_pairs(void) {
+  char root[128], sub[192], p[256], err[2048] = "";
+  snprintf(root, sizeof root, "%s/sets", dir);
+  mkdir(root, 0755);
+  snprintf(sub, sizeof sub, "%s/fashion", root);
+  mkdir(sub, 0755);
+  snprintf(p, sizeof p, "%s/train-images-idx3-ubyte.gz", sub);
+  buf b = images_file(0x803, N_GOOD, 28, 28, N_GOOD * PX);
+  buf g = gz(b.p, b.n);
+  FILE *f = fopen(p, "wb");
+  fwrite(g.p, 1, g.n, f);
+  fclose(f);
+  free(b.p);
+  free(g.p);
+  snprintf(sub, sizeof sub, "%s/mnist", root);
+  mkdir(sub, 0755);
+  put_good_four(sub);
+  data_files found;
+  int rc = data_files_find(&found, root, err, sizeof err);
+  printf("%-34s %s\n", "partial set beside a whole one", rc ? err : found.train_images);
+  CHECK(rc == 0 && strstr(found.train_images, "/sets/mnist/train-images-idx3-ubyte") &&
+        strstr(found.train_labels, "/sets/mnist/"));
+
+  char apart[128];
+  snprintf(apart, sizeof apart, "%s/apart", dir);
+  mkdir(apart, 0755);
+  snprintf(sub, sizeof sub, "%s/a", apart);
+  mkdir(sub, 0755);
+  put_good_four(sub);
+  snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", sub);
+  char moved[256];
+  snprintf(sub, sizeof sub, "%s/b", apart);
+  mkdir(sub, 0755);
+  snprintf(moved, sizeof moved, "%s/train-labels-idx1-ubyte", sub);
+  CHECK(rename(p, moved) == 0);
+  rc = data_files_find(&found, apart, err, sizeof err);
+  printf("%-34s %s\n", "a pair only in different folders", err);
+  CHECK(rc != 0 && strstr(err, "different folders") && strstr(err, "/apart/a/train-images") &&
+        strstr(err, moved) && !strchr(err, '\n'));
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/tfdist-badidx-XXXXXX");
   if (!mkdtemp(dir)) return 1;
@@ -288,6 +408,8 @@ int main(void) {
   table_header(img);
   table_labels();
   table_paths();
+  table_special();
+  table_pairs();
   printf("%d cases\n", case_no);
   free(img.p);
   free(lbl.p);
