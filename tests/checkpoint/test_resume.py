@@ -105,7 +105,9 @@ open(mpath, "w").write("\n".join(rows))  # no newline after the last row
 vg = shutil.which("valgrind")
 resume = ["--epochs", "3", "--resume-from", "latest"]
 if vg:
-    q = subprocess.run([vg, "-q", "--error-exitcode=9", T.TFDIST] +
+    supp = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "valgrind.supp")  # ld.so's own false positive under $ORIGIN run paths
+    q = subprocess.run([vg, "-q", "--error-exitcode=9", "--suppressions=" + supp, T.TFDIST] +
                        C.train_args(d, data, out, resume), capture_output=True, text=True,
                        timeout=300)
 else:
