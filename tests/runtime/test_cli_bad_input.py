@@ -78,19 +78,15 @@ expect_error("unknown flag", ["--data-folder", good, "--bogus", "1"], "--bogus")
 expect_error("missing value", ["--data-folder", good, "--seed"], "--seed")
 expect_error("bad choice", ["--data-folder", good, "--device", "tpu"], "--device", "tpu")
 cfg = os.path.join(d, "c.json")
+# Configs that must fail, each with the text its one line must hold. JSON
+# types: null, an object, a number where a string goes, a string where a
+# boolean goes; the message names the type the key takes.
 for label, text, needle in (("unknown key", '{"batch_size": 5, "colour": 1}', '"colour"'),
                             ("bad json", '{"batch_size": 5,', "JSON"),
                             ("wrong type", '{"epochs": "many"}', '"epochs"'),
                             ("fraction for int", '{"epochs": 1.5}', '"epochs"'),
-                            ("out of range", '{"learning_rate": 0}', '"learning_rate"')):
-    open(cfg, "w").write(text)
-    expect_error("config " + label, ["--data-folder", good, "--config", cfg], cfg, needle)
-expect_error("missing config", ["--config", os.path.join(d, "none.json")], "none.json")
-# A folder given as the config: the read error, not a JSON syntax error at byte 0.
-expect_error("config is a folder", ["--data-folder", good, "--config", d], d, "Is a directory")
-# JSON types: null, an object, a number where a string goes, a string where a
-# boolean goes; the message names the type the key takes.
-for label, text, needle in (("null bool", '{"overlap": null}', "expected true or false"),
+                            ("out of range", '{"learning_rate": 0}', '"learning_rate"'),
+                            ("null bool", '{"overlap": null}', "expected true or false"),
                             ("null int", '{"epochs": null}', "expected an integer"),
                             ("object float", '{"learning_rate": {}}', "expected a number"),
                             ("number for a path", '{"outputs": 5}', "expected a string"),
@@ -98,6 +94,9 @@ for label, text, needle in (("null bool", '{"overlap": null}', "expected true or
                             ("config not a string", '{"config": 5}', "expected a string")):
     open(cfg, "w").write(text)
     expect_error("config " + label, ["--data-folder", good, "--config", cfg], cfg, needle)
+expect_error("missing config", ["--config", os.path.join(d, "none.json")], "none.json")
+# A folder given as the config: the read error, not a JSON syntax error at byte 0.
+expect_error("config is a folder", ["--data-folder", good, "--config", d], d, "Is a directory")
 # Empty folder flags name the flag (an empty path was a bare ": cannot create folder").
 for flag in ("--outputs", "--logs"):
     p = T.run(["train", "--data-folder", good] + base + [flag, ""])
