@@ -516,9 +516,13 @@ __device__ __noinline__ void kf_backward_layer(const kc_fused_args &a, const kf_
   }
 }
 
-/* The update of a layer whose gradient an earlier phase finished. */
+/* The update of a layer whose gradient an earlier phase finished. Threads
+ * count from the last block down: tiles go out from block 0 up, so a small
+ * update (layer 3's in phase 6) lands on blocks with no tile, not in front
+ * of the first blocks' tiles. */
 __device__ void kf_update_range(const kc_fused_args &a, int64_t off, int64_t elems) {
-  const int64_t tid = (int64_t)blockIdx.x * KF_THREADS + threadIdx.x, nt = (int64_t)gridDim.x * KF_THREADS;
+  const int64_t tid = (int64_t)(gridDim.x - 1 - blockIdx.x) * KF_THREADS + threadIdx.x;
+  const int64_t nt = (int64_t)gridDim.x * KF_THREADS;
   const kf_epi_grad e = kf_grad_epi(a, off, 1, true);
   for (int64_t i = tid; i < elems; i += nt) {
     const float g = a.grads[off + i];
