@@ -113,6 +113,7 @@ struct kf_a_mat { /* a float view, rows r, inner k; row ones_row (if any) is all
     }
   }
   __device__ void staged(int64_t, int64_t, int, int, int) const {}
+  __device__ void group(int64_t) {}
 };
 
 /* x(r, k) = images[row_r][k] / 255, row_r = perm[cursor + r] = kf_batch[r]
@@ -122,8 +123,10 @@ struct kf_a_mat { /* a float view, rows r, inner k; row ones_row (if any) is all
 struct kf_a_gather {
   const uint8_t *images;
   bool vec;
-  float *x; /* when set, the staged slab is also this tile's part of x (n, ld) */
+  float *x_out; /* x (n, ld): the first column group's tiles write their slabs there */
   int64_t ld;
+  float *x;     /* this tile's x_out, or NULL */
+  __device__ void group(int64_t c0) { x = c0 == 0 ? x_out : NULL; }
   __device__ void staged(int64_t r0, int64_t k0, int ir, int ik, int ikn) const {
     if (!x) return;
     kf_walk w(threadIdx.x, ik);
@@ -301,6 +304,24 @@ __device__ void kf_tile(const A &a, kf_mat b, int64_t r0, int64_t R, int64_t c0,
 
 static __device__ int64_t kf_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* A forward layer's GEMM over ks K splits of kc: part[s] = A[:, split s] W[split s, :],
+ * a tile task per (split, row tile, column group). dbg: block 0's first tile. */
+template <class A>
+__device__ void kf_forward_splits(const kc_fused_args &a, A &op, const float *w, int64_t din,
+                                  int64_t dout, int64_t ks, int64_t kc, float *part,
+                                  unsigned long long *dbg) {
+  const int64_t n = a.n, groups = kf_cdiv(dout, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
+  const kf_mat W = {w, dout, 1};
+  for (int64_t t = blockIdx.x; t < rt * groups * ks; t += gridDim.x) {
+    const int64_t s = t / (groups * rt), c0 = (t % groups) * KF_COLS;
+    const int64_t r0 = (t / groups % rt) * KF_TILE_ROWS, R = n - r0 < KF_TILE_ROWS ? n - r0 : KF_TILE_ROWS;
+    const int64_t kb = s * kc, ke = kb + kc < din ? kb + kc : din;
+    op.group(c0);
+    kf_tile(op, W, r0, R, c0, dout, kb, ke, kc, kf_epi_part{part + s * n * dout, dout},
+            t == 0 ? dbg : NULL);
+  }
+}
+
 /* The rows of the batch at cursor c into kf_batch, in flight until the
  * next kf_cp_wait. */
 static __device__ void kf_batch_fetch(const kc_fused_args &a, int64_t c) {
@@ -315,17 +336,9 @@ __device__ void kf_phase_forward1(const kc_fused_args &a, int64_t c, bool more) 
   kf_cp_wait();
   __syncthreads();
   const bool vec = d0 % 4 == 0 && a.kc1 % 4 == 0 && ((uintptr_t)a.images & 3u) == 0;
-  kf_a_gather A = {a.images, vec, NULL, d0};
-  const kf_mat W = {a.params + a.w_off[0], d1, 1};
-  const int64_t groups = kf_cdiv(d1, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
-  for (int64_t t = blockIdx.x; t < rt * groups * a.ks1; t += gridDim.x) {
-    const int64_t s = t / (groups * rt), c0 = (t % groups) * KF_COLS;
-    const int64_t r0 = (t / groups % rt) * KF_TILE_ROWS, R = n - r0 < KF_TILE_ROWS ? n - r0 : KF_TILE_ROWS;
-    const int64_t kb = s * a.kc1, ke = kb + a.kc1 < d0 ? kb + a.kc1 : d0;
-    A.x = c0 == 0 ? a.x : NULL; /* the first column group's tiles write x */
-    kf_tile(A, W, r0, R, c0, d1, kb, ke, a.kc1, kf_epi_part{a.part1 + s * n * d1, d1},
-            t == 0 && a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 1 : NULL);
-  }
+  kf_a_gather A = {a.images, vec, a.x, d0, NULL};
+  kf_forward_splits(a, A, a.params + a.w_off[0], d0, d1, a.ks1, a.kc1, a.part1,
+                    a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 1 : NULL);
   /* the last block: the fewest tiles when they do not divide evenly */
   if (blockIdx.x == gridDim.x - 1) {
     for (int64_t i = threadIdx.x; i < n; i += KF_THREADS) a.y[i] = a.image_labels[kf_batch[i]];
@@ -359,17 +372,9 @@ __device__ void kf_phase_h1(const kc_fused_args &a, int64_t c) {
 
 /* Phase 3: layer-2 partials from h1. */
 __device__ void kf_phase_forward2(const kc_fused_args &a) {
-  const int64_t n = a.n, d1 = a.dims[1], d2 = a.dims[2];
-  const kf_a_mat A = {{a.h1, d1, 1}, -1};
-  const kf_mat W = {a.params + a.w_off[1], d2, 1};
-  const int64_t groups = kf_cdiv(d2, KF_COLS), rt = kf_cdiv(n, KF_TILE_ROWS);
-  for (int64_t t = blockIdx.x; t < rt * groups * a.ks2; t += gridDim.x) {
-    const int64_t s = t / (groups * rt), c0 = (t % groups) * KF_COLS;
-    const int64_t r0 = (t / groups % rt) * KF_TILE_ROWS, R = n - r0 < KF_TILE_ROWS ? n - r0 : KF_TILE_ROWS;
-    const int64_t kb = s * a.kc2, ke = kb + a.kc2 < d1 ? kb + a.kc2 : d1;
-    kf_tile(A, W, r0, R, c0, d2, kb, ke, a.kc2, kf_epi_part{a.part2 + s * n * d2, d2},
-            t == 0 && a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 5 : NULL);
-  }
+  kf_a_mat A = {{a.h1, a.dims[1], 1}, -1};
+  kf_forward_splits(a, A, a.params + a.w_off[1], a.dims[1], a.dims[2], a.ks2, a.kc2, a.part2,
+                    a.phase_ns ? a.phase_ns + KERN_STEP_PHASES + 5 : NULL);
 }
 
 /* Phase 4: one warp per row: h2 (lane j holds units j, j+32, ...), logits,
