@@ -9,7 +9,6 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,23 +356,13 @@ static int64_t ckpt_name_epoch(const char *name) {
   return e;
 }
 
-/* A temp file "<name>.tmp.<pid>" whose writer is gone. */
-static int ckpt_is_stale_tmp(const char *name) {
-  const char *t = strstr(name, ".tmp.");
-  if (!t) return 0;
-  char *end = NULL;
-  long pid = strtol(t + 5, &end, 10);
-  if (!end || *end || pid <= 0 || pid == (long)getpid()) return 0;
-  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-}
-
 static int ckpt_cmp_desc(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return x < y ? 1 : x > y ? -1 : 0;
 }
 
 /* Collects the epochs of dir's checkpoints (at most cap), newest first. */
-static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap, int clean_tmp) {
+static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap) {
   DIR *d = opendir(dir);
   if (!d) return -1;
   int n = 0;
@@ -381,11 +370,6 @@ static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap, int clean
   while ((e = readdir(d)) != NULL) {
     int64_t ep = ckpt_name_epoch(e->d_name);
     if (ep >= 0 && n < cap) epochs[n++] = ep;
-    if (clean_tmp && ckpt_is_stale_tmp(e->d_name)) {
-      char p[4400];
-      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-      unlink(p);
-    }
   }
   closedir(d);
   qsort(epochs, (size_t)n, sizeof *epochs, ckpt_cmp_desc);
@@ -397,7 +381,8 @@ static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap, int clean
 static void ckpt_prune(const char *dir, int64_t upto, int64_t keep) {
   int64_t *epochs = malloc(CKPT_LIST_CAP * sizeof *epochs);
   if (!epochs) return;
-  int n = ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP, 1);
+  fs_remove_stale_tmp(dir);
+  int n = ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP);
   int64_t kept = 0;
   for (int i = 0; i < n && keep > 0; i++) {
     if (epochs[i] > upto) continue; /* a later epoch of an abandoned run: this save does not own it */
@@ -438,7 +423,7 @@ static int ckpt_resolve_dir(const char *dir, const char *spec, char *out, size_t
   }
   /* No usable pointer: the newest checkpoint file there. */
   int64_t *epochs = malloc(CKPT_LIST_CAP * sizeof *epochs), newest = -1;
-  int n = epochs ? ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP, 0) : -1;
+  int n = epochs ? ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP) : -1;
   const int saved_errno = errno, oom = epochs == NULL;
   const char *why = oom ? "out of memory" : strerror(saved_errno);
   if (n > 0) newest = epochs[0];

@@ -2,8 +2,10 @@
 #include "runtime/fsutil.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,28 @@ int fs_mkdirs(const char *path, char *err, size_t err_bytes) {
 
 void fs_tmp_path(char *out, size_t out_bytes, const char *final) {
   snprintf(out, out_bytes, "%s.tmp.%ld", final, (long)getpid());
+}
+
+/* A temp file "<name>.tmp.<pid>" whose writer is gone. */
+static int fs_is_stale_tmp(const char *name) {
+  const char *t = strstr(name, ".tmp.");
+  if (!t) return 0;
+  char *end = NULL;
+  long pid = strtol(t + 5, &end, 10);
+  if (!end || *end || pid <= 0 || pid == (long)getpid()) return 0;
+  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+void fs_remove_stale_tmp(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!fs_is_stale_tmp(e->d_name)) continue;
+    char p[4400];
+    if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p) unlink(p);
+  }
+  closedir(d);
 }
 
 static int fs_fsync_path(const char *path, int flags, char *err, size_t err_bytes) {

@@ -469,6 +469,11 @@ static int train_open_records(trainer *t, cJSON *ranks) {
     cJSON_Delete(ranks);
     return -1;
   }
+  /* Under the lock: temp files of a run killed mid-save are nobody's now. */
+  char model_dir[4200];
+  snprintf(model_dir, sizeof model_dir, "%s/model", c->outputs);
+  fs_remove_stale_tmp(c->outputs);
+  fs_remove_stale_tmp(model_dir);
   run_record_set(&t->run, "world_size", cJSON_CreateNumber(t->world->size));
   run_record_set(&t->run, "ranks", ranks);
   run_record_set(&t->run, "device", cJSON_CreateString(t->be->ops->name));

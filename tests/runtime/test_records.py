@@ -1,7 +1,8 @@
 """Run records stay strict JSON when training diverges: a loss that becomes
 NaN or infinite is null in metrics.jsonl (a bare nan is not JSON, and a JSON
 reader, the registry and --resume-from all dropped such rows), and run.json
-parses too."""
+parses too. A new run into the folder removes temp files that a killed
+save left behind (their writer is gone), and keeps a live writer's."""
 import json
 import os
 
@@ -39,4 +40,31 @@ try:
     T.check(run["status"] == "Completed", f"run.json status {run['status']}")
 except ValueError as e:
     T.check(False, f"run.json is not JSON: {e}")
+
+# Temp files of saves killed mid-write: a dead writer's go, a live one's stay.
+def dead_pid():
+    for pid in range(4000000, 3000000, -7):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+    raise RuntimeError("no free pid found")
+
+
+dead = dead_pid()
+stale = [os.path.join(out, "model", f"model.h5.tmp.{dead}"),
+         os.path.join(out, f"metrics.jsonl.tmp.{dead}"),
+         os.path.join(out, "checkpoints", f"ckpt-epoch-4.h5.tmp.{dead}")]
+live = os.path.join(out, "model", f"model.h5.tmp.{os.getpid()}")
+for f in stale + [live]:
+    os.makedirs(os.path.dirname(f), exist_ok=True)
+    open(f, "wb").write(os.urandom(64))
+p = T.run(["train", "--data-folder", data, "--outputs", out, "--logs", os.path.join(d, "logs"),
+           "--batch-size", "25", "--epochs", "2", "--progress", "off"])
+T.check(p.returncode == 0, f"second run failed: {p.stderr.strip()}")
+for f in stale:
+    T.check(not os.path.exists(f), f"{f}: a dead writer's temp file was left")
+T.check(os.path.exists(live), "a live writer's temp file was removed")
 T.done()
