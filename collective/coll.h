@@ -52,6 +52,11 @@ void coll_mpi_version(char *out, size_t out_bytes);
 int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg, char *err,
                    size_t err_bytes);
 void coll_comm_free(coll_comm *c);
+/* A rank other than 0 that is about to end the job tells rank 0 why (0 when
+ * the notice went out), so that rank 0, waiting in a collective, fails with
+ * "rank R failed: msg" and can record it before the job ends. A no-op on
+ * rank 0 and on one rank. */
+int coll_comm_report_failure(coll_comm *c, const char *msg);
 /* The first error of this comm: one line that names the call, the ranks
  * concerned and, for a stall, which ranks never arrived. */
 const char *coll_comm_error(const coll_comm *c);

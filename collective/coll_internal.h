@@ -78,6 +78,7 @@ struct coll_comm {
   volatile int64_t seq_entered;   /* collectives this rank has called */
   volatile int64_t seq_done;      /* ... and seen complete */
   volatile int broken;            /* a collective failed: every later call fails */
+  volatile int peer_failed;       /* rank 0: a peer reported its failure (c->err says) */
   pthread_mutex_t diag_mu;        /* one diagnosis at a time */
   pthread_mutex_t serve_mu;       /* one thread answers queries at a time */
   int64_t diag_query_id;
@@ -120,7 +121,13 @@ int coll_progress_drive(coll_comm *c, coll_request *r);
 
 /* watchdog.c: answers peers' stall queries; diagnoses a stall of collective
  * seq by asking every peer how far it got. */
+/* ...and on rank 0 takes in peers' failure notices (c->peer_failed). */
 void coll_diag_serve(coll_comm *c);
+/* Whether a peer reported its failure (c->err, set before, names it): a
+ * wait then gives up instead of waiting for a job that is ending. */
+static inline int coll_peer_has_failed(coll_comm *c) {
+  return __atomic_load_n(&c->peer_failed, __ATOMIC_ACQUIRE);
+}
 void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s);
 /* After an MPI error in collective seq: appends which peers are missing. */
 void coll_diag_after_error(coll_comm *c, int64_t seq);

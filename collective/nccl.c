@@ -87,6 +87,10 @@ static int nccl_settle(coll_comm *c, const char *what) {
       nccl_abort(st);
       return COLL_ETIMEOUT;
     }
+    if (coll_peer_has_failed(c)) { /* the progress thread took the notice in */
+      nccl_abort(st);
+      return COLL_ERR;
+    }
     coll_backoff(&idle, coll_now() - t0);
   }
 }
@@ -230,6 +234,10 @@ static int nccl_sync(coll_comm *c) {
       coll_diag_stall(c, c->seq_entered, "allreduce(nccl)", coll_now() - t0);
       nccl_abort(st);
       return COLL_ETIMEOUT;
+    }
+    if (coll_peer_has_failed(c)) {
+      nccl_abort(st);
+      return COLL_ERR;
     }
     coll_backoff(&idle, coll_now() - t0);
   }

@@ -88,6 +88,11 @@ int coll_progress_drive(coll_comm *c, coll_request *r) {
       idle = 0;
     } else {
       if ((idle & 255) == 255) coll_diag_serve(c);
+      if (coll_peer_has_failed(c)) {
+        c->ops->abandon(c, r);
+        r->status = COLL_ERR;
+        break;
+      }
       coll_backoff(&idle, now - r->t_progress);
     }
   }

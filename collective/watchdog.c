@@ -9,7 +9,8 @@
 
 #include "collective/coll_internal.h"
 
-enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2 };
+enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2, DIAG_TAG_FAILED = 3 };
+#define DIAG_FAILED_BYTES 1024
 enum { DIAG_Q_ID = 0, DIAG_Q_SEQ, DIAG_Q_WORDS };
 enum { DIAG_R_ID = 0, DIAG_R_ENTERED, DIAG_R_DONE, DIAG_R_BROKEN, DIAG_R_WORDS };
 
@@ -20,8 +21,50 @@ static double diag_window_s(const coll_comm *c) {
   return w < 1.0 ? 1.0 : (w > 3.0 ? 3.0 : w);
 }
 
+/* Rank 0: a peer's failure notice becomes this comm's error; the waits
+ * then fail instead of waiting for a peer that is about to end the job. */
+static void diag_take_failures(coll_comm *c) {
+  int flag = 0;
+  MPI_Status st;
+  while (c->rank == 0 &&
+         MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_FAILED, c->comm_diag, &flag, &st) == MPI_SUCCESS &&
+         flag) {
+    char msg[DIAG_FAILED_BYTES] = "";
+    if (MPI_Recv(msg, DIAG_FAILED_BYTES, MPI_CHAR, st.MPI_SOURCE, DIAG_TAG_FAILED, c->comm_diag,
+                 MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+      return;
+    }
+    msg[DIAG_FAILED_BYTES - 1] = '\0';
+    if (c->peer_failed) continue;
+    coll_set_error(c, "rank %d failed: %s", st.MPI_SOURCE, msg);
+    c->broken = 1;
+    __atomic_store_n(&c->peer_failed, 1, __ATOMIC_RELEASE); /* after the error text */
+  }
+}
+
+int coll_comm_report_failure(coll_comm *c, const char *msg) {
+  if (!c || c->size < 2 || c->rank == 0) return -1;
+  static char buf[DIAG_FAILED_BYTES]; /* must outlive a send still in flight */
+  snprintf(buf, sizeof buf, "%s", msg);
+  MPI_Request req;
+  if (MPI_Isend(buf, (int)strlen(buf) + 1, MPI_CHAR, 0, DIAG_TAG_FAILED, c->comm_diag, &req) !=
+      MPI_SUCCESS) {
+    return -1;
+  }
+  /* A short message goes eagerly; a rank 0 that is gone must not hold us. */
+  const double until = coll_now() + 1.0;
+  int done = 0, idle = 0;
+  while (!done && coll_now() < until) {
+    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
+    if (!done) coll_backoff(&idle, 1.0);
+  }
+  if (!done) MPI_Request_free(&req);
+  return done ? 0 : -1;
+}
+
 void coll_diag_serve(coll_comm *c) {
   if (c->size < 2 || pthread_mutex_trylock(&c->serve_mu) != 0) return;
+  diag_take_failures(c);
   for (;;) {
     int flag = 0;
     MPI_Status st;
@@ -205,6 +248,7 @@ int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *w
       return COLL_ETIMEOUT;
     }
     if ((idle & 255) == 255) coll_diag_serve(c);
+    if (coll_peer_has_failed(c)) return COLL_ERR;
     coll_backoff(&idle, now - t0);
   }
 }

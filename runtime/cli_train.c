@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "collective/coll.h"
 #include "kernels/backend.h"
@@ -88,11 +89,22 @@ static cJSON *cli_rank_table(const coll_world *w, const kern_backend *be, const 
   return arr;
 }
 
-/* One line to stderr; with several ranks the whole job must end, not just us. */
-static int cli_train_fail(const coll_world *w, const char *msg) {
+/* A failing rank other than 0 tells rank 0 (which may be waiting in a
+ * collective) and gives it a moment to record the run as Failed and end the
+ * job; rank 0's abort ends this rank too. */
+static void cli_train_tell_rank0(const coll_world *w, coll_comm *comm, const char *msg) {
+  if (w->rank == 0 || !comm || coll_comm_report_failure(comm, msg) != 0) return;
+  struct timespec ts = {2, 0};
+  nanosleep(&ts, NULL);
+}
+
+/* One line to stderr; with several ranks the whole job must end, not just
+ * us (comm, once there is one, carries the reason to rank 0 first). */
+static int cli_train_fail(const coll_world *w, coll_comm *comm, const char *msg) {
   if (w->size > 1) fprintf(stderr, "tfdist: error: rank %d: %s\n", w->rank, msg);
   else fprintf(stderr, "tfdist: error: %s\n", msg);
   fflush(stderr);
+  cli_train_tell_rank0(w, comm, msg);
   if (w->size > 1) coll_world_abort(w, CLI_FAIL);
   return CLI_FAIL;
 }
@@ -153,13 +165,13 @@ int cli_train(int argc, char **argv) {
   if (cli_pick_device(&cfg, &w, &kc, err, sizeof err) != 0 ||
       cli_pick_allreduce(&cfg, &kc, &cb, err, sizeof err) != 0 ||
       kern_backend_init(&be, &kc, err, sizeof err) != 0) {
-    rc = cli_train_fail(&w, err);
+    rc = cli_train_fail(&w, NULL, err);
     goto out;
   }
   coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = be->ops->stream ? be->ops->stream(be) : NULL,
                     .device = kc.device_index};
   if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0) {
-    rc = cli_train_fail(&w, err);
+    rc = cli_train_fail(&w, NULL, err);
     goto out;
   }
   if (w.rank == 0 && strcmp(cfg.data_folder, TFDIST_DEFAULT_DATA) == 0) {
@@ -178,7 +190,7 @@ int cli_train(int argc, char **argv) {
       snprintf(t.run.error, sizeof t.run.error, "%.511s", t.err);
       run_record_stage(&t.run, t.canceled ? RUN_CANCELED : RUN_FAILED, ignored, sizeof ignored);
     }
-    rc = t.canceled ? cli_train_canceled(&w, &t) : cli_train_fail(&w, t.err);
+    rc = t.canceled ? cli_train_canceled(&w, &t) : cli_train_fail(&w, comm, t.err);
   }
   trainer_free(&t);
 out:

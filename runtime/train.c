@@ -213,21 +213,47 @@ static int train_step(trainer *t, int64_t k) {
   return 0;
 }
 
-/* A test-only fault switch: TFDIST_FAULT_STALL_RANK=r TFDIST_FAULT_STALL_STEP=s
- * makes rank r stop answering at global step s (in the next k), as a hung
- * GPU or host would. */
-static void train_fault_maybe(const trainer *t, int64_t k) {
-  static int rank = -2;
-  static long step = -1;
-  if (rank == -2) {
-    const char *r = getenv("TFDIST_FAULT_STALL_RANK"), *s = getenv("TFDIST_FAULT_STALL_STEP");
-    rank = r ? atoi(r) : -1;
-    step = s ? atol(s) : 0;
+/* Test-only fault switches, at global step s (in the next k):
+ * TFDIST_FAULT_STALL_RANK=r TFDIST_FAULT_STALL_STEP=s makes rank r stop
+ * answering, as a hung GPU or host would; TFDIST_FAULT_FAIL_RANK and
+ * TFDIST_FAULT_FAIL_STEP make it fail with an error, as a bad shard would. */
+typedef struct {
+  int rank; /* -1: off */
+  long step;
+} train_fault;
+
+/* Read once: the step loop is hot. */
+static train_fault train_fault_get(int which) {
+  static train_fault f[2];
+  static int read;
+  if (!read) {
+    static const char *const vars[2][2] = {{"TFDIST_FAULT_STALL_RANK", "TFDIST_FAULT_STALL_STEP"},
+                                           {"TFDIST_FAULT_FAIL_RANK", "TFDIST_FAULT_FAIL_STEP"}};
+    for (int i = 0; i < 2; i++) {
+      const char *r = getenv(vars[i][0]), *s = getenv(vars[i][1]);
+      f[i] = (train_fault){r ? atoi(r) : -1, s ? atol(s) : 0};
+    }
+    read = 1;
   }
-  if (rank == t->world->rank && step >= t->global_step && step < t->global_step + k) {
-    fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %ld\n", rank, step);
+  return f[which];
+}
+
+static int train_fault_at(const trainer *t, int64_t k, int which) {
+  const train_fault f = train_fault_get(which);
+  return f.rank == t->world->rank && f.step >= t->global_step && f.step < t->global_step + k;
+}
+
+static int train_fault_maybe(trainer *t, int64_t k) {
+  if (train_fault_at(t, k, 0)) {
+    fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %lld\n", t->world->rank,
+            (long long)t->global_step);
     for (;;) pause();
   }
+  if (train_fault_at(t, k, 1)) {
+    snprintf(t->err, sizeof t->err, "test fault: failing at step %lld", (long long)t->global_step);
+    return -1;
+  }
+  return 0;
 }
 
 /* One rank, data on the device, the backend can fuse the shape: the step is
@@ -325,8 +351,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   const int64_t chain = t->fused_ws ? KERN_STEP_CHAIN : 1;
   for (int64_t step = 0, k; step < t->steps_per_epoch; step += k) {
     k = t->steps_per_epoch - step < chain ? t->steps_per_epoch - step : chain;
-    train_fault_maybe(t, k);
-    if (train_step(t, k) != 0) return -1;
+    if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;
     t->global_step += k;
     if (show_progress) train_progress(t, epoch, step + k - 1, t0);
     if (train_cancel_requested(t, epoch)) return -1;

@@ -1,7 +1,8 @@
 """Failure under real mpirun (4 ranks): a rank killed with -9 mid-epoch, or a
 rank made to stall (TFDIST_FAULT_STALL_RANK/STEP), must end the whole job
 within the timeout, with a non-zero exit and a message naming the rank; a
-rank whose data differs from rank 0's stops the job at start-up.
+rank that fails with an error has rank 0 record why (run.json Failed) at
+once; a rank whose data differs from rank 0's stops the job at start-up.
 
 What Open MPI 4.1 does, as tested here rather than assumed: on a rank's
 kill -9 mpirun aborts the job itself, exit 137, naming "process rank 2".
@@ -105,6 +106,32 @@ def stall_case(tmp, data, name, backend, overlap):
                                                                        bool(names)), out)
 
 
+def fail_case(tmp, data, name, backend):
+    """Rank 2 fails with an error (TFDIST_FAULT_FAIL_RANK/STEP, as a bad shard
+    would) while the others wait in a collective: it tells rank 0, which
+    records run.json as Failed with the reason and ends the job, long before
+    the collective timeout. Before, rank 2's MPI_Abort killed rank 0 in its
+    wait and run.json said Running for ever."""
+    import json
+    folder = os.path.join(tmp, name)
+    env = {"TFDIST_FAULT_FAIL_RANK": "2", "TFDIST_FAULT_FAIL_STEP": "5"}
+    t0 = time.monotonic()
+    p, _, log = start(folder, data, ["--allreduce", backend], env)
+    limit = SLACK_S + 5  # start-up and teardown only: no timeout may be involved
+    rc, elapsed, out = finish(p, log, t0, limit)
+    try:
+        run = json.load(open(os.path.join(folder, "outputs", "run.json")))
+    except (OSError, ValueError) as e:
+        run = {"status": "unreadable: %s" % e}
+    why = run.get("error", "")
+    print("%s: exit %d after %.1f s; run.json %s: %s" % (name, rc, elapsed, run["status"], why))
+    ok = (rc != 0 and elapsed <= limit and run["status"] == "Failed" and
+          why == "rank 2 failed: test fault: failing at step 5" and
+          "tfdist: error: rank 2: test fault: failing at step 5" in out)
+    return verdict(name, ok, "exit %d, %.1f s (limit %d), run.json %s: %r" %
+                   (rc, elapsed, limit, run["status"], why), out)
+
+
 def data_differs_case(tmp, data, name):
     """Rank 2 reads other data (node-local copies that differ): every rank
     stops at start-up with one line, rank 2's naming its data and rank 0's,
@@ -141,6 +168,8 @@ def main():
         fails += kill_case(tmp, data, "kill-9-recovery", ["--enable-recovery"], False)
         fails += stall_case(tmp, data, "stall-ring", "ring", "on")
         fails += stall_case(tmp, data, "stall-mpi", "mpi", "off")
+        fails += fail_case(tmp, data, "fail-ring", "ring")
+        fails += fail_case(tmp, data, "fail-mpi", "mpi")
         fails += data_differs_case(tmp, data, "data-differs")
     return 1 if fails else 0
 
