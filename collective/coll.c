@@ -23,7 +23,7 @@ void coll_set_error(coll_comm *c, const char *fmt, ...) {
     vsnprintf(c->err, sizeof c->err, fmt, ap);
     va_end(ap);
   }
-  c->broken = 1;
+  __atomic_store_n(&c->broken, 1, __ATOMIC_RELEASE); /* after the text */
   pthread_mutex_unlock(&c->err_mu);
 }
 
@@ -144,7 +144,15 @@ void coll_comm_free(coll_comm *c) {
   free(c);
 }
 
-const char *coll_comm_error(const coll_comm *c) { return c->err; }
+/* The lock orders this read after the writer's (maybe another thread's);
+ * the first error is never rewritten. */
+const char *coll_comm_error(coll_comm *c) {
+  pthread_mutex_lock(&c->err_mu);
+  pthread_mutex_unlock(&c->err_mu);
+  return c->err;
+}
+
+int coll_comm_failed(coll_comm *c) { return __atomic_load_n(&c->broken, __ATOMIC_ACQUIRE); }
 coll_backend coll_comm_backend(const coll_comm *c) { return c->cfg.backend; }
 
 /* A collective entered: numbered, so a stall query can say who never got here. */
@@ -256,19 +264,42 @@ int coll_sync(coll_comm *c) {
   return c->ops->sync ? c->ops->sync(c) : COLL_OK;
 }
 
-/* Host collectives over MPI, non-blocking and polled so none waits forever. */
+/* Host collectives over MPI, non-blocking and polled so none waits forever.
+ * They run on a copy: a request given up on (a timeout, a peer's failure)
+ * cannot be cancelled and may still write, so its copy is left to it. */
+static void *coll_stage(coll_comm *c, const void *buf, int64_t bytes) {
+  void *s = malloc(bytes > 0 ? (size_t)bytes : 1);
+  if (!s) coll_set_error(c, "collective: out of memory");
+  else if (bytes > 0) memcpy(s, buf, (size_t)bytes);
+  return s;
+}
+
+static int coll_unstage(void *s, void *buf, int64_t bytes, int rc) {
+  if (rc != COLL_OK) return rc; /* s stays MPI's */
+  if (bytes > 0) memcpy(buf, s, (size_t)bytes);
+  free(s);
+  return rc;
+}
+
 int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems) {
   if (coll_check_count(c, elems, "allreduce(f64)") != COLL_OK) return COLL_ERR;
   if (elems > INT32_MAX) {
     coll_set_error(c, "allreduce(f64): %lld elements is too many", (long long)elems);
     return COLL_ERR;
   }
+  const int64_t bytes = elems * (int64_t)sizeof(double);
+  double *s = coll_stage(c, buf, bytes);
+  if (!s) return COLL_ERR;
   int64_t seq = coll_enter(c);
   MPI_Request req;
-  COLL_MPI_TRY(c, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)elems, MPI_DOUBLE, MPI_SUM, c->comm, &req));
-  int rc = coll_poll_request(c, &req, seq, "allreduce(f64 metrics)");
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, s, (int)elems, MPI_DOUBLE, MPI_SUM, c->comm, &req);
+  if (rc != MPI_SUCCESS) {
+    free(s);
+    return coll_mpi_fail(c, rc, "MPI_Iallreduce", __FILE__, __LINE__);
+  }
+  rc = coll_poll_request(c, &req, seq, "allreduce(f64 metrics)");
   coll_leave(c, seq);
-  return rc;
+  return coll_unstage(s, buf, bytes, rc);
 }
 
 int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root) {
@@ -278,19 +309,26 @@ int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root) {
                    c->size);
     return COLL_ERR;
   }
+  char *s = coll_stage(c, buf, bytes);
+  if (!s) return COLL_ERR;
   int64_t seq = coll_enter(c);
   const int64_t piece = (int64_t)1 << 30;
   char what[64];
   snprintf(what, sizeof what, "broadcast(%lld bytes from rank %d)", (long long)bytes, root);
-  for (int64_t off = 0; off < bytes || (off == 0 && bytes == 0); off += piece) {
+  int rc = COLL_OK;
+  for (int64_t off = 0; rc == COLL_OK && (off < bytes || (off == 0 && bytes == 0)); off += piece) {
     int n = (int)(bytes - off < piece ? bytes - off : piece);
     MPI_Request req;
-    COLL_MPI_TRY(c, MPI_Ibcast((char *)buf + off, n, MPI_BYTE, root, c->comm, &req));
-    if (coll_poll_request(c, &req, seq, what) != COLL_OK) return COLL_ERR;
+    int mrc = MPI_Ibcast(s + off, n, MPI_BYTE, root, c->comm, &req);
+    if (mrc != MPI_SUCCESS) {
+      free(s); /* nothing of this piece is in flight; earlier ones completed */
+      return coll_mpi_fail(c, mrc, "MPI_Ibcast", __FILE__, __LINE__);
+    }
+    rc = coll_poll_request(c, &req, seq, what);
     if (bytes == 0) break;
   }
-  coll_leave(c, seq);
-  return COLL_OK;
+  if (rc == COLL_OK) coll_leave(c, seq);
+  return coll_unstage(s, buf, bytes, rc);
 }
 
 int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root) {

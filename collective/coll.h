@@ -55,11 +55,13 @@ void coll_comm_free(coll_comm *c);
 /* A rank other than 0 that is about to end the job tells rank 0 why (0 when
  * the notice went out), so that rank 0, waiting in a collective, fails with
  * "rank R failed: msg" and can record it before the job ends. A no-op on
- * rank 0 and on one rank. */
+ * rank 0, on one rank, and after a failed collective (rank 0 knows). */
 int coll_comm_report_failure(coll_comm *c, const char *msg);
 /* The first error of this comm: one line that names the call, the ranks
  * concerned and, for a stall, which ranks never arrived. */
-const char *coll_comm_error(const coll_comm *c);
+const char *coll_comm_error(coll_comm *c);
+/* Whether a collective of this comm has failed (then every later one does). */
+int coll_comm_failed(coll_comm *c);
 coll_backend coll_comm_backend(const coll_comm *c);
 const char *coll_backend_name(coll_backend b);
 int coll_backend_parse(const char *name, coll_backend *out);

@@ -37,13 +37,14 @@ static void diag_take_failures(coll_comm *c) {
     msg[DIAG_FAILED_BYTES - 1] = '\0';
     if (c->peer_failed) continue;
     coll_set_error(c, "rank %d failed: %s", st.MPI_SOURCE, msg);
-    c->broken = 1;
     __atomic_store_n(&c->peer_failed, 1, __ATOMIC_RELEASE); /* after the error text */
   }
 }
 
 int coll_comm_report_failure(coll_comm *c, const char *msg) {
-  if (!c || c->size < 2 || c->rank == 0) return -1;
+  /* A failed collective is no local failure: rank 0 sees it, and says better
+   * who stalled or died than a peer's report of its own wait would. */
+  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
   static char buf[DIAG_FAILED_BYTES]; /* must outlive a send still in flight */
   snprintf(buf, sizeof buf, "%s", msg);
   MPI_Request req;
@@ -112,7 +113,7 @@ static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
   }
   const double until = coll_now() + diag_window_s(c);
   int missing = c->size - 1, idle = 0;
-  while (missing > 0 && coll_now() < until) {
+  while (missing > 0 && coll_now() < until && !coll_peer_has_failed(c)) {
     int got = 0;
     for (int p = 0; p < c->size; p++) {
       int flag = 0;

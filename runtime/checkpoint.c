@@ -356,6 +356,11 @@ static int64_t ckpt_name_epoch(const char *name) {
   return e;
 }
 
+/* The names a checkpoints folder holds: ckpt-epoch-N.h5 and latest. */
+static int ckpt_is_ours(const char *name) {
+  return ckpt_name_epoch(name) >= 0 || strcmp(name, "latest") == 0;
+}
+
 static int ckpt_cmp_desc(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return x < y ? 1 : x > y ? -1 : 0;
@@ -381,7 +386,7 @@ static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap) {
 static void ckpt_prune(const char *dir, int64_t upto, int64_t keep) {
   int64_t *epochs = malloc(CKPT_LIST_CAP * sizeof *epochs);
   if (!epochs) return;
-  fs_remove_stale_tmp(dir);
+  fs_remove_stale_tmp(dir, ckpt_is_ours);
   int n = ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP);
   int64_t kept = 0;
   for (int i = 0; i < n && keep > 0; i++) {

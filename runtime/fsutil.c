@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,22 +47,24 @@ void fs_tmp_path(char *out, size_t out_bytes, const char *final) {
   snprintf(out, out_bytes, "%s.tmp.%ld", final, (long)getpid());
 }
 
-/* A temp file "<name>.tmp.<pid>" whose writer is gone. */
-static int fs_is_stale_tmp(const char *name) {
-  const char *t = strstr(name, ".tmp.");
-  if (!t) return 0;
+/* A temp file "<name>.tmp.<pid>" of one of ours whose writer is gone. */
+static int fs_is_stale_tmp(const char *file, int (*ours)(const char *name)) {
+  const char *t = strstr(file, ".tmp.");
+  char name[256];
+  if (!t || (size_t)(t - file) >= sizeof name) return 0;
+  snprintf(name, sizeof name, "%.*s", (int)(t - file), file);
   char *end = NULL;
   long pid = strtol(t + 5, &end, 10);
-  if (!end || *end || pid <= 0 || pid == (long)getpid()) return 0;
+  if (!end || *end || pid <= 0 || pid > INT_MAX || pid == (long)getpid() || !ours(name)) return 0;
   return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-void fs_remove_stale_tmp(const char *dir) {
+void fs_remove_stale_tmp(const char *dir, int (*ours)(const char *name)) {
   DIR *d = opendir(dir);
   if (!d) return;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
-    if (!fs_is_stale_tmp(e->d_name)) continue;
+    if (!fs_is_stale_tmp(e->d_name, ours)) continue;
     char p[4400];
     if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p) unlink(p);
   }

@@ -10,8 +10,9 @@ int fs_mkdirs(const char *path, char *err, size_t err_bytes);
 /* "<final>.tmp.<pid>" next to final, so the rename stays on one file system. */
 void fs_tmp_path(char *out, size_t out_bytes, const char *final);
 /* Removes dir's "<name>.tmp.<pid>" files whose writer is gone (a save killed
- * mid-write); a missing dir is fine. */
-void fs_remove_stale_tmp(const char *dir);
+ * mid-write), for the names ours(name) accepts: a user's own files in the
+ * folder are never touched. A missing dir is fine. */
+void fs_remove_stale_tmp(const char *dir, int (*ours)(const char *name));
 /* fsync tmp, rename it over final, fsync final's folder. */
 int fs_commit(const char *tmp, const char *final, char *err, size_t err_bytes);
 int fs_write_atomic(const char *path, const void *data, size_t len, char *err, size_t err_bytes);

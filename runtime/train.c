@@ -245,12 +245,12 @@ static int train_fault_at(const trainer *t, int64_t k, int which) {
 
 static int train_fault_maybe(trainer *t, int64_t k) {
   if (train_fault_at(t, k, 0)) {
-    fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %lld\n", t->world->rank,
-            (long long)t->global_step);
+    fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %ld\n", t->world->rank,
+            train_fault_get(0).step);
     for (;;) pause();
   }
   if (train_fault_at(t, k, 1)) {
-    snprintf(t->err, sizeof t->err, "test fault: failing at step %lld", (long long)t->global_step);
+    snprintf(t->err, sizeof t->err, "test fault: failing at step %ld", train_fault_get(1).step);
     return -1;
   }
   return 0;
@@ -472,6 +472,11 @@ static void train_setup_opt(trainer *t) {
   t->opt.momentum = (float)c->momentum;
 }
 
+/* The files a run writes into <outputs> and <outputs>/model. */
+static int train_outputs_file(const char *name) {
+  return !strcmp(name, "run.json") || !strcmp(name, "metrics.jsonl") || !strcmp(name, "model.h5");
+}
+
 static int train_open_records(trainer *t, cJSON *ranks) {
   const train_config *c = t->cfg;
   char id[64] = {0};
@@ -497,8 +502,8 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   /* Under the lock: temp files of a run killed mid-save are nobody's now. */
   char model_dir[4200];
   snprintf(model_dir, sizeof model_dir, "%s/model", c->outputs);
-  fs_remove_stale_tmp(c->outputs);
-  fs_remove_stale_tmp(model_dir);
+  fs_remove_stale_tmp(c->outputs, train_outputs_file);
+  fs_remove_stale_tmp(model_dir, train_outputs_file);
   run_record_set(&t->run, "world_size", cJSON_CreateNumber(t->world->size));
   run_record_set(&t->run, "ranks", ranks);
   run_record_set(&t->run, "device", cJSON_CreateString(t->be->ops->name));

@@ -2,7 +2,8 @@
 NaN or infinite is null in metrics.jsonl (a bare nan is not JSON, and a JSON
 reader, the registry and --resume-from all dropped such rows), and run.json
 parses too. A new run into the folder removes temp files that a killed
-save left behind (their writer is gone), and keeps a live writer's."""
+save left behind (their writer is gone), and keeps a live writer's and
+files that are not tfdist's."""
 import json
 import os
 
@@ -58,7 +59,8 @@ stale = [os.path.join(out, "model", f"model.h5.tmp.{dead}"),
          os.path.join(out, f"metrics.jsonl.tmp.{dead}"),
          os.path.join(out, "checkpoints", f"ckpt-epoch-4.h5.tmp.{dead}")]
 live = os.path.join(out, "model", f"model.h5.tmp.{os.getpid()}")
-for f in stale + [live]:
+users = os.path.join(out, f"notes.txt.tmp.{dead}")  # not a file tfdist writes
+for f in stale + [live, users]:
     os.makedirs(os.path.dirname(f), exist_ok=True)
     open(f, "wb").write(os.urandom(64))
 p = T.run(["train", "--data-folder", data, "--outputs", out, "--logs", os.path.join(d, "logs"),
@@ -67,4 +69,5 @@ T.check(p.returncode == 0, f"second run failed: {p.stderr.strip()}")
 for f in stale:
     T.check(not os.path.exists(f), f"{f}: a dead writer's temp file was left")
 T.check(os.path.exists(live), "a live writer's temp file was removed")
+T.check(os.path.exists(users), "a file tfdist does not write was removed")
 T.done()
