@@ -361,12 +361,6 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   return be->ops->sync(be) == 0 ? 0 : (snprintf(t->err, sizeof t->err, "%s", be->err), -1);
 }
 
-/* Rows go out once per epoch; a failed write (disk full) ends the run
- * instead of leaving a metrics file that silently stops. */
-static int train_metrics_sync(trainer *t) {
-  return metrics_sync(&t->metrics, t->err, sizeof t->err);
-}
-
 static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   kern_stats st;
   train_epoch_result *res = &t->last;
@@ -393,7 +387,7 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     metrics_write(&t->metrics, rows[i].name, rows[i].v, epoch + 1, step);
   }
-  if (train_metrics_sync(t) != 0) return -1;
+  if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0) return -1;
   char line[512];
   snprintf(line, sizeof line,
            "epoch %3lld/%lld  loss %.4f  training_acc %.4f  validation_acc %.4f  "
@@ -453,7 +447,7 @@ int trainer_run(trainer *t) {
   }
   if (t->world->rank == 0) {
     metrics_write(&t->metrics, "final_acc", t->last.validation_acc, t->cfg->epochs, t->global_step);
-    if (train_metrics_sync(t) != 0) return -1;
+    if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0) return -1;
     printf("final_acc %.4f\n", t->last.validation_acc);
     if (run_record_stage(&t->run, RUN_FINALIZING, t->err, sizeof t->err) != 0) return -1;
   }
