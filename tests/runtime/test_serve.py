@@ -1,0 +1,799 @@
+"""tfdist serve, end to end against its contract: two registered versions of
+two different trained models, answers compared with a float64 numpy forward
+pass from the h5py weights; JSON formats, errors, HTTP framing (keep-alive,
+pipelining, 100-continue, HTTP/1.0), concurrency, SIGTERM, bad CLI input."""
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+
+import idxgen
+import tfdtest as T
+
+ADDR = re.compile(r"http://([0-9.]+):([0-9]+)")
+TIMEOUT = 10
+d = T.tmpdir()
+reg = os.path.join(d, "registry")
+rng = np.random.default_rng(20240611)
+
+
+def no_constants(name):
+    raise ValueError(f"non-JSON constant {name}")
+
+
+def loads(body):
+    """Strict JSON: NaN/Infinity are not JSON (the contract prints null)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8")
+    return json.loads(body, parse_constant=no_constants)
+
+
+def section(name, fn):
+    """Runs one group of checks; an exception is one failure, not the end."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - report and go on
+        T.check(False, f"{name}: {type(e).__name__}: {e}")
+
+
+# ---- two different models, registered as mnist versions 1 and 2 ----------
+idxgen.write_set(os.path.join(d, "data"), np.random.default_rng(5), 600, 100, gz=True)
+archs = {1: (7, []), 2: (8, ["--first-layer-neurons", "64", "--second-layer-neurons", "32"])}
+outs = {}
+for v, (seed, extra) in archs.items():
+    o = os.path.join(d, f"out{v}")
+    p = T.run(["train", "--data-folder", os.path.join(d, "data"), "--epochs", "1", "--seed", str(seed),
+               "--outputs", o, "--logs", os.path.join(d, "logs")] + extra, timeout=120)
+    T.check(p.returncode == 0, f"train v{v} failed: {p.stderr.strip()}")
+    p = T.run(["model", "register", "--registry", reg, "--name", "mnist", "--path",
+               os.path.join(o, "model")])
+    T.check(p.returncode == 0 and p.stdout.strip() == f"mnist:{v}",
+            f"register v{v}: rc {p.returncode} {p.stdout!r} {p.stderr!r}")
+    outs[v] = o
+if T.failures:
+    T.done()
+
+# ---- the oracle: float64 forward pass from the registered files ------------
+W = {v: [w.astype(np.float64) for w in T.weights(os.path.join(reg, "mnist", str(v), "model.h5"))]
+     for v in (1, 2)}
+for v in (1, 2):
+    same = T.weights(os.path.join(outs[v], "model", "model.h5"))
+    T.check(all(np.array_equal(a, b) for a, b in zip(same, W[v])), f"registry copy of v{v} differs")
+T.check(W[1][0].shape == (784, 300) and W[2][0].shape == (784, 64), "unexpected layer shapes")
+
+
+def logits(v, x):
+    h = np.asarray(x, np.float64)
+    w = W[v]
+    for i in range(0, len(w) - 2, 2):
+        h = np.maximum(h @ w[i] + w[i + 1], 0.0)
+    return h @ w[-2] + w[-1]
+
+
+def probs(v, x):
+    z = logits(v, x)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def rows(n, lo=0.0, hi=1.0):
+    """Random float32-exact rows, never zero."""
+    x = rng.uniform(lo, hi, size=(n, 784)).astype(np.float32)
+    x[x == 0] = np.float32(0.5)
+    return x.astype(np.float64)
+
+
+def close(got, v, x, what):
+    want = probs(v, x)
+    try:
+        g = np.array(got, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        T.check(False, f"{what}: predictions not numbers: {e}")
+        return False
+    ok = g.shape == want.shape and np.allclose(g, want, rtol=1e-4, atol=1e-6)
+    if not ok:
+        detail = f"shape {g.shape}" if g.shape != want.shape else f"max diff {np.max(np.abs(g - want)):.3g}"
+        T.check(False, f"{what}: probabilities differ from v{v} oracle ({detail})")
+    return ok
+
+
+def clear_rows(v, x):
+    """Indices of rows whose top-2 logit margin is at least 1e-4."""
+    z = np.sort(logits(v, x), axis=1)
+    return [i for i in range(len(x)) if z[i, -1] - z[i, -2] >= 1e-4]
+
+
+def classes_ok(got, v, x, what):
+    want = np.argmax(logits(v, x), axis=1)
+    if not (isinstance(got, list) and len(got) == len(x) and all(type(c) is int for c in got)):
+        T.check(False, f"{what}: not a list of {len(x)} ints: {str(got)[:200]}")
+        return False
+    bad = [i for i in clear_rows(v, x) if got[i] != want[i]]
+    T.check(not bad, f"{what}: classes differ from v{v} argmax at rows {bad[:10]}")
+    return not bad
+
+
+# ---- a server under test -----------------------------------------------------
+class Server:
+    def __init__(self, args, tag):
+        self.err_path = os.path.join(d, f"serve-{tag}.stderr")
+        self.err = open(self.err_path, "wb")
+        self.p = subprocess.Popen([T.TFDIST, "serve"] + args, stdout=subprocess.PIPE,
+                                  stderr=self.err, env=dict(os.environ))
+        self.line = self._first_line(20)
+        m = ADDR.search(self.line)
+        if not m:
+            self.stop()
+            raise RuntimeError(f"serve {args}: no address in {self.line!r}; stderr: {self.stderr()!r}")
+        self.host, self.port = m.group(1), int(m.group(2))
+
+    def _first_line(self, limit):
+        buf, fd, end = b"", self.p.stdout.fileno(), time.time() + limit
+        while b"\n" not in buf and time.time() < end:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+        return buf.decode("utf-8", "replace")
+
+    def stderr(self):
+        if not self.err.closed:
+            self.err.flush()
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def conn(self):
+        return http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+
+    def raw(self):
+        return Raw(self.host, self.port)
+
+    def stop(self, sig=signal.SIGKILL, wait=5):
+        """Sends sig; returns (exit code or None if it had to be killed, elapsed s)."""
+        t0 = time.time()
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            rc = self.p.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            rc = None
+        self.err.close()
+        return rc, time.time() - t0
+
+
+def request(conn, method, path, body=None, headers=None):
+    """One request on an http.client connection -> (status, headers, body bytes)."""
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data, r
+
+
+def is_json(hdrs):
+    return hdrs.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
+class Raw:
+    """A raw socket client that reads HTTP/1.x responses by Content-Length."""
+
+    def __init__(self, host, port):
+        self.s = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def _fill(self):
+        chunk = self.s.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.buf += chunk
+
+    def until(self, sep=b"\r\n\r\n"):
+        while sep not in self.buf:
+            self._fill()
+        i = self.buf.index(sep) + len(sep)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def response(self, head=False):
+        lines = self.until().decode("latin-1").split("\r\n")
+        ver, code = lines[0].split(" ", 2)[:2]
+        hdrs = {}
+        for ln in lines[1:]:
+            if ln:
+                k, _, v = ln.partition(":")
+                hdrs[k.strip().lower()] = v.strip()
+        code = int(code)
+        if head or code in (100, 204, 304):
+            body = b""
+        elif "content-length" in hdrs:
+            body = self.take(int(hdrs["content-length"]))
+        else:  # read to EOF
+            try:
+                while True:
+                    self._fill()
+            except EOFError:
+                pass
+            body, self.buf = self.buf, b""
+        return ver, code, hdrs, body
+
+    def closed(self, wait=3.0):
+        """True when the peer has closed (EOF or reset) within wait seconds."""
+        if self.buf:
+            return False
+        self.s.settimeout(wait)
+        try:
+            return self.s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        finally:
+            self.s.settimeout(TIMEOUT)
+
+    def close(self):
+        self.s.close()
+
+
+def post_bytes(path, body, extra=""):
+    if isinstance(body, str):
+        body = body.encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def error_ok(code, hdrs, body, want_code, what, *needles):
+    """A contract error: the status, JSON {"error": one line}, naming needles."""
+    T.check(code == want_code, f"{what}: status {code}, expected {want_code}; body {body[:200]!r}")
+    try:
+        msg = loads(body)["error"]
+    except (ValueError, KeyError, TypeError) as e:
+        T.check(False, f"{what}: body is not {{\"error\": ...}} ({e}): {body[:200]!r}")
+        return
+    T.check(is_json(hdrs), f"{what}: content-type {hdrs.get('content-type')!r}")
+    T.check(isinstance(msg, str) and msg and "\n" not in msg, f"{what}: error not one line: {msg!r}")
+    for n in needles:
+        alts = n if isinstance(n, tuple) else (n,)
+        T.check(any(a in msg for a in alts), f"{what}: {n!r} not in error {msg!r}")
+
+
+def json_rows(x):
+    """Rows as JSON text in mixed number syntaxes, all exact for float32 values."""
+    fmts = [repr, lambda v: "%.9g" % v, lambda v: "%.12E" % v, lambda v: "%.10e" % v]
+    out = []
+    for r in x:
+        out.append("[" + ",".join("1" if v == 1.0 else fmts[i % 4](float(v))
+                                  for i, v in enumerate(r)) + "]")
+    return out
+
+
+# ---- the main server: mnist versions 1 and 2, default 2 ---------------------
+X = rows(12)
+X[:, 7] = 1.0            # sent as an integer below ("1")
+BIG = rows(2, -100.0, 100.0)  # outside 0..1 (allowed); logits past float32 exp range
+main_srv = None
+
+
+def check_health(srv):
+    c = srv.conn()
+    st, h, b, _ = request(c, "GET", "/")
+    T.check(st == 200 and b == b"Healthy\n", f"GET /: {st} {b!r}")
+    T.check(h.get("content-type", "").startswith("text/plain"), f"GET /: content-type {h.get('content-type')!r}")
+    st, h, b, _ = request(c, "GET", "/?probe=1")
+    T.check(st == 200 and b == b"Healthy\n", f"GET /?probe=1: {st} {b!r}")
+    st, h, b, _ = request(c, "HEAD", "/")
+    T.check(st == 200 and b == b"", f"HEAD /: {st} {b!r}")
+    c.close()
+
+
+def check_score(srv):
+    c = srv.conn()
+    text = '{"data": [' + ",".join(json_rows(X)) + "]}"
+    T.check(",1," in text, "test bug: no integer in the rows")
+    st, h, b, _ = request(c, "POST", "/score", text)
+    T.check(st == 200 and is_json(h), f"/score: {st} {h.get('content-type')} {b[:200]!r}")
+    if st == 200:
+        classes_ok(loads(b), 2, X, "/score (default v2)")
+    # the key spelled with a JSON escape
+    st, h, b, _ = request(c, "POST", "/score", '{"\\u0064ata" :\t[' + ",".join(json_rows(X[:2])) + "]}")
+    T.check(st == 200, f"/score escaped key: {st} {b[:200]!r}")
+    if st == 200:
+        classes_ok(loads(b), 2, X[:2], "/score escaped key")
+    # pretty-printed JSON, a query string, several batch sizes
+    for n in (1, 3, 40):
+        x = rows(n)
+        st, h, b, _ = request(c, "POST", "/score?x=y", json.dumps({"data": x.tolist()}, indent=2))
+        T.check(st == 200, f"/score n={n}: {st} {b[:200]!r}")
+        if st == 200:
+            classes_ok(loads(b), 2, x, f"/score n={n}")
+    c.close()
+
+
+def check_predict(srv):
+    c = srv.conn()
+    seen = {}
+    xs = X.tolist()
+    bodies = {
+        "instances": {"instances": xs},
+        "named instances": {"instances": [{"images": r} for r in xs]},
+        "inputs list": {"inputs": xs},
+        "inputs object": {"inputs": {"images": xs}},
+    }
+    for path, v in (("/v1/models/mnist:predict", 2), ("/v1/models/mnist/versions/2:predict", 2),
+                    ("/v1/models/mnist/versions/1:predict", 1)):
+        for label, body in bodies.items():
+            st, h, b, _ = request(c, "POST", path, body)
+            what = f"{path} {label}"
+            T.check(st == 200 and is_json(h), f"{what}: {st} {b[:200]!r}")
+            if st != 200:
+                continue
+            got = loads(b)
+            T.check(isinstance(got, dict) and list(got) == ["predictions"], f"{what}: keys {str(got)[:100]}")
+            close(got.get("predictions"), v, X, what)
+            seen[(path, label)] = np.array(got.get("predictions"), dtype=np.float64)
+    a = seen.get(("/v1/models/mnist/versions/1:predict", "instances"))
+    b2 = seen.get(("/v1/models/mnist:predict", "instances"))
+    T.check(a is not None and b2 is not None and a.shape == b2.shape and np.max(np.abs(a - b2)) > 1e-3,
+            "versions 1 and 2 give the same predictions")
+    # query string ignored; values outside 0..1 (stable softmax needed)
+    for v, path in ((1, "/v1/models/mnist/versions/1:predict?a=b"), (2, "/v1/models/mnist:predict")):
+        st, h, b, _ = request(c, "POST", path, {"instances": BIG.tolist()})
+        T.check(st == 200, f"{path} large inputs: {st} {b[:200]!r}")
+        if st == 200:
+            close(loads(b).get("predictions"), v, BIG, f"{path} inputs in -100..100")
+    # near float32 max: the answer is still JSON (non-finite -> null), a batch of 10
+    huge = np.full((1, 784), 3.0e38)
+    st, h, b, _ = request(c, "POST", "/v1/models/mnist:predict", {"instances": huge.tolist()})
+    T.check(st == 200, f"predict 3e38 row: {st} {b[:200]!r}")
+    if st == 200:
+        try:
+            p = loads(b)["predictions"]
+            T.check(len(p) == 1 and len(p[0]) == 10 and all(
+                q is None or (isinstance(q, (int, float)) and 0 <= q <= 1) for q in p[0]),
+                f"predict 3e38 row: {p}")
+        except (ValueError, KeyError) as e:
+            T.check(False, f"predict 3e38 row: not strict JSON ({e}): {b[:200]!r}")
+    c.close()
+
+
+def status_ok(got, versions, what):
+    want = {"model_version_status": [{"version": str(v), "state": "AVAILABLE",
+                                      "status": {"error_code": "OK", "error_message": ""}}
+                                     for v in versions]}
+    T.check(got == want, f"{what}: {got}")
+
+
+def check_status_metadata(srv):
+    c = srv.conn()
+    st, h, b, _ = request(c, "GET", "/v1/models/mnist")
+    T.check(st == 200 and is_json(h), f"GET /v1/models/mnist: {st} {b[:200]!r}")
+    if st == 200:
+        status_ok(loads(b), [2, 1], "GET /v1/models/mnist")
+    for v in (1, 2):
+        st, h, b, _ = request(c, "GET", f"/v1/models/mnist/versions/{v}")
+        T.check(st == 200, f"GET versions/{v}: {st} {b[:200]!r}")
+        if st == 200:
+            status_ok(loads(b), [v], f"GET /v1/models/mnist/versions/{v}")
+    for path, v in (("/v1/models/mnist/metadata", 2), ("/v1/models/mnist/versions/1/metadata", 1)):
+        st, h, b, _ = request(c, "GET", path)
+        T.check(st == 200 and is_json(h), f"GET {path}: {st} {b[:200]!r}")
+        if st != 200:
+            continue
+        m = loads(b)
+        T.check(m.get("model_spec") == {"name": "mnist", "signature_name": "", "version": str(v)},
+                f"{path}: model_spec {m.get('model_spec')}")
+        try:
+            sd = m["metadata"]["signature_def"]["signature_def"]["serving_default"]
+            T.check(sd.get("method_name") == "tensorflow/serving/predict", f"{path}: method_name {sd}")
+            T.check(isinstance(sd.get("inputs"), dict) and "784" in json.dumps(sd["inputs"]),
+                    f"{path}: inputs {sd.get('inputs')}")
+            T.check(isinstance(sd.get("outputs"), dict) and "10" in json.dumps(sd["outputs"]),
+                    f"{path}: outputs {sd.get('outputs')}")
+        except (KeyError, TypeError) as e:
+            T.check(False, f"{path}: metadata shape ({e}): {m}")
+    c.close()
+
+
+def check_errors(srv):
+    c = srv.conn()
+    st, _, _, _ = request(c, "GET", "/")
+    sock0 = [c.sock]
+
+    def expect(method, path, body, code, what, *needles, headers=None):
+        st, h, b, r = request(c, method, path, body, headers)
+        error_ok(st, h, b, code, what, *needles)
+        # not a framing error: the keep-alive connection stays usable
+        T.check(not r.will_close and c.sock is sock0[0], f"{what}: connection not kept alive")
+        return h
+
+    good = X[:4].tolist()
+    short = [list(r) for r in good] + [X[4].tolist()]
+    short[3] = short[3][:783]
+    expect("POST", "/v1/models/mnist:predict", {"instances": short}, 400, "row 3 short",
+           "instances[3]", "783")
+    long = [list(r) for r in good]
+    long[1] = long[1] + [0.5]
+    expect("POST", "/v1/models/mnist:predict", {"inputs": long}, 400, "inputs row 1 long",
+           "inputs", "785")
+    expect("POST", "/score", {"data": [list(r) for r in good[:1]] + [good[1][:100]]}, 400,
+           "data row 1 short", "data[1]", "100")
+    for label, val in (("string", "x"), ("null", None), ("bool", True), ("list", [0.5]),
+                       ("out of float32 range", 1e39), ("negative overflow", -3.5e38)):
+        bad = [list(r) for r in good[:2]]
+        bad[0][5] = val
+        expect("POST", "/score", {"data": bad}, 400, f"data[0][5] {label}", "data[0][5]")
+    bad = [list(r) for r in good[:3]]
+    bad[2][783] = "0.5"
+    expect("POST", "/v1/models/mnist/versions/1:predict", {"instances": bad}, 400,
+           "instances[2][783] string", "instances[2][783]")
+    expect("POST", "/score", {"data": [good[0], 0.5]}, 400, "data[1] not a row", "data[1]")
+    expect("POST", "/score", {"data": []}, 400, "empty data", "data")
+    expect("POST", "/v1/models/mnist:predict", {"instances": []}, 400, "empty instances", "instances")
+    expect("POST", "/v1/models/mnist:predict", {"inputs": {"images": []}}, 400, "empty inputs", "inputs")
+    expect("POST", "/score", b"this is not json", 400, "not JSON")
+    expect("POST", "/score", json.dumps({"data": good[:1]}) + " garbage", 400, "trailing garbage")
+    expect("POST", "/score", b"", 400, "empty body")
+    expect("POST", "/score", "[" * 100000, 400, "deep nesting")
+    expect("POST", "/score", {"dat": good[:1]}, 400, "missing data", "data")
+    expect("POST", "/score", {"data": {"x": good[:1]}}, 400, "data not a list", "data")
+    expect("POST", "/v1/models/mnist:predict", {"rows": good[:1]}, 400, "missing instances/inputs",
+           ("instances", "inputs"))
+    expect("POST", "/v1/models/mnist:predict",
+           {"instances": [{"a": good[0], "b": good[1]}]}, 400, "named row with two keys", "instances[0]")
+    expect("POST", "/v1/models/mnist:predict",
+           {"inputs": {"a": good[:1], "b": good[:1]}}, 400, "inputs object with two keys", "inputs")
+    expect("POST", "/v1/models/mnist:predict", [good[0]], 400, "body not an object")
+    # 404s
+    expect("GET", "/nope", None, 404, "unknown path")
+    expect("POST", "/v1/models/mnist:explain", {"instances": good[:1]}, 404, "unknown verb")
+    expect("POST", "/v1/models/nosuch:predict", {"instances": good[:1]}, 404, "unknown model")
+    expect("GET", "/v1/models/nosuch", None, 404, "unknown model status")
+    expect("POST", "/v1/models/mnist/versions/9:predict", {"instances": good[:1]}, 404, "version 9")
+    expect("GET", "/v1/models/mnist/versions/9", None, 404, "version 9 status")
+    expect("GET", "/v1/models/mnist/versions/9/metadata", None, 404, "version 9 metadata")
+    # 405 with Allow
+    for method, path, allow in (("GET", "/score", "POST"), ("PUT", "/score", "POST"),
+                                ("POST", "/", "GET"), ("GET", "/v1/models/mnist:predict", "POST"),
+                                ("DELETE", "/v1/models/mnist", "GET")):
+        h = expect(method, path, None if method != "POST" else {"data": good[:1]}, 405, f"{method} {path}")
+        T.check(allow in [a.strip() for a in h.get("allow", "").split(",")],
+                f"{method} {path}: Allow {h.get('allow')!r}")
+    # and the connection still answers correctly
+    st, h, b, _ = request(c, "POST", "/score", {"data": good})
+    T.check(st == 200, f"score after errors: {st}")
+    if st == 200:
+        classes_ok(loads(b), 2, X[:4], "score after errors")
+    c.close()
+
+
+def check_framing_errors(srv):
+    """Framing errors: the status, a JSON error, then the connection closes."""
+    cases = [
+        ("411 no Content-Length", b"POST /score HTTP/1.1\r\nHost: t\r\n\r\n", 411),
+        ("501 chunked", b"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+        ("501 other encoding", b"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                               b"Content-Length: 5\r\n\r\n", 501),
+        ("431 huge header", b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        ("431 many headers", b"GET / HTTP/1.1\r\nHost: t\r\n"
+                             + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 90) for i in range(250)) + b"\r\n", 431),
+        ("400 bad request line", b"GARBAGE\r\n\r\n", 400),
+        ("400 bad Content-Length", b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400),
+    ]
+    for what, data, code in cases:
+        r = srv.raw()
+        try:
+            r.send(data)
+            ver, st, h, b = r.response()
+            error_ok(st, h, b, code, what)
+            T.check(r.closed(), f"{what}: connection not closed after {st}")
+        except (OSError, EOFError, ValueError) as e:
+            T.check(False, f"{what}: {type(e).__name__}: {e}")
+        finally:
+            r.close()
+
+
+def check_http(srv):
+    # keep-alive on one http.client connection
+    c = srv.conn()
+    s0 = None
+    for i in range(6):
+        x = rows(2)
+        st, h, b, r = request(c, "POST", "/v1/models/mnist/versions/1:predict", {"instances": x.tolist()})
+        T.check(st == 200, f"keep-alive request {i}: {st}")
+        if st == 200:
+            close(loads(b)["predictions"], 1, x, f"keep-alive request {i}")
+        s0 = s0 or c.sock
+        T.check(not r.will_close and c.sock is s0, f"keep-alive request {i}: connection not reused")
+    c.close()
+
+    # three pipelined requests in one send (lower-case header names too)
+    x1, x2 = rows(3), rows(2)
+    b1 = json.dumps({"instances": x1.tolist()}).encode()
+    b2 = json.dumps({"data": x2.tolist()}).encode()
+    data = (post_bytes("/v1/models/mnist/versions/1:predict", b1)
+            + b"POST /score HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % len(b2) + b2
+            + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = srv.raw()
+    try:
+        r.send(data)
+        _, st1, _, rb1 = r.response()
+        _, st2, _, rb2 = r.response()
+        _, st3, _, rb3 = r.response()
+        T.check((st1, st2, st3) == (200, 200, 200), f"pipelined statuses {st1} {st2} {st3}")
+        if st1 == 200:
+            close(loads(rb1).get("predictions"), 1, x1, "pipelined predict v1")
+        if st2 == 200:
+            classes_ok(loads(rb2), 2, x2, "pipelined score")
+        T.check(rb3 == b"Healthy\n", f"pipelined GET /: {rb3!r}")
+        T.check(not r.closed(0.5), "pipelined: connection closed")
+    except (OSError, EOFError, ValueError) as e:
+        T.check(False, f"pipelining: {type(e).__name__}: {e}")
+    finally:
+        r.close()
+
+    # Expect: 100-continue before the body
+    x = rows(2)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    r = srv.raw()
+    try:
+        r.send(b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body))
+        interim = r.until()
+        T.check(interim.startswith(b"HTTP/1.1 100 Continue\r\n"), f"100-continue: got {interim[:80]!r}")
+        r.send(body)
+        _, st, _, b = r.response()
+        T.check(st == 200, f"after 100-continue: {st} {b[:200]!r}")
+        if st == 200:
+            close(loads(b)["predictions"], 2, x, "after 100-continue")
+    except (OSError, EOFError, ValueError) as e:
+        T.check(False, f"100-continue: {type(e).__name__}: {e}")
+    finally:
+        r.close()
+
+    # HTTP/1.0 closes; HTTP/1.0 with keep-alive stays; HTTP/1.1 Connection: close closes
+    for what, req, stays in (("HTTP/1.0", b"GET / HTTP/1.0\r\n\r\n", False),
+                             ("HTTP/1.0 keep-alive", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True),
+                             ("Connection: close", b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", False)):
+        r = srv.raw()
+        try:
+            r.send(req)
+            _, st, _, b = r.response()
+            T.check(st == 200 and b == b"Healthy\n", f"{what}: {st} {b!r}")
+            if stays:
+                r.send(req)
+                _, st, _, b = r.response()
+                T.check(st == 200 and b == b"Healthy\n", f"{what} second request: {st} {b!r}")
+            else:
+                T.check(r.closed(), f"{what}: connection not closed")
+        except (OSError, EOFError, ValueError) as e:
+            T.check(False, f"{what}: {type(e).__name__}: {e}")
+        finally:
+            r.close()
+
+
+def check_concurrency(srv):
+    pool = rows(64)
+    errors = []
+
+    def client(k):
+        lrng = np.random.default_rng(100 + k)
+        c = srv.conn()
+        try:
+            for i in range(20):
+                idx = lrng.choice(len(pool), size=int(lrng.integers(1, 5)), replace=False)
+                x = pool[idx]
+                kind = (k + i) % 3
+                if kind == 0:
+                    st, _, b, _ = request(c, "POST", "/score", {"data": x.tolist()})
+                    want = np.argmax(logits(2, x), axis=1)
+                    ok = st == 200 and all(loads(b)[j] == want[j] for j in clear_rows(2, x))
+                else:
+                    v = kind
+                    st, _, b, _ = request(c, "POST", f"/v1/models/mnist/versions/{v}:predict",
+                                          {"instances": x.tolist()})
+                    ok = st == 200 and np.allclose(np.array(loads(b)["predictions"]), probs(v, x),
+                                                   rtol=1e-4, atol=1e-6)
+                if not ok:
+                    errors.append(f"client {k} request {i}: status {st} {b[:120]!r}")
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"client {k}: {type(e).__name__}: {e}")
+        finally:
+            c.close()
+
+    t0 = time.time()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    T.check(not any(t.is_alive() for t in threads), "concurrency: clients still running after 60 s")
+    T.check(not errors, f"concurrency: {len(errors)} wrong answers, e.g. {errors[:3]}")
+    T.check(time.time() - t0 < 30, f"concurrency: 160 requests took {time.time() - t0:.1f} s")
+
+
+def run_main():
+    global main_srv
+    main_srv = Server(["--model", "mnist", "--registry", reg, "--port", "0", "--threads", "2"], "main")
+    T.check(main_srv.host == "127.0.0.1", f"default host: {main_srv.line!r}")
+    for name, fn in (("health", check_health), ("score", check_score), ("predict", check_predict),
+                     ("status/metadata", check_status_metadata), ("errors", check_errors),
+                     ("framing errors", check_framing_errors), ("http", check_http),
+                     ("concurrency", check_concurrency)):
+        section(name, lambda fn=fn: fn(main_srv))
+        if main_srv.p.poll() is not None:
+            T.check(False, f"server died during {name}: {main_srv.stderr()[-500:]!r}")
+            return
+    rc, took = main_srv.stop(signal.SIGTERM, 5)
+    T.check(rc == 0 and took < 5, f"SIGTERM: exit {rc} after {took:.1f} s")
+    rest = main_srv.p.stdout.read().decode("utf-8", "replace")
+    T.check(rest == "", f"stdout has more than one line: {rest[:200]!r}")
+    log = main_srv.stderr().splitlines()
+    T.check(len(log) >= 160, f"access log: only {len(log)} lines on stderr")
+
+
+try:
+    section("main server", run_main)
+finally:
+    if main_srv is not None and main_srv.p.poll() is None:
+        main_srv.p.kill()
+        main_srv.p.wait()
+
+
+# ---- a second server: mnist:1 only, --max-body-mb 1, access log off ---------
+def check_small(srv):
+    c = srv.conn()
+    st, h, b, _ = request(c, "GET", "/v1/models/mnist")
+    T.check(st == 200 and loads(b) == {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""}}]}, f"mnist:1 status: {st} {b[:200]!r}")
+    st, h, b, _ = request(c, "GET", "/v1/models/mnist/versions/2")
+    T.check(st == 404, f"mnist:1 serves version 2: {st}")
+    # a batch just under 1 MB (either reading of MB) is accepted
+    x = rows(120)
+    texts = ["[" + ",".join("%.9g" % v for v in r) + "]" for r in x]
+    n, size = 0, 12
+    while n < len(x) and size + len(texts[n]) + 1 < 990000:
+        size += len(texts[n]) + 1
+        n += 1
+    body = '{"data": [' + ",".join(texts[:n]) + "]}"
+    T.check(len(body) > 800000, f"big batch only {len(body)} bytes")
+    size0 = os.path.getsize(srv.err_path)
+    st, h, b, _ = request(c, "POST", "/score", body)
+    T.check(st == 200, f"{len(body)}-byte body with --max-body-mb 1: {st} {b[:200]!r}")
+    if st == 200:
+        classes_ok(loads(b), 1, x[:n], f"score {n} rows (mnist:1 default)")
+    st, h, b, _ = request(c, "POST", "/v1/models/mnist:predict", {"instances": X[:3].tolist()})
+    T.check(st == 200, f"mnist:1 predict: {st}")
+    if st == 200:
+        close(loads(b)["predictions"], 1, X[:3], "mnist:1 default predict")
+    c.close()
+    T.check(os.path.getsize(srv.err_path) == size0, "--access-log off still logs requests")
+    # 413: Content-Length over 1 MiB, decided from the header
+    r = srv.raw()
+    try:
+        r.send(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (2 * 1048576 + 1))
+        _, st, h, b = r.response()
+        error_ok(st, h, b, 413, "413 body over --max-body-mb")
+        T.check(r.closed(), "413: connection not closed")
+    except (OSError, EOFError, ValueError) as e:
+        T.check(False, f"413: {type(e).__name__}: {e}")
+    finally:
+        r.close()
+    # an idle keep-alive connection is closed after 5 s
+    r = srv.raw()
+    try:
+        r.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        r.response()
+        t0 = time.time()
+        shut = r.closed(9)
+        took = time.time() - t0
+        T.check(shut and 3.5 < took < 8.5, f"idle keep-alive: closed={shut} after {took:.1f} s (want ~5)")
+    finally:
+        r.close()
+
+
+srv = None
+try:
+    srv = Server(["--model", "mnist:1", "--registry", reg, "--port", "0", "--max-body-mb", "1",
+                  "--access-log", "off", "--threads", "1"], "small")
+    section("mnist:1 server", lambda: check_small(srv))
+    rc, took = srv.stop(signal.SIGINT, 5)
+    T.check(rc == 0, f"SIGINT: exit {rc} after {took:.1f} s")
+except Exception as e:  # noqa: BLE001
+    T.check(False, f"mnist:1 server: {type(e).__name__}: {e}")
+finally:
+    if srv is not None and srv.p.poll() is None:
+        srv.p.kill()
+        srv.p.wait()
+
+
+# ---- a model path as REF: served as --name (default "model") version 1 -----
+for ref, name, v in ((os.path.join(outs[2], "model"), "foo", 2),
+                     (os.path.join(outs[1], "model", "model.h5"), None, 1)):
+    srv = None
+    try:
+        srv = Server(["--model", ref, "--port", "0", "--access-log", "off"]
+                     + (["--name", name] if name else []), f"path{v}")
+        name = name or "model"
+        c = srv.conn()
+        st, h, b, _ = request(c, "GET", f"/v1/models/{name}")
+        T.check(st == 200, f"path REF {ref}: GET /v1/models/{name}: {st}")
+        if st == 200:
+            status_ok(loads(b), [1], f"path REF {ref}")
+        x = rows(5)
+        st, h, b, _ = request(c, "POST", f"/v1/models/{name}/versions/1:predict", {"instances": x.tolist()})
+        T.check(st == 200, f"path REF {ref}: predict {st} {b[:200]!r}")
+        if st == 200:
+            close(loads(b)["predictions"], v, x, f"path REF {ref} predict")
+        st, h, b, _ = request(c, "POST", "/score", {"data": x.tolist()})
+        T.check(st == 200, f"path REF {ref}: score {st}")
+        if st == 200:
+            classes_ok(loads(b), v, x, f"path REF {ref} score")
+        st, h, b, _ = request(c, "GET", "/v1/models/mnist")
+        T.check(st == 404, f"path REF {ref}: /v1/models/mnist answers {st}")
+        c.close()
+    except Exception as e:  # noqa: BLE001
+        T.check(False, f"path REF {ref}: {type(e).__name__}: {e}")
+    finally:
+        if srv is not None:
+            srv.stop(signal.SIGTERM, 5)
+
+
+# ---- bad CLI input -----------------------------------------------------------
+def cli_error(label, args, code, *needles):
+    try:
+        p = T.run(["serve"] + args, timeout=15)
+    except subprocess.TimeoutExpired:
+        T.check(False, f"{label}: still running after 15 s (it should have refused)")
+        return
+    err = p.stderr.strip()
+    T.check(p.returncode == code, f"{label}: exit {p.returncode}, expected {code}; stderr {err!r}")
+    T.check(err.count("\n") == 0 and err.startswith("tfdist: error:"), f"{label}: not one line: {err!r}")
+    for n in needles:
+        T.check(n in err, f"{label}: {n!r} not in {err!r}")
+
+
+base = ["--registry", reg, "--port", "0"]
+cli_error("missing model file", ["--model", "/nonexistent.h5"] + base, 2, "/nonexistent.h5")
+cli_error("unknown registry name", ["--model", "nosuchname"] + base, 2, "nosuchname")
+cli_error("unknown registry version", ["--model", "mnist:9"] + base, 2, "mnist")
+notmodel = os.path.join(d, "notmodel.h5")
+with open(notmodel, "wb") as f:
+    f.write(b"definitely not hdf5 " * 50)
+cli_error("not an HDF5 file", ["--model", notmodel] + base, 2, notmodel)
+cli_error("port out of range", ["--model", "mnist", "--registry", reg, "--port", "70000"], 2, "--port")
+cli_error("threads 0", ["--model", "mnist", "--threads", "0"] + base, 2, "--threads")
+cli_error("threads 257", ["--model", "mnist", "--threads", "257"] + base, 2, "--threads")
+cli_error("max-body-mb 0", ["--model", "mnist", "--max-body-mb", "0"] + base, 2, "--max-body-mb")
+cli_error("access-log maybe", ["--model", "mnist", "--access-log", "maybe"] + base, 2, "--access-log")
+cli_error("unknown flag", ["--model", "mnist", "--bogus", "1"] + base, 2, "--bogus")
+busy = socket.socket()
+try:
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    cli_error("port in use", ["--model", "mnist", "--registry", reg, "--port", str(port)], 1, "--port")
+finally:
+    busy.close()
+
+T.done()
