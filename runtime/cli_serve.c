@@ -121,7 +121,9 @@ static void serve_log(const serve_pool *p, const char *method, const char *path,
 static void serve_conn_bad(serve_pool *p, http_conn *c, int status, const char *msg) {
   serve_reply rep;
   serve_reply_error(&rep, status, msg);
-  http_response_send(c, status, rep.content_type, NULL, rep.body, rep.len, 0, 0);
+  if (http_response_send(c, status, rep.content_type, NULL, rep.body, rep.len, 0, 0) == 0) {
+    http_conn_linger(c);
+  }
   serve_log(p, "-", "-", status, rep.len, serve_now_ms());
   serve_reply_free(&rep);
 }

@@ -230,14 +230,13 @@ static http_read_result http_read_head(http_conn *c, http_request *r, http_head 
   }
   char head[HTTP_HEAD_MAX + 1];
   memcpy(head, c->buf, *head_len);
-  h->length = -1;
   if (http_parse_head(head, *head_len, r, h, status, err, eb) != 0) return HTTP_READ_BAD;
   return HTTP_READ_OK;
 }
 
 http_read_result http_request_read(http_conn *c, http_request *r, size_t max_body, int *status,
                                    char *err, size_t eb) {
-  http_head h;
+  http_head h = {.length = -1};
   size_t head_len = 0;
   memset(r, 0, sizeof *r);
   http_read_result res = http_read_head(c, r, &h, &head_len, status, err, eb);
@@ -297,4 +296,13 @@ int http_response_send(http_conn *c, int status, const char *content_type, const
     }
   }
   return 0;
+}
+
+void http_conn_linger(http_conn *c) {
+  char sink[16384];
+  shutdown(c->fd, SHUT_WR);
+  for (int i = 0; i < 10; i++) { /* at most ~2 s and 160 KiB */
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, HTTP_POLL_SLICE_MS) <= 0 || recv(c->fd, sink, sizeof sink, 0) <= 0) break;
+  }
 }
