@@ -1,9 +1,15 @@
 /* MPI start-up: rank, size and the local rank from the shared-memory split,
  * which is right under mpirun, srun and mpirun inside a Slurm allocation. */
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +30,62 @@ void coll_mpi_version(char *out, size_t out_bytes) {
   snprintf(out, out_bytes, "%s", v);
 }
 
+/* Isolated singletons all take job family 0, so they share
+ * <tmp>/ompi.<host>.<uid>/jf.0: one finishing removes it while another is
+ * creating it, and that one's MPI_Init fails ("mkdir ... File exists"). Each
+ * singleton gets its own session base instead, removed at finalize. */
+#define WORLD_SESSION_PREFIX "tfdist-mpi."
+static char world_session_dir[PATH_MAX];
+
+static int world_session_rm_entry(const char *path, const struct stat *st, int flag,
+                                  struct FTW *ftw) {
+  (void)st, (void)ftw;
+  return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static void world_session_rm(const char *dir) {
+  nftw(dir, world_session_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A base left by a singleton that was killed or aborted: ours by name and
+ * owner, and its pid is gone. */
+static int world_session_is_stale(const char *base, const char *name, char *path, size_t bytes) {
+  if (strncmp(name, WORLD_SESSION_PREFIX, strlen(WORLD_SESSION_PREFIX)) != 0) return 0;
+  char *end = NULL;
+  long pid = strtol(name + strlen(WORLD_SESSION_PREFIX), &end, 10);
+  if (!end || *end != '.' || pid <= 0 || pid > INT_MAX) return 0;
+  if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return 0;
+  struct stat st;
+  if (snprintf(path, bytes, "%s/%s", base, name) >= (int)bytes) return 0;
+  return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid();
+}
+
+static void world_session_sweep(const char *base) {
+  DIR *d = opendir(base);
+  if (!d) return;
+  struct dirent *e;
+  char path[PATH_MAX];
+  while ((e = readdir(d)) != NULL) {
+    if (world_session_is_stale(base, e->d_name, path, sizeof path)) world_session_rm(path);
+  }
+  closedir(d);
+}
+
+static void world_session_setup(void) {
+  if (getenv("OMPI_MCA_orte_tmpdir_base")) return;
+  const char *base = getenv("TMPDIR");
+  if (!base || !*base) base = "/tmp";
+  world_session_sweep(base);
+  char dir[PATH_MAX];
+  if (snprintf(dir, sizeof dir, "%s/" WORLD_SESSION_PREFIX "%ld.XXXXXX", base, (long)getpid()) >=
+          (int)sizeof dir ||
+      !mkdtemp(dir)) {
+    return; /* Open MPI's default base still works, with the race above */
+  }
+  snprintf(world_session_dir, sizeof world_session_dir, "%s", dir);
+  setenv("OMPI_MCA_orte_tmpdir_base", world_session_dir, 1);
+}
+
 /* Under no launcher, Open MPI would fork an orted via ssh just to run one
  * rank; isolated singleton mode needs neither. */
 static void world_singleton_env(void) {
@@ -33,6 +95,8 @@ static void world_singleton_env(void) {
   }
   setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
   setenv("OMPI_MCA_plm", "^rsh", 0);
+  const char *iso = getenv("OMPI_MCA_ess_singleton_isolated");
+  if (iso && (!strcmp(iso, "1") || !strcmp(iso, "true"))) world_session_setup();
 }
 
 int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes) {
@@ -41,6 +105,7 @@ int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t er
   int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &w->thread_level);
   if (rc != MPI_SUCCESS) {
     world_mpi_error(rc, err, err_bytes, "MPI_Init_thread");
+    if (world_session_dir[0]) world_session_rm(world_session_dir);
     return COLL_ERR;
   }
   /* Errors come back as codes so the library can report them, not abort. */
@@ -77,6 +142,10 @@ void coll_world_finalize(coll_world *w) {
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) MPI_Finalize();
+  if (world_session_dir[0]) {
+    world_session_rm(world_session_dir);
+    world_session_dir[0] = '\0';
+  }
 }
 
 /* After a stall every live rank aborts at nearly the same moment, and Open

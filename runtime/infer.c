@@ -10,23 +10,44 @@
 #include "data/idx.h"
 #include "runtime/evaluate.h"
 
-int infer_session_init(infer_session *s, const char *path, char *err, size_t eb) {
-  memset(s, 0, sizeof *s);
-  h5model_resolve_path(s->path, sizeof s->path, path);
-  if (h5model_load(&s->model, s->path, err, eb) != 0) return -1;
+/* Backend, work rows and parameters for s->model. */
+static int infer_session_setup(infer_session *s, int64_t chunk, char *err, size_t eb) {
   kern_config kc = {.device = KERN_DEVICE_CPU, .threads = 1};
   const model_layout *l = &s->model.layout;
-  if (kern_backend_init(&s->be, &kc, err, eb) != 0) goto fail;
-  if (model_work_init(&s->work, s->be, l, EVAL_CHUNK) != 0 ||
+  s->chunk = chunk;
+  if (kern_backend_init(&s->be, &kc, err, eb) != 0) return -1;
+  if (model_work_init(&s->work, s->be, l, chunk) != 0 ||
       kern_mem_alloc_f32(s->be, &s->params, l->total_elems) != 0 ||
       s->be->ops->mem_upload(s->be, s->params, s->model.params,
                              (size_t)l->total_elems * sizeof(float)) != 0) {
     snprintf(err, eb, "%s", s->be->err[0] ? s->be->err : "out of memory");
-    goto fail;
+    return -1;
   }
   /* work.layout points into s->model: keep s where it is after this call. */
   return 0;
-fail:
+}
+
+int infer_session_init(infer_session *s, const char *path, char *err, size_t eb) {
+  memset(s, 0, sizeof *s);
+  h5model_resolve_path(s->path, sizeof s->path, path);
+  if (h5model_load(&s->model, s->path, err, eb) != 0) return -1;
+  if (infer_session_setup(s, EVAL_CHUNK, err, eb) == 0) return 0;
+  infer_session_free(s);
+  return -1;
+}
+
+int infer_session_clone(infer_session *s, const h5model *m, const char *path, int64_t chunk,
+                        char *err, size_t eb) {
+  memset(s, 0, sizeof *s);
+  snprintf(s->path, sizeof s->path, "%s", path);
+  s->model = *m;
+  size_t bytes = (size_t)m->layout.total_elems * sizeof(float);
+  if (!(s->model.params = malloc(bytes))) {
+    snprintf(err, eb, "%s: out of memory", path);
+    return -1;
+  }
+  memcpy(s->model.params, m->params, bytes);
+  if (infer_session_setup(s, chunk, err, eb) == 0) return 0;
   infer_session_free(s);
   return -1;
 }
@@ -46,14 +67,15 @@ int infer_session_predict(infer_session *s, const float *x, int64_t n, float *pr
   kern_backend *be = s->be;
   const model_layout *l = &s->model.layout;
   const int64_t in = l->dims[0], k = l->dims[MODEL_LAYERS];
-  float *logits = malloc((size_t)(EVAL_CHUNK * k) * sizeof(float));
+  const int64_t chunk = s->chunk;
+  float *logits = malloc((size_t)(chunk * k) * sizeof(float));
   if (!logits) {
     snprintf(err, eb, "out of memory");
     return -1;
   }
   int rc = 0;
-  for (int64_t start = 0; start < n && rc == 0; start += EVAL_CHUNK) {
-    int64_t m = n - start < EVAL_CHUNK ? n - start : EVAL_CHUNK;
+  for (int64_t start = 0; start < n && rc == 0; start += chunk) {
+    int64_t m = n - start < chunk ? n - start : chunk;
     if (be->ops->mem_upload(be, s->work.act[0], x + start * in, (size_t)(m * in) * sizeof(float)) ||
         model_forward(&s->work, s->params, m) ||
         be->ops->softmax(be, s->work.dact[MODEL_LAYERS], s->work.act[MODEL_LAYERS], m, k) ||

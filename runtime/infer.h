@@ -15,13 +15,18 @@
 typedef struct {
   h5model model;      /* host copy of the weights, as read */
   kern_backend *be;   /* the CPU backend, one BLAS thread */
-  model_work work;    /* rows of up to EVAL_CHUNK */
+  model_work work;    /* rows of up to chunk */
+  int64_t chunk;
   float *params;      /* backend memory, (model.layout.total_elems) */
   char path[4200];    /* the model file actually read */
 } infer_session;
 
 /* path: a model or checkpoint file, or a folder holding model.h5. */
 int infer_session_init(infer_session *s, const char *path, char *err, size_t err_bytes);
+/* A session of its own on a copy of m, in chunks of chunk rows: for threads
+ * that each need one, with no second read of the file. */
+int infer_session_clone(infer_session *s, const h5model *m, const char *path, int64_t chunk,
+                        char *err, size_t err_bytes);
 void infer_session_free(infer_session *s);
 /* x (n, 784) host floats -> probs (n, 10) softmax and classes (n) = argmax of
  * the logits, ties to the lower class (as training's accuracy counts them). */

@@ -596,17 +596,31 @@ int registry_list(const char *root, cJSON **entries, char *err, size_t eb) {
   return 0;
 }
 
+/* The entry's recorded sha256 against hex, the hash of src as read. */
+static int reg_hash_check(const cJSON *meta, const char *ref, const char *src, const char *hex,
+                          char *err, size_t eb) {
+  const cJSON *want = cJSON_GetObjectItemCaseSensitive(meta, "sha256");
+  const cJSON *id = cJSON_GetObjectItemCaseSensitive(meta, "id");
+  const char *who = cJSON_IsString(id) ? id->valuestring : ref;
+  if (!cJSON_IsString(want)) {
+    snprintf(err, eb, "registry entry %s: metadata.json has no sha256", who);
+    return -1;
+  }
+  if (strcmp(hex, want->valuestring) != 0) {
+    snprintf(err, eb, "registry entry %s: %s has sha256 %.16s..., the metadata records "
+             "%.16s...: the file was modified or corrupted", who, src, hex, want->valuestring);
+    return -1;
+  }
+  return 0;
+}
+
 int registry_download(const char *root, const char *ref, const char *to, cJSON **meta,
                       char *err, size_t eb) {
   char entry[REG_PATH], src[REG_PATH], dst[REG_PATH], tmp[REG_PATH],
       hex[SHA256_HEX_BYTES];
   if (registry_show(root, ref, meta, entry, sizeof entry, err, eb) != 0) return -1;
-  const cJSON *want = cJSON_GetObjectItemCaseSensitive(*meta, "sha256");
-  const cJSON *id = cJSON_GetObjectItemCaseSensitive(*meta, "id");
-  const char *who = cJSON_IsString(id) ? id->valuestring : ref;
-  if (!cJSON_IsString(want)) {
-    snprintf(err, eb, "registry entry %s: metadata.json has no sha256", who);
-    return -1;
+  if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(*meta, "sha256"))) {
+    return reg_hash_check(*meta, ref, "", "", err, eb);
   }
   reg_path(src, "%s/model.h5", entry);
   if (fs_mkdirs(to, err, eb) != 0) return -1;
@@ -615,14 +629,9 @@ int registry_download(const char *root, const char *ref, const char *to, cJSON *
     return -1;
   }
   fs_tmp_path(tmp, sizeof tmp, dst);
-  if (reg_copy_hash(src, tmp, hex, err, eb) != 0) {
+  if (reg_copy_hash(src, tmp, hex, err, eb) != 0 ||
+      reg_hash_check(*meta, ref, src, hex, err, eb) != 0) {
     unlink(tmp);
-    return -1;
-  }
-  if (strcmp(hex, want->valuestring) != 0) {
-    unlink(tmp);
-    snprintf(err, eb, "registry entry %s: %s has sha256 %.16s..., the metadata records "
-             "%.16s...: the file was modified or corrupted", who, src, hex, want->valuestring);
     return -1;
   }
   if (fs_commit(tmp, dst, err, eb) != 0) return -1;
@@ -630,5 +639,47 @@ int registry_download(const char *root, const char *ref, const char *to, cJSON *
   reg_path(dst, "%s/metadata.json", to);
   int rc = text ? fs_write_atomic(dst, text, strlen(text), err, eb) : -1;
   free(text);
+  return rc;
+}
+
+int registry_versions(const char *root, const char *name, long long **versions, int *n, char *err,
+                      size_t eb) {
+  char name_dir[REG_PATH];
+  *versions = NULL;
+  *n = 0;
+  if (!registry_name_valid(name)) {
+    snprintf(err, eb, "'%s': not a model name", name);
+    return -1;
+  }
+  if (reg_path(name_dir, "%s/%s", root, name) != 0) {
+    snprintf(err, eb, "--registry: path too long");
+    return -1;
+  }
+  *versions = reg_versions(name_dir, n);
+  if (*n == 0) {
+    snprintf(err, eb, "%s: no model named '%s' in registry %s", name, name, root);
+    free(*versions);
+    *versions = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+int registry_model_file(const char *root, const char *ref, char *path, size_t path_bytes,
+                        long long *version, char *err, size_t eb) {
+  char entry[REG_PATH], hex[SHA256_HEX_BYTES];
+  cJSON *meta = NULL;
+  if (registry_show(root, ref, &meta, entry, sizeof entry, err, eb) != 0) return -1;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(meta, "version");
+  *version = cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+  int rc = -1;
+  if (*version <= 0) {
+    snprintf(err, eb, "registry entry %s: metadata.json has no version", ref);
+  } else if (snprintf(path, path_bytes, "%s/model.h5", entry) >= (int)path_bytes) {
+    snprintf(err, eb, "--registry: path too long");
+  } else if (sha256_file_hex(path, hex, err, eb) == 0) {
+    rc = reg_hash_check(meta, ref, path, hex, err, eb);
+  }
+  cJSON_Delete(meta);
   return rc;
 }

@@ -46,4 +46,12 @@ int registry_show(const char *root, const char *ref, cJSON **meta, char *dir, si
 int registry_download(const char *root, const char *ref, const char *to, cJSON **meta,
                       char *err, size_t err_bytes);
 
+/* The versions of name, ascending (caller frees); an error when there are none. */
+int registry_versions(const char *root, const char *name, long long **versions, int *n, char *err,
+                      size_t err_bytes);
+/* ref's model.h5 (path), checked against the sha256 its metadata records, so
+ * a modified or damaged entry is never served; *version receives its version. */
+int registry_model_file(const char *root, const char *ref, char *path, size_t path_bytes,
+                        long long *version, char *err, size_t err_bytes);
+
 #endif

@@ -1,0 +1,53 @@
+/* The HTTP/1.1 framing `tfdist serve` needs: one request at a time off a
+ * connection (keep-alive, pipelining, Expect: 100-continue), bodies by
+ * Content-Length only, and whole responses. No library in our dependency set
+ * speaks HTTP; this is the small subset a JSON scoring endpoint uses. */
+#ifndef TFDIST_RUNTIME_SERVE_HTTP_H
+#define TFDIST_RUNTIME_SERVE_HTTP_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#define HTTP_HEAD_MAX 16384
+#define HTTP_IDLE_MS 5000   /* a keep-alive connection with no new request */
+#define HTTP_STALL_MS 30000 /* a request whose bytes stop coming */
+
+typedef struct {
+  int fd;
+  char *buf; /* bytes read and not yet consumed (the next request may start here) */
+  size_t len, cap;
+  const volatile sig_atomic_t *stop; /* set: an idle connection closes */
+} http_conn;
+
+typedef struct {
+  char method[16];
+  char path[2048]; /* without the query string */
+  int keep_alive;
+  int head_only;    /* HEAD: the response carries no body */
+  const char *body; /* inside conn->buf, body_len bytes, not NUL-terminated */
+  size_t body_len;
+  size_t consumed;  /* request bytes to drop once answered */
+} http_request;
+
+typedef enum {
+  HTTP_READ_OK,     /* *r is a whole request */
+  HTTP_READ_CLOSED, /* the peer closed, idled out, or we are stopping: close quietly */
+  HTTP_READ_BAD     /* malformed framing: answer *status with err, then close */
+} http_read_result;
+
+void http_conn_init(http_conn *c, int fd, const volatile sig_atomic_t *stop);
+void http_conn_free(http_conn *c);
+http_read_result http_request_read(http_conn *c, http_request *r, size_t max_body, int *status,
+                                   char *err, size_t err_bytes);
+/* Drops r's bytes; what follows (a pipelined request) stays buffered. */
+void http_request_done(http_conn *c, const http_request *r);
+/* extra: more header lines, each ending in \r\n, or NULL. 0, or -1 when the
+ * peer is gone. */
+int http_response_send(http_conn *c, int status, const char *content_type, const char *extra,
+                       const char *body, size_t len, int keep_alive, int head_only);
+const char *http_status_text(int status);
+/* Before closing after an error with the request unread: the client reads
+ * our answer instead of a reset. */
+void http_conn_linger(http_conn *c);
+
+#endif
