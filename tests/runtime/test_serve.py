@@ -815,7 +815,9 @@ cli_error("port out of range", ["--model", "mnist", "--registry", reg, "--port",
 cli_error("threads 0", ["--model", "mnist", "--threads", "0"] + base, 2, "--threads")
 cli_error("threads 257", ["--model", "mnist", "--threads", "257"] + base, 2, "--threads")
 cli_error("max-body-mb 0", ["--model", "mnist", "--max-body-mb", "0"] + base, 2, "--max-body-mb")
-cli_error("access-log maybe", ["--model", "mnist", "--access-log", "maybe"] + base, 2, "--access-log")
+cli_error("access-log=maybe", ["--model", "mnist", "--access-log=maybe"] + base, 2, "--access-log", "maybe")
+# tfdist's on|off flags take an optional value, so here 'maybe' is a stray argument
+cli_error("access-log maybe", ["--model", "mnist", "--access-log", "maybe"] + base, 2, "maybe")
 cli_error("unknown flag", ["--model", "mnist", "--bogus", "1"] + base, 2, "--bogus")
 busy = socket.socket()
 try:
