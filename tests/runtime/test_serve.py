@@ -7,6 +7,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,11 +124,11 @@ def classes_ok(got, v, x, what):
 
 # ---- a server under test -----------------------------------------------------
 class Server:
-    def __init__(self, args, tag):
+    def __init__(self, args, tag, env=None):
         self.err_path = os.path.join(d, f"serve-{tag}.stderr")
         self.err = open(self.err_path, "wb")
         self.p = subprocess.Popen([T.TFDIST, "serve"] + args, stdout=subprocess.PIPE,
-                                  stderr=self.err, env=dict(os.environ))
+                                  stderr=self.err, env=dict(os.environ, **(env or {})))
         self.line = self._first_line(20)
         m = ADDR.search(self.line)
         if not m:
@@ -825,8 +826,8 @@ def check_no_head_of_line(srv):
 
 srv = None
 try:
-    srv = Server(["--model", "mnist:2", "--registry", reg, "--port", "0", "--threads", "1",
-                  "--access-log", "off"], "hol")
+    srv = Server(["--model", "mnist:2", "--port", "0", "--threads", "1", "--access-log", "off"], "hol",
+                 env={"TFDIST_REGISTRY": reg})
     section("head-of-line", lambda: check_no_head_of_line(srv))
 finally:
     if srv is not None:
@@ -855,6 +856,15 @@ cli_error("unknown registry version", ["--model", "mnist:9"] + base, 2, "mnist")
 notmodel = os.path.join(d, "notmodel.h5")
 with open(notmodel, "wb") as f:
     f.write(b"definitely not hdf5 " * 50)
+bad_reg = os.path.join(d, "bad-registry")
+shutil.copytree(reg, bad_reg)
+with open(os.path.join(bad_reg, "mnist", "1", "model.h5"), "r+b") as f:
+    f.seek(3000)
+    byte = f.read(1)
+    f.seek(3000)
+    f.write(bytes([byte[0] ^ 0x55]))
+cli_error("modified registry file", ["--model", "mnist", "--registry", bad_reg, "--port", "0"], 2,
+          os.path.join(bad_reg, "mnist", "1", "model.h5"))
 cli_error("not an HDF5 file", ["--model", notmodel] + base, 2, notmodel)
 cli_error("port out of range", ["--model", "mnist", "--registry", reg, "--port", "70000"], 2, "--port")
 cli_error("threads 0", ["--model", "mnist", "--threads", "0"] + base, 2, "--threads")
