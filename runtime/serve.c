@@ -262,14 +262,59 @@ static void serve_infer(const serve_models *m, serve_version *v, const float *x,
   free(classes);
 }
 
+/* cJSON reads numbers with strtod, which also takes 01, 1. and 1.e5: the
+ * body's numbers must first pass RFC 8259's grammar. The offset of the first
+ * bad one, or len. */
+static size_t serve_json_bad_number(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] == '"') { /* skip the string */
+      for (i++; i < len && s[i] != '"'; i++) i += s[i] == '\\';
+      continue;
+    }
+    if (s[i] != '-' && (s[i] < '0' || s[i] > '9')) continue;
+    size_t at = i;
+    i += s[i] == '-';
+    if (i < len && s[i] == '0') i++;
+    else if (i < len && s[i] >= '1' && s[i] <= '9') while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    else return at;
+    if (i < len && s[i] == '.') {
+      if (++i >= len || s[i] < '0' || s[i] > '9') return at;
+      while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+      i++;
+      if (i < len && (s[i] == '+' || s[i] == '-')) i++;
+      if (i >= len || s[i] < '0' || s[i] > '9') return at;
+      while (i < len && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == 'e' || s[i] == 'E' ||
+                    s[i] == '+' || s[i] == '-')) {
+      return at;
+    }
+    i--;
+  }
+  return len;
+}
+
 static cJSON *serve_parse_body(const char *body, size_t len, serve_reply *out) {
   if (len == 0) {
     serve_reply_error(out, 400, "empty body: expected a JSON object");
     return NULL;
   }
+  size_t bad = serve_json_bad_number(body, len);
+  if (bad < len) {
+    serve_reply_errorf(out, 400, "body: not JSON (a malformed number at byte %zu)", bad);
+    return NULL;
+  }
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-  if (!root) {
+  while (root && end < body + len && strchr(" \t\r\n", *end) && *end) end++;
+  if (root && end < body + len) {
+    serve_reply_errorf(out, 400, "body: not JSON (more after the value, at byte %ld)",
+                       (long)(end - body));
+    cJSON_Delete(root);
+    root = NULL;
+  } else if (!root) {
     serve_reply_errorf(out, 400, "body: not JSON (syntax error near byte %ld)",
                        end ? (long)(end - body) : 0L);
   } else if (!cJSON_IsObject(root)) {

@@ -14,10 +14,9 @@
 
 #define HTTP_POLL_SLICE_MS 200
 
-void http_conn_init(http_conn *c, int fd, const volatile sig_atomic_t *stop) {
+void http_conn_init(http_conn *c, int fd) {
   memset(c, 0, sizeof *c);
   c->fd = fd;
-  c->stop = stop;
 }
 
 void http_conn_free(http_conn *c) {
@@ -44,29 +43,24 @@ const char *http_status_text(int status) {
   }
 }
 
-/* More bytes into the buffer, waiting at most ms. An idle wait (no request
- * begun) also ends when the server is stopping. 1 read, 0 closed/timed out. */
-static int http_fill(http_conn *c, size_t want_cap, int ms, int idle) {
-  if (want_cap > c->cap) {
-    char *grown = realloc(c->buf, want_cap);
-    if (!grown) return 0;
-    c->buf = grown;
-    c->cap = want_cap;
-  }
-  if (c->len >= c->cap) return 0;
-  for (int waited = 0; waited < ms; waited += HTTP_POLL_SLICE_MS) {
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    int r = poll(&p, 1, idle && c->stop && *c->stop ? 0 : HTTP_POLL_SLICE_MS);
-    if (r < 0 && errno != EINTR) return 0;
-    if (r <= 0) {
-      if (idle && c->stop && *c->stop) return 0; /* stopping: only bytes already sent count */
-      continue;
+/* What the socket holds now, up to limit bytes buffered in all: 0, or -1
+ * on a failed read. The peer's end of data sets c->eof: what came before it
+ * is still a request to answer (a client may half-close after sending). */
+static int http_fill(http_conn *c, size_t limit) {
+  while (c->len < limit && !c->eof) {
+    if (c->cap - c->len < 4096 && c->cap < limit) {
+      size_t cap = c->cap ? 2 * c->cap : 8192;
+      char *grown = realloc(c->buf, cap < limit ? cap : limit);
+      if (!grown) return -1;
+      c->buf = grown;
+      c->cap = cap < limit ? cap : limit;
     }
-    ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) return 0;
+    ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (n < 0) return -1;
+    if (n == 0) c->eof = 1;
     c->len += (size_t)n;
-    return 1;
   }
   return 0;
 }
@@ -83,7 +77,7 @@ static size_t http_head_end(const char *b, size_t len) {
 
 typedef struct {
   long long length; /* -1: none given */
-  int keep_alive, expect_continue;
+  int keep_alive, expect_continue, http11, hosts;
 } http_head;
 
 static int http_bad(int *status, int code, char *err, size_t eb, const char *msg) {
@@ -141,6 +135,9 @@ static int http_parse_header(char *line, http_head *h, int *status, char *err, s
                     "Transfer-Encoding is not supported: send the body with Content-Length");
   }
   if (!strcasecmp(line, "Connection")) http_parse_connection(v, h);
+  if (!strcasecmp(line, "Host") && ++h->hosts > 1) {
+    return http_bad(status, 400, err, eb, "Host given twice");
+  }
   if (!strcasecmp(line, "Expect")) {
     if (strcasecmp(v, "100-continue") != 0) {
       return http_bad(status, 417, err, eb, "Expect: only 100-continue is supported");
@@ -162,18 +159,25 @@ static int http_parse_request_line(char *line, http_request *r, http_head *h, in
   for (size_t i = 0; i < mlen; i++) {
     if (!isupper((unsigned char)line[i])) return http_bad(status, 400, err, eb, "bad method");
   }
-  if (tlen == 0 || sp1[1] != '/') {
+  const char *target = sp1 + 1;
+  if (!strncasecmp(target, "http://", 7) || !strncasecmp(target, "https://", 8)) {
+    target += strcspn(target, ":") + 3; /* absolute-form: the path after the authority */
+    target += strcspn(target, "/? ");
+    if (*target != '/') target = "/";
+  }
+  if (tlen == 0 || *target != '/') {
     return http_bad(status, 400, err, eb, "the request target must be a path starting with /");
   }
-  size_t plen = strcspn(sp1 + 1, "?# ");
+  size_t plen = strcspn(target, "?# ");
   if (plen >= sizeof r->path) return http_bad(status, 414, err, eb, "request path too long");
   const char *ver = sp2 + 1;
-  if (!strcmp(ver, "HTTP/1.1")) h->keep_alive = 1;
+  h->http11 = !strcmp(ver, "HTTP/1.1");
+  if (h->http11) h->keep_alive = 1;
   else if (!strcmp(ver, "HTTP/1.0")) h->keep_alive = 0;
   else if (!strncmp(ver, "HTTP/", 5)) return http_bad(status, 505, err, eb, "only HTTP/1.x");
   else return http_bad(status, 400, err, eb, "malformed request line");
   snprintf(r->method, sizeof r->method, "%.*s", (int)mlen, line);
-  snprintf(r->path, sizeof r->path, "%.*s", (int)plen, sp1 + 1);
+  snprintf(r->path, sizeof r->path, "%.*s", (int)plen, target);
   r->head_only = !strcmp(r->method, "HEAD");
   return 0;
 }
@@ -197,6 +201,7 @@ static int http_parse_head(char *head, size_t head_len, http_request *r, http_he
     line = next;
   }
   if (first) return http_bad(status, 400, err, eb, "empty request");
+  if (h->http11 && !h->hosts) return http_bad(status, 400, err, eb, "HTTP/1.1 request without Host");
   return 0;
 }
 
@@ -215,14 +220,13 @@ static http_read_result http_read_head(http_conn *c, http_request *r, http_head 
   for (;;) {
     http_skip_blank_lines(c);
     if ((*head_len = http_head_end(c->buf, c->len)) > 0) break;
+    size_t had = c->len;
     if (c->len >= HTTP_HEAD_MAX) {
       http_bad(status, 431, err, eb, "request head over 16 KiB");
       return HTTP_READ_BAD;
     }
-    int idle = c->len == 0;
-    if (!http_fill(c, HTTP_HEAD_MAX + 4096, idle ? HTTP_IDLE_MS : HTTP_STALL_MS, idle)) {
-      return HTTP_READ_CLOSED;
-    }
+    if (http_fill(c, HTTP_HEAD_MAX + 1) != 0) return HTTP_READ_CLOSED;
+    if (c->len == had) return c->eof ? HTTP_READ_CLOSED : HTTP_READ_MORE;
   }
   if (*head_len > HTTP_HEAD_MAX) {
     http_bad(status, 431, err, eb, "request head over 16 KiB");
@@ -253,14 +257,16 @@ http_read_result http_request_read(http_conn *c, http_request *r, size_t max_bod
     *status = 413;
     return HTTP_READ_BAD;
   }
-  if (h.expect_continue && c->len < head_len + body) {
+  if (c->len < head_len + body && http_fill(c, head_len + body) != 0) return HTTP_READ_CLOSED;
+  if (c->len < head_len + body) {
+    if (c->eof) return HTTP_READ_CLOSED;
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    if (send(c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof cont - 1)) {
+    if (h.expect_continue && !c->continued &&
+        send(c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof cont - 1)) {
       return HTTP_READ_CLOSED;
     }
-  }
-  while (c->len < head_len + body) {
-    if (!http_fill(c, head_len + body + 1, HTTP_STALL_MS, 0)) return HTTP_READ_CLOSED;
+    c->continued = 1;
+    return HTTP_READ_MORE;
   }
   r->body = c->buf + head_len;
   r->body_len = body;
@@ -271,6 +277,12 @@ http_read_result http_request_read(http_conn *c, http_request *r, size_t max_bod
 void http_request_done(http_conn *c, const http_request *r) {
   memmove(c->buf, c->buf + r->consumed, c->len - r->consumed);
   c->len -= r->consumed;
+  c->continued = 0;
+  if (c->len == 0 && c->cap > (1u << 20)) { /* a big body's buffer is not kept for the next */
+    free(c->buf);
+    c->buf = NULL;
+    c->cap = 0;
+  }
 }
 
 int http_response_send(http_conn *c, int status, const char *content_type, const char *extra,

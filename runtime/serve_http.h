@@ -1,22 +1,24 @@
-/* The HTTP/1.1 framing `tfdist serve` needs: one request at a time off a
- * connection (keep-alive, pipelining, Expect: 100-continue), bodies by
- * Content-Length only, and whole responses. No library in our dependency set
- * speaks HTTP; this is the small subset a JSON scoring endpoint uses. */
+/* The HTTP/1.1 framing `tfdist serve` needs: requests off a non-blocking
+ * connection as their bytes arrive (keep-alive, pipelining, Expect:
+ * 100-continue), bodies by Content-Length only, and whole responses. No
+ * library in our dependency set speaks HTTP; this is the small subset a JSON
+ * scoring endpoint uses. */
 #ifndef TFDIST_RUNTIME_SERVE_HTTP_H
 #define TFDIST_RUNTIME_SERVE_HTTP_H
 
-#include <signal.h>
 #include <stddef.h>
 
 #define HTTP_HEAD_MAX 16384
 #define HTTP_IDLE_MS 5000   /* a keep-alive connection with no new request */
 #define HTTP_STALL_MS 30000 /* a request whose bytes stop coming */
+#define HTTP_IO_TIMEOUT_S 30 /* a response the client stops reading */
 
 typedef struct {
   int fd;
   char *buf; /* bytes read and not yet consumed (the next request may start here) */
   size_t len, cap;
-  const volatile sig_atomic_t *stop; /* set: an idle connection closes */
+  int continued; /* 100 Continue sent for the request being read */
+  int eof;       /* the peer sent all it will */
 } http_conn;
 
 typedef struct {
@@ -31,11 +33,12 @@ typedef struct {
 
 typedef enum {
   HTTP_READ_OK,     /* *r is a whole request */
-  HTTP_READ_CLOSED, /* the peer closed, idled out, or we are stopping: close quietly */
+  HTTP_READ_MORE,   /* the socket has no more bytes yet: wait for it to be readable */
+  HTTP_READ_CLOSED, /* the peer closed or failed: close quietly */
   HTTP_READ_BAD     /* malformed framing: answer *status with err, then close */
 } http_read_result;
 
-void http_conn_init(http_conn *c, int fd, const volatile sig_atomic_t *stop);
+void http_conn_init(http_conn *c, int fd);
 void http_conn_free(http_conn *c);
 http_read_result http_request_read(http_conn *c, http_request *r, size_t max_body, int *status,
                                    char *err, size_t err_bytes);

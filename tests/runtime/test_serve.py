@@ -428,6 +428,43 @@ def check_http(srv):
     finally:
         r.close()
 
+    # A client that half-closes after its two pipelined requests still gets both answers.
+    x = rows(2)
+    b1 = json.dumps({"data": x.tolist()}).encode()
+    r = srv.raw()
+    try:
+        # corked: the data and the FIN leave together, so the server sees both at once
+        r.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        r.send(post_bytes("/score", b1) + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        r.s.shutdown(socket.SHUT_WR)
+        _, st1, _, rb1 = r.response()
+        _, st2, _, rb2 = r.response()
+        T.check((st1, st2) == (200, 200), f"half-close: statuses {st1} {st2}")
+        if st1 == 200:
+            classes_ok(loads(rb1), 2, x, "half-close score")
+        T.check(rb2 == b"Healthy\n" and r.closed(), f"half-close: GET / {rb2!r}, then closed")
+    except (OSError, EOFError, ValueError) as e:
+        T.check(False, f"half-close: {type(e).__name__}: {e}")
+    finally:
+        r.close()
+
+    # HTTP/1.1 needs Host; an absolute-form target is the path it names.
+    for what, req, want in (("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
+                            ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+                            ("absolute-form", b"GET http://t:1/v1/models/mnist/versions/1 HTTP/1.1\r\n"
+                             b"Host: t\r\n\r\n", 200)):
+        r = srv.raw()
+        try:
+            r.send(req)
+            _, st, _, b = r.response()
+            T.check(st == want, f"{what}: {st}, expected {want}: {b[:120]!r}")
+            if want == 200 and st == 200:
+                status_ok(loads(b), [1], what)
+        except (OSError, EOFError, ValueError) as e:
+            T.check(False, f"{what}: {type(e).__name__}: {e}")
+        finally:
+            r.close()
+
     # HTTP/1.0 closes; HTTP/1.0 with keep-alive stays; HTTP/1.1 Connection: close closes
     for what, req, stays in (("HTTP/1.0", b"GET / HTTP/1.0\r\n\r\n", False),
                              ("HTTP/1.0 keep-alive", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True),

@@ -1,0 +1,301 @@
+/* The connection loop of `tfdist serve`: epoll, a ready queue, workers. */
+#include "runtime/serve_loop.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/serve_http.h"
+
+#define LOOP_TICK_MS 100
+#define LOOP_TRIM_BYTES (1u << 20) /* after a body this big, memory goes back to the OS */
+
+typedef struct loop_conn {
+  http_conn http;
+  double deadline; /* while parked: closed then */
+  int parked;
+  struct loop_conn *prev, *next;
+} loop_conn;
+
+typedef struct {
+  const serve_loop_config *cfg;
+  int ep, max_conns;
+  pthread_mutex_t lock; /* everything below */
+  pthread_cond_t ready_cv;
+  loop_conn parked;     /* list of connections waiting for bytes */
+  loop_conn **ready;    /* ring of connections with bytes, for workers */
+  int ready_head, ready_count, conns, closing;
+} serve_loop;
+
+static double loop_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Waits for c's next bytes: listed with its deadline, then armed (in that
+ * order, under the lock, so the event cannot find it unlisted). */
+static int loop_park(serve_loop *l, loop_conn *c, int add) {
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+  pthread_mutex_lock(&l->lock);
+  c->deadline = loop_now_ms() + (c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
+  c->parked = 1;
+  c->next = l->parked.next;
+  c->prev = &l->parked;
+  l->parked.next->prev = c;
+  l->parked.next = c;
+  int rc = epoll_ctl(l->ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->http.fd, &ev);
+  pthread_mutex_unlock(&l->lock);
+  return rc;
+}
+
+static void loop_unlist(loop_conn *c) {
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  c->parked = 0;
+}
+
+static void loop_close(serve_loop *l, loop_conn *c) {
+  epoll_ctl(l->ep, EPOLL_CTL_DEL, c->http.fd, NULL);
+  close(c->http.fd);
+  http_conn_free(&c->http);
+  free(c);
+  pthread_mutex_lock(&l->lock);
+  l->conns--;
+  pthread_mutex_unlock(&l->lock);
+}
+
+static void loop_log(const serve_loop *l, const char *method, const char *path, int status,
+                     size_t bytes, double t0) {
+  if (!l->cfg->access_log) return;
+  fprintf(stderr, "tfdist serve: \"%s %.300s\" %d %zu bytes %.2f ms\n", method, path, status,
+          bytes, loop_now_ms() - t0);
+}
+
+/* A framing error: its status and message, then the connection closes. */
+static void loop_reply_bad(serve_loop *l, loop_conn *c, int status, const char *msg) {
+  serve_reply rep;
+  serve_reply_error(&rep, status, msg);
+  if (http_response_send(&c->http, status, rep.content_type, NULL, rep.body, rep.len, 0, 0) == 0) {
+    http_conn_linger(&c->http);
+  }
+  loop_log(l, "-", "-", status, rep.len, loop_now_ms());
+  serve_reply_free(&rep);
+}
+
+/* Answers one whole request; 1 when the connection stays open. */
+static int loop_answer(serve_loop *l, loop_conn *c, const http_request *r) {
+  double t0 = loop_now_ms();
+  serve_reply rep;
+  serve_handle(l->cfg->models, r->method, r->path, r->body, r->body_len, &rep);
+  int keep = r->keep_alive && !*l->cfg->stop;
+  char extra[64] = "";
+  if (rep.allow) snprintf(extra, sizeof extra, "Allow: %s\r\n", rep.allow);
+  int sent = http_response_send(&c->http, rep.status, rep.content_type, extra, rep.body, rep.len,
+                                keep, r->head_only);
+  loop_log(l, r->method, r->path, rep.status, rep.len, t0);
+  serve_reply_free(&rep);
+  if (r->body_len >= LOOP_TRIM_BYTES) malloc_trim(0);
+  return sent == 0 && keep;
+}
+
+/* Every request that has fully arrived on c, then c goes back to wait. */
+static void loop_work(serve_loop *l, loop_conn *c) {
+  for (;;) {
+    http_request r;
+    int status = 0;
+    char err[512];
+    http_read_result res = http_request_read(&c->http, &r, l->cfg->max_body, &status, err,
+                                             sizeof err);
+    if (res == HTTP_READ_MORE) {
+      if (loop_park(l, c, 0) == 0) return;
+      res = HTTP_READ_CLOSED;
+    }
+    if (res == HTTP_READ_BAD) loop_reply_bad(l, c, status, err);
+    if (res != HTTP_READ_OK) break;
+    int keep = loop_answer(l, c, &r);
+    http_request_done(&c->http, &r);
+    if (!keep) break;
+  }
+  loop_close(l, c);
+}
+
+static void *loop_worker(void *arg) {
+  serve_loop *l = arg;
+  for (;;) {
+    pthread_mutex_lock(&l->lock);
+    while (l->ready_count == 0 && !l->closing) pthread_cond_wait(&l->ready_cv, &l->lock);
+    loop_conn *c = NULL;
+    if (l->ready_count > 0) {
+      c = l->ready[l->ready_head];
+      l->ready_head = (l->ready_head + 1) % l->max_conns;
+      l->ready_count--;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (!c) return NULL;
+    loop_work(l, c);
+  }
+}
+
+/* Too many connections open: answered at once, never left hanging. */
+static void loop_refuse(serve_loop *l, int fd) {
+  static const char busy[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Content-Length: 48\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+      "{\"error\":\"server busy: too many open connections\"}";
+  ssize_t ignored = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)ignored;
+  close(fd);
+  loop_log(l, "-", "-", 503, 48, loop_now_ms());
+}
+
+static void loop_accept(serve_loop *l, int lfd) {
+  struct timeval tv = {HTTP_IO_TIMEOUT_S, 0};
+  int one = 1, fd;
+  while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+    pthread_mutex_lock(&l->lock);
+    int room = l->conns < l->max_conns;
+    l->conns += room;
+    pthread_mutex_unlock(&l->lock);
+    loop_conn *c = room ? calloc(1, sizeof *c) : NULL;
+    if (!c) {
+      pthread_mutex_lock(&l->lock);
+      l->conns -= room;
+      pthread_mutex_unlock(&l->lock);
+      loop_refuse(l, fd);
+      continue;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    http_conn_init(&c->http, fd);
+    if (loop_park(l, c, 1) != 0) {
+      pthread_mutex_lock(&l->lock);
+      loop_unlist(c);
+      pthread_mutex_unlock(&l->lock);
+      loop_close(l, c);
+    }
+  }
+}
+
+/* A parked connection has bytes (or was closed by the peer): to a worker. */
+static void loop_dispatch(serve_loop *l, loop_conn *c) {
+  pthread_mutex_lock(&l->lock);
+  if (c->parked) loop_unlist(c);
+  l->ready[(l->ready_head + l->ready_count++) % l->max_conns] = c;
+  pthread_cond_signal(&l->ready_cv);
+  pthread_mutex_unlock(&l->lock);
+}
+
+/* Closes parked connections past their deadline, and, once stopping, every
+ * idle one (a request begun may still finish). 1 when none is left open. */
+static int loop_sweep(serve_loop *l, int stopping) {
+  double now = loop_now_ms();
+  loop_conn *done = NULL;
+  pthread_mutex_lock(&l->lock);
+  for (loop_conn *c = l->parked.next, *next; c != &l->parked; c = next) {
+    next = c->next;
+    if (now < c->deadline && !(stopping && c->http.len == 0)) continue;
+    loop_unlist(c);
+    epoll_ctl(l->ep, EPOLL_CTL_DEL, c->http.fd, NULL);
+    c->next = done;
+    done = c;
+  }
+  pthread_mutex_unlock(&l->lock);
+  while (done) {
+    loop_conn *next = done->next;
+    loop_close(l, done);
+    done = next;
+  }
+  pthread_mutex_lock(&l->lock);
+  int empty = l->conns == 0;
+  pthread_mutex_unlock(&l->lock);
+  return empty;
+}
+
+static void loop_poll(serve_loop *l, int lfd) {
+  struct epoll_event evs[64];
+  for (;;) {
+    int stopping = *l->cfg->stop != 0;
+    if (stopping && lfd >= 0) {
+      epoll_ctl(l->ep, EPOLL_CTL_DEL, lfd, NULL);
+      close(lfd);
+      lfd = -1;
+    }
+    if (loop_sweep(l, stopping) && stopping) return;
+    int n = epoll_wait(l->ep, evs, 64, LOOP_TICK_MS);
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.ptr) loop_dispatch(l, evs[i].data.ptr);
+      else loop_accept(l, lfd);
+    }
+  }
+}
+
+/* File descriptors bound the connections: leave some for the process. */
+static int loop_max_conns(void) {
+  struct rlimit r;
+  long n = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY ? (long)r.rlim_cur : 1024;
+  n -= 64;
+  return n < 16 ? 16 : n > 16384 ? 16384 : (int)n;
+}
+
+static int loop_init(serve_loop *l, const serve_loop_config *cfg, int lfd, char *err, size_t eb) {
+  memset(l, 0, sizeof *l);
+  l->cfg = cfg;
+  l->max_conns = loop_max_conns();
+  l->parked.next = l->parked.prev = &l->parked;
+  l->ep = epoll_create1(EPOLL_CLOEXEC);
+  l->ready = calloc((size_t)l->max_conns, sizeof *l->ready);
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+  if (l->ep < 0 || !l->ready || epoll_ctl(l->ep, EPOLL_CTL_ADD, lfd, &ev) != 0) {
+    snprintf(err, eb, "serve: epoll: %s", l->ready ? strerror(errno) : "out of memory");
+    if (l->ep >= 0) close(l->ep);
+    free(l->ready);
+    return -1;
+  }
+  pthread_mutex_init(&l->lock, NULL);
+  pthread_cond_init(&l->ready_cv, NULL);
+  return 0;
+}
+
+int serve_loop_run(const serve_loop_config *cfg, int lfd, char *err, size_t eb) {
+  serve_loop l;
+  pthread_t *tid = calloc((size_t)cfg->threads, sizeof *tid);
+  if (!tid || loop_init(&l, cfg, lfd, err, eb) != 0) {
+    if (!tid) snprintf(err, eb, "out of memory");
+    free(tid);
+    close(lfd);
+    return -1;
+  }
+  int started = 0;
+  while (started < cfg->threads && pthread_create(&tid[started], NULL, loop_worker, &l) == 0) {
+    started++;
+  }
+  if (started == cfg->threads) {
+    loop_poll(&l, lfd);
+  } else {
+    snprintf(err, eb, "--threads %d: could only start %d threads", cfg->threads, started);
+    close(lfd);
+  }
+  pthread_mutex_lock(&l.lock);
+  l.closing = 1;
+  pthread_cond_broadcast(&l.ready_cv);
+  pthread_mutex_unlock(&l.lock);
+  for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+  if (started != cfg->threads) loop_sweep(&l, 1); /* nothing was accepted */
+  pthread_cond_destroy(&l.ready_cv);
+  pthread_mutex_destroy(&l.lock);
+  close(l.ep);
+  free(l.ready);
+  free(tid);
+  return started == cfg->threads ? 0 : -1;
+}
