@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "runtime/serve_http.h"
 
 #define LOOP_TICK_MS 100
+#define LOOP_NEXT_WAIT_MS 1
 #define LOOP_TRIM_BYTES (1u << 20) /* after a body this big, memory goes back to the OS */
 
 typedef struct loop_conn {
@@ -109,6 +111,18 @@ static int loop_answer(serve_loop *l, loop_conn *c, const http_request *r) {
   return sent == 0 && keep;
 }
 
+/* A client in a request loop sends its next request a fraction of a
+ * millisecond after our answer: a worker that has nothing queued waits that
+ * long on the connection itself, saving two thread hand-offs. 1 when bytes
+ * came. */
+static int loop_wait_next(serve_loop *l, loop_conn *c) {
+  pthread_mutex_lock(&l->lock);
+  int idle = l->ready_count == 0 && !*l->cfg->stop;
+  pthread_mutex_unlock(&l->lock);
+  struct pollfd p = {.fd = c->http.fd, .events = POLLIN};
+  return idle && !c->http.eof && poll(&p, 1, LOOP_NEXT_WAIT_MS) > 0;
+}
+
 /* Every request that has fully arrived on c, then c goes back to wait. */
 static void loop_work(serve_loop *l, loop_conn *c) {
   for (;;) {
@@ -117,6 +131,7 @@ static void loop_work(serve_loop *l, loop_conn *c) {
     char err[512];
     http_read_result res = http_request_read(&c->http, &r, l->cfg->max_body, &status, err,
                                              sizeof err);
+    if (res == HTTP_READ_MORE && loop_wait_next(l, c)) continue;
     if (res == HTTP_READ_MORE) {
       if (loop_park(l, c, 0) == 0) return;
       res = HTTP_READ_CLOSED;
