@@ -51,7 +51,7 @@ static volatile sig_atomic_t serve_stop;
 
 static void serve_on_signal(int sig) {
   (void)sig;
-  serve_stop = 1;
+  __atomic_store_n(&serve_stop, 1, __ATOMIC_RELAXED); /* the loop's threads read it */
 }
 
 /* A listening socket on host:port; the bound port in *bound. Exit code in

@@ -39,6 +39,11 @@ typedef struct {
   int ready_head, ready_count, conns, closing;
 } serve_loop;
 
+/* The flag a signal handler sets, read by every thread: atomically. */
+static int loop_stopping(const serve_loop *l) {
+  return __atomic_load_n(l->cfg->stop, __ATOMIC_RELAXED) != 0;
+}
+
 static double loop_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -100,7 +105,7 @@ static int loop_answer(serve_loop *l, loop_conn *c, const http_request *r) {
   double t0 = loop_now_ms();
   serve_reply rep;
   serve_handle(l->cfg->models, r->method, r->path, r->body, r->body_len, &rep);
-  int keep = r->keep_alive && !*l->cfg->stop;
+  int keep = r->keep_alive && !loop_stopping(l);
   char extra[64] = "";
   if (rep.allow) snprintf(extra, sizeof extra, "Allow: %s\r\n", rep.allow);
   int sent = http_response_send(&c->http, rep.status, rep.content_type, extra, rep.body, rep.len,
@@ -117,7 +122,7 @@ static int loop_answer(serve_loop *l, loop_conn *c, const http_request *r) {
  * came. */
 static int loop_wait_next(serve_loop *l, loop_conn *c) {
   pthread_mutex_lock(&l->lock);
-  int idle = l->ready_count == 0 && !*l->cfg->stop;
+  int idle = l->ready_count == 0 && !loop_stopping(l);
   pthread_mutex_unlock(&l->lock);
   struct pollfd p = {.fd = c->http.fd, .events = POLLIN};
   return idle && !c->http.eof && poll(&p, 1, LOOP_NEXT_WAIT_MS) > 0;
@@ -240,7 +245,7 @@ static int loop_sweep(serve_loop *l, int stopping) {
 static void loop_poll(serve_loop *l, int lfd) {
   struct epoll_event evs[64];
   for (;;) {
-    int stopping = *l->cfg->stop != 0;
+    int stopping = loop_stopping(l);
     if (stopping && lfd >= 0) {
       epoll_ctl(l->ep, EPOLL_CTL_DEL, lfd, NULL);
       close(lfd);

@@ -16,7 +16,7 @@ typedef struct {
   int threads;
   size_t max_body;
   int access_log;
-  const volatile sig_atomic_t *stop;
+  const volatile sig_atomic_t *stop; /* set by a signal handler with __atomic_store_n */
 } serve_loop_config;
 
 /* Serves the listening socket lfd (closed here) until *stop is set; then
