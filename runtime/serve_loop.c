@@ -50,8 +50,15 @@ static double loop_now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+static void loop_unlist(loop_conn *c) {
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  c->parked = 0;
+}
+
 /* Waits for c's next bytes: listed with its deadline, then armed (in that
- * order, under the lock, so the event cannot find it unlisted). */
+ * order, under the lock, so the event cannot find it unlisted). Not listed
+ * when it fails: the caller closes c. */
 static int loop_park(serve_loop *l, loop_conn *c, int add) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
   pthread_mutex_lock(&l->lock);
@@ -62,14 +69,9 @@ static int loop_park(serve_loop *l, loop_conn *c, int add) {
   l->parked.next->prev = c;
   l->parked.next = c;
   int rc = epoll_ctl(l->ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->http.fd, &ev);
+  if (rc != 0) loop_unlist(c);
   pthread_mutex_unlock(&l->lock);
   return rc;
-}
-
-static void loop_unlist(loop_conn *c) {
-  c->prev->next = c->next;
-  c->next->prev = c->prev;
-  c->parked = 0;
 }
 
 static void loop_close(serve_loop *l, loop_conn *c) {
@@ -198,12 +200,7 @@ static void loop_accept(serve_loop *l, int lfd) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     http_conn_init(&c->http, fd);
-    if (loop_park(l, c, 1) != 0) {
-      pthread_mutex_lock(&l->lock);
-      loop_unlist(c);
-      pthread_mutex_unlock(&l->lock);
-      loop_close(l, c);
-    }
+    if (loop_park(l, c, 1) != 0) loop_close(l, c);
   }
 }
 
