@@ -232,6 +232,10 @@ static http_read_result http_read_head(http_conn *c, http_request *r, http_head 
     http_bad(status, 431, err, eb, "request head over 16 KiB");
     return HTTP_READ_BAD;
   }
+  if (memchr(c->buf, '\0', *head_len)) { /* would end the parse early, hiding what follows */
+    http_bad(status, 400, err, eb, "NUL byte in the request head");
+    return HTTP_READ_BAD;
+  }
   char head[HTTP_HEAD_MAX + 1];
   memcpy(head, c->buf, *head_len);
   if (http_parse_head(head, *head_len, r, h, status, err, eb) != 0) return HTTP_READ_BAD;
