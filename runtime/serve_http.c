@@ -9,7 +9,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HTTP_POLL_SLICE_MS 200
@@ -289,6 +291,22 @@ void http_request_done(http_conn *c, const http_request *r) {
   }
 }
 
+/* The socket's send timeout (SO_SNDTIMEO) in ms, or -1 for none. */
+static double http_send_budget_ms(int fd) {
+  struct timeval tv;
+  socklen_t len = sizeof tv;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) != 0 || (!tv.tv_sec && !tv.tv_usec)) {
+    return -1;
+  }
+  return (double)tv.tv_sec * 1e3 + (double)tv.tv_usec / 1e3;
+}
+
+static double http_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 int http_response_send(http_conn *c, int status, const char *content_type, const char *extra,
                        const char *body, size_t len, int keep_alive, int head_only) {
   char head[1024];
@@ -300,9 +318,20 @@ int http_response_send(http_conn *c, int status, const char *content_type, const
   if (n < 0 || n >= (int)sizeof head) return -1;
   struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, head_only ? 0 : len}};
   struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+  /* The send timeout bounds the whole response, not each write: a client
+   * that reads a little at a time would otherwise hold the worker forever. */
+  double budget = http_send_budget_ms(c->fd), deadline = http_now_ms() + budget;
   while (iov[0].iov_len + iov[1].iov_len > 0) {
-    ssize_t sent = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+    ssize_t sent = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      double left = deadline - http_now_ms();
+      struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+      if ((budget >= 0 && left <= 0) || poll(&p, 1, budget < 0 ? -1 : (int)left + 1) == 0) {
+        return -1;
+      }
+      continue;
+    }
     if (sent <= 0) return -1;
     for (int i = 0; i < 2; i++) {
       size_t take = (size_t)sent < iov[i].iov_len ? (size_t)sent : iov[i].iov_len;

@@ -45,7 +45,8 @@ http_read_result http_request_read(http_conn *c, http_request *r, size_t max_bod
 /* Drops r's bytes; what follows (a pipelined request) stays buffered. */
 void http_request_done(http_conn *c, const http_request *r);
 /* extra: more header lines, each ending in \r\n, or NULL. 0, or -1 when the
- * peer is gone. */
+ * peer is gone or the socket's send timeout (SO_SNDTIMEO) passes before the
+ * whole response is out. */
 int http_response_send(http_conn *c, int status, const char *content_type, const char *extra,
                        const char *body, size_t len, int keep_alive, int head_only);
 const char *http_status_text(int status);

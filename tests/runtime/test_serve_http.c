@@ -1,12 +1,24 @@
 /* tfdist serve's HTTP framing on real loopback TCP sockets: pipelined
- * requests with bodies arriving in pieces, and a NUL byte in the head. */
+ * requests with bodies arriving in pieces, a NUL byte in the head, and a
+ * response to a client that reads slowly (bounded in all by the socket's send
+ * timeout). */
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/serve_http.h"
 #include "tests/check.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* A connected loopback pair: fd[0] the client, fd[1] the server's side. */
 static int tcp_pair(int fd[2]) {
@@ -91,8 +103,81 @@ static void test_nul_in_head(void) {
   close(fd[1]);
 }
 
+typedef struct {
+  int fd, pause_us; /* between reads of 16 KiB; 0: read as fast as it comes */
+  double stop_at;
+  size_t got;
+} slow_reader;
+
+static void *slow_read(void *arg) {
+  slow_reader *s = arg;
+  char buf[16384];
+  while (now_s() < s->stop_at) {
+    ssize_t n = recv(s->fd, buf, sizeof buf, s->pause_us ? MSG_DONTWAIT : 0);
+    if (n > 0) s->got += (size_t)n;
+    if (n == 0) break;
+    if (s->pause_us) usleep((useconds_t)s->pause_us);
+  }
+  return NULL;
+}
+
+/* body (len bytes) sent to a reader pausing pause_us between reads, for at
+ * most read_s; SO_SNDTIMEO is 300 ms. The result, *took s, *got bytes read. */
+static int send_to_reader(const char *body, size_t len, int pause_us, double read_s,
+                          double *took, size_t *got) {
+  int fd[2];
+  CHECK(tcp_pair(fd) == 0);
+  int small = 65536;
+  setsockopt(fd[0], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  setsockopt(fd[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  struct timeval tv = {0, 300000};
+  setsockopt(fd[1], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  http_conn c;
+  http_conn_init(&c, fd[1]);
+  double t0 = now_s();
+  slow_reader s = {.fd = fd[0], .pause_us = pause_us, .stop_at = t0 + read_s};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, slow_read, &s) == 0);
+  int rc = http_response_send(&c, 200, "application/json", NULL, body, len, 0, 0);
+  *took = now_s() - t0;
+  shutdown(fd[1], SHUT_WR); /* the reader sees the end */
+  pthread_join(t, NULL);
+  *got = s.got;
+  http_conn_free(&c);
+  close(fd[0]);
+  close(fd[1]);
+  return rc;
+}
+
+/* SO_SNDTIMEO 300 ms on the server's side, as serve sets 30 s: a response
+ * of 16 MiB to a client reading 16 KiB every 10 ms (steady progress, never a
+ * 300 ms gap) must give up after about 300 ms in all, not 300 ms without
+ * progress (which holds a worker for as long as the client likes). A client
+ * that keeps up gets all of it. */
+static void test_send_deadline(void) {
+  size_t len = (size_t)16 << 20, got = 0;
+  char *body = malloc(len);
+  CHECK(body != NULL);
+  if (!body) return;
+  memset(body, 'x', len);
+  double took = 0;
+  int rc = send_to_reader(body, len, 10000, 2.5, &took, &got);
+  CHECK_EQ_INT(rc, -1);
+  CHECK(got > 0 && got < len);
+  if (!(took > 0.25 && took < 1.2)) {
+    fprintf(stderr, "response to a slow reader gave up after %.2f s (want ~0.3 s); it read %zu "
+            "bytes\n", took, got);
+    check_failures++;
+  }
+  rc = send_to_reader(body, len, 0, 20, &took, &got);
+  CHECK_EQ_INT(rc, 0);
+  CHECK(got > len && took < 5);
+  free(body);
+}
+
 int main(void) {
   test_pipelined();
   test_nul_in_head();
+  test_send_deadline();
   CHECK_DONE();
 }
