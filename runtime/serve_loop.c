@@ -56,13 +56,16 @@ static void loop_unlist(loop_conn *c) {
   c->parked = 0;
 }
 
-/* Waits for c's next bytes: listed with its deadline, then armed (in that
- * order, under the lock, so the event cannot find it unlisted). Not listed
- * when it fails: the caller closes c. */
-static int loop_park(serve_loop *l, loop_conn *c, int add) {
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+/* Waits for c's next bytes (EPOLLIN) or for room to answer (EPOLLOUT):
+ * listed with its deadline, then armed (in that order, under the lock, so the
+ * event cannot find it unlisted). Not listed when it fails: the caller closes
+ * c. */
+static int loop_park(serve_loop *l, loop_conn *c, int add, uint32_t events) {
+  struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = c};
+  if (events & EPOLLIN) ev.events |= EPOLLRDHUP; /* not with EPOLLOUT: a half-close would spin */
   pthread_mutex_lock(&l->lock);
-  c->deadline = loop_now_ms() + (c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
+  c->deadline = loop_now_ms() + (events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
+                                 : c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
   c->parked = 1;
   c->next = l->parked.next;
   c->prev = &l->parked;
@@ -130,7 +133,15 @@ static int loop_wait_next(serve_loop *l, loop_conn *c) {
   return idle && !c->http.eof && poll(&p, 1, LOOP_NEXT_WAIT_MS) > 0;
 }
 
-/* Every request that has fully arrived on c, then c goes back to wait. */
+/* 1 when a write to c would not block (or would fail at once). */
+static int loop_writable(const loop_conn *c) {
+  struct pollfd p = {.fd = c->http.fd, .events = POLLOUT};
+  return poll(&p, 1, 0) != 0;
+}
+
+/* Every request that has fully arrived on c, then c goes back to wait. A
+ * client that has not read our earlier answers (pipelining) waits for room
+ * without a worker: answering would block the worker on its reads. */
 static void loop_work(serve_loop *l, loop_conn *c) {
   for (;;) {
     http_request r;
@@ -139,8 +150,8 @@ static void loop_work(serve_loop *l, loop_conn *c) {
     http_read_result res = http_request_read(&c->http, &r, l->cfg->max_body, &status, err,
                                              sizeof err);
     if (res == HTTP_READ_MORE && loop_wait_next(l, c)) continue;
-    if (res == HTTP_READ_MORE) {
-      if (loop_park(l, c, 0) == 0) return;
+    if (res == HTTP_READ_MORE || (res == HTTP_READ_OK && !loop_writable(c))) {
+      if (loop_park(l, c, 0, res == HTTP_READ_MORE ? EPOLLIN : EPOLLOUT) == 0) return;
       res = HTTP_READ_CLOSED;
     }
     if (res == HTTP_READ_BAD) loop_reply_bad(l, c, status, err);
@@ -200,7 +211,7 @@ static void loop_accept(serve_loop *l, int lfd) {
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     http_conn_init(&c->http, fd);
-    if (loop_park(l, c, 1) != 0) loop_close(l, c);
+    if (loop_park(l, c, 1, EPOLLIN) != 0) loop_close(l, c);
   }
 }
 

@@ -1,0 +1,89 @@
+"""tfdist serve against clients that try to hold it: one that pipelines
+requests and reads the answers slowly, one that keeps sending a request it
+never finishes while the server stops, one whose bad request is followed by
+more bytes, one that floods pipelined requests; and the memory that idle
+connections keep. With --threads 1, another client must still be answered
+at once, and SIGTERM must end the server within its grace."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+
+import idxgen
+import tfdtest as T
+import serveclient
+
+d = T.tmpdir()
+idxgen.write_set(os.path.join(d, "data"), np.random.default_rng(3), 300, 50, gz=True)
+out = os.path.join(d, "out")
+p = T.run(["train", "--data-folder", os.path.join(d, "data"), "--epochs", "1", "--outputs", out,
+           "--logs", os.path.join(d, "logs"), "--first-layer-neurons", "16",
+           "--second-layer-neurons", "8", "--progress", "off"], timeout=120)
+T.check(p.returncode == 0, f"train failed: {p.stderr.strip()}")
+if T.failures:
+    T.done()
+MODEL = os.path.join(out, "model")
+METADATA = b"GET /v1/models/model/metadata HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def server(tag, threads=1):
+    return serveclient.Server(T.TFDIST, ["--model", MODEL, "--port", "0", "--threads", str(threads),
+                                         "--access-log", "off"], d, tag)
+
+
+def probe(srv, what, limit=1.0):
+    """GET / on a new connection must be answered within limit seconds."""
+    t0 = time.time()
+    try:
+        c = socket.create_connection((srv.host, srv.port), timeout=limit + 2)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = b""
+        while b"Healthy" not in got:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        c.close()
+        took = time.time() - t0
+        T.check(b"Healthy" in got and took < limit, f"{what}: GET / answered={b'Healthy' in got} "
+                f"after {took:.2f} s (limit {limit} s)")
+    except OSError as e:
+        T.check(False, f"{what}: GET / not answered within {limit + 2} s ({type(e).__name__})")
+
+
+def stop_within(srv, what, limit):
+    rc, took = srv.stop(signal.SIGTERM, limit)
+    T.check(rc == 0, f"{what}: SIGTERM: exit {rc} after {took:.1f} s (limit {limit} s)")
+
+
+def section(name, fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - report and go on
+        T.check(False, f"{name}: {type(e).__name__}: {e}")
+
+
+def slow_pipelined_reader():
+    """20000 pipelined requests (~12 MB of answers) read at ~1 KB/s: the
+    worker must not wait on this client's reads."""
+    srv = server("slowread")
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((srv.host, srv.port))
+        s.sendall(METADATA * 20000)
+        time.sleep(0.5)
+        for i in range(3):
+            s.recv(1024)
+            probe(srv, f"--threads 1, a pipelining client reading slowly ({i})")
+        stop_within(srv, "slow pipelined reader", 8)
+    finally:
+        s.close()
+        srv.stop()
+
+
+section("slow pipelined reader", slow_pipelined_reader)
+T.done()
