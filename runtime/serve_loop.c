@@ -21,6 +21,10 @@
 #define LOOP_TICK_MS 100
 #define LOOP_NEXT_WAIT_MS 1
 #define LOOP_TRIM_BYTES (1u << 20) /* after a body this big, memory goes back to the OS */
+/* After SIGTERM, a request still arriving (or answers a client is slow to
+ * read) gets this long: a client sending a byte now and then would otherwise
+ * keep the server up for ever. */
+#define LOOP_STOP_GRACE_MS 5000.0
 
 typedef struct loop_conn {
   http_conn http;
@@ -37,6 +41,7 @@ typedef struct {
   loop_conn parked;     /* list of connections waiting for bytes */
   loop_conn **ready;    /* ring of connections with bytes, for workers */
   int ready_head, ready_count, conns, closing;
+  double stop_ms; /* when the epoll thread saw the stop flag; 0 before */
 } serve_loop;
 
 /* The flag a signal handler sets, read by every thread: atomically. */
@@ -225,14 +230,16 @@ static void loop_dispatch(serve_loop *l, loop_conn *c) {
 }
 
 /* Closes parked connections past their deadline, and, once stopping, every
- * idle one (a request begun may still finish). 1 when none is left open. */
+ * idle one (a request begun may still finish, within the grace). 1 when none
+ * is left open. */
 static int loop_sweep(serve_loop *l, int stopping) {
   double now = loop_now_ms();
+  int graced = stopping && now >= l->stop_ms + LOOP_STOP_GRACE_MS;
   loop_conn *done = NULL;
   pthread_mutex_lock(&l->lock);
   for (loop_conn *c = l->parked.next, *next; c != &l->parked; c = next) {
     next = c->next;
-    if (now < c->deadline && !(stopping && c->http.len == 0)) continue;
+    if (now < c->deadline && !graced && !(stopping && c->http.len == 0)) continue;
     loop_unlist(c);
     epoll_ctl(l->ep, EPOLL_CTL_DEL, c->http.fd, NULL);
     c->next = done;
@@ -258,6 +265,7 @@ static void loop_poll(serve_loop *l, int lfd) {
       epoll_ctl(l->ep, EPOLL_CTL_DEL, lfd, NULL);
       close(lfd);
       lfd = -1;
+      l->stop_ms = loop_now_ms();
     }
     if (loop_sweep(l, stopping) && stopping) return;
     int n = epoll_wait(l->ep, evs, 64, LOOP_TICK_MS);

@@ -79,11 +79,42 @@ def slow_pipelined_reader():
         for i in range(3):
             s.recv(1024)
             probe(srv, f"--threads 1, a pipelining client reading slowly ({i})")
-        stop_within(srv, "slow pipelined reader", 8)
     finally:
         s.close()
         srv.stop()
 
 
 section("slow pipelined reader", slow_pipelined_reader)
+
+
+def trickle_at_sigterm():
+    """A request head that never ends, a byte every 0.3 s: SIGTERM still
+    ends the server after its 5 s grace (it waited for ever)."""
+    srv = server("trickle")
+    s = socket.create_connection((srv.host, srv.port))
+    done = threading.Event()
+
+    def trickle():
+        while not done.is_set():
+            try:
+                s.send(b"a")
+            except OSError:
+                return
+            time.sleep(0.3)
+
+    t = threading.Thread(target=trickle)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        t.start()
+        time.sleep(0.5)
+        stop_within(srv, "a request trickling in", 8)
+    finally:
+        done.set()
+        if t.is_alive():
+            t.join()
+        s.close()
+        srv.stop()
+
+
+section("trickle at SIGTERM", trickle_at_sigterm)
 T.done()
