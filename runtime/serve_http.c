@@ -14,8 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HTTP_POLL_SLICE_MS 200
-
 void http_conn_init(http_conn *c, int fd) {
   memset(c, 0, sizeof *c);
   c->fd = fd;
@@ -341,13 +339,4 @@ int http_response_send(http_conn *c, int status, const char *content_type, const
     }
   }
   return 0;
-}
-
-void http_conn_linger(http_conn *c) {
-  char sink[16384];
-  shutdown(c->fd, SHUT_WR);
-  for (int i = 0; i < 10; i++) { /* at most ~2 s and 160 KiB */
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    if (poll(&p, 1, HTTP_POLL_SLICE_MS) <= 0 || recv(c->fd, sink, sizeof sink, 0) <= 0) break;
-  }
 }

@@ -50,8 +50,5 @@ void http_request_done(http_conn *c, const http_request *r);
 int http_response_send(http_conn *c, int status, const char *content_type, const char *extra,
                        const char *body, size_t len, int keep_alive, int head_only);
 const char *http_status_text(int status);
-/* Before closing after an error with the request unread: the client reads
- * our answer instead of a reset. */
-void http_conn_linger(http_conn *c);
 
 #endif

@@ -25,11 +25,18 @@
  * read) gets this long: a client sending a byte now and then would otherwise
  * keep the server up for ever. */
 #define LOOP_STOP_GRACE_MS 5000.0
+/* After a framing error the request's rest may still be coming: read and
+ * dropped for up to this long (and this much), so the client reads our answer
+ * instead of a reset. By the epoll thread: a worker would be held. */
+#define LOOP_LINGER_MS 2000.0
+#define LOOP_LINGER_BYTES (160u << 10)
 
 typedef struct loop_conn {
   http_conn http;
   double deadline; /* while parked: closed then */
   int parked;
+  int lingering;   /* answered a framing error; its bytes are dropped until it closes */
+  size_t drained;  /* bytes dropped while lingering */
   struct loop_conn *prev, *next;
 } loop_conn;
 
@@ -69,7 +76,8 @@ static int loop_park(serve_loop *l, loop_conn *c, int add, uint32_t events) {
   struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = c};
   if (events & EPOLLIN) ev.events |= EPOLLRDHUP; /* not with EPOLLOUT: a half-close would spin */
   pthread_mutex_lock(&l->lock);
-  c->deadline = loop_now_ms() + (events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
+  c->deadline = loop_now_ms() + (c->lingering ? LOOP_LINGER_MS
+                                 : events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
                                  : c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
   c->parked = 1;
   c->next = l->parked.next;
@@ -99,15 +107,20 @@ static void loop_log(const serve_loop *l, const char *method, const char *path, 
           bytes, loop_now_ms() - t0);
 }
 
-/* A framing error: its status and message, then the connection closes. */
-static void loop_reply_bad(serve_loop *l, loop_conn *c, int status, const char *msg) {
+/* A framing error: its status and message, then the connection closes
+ * after lingering. 0 when c is to linger. */
+static int loop_reply_bad(serve_loop *l, loop_conn *c, int status, const char *msg) {
   serve_reply rep;
   serve_reply_error(&rep, status, msg);
-  if (http_response_send(&c->http, status, rep.content_type, NULL, rep.body, rep.len, 0, 0) == 0) {
-    http_conn_linger(&c->http);
-  }
+  int rc = http_response_send(&c->http, status, rep.content_type, NULL, rep.body, rep.len, 0, 0);
   loop_log(l, "-", "-", status, rep.len, loop_now_ms());
   serve_reply_free(&rep);
+  if (rc != 0 || shutdown(c->http.fd, SHUT_WR) != 0) return -1;
+  int fd = c->http.fd;
+  http_conn_free(&c->http); /* nothing more is parsed */
+  http_conn_init(&c->http, fd);
+  c->lingering = 1;
+  return 0;
 }
 
 /* Answers one whole request; 1 when the connection stays open. */
@@ -159,7 +172,10 @@ static void loop_work(serve_loop *l, loop_conn *c) {
       if (loop_park(l, c, 0, res == HTTP_READ_MORE ? EPOLLIN : EPOLLOUT) == 0) return;
       res = HTTP_READ_CLOSED;
     }
-    if (res == HTTP_READ_BAD) loop_reply_bad(l, c, status, err);
+    if (res == HTTP_READ_BAD && loop_reply_bad(l, c, status, err) == 0 &&
+        loop_park(l, c, 0, EPOLLIN) == 0) {
+      return;
+    }
     if (res != HTTP_READ_OK) break;
     int keep = loop_answer(l, c, &r);
     http_request_done(&c->http, &r);
@@ -220,8 +236,32 @@ static void loop_accept(serve_loop *l, int lfd) {
   }
 }
 
+/* A lingering connection's bytes, dropped here: closed at the peer's end,
+ * past LOOP_LINGER_BYTES, or by the sweep at its deadline. */
+static void loop_drain(serve_loop *l, loop_conn *c) {
+  char sink[16384];
+  ssize_t n;
+  while ((n = recv(c->http.fd, sink, sizeof sink, MSG_DONTWAIT)) > 0 &&
+         (c->drained += (size_t)n) < LOOP_LINGER_BYTES) {
+  }
+  int again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
+  pthread_mutex_lock(&l->lock);
+  if (again && epoll_ctl(l->ep, EPOLL_CTL_MOD, c->http.fd, &ev) == 0) {
+    pthread_mutex_unlock(&l->lock); /* still listed, its deadline unchanged */
+    return;
+  }
+  loop_unlist(c);
+  pthread_mutex_unlock(&l->lock);
+  loop_close(l, c);
+}
+
 /* A parked connection has bytes (or was closed by the peer): to a worker. */
 static void loop_dispatch(serve_loop *l, loop_conn *c) {
+  if (c->lingering) {
+    loop_drain(l, c);
+    return;
+  }
   pthread_mutex_lock(&l->lock);
   if (c->parked) loop_unlist(c);
   l->ready[(l->ready_head + l->ready_count++) % l->max_conns] = c;

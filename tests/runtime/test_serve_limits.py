@@ -117,4 +117,45 @@ def trickle_at_sigterm():
 
 
 section("trickle at SIGTERM", trickle_at_sigterm)
+
+
+def bad_request_then_bytes():
+    """After a framing error (here 413) the server reads and drops what the
+    client still sends, so the client sees the answer and not a reset; that
+    must not hold the worker (it did, for up to 2 s)."""
+    srv = server("linger")
+    s = socket.create_connection((srv.host, srv.port))
+    done = threading.Event()
+
+    def more():  # 1 KB every 0.18 s for 1.8 s
+        for _ in range(10):
+            if done.is_set():
+                return
+            try:
+                s.sendall(b"x" * 1000)
+            except OSError:
+                return
+            time.sleep(0.18)
+
+    t = threading.Thread(target=more)
+    try:
+        s.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999999\r\n\r\n{")
+        r = serveclient.Raw.__new__(serveclient.Raw)
+        r.s, r.buf = s, b""
+        _, st, _, _ = r.response()
+        T.check(st == 413, f"huge Content-Length: status {st}")
+        t.start()
+        time.sleep(0.3)
+        probe(srv, "--threads 1, a client still sending after its 413", 0.5)
+        t.join()
+        T.check(r.closed(3), "413: the connection is not closed after the linger")
+    finally:
+        done.set()
+        if t.is_alive():
+            t.join()
+        s.close()
+        srv.stop()
+
+
+section("bad request, then more bytes", bad_request_then_bytes)
 T.done()
