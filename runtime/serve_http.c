@@ -24,6 +24,13 @@ void http_conn_free(http_conn *c) {
   memset(c, 0, sizeof *c);
 }
 
+void http_conn_trim(http_conn *c) {
+  if (c->len) return;
+  free(c->buf);
+  c->buf = NULL;
+  c->cap = 0;
+}
+
 const char *http_status_text(int status) {
   switch (status) {
   case 100: return "Continue";

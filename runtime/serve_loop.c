@@ -75,6 +75,7 @@ static void loop_unlist(loop_conn *c) {
 static int loop_park(serve_loop *l, loop_conn *c, int add, uint32_t events) {
   struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = c};
   if (events & EPOLLIN) ev.events |= EPOLLRDHUP; /* not with EPOLLOUT: a half-close would spin */
+  http_conn_trim(&c->http);
   pthread_mutex_lock(&l->lock);
   c->deadline = loop_now_ms() + (c->lingering ? LOOP_LINGER_MS
                                  : events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
