@@ -152,6 +152,20 @@ static int loop_wait_next(serve_loop *l, loop_conn *c) {
   return idle && !c->http.eof && poll(&p, 1, LOOP_NEXT_WAIT_MS) > 0;
 }
 
+/* After an answer, when other connections wait: c goes to the back of the
+ * queue, so a client sending requests back to back (pipelining) cannot keep
+ * the worker from them. 1 when c was handed on. */
+static int loop_requeue(serve_loop *l, loop_conn *c) {
+  pthread_mutex_lock(&l->lock);
+  int others = l->ready_count > 0;
+  if (others) {
+    l->ready[(l->ready_head + l->ready_count++) % l->max_conns] = c;
+    pthread_cond_signal(&l->ready_cv);
+  }
+  pthread_mutex_unlock(&l->lock);
+  return others;
+}
+
 /* 1 when a write to c would not block (or would fail at once). */
 static int loop_writable(const loop_conn *c) {
   struct pollfd p = {.fd = c->http.fd, .events = POLLOUT};
@@ -181,6 +195,7 @@ static void loop_work(serve_loop *l, loop_conn *c) {
     int keep = loop_answer(l, c, &r);
     http_request_done(&c->http, &r);
     if (!keep) break;
+    if (loop_requeue(l, c)) return;
   }
   loop_close(l, c);
 }

@@ -87,6 +87,49 @@ def slow_pipelined_reader():
 section("slow pipelined reader", slow_pipelined_reader)
 
 
+def pipelining_flood():
+    """A client pipelining 200000 requests and reading every answer: with
+    --threads 1 another client is still answered at once (it waited until
+    the flood was over)."""
+    srv = server("flood")
+    s = socket.create_connection((srv.host, srv.port))
+    got = [0]
+
+    def drain():
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    return
+                got[0] += chunk.count(b"Healthy")
+        except OSError:
+            return
+
+    def send():
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 200000)
+        except OSError:
+            return
+
+    sender = threading.Thread(target=send)
+    reader = threading.Thread(target=drain)
+    try:
+        sender.start()
+        reader.start()
+        time.sleep(0.3)
+        probe(srv, "--threads 1, a client pipelining a flood of requests", 0.5)
+        T.check(0 < got[0] < 200000, f"flood: {got[0]} answers when the probe was answered")
+    finally:
+        s.shutdown(socket.SHUT_RDWR)
+        srv.stop()
+        s.close()
+        sender.join()
+        reader.join()
+
+
+section("pipelining flood", pipelining_flood)
+
+
 def trickle_at_sigterm():
     """A request head that never ends, a byte every 0.3 s: SIGTERM still
     ends the server after its 5 s grace (it waited for ever)."""
