@@ -272,13 +272,15 @@ static void loop_drain(serve_loop *l, loop_conn *c) {
   loop_close(l, c);
 }
 
-/* A parked connection has bytes (or was closed by the peer): to a worker. */
+/* A parked connection has bytes (or was closed by the peer): to a worker.
+ * The lock first: it orders what the worker that parked c wrote. */
 static void loop_dispatch(serve_loop *l, loop_conn *c) {
+  pthread_mutex_lock(&l->lock);
   if (c->lingering) {
+    pthread_mutex_unlock(&l->lock);
     loop_drain(l, c);
     return;
   }
-  pthread_mutex_lock(&l->lock);
   if (c->parked) loop_unlist(c);
   l->ready[(l->ready_head + l->ready_count++) % l->max_conns] = c;
   pthread_cond_signal(&l->ready_cv);
