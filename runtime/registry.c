@@ -670,11 +670,15 @@ int registry_model_file(const char *root, const char *ref, char *path, size_t pa
   char entry[REG_PATH], hex[SHA256_HEX_BYTES];
   cJSON *meta = NULL;
   if (registry_show(root, ref, &meta, entry, sizeof entry, err, eb) != 0) return -1;
+  /* registry_show checked the id is NAME:VERSION of this folder: the version
+   * field must agree, or another version's number would serve this file. */
+  const char *id = cJSON_GetObjectItemCaseSensitive(meta, "id")->valuestring;
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(meta, "version");
-  *version = cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+  *version = strtoll(strrchr(id, ':') + 1, NULL, 10);
   int rc = -1;
-  if (*version <= 0) {
-    snprintf(err, eb, "registry entry %s: metadata.json has no version", ref);
+  if (!cJSON_IsNumber(v) || v->valuedouble != (double)*version) {
+    snprintf(err, eb, "registry entry %s: %s/metadata.json: \"version\" is not %lld", id, entry,
+             *version);
   } else if (snprintf(path, path_bytes, "%s/model.h5", entry) >= (int)path_bytes) {
     snprintf(err, eb, "--registry: path too long");
   } else if (sha256_file_hex(path, hex, err, eb) == 0) {

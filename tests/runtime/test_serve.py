@@ -754,6 +754,15 @@ with open(os.path.join(bad_reg, "mnist", "1", "model.h5"), "r+b") as f:
     f.write(bytes([byte[0] ^ 0x55]))
 cli_error("modified registry file", ["--model", "mnist", "--registry", bad_reg, "--port", "0"], 2,
           os.path.join(bad_reg, "mnist", "1", "model.h5"))
+# metadata.json of mnist:1 claiming version 2: it was served as a second version 2
+bad_reg2 = os.path.join(d, "bad-registry-2")
+shutil.copytree(reg, bad_reg2)
+meta_path = os.path.join(bad_reg2, "mnist", "1", "metadata.json")
+with open(meta_path) as f:
+    meta = json.load(f)
+with open(meta_path, "w") as f:
+    json.dump(dict(meta, version=2), f)
+cli_error("metadata version", ["--model", "mnist", "--registry", bad_reg2, "--port", "0"], 2, meta_path)
 cli_error("not an HDF5 file", ["--model", notmodel] + base, 2, notmodel)
 cli_error("port out of range", ["--model", "mnist", "--registry", reg, "--port", "70000"], 2, "--port")
 cli_error("threads 0", ["--model", "mnist", "--threads", "0"] + base, 2, "--threads")
