@@ -91,4 +91,48 @@ except subprocess.TimeoutExpired:
     proc.kill()
     proc.communicate()
 T.check(proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), f"two SIGINTs: exit {proc.returncode}")
+
+
+def rank_pid(launcher, rank):
+    """The pid of the tfdist process that mpirun started as `rank`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher and f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+# Two ranks, SIGTERM to rank 1 alone: rank 0 hears of it, records Canceled
+# naming rank 1, and ends the job.
+proc = subprocess.Popen(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none", T.TFDIST]
+                        + base + ["--epochs", "1000000"], stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+deadline, pid1 = time.time() + 60, None
+while time.time() < deadline and proc.poll() is None:
+    if status().get("status") == "Running" and os.path.exists(os.path.join(out, "metrics.jsonl")) \
+            and os.path.getsize(os.path.join(out, "metrics.jsonl")) > 0:
+        pid1 = rank_pid(proc.pid, 1)
+        break
+    time.sleep(0.05)
+T.check(pid1 is not None, "two ranks: rank 1's process not found")
+if pid1:
+    os.kill(pid1, signal.SIGTERM)
+    try:
+        o, e = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        o, e = proc.communicate()
+        T.check(False, "SIGTERM to rank 1: the job did not end within 60 s")
+    r = status()
+    T.check(r.get("status") == "Canceled" and "SIGTERM" in r.get("error", "")
+            and "rank 1" in r.get("error", ""), f"SIGTERM to rank 1: run.json {r.get('status')} "
+            f"{r.get('error')!r}")
+    T.check(proc.returncode != 0, f"SIGTERM to rank 1: mpirun exit {proc.returncode}")
+else:
+    proc.kill()
+    proc.communicate()
 T.done()
