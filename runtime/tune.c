@@ -168,7 +168,9 @@ int tune_board_add(tune_board *b, int k, double best_so_far) {
 }
 
 int tune_bandit_stops(const tune_bandit *p, const tune_board *b, int k, double best_so_far) {
-  if (k <= p->delay || p->interval <= 0 || k % p->interval != 0 || k > b->len) return 0;
+  /* Azure ML: "every multiple of evaluation_interval that is greater than or
+   * equal to delay_evaluation". */
+  if (k < p->delay || p->interval <= 0 || k % p->interval != 0 || k > b->len) return 0;
   return best_so_far < b->best[k - 1] / (1.0 + p->slack);
 }
 
