@@ -138,6 +138,13 @@ static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, siz
   return 0;
 }
 
+/* SIGTERM, once: the trial records Canceled and exits. */
+static void tune_trial_term(tune_trial *t) {
+  if (t->state != TUNE_RUNNING || t->term_sent > 0) return;
+  kill(t->pid, SIGTERM);
+  t->term_sent = tune_now();
+}
+
 /* One report of the metric: the board learns it, then the policy judges. */
 static void tune_trial_report(tune_trial *t, tune_board *board, const tune_run_config *cfg,
                               double v) {
@@ -148,7 +155,7 @@ static void tune_trial_report(tune_trial *t, tune_board *board, const tune_run_c
   if (tune_bandit_stops(&cfg->policy, board, t->reports, t->best)) {
     t->stopped_at = t->reports;
     t->stop_bar = board->best[t->reports - 1] / (1.0 + cfg->policy.slack);
-    kill(t->pid, SIGTERM);
+    tune_trial_term(t);
     fprintf(cfg->log, "%s stopped at report %d: best %s %.4f < %.4f (leader %.4f / %.2f)\n", t->id,
            t->reports, cfg->metric, t->best, t->stop_bar, board->best[t->reports - 1],
            1.0 + cfg->policy.slack);
@@ -179,15 +186,19 @@ static void tune_trial_read(tune_trial *t, tune_board *board, const tune_run_con
   fclose(f);
 }
 
-/* The run's own status from its run.json, or Failed. */
+/* The run's own final status from its run.json. One that ended without
+ * recording it (run.json missing or still Preparing or Running) failed,
+ * unless tune's own signal ended it before train could record it. */
 static void tune_trial_status(tune_trial *t) {
   char path[4300], err[256];
   snprintf(path, sizeof path, "%s/outputs/run.json", t->dir);
   char *text = fs_read_all(path, NULL, err, sizeof err);
   cJSON *run = text ? cJSON_Parse(text) : NULL;
   const cJSON *st = cJSON_GetObjectItemCaseSensitive(run, "status");
+  const char *s = cJSON_IsString(st) ? st->valuestring : "";
+  int final = !strcmp(s, "Completed") || !strcmp(s, "Failed") || !strcmp(s, "Canceled");
   snprintf(t->status, sizeof t->status, "%s",
-           cJSON_IsString(st) && strcmp(st->valuestring, "Running") ? st->valuestring : "Failed");
+           final ? s : t->term_sent > 0 ? "Canceled" : "Failed");
   /* Stopped by the policy, whether or not the signal beat its last epoch. */
   if (t->stopped_at && strcmp(t->status, "Failed") != 0) {
     snprintf(t->status, sizeof t->status, "EarlyTerminated");
@@ -301,7 +312,7 @@ int tune_trials_prepare(const tune_trials *tt, char *err, size_t eb) {
  * waited for; the ones never started stay NotStarted. */
 static void tune_stop_all(tune_trials *tt, tune_board *board, const tune_run_config *cfg) {
   for (int i = 0; i < tt->count; i++) {
-    if (tt->trial[i].state == TUNE_RUNNING) kill(tt->trial[i].pid, SIGTERM);
+    if (tt->trial[i].state == TUNE_RUNNING) tune_trial_term(&tt->trial[i]);
   }
   for (int i = 0; i < tt->count; i++) {
     tune_trial *t = &tt->trial[i];

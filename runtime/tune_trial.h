@@ -24,6 +24,7 @@ typedef struct {
   int stopped_at;        /* the report at which the policy stopped it; 0: never */
   double stop_bar;       /* the leader's best at that report / (1 + slack) */
   long metrics_off;      /* bytes of metrics.jsonl read (whole lines) */
+  double term_sent;      /* when tune sent SIGTERM (monotonic); 0: never */
   int exit_code;
   char status[24];       /* Completed, Failed, Canceled, EarlyTerminated, NotStarted */
 } tune_trial;

@@ -131,6 +131,71 @@ for t in tj["trials"][:2]:
     run = json.load(open(os.path.join(t["outputs"], "outputs", "run.json")))
     T.check(run["status"] == "Canceled", f"{t['id']}: run.json {run['status']}")
 
+# ---- trials never outlive tune, whatever stops it ----
+def trial_pids(folder):
+    """The live `tfdist train` processes of the trials under folder."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:2] == [b"train"] and any(a.startswith(folder.encode() + b"/trial-") for a in argv):
+            pids.append(int(pid))
+    return sorted(pids)
+
+
+def start_tune(folder):
+    return subprocess.Popen([T.TFDIST, "tune", "--trials", "2", "--concurrent", "2", "--outputs",
+                             folder, "--evaluation-interval", "1000000", "--", "--data-folder",
+                             data, "--epochs", "400"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_reports(folder):
+    """Until both trials have reported (so both are Running)."""
+    t0 = time.time()
+    while time.time() - t0 < 60:
+        try:
+            tj = json.load(open(os.path.join(folder, "tune.json")))
+            if all(t["reports"] >= 1 for t in tj["trials"]):
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def finish(proc, folder, what, timeout=30):
+    """proc's exit code and tune.json's trial statuses; kills what is left."""
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        T.check(False, f"{what}: tune did not end within {timeout} s")
+    t0 = time.time()
+    while trial_pids(folder) and time.time() - t0 < 10:
+        time.sleep(0.05)
+    left = trial_pids(folder)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    T.check(not left, f"{what}: trials {left} outlived tune")
+    tj = json.load(open(os.path.join(folder, "tune.json")))
+    return proc.returncode, [t["status"] for t in tj["trials"]], tj
+
+
+# Ctrl-C while the trials start (before train can record anything): Canceled,
+# not Failed.
+out3 = os.path.join(d, "tune3")
+proc = start_tune(out3)
+t0 = time.time()
+while not os.path.exists(os.path.join(out3, "tune.json")) and time.time() - t0 < 30:
+    time.sleep(0.002)
+proc.send_signal(signal.SIGINT)
+rc, st, _ = finish(proc, out3, "Ctrl-C at start")
+T.check(rc == 130 and st == ["Canceled"] * 2, f"Ctrl-C at start: exit {rc}, statuses {st}")
+
 # ---- bad input: one line naming the flag, the file and key ----
 def bad(args, *needles, files=None):
     p = T.run(["tune"] + args)
