@@ -209,8 +209,8 @@ static void tune_trial_status(tune_trial *t) {
 
 static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_config *cfg,
                             int wstatus) {
+  t->state = TUNE_DONE; /* first: its pid may be another process's now, never signal it */
   tune_trial_read(t, board, cfg);
-  t->state = TUNE_DONE;
   t->ended = tune_now();
   t->exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
   tune_trial_status(t);
