@@ -60,10 +60,11 @@ static const char tune_usage[] =
     "  --learning-rate loguniform(-6,-1)), runs --trials trials --concurrent at a time, stops\n"
     "  laggards by the bandit policy, and reports the best trial.";
 
-static volatile sig_atomic_t tune_signal;
+static volatile sig_atomic_t tune_signal, tune_signals;
 
 static void tune_on_signal(int sig) {
-  tune_signal = sig;
+  if (!tune_signal) tune_signal = sig; /* the exit code: the first one */
+  tune_signals++;
 }
 
 /* Train flags every trial gets: not the tuned ones, nor the trial's folders. */
@@ -162,7 +163,7 @@ int cli_tune(int argc, char **argv) {
                         .policy = {.slack = o.slack_factor,
                                    .interval = (int)o.evaluation_interval,
                                    .delay = (int)o.delay_evaluation},
-                        .stop = &tune_signal, .log = stdout};
+                        .stop = &tune_signal, .signals = &tune_signals, .log = stdout};
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = tune_on_signal;

@@ -15,6 +15,9 @@
 #include "runtime/fsutil.h"
 
 #define TUNE_POLL_NS 200000000L
+#define TUNE_STOP_POLL_NS 20000000L
+/* train stops within a step of SIGTERM; one that does not is hung */
+#define TUNE_KILL_AFTER_S 30.0
 
 static double tune_now(void) {
   struct timespec ts;
@@ -280,16 +283,24 @@ static int tune_write_json(const tune_trials *tt, const tune_run_config *cfg, co
   return rc;
 }
 
-/* Trials that ended since the last look. */
-static int tune_reap_any(tune_trials *tt, tune_board *board, const tune_run_config *cfg) {
+/* Trials that ended since the last look. Each trial's own pid is asked, so
+ * no other child of this process is ever reaped here. A trial that outlives
+ * its SIGTERM by TUNE_KILL_AFTER_S (or every one, with kill_now) gets SIGKILL. */
+static int tune_reap_any(tune_trials *tt, tune_board *board, const tune_run_config *cfg,
+                         int kill_now) {
   int n = 0, ws;
-  pid_t pid;
-  while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
-    for (int i = 0; i < tt->count; i++) {
-      if (tt->trial[i].state == TUNE_RUNNING && tt->trial[i].pid == pid) {
-        tune_trial_reap(&tt->trial[i], board, cfg, ws);
-        n++;
-      }
+  for (int i = 0; i < tt->count; i++) {
+    tune_trial *t = &tt->trial[i];
+    if (t->state != TUNE_RUNNING) continue;
+    pid_t pid = waitpid(t->pid, &ws, WNOHANG);
+    if (pid == t->pid) {
+      tune_trial_reap(t, board, cfg, ws);
+      n++;
+    } else if (pid == 0 && t->term_sent > 0 && !t->killed &&
+               (kill_now || tune_now() - t->term_sent > TUNE_KILL_AFTER_S)) {
+      kill(t->pid, SIGKILL);
+      t->killed = 1;
+      fprintf(cfg->log, "%s did not stop on SIGTERM: killed\n", t->id);
     }
   }
   return n;
@@ -309,17 +320,18 @@ int tune_trials_prepare(const tune_trials *tt, char *err, size_t eb) {
 }
 
 /* Stopping: every running trial gets SIGTERM (it records Canceled) and is
- * waited for; the ones never started stay NotStarted. */
+ * waited for; one more signal to tune kills the ones still running. The ones
+ * never started stay NotStarted. */
 static void tune_stop_all(tune_trials *tt, tune_board *board, const tune_run_config *cfg) {
+  const sig_atomic_t signals = *cfg->signals;
+  int running = 0;
   for (int i = 0; i < tt->count; i++) {
-    if (tt->trial[i].state == TUNE_RUNNING) tune_trial_term(&tt->trial[i]);
+    if (tt->trial[i].state == TUNE_RUNNING) tune_trial_term(&tt->trial[i]), running++;
   }
-  for (int i = 0; i < tt->count; i++) {
-    tune_trial *t = &tt->trial[i];
-    int ws;
-    if (t->state == TUNE_RUNNING && waitpid(t->pid, &ws, 0) == t->pid) {
-      tune_trial_reap(t, board, cfg, ws);
-    }
+  while (running > 0) {
+    running -= tune_reap_any(tt, board, cfg, *cfg->signals != signals);
+    struct timespec ts = {0, TUNE_STOP_POLL_NS};
+    if (running > 0) nanosleep(&ts, NULL);
   }
 }
 
@@ -338,7 +350,7 @@ int tune_trials_run(tune_trials *tt, const tune_run_config *cfg, char *err, size
     for (int i = 0; i < next; i++) {
       if (tt->trial[i].state == TUNE_RUNNING) tune_trial_read(&tt->trial[i], &board, cfg);
     }
-    running -= tune_reap_any(tt, &board, cfg);
+    running -= tune_reap_any(tt, &board, cfg, 0);
     fflush(cfg->log);
     if (rc == 0) rc = tune_write_json(tt, cfg, "Running", err, eb);
     struct timespec ts = {0, TUNE_POLL_NS};

@@ -25,6 +25,7 @@ typedef struct {
   double stop_bar;       /* the leader's best at that report / (1 + slack) */
   long metrics_off;      /* bytes of metrics.jsonl read (whole lines) */
   double term_sent;      /* when tune sent SIGTERM (monotonic); 0: never */
+  int killed;            /* it outlived SIGTERM and got SIGKILL */
   int exit_code;
   char status[24];       /* Completed, Failed, Canceled, EarlyTerminated, NotStarted */
 } tune_trial;
@@ -44,6 +45,7 @@ typedef struct {
   const char *metric;
   tune_bandit policy;
   const volatile sig_atomic_t *stop; /* set: every trial is stopped and the run ends */
+  const volatile sig_atomic_t *signals; /* signals tune got: one more while stopping kills */
   FILE *log;                         /* a line per trial started, stopped and ended */
 } tune_run_config;
 

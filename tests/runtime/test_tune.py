@@ -196,6 +196,21 @@ proc.send_signal(signal.SIGINT)
 rc, st, _ = finish(proc, out3, "Ctrl-C at start")
 T.check(rc == 130 and st == ["Canceled"] * 2, f"Ctrl-C at start: exit {rc}, statuses {st}")
 
+# A trial that does not stop (here: SIGSTOPped) and a second Ctrl-C: tune
+# kills it, reaps both and exits, leaving none behind.
+out4 = os.path.join(d, "tune4")
+proc = start_tune(out4)
+T.check(wait_reports(out4), "stuck trial: the trials never reported")
+pids = trial_pids(out4)
+T.check(len(pids) == 2, f"stuck trial: trial processes {pids}")
+if pids:
+    os.kill(pids[0], signal.SIGSTOP)
+proc.send_signal(signal.SIGINT)
+time.sleep(0.5)
+proc.send_signal(signal.SIGINT)
+rc, st, _ = finish(proc, out4, "stuck trial, two Ctrl-C")
+T.check(rc == 130 and st == ["Canceled"] * 2, f"stuck trial, two Ctrl-C: exit {rc}, statuses {st}")
+
 # ---- bad input: one line naming the flag, the file and key ----
 def bad(args, *needles, files=None):
     p = T.run(["tune"] + args)
