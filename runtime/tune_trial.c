@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -110,6 +111,23 @@ void tune_trial_flags(const tune_trials *tt, const tune_trial *t, char *out, siz
   }
 }
 
+/* The child between fork and exec: tune's handlers must not swallow a
+ * signal meant for the trial (they were inherited; a pending one now takes
+ * the default action), and the trial must not outlive tune: if tune dies,
+ * the kernel sends it SIGTERM, and it records Canceled. */
+static void tune_trial_child(pid_t parent, const sigset_t *mask, const char *log, char **argv) {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  setpgid(0, 0);
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+  sigprocmask(SIG_SETMASK, mask, NULL);
+  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int in = open("/dev/null", O_RDONLY);
+  if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);
+  execv(argv[0], argv);
+  _exit(127);
+}
+
 /* fork + exec `tfdist train`, output to <dir>/train.log, in its own process
  * group so a terminal's Ctrl-C reaches tune alone (which stops the trials). */
 static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, size_t eb) {
@@ -120,18 +138,19 @@ static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, siz
     return -1;
   }
   snprintf(log, sizeof log, "%s/train.log", t->dir);
-  pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int in = open("/dev/null", O_RDONLY);
-    if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);
-    execv(argv[0], argv);
-    _exit(127);
-  }
+  sigset_t block, mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigprocmask(SIG_BLOCK, &block, &mask); /* until the child has dropped tune's handlers */
+  pid_t parent = getpid(), pid = fork();
+  if (pid == 0) tune_trial_child(parent, &mask, log, argv);
+  if (pid > 0) setpgid(pid, pid); /* also here: either may run first */
+  int fork_errno = errno;
+  sigprocmask(SIG_SETMASK, &mask, NULL);
   tune_trial_argv_free(argv);
   if (pid < 0) {
-    snprintf(err, eb, "fork: %s", strerror(errno));
+    snprintf(err, eb, "fork: %s", strerror(fork_errno));
     return -1;
   }
   t->pid = pid;

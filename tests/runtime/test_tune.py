@@ -148,7 +148,7 @@ def trial_pids(folder):
 def start_tune(folder):
     return subprocess.Popen([T.TFDIST, "tune", "--trials", "2", "--concurrent", "2", "--outputs",
                              folder, "--evaluation-interval", "1000000", "--", "--data-folder",
-                             data, "--epochs", "400"], stdout=subprocess.PIPE,
+                             data, "--epochs", "100000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -210,6 +210,21 @@ time.sleep(0.5)
 proc.send_signal(signal.SIGINT)
 rc, st, _ = finish(proc, out4, "stuck trial, two Ctrl-C")
 T.check(rc == 130 and st == ["Canceled"] * 2, f"stuck trial, two Ctrl-C: exit {rc}, statuses {st}")
+
+# tune killed outright: its trials get SIGTERM from the kernel and record
+# Canceled rather than train on unwatched.
+out5 = os.path.join(d, "tune5")
+proc = start_tune(out5)
+T.check(wait_reports(out5), "tune killed: the trials never reported")
+proc.kill()
+proc.communicate()
+finish(proc, out5, "tune killed")
+for i in (1, 2):
+    try:
+        st = json.load(open(os.path.join(out5, f"trial-0{i}", "outputs", "run.json")))["status"]
+    except (OSError, ValueError) as e:
+        st = repr(e)
+    T.check(st == "Canceled", f"tune killed: trial-0{i} run.json {st}")
 
 # ---- bad input: one line naming the flag, the file and key ----
 def bad(args, *needles, files=None):
