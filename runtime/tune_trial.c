@@ -335,6 +335,15 @@ int tune_trials_prepare(const tune_trials *tt, char *err, size_t eb) {
              tt->outputs);
     return -1;
   }
+  /* An earlier trial's metrics.jsonl and run.json would be read as the new
+   * trial's until train replaced them. */
+  for (int i = 0; i < tt->count; i++) {
+    if (stat(tt->trial[i].dir, &st) == 0) {
+      snprintf(err, eb, "--outputs %s: holds %s of an earlier tune; choose another folder",
+               tt->outputs, tt->trial[i].id);
+      return -1;
+    }
+  }
   return 0;
 }
 

@@ -59,7 +59,7 @@ int tune_trial_argv(const tune_trials *tt, const tune_trial *t, char ***argv, in
 void tune_trial_argv_free(char **argv);
 /* "--batch-size 50 --learning-rate 0.0123..." */
 void tune_trial_flags(const tune_trials *tt, const tune_trial *t, char *out, size_t out_bytes);
-/* Makes the outputs folder; one holding an earlier tune.json is refused. */
+/* Makes the outputs folder; one holding an earlier tune.json or trial folder is refused. */
 int tune_trials_prepare(const tune_trials *tt, char *err, size_t err_bytes);
 /* Runs every trial (after tune_trials_prepare); <outputs>/tune.json is rewritten as they progress. The
  * number of Completed trials, or -1 with err (nothing could be started). */

@@ -105,6 +105,12 @@ T.check(f"best: {best_done[0]} validation_acc" in p.stdout, "the best trial is n
 # the folder is not reused
 p = T.run(["tune", "--trials", "1", "--outputs", out, "--", "--data-folder", data])
 T.check(p.returncode == 2 and "tune.json" in p.stderr, f"reuse: {p.returncode} {p.stderr.strip()}")
+# ... nor its trials' folders (their metrics.jsonl and run.json would be read
+# as the new trials' before these replace them)
+os.rename(os.path.join(out, "tune.json"), os.path.join(d, "tune.json.saved"))
+p = T.run(["tune", "--trials", "1", "--outputs", out, "--", "--data-folder", data])
+T.check(p.returncode == 2 and "trial-01" in p.stderr and p.stderr.count("\n") == 1,
+        f"reuse without tune.json: {p.returncode} {p.stderr.strip()}")
 
 # ---- Ctrl-C: running trials end Canceled, the rest NotStarted, exit 130 ----
 out2 = os.path.join(d, "tune2")
