@@ -93,7 +93,7 @@ int tune_space_load(tune_space *s, const char *path, char *err, size_t eb) {
   memset(s, 0, sizeof *s);
   char *text = fs_read_all(path, NULL, err, eb);
   if (!text) return -1;
-  cJSON *root = cJSON_Parse(text);
+  cJSON *root = cJSON_ParseWithOpts(text, NULL, 1); /* nothing may follow the object */
   free(text);
   int rc = 0;
   if (!cJSON_IsObject(root) || !root->child) {

@@ -22,7 +22,7 @@ SPACE = {"batch-size": [25, 50, 100], "first-layer-neurons": [10, 50, 200, 300, 
 
 
 def plan(*args):
-    p = T.run(["tune", "--dry-run"] + list(args))
+    p = T.run(["tune", "--dry-run"] + list(args) + ["--", "--data-folder", data])
     T.check(p.returncode == 0, f"dry run {args}: {p.returncode} {p.stderr.strip()}")
     out = {}
     for line in p.stdout.splitlines():
@@ -255,4 +255,16 @@ bad(["--dry-run", "--", "--outputs", "x"], "--outputs")
 bad(["--dry-run", "--", "--epochz", "3"], "--epochz")
 bad(["--dry-run", "--concurrent", "0"], "--concurrent")
 bad(["--dry-run", "--space", os.path.join(d, "missing.json")], "missing.json")
+# caught before any trial starts, not 20 times over in the trials' train.log
+bad(["--dry-run", "--metric", "validaton_acc", "--", "--data-folder", data], "--metric",
+    "validaton_acc")
+bad(["--dry-run", "--", "--data-folder", os.path.join(d, "nodata")], "--data-folder", "nodata")
+resume = os.path.join(d, "resume.json")
+with open(resume, "w") as f:
+    json.dump({"resume_from": "latest"}, f)
+bad(["--dry-run", "--", "--data-folder", data, "--config", resume], resume, "resume")
+trailing = os.path.join(d, "trailing.json")
+with open(trailing, "w") as f:
+    f.write('{"learning-rate": {"choice": [0.1]}} {"momentum": {"choice": [0.5]}}')
+bad(["--dry-run", "--space", trailing, "--", "--data-folder", data], trailing)
 T.done()
