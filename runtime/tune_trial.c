@@ -236,8 +236,10 @@ static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_con
   t->ended = tune_now();
   t->exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
   tune_trial_status(t);
-  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)\n", t->id, t->status,
-          t->ended - t->started, cfg->metric, t->last, t->best, t->reports);
+  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)%s%s%s\n", t->id,
+          t->status, t->ended - t->started, cfg->metric, t->last, t->best, t->reports,
+          strcmp(t->status, "Failed") ? "" : "; see ", strcmp(t->status, "Failed") ? "" : t->dir,
+          strcmp(t->status, "Failed") ? "" : "/train.log");
 }
 
 static cJSON *tune_trial_json(const tune_trials *tt, const tune_trial *t) {

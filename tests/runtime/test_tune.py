@@ -137,6 +137,16 @@ for t in tj["trials"][:2]:
     run = json.load(open(os.path.join(t["outputs"], "outputs", "run.json")))
     T.check(run["status"] == "Canceled", f"{t['id']}: run.json {run['status']}")
 
+# a trial that fails: Failed, the line says where its log is, exit 1
+huge = os.path.join(d, "huge.json")
+with open(huge, "w") as f:
+    json.dump({"batch-size": {"choice": [5000]}}, f)  # more than the 1200 samples
+out6 = os.path.join(d, "tune6")
+p = T.run(["tune", "--trials", "1", "--space", huge, "--outputs", out6, "--", "--data-folder", data])
+log6 = os.path.join(out6, "trial-01", "train.log")
+T.check(p.returncode == 1 and f"trial-01 Failed" in p.stdout and log6 in p.stdout
+        and "exceeds" in open(log6).read(), f"failed trial: {p.returncode} {p.stdout[-300:]!r}")
+
 # ---- trials never outlive tune, whatever stops it ----
 def trial_pids(folder):
     """The live `tfdist train` processes of the trials under folder."""
