@@ -196,6 +196,7 @@ int cli_tune(int argc, char **argv) {
   sa.sa_handler = tune_on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN reaps the trials before tune can */
   int done = tune_trials_run(&tt, &rc, err, sizeof err);
   if (done < 0) fprintf(stderr, "tfdist: error: %s\n", err);
   else tune_trials_report(&tt, o.metric, stdout);

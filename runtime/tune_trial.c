@@ -314,8 +314,9 @@ static int tune_reap_any(tune_trials *tt, tune_board *board, const tune_run_conf
     tune_trial *t = &tt->trial[i];
     if (t->state != TUNE_RUNNING) continue;
     pid_t pid = waitpid(t->pid, &ws, WNOHANG);
-    if (pid == t->pid) {
-      tune_trial_reap(t, board, cfg, ws);
+    int gone = pid < 0 && errno == ECHILD; /* reaped behind our back: exit code unknown */
+    if (pid == t->pid || gone) {
+      tune_trial_reap(t, board, cfg, gone ? W_EXITCODE(255, 0) : ws);
       n++;
     } else if (pid == 0 && t->term_sent > 0 && !t->killed &&
                (kill_now || tune_now() - t->term_sent > TUNE_KILL_AFTER_S)) {

@@ -147,6 +147,21 @@ log6 = os.path.join(out6, "trial-01", "train.log")
 T.check(p.returncode == 1 and f"trial-01 Failed" in p.stdout and log6 in p.stdout
         and "exceeds" in open(log6).read(), f"failed trial: {p.returncode} {p.stdout[-300:]!r}")
 
+# started with SIGCHLD ignored (inherited through exec): the trials are still
+# waited for, and tune ends
+out7 = os.path.join(d, "tune7")
+wrapper = ("import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+           "os.execv(sys.argv[1], sys.argv[1:])")
+try:
+    p = subprocess.run(["/usr/bin/python3", "-c", wrapper, T.TFDIST, "tune", "--trials", "1",
+                        "--outputs", out7, "--", "--data-folder", data, "--epochs", "1"],
+                       capture_output=True, text=True, timeout=30)
+    rc7 = p.returncode
+except subprocess.TimeoutExpired:
+    rc7 = "timeout"
+st7 = json.load(open(os.path.join(out7, "tune.json")))["trials"][0]["status"]
+T.check(rc7 == 0 and st7 == "Completed", f"SIGCHLD ignored: exit {rc7}, trial {st7}")
+
 # ---- trials never outlive tune, whatever stops it ----
 def trial_pids(folder):
     """The live `tfdist train` processes of the trials under folder."""
