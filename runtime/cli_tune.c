@@ -197,6 +197,11 @@ int cli_tune(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN reaps the trials before tune can */
+  sigset_t stops; /* and an inherited mask may block them */
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGINT);
+  sigaddset(&stops, SIGTERM);
+  sigprocmask(SIG_UNBLOCK, &stops, NULL);
   int done = tune_trials_run(&tt, &rc, err, sizeof err);
   if (done < 0) fprintf(stderr, "tfdist: error: %s\n", err);
   else tune_trials_report(&tt, o.metric, stdout);

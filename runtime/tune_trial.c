@@ -120,7 +120,10 @@ static void tune_trial_child(pid_t parent, const sigset_t *mask, const char *log
   signal(SIGTERM, SIG_DFL);
   setpgid(0, 0);
   if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
-  sigprocmask(SIG_SETMASK, mask, NULL);
+  sigset_t unblocked = *mask; /* tune's own mask, less what stops a trial */
+  sigdelset(&unblocked, SIGINT);
+  sigdelset(&unblocked, SIGTERM);
+  sigprocmask(SIG_SETMASK, &unblocked, NULL);
   int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int in = open("/dev/null", O_RDONLY);
   if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);

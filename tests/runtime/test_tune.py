@@ -176,8 +176,8 @@ def trial_pids(folder):
     return sorted(pids)
 
 
-def start_tune(folder):
-    return subprocess.Popen([T.TFDIST, "tune", "--trials", "2", "--concurrent", "2", "--outputs",
+def start_tune(folder, wrap=()):
+    return subprocess.Popen([*wrap, T.TFDIST, "tune", "--trials", "2", "--concurrent", "2", "--outputs",
                              folder, "--evaluation-interval", "1000000", "--", "--data-folder",
                              data, "--epochs", "100000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -256,6 +256,17 @@ for i in (1, 2):
     except (OSError, ValueError) as e:
         st = repr(e)
     T.check(st == "Canceled", f"tune killed: trial-0{i} run.json {st}")
+
+# started with SIGINT and SIGTERM blocked (inherited through exec): Ctrl-C
+# still stops tune, and tune's SIGTERM still reaches the trials
+out8 = os.path.join(d, "tune8")
+blocked = ("import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, "
+           "{signal.SIGINT, signal.SIGTERM}); os.execv(sys.argv[1], sys.argv[1:])")
+proc = start_tune(out8, ("/usr/bin/python3", "-c", blocked))
+T.check(wait_reports(out8), "signals blocked: the trials never reported")
+proc.send_signal(signal.SIGINT)
+rc, st, _ = finish(proc, out8, "signals blocked", timeout=20)
+T.check(rc == 130 and st == ["Canceled"] * 2, f"signals blocked: exit {rc}, statuses {st}")
 
 # ---- bad input: one line naming the flag, the file and key ----
 def bad(args, *needles, files=None):
