@@ -239,10 +239,10 @@ static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_con
   t->ended = tune_now();
   t->exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
   tune_trial_status(t);
-  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)%s%s%s\n", t->id,
-          t->status, t->ended - t->started, cfg->metric, t->last, t->best, t->reports,
-          strcmp(t->status, "Failed") ? "" : "; see ", strcmp(t->status, "Failed") ? "" : t->dir,
-          strcmp(t->status, "Failed") ? "" : "/train.log");
+  char see[4300] = "";
+  if (!strcmp(t->status, "Failed")) snprintf(see, sizeof see, "; see %s/train.log", t->dir);
+  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)%s\n", t->id, t->status,
+          t->ended - t->started, cfg->metric, t->last, t->best, t->reports, see);
 }
 
 static cJSON *tune_trial_json(const tune_trials *tt, const tune_trial *t) {
@@ -360,7 +360,9 @@ static void tune_stop_all(tune_trials *tt, tune_board *board, const tune_run_con
   const sig_atomic_t signals = *cfg->signals;
   int running = 0;
   for (int i = 0; i < tt->count; i++) {
-    if (tt->trial[i].state == TUNE_RUNNING) tune_trial_term(&tt->trial[i]), running++;
+    if (tt->trial[i].state != TUNE_RUNNING) continue;
+    tune_trial_term(&tt->trial[i]);
+    running++;
   }
   while (running > 0) {
     running -= tune_reap_any(tt, board, cfg, *cfg->signals != signals);
