@@ -116,8 +116,9 @@ for targets in ((1,), (1, 0)):
                             stderr=subprocess.PIPE, text=True)
     deadline, pids = time.time() + 60, []
     while time.time() < deadline and proc.poll() is None:
-        if status().get("status") == "Running" and os.path.exists(os.path.join(out, "metrics.jsonl")) \
-                and os.path.getsize(os.path.join(out, "metrics.jsonl")) > 0:
+        rows = os.path.join(out, "metrics.jsonl")
+        if status().get("status") == "Running" and os.path.exists(rows) \
+                and os.path.getsize(rows) > 0:
             pids = [rank_pid(proc.pid, r) for r in targets]
             break
         time.sleep(0.05)

@@ -142,7 +142,8 @@ huge = os.path.join(d, "huge.json")
 with open(huge, "w") as f:
     json.dump({"batch-size": {"choice": [5000]}}, f)  # more than the 1200 samples
 out6 = os.path.join(d, "tune6")
-p = T.run(["tune", "--trials", "1", "--space", huge, "--outputs", out6, "--", "--data-folder", data])
+p = T.run(["tune", "--trials", "1", "--space", huge, "--outputs", out6, "--", "--data-folder",
+           data])
 log6 = os.path.join(out6, "trial-01", "train.log")
 T.check(p.returncode == 1 and f"trial-01 Failed" in p.stdout and log6 in p.stdout
         and "exceeds" in open(log6).read(), f"failed trial: {p.returncode} {p.stdout[-300:]!r}")
@@ -171,16 +172,17 @@ def trial_pids(folder):
             argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if argv[1:2] == [b"train"] and any(a.startswith(folder.encode() + b"/trial-") for a in argv):
+        mine = any(a.startswith(folder.encode() + b"/trial-") for a in argv)
+        if argv[1:2] == [b"train"] and mine:
             pids.append(int(pid))
     return sorted(pids)
 
 
 def start_tune(folder, wrap=()):
-    return subprocess.Popen([*wrap, T.TFDIST, "tune", "--trials", "2", "--concurrent", "2", "--outputs",
-                             folder, "--evaluation-interval", "1000000", "--", "--data-folder",
-                             data, "--epochs", "100000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*wrap, T.TFDIST, "tune", "--trials", "2", "--concurrent", "2",
+                             "--outputs", folder, "--evaluation-interval", "1000000", "--",
+                             "--data-folder", data, "--epochs", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_reports(folder):
