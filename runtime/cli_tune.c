@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "data/idx.h"
 #include "runtime/cli.h"
 #include "runtime/fsutil.h"
 #include "runtime/options.h"
@@ -60,10 +61,11 @@ static const char tune_usage[] =
     "  --learning-rate loguniform(-6,-1)), runs --trials trials --concurrent at a time, stops\n"
     "  laggards by the bandit policy, and reports the best trial.";
 
-static volatile sig_atomic_t tune_signal;
+static volatile sig_atomic_t tune_signal, tune_signals;
 
 static void tune_on_signal(int sig) {
-  tune_signal = sig;
+  if (!tune_signal) tune_signal = sig; /* the exit code: the first one */
+  tune_signals++;
 }
 
 /* Train flags every trial gets: not the tuned ones, nor the trial's folders. */
@@ -101,9 +103,34 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
   }
   char e[4400];
   int rc = train_config_resolve(&cfg, argc - 2, argv + 2, e, sizeof e);
-  if (rc != 0) snprintf(err, eb, "train flags: %s", e);
   tune_trial_argv_free(argv);
+  if (rc == 0 && cfg.resume_from[0]) {
+    snprintf(e, sizeof e, "--config %s: sets resume_from; each trial starts afresh in its own "
+             "folder", cfg.config);
+    rc = -1;
+  }
+  if (rc == 0 && cli_check_default_data(cfg.data_folder, e, sizeof e) != 0) rc = -1;
+  static data_files files;
+  if (rc == 0 && (!strcmp(cfg.data_mode, "stream") ? data_files_find_stream : data_files_find)(
+                     &files, cfg.data_folder, e, sizeof e) != 0) {
+    rc = -1;
+  }
+  if (rc != 0) snprintf(err, eb, "train flags: %s", e);
   return rc;
+}
+
+/* The metrics `tfdist train` writes to metrics.jsonl (runtime/train.c): a
+ * name it never writes would leave every trial without a report. */
+static int tune_check_metric(const char *metric, char *err, size_t eb) {
+  static const char *const names[] = {
+      "training_acc", "validation_acc", "loss", "train_acc_mean", "validation_loss",
+      "samples_per_s", "step_time_ms", "epoch_time_s", "data_wait_s", "final_acc"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if (!strcmp(metric, names[i])) return 0;
+  }
+  snprintf(err, eb, "--metric: '%s' is not a metric tfdist train writes (validation_acc, "
+           "training_acc, final_acc, ...)", metric);
+  return -1;
 }
 
 /* argv[1..n) are tune's flags; train's follow a "--". */
@@ -144,6 +171,7 @@ int cli_tune(int argc, char **argv) {
     return CLI_OK;
   }
   if (tune_parse(&o, &space, argc, argv, &pass_at, err, sizeof err) != 0 ||
+      tune_check_metric(o.metric, err, sizeof err) != 0 ||
       tune_check_passthrough(&space, argc - pass_at, argv + pass_at, err, sizeof err) != 0 ||
       tune_trials_init(&tt, &space, (int)o.trials, (uint64_t)o.seed, o.outputs, argc - pass_at,
                        argv + pass_at, err, sizeof err) != 0 ||
@@ -162,12 +190,18 @@ int cli_tune(int argc, char **argv) {
                         .policy = {.slack = o.slack_factor,
                                    .interval = (int)o.evaluation_interval,
                                    .delay = (int)o.delay_evaluation},
-                        .stop = &tune_signal, .log = stdout};
+                        .stop = &tune_signal, .signals = &tune_signals, .log = stdout};
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = tune_on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN reaps the trials before tune can */
+  sigset_t stops; /* and an inherited mask may block them */
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGINT);
+  sigaddset(&stops, SIGTERM);
+  sigprocmask(SIG_UNBLOCK, &stops, NULL);
   int done = tune_trials_run(&tt, &rc, err, sizeof err);
   if (done < 0) fprintf(stderr, "tfdist: error: %s\n", err);
   else tune_trials_report(&tt, o.metric, stdout);

@@ -93,7 +93,7 @@ int tune_space_load(tune_space *s, const char *path, char *err, size_t eb) {
   memset(s, 0, sizeof *s);
   char *text = fs_read_all(path, NULL, err, eb);
   if (!text) return -1;
-  cJSON *root = cJSON_Parse(text);
+  cJSON *root = cJSON_ParseWithOpts(text, NULL, 1); /* nothing may follow the object */
   free(text);
   int rc = 0;
   if (!cJSON_IsObject(root) || !root->child) {
@@ -168,7 +168,9 @@ int tune_board_add(tune_board *b, int k, double best_so_far) {
 }
 
 int tune_bandit_stops(const tune_bandit *p, const tune_board *b, int k, double best_so_far) {
-  if (k <= p->delay || p->interval <= 0 || k % p->interval != 0 || k > b->len) return 0;
+  /* Azure ML: "every multiple of evaluation_interval that is greater than or
+   * equal to delay_evaluation". */
+  if (k < p->delay || p->interval <= 0 || k % p->interval != 0 || k > b->len) return 0;
   return best_so_far < b->best[k - 1] / (1.0 + p->slack);
 }
 

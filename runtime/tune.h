@@ -42,7 +42,7 @@ void tune_value_format(const tune_param *p, double v, char *out, size_t out_byte
 int tune_space_has(const tune_space *s, const char *flag);
 
 /* Bandit policy on a maximised metric (Azure ML's BanditPolicy with a slack
- * factor): at a run's report k, where k > delay and k % interval == 0, the
+ * factor): at a run's report k, where k >= delay and k % interval == 0, the
  * run stops when its best value so far is below best_k / (1 + slack);
  * best_k is the best value any run had by its own report k. */
 typedef struct {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -15,6 +16,9 @@
 #include "runtime/fsutil.h"
 
 #define TUNE_POLL_NS 200000000L
+#define TUNE_STOP_POLL_NS 20000000L
+/* train stops within a step of SIGTERM; one that does not is hung */
+#define TUNE_KILL_AFTER_S 30.0
 
 static double tune_now(void) {
   struct timespec ts;
@@ -107,6 +111,26 @@ void tune_trial_flags(const tune_trials *tt, const tune_trial *t, char *out, siz
   }
 }
 
+/* The child between fork and exec: tune's handlers must not swallow a
+ * signal meant for the trial (they were inherited; a pending one now takes
+ * the default action), and the trial must not outlive tune: if tune dies,
+ * the kernel sends it SIGTERM, and it records Canceled. */
+static void tune_trial_child(pid_t parent, const sigset_t *mask, const char *log, char **argv) {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  setpgid(0, 0);
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+  sigset_t unblocked = *mask; /* tune's own mask, less what stops a trial */
+  sigdelset(&unblocked, SIGINT);
+  sigdelset(&unblocked, SIGTERM);
+  sigprocmask(SIG_SETMASK, &unblocked, NULL);
+  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int in = open("/dev/null", O_RDONLY);
+  if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);
+  execv(argv[0], argv);
+  _exit(127);
+}
+
 /* fork + exec `tfdist train`, output to <dir>/train.log, in its own process
  * group so a terminal's Ctrl-C reaches tune alone (which stops the trials). */
 static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, size_t eb) {
@@ -117,18 +141,19 @@ static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, siz
     return -1;
   }
   snprintf(log, sizeof log, "%s/train.log", t->dir);
-  pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int in = open("/dev/null", O_RDONLY);
-    if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);
-    execv(argv[0], argv);
-    _exit(127);
-  }
+  sigset_t block, mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  sigprocmask(SIG_BLOCK, &block, &mask); /* until the child has dropped tune's handlers */
+  pid_t parent = getpid(), pid = fork();
+  if (pid == 0) tune_trial_child(parent, &mask, log, argv);
+  if (pid > 0) setpgid(pid, pid); /* also here: either may run first */
+  int fork_errno = errno;
+  sigprocmask(SIG_SETMASK, &mask, NULL);
   tune_trial_argv_free(argv);
   if (pid < 0) {
-    snprintf(err, eb, "fork: %s", strerror(errno));
+    snprintf(err, eb, "fork: %s", strerror(fork_errno));
     return -1;
   }
   t->pid = pid;
@@ -136,6 +161,13 @@ static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, siz
   t->started = tune_now();
   snprintf(t->status, sizeof t->status, "Running");
   return 0;
+}
+
+/* SIGTERM, once: the trial records Canceled and exits. */
+static void tune_trial_term(tune_trial *t) {
+  if (t->state != TUNE_RUNNING || t->term_sent > 0) return;
+  kill(t->pid, SIGTERM);
+  t->term_sent = tune_now();
 }
 
 /* One report of the metric: the board learns it, then the policy judges. */
@@ -148,7 +180,7 @@ static void tune_trial_report(tune_trial *t, tune_board *board, const tune_run_c
   if (tune_bandit_stops(&cfg->policy, board, t->reports, t->best)) {
     t->stopped_at = t->reports;
     t->stop_bar = board->best[t->reports - 1] / (1.0 + cfg->policy.slack);
-    kill(t->pid, SIGTERM);
+    tune_trial_term(t);
     fprintf(cfg->log, "%s stopped at report %d: best %s %.4f < %.4f (leader %.4f / %.2f)\n", t->id,
            t->reports, cfg->metric, t->best, t->stop_bar, board->best[t->reports - 1],
            1.0 + cfg->policy.slack);
@@ -179,15 +211,19 @@ static void tune_trial_read(tune_trial *t, tune_board *board, const tune_run_con
   fclose(f);
 }
 
-/* The run's own status from its run.json, or Failed. */
+/* The run's own final status from its run.json. One that ended without
+ * recording it (run.json missing or still Preparing or Running) failed,
+ * unless tune's own signal ended it before train could record it. */
 static void tune_trial_status(tune_trial *t) {
   char path[4300], err[256];
   snprintf(path, sizeof path, "%s/outputs/run.json", t->dir);
   char *text = fs_read_all(path, NULL, err, sizeof err);
   cJSON *run = text ? cJSON_Parse(text) : NULL;
   const cJSON *st = cJSON_GetObjectItemCaseSensitive(run, "status");
+  const char *s = cJSON_IsString(st) ? st->valuestring : "";
+  int final = !strcmp(s, "Completed") || !strcmp(s, "Failed") || !strcmp(s, "Canceled");
   snprintf(t->status, sizeof t->status, "%s",
-           cJSON_IsString(st) && strcmp(st->valuestring, "Running") ? st->valuestring : "Failed");
+           final ? s : t->term_sent > 0 ? "Canceled" : "Failed");
   /* Stopped by the policy, whether or not the signal beat its last epoch. */
   if (t->stopped_at && strcmp(t->status, "Failed") != 0) {
     snprintf(t->status, sizeof t->status, "EarlyTerminated");
@@ -198,13 +234,15 @@ static void tune_trial_status(tune_trial *t) {
 
 static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_config *cfg,
                             int wstatus) {
+  t->state = TUNE_DONE; /* first: its pid may be another process's now, never signal it */
   tune_trial_read(t, board, cfg);
-  t->state = TUNE_DONE;
   t->ended = tune_now();
   t->exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
   tune_trial_status(t);
-  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)\n", t->id, t->status,
-          t->ended - t->started, cfg->metric, t->last, t->best, t->reports);
+  char see[4300] = "";
+  if (!strcmp(t->status, "Failed")) snprintf(see, sizeof see, "; see %s/train.log", t->dir);
+  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)%s\n", t->id, t->status,
+          t->ended - t->started, cfg->metric, t->last, t->best, t->reports, see);
 }
 
 static cJSON *tune_trial_json(const tune_trials *tt, const tune_trial *t) {
@@ -269,16 +307,25 @@ static int tune_write_json(const tune_trials *tt, const tune_run_config *cfg, co
   return rc;
 }
 
-/* Trials that ended since the last look. */
-static int tune_reap_any(tune_trials *tt, tune_board *board, const tune_run_config *cfg) {
+/* Trials that ended since the last look. Each trial's own pid is asked, so
+ * no other child of this process is ever reaped here. A trial that outlives
+ * its SIGTERM by TUNE_KILL_AFTER_S (or every one, with kill_now) gets SIGKILL. */
+static int tune_reap_any(tune_trials *tt, tune_board *board, const tune_run_config *cfg,
+                         int kill_now) {
   int n = 0, ws;
-  pid_t pid;
-  while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
-    for (int i = 0; i < tt->count; i++) {
-      if (tt->trial[i].state == TUNE_RUNNING && tt->trial[i].pid == pid) {
-        tune_trial_reap(&tt->trial[i], board, cfg, ws);
-        n++;
-      }
+  for (int i = 0; i < tt->count; i++) {
+    tune_trial *t = &tt->trial[i];
+    if (t->state != TUNE_RUNNING) continue;
+    pid_t pid = waitpid(t->pid, &ws, WNOHANG);
+    int gone = pid < 0 && errno == ECHILD; /* reaped behind our back: exit code unknown */
+    if (pid == t->pid || gone) {
+      tune_trial_reap(t, board, cfg, gone ? W_EXITCODE(255, 0) : ws);
+      n++;
+    } else if (pid == 0 && t->term_sent > 0 && !t->killed &&
+               (kill_now || tune_now() - t->term_sent > TUNE_KILL_AFTER_S)) {
+      kill(t->pid, SIGKILL);
+      t->killed = 1;
+      fprintf(cfg->log, "%s did not stop on SIGTERM: killed\n", t->id);
     }
   }
   return n;
@@ -294,21 +341,33 @@ int tune_trials_prepare(const tune_trials *tt, char *err, size_t eb) {
              tt->outputs);
     return -1;
   }
+  /* An earlier trial's metrics.jsonl and run.json would be read as the new
+   * trial's until train replaced them. */
+  for (int i = 0; i < tt->count; i++) {
+    if (stat(tt->trial[i].dir, &st) == 0) {
+      snprintf(err, eb, "--outputs %s: holds %s of an earlier tune; choose another folder",
+               tt->outputs, tt->trial[i].id);
+      return -1;
+    }
+  }
   return 0;
 }
 
 /* Stopping: every running trial gets SIGTERM (it records Canceled) and is
- * waited for; the ones never started stay NotStarted. */
+ * waited for; one more signal to tune kills the ones still running. The ones
+ * never started stay NotStarted. */
 static void tune_stop_all(tune_trials *tt, tune_board *board, const tune_run_config *cfg) {
+  const sig_atomic_t signals = *cfg->signals;
+  int running = 0;
   for (int i = 0; i < tt->count; i++) {
-    if (tt->trial[i].state == TUNE_RUNNING) kill(tt->trial[i].pid, SIGTERM);
+    if (tt->trial[i].state != TUNE_RUNNING) continue;
+    tune_trial_term(&tt->trial[i]);
+    running++;
   }
-  for (int i = 0; i < tt->count; i++) {
-    tune_trial *t = &tt->trial[i];
-    int ws;
-    if (t->state == TUNE_RUNNING && waitpid(t->pid, &ws, 0) == t->pid) {
-      tune_trial_reap(t, board, cfg, ws);
-    }
+  while (running > 0) {
+    running -= tune_reap_any(tt, board, cfg, *cfg->signals != signals);
+    struct timespec ts = {0, TUNE_STOP_POLL_NS};
+    if (running > 0) nanosleep(&ts, NULL);
   }
 }
 
@@ -327,7 +386,7 @@ int tune_trials_run(tune_trials *tt, const tune_run_config *cfg, char *err, size
     for (int i = 0; i < next; i++) {
       if (tt->trial[i].state == TUNE_RUNNING) tune_trial_read(&tt->trial[i], &board, cfg);
     }
-    running -= tune_reap_any(tt, &board, cfg);
+    running -= tune_reap_any(tt, &board, cfg, 0);
     fflush(cfg->log);
     if (rc == 0) rc = tune_write_json(tt, cfg, "Running", err, eb);
     struct timespec ts = {0, TUNE_POLL_NS};

@@ -24,6 +24,8 @@ typedef struct {
   int stopped_at;        /* the report at which the policy stopped it; 0: never */
   double stop_bar;       /* the leader's best at that report / (1 + slack) */
   long metrics_off;      /* bytes of metrics.jsonl read (whole lines) */
+  double term_sent;      /* when tune sent SIGTERM (monotonic); 0: never */
+  int killed;            /* it outlived SIGTERM and got SIGKILL */
   int exit_code;
   char status[24];       /* Completed, Failed, Canceled, EarlyTerminated, NotStarted */
 } tune_trial;
@@ -43,6 +45,7 @@ typedef struct {
   const char *metric;
   tune_bandit policy;
   const volatile sig_atomic_t *stop; /* set: every trial is stopped and the run ends */
+  const volatile sig_atomic_t *signals; /* signals tune got: one more while stopping kills */
   FILE *log;                         /* a line per trial started, stopped and ended */
 } tune_run_config;
 
@@ -56,7 +59,7 @@ int tune_trial_argv(const tune_trials *tt, const tune_trial *t, char ***argv, in
 void tune_trial_argv_free(char **argv);
 /* "--batch-size 50 --learning-rate 0.0123..." */
 void tune_trial_flags(const tune_trials *tt, const tune_trial *t, char *out, size_t out_bytes);
-/* Makes the outputs folder; one holding an earlier tune.json is refused. */
+/* Makes the outputs folder; one holding an earlier tune.json or trial folder is refused. */
 int tune_trials_prepare(const tune_trials *tt, char *err, size_t err_bytes);
 /* Runs every trial (after tune_trials_prepare); <outputs>/tune.json is rewritten as they progress. The
  * number of Completed trials, or -1 with err (nothing could be started). */

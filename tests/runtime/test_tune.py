@@ -22,7 +22,7 @@ SPACE = {"batch-size": [25, 50, 100], "first-layer-neurons": [10, 50, 200, 300, 
 
 
 def plan(*args):
-    p = T.run(["tune", "--dry-run"] + list(args))
+    p = T.run(["tune", "--dry-run"] + list(args) + ["--", "--data-folder", data])
     T.check(p.returncode == 0, f"dry run {args}: {p.returncode} {p.stderr.strip()}")
     out = {}
     for line in p.stdout.splitlines():
@@ -105,6 +105,12 @@ T.check(f"best: {best_done[0]} validation_acc" in p.stdout, "the best trial is n
 # the folder is not reused
 p = T.run(["tune", "--trials", "1", "--outputs", out, "--", "--data-folder", data])
 T.check(p.returncode == 2 and "tune.json" in p.stderr, f"reuse: {p.returncode} {p.stderr.strip()}")
+# ... nor its trials' folders (their metrics.jsonl and run.json would be read
+# as the new trials' before these replace them)
+os.rename(os.path.join(out, "tune.json"), os.path.join(d, "tune.json.saved"))
+p = T.run(["tune", "--trials", "1", "--outputs", out, "--", "--data-folder", data])
+T.check(p.returncode == 2 and "trial-01" in p.stderr and p.stderr.count("\n") == 1,
+        f"reuse without tune.json: {p.returncode} {p.stderr.strip()}")
 
 # ---- Ctrl-C: running trials end Canceled, the rest NotStarted, exit 130 ----
 out2 = os.path.join(d, "tune2")
@@ -131,6 +137,139 @@ for t in tj["trials"][:2]:
     run = json.load(open(os.path.join(t["outputs"], "outputs", "run.json")))
     T.check(run["status"] == "Canceled", f"{t['id']}: run.json {run['status']}")
 
+# a trial that fails: Failed, the line says where its log is, exit 1
+huge = os.path.join(d, "huge.json")
+with open(huge, "w") as f:
+    json.dump({"batch-size": {"choice": [5000]}}, f)  # more than the 1200 samples
+out6 = os.path.join(d, "tune6")
+p = T.run(["tune", "--trials", "1", "--space", huge, "--outputs", out6, "--", "--data-folder",
+           data])
+log6 = os.path.join(out6, "trial-01", "train.log")
+T.check(p.returncode == 1 and f"trial-01 Failed" in p.stdout and log6 in p.stdout
+        and "exceeds" in open(log6).read(), f"failed trial: {p.returncode} {p.stdout[-300:]!r}")
+
+# started with SIGCHLD ignored (inherited through exec): the trials are still
+# waited for, and tune ends
+out7 = os.path.join(d, "tune7")
+wrapper = ("import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+           "os.execv(sys.argv[1], sys.argv[1:])")
+try:
+    p = subprocess.run(["/usr/bin/python3", "-c", wrapper, T.TFDIST, "tune", "--trials", "1",
+                        "--outputs", out7, "--", "--data-folder", data, "--epochs", "1"],
+                       capture_output=True, text=True, timeout=30)
+    rc7 = p.returncode
+except subprocess.TimeoutExpired:
+    rc7 = "timeout"
+st7 = json.load(open(os.path.join(out7, "tune.json")))["trials"][0]["status"]
+T.check(rc7 == 0 and st7 == "Completed", f"SIGCHLD ignored: exit {rc7}, trial {st7}")
+
+# ---- trials never outlive tune, whatever stops it ----
+def trial_pids(folder):
+    """The live `tfdist train` processes of the trials under folder."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        mine = any(a.startswith(folder.encode() + b"/trial-") for a in argv)
+        if argv[1:2] == [b"train"] and mine:
+            pids.append(int(pid))
+    return sorted(pids)
+
+
+def start_tune(folder, wrap=()):
+    return subprocess.Popen([*wrap, T.TFDIST, "tune", "--trials", "2", "--concurrent", "2",
+                             "--outputs", folder, "--evaluation-interval", "1000000", "--",
+                             "--data-folder", data, "--epochs", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_reports(folder):
+    """Until both trials have reported (so both are Running)."""
+    t0 = time.time()
+    while time.time() - t0 < 60:
+        try:
+            tj = json.load(open(os.path.join(folder, "tune.json")))
+            if all(t["reports"] >= 1 for t in tj["trials"]):
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def finish(proc, folder, what, timeout=30):
+    """proc's exit code and tune.json's trial statuses; kills what is left."""
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        T.check(False, f"{what}: tune did not end within {timeout} s")
+    t0 = time.time()
+    while trial_pids(folder) and time.time() - t0 < 10:
+        time.sleep(0.05)
+    left = trial_pids(folder)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    T.check(not left, f"{what}: trials {left} outlived tune")
+    tj = json.load(open(os.path.join(folder, "tune.json")))
+    return proc.returncode, [t["status"] for t in tj["trials"]], tj
+
+
+# Ctrl-C while the trials start (before train can record anything): Canceled,
+# not Failed.
+out3 = os.path.join(d, "tune3")
+proc = start_tune(out3)
+t0 = time.time()
+while not os.path.exists(os.path.join(out3, "tune.json")) and time.time() - t0 < 30:
+    time.sleep(0.002)
+proc.send_signal(signal.SIGINT)
+rc, st, _ = finish(proc, out3, "Ctrl-C at start")
+T.check(rc == 130 and st == ["Canceled"] * 2, f"Ctrl-C at start: exit {rc}, statuses {st}")
+
+# A trial that does not stop (here: SIGSTOPped) and a second Ctrl-C: tune
+# kills it, reaps both and exits, leaving none behind.
+out4 = os.path.join(d, "tune4")
+proc = start_tune(out4)
+T.check(wait_reports(out4), "stuck trial: the trials never reported")
+pids = trial_pids(out4)
+T.check(len(pids) == 2, f"stuck trial: trial processes {pids}")
+if pids:
+    os.kill(pids[0], signal.SIGSTOP)
+proc.send_signal(signal.SIGINT)
+time.sleep(0.5)
+proc.send_signal(signal.SIGINT)
+rc, st, _ = finish(proc, out4, "stuck trial, two Ctrl-C")
+T.check(rc == 130 and st == ["Canceled"] * 2, f"stuck trial, two Ctrl-C: exit {rc}, statuses {st}")
+
+# tune killed outright: its trials get SIGTERM from the kernel and record
+# Canceled rather than train on unwatched.
+out5 = os.path.join(d, "tune5")
+proc = start_tune(out5)
+T.check(wait_reports(out5), "tune killed: the trials never reported")
+proc.kill()
+proc.communicate()
+finish(proc, out5, "tune killed")
+for i in (1, 2):
+    try:
+        st = json.load(open(os.path.join(out5, f"trial-0{i}", "outputs", "run.json")))["status"]
+    except (OSError, ValueError) as e:
+        st = repr(e)
+    T.check(st == "Canceled", f"tune killed: trial-0{i} run.json {st}")
+
+# started with SIGINT and SIGTERM blocked (inherited through exec): Ctrl-C
+# still stops tune, and tune's SIGTERM still reaches the trials
+out8 = os.path.join(d, "tune8")
+blocked = ("import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, "
+           "{signal.SIGINT, signal.SIGTERM}); os.execv(sys.argv[1], sys.argv[1:])")
+proc = start_tune(out8, ("/usr/bin/python3", "-c", blocked))
+T.check(wait_reports(out8), "signals blocked: the trials never reported")
+proc.send_signal(signal.SIGINT)
+rc, st, _ = finish(proc, out8, "signals blocked", timeout=20)
+T.check(rc == 130 and st == ["Canceled"] * 2, f"signals blocked: exit {rc}, statuses {st}")
+
 # ---- bad input: one line naming the flag, the file and key ----
 def bad(args, *needles, files=None):
     p = T.run(["tune"] + args)
@@ -154,4 +293,16 @@ bad(["--dry-run", "--", "--outputs", "x"], "--outputs")
 bad(["--dry-run", "--", "--epochz", "3"], "--epochz")
 bad(["--dry-run", "--concurrent", "0"], "--concurrent")
 bad(["--dry-run", "--space", os.path.join(d, "missing.json")], "missing.json")
+# caught before any trial starts, not 20 times over in the trials' train.log
+bad(["--dry-run", "--metric", "validaton_acc", "--", "--data-folder", data], "--metric",
+    "validaton_acc")
+bad(["--dry-run", "--", "--data-folder", os.path.join(d, "nodata")], "--data-folder", "nodata")
+resume = os.path.join(d, "resume.json")
+with open(resume, "w") as f:
+    json.dump({"resume_from": "latest"}, f)
+bad(["--dry-run", "--", "--data-folder", data, "--config", resume], resume, "resume")
+trailing = os.path.join(d, "trailing.json")
+with open(trailing, "w") as f:
+    f.write('{"learning-rate": {"choice": [0.1]}} {"momentum": {"choice": [0.5]}}')
+bad(["--dry-run", "--space", trailing, "--", "--data-folder", data], trailing)
 T.done()

@@ -12,11 +12,15 @@ int main(void) {
   const double lead[] = {0.5, 0.8, 0.8, 0.9};
   for (int k = 1; k <= 4; k++) CHECK(tune_board_add(&b, k, lead[k - 1]) == 0);
   CHECK_EQ_INT(b.len, 4);
-  /* report 4 (4 % 2 == 0, 4 > delay): bar = 0.9 / 1.25 = 0.72 */
+  /* report 4 (4 % 2 == 0, 4 >= delay): bar = 0.9 / 1.25 = 0.72 */
   CHECK(!tune_bandit_stops(&p, &b, 4, 0.72));
   CHECK(tune_bandit_stops(&p, &b, 4, nextafter(0.72, 0.0)));
-  /* report 2 is within the delay, report 3 is not on the interval */
-  CHECK(!tune_bandit_stops(&p, &b, 2, 0.01));
+  /* Azure ML applies the policy at every multiple of the interval that is >=
+   * the delay: report 2 is judged with delay 2, not with delay 3; report 3
+   * is not on the interval */
+  CHECK(tune_bandit_stops(&p, &b, 2, 0.01));
+  const tune_bandit late = {.slack = 0.25, .interval = 2, .delay = 3};
+  CHECK(!tune_bandit_stops(&late, &b, 2, 0.01) && tune_bandit_stops(&late, &b, 4, 0.01));
   CHECK(!tune_bandit_stops(&p, &b, 3, 0.01));
   /* a report no run has reached yet: nothing to compare with */
   CHECK(!tune_bandit_stops(&p, &b, 6, 0.01));
