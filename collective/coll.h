@@ -57,6 +57,12 @@ void coll_comm_free(coll_comm *c);
  * "rank R failed: msg" and can record it before the job ends. A no-op on
  * rank 0, on one rank, and after a failed collective (rank 0 knows). */
 int coll_comm_report_failure(coll_comm *c, const char *msg);
+/* A rank other than 0 stopped by signal sig passes it to rank 0, which alone
+ * records the run as Canceled and ends the job (a launcher that signals one
+ * rank only would otherwise leave the run going). 0 when the notice went out. */
+int coll_comm_report_cancel(coll_comm *c, int sig);
+/* Rank 0: the signal a peer relayed (its rank in *from), 0 when none. */
+int coll_comm_peer_cancel(coll_comm *c, int *from);
 /* The first error of this comm: one line that names the call, the ranks
  * concerned and, for a stall, which ranks never arrived. */
 const char *coll_comm_error(coll_comm *c);

@@ -79,6 +79,8 @@ struct coll_comm {
   volatile int64_t seq_done;      /* ... and seen complete */
   volatile int broken;            /* a collective failed: every later call fails */
   volatile int peer_failed;       /* rank 0: a peer reported its failure (c->err says) */
+  volatile int peer_cancel;       /* rank 0: the signal a peer was stopped by, relayed */
+  int peer_cancel_rank;
   pthread_mutex_t diag_mu;        /* one diagnosis at a time */
   pthread_mutex_t serve_mu;       /* one thread answers queries at a time */
   int64_t diag_query_id;
@@ -121,7 +123,7 @@ int coll_progress_drive(coll_comm *c, coll_request *r);
 
 /* watchdog.c: answers peers' stall queries; diagnoses a stall of collective
  * seq by asking every peer how far it got. */
-/* ...and on rank 0 takes in peers' failure notices (c->peer_failed). */
+/* ...and on rank 0 takes in peers' failure and cancel notices. */
 void coll_diag_serve(coll_comm *c);
 /* Whether a peer reported its failure (c->err, set before, names it): a
  * wait then gives up instead of waiting for a job that is ending. */

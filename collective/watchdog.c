@@ -9,7 +9,7 @@
 
 #include "collective/coll_internal.h"
 
-enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2, DIAG_TAG_FAILED = 3 };
+enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2, DIAG_TAG_FAILED = 3, DIAG_TAG_CANCEL = 4 };
 #define DIAG_FAILED_BYTES 1024
 enum { DIAG_Q_ID = 0, DIAG_Q_SEQ, DIAG_Q_WORDS };
 enum { DIAG_R_ID = 0, DIAG_R_ENTERED, DIAG_R_DONE, DIAG_R_BROKEN, DIAG_R_WORDS };
@@ -41,17 +41,34 @@ static void diag_take_failures(coll_comm *c) {
   }
 }
 
-int coll_comm_report_failure(coll_comm *c, const char *msg) {
-  /* A failed collective is no local failure: rank 0 sees it, and says better
-   * who stalled or died than a peer's report of its own wait would. */
-  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
-  static char buf[DIAG_FAILED_BYTES]; /* must outlive a send still in flight */
-  snprintf(buf, sizeof buf, "%s", msg);
-  MPI_Request req;
-  if (MPI_Isend(buf, (int)strlen(buf) + 1, MPI_CHAR, 0, DIAG_TAG_FAILED, c->comm_diag, &req) !=
-      MPI_SUCCESS) {
-    return -1;
+/* Rank 0: the first peer's cancel notice, for the trainer to act on. */
+static void diag_take_cancels(coll_comm *c) {
+  int flag = 0, sig = 0;
+  MPI_Status st;
+  while (c->rank == 0 &&
+         MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_CANCEL, c->comm_diag, &flag, &st) == MPI_SUCCESS &&
+         flag) {
+    if (MPI_Recv(&sig, 1, MPI_INT, st.MPI_SOURCE, DIAG_TAG_CANCEL, c->comm_diag,
+                 MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+      return;
+    }
+    if (c->peer_cancel || sig <= 0) continue;
+    c->peer_cancel_rank = st.MPI_SOURCE;
+    __atomic_store_n(&c->peer_cancel, sig, __ATOMIC_RELEASE); /* after the rank */
   }
+}
+
+int coll_comm_peer_cancel(coll_comm *c, int *from) {
+  int sig = c ? __atomic_load_n(&c->peer_cancel, __ATOMIC_ACQUIRE) : 0;
+  if (sig && from) *from = c->peer_cancel_rank;
+  return sig;
+}
+
+/* A short notice to rank 0 on the diagnosis comm; buf must outlive it. */
+static int diag_notify_rank0(coll_comm *c, const void *buf, int count, MPI_Datatype type,
+                             int tag) {
+  MPI_Request req;
+  if (MPI_Isend(buf, count, type, 0, tag, c->comm_diag, &req) != MPI_SUCCESS) return -1;
   /* A short message goes eagerly; a rank 0 that is gone must not hold us. */
   const double until = coll_now() + 1.0;
   int done = 0, idle = 0;
@@ -63,9 +80,26 @@ int coll_comm_report_failure(coll_comm *c, const char *msg) {
   return done ? 0 : -1;
 }
 
+int coll_comm_report_cancel(coll_comm *c, int sig) {
+  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
+  static int buf; /* must outlive a send still in flight */
+  buf = sig;
+  return diag_notify_rank0(c, &buf, 1, MPI_INT, DIAG_TAG_CANCEL);
+}
+
+int coll_comm_report_failure(coll_comm *c, const char *msg) {
+  /* A failed collective is no local failure: rank 0 sees it, and says better
+   * who stalled or died than a peer's report of its own wait would. */
+  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
+  static char buf[DIAG_FAILED_BYTES]; /* must outlive a send still in flight */
+  snprintf(buf, sizeof buf, "%s", msg);
+  return diag_notify_rank0(c, buf, (int)strlen(buf) + 1, MPI_CHAR, DIAG_TAG_FAILED);
+}
+
 void coll_diag_serve(coll_comm *c) {
   if (c->size < 2 || pthread_mutex_trylock(&c->serve_mu) != 0) return;
   diag_take_failures(c);
+  diag_take_cancels(c);
   for (;;) {
     int flag = 0;
     MPI_Status st;

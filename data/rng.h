@@ -15,7 +15,8 @@ enum {
   DATA_RNG_STREAM_INIT = 1,
   DATA_RNG_STREAM_EPOCH = 2,
   DATA_RNG_STREAM_SYNTH = 3,
-  DATA_RNG_STREAM_SHUFFLE = 4 /* streaming mode: shard order and shuffle buffer, per (epoch, rank) */
+  DATA_RNG_STREAM_SHUFFLE = 4, /* streaming mode: shard order and shuffle buffer, per (epoch, rank) */
+  DATA_RNG_STREAM_TUNE = 5     /* tfdist tune: one sub-stream per trial */
 };
 
 /* state = mix(seed) ^ mix(stream * golden + sub): distinct (seed, stream, sub)

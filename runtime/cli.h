@@ -11,6 +11,7 @@ int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_model(int argc, char **argv);
 int cli_serve(int argc, char **argv);
+int cli_tune(int argc, char **argv);
 /* argv[1] is the data subcommand: inspect, verify, synth, shard. */
 int cli_data(int argc, char **argv);
 

@@ -16,6 +16,7 @@ static const cli_command commands[] = {
   {"train", cli_train, "train the DNN (one rank, or many under mpirun/srun)"},
   {"eval", cli_eval, "accuracy, loss, per-class accuracy and confusion matrix of a saved model"},
   {"predict", cli_predict, "classes and probabilities of a saved model for idx or JSON input"},
+  {"tune", cli_tune, "hyperparameter search: random sampling, bandit early termination"},
   {"serve", cli_serve, "HTTP scoring server: /score and TF Serving REST predict"},
   {"model", cli_model, "model registry: register, list, show, download"},
   {"data", cli_data, "inspect, verify, synthesize or shard idx data sets"},

@@ -329,15 +329,23 @@ static int train_epoch_order(trainer *t, int64_t epoch) {
   return 0;
 }
 
-/* Rank 0 alone acts on SIGINT/SIGTERM: a launcher signals every rank, and
- * rank 0 must live to record Canceled before the job is ended; the others
- * wait in the next collective for rank 0's abort. */
+/* Rank 0 alone acts on SIGINT/SIGTERM: it must live to record Canceled
+ * before the job is ended. A launcher signals every rank; a signal that
+ * reaches another rank alone is passed on to rank 0, and that rank trains on
+ * until rank 0's abort ends it. */
 static int train_cancel_requested(trainer *t, int64_t epoch) {
-  int sig = run_cancel_signal();
-  if (!sig || t->world->rank != 0) return 0;
+  int sig = run_cancel_signal(), from = 0;
+  if (sig && t->world->rank != 0) {
+    if (!t->cancel_relayed) t->cancel_relayed = coll_comm_report_cancel(t->comm, sig) == 0 ? 1 : -1;
+    return 0;
+  }
+  if (!sig && t->world->size > 1) sig = coll_comm_peer_cancel(t->comm, &from);
+  if (!sig) return 0;
   t->canceled = sig;
-  snprintf(t->err, sizeof t->err, "canceled by %s at epoch %lld, step %lld",
-           sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal",
+  char who[48] = "";
+  if (from) snprintf(who, sizeof who, " (sent to rank %d)", from);
+  snprintf(t->err, sizeof t->err, "canceled by %s%s at epoch %lld, step %lld",
+           sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal", who,
            (long long)epoch + 1, (long long)t->global_step);
   return 1;
 }

@@ -59,6 +59,7 @@ typedef struct {
   data_loader *input;              /* batches for the CPU and stream mode; NULL: backend gather */
   data_shards *shards;             /* --data-mode stream: the shard index (owned) */
   int canceled;                    /* rank 0: the signal that stopped the run, 0 if none */
+  int cancel_relayed;              /* other ranks: our signal went to rank 0 */
   char err[1024];
 } trainer;
 

@@ -5,7 +5,7 @@
  *   2: the same pair through data_pair_verify (streaming verification)
  *   3: a shard index through data_shards_load
  * For pairs, the next two bytes give where the images file ends.
- * Build and run: tests/data/fuzz.sh (clang, ASan + UBSan). */
+ * Build and run: tests/fuzz.sh idx (clang, ASan + UBSan). */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>

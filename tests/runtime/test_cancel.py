@@ -91,4 +91,54 @@ except subprocess.TimeoutExpired:
     proc.kill()
     proc.communicate()
 T.check(proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), f"two SIGINTs: exit {proc.returncode}")
+
+
+def rank_pid(launcher, rank):
+    """The pid of the tfdist process that mpirun started as `rank`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == launcher and f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+# Two ranks, SIGTERM to rank 1 alone: rank 0 hears of it, records Canceled
+# naming rank 1, and ends the job. To both (a launcher's way; rank 1's relay
+# then races rank 0's own signal): Canceled all the same.
+for targets in ((1,), (1, 0)):
+    what = "SIGTERM to rank" + (" 1" if targets == (1,) else "s 1 and 0")
+    proc = subprocess.Popen(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none",
+                             T.TFDIST] + base + ["--epochs", "1000000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline, pids = time.time() + 60, []
+    while time.time() < deadline and proc.poll() is None:
+        rows = os.path.join(out, "metrics.jsonl")
+        if status().get("status") == "Running" and os.path.exists(rows) \
+                and os.path.getsize(rows) > 0:
+            pids = [rank_pid(proc.pid, r) for r in targets]
+            break
+        time.sleep(0.05)
+    if not pids or None in pids:
+        T.check(False, f"{what}: the ranks' processes not found ({pids})")
+        proc.kill()
+        proc.communicate()
+        continue
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    try:
+        o, e = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        o, e = proc.communicate()
+        T.check(False, f"{what}: the job did not end within 60 s")
+    r = status()
+    T.check(r.get("status") == "Canceled" and "SIGTERM" in r.get("error", "")
+            and (len(targets) > 1 or "rank 1" in r.get("error", "")),
+            f"{what}: run.json {r.get('status')} {r.get('error')!r}")
+    # rank 0 ends the job by MPI_Abort(128 + SIGTERM), which mpirun exits with
+    T.check(proc.returncode == 128 + signal.SIGTERM, f"{what}: mpirun exit {proc.returncode}")
 T.done()
