@@ -762,7 +762,8 @@ with open(meta_path) as f:
     meta = json.load(f)
 with open(meta_path, "w") as f:
     json.dump(dict(meta, version=2), f)
-cli_error("metadata version", ["--model", "mnist", "--registry", bad_reg2, "--port", "0"], 2, meta_path)
+cli_error("metadata version", ["--model", "mnist", "--registry", bad_reg2, "--port", "0"], 2,
+          meta_path)
 cli_error("not an HDF5 file", ["--model", notmodel] + base, 2, notmodel)
 cli_error("port out of range", ["--model", "mnist", "--registry", reg, "--port", "70000"], 2, "--port")
 cli_error("threads 0", ["--model", "mnist", "--threads", "0"] + base, 2, "--threads")
