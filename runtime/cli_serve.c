@@ -19,6 +19,7 @@
 typedef struct {
   char model[OPT_STR_BYTES], registry[OPT_STR_BYTES], name[OPT_STR_BYTES], host[OPT_STR_BYTES];
   int64_t port, threads, max_body_mb;
+  double header_timeout;
   int access_log;
 } serve_opts;
 
@@ -35,6 +36,8 @@ static const opt_spec serve_specs[] = {
   {"threads", OPT_INT, F(threads), "4", 1, 256, NULL, "requests answered at once (open connections are not limited by it)"},
   {"max-body-mb", OPT_INT, F(max_body_mb), "16", 1, 4096, NULL,
    "largest request body in MiB (parsing takes up to ~20x its size)"},
+  {"header-timeout", OPT_FLOAT, F(header_timeout), "30", 0.1, 3600, NULL,
+   "seconds a request's headers may take from their first byte"},
   {"access-log", OPT_BOOL, F(access_log), "on", 0, 0, NULL, "one line per request on stderr"},
 };
 #undef F
@@ -134,6 +137,7 @@ int cli_serve(int argc, char **argv) {
   fflush(stdout);
   serve_loop_config lc = {.models = &m, .threads = (int)o.threads,
                          .max_body = (size_t)o.max_body_mb << 20, .access_log = o.access_log,
+                         .head_timeout_ms = o.header_timeout * 1000.0,
                          .stop = &serve_stop};
   int rc = serve_loop_run(&lc, lfd, err, sizeof err);
   if (rc != 0) fprintf(stderr, "tfdist: error: %s\n", err);

@@ -347,3 +347,9 @@ int http_response_send(http_conn *c, int status, const char *content_type, const
   }
   return 0;
 }
+
+int http_conn_in_head(const http_conn *c) {
+  size_t skip = 0;
+  while (skip < c->len && (c->buf[skip] == '\r' || c->buf[skip] == '\n')) skip++;
+  return skip < c->len && http_head_end(c->buf + skip, c->len - skip) == 0;
+}

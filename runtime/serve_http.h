@@ -43,6 +43,8 @@ void http_conn_free(http_conn *c);
 /* Frees the buffer when it holds no bytes: a connection waiting for its next
  * request keeps no memory (thousands may wait). */
 void http_conn_trim(http_conn *c);
+/* 1 when the buffer begins a request whose head has not all arrived. */
+int http_conn_in_head(const http_conn *c);
 http_read_result http_request_read(http_conn *c, http_request *r, size_t max_body, int *status,
                                    char *err, size_t err_bytes);
 /* Drops r's bytes; what follows (a pipelined request) stays buffered. */

@@ -33,7 +33,8 @@
 
 typedef struct loop_conn {
   http_conn http;
-  double deadline; /* while parked: closed then */
+  double deadline;   /* while parked: closed then */
+  double head_since; /* when the head now arriving began; 0 when none is */
   int parked;
   int lingering;   /* answered a framing error; its bytes are dropped until it closes */
   size_t drained;  /* bytes dropped while lingering */
@@ -77,9 +78,18 @@ static int loop_park(serve_loop *l, loop_conn *c, int add, uint32_t events) {
   if (events & EPOLLIN) ev.events |= EPOLLRDHUP; /* not with EPOLLOUT: a half-close would spin */
   http_conn_trim(&c->http);
   pthread_mutex_lock(&l->lock);
-  c->deadline = loop_now_ms() + (c->lingering ? LOOP_LINGER_MS
-                                 : events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
-                                 : c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
+  double now = loop_now_ms();
+  c->deadline = now + (c->lingering ? LOOP_LINGER_MS
+                       : events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
+                       : c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
+  /* A head trickling in a byte at a time renews the stall deadline for
+   * ever: the whole head gets a fixed time from its first byte. */
+  int in_head = !c->lingering && (events & EPOLLIN) && http_conn_in_head(&c->http);
+  if (!in_head) c->head_since = 0;
+  else if (c->head_since == 0) c->head_since = now;
+  if (in_head && c->head_since + l->cfg->head_timeout_ms < c->deadline) {
+    c->deadline = c->head_since + l->cfg->head_timeout_ms;
+  }
   c->parked = 1;
   c->next = l->parked.next;
   c->prev = &l->parked;

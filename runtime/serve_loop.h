@@ -16,6 +16,7 @@ typedef struct {
   int threads;
   size_t max_body;
   int access_log;
+  double head_timeout_ms; /* a request head must arrive within this of its first byte */
   const volatile sig_atomic_t *stop; /* set by a signal handler with __atomic_store_n */
 } serve_loop_config;
 

@@ -241,5 +241,43 @@ def idle_connections_memory():
         srv.stop()
 
 
+def trickled_head():
+    """A head sent a byte every 0.3 s renews no deadline for ever: with
+    --header-timeout 1.5 the server closes it about 1.5 s after its first
+    byte, while a head that arrives in pieces within the limit is answered."""
+    srv = serveclient.Server(T.TFDIST, ["--model", MODEL, "--port", "0", "--threads", "1",
+                                        "--access-log", "off", "--header-timeout", "1.5"], d,
+                             "trickle-head")
+    try:
+        c = socket.create_connection((srv.host, srv.port), timeout=5)
+        t0, closed_after = time.time(), None
+        for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 40:
+            try:
+                c.sendall(bytes([b]))
+                c.settimeout(0.3)
+                if c.recv(4096) == b"":
+                    closed_after = time.time() - t0
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed_after = time.time() - t0
+                break
+        c.close()
+        T.check(closed_after is not None and 1.2 < closed_after < 3.5,
+                f"trickled head: closed after {closed_after} s (want ~1.5 s)")
+        c = socket.create_connection((srv.host, srv.port), timeout=5)
+        for piece in (b"GET / HTT", b"P/1.1\r\nHo", b"st: t\r\n", b"\r\n"):
+            c.sendall(piece)
+            time.sleep(0.25)
+        got = c.recv(4096)
+        c.close()
+        T.check(b" 200 " in got and b"Healthy" in got, f"a head in 4 pieces over 1 s: {got[:80]!r}")
+        probe(srv, "after the trickled head")
+    finally:
+        srv.stop()
+
+
 section("idle connections' memory", idle_connections_memory)
+section("trickled head", trickled_head)
 T.done()
