@@ -1,7 +1,6 @@
 /* Model inference on host rows, chunked like evaluation. */
 #include "runtime/infer.h"
 
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,7 +130,9 @@ int infer_rows_from_json(const cJSON *rows, const char *where, int64_t dim, floa
         snprintf(err, eb, "%s[%lld][%lld]: not a number", where, (long long)i, (long long)j);
         goto fail;
       }
-      if (!(fabs(v->valuedouble) <= FLT_MAX)) {
+      /* Below FLT_MAX + half an ulp a number rounds to a finite float: numpy
+       * prints float32's largest as 3.4028235e+38, just above FLT_MAX. */
+      if (!(fabs(v->valuedouble) < 0x1.ffffffp+127)) {
         snprintf(err, eb, "%s[%lld][%lld]: %g is outside the float32 range", where, (long long)i,
                  (long long)j, v->valuedouble);
         goto fail;
