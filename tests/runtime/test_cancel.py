@@ -50,6 +50,16 @@ def start_long_run():
     return proc
 
 
+def finish(proc, what, timeout=60):
+    """The process's output once it ends; killed (and a failed check) after timeout."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        T.check(False, f"{what}: did not end within {timeout} s")
+        return proc.communicate()
+
+
 for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
     proc = start_long_run()
     if sig == signal.SIGINT:
@@ -63,12 +73,7 @@ for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
                 "the refused run rewrote run.json")
     T.check(proc.poll() is None and status().get("status") == "Running", f"{name}: run not running")
     proc.send_signal(sig)
-    try:
-        o, e = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        o, e = proc.communicate()
-        T.check(False, f"{name}: the run did not stop within 60 s")
+    o, e = finish(proc, name)
     lines = [l for l in e.strip().splitlines() if l.strip()]
     T.check(proc.returncode == 128 + sig, f"{name}: exit {proc.returncode}, want {128 + sig}")
     T.check(len(lines) == 1 and "canceled" in lines[0] and name in lines[0], f"{name}: stderr {e!r}")
@@ -85,11 +90,7 @@ for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
 proc = start_long_run()
 proc.send_signal(signal.SIGINT)
 proc.send_signal(signal.SIGINT)
-try:
-    proc.communicate(timeout=60)
-except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.communicate()
+finish(proc, "two SIGINTs")
 T.check(proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT), f"two SIGINTs: exit {proc.returncode}")
 
 
@@ -129,12 +130,7 @@ for targets in ((1,), (1, 0)):
         continue
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
-    try:
-        o, e = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        o, e = proc.communicate()
-        T.check(False, f"{what}: the job did not end within 60 s")
+    o, e = finish(proc, what)
     r = status()
     T.check(r.get("status") == "Canceled" and "SIGTERM" in r.get("error", "")
             and (len(targets) > 1 or "rank 1" in r.get("error", "")),

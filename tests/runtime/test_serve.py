@@ -2,6 +2,7 @@
 two different trained models, answers compared with a float64 numpy forward
 pass from the h5py weights; JSON formats, errors, HTTP framing (keep-alive,
 pipelining, 100-continue, HTTP/1.0), concurrency, SIGTERM, bad CLI input."""
+import contextlib
 import http.client
 import json
 import os
@@ -34,6 +35,18 @@ def section(name, fn):
         fn()
     except Exception as e:  # noqa: BLE001 - report and go on
         T.check(False, f"{name}: {type(e).__name__}: {e}")
+
+@contextlib.contextmanager
+def raw_case(srv, what):
+    """A raw connection for one case: a socket error fails the case, not the test."""
+    r = srv.raw()
+    try:
+        yield r
+    except (OSError, EOFError, ValueError) as e:
+        T.check(False, f"{what}: {type(e).__name__}: {e}")
+    finally:
+        r.close()
+
 
 
 # ---- two different models, registered as mnist versions 1 and 2 ----------
@@ -360,16 +373,11 @@ def check_framing_errors(srv):
         ("400 bad Content-Length", b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400),
     ]
     for what, data, code in cases:
-        r = srv.raw()
-        try:
+        with raw_case(srv, what) as r:
             r.send(data)
             ver, st, h, b = r.response()
             error_ok(st, h, b, code, what)
             T.check(r.closed(), f"{what}: connection not closed after {st}")
-        except (OSError, EOFError, ValueError) as e:
-            T.check(False, f"{what}: {type(e).__name__}: {e}")
-        finally:
-            r.close()
 
 
 def check_http(srv):
@@ -393,8 +401,7 @@ def check_http(srv):
     data = (post_bytes("/v1/models/mnist/versions/1:predict", b1)
             + b"POST /score HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n" % len(b2) + b2
             + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-    r = srv.raw()
-    try:
+    with raw_case(srv, "pipelining") as r:
         r.send(data)
         _, st1, _, rb1 = r.response()
         _, st2, _, rb2 = r.response()
@@ -406,16 +413,11 @@ def check_http(srv):
             classes_ok(loads(rb2), 2, x2, "pipelined score")
         T.check(rb3 == b"Healthy\n", f"pipelined GET /: {rb3!r}")
         T.check(not r.closed(0.5), "pipelined: connection closed")
-    except (OSError, EOFError, ValueError) as e:
-        T.check(False, f"pipelining: {type(e).__name__}: {e}")
-    finally:
-        r.close()
 
     # Expect: 100-continue before the body
     x = rows(2)
     body = json.dumps({"instances": x.tolist()}).encode()
-    r = srv.raw()
-    try:
+    with raw_case(srv, "100-continue") as r:
         r.send(b"POST /v1/models/mnist:predict HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
                b"Content-Length: %d\r\n\r\n" % len(body))
         interim = r.until()
@@ -425,16 +427,11 @@ def check_http(srv):
         T.check(st == 200, f"after 100-continue: {st} {b[:200]!r}")
         if st == 200:
             close(loads(b)["predictions"], 2, x, "after 100-continue")
-    except (OSError, EOFError, ValueError) as e:
-        T.check(False, f"100-continue: {type(e).__name__}: {e}")
-    finally:
-        r.close()
 
     # A client that half-closes after its two pipelined requests still gets both answers.
     x = rows(2)
     b1 = json.dumps({"data": x.tolist()}).encode()
-    r = srv.raw()
-    try:
+    with raw_case(srv, "half-close") as r:
         # corked: the data and the FIN leave together, so the server sees both at once
         r.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         r.send(post_bytes("/score", b1) + b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -445,34 +442,24 @@ def check_http(srv):
         if st1 == 200:
             classes_ok(loads(rb1), 2, x, "half-close score")
         T.check(rb2 == b"Healthy\n" and r.closed(), f"half-close: GET / {rb2!r}, then closed")
-    except (OSError, EOFError, ValueError) as e:
-        T.check(False, f"half-close: {type(e).__name__}: {e}")
-    finally:
-        r.close()
 
     # HTTP/1.1 needs Host; an absolute-form target is the path it names.
     for what, req, want in (("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
                             ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
                             ("absolute-form", b"GET http://t:1/v1/models/mnist/versions/1 HTTP/1.1\r\n"
                              b"Host: t\r\n\r\n", 200)):
-        r = srv.raw()
-        try:
+        with raw_case(srv, what) as r:
             r.send(req)
             _, st, _, b = r.response()
             T.check(st == want, f"{what}: {st}, expected {want}: {b[:120]!r}")
             if want == 200 and st == 200:
                 status_ok(loads(b), [1], what)
-        except (OSError, EOFError, ValueError) as e:
-            T.check(False, f"{what}: {type(e).__name__}: {e}")
-        finally:
-            r.close()
 
     # HTTP/1.0 closes; HTTP/1.0 with keep-alive stays; HTTP/1.1 Connection: close closes
     for what, req, stays in (("HTTP/1.0", b"GET / HTTP/1.0\r\n\r\n", False),
                              ("HTTP/1.0 keep-alive", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True),
                              ("Connection: close", b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", False)):
-        r = srv.raw()
-        try:
+        with raw_case(srv, what) as r:
             r.send(req)
             _, st, _, b = r.response()
             T.check(st == 200 and b == b"Healthy\n", f"{what}: {st} {b!r}")
@@ -482,10 +469,6 @@ def check_http(srv):
                 T.check(st == 200 and b == b"Healthy\n", f"{what} second request: {st} {b!r}")
             else:
                 T.check(r.closed(), f"{what}: connection not closed")
-        except (OSError, EOFError, ValueError) as e:
-            T.check(False, f"{what}: {type(e).__name__}: {e}")
-        finally:
-            r.close()
 
 
 def check_concurrency(srv):
@@ -615,16 +598,11 @@ def check_small(srv):
     c.close()
     T.check(os.path.getsize(srv.err_path) == size0, "--access-log off still logs requests")
     # 413: Content-Length over 1 MiB, decided from the header
-    r = srv.raw()
-    try:
+    with raw_case(srv, "413") as r:
         r.send(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (2 * 1048576 + 1))
         _, st, h, b = r.response()
         error_ok(st, h, b, 413, "413 body over --max-body-mb")
         T.check(r.closed(), "413: connection not closed")
-    except (OSError, EOFError, ValueError) as e:
-        T.check(False, f"413: {type(e).__name__}: {e}")
-    finally:
-        r.close()
     # an idle keep-alive connection is closed after 5 s
     r = srv.raw()
     try:

@@ -119,13 +119,19 @@ proc = subprocess.Popen([T.TFDIST, "tune", "--trials", "5", "--concurrent", "2",
                          "--", "--data-folder", data, "--epochs", "400"],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 t0 = time.time()
-while time.time() - t0 < 60:
-    lines = [ln for ln in open(os.path.join(out2, "tune.json"))] if os.path.exists(
-        os.path.join(out2, "tune.json")) else []
-    if sum('"Running"' in ln for ln in lines) >= 3:  # tune and two trials
-        break
+
+
+def trial_running(k):
+    try:
+        path = os.path.join(out2, f"trial-0{k}", "outputs", "run.json")
+        return json.load(open(path)).get("status") == "Running"
+    except (OSError, ValueError):
+        return False
+
+
+# both trials' own run.json say Running (a loaded machine may take seconds)
+while time.time() - t0 < 60 and not (trial_running(1) and trial_running(2)):
     time.sleep(0.1)
-time.sleep(0.5)
 proc.send_signal(signal.SIGINT)
 so, se = proc.communicate(timeout=60)
 T.check(proc.returncode == 130, f"Ctrl-C: exit {proc.returncode}: {se.strip()[-300:]}")
