@@ -28,9 +28,9 @@ model = os.path.join(out, "model", "model.h5")
 digest = hashlib.sha256(open(model, "rb").read()).hexdigest()
 
 
-def status():
+def status(folder=None):
     try:
-        return json.load(open(os.path.join(out, "run.json")))
+        return json.load(open(os.path.join(folder or out, "run.json")))
     except (OSError, ValueError):
         return {}
 
@@ -110,15 +110,18 @@ def rank_pid(launcher, rank):
 # Two ranks, SIGTERM to rank 1 alone: rank 0 hears of it, records Canceled
 # naming rank 1, and ends the job. To both (a launcher's way; rank 1's relay
 # then races rank 0's own signal): Canceled all the same.
-for targets in ((1,), (1, 0)):
+# Each in a fresh --outputs: the killed run above left its run.json Running.
+for k, targets in enumerate(((1,), (1, 0))):
     what = "SIGTERM to rank" + (" 1" if targets == (1,) else "s 1 and 0")
+    out_k = os.path.join(d, f"out-mpi{k}")
+    args = [out_k if a == out else a for a in base]
     proc = subprocess.Popen(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none",
-                             T.TFDIST] + base + ["--epochs", "1000000"], stdout=subprocess.PIPE,
+                             T.TFDIST] + args + ["--epochs", "1000000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline, pids = time.time() + 60, []
     while time.time() < deadline and proc.poll() is None:
-        rows = os.path.join(out, "metrics.jsonl")
-        if status().get("status") == "Running" and os.path.exists(rows) \
+        rows = os.path.join(out_k, "metrics.jsonl")
+        if status(out_k).get("status") == "Running" and os.path.exists(rows) \
                 and os.path.getsize(rows) > 0:
             pids = [rank_pid(proc.pid, r) for r in targets]
             break
@@ -131,7 +134,7 @@ for targets in ((1,), (1, 0)):
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
     o, e = finish(proc, what)
-    r = status()
+    r = status(out_k)
     T.check(r.get("status") == "Canceled" and "SIGTERM" in r.get("error", "")
             and (len(targets) > 1 or "rank 1" in r.get("error", "")),
             f"{what}: run.json {r.get('status')} {r.get('error')!r}")
