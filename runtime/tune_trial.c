@@ -280,8 +280,10 @@ static int tune_best(const tune_trials *tt) {
   return best;
 }
 
+/* tune.json, when its text differs from *last (the text last written, kept
+ * there): a poll with no progress writes and fsyncs nothing. */
 static int tune_write_json(const tune_trials *tt, const tune_run_config *cfg, const char *status,
-                           char *err, size_t eb) {
+                           char **last, char *err, size_t eb) {
   cJSON *o = cJSON_CreateObject(), *trials = cJSON_CreateArray();
   cJSON_AddStringToObject(o, "status", status);
   cJSON_AddStringToObject(o, "metric", cfg->metric);
@@ -301,9 +303,21 @@ static int tune_write_json(const tune_trials *tt, const tune_run_config *cfg, co
   snprintf(path, sizeof path, "%s/tune.json", tt->outputs);
   char *text = cJSON_Print(o);
   cJSON_Delete(o);
-  int rc = text ? fs_write_atomic(path, text, strlen(text), err, eb) : -1;
-  if (!text) snprintf(err, eb, "out of memory");
-  free(text);
+  if (!text) {
+    snprintf(err, eb, "out of memory");
+    return -1;
+  }
+  if (*last && !strcmp(*last, text)) {
+    free(text);
+    return 0;
+  }
+  int rc = fs_write_atomic(path, text, strlen(text), err, eb);
+  if (rc == 0) {
+    free(*last);
+    *last = text;
+  } else {
+    free(text);
+  }
   return rc;
 }
 
@@ -374,6 +388,7 @@ static void tune_stop_all(tune_trials *tt, tune_board *board, const tune_run_con
 int tune_trials_run(tune_trials *tt, const tune_run_config *cfg, char *err, size_t eb) {
   tune_board board = {0};
   int next = 0, running = 0, rc = 0;
+  char *last = NULL;
   while ((next < tt->count || running > 0) && !*cfg->stop && rc == 0) {
     while (running < cfg->concurrent && next < tt->count && !*cfg->stop) {
       tune_trial *t = &tt->trial[next++];
@@ -388,18 +403,19 @@ int tune_trials_run(tune_trials *tt, const tune_run_config *cfg, char *err, size
     }
     running -= tune_reap_any(tt, &board, cfg, 0);
     fflush(cfg->log);
-    if (rc == 0) rc = tune_write_json(tt, cfg, "Running", err, eb);
+    if (rc == 0) rc = tune_write_json(tt, cfg, "Running", &last, err, eb);
     struct timespec ts = {0, TUNE_POLL_NS};
     nanosleep(&ts, NULL);
   }
   if (*cfg->stop || rc != 0) tune_stop_all(tt, &board, cfg);
   tune_board_free(&board);
   char e2[512];
-  if (tune_write_json(tt, cfg, *cfg->stop ? "Canceled" : rc ? "Failed" : "Completed", e2,
+  if (tune_write_json(tt, cfg, *cfg->stop ? "Canceled" : rc ? "Failed" : "Completed", &last, e2,
                       sizeof e2) != 0 && rc == 0) {
     snprintf(err, eb, "%s", e2);
     rc = -1;
   }
+  free(last);
   if (rc != 0) return -1;
   int done = 0;
   for (int i = 0; i < tt->count; i++) done += !strcmp(tt->trial[i].status, "Completed");
