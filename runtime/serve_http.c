@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/records.h"
+
 void http_conn_init(http_conn *c, int fd) {
   memset(c, 0, sizeof *c);
   c->fd = fd;
@@ -306,12 +308,6 @@ static double http_send_budget_ms(int fd) {
   return (double)tv.tv_sec * 1e3 + (double)tv.tv_usec / 1e3;
 }
 
-static double http_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 int http_response_send(http_conn *c, int status, const char *content_type, const char *extra,
                        const char *body, size_t len, int keep_alive, int head_only) {
   char head[1024];
@@ -325,12 +321,12 @@ int http_response_send(http_conn *c, int status, const char *content_type, const
   struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
   /* The send timeout bounds the whole response, not each write: a client
    * that reads a little at a time would otherwise hold the worker forever. */
-  double budget = http_send_budget_ms(c->fd), deadline = http_now_ms() + budget;
+  double budget = http_send_budget_ms(c->fd), deadline = 1e3 * rec_mono() + budget;
   while (iov[0].iov_len + iov[1].iov_len > 0) {
     ssize_t sent = sendmsg(c->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0 && errno == EINTR) continue;
     if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      double left = deadline - http_now_ms();
+      double left = deadline - 1e3 * rec_mono();
       struct pollfd p = {.fd = c->fd, .events = POLLOUT};
       if ((budget >= 0 && left <= 0) || poll(&p, 1, budget < 0 ? -1 : (int)left + 1) == 0) {
         return -1;

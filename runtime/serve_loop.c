@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/records.h"
 #include "runtime/serve_http.h"
 
 #define LOOP_TICK_MS 100
@@ -57,12 +58,6 @@ static int loop_stopping(const serve_loop *l) {
   return __atomic_load_n(l->cfg->stop, __ATOMIC_RELAXED) != 0;
 }
 
-static double loop_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static void loop_unlist(loop_conn *c) {
   c->prev->next = c->next;
   c->next->prev = c->prev;
@@ -78,7 +73,7 @@ static int loop_park(serve_loop *l, loop_conn *c, int add, uint32_t events) {
   if (events & EPOLLIN) ev.events |= EPOLLRDHUP; /* not with EPOLLOUT: a half-close would spin */
   http_conn_trim(&c->http);
   pthread_mutex_lock(&l->lock);
-  double now = loop_now_ms();
+  double now = 1e3 * rec_mono();
   c->deadline = now + (c->lingering ? LOOP_LINGER_MS
                        : events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
                        : c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
@@ -115,7 +110,7 @@ static void loop_log(const serve_loop *l, const char *method, const char *path, 
                      size_t bytes, double t0) {
   if (!l->cfg->access_log) return;
   fprintf(stderr, "tfdist serve: \"%s %.300s\" %d %zu bytes %.2f ms\n", method, path, status,
-          bytes, loop_now_ms() - t0);
+          bytes, 1e3 * rec_mono() - t0);
 }
 
 /* A framing error: its status and message, then the connection closes
@@ -124,7 +119,7 @@ static int loop_reply_bad(serve_loop *l, loop_conn *c, int status, const char *m
   serve_reply rep;
   serve_reply_error(&rep, status, msg);
   int rc = http_response_send(&c->http, status, rep.content_type, NULL, rep.body, rep.len, 0, 0);
-  loop_log(l, "-", "-", status, rep.len, loop_now_ms());
+  loop_log(l, "-", "-", status, rep.len, 1e3 * rec_mono());
   serve_reply_free(&rep);
   if (rc != 0 || shutdown(c->http.fd, SHUT_WR) != 0) return -1;
   int fd = c->http.fd;
@@ -136,7 +131,7 @@ static int loop_reply_bad(serve_loop *l, loop_conn *c, int status, const char *m
 
 /* Answers one whole request; 1 when the connection stays open. */
 static int loop_answer(serve_loop *l, loop_conn *c, const http_request *r) {
-  double t0 = loop_now_ms();
+  double t0 = 1e3 * rec_mono();
   serve_reply rep;
   serve_handle(l->cfg->models, r->method, r->path, r->body, r->body_len, &rep);
   int keep = r->keep_alive && !loop_stopping(l);
@@ -236,7 +231,7 @@ static void loop_refuse(serve_loop *l, int fd) {
   ssize_t ignored = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
   (void)ignored;
   close(fd);
-  loop_log(l, "-", "-", 503, 48, loop_now_ms());
+  loop_log(l, "-", "-", 503, 48, 1e3 * rec_mono());
 }
 
 static void loop_accept(serve_loop *l, int lfd) {
@@ -301,7 +296,7 @@ static void loop_dispatch(serve_loop *l, loop_conn *c) {
  * idle one (a request begun may still finish, within the grace). 1 when none
  * is left open. */
 static int loop_sweep(serve_loop *l, int stopping) {
-  double now = loop_now_ms();
+  double now = 1e3 * rec_mono();
   int graced = stopping && now >= l->stop_ms + LOOP_STOP_GRACE_MS;
   loop_conn *done = NULL;
   pthread_mutex_lock(&l->lock);
@@ -333,7 +328,7 @@ static void loop_poll(serve_loop *l, int lfd) {
       epoll_ctl(l->ep, EPOLL_CTL_DEL, lfd, NULL);
       close(lfd);
       lfd = -1;
-      l->stop_ms = loop_now_ms();
+      l->stop_ms = 1e3 * rec_mono();
     }
     if (loop_sweep(l, stopping) && stopping) return;
     int n = epoll_wait(l->ep, evs, 64, LOOP_TICK_MS);

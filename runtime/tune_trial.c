@@ -14,17 +14,12 @@
 #include <unistd.h>
 
 #include "runtime/fsutil.h"
+#include "runtime/records.h"
 
 #define TUNE_POLL_NS 200000000L
 #define TUNE_STOP_POLL_NS 20000000L
 /* train stops within a step of SIGTERM; one that does not is hung */
 #define TUNE_KILL_AFTER_S 30.0
-
-static double tune_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int tune_trials_init(tune_trials *tt, const tune_space *s, int n, uint64_t seed,
                      const char *outputs, int pass_argc, char **pass_argv, char *err,
@@ -158,7 +153,7 @@ static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, siz
   }
   t->pid = pid;
   t->state = TUNE_RUNNING;
-  t->started = tune_now();
+  t->started = rec_mono();
   snprintf(t->status, sizeof t->status, "Running");
   return 0;
 }
@@ -167,7 +162,7 @@ static int tune_trial_start(const tune_trials *tt, tune_trial *t, char *err, siz
 static void tune_trial_term(tune_trial *t) {
   if (t->state != TUNE_RUNNING || t->term_sent > 0) return;
   kill(t->pid, SIGTERM);
-  t->term_sent = tune_now();
+  t->term_sent = rec_mono();
 }
 
 /* One report of the metric: the board learns it, then the policy judges. */
@@ -236,7 +231,7 @@ static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_con
                             int wstatus) {
   t->state = TUNE_DONE; /* first: its pid may be another process's now, never signal it */
   tune_trial_read(t, board, cfg);
-  t->ended = tune_now();
+  t->ended = rec_mono();
   t->exit_code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
   tune_trial_status(t);
   char see[4300] = "";
@@ -336,7 +331,7 @@ static int tune_reap_any(tune_trials *tt, tune_board *board, const tune_run_conf
       tune_trial_reap(t, board, cfg, gone ? W_EXITCODE(255, 0) : ws);
       n++;
     } else if (pid == 0 && t->term_sent > 0 && !t->killed &&
-               (kill_now || tune_now() - t->term_sent > TUNE_KILL_AFTER_S)) {
+               (kill_now || rec_mono() - t->term_sent > TUNE_KILL_AFTER_S)) {
       kill(t->pid, SIGKILL);
       t->killed = 1;
       fprintf(cfg->log, "%s did not stop on SIGTERM: killed\n", t->id);
