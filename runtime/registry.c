@@ -596,19 +596,27 @@ int registry_list(const char *root, cJSON **entries, char *err, size_t eb) {
   return 0;
 }
 
+static const char *reg_who(const cJSON *meta, const char *ref) {
+  const cJSON *id = cJSON_GetObjectItemCaseSensitive(meta, "id");
+  return cJSON_IsString(id) ? id->valuestring : ref;
+}
+
+/* The sha256 the entry's metadata records, or NULL with err. */
+static const char *reg_recorded_sha(const cJSON *meta, const char *ref, char *err, size_t eb) {
+  const cJSON *want = cJSON_GetObjectItemCaseSensitive(meta, "sha256");
+  if (cJSON_IsString(want)) return want->valuestring;
+  snprintf(err, eb, "registry entry %s: metadata.json has no sha256", reg_who(meta, ref));
+  return NULL;
+}
+
 /* The entry's recorded sha256 against hex, the hash of src as read. */
 static int reg_hash_check(const cJSON *meta, const char *ref, const char *src, const char *hex,
                           char *err, size_t eb) {
-  const cJSON *want = cJSON_GetObjectItemCaseSensitive(meta, "sha256");
-  const cJSON *id = cJSON_GetObjectItemCaseSensitive(meta, "id");
-  const char *who = cJSON_IsString(id) ? id->valuestring : ref;
-  if (!cJSON_IsString(want)) {
-    snprintf(err, eb, "registry entry %s: metadata.json has no sha256", who);
-    return -1;
-  }
-  if (strcmp(hex, want->valuestring) != 0) {
+  const char *want = reg_recorded_sha(meta, ref, err, eb);
+  if (!want) return -1;
+  if (strcmp(hex, want) != 0) {
     snprintf(err, eb, "registry entry %s: %s has sha256 %.16s..., the metadata records "
-             "%.16s...: the file was modified or corrupted", who, src, hex, want->valuestring);
+             "%.16s...: the file was modified or corrupted", reg_who(meta, ref), src, hex, want);
     return -1;
   }
   return 0;
@@ -619,9 +627,7 @@ int registry_download(const char *root, const char *ref, const char *to, cJSON *
   char entry[REG_PATH], src[REG_PATH], dst[REG_PATH], tmp[REG_PATH],
       hex[SHA256_HEX_BYTES];
   if (registry_show(root, ref, meta, entry, sizeof entry, err, eb) != 0) return -1;
-  if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(*meta, "sha256"))) {
-    return reg_hash_check(*meta, ref, "", "", err, eb);
-  }
+  if (!reg_recorded_sha(*meta, ref, err, eb)) return -1;
   reg_path(src, "%s/model.h5", entry);
   if (fs_mkdirs(to, err, eb) != 0) return -1;
   if (reg_path(dst, "%s/model.h5", to) != 0) {
