@@ -40,12 +40,13 @@ const char *coll_backend_name(coll_backend b) {
   case COLL_BACKEND_MPI: return "mpi";
   case COLL_BACKEND_RING: return "ring";
   case COLL_BACKEND_NCCL: return "nccl";
+  case COLL_BACKEND_TCP: return "tcp";
   }
   return "?";
 }
 
 int coll_backend_parse(const char *name, coll_backend *out) {
-  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_NCCL; b++) {
+  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_TCP; b++) {
     if (strcmp(name, coll_backend_name((coll_backend)b)) == 0) {
       *out = (coll_backend)b;
       return 0;
@@ -64,6 +65,7 @@ static const coll_backend_ops *coll_backend_table(coll_backend b) {
 #else
     return NULL;
 #endif
+  case COLL_BACKEND_TCP: return &coll_tcp_ops;
   }
   return NULL;
 }
@@ -83,6 +85,11 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
                    size_t err_bytes) {
   *out = NULL;
   const coll_backend_ops *ops = coll_backend_table(cfg->backend);
+  if ((cfg->backend == COLL_BACKEND_TCP) != (w->tcp != NULL)) {
+    snprintf(err, err_bytes, "--allreduce %s: %s", coll_backend_name(cfg->backend),
+             w->tcp ? "a TF_CONFIG cluster reduces over tcp" : "tcp needs a TF_CONFIG cluster");
+    return COLL_ERR;
+  }
   if (!ops) {
     snprintf(err, err_bytes, "--allreduce %s: this build has no CUDA/NCCL",
              coll_backend_name(cfg->backend));
@@ -100,6 +107,7 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
   c->size = w->size;
   snprintf(c->host, sizeof c->host, "%.63s", w->host);
   c->comm = c->comm_async = c->comm_diag = MPI_COMM_NULL;
+  c->tcp = w->tcp;
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->diag_mu, NULL);
   pthread_mutex_init(&c->serve_mu, NULL);
@@ -118,7 +126,7 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
   }
   /* Only with MPI_THREAD_MULTIPLE may a second thread call MPI; without it
    * non-blocking calls run to completion when started. */
-  if (c->size > 1 && w->thread_level >= MPI_THREAD_MULTIPLE &&
+  if (c->size > 1 && !c->tcp && w->thread_level >= MPI_THREAD_MULTIPLE &&
       coll_progress_start(c, err, err_bytes) != COLL_OK) {
     coll_comm_free(c);
     return COLL_ERR;
@@ -287,6 +295,7 @@ int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems) {
     coll_set_error(c, "allreduce(f64): %lld elements is too many", (long long)elems);
     return COLL_ERR;
   }
+  if (c->tcp) return coll_tcpc_sum_f64(c, buf, elems);
   const int64_t bytes = elems * (int64_t)sizeof(double);
   double *s = coll_stage(c, buf, bytes);
   if (!s) return COLL_ERR;
@@ -309,6 +318,7 @@ int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root) {
                    c->size);
     return COLL_ERR;
   }
+  if (c->tcp) return coll_tcpc_broadcast(c, buf, bytes, root);
   char *s = coll_stage(c, buf, bytes);
   if (!s) return COLL_ERR;
   int64_t seq = coll_enter(c);
@@ -338,6 +348,7 @@ int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root) {
 
 int coll_barrier(coll_comm *c) {
   if (c->broken) return COLL_ERR;
+  if (c->tcp) return coll_tcpc_barrier(c);
   int64_t seq = coll_enter(c);
   MPI_Request req;
   COLL_MPI_TRY(c, MPI_Ibarrier(c->comm, &req));

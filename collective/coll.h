@@ -8,9 +8,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "collective/tfconfig.h"
+
 enum { COLL_OK = 0, COLL_ERR = -1, COLL_ETIMEOUT = -2 };
 
-typedef enum { COLL_BACKEND_MPI = 0, COLL_BACKEND_RING = 1, COLL_BACKEND_NCCL = 2 } coll_backend;
+/* tcp: the ring over the TCP mesh of a TF_CONFIG cluster (tcp_coll.c). */
+typedef enum {
+  COLL_BACKEND_MPI = 0,
+  COLL_BACKEND_RING = 1,
+  COLL_BACKEND_NCCL = 2,
+  COLL_BACKEND_TCP = 3
+} coll_backend;
+
+struct coll_tcp;
 
 /* Who this process is. MPI is initialised here; a plain run without mpirun
  * is a world of one. */
@@ -19,6 +29,7 @@ typedef struct {
   int local_rank, local_size; /* from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) */
   char host[256];
   int thread_level;           /* what MPI granted */
+  struct coll_tcp *tcp;       /* a TF_CONFIG cluster's mesh (then rank and size are its) */
 } coll_world;
 
 typedef struct {
@@ -42,6 +53,13 @@ typedef struct {
 int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll_rank_info *rows,
                            char *err, size_t err_bytes);
 void coll_world_finalize(coll_world *w);
+/* Makes w a TF_CONFIG cluster's task: connects the mesh (bounded by
+ * timeout_s); a training task takes its rank, size and local rank from tf,
+ * which must outlive w. A ps task gets rank -1. 0, or -1 with err set. */
+/* The TF_CONFIG cluster w joined; NULL for an MPI world. */
+const coll_tf_config *coll_world_cluster(const coll_world *w);
+int coll_world_join_tf(coll_world *w, const coll_tf_config *tf, double timeout_s, char *err,
+                       size_t err_bytes);
 /* Only the CLI may call this: it ends every rank of the job. */
 void coll_world_abort(const coll_world *w, int code);
 

@@ -53,6 +53,7 @@ typedef struct coll_backend_ops {
 
 extern const coll_backend_ops coll_mpi_ops;
 extern const coll_backend_ops coll_ring_ops;
+extern const coll_backend_ops coll_tcp_ops;
 #if TFDIST_HAVE_CUDA
 extern const coll_backend_ops coll_nccl_ops;
 #endif
@@ -66,6 +67,7 @@ struct coll_comm {
   int rank, size;
   char host[64];
   void *impl;             /* the back end's per-comm state */
+  struct coll_tcp *tcp;   /* a TF_CONFIG cluster's mesh: every call goes over it */
 
   /* progress thread and its FIFO; mu guards everything below */
   pthread_mutex_t mu;
@@ -108,6 +110,15 @@ void coll_backoff(int *idle_polls, double idle_s);
 /* Polls req until done or timeout_s passes; on timeout diagnoses the stall
  * (naming ranks) and returns COLL_ETIMEOUT. what names the collective. */
 int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *what);
+
+/* tcp_coll.c: the host collectives of a TF_CONFIG cluster. */
+int coll_tcpc_broadcast(coll_comm *c, void *buf, int64_t bytes, int root);
+int coll_tcpc_sum_f64(coll_comm *c, double *buf, int64_t elems);
+int coll_tcpc_barrier(coll_comm *c);
+int coll_tcpc_notify_rank0(coll_comm *c, uint32_t type, const void *buf, uint64_t bytes);
+int coll_tcpc_peer_cancel(coll_comm *c, int *from);
+int coll_world_tcp_gather(const coll_world *w, const void *mine, void *rows, int64_t bytes,
+                          char *err, size_t err_bytes);
 
 /* progress.c */
 int coll_progress_start(coll_comm *c, char *err, size_t err_bytes);

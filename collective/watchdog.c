@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "collective/coll_internal.h"
+#include "collective/tcp.h"
 
 enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2, DIAG_TAG_FAILED = 3, DIAG_TAG_CANCEL = 4 };
 #define DIAG_FAILED_BYTES 1024
@@ -59,6 +60,7 @@ static void diag_take_cancels(coll_comm *c) {
 }
 
 int coll_comm_peer_cancel(coll_comm *c, int *from) {
+  if (c && c->tcp) return coll_tcpc_peer_cancel(c, from);
   int sig = c ? __atomic_load_n(&c->peer_cancel, __ATOMIC_ACQUIRE) : 0;
   if (sig && from) *from = c->peer_cancel_rank;
   return sig;
@@ -84,15 +86,18 @@ int coll_comm_report_cancel(coll_comm *c, int sig) {
   if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
   static int buf; /* must outlive a send still in flight */
   buf = sig;
+  if (c->tcp) return coll_tcpc_notify_rank0(c, COLL_TCP_CANCEL, &buf, sizeof buf);
   return diag_notify_rank0(c, &buf, 1, MPI_INT, DIAG_TAG_CANCEL);
 }
 
 int coll_comm_report_failure(coll_comm *c, const char *msg) {
   /* A failed collective is no local failure: rank 0 sees it, and says better
-   * who stalled or died than a peer's report of its own wait would. */
-  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
+   * who stalled or died than a peer's report of its own wait would. Over
+   * TCP rank 0 sees only its ring neighbours, so the report goes anyway. */
+  if (!c || c->size < 2 || c->rank == 0 || (!c->tcp && coll_comm_failed(c))) return -1;
   static char buf[DIAG_FAILED_BYTES]; /* must outlive a send still in flight */
   snprintf(buf, sizeof buf, "%s", msg);
+  if (c->tcp) return coll_tcpc_notify_rank0(c, COLL_TCP_FAIL, buf, strlen(buf));
   return diag_notify_rank0(c, buf, (int)strlen(buf) + 1, MPI_CHAR, DIAG_TAG_FAILED);
 }
 

@@ -13,7 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collective/coll.h"
+#include "collective/coll_internal.h"
+#include "collective/tcp.h"
 
 static void world_mpi_error(int code, char *err, size_t err_bytes, const char *what) {
   char msg[MPI_MAX_ERROR_STRING];
@@ -127,7 +128,7 @@ int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t er
 
 int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll_rank_info *rows,
                            char *err, size_t err_bytes) {
-  (void)w;
+  if (w->tcp) return coll_world_tcp_gather(w, mine, rows, (int64_t)sizeof *mine, err, err_bytes);
   int rc = MPI_Allgather(mine, (int)sizeof *mine, MPI_BYTE, rows, (int)sizeof *mine, MPI_BYTE,
                          MPI_COMM_WORLD);
   if (rc != MPI_SUCCESS) {
@@ -138,7 +139,8 @@ int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll
 }
 
 void coll_world_finalize(coll_world *w) {
-  (void)w;
+  coll_tcp_close(w->tcp);
+  w->tcp = NULL;
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) MPI_Finalize();
@@ -157,6 +159,10 @@ void coll_world_abort(const coll_world *w, int code) {
   if (rank > 0) {
     struct timespec ts = {0, 150000000L * (rank < 6 ? rank : 6)};
     nanosleep(&ts, NULL);
+  }
+  if (w && w->tcp) { /* a singleton: its peers see its sockets close */
+    if (world_session_dir[0]) world_session_rm(world_session_dir);
+    _exit(code);
   }
   MPI_Abort(MPI_COMM_WORLD, code);
 }

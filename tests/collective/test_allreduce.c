@@ -4,7 +4,9 @@
  * once), in place and out of place, blocking and non-blocking, counts from 0
  * to 2^20+3. Out-of-place sends must be untouched and nothing written past
  * the end of recv. Random real-valued inputs must give bit-identical results
- * on every rank and on a repeat (the ring's fixed order). */
+ * on every rank and on a repeat (the ring's fixed order).
+ * `test_allreduce tcp N` runs the same checks on a TF_CONFIG cluster of N
+ * forked tasks, over the TCP mesh instead of MPI. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include "collective/coll.h"
 #include "tests/check.h"
 #include "tests/collective/coll_test.h"
+#include "tests/collective/tf_spawn.h"
 
 #define GUARD 8
 static const float guard_value = -12345.5f;
@@ -166,22 +169,36 @@ static void run_identical(ctx *x, int ring) {
     CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, x->send, x->recv, n), COLL_OK);
     h[rep] = coll_test_fnv1a(x->recv, (size_t)n * sizeof(float));
   }
-  if (ring) { /* MPI_Allreduce promises no fixed order; our ring does */
+  if (ring) { /* MPI_Allreduce promises no fixed order; our rings do */
     CHECK(h[0] == h[1]);
-    coll_test_same_hash(h[0], 0, x->rank, x->size, "ring result");
+    if (coll_comm_backend(x->c) == COLL_BACKEND_TCP) {
+      uint64_t h0 = h[0]; /* no MPI world: rank 0's hash comes over the mesh */
+      CHECK_EQ_INT(coll_broadcast_bytes(x->c, &h0, sizeof h0, 0), COLL_OK);
+      CHECK(h0 == h[0]);
+    } else {
+      coll_test_same_hash(h[0], 0, x->rank, x->size, "ring result");
+    }
   }
 }
 
 int main(int argc, char **argv) {
   coll_world w;
   char err[512];
-  coll_test_world_init(&w, &argc, &argv);
   coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
   if (argc < 2 || coll_backend_parse(argv[1], &cfg.backend) != 0) {
-    fprintf(stderr, "usage: test_allreduce mpi|ring [chunk_bytes]\n");
+    fprintf(stderr, "usage: test_allreduce mpi|ring [chunk_bytes] | tcp N\n");
     return 2;
   }
-  if (argc > 2) cfg.ring_chunk_bytes = atoll(argv[2]);
+  const int tcp = cfg.backend == COLL_BACKEND_TCP;
+  if (tcp) tf_spawn_cluster(argc > 2 ? atoi(argv[2]) : 2, 100);
+  coll_test_world_init(&w, &argc, &argv);
+  static coll_tf_config tf;
+  if (tcp && (coll_tf_config_parse(getenv("TF_CONFIG"), &tf, err, sizeof err) != 0 ||
+              coll_world_join_tf(&w, &tf, 60, err, sizeof err) != 0)) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  if (argc > 2 && !tcp) cfg.ring_chunk_bytes = atoll(argv[2]);
   ctx x = {.rank = w.rank, .size = w.size};
   if (coll_comm_init(&x.c, &w, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
@@ -200,8 +217,8 @@ int main(int argc, char **argv) {
     }
   }
   run_overlapped(&x);
-  if (w.size > 1 && w.thread_level >= MPI_THREAD_MULTIPLE) run_async_progress(&x);
-  run_identical(&x, cfg.backend == COLL_BACKEND_RING);
+  if (w.size > 1 && !tcp && w.thread_level >= MPI_THREAD_MULTIPLE) run_async_progress(&x);
+  run_identical(&x, cfg.backend != COLL_BACKEND_MPI);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) {
     fprintf(stderr, "rank %d: %s\n", w.rank, coll_comm_error(x.c));
@@ -214,6 +231,7 @@ int main(int argc, char **argv) {
   free(x.recv);
   coll_comm_free(x.c);
   coll_world_finalize(&w);
+  if (tcp) coll_tf_config_free(&tf);
   if (fails != 0) check_failures = check_failures ? check_failures : 1;
   CHECK_DONE();
 }

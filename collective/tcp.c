@@ -1,0 +1,480 @@
+/* The TCP mesh of a TF_CONFIG cluster; see tcp.h.
+ * Start-up: every task listens first, then connects to each lower task it
+ * talks to (the kernel's backlog takes a connection even while its owner
+ * is busy connecting elsewhere, so the order cannot deadlock) and sends a
+ * hello with the cluster's fingerprint; then it accepts the higher tasks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collective/tcp.h"
+
+#define TCP_MAGIC 0x31444654u /* "TFD1" little-endian */
+#define TCP_HELLO 0x48u
+#define TCP_NOTE_MAX 4096
+
+struct coll_tcp {
+  const coll_tf_config *tf;
+  double timeout_s;
+  int listen_fd;
+  int *fd;               /* (ntasks) -1 where there is no link */
+  unsigned char *torn;   /* (ntasks) a frame to it was left half sent: no notice may follow */
+  int cancel_sig, cancel_from;
+  char err[1024];
+};
+
+typedef struct {
+  uint32_t magic, type;
+  uint64_t bytes;
+} tcp_header;
+
+typedef struct {
+  uint64_t fingerprint;
+  uint32_t from, to;
+} tcp_hello;
+
+static double tcp_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int tcp_fail(coll_tcp *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int tcp_fail(coll_tcp *m, const char *fmt, ...) {
+  if (!m->err[0]) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->err, sizeof m->err, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+/* "worker 1 (host:port, rank 2)" */
+static void tcp_peer_name(const coll_tcp *m, int peer, char *out, size_t bytes) {
+  const coll_tf_task *t = &m->tf->tasks[peer];
+  char rank[24] = "";
+  if (peer < m->tf->ntrain) snprintf(rank, sizeof rank, ", rank %d", peer);
+  snprintf(out, bytes, "%s %d (%s:%s%s)", coll_tf_type_name(t->type), t->index, t->host, t->port,
+           rank);
+}
+
+/* Whether tasks a and b exchange frames: ps tasks talk to training tasks only. */
+static int tcp_linked(const coll_tf_config *tf, int a, int b) {
+  return a != b && (a < tf->ntrain || b < tf->ntrain);
+}
+
+static void tcp_socket_tune(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
+  const coll_tf_task *me = &m->tf->tasks[m->tf->self];
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(NULL, me->port, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, err_bytes, "TF_CONFIG: port %s: %s", me->port, gai_strerror(rc));
+    return -1;
+  }
+  int saved = 0;
+  for (struct addrinfo *a = res; a && m->listen_fd < 0; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, m->tf->ntasks + 16) == 0) {
+      m->listen_fd = fd;
+    } else {
+      saved = errno;
+      close(fd);
+    }
+  }
+  freeaddrinfo(res);
+  if (m->listen_fd < 0) {
+    char me_name[320];
+    coll_tf_task_name(m->tf, m->tf->self, me_name, sizeof me_name);
+    snprintf(err, err_bytes, "TF_CONFIG: cannot listen on port %s for %s: %s", me->port, me_name,
+             strerror(saved));
+    return -1;
+  }
+  fcntl(m->listen_fd, F_SETFL, fcntl(m->listen_fd, F_GETFL) | O_NONBLOCK);
+  return 0;
+}
+
+/* One connect attempt, bounded by wait_s; the socket or -1 with errno. */
+static int tcp_connect_once(const coll_tf_task *t, double wait_s) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(t->host, t->port, &hints, &res);
+  if (rc != 0) {
+    errno = rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
+    return -1;
+  }
+  int fd = -1, saved = ECONNREFUSED;
+  for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    if (fd < 0) continue;
+    int c = connect(fd, a->ai_addr, a->ai_addrlen);
+    if (c == 0) break;
+    if (errno == EINPROGRESS) {
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      int e = 0;
+      socklen_t len = sizeof e;
+      if (poll(&p, 1, (int)(wait_s * 1000) + 1) == 1 &&
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e == 0) {
+        break;
+      }
+      saved = e ? e : ETIMEDOUT;
+    } else {
+      saved = errno;
+    }
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) errno = saved;
+  return fd;
+}
+
+/* Writes or reads all of buf on a non-blocking socket before deadline. */
+static int tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+    if (k > 0) {
+      p += k;
+      n -= (size_t)k;
+      continue;
+    }
+    if (k == 0) return errno = ECONNRESET, -1;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+    double left = deadline - tcp_now();
+    struct pollfd pf = {.fd = fd, .events = out ? POLLOUT : POLLIN};
+    if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) == 0) return errno = ETIMEDOUT, -1;
+  }
+  return 0;
+}
+
+static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
+  const coll_tf_task *t = &m->tf->tasks[peer];
+  int fd = -1;
+  while ((fd = tcp_connect_once(t, deadline - tcp_now())) < 0) {
+    int e = errno;
+    if (tcp_now() + 0.1 >= deadline) {
+      char name[400];
+      tcp_peer_name(m, peer, name, sizeof name);
+      snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
+               m->timeout_s, strerror(e));
+      return -1;
+    }
+    struct timespec ts = {0, 100000000L};
+    nanosleep(&ts, NULL);
+  }
+  tcp_socket_tune(fd);
+  tcp_header h = {TCP_MAGIC, TCP_HELLO, sizeof(tcp_hello)};
+  tcp_hello hello = {m->tf->fingerprint, (uint32_t)m->tf->self, (uint32_t)peer};
+  if (tcp_io_all(fd, &h, sizeof h, 1, deadline) != 0 ||
+      tcp_io_all(fd, &hello, sizeof hello, 1, deadline) != 0) {
+    snprintf(err, err_bytes, "TF_CONFIG: hello to task %d failed: %s", peer, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  m->fd[peer] = fd;
+  return 0;
+}
+
+/* An accepted connection's hello: the peer's task, or -1 (not one of ours:
+ * dropped), or -2 (ours, but with another cluster: a config error). */
+static int tcp_read_hello(coll_tcp *m, int fd, double deadline, char *err, size_t err_bytes) {
+  tcp_header h;
+  tcp_hello hello;
+  double until = deadline < tcp_now() + 5 ? deadline : tcp_now() + 5;
+  if (tcp_io_all(fd, &h, sizeof h, 0, until) != 0 || h.magic != TCP_MAGIC || h.type != TCP_HELLO ||
+      h.bytes != sizeof hello || tcp_io_all(fd, &hello, sizeof hello, 0, until) != 0) {
+    return -1;
+  }
+  int from = (int)hello.from;
+  if (hello.fingerprint != m->tf->fingerprint) {
+    snprintf(err, err_bytes,
+             "TF_CONFIG: task %d connected with a different cluster list: every task must get "
+             "the same \"cluster\"", from);
+    return -2;
+  }
+  if ((int)hello.to != m->tf->self || from <= m->tf->self || from >= m->tf->ntasks ||
+      !tcp_linked(m->tf, from, m->tf->self) || m->fd[from] >= 0) {
+    return -1;
+  }
+  return from;
+}
+
+static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_bytes) {
+  int want = 0;
+  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) want += tcp_linked(m->tf, k, m->tf->self);
+  while (want > 0) {
+    double left = deadline - tcp_now();
+    struct pollfd p = {.fd = m->listen_fd, .events = POLLIN};
+    if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) == 0) break;
+    int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) continue;
+    int from = tcp_read_hello(m, fd, deadline, err, err_bytes);
+    if (from == -2) {
+      close(fd);
+      return -1;
+    }
+    if (from < 0) {
+      close(fd);
+      continue;
+    }
+    tcp_socket_tune(fd);
+    m->fd[from] = fd;
+    want--;
+  }
+  if (want == 0) return 0;
+  char missing[600] = "";
+  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) {
+    if (!tcp_linked(m->tf, k, m->tf->self) || m->fd[k] >= 0) continue;
+    char name[400];
+    tcp_peer_name(m, k, name, sizeof name);
+    size_t at = strlen(missing);
+    snprintf(missing + at, sizeof missing - at, "%s%s", at ? "; " : "", name);
+  }
+  snprintf(err, err_bytes, "TF_CONFIG: no connection within %.0f s from %s", m->timeout_s, missing);
+  return -1;
+}
+
+int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, char *err,
+                  size_t err_bytes) {
+  *out = NULL;
+  coll_tcp *m = calloc(1, sizeof *m);
+  int *fd = calloc((size_t)tf->ntasks, sizeof *fd);
+  unsigned char *torn = calloc((size_t)tf->ntasks, 1);
+  if (!m || !fd || !torn) {
+    free(m);
+    free(fd);
+    free(torn);
+    snprintf(err, err_bytes, "TF_CONFIG: out of memory");
+    return -1;
+  }
+  m->tf = tf;
+  m->timeout_s = timeout_s > 0 ? timeout_s : 60.0;
+  m->listen_fd = -1;
+  m->fd = fd;
+  m->torn = torn;
+  for (int k = 0; k < tf->ntasks; k++) fd[k] = -1;
+  const double deadline = tcp_now() + m->timeout_s;
+  int rc = tcp_listen(m, err, err_bytes);
+  for (int k = 0; rc == 0 && k < tf->self; k++) {
+    if (tcp_linked(tf, k, tf->self)) rc = tcp_connect_peer(m, k, deadline, err, err_bytes);
+  }
+  if (rc == 0) rc = tcp_accept_peers(m, deadline, err, err_bytes);
+  if (rc != 0) {
+    coll_tcp_close(m);
+    return -1;
+  }
+  *out = m;
+  return 0;
+}
+
+void coll_tcp_close(coll_tcp *m) {
+  if (!m) return;
+  for (int k = 0; k < m->tf->ntasks; k++) {
+    if (m->fd[k] >= 0) close(m->fd[k]);
+  }
+  if (m->listen_fd >= 0) close(m->listen_fd);
+  free(m->fd);
+  free(m->torn);
+  free(m);
+}
+
+const coll_tf_config *coll_tcp_cluster(const coll_tcp *m) { return m->tf; }
+const char *coll_tcp_error(const coll_tcp *m) { return m->err; }
+
+int coll_tcp_peer_cancel(coll_tcp *m, int *from) {
+  if (from) *from = m->cancel_from;
+  return m->cancel_sig;
+}
+
+/* A FAIL or CANCEL frame's small body, read whole (its sender wrote it in one go). */
+static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
+  char name[400], body[TCP_NOTE_MAX + 1];
+  tcp_peer_name(m, op->peer, name, sizeof name);
+  if (h->bytes > TCP_NOTE_MAX ||
+      tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, tcp_now() + m->timeout_s) != 0) {
+    return tcp_fail(m, "a bad notice frame from %s", name);
+  }
+  body[h->bytes] = '\0';
+  if (h->type == COLL_TCP_FAIL) return tcp_fail(m, "%s failed: %s", name, body);
+  int32_t sig = 0;
+  if (h->bytes == sizeof sig) memcpy(&sig, body, sizeof sig);
+  if (!m->cancel_sig && sig > 0) {
+    m->cancel_sig = sig;
+    m->cancel_from = op->peer;
+  }
+  op->hdr_done = 0; /* the frame wanted comes next */
+  return 0;
+}
+
+static int tcp_check_header(coll_tcp *m, coll_tcp_op *op) {
+  tcp_header h;
+  memcpy(&h, op->hdr, sizeof h);
+  char name[400];
+  tcp_peer_name(m, op->peer, name, sizeof name);
+  if (h.magic != TCP_MAGIC) return tcp_fail(m, "a garbled frame from %s", name);
+  if (h.type == COLL_TCP_FAIL || h.type == COLL_TCP_CANCEL) return tcp_take_note(m, op, &h);
+  op->got_type = h.type;
+  op->got_bytes = h.bytes;
+  if (op->type && h.type != op->type) {
+    return tcp_fail(m, "frame type %u from %s where %u was due (the tasks disagree on flags?)",
+                    h.type, name, op->type);
+  }
+  if (!op->rbuf) op->done = 1;
+  else if (h.bytes != op->bytes) {
+    return tcp_fail(m, "%llu bytes from %s where %llu were due (the tasks disagree on flags?)",
+                    (unsigned long long)h.bytes, name, (unsigned long long)op->bytes);
+  } else if (h.bytes == 0) {
+    op->done = 1;
+  }
+  return 0;
+}
+
+static int tcp_io_error(coll_tcp *m, coll_tcp_op *op, ssize_t k) {
+  char name[400];
+  tcp_peer_name(m, op->peer, name, sizeof name);
+  if (k == 0 || errno == ECONNRESET || errno == EPIPE) {
+    return tcp_fail(m, "%s closed its connection (it ended or was killed)", name);
+  }
+  return tcp_fail(m, "%s %s: %s", op->send ? "sending to" : "receiving from", name, strerror(errno));
+}
+
+/* Moves op on as far as its socket allows: 1 on progress, 0 none, -1 error. */
+static int tcp_step(coll_tcp *m, coll_tcp_op *op) {
+  int fd = m->fd[op->peer];
+  ssize_t k;
+  if (op->send) {
+    struct iovec iov[2] = {{op->hdr + op->hdr_done, sizeof(tcp_header) - op->hdr_done},
+                           {(char *)op->sbuf + op->body_done, op->bytes - op->body_done}};
+    struct msghdr msg = {.msg_iov = op->hdr_done < sizeof(tcp_header) ? iov : iov + 1,
+                         .msg_iovlen = op->hdr_done < sizeof(tcp_header) ? 2 : 1};
+    k = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (k < 0) return errno == EAGAIN || errno == EINTR ? 0 : tcp_io_error(m, op, k);
+    uint64_t h = sizeof(tcp_header) - op->hdr_done, u = (uint64_t)k;
+    op->hdr_done += u < h ? u : h;
+    op->body_done += u > h ? u - h : 0;
+    op->done = op->hdr_done == sizeof(tcp_header) && op->body_done == op->bytes;
+    m->torn[op->peer] = !op->done;
+    return 1;
+  }
+  if (op->hdr_done < sizeof(tcp_header)) {
+    k = recv(fd, op->hdr + op->hdr_done, sizeof(tcp_header) - op->hdr_done, 0);
+    if (k <= 0) return k < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : tcp_io_error(m, op, k);
+    op->hdr_done += (uint64_t)k;
+    if (op->hdr_done == sizeof(tcp_header) && tcp_check_header(m, op) != 0) return -1;
+    return 1;
+  }
+  k = recv(fd, (char *)op->rbuf + op->body_done, op->bytes - op->body_done, 0);
+  if (k <= 0) return k < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : tcp_io_error(m, op, k);
+  op->body_done += (uint64_t)k;
+  op->done = op->body_done == op->bytes;
+  return 1;
+}
+
+static int tcp_prepare(coll_tcp *m, coll_tcp_op *ops, int nops) {
+  for (int i = 0; i < nops; i++) {
+    coll_tcp_op *op = &ops[i];
+    if (op->peer < 0 || op->peer >= m->tf->ntasks || m->fd[op->peer] < 0) {
+      return tcp_fail(m, "internal: no link to task %d", op->peer);
+    }
+    op->hdr_done = !op->send && op->body_only ? sizeof(tcp_header) : 0;
+    op->body_done = 0;
+    op->done = !op->send && op->body_only && op->bytes == 0;
+    op->got_type = 0;
+    op->got_bytes = 0;
+    if (op->send) {
+      tcp_header h = {TCP_MAGIC, op->type, op->bytes};
+      memcpy(op->hdr, &h, sizeof h);
+    }
+  }
+  return 0;
+}
+
+/* Only the first unfinished op per peer and direction may touch a socket. */
+static int tcp_is_active(const coll_tcp_op *ops, int i) {
+  for (int j = 0; j < i; j++) {
+    if (!ops[j].done && ops[j].peer == ops[i].peer && ops[j].send == ops[i].send) return 0;
+  }
+  return !ops[i].done;
+}
+
+static int tcp_stalled(coll_tcp *m, const coll_tcp_op *ops, int nops) {
+  char who[600] = "";
+  for (int i = 0; i < nops; i++) {
+    if (ops[i].done) continue;
+    char name[400];
+    tcp_peer_name(m, ops[i].peer, name, sizeof name);
+    size_t at = strlen(who);
+    if (strstr(who, name)) continue;
+    snprintf(who + at, sizeof who - at, "%s%s", at ? "; " : "", name);
+  }
+  return tcp_fail(m, "no progress for %.0f s: waiting for %s (stalled or hung)", m->timeout_s, who);
+}
+
+int coll_tcp_run(coll_tcp *m, coll_tcp_op *ops, int nops) {
+  if (m->err[0]) return -1;
+  if (tcp_prepare(m, ops, nops) != 0) return -1;
+  struct pollfd pf[64];
+  int idx[64];
+  if (nops > 64) return tcp_fail(m, "internal: %d transfers in one batch", nops);
+  double last = tcp_now();
+  for (;;) {
+    int n = 0;
+    for (int i = 0; i < nops; i++) {
+      if (!tcp_is_active(ops, i)) continue;
+      pf[n] = (struct pollfd){.fd = m->fd[ops[i].peer], .events = ops[i].send ? POLLOUT : POLLIN};
+      idx[n++] = i;
+    }
+    if (n == 0) return 0;
+    double left = last + m->timeout_s - tcp_now();
+    int ready = left > 0 ? poll(pf, (nfds_t)n, (int)(left * 1000) + 1) : 0;
+    if (ready < 0 && errno != EINTR) return tcp_fail(m, "poll: %s", strerror(errno));
+    if (ready == 0 && tcp_now() - last >= m->timeout_s) return tcp_stalled(m, ops, nops);
+    for (int j = 0; j < n; j++) {
+      if (!pf[j].revents) continue;
+      int p = tcp_step(m, &ops[idx[j]]);
+      if (p < 0) return -1;
+      if (p > 0) last = tcp_now();
+    }
+  }
+}
+
+int coll_tcp_send(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
+  coll_tcp_op op = {.peer = peer, .send = 1, .type = type, .sbuf = buf, .bytes = bytes};
+  return coll_tcp_run(m, &op, 1);
+}
+
+int coll_tcp_recv(coll_tcp *m, int peer, uint32_t type, void *buf, uint64_t bytes) {
+  coll_tcp_op op = {.peer = peer, .type = type, .rbuf = buf ? buf : (void *)"", .bytes = bytes};
+  return coll_tcp_run(m, &op, 1);
+}
+
+int coll_tcp_notify(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
+  if (peer < 0 || peer >= m->tf->ntasks || m->fd[peer] < 0 || m->torn[peer]) return -1;
+  tcp_header h = {TCP_MAGIC, type, bytes};
+  double deadline = tcp_now() + (m->timeout_s < 2 ? m->timeout_s : 2);
+  if (tcp_io_all(m->fd[peer], &h, sizeof h, 1, deadline) != 0) return -1;
+  return tcp_io_all(m->fd[peer], (void *)buf, (size_t)bytes, 1, deadline);
+}
