@@ -10,12 +10,15 @@
 #include "kernels/backend.h"
 #include "runtime/cli.h"
 #include "runtime/train.h"
+#include "runtime/train_ps.h"
 #include "tfdist_config.h"
 
 static const char train_usage[] =
     "usage: tfdist train [flags]\n"
     "  Trains the 784-h1-h2-10 ReLU DNN of the tutorial. Run it under mpirun or srun\n"
-    "  for data-parallel training; --batch-size is per rank.";
+    "  for data-parallel training; --batch-size is per rank. Or start each task of a\n"
+    "  TF_CONFIG cluster on its own: chief and workers train (allreduce over TCP), ps\n"
+    "  tasks hold the weights (parameter-server strategy).";
 
 /* --device auto|cpu|cuda -> a backend config; auto says when it falls back. */
 static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_config *kc,
@@ -44,8 +47,19 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
   return 0;
 }
 
-static int cli_pick_allreduce(const train_config *cfg, const kern_config *kc, coll_backend *b,
-                              char *err, size_t err_bytes) {
+static int cli_pick_allreduce(const train_config *cfg, const coll_world *w, const kern_config *kc,
+                              coll_backend *b, char *err, size_t err_bytes) {
+  if (coll_world_cluster(w)) {
+    *b = COLL_BACKEND_TCP;
+    if (strcmp(cfg->allreduce, "auto") == 0 || strcmp(cfg->allreduce, "tcp") == 0) return 0;
+    snprintf(err, err_bytes, "--allreduce %.32s: a TF_CONFIG cluster reduces over tcp (auto or tcp)",
+             cfg->allreduce);
+    return -1;
+  }
+  if (strcmp(cfg->allreduce, "tcp") == 0) {
+    snprintf(err, err_bytes, "--allreduce tcp: needs a TF_CONFIG cluster (TF_CONFIG is not set)");
+    return -1;
+  }
   if (strcmp(cfg->allreduce, "auto") == 0) {
     *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL : COLL_BACKEND_RING;
     return 0;
@@ -139,6 +153,30 @@ static int cli_launcher_rank(void) {
   return 0;
 }
 
+/* A TF_CONFIG task: checked against the launcher, connected to its peers; a
+ * ps task serves here until training ends (then w->rank is -1). */
+static int cli_train_join(const train_config *cfg, coll_world *w, const coll_tf_config *tf) {
+  char err[1024];
+  if (w->size > 1) {
+    fprintf(stderr, "tfdist: error: rank %d: TF_CONFIG is set, but the launcher started %d ranks: "
+            "start each TF_CONFIG task on its own, or unset TF_CONFIG under mpirun/srun\n",
+            w->rank, w->size);
+    return CLI_USAGE;
+  }
+  if (coll_world_join_tf(w, tf, cfg->timeout, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_FAIL;
+  }
+  if (w->rank >= 0) return CLI_OK;
+  if (train_ps_task(cfg, w, err, sizeof err) != 0) {
+    char me[320];
+    coll_tf_task_name(tf, tf->self, me, sizeof me);
+    fprintf(stderr, "tfdist: error: %s: %s\n", me, err);
+    return CLI_FAIL;
+  }
+  return CLI_OK;
+}
+
 int cli_train(int argc, char **argv) {
   static train_config cfg;
   static trainer t;
@@ -152,18 +190,26 @@ int cli_train(int argc, char **argv) {
     if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
+  static coll_tf_config tf;
+  const char *tf_json = getenv("TF_CONFIG");
+  const int in_cluster = tf_json && *tf_json;
+  if (in_cluster && coll_tf_config_parse(tf_json, &tf, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_USAGE;
+  }
   coll_world w;
   if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_FAIL;
   }
-  int rc = CLI_OK;
+  int rc = in_cluster ? cli_train_join(&cfg, &w, &tf) : CLI_OK;
+  if (rc != CLI_OK || w.rank < 0) goto done;
   kern_config kc;
   coll_backend cb;
   kern_backend *be = NULL;
   coll_comm *comm = NULL;
   if (cli_pick_device(&cfg, &w, &kc, err, sizeof err) != 0 ||
-      cli_pick_allreduce(&cfg, &kc, &cb, err, sizeof err) != 0 ||
+      cli_pick_allreduce(&cfg, &w, &kc, &cb, err, sizeof err) != 0 ||
       kern_backend_init(&be, &kc, err, sizeof err) != 0) {
     rc = cli_train_fail(&w, NULL, err);
     goto out;
@@ -196,6 +242,8 @@ int cli_train(int argc, char **argv) {
 out:
   coll_comm_free(comm);
   kern_backend_free(be);
+done:
   coll_world_finalize(&w);
+  if (in_cluster) coll_tf_config_free(&tf);
   return rc;
 }

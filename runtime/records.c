@@ -206,11 +206,12 @@ void metrics_close(metrics_log *m) {
   memset(m, 0, sizeof *m);
 }
 
-int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes) {
+int rank_log_open_task(rank_log *l, const char *logs, const char *kind, int index, char *err,
+                       size_t err_bytes) {
   char path[4200];
-  l->rank = rank;
+  snprintf(l->who, sizeof l->who, "%.16s %d", kind, index);
   if (fs_mkdirs(logs, err, err_bytes) != 0) return -1;
-  snprintf(path, sizeof path, "%s/rank-%d.log", logs, rank);
+  snprintf(path, sizeof path, "%s/%.16s-%d.log", logs, kind, index);
   l->f = fopen(path, "a");
   if (!l->f) {
     snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
@@ -220,6 +221,10 @@ int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err
   return 0;
 }
 
+int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes) {
+  return rank_log_open_task(l, logs, "rank", rank, err, err_bytes);
+}
+
 void rank_log_printf(rank_log *l, const char *fmt, ...) {
   if (!l->f) return;
   time_t t = time(NULL);
@@ -227,7 +232,7 @@ void rank_log_printf(rank_log *l, const char *fmt, ...) {
   char stamp[32];
   gmtime_r(&t, &tm);
   strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  fprintf(l->f, "%s rank %d: ", stamp, l->rank);
+  fprintf(l->f, "%s %s: ", stamp, l->who);
   va_list ap;
   va_start(ap, fmt);
   vfprintf(l->f, fmt, ap);

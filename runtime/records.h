@@ -65,10 +65,14 @@ void metrics_close(metrics_log *m);
 
 typedef struct {
   FILE *f;
-  int rank;
+  char who[32]; /* "rank 3", "ps 0": each line's prefix and the file's name */
 } rank_log;
 
+/* <logs>/rank-<rank>.log */
 int rank_log_open(rank_log *l, const char *logs, int rank, char *err, size_t err_bytes);
+/* <logs>/<kind>-<index>.log, lines "<kind> <index>: " (a TF_CONFIG ps task) */
+int rank_log_open_task(rank_log *l, const char *logs, const char *kind, int index, char *err,
+                       size_t err_bytes);
 void rank_log_printf(rank_log *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rank_log_close(rank_log *l);
 

@@ -17,6 +17,8 @@
 #include "runtime/h5model.h"
 #include "runtime/train_ckpt.h"
 #include "runtime/train_input.h"
+#include "runtime/train_ps.h"
+#include "collective/ps.h"
 
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
@@ -171,7 +173,7 @@ static int train_step_ops(trainer *t) {
   }
   model_work *w = &t->work;
   const int64_t B = t->batch, P = t->layout.total_elems;
-  const int reduce = t->world->size > 1;
+  const int reduce = t->world->size > 1 && !t->ps;
   if (!t->input) { /* else train_input_next has filled act[0] and labels */
     T_TRY(t, be->ops->gather_u8(be, w->act[0], w->labels, t->train_images_dev,
                                 t->train_labels_dev, t->layout.dims[0], t->perm_dev,
@@ -186,8 +188,12 @@ static int train_step_ops(trainer *t) {
     if (!t->err[0]) snprintf(t->err, sizeof t->err, "%s", be->err);
     return -1;
   }
-  if (reduce && train_reduce_finish(t) != 0) return -1;
-  T_TRY(t, be->ops->opt_update(be, t->params, t->grads, t->opt_state, P, &t->opt));
+  if (t->ps) {
+    if (train_ps_step(t) != 0) return -1;
+  } else {
+    if (reduce && train_reduce_finish(t) != 0) return -1;
+    T_TRY(t, be->ops->opt_update(be, t->params, t->grads, t->opt_state, P, &t->opt));
+  }
   T_TRY(t, be->ops->cursor_advance(be, t->cursor_dev, t->global_batch));
   return 0;
 }
@@ -261,7 +267,7 @@ static int train_fault_maybe(trainer *t, int64_t k) {
  * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/backend.h). */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
-  if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 ||
+  if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 || t->ps ||
       be->cfg.device == KERN_DEVICE_CPU || train_input_streaming(t)) {
     rank_log_printf(&t->log, "step: op by op");
     return 0;
@@ -451,8 +457,10 @@ int trainer_run(trainer *t) {
     double t0 = rec_mono();
     if (train_epoch_steps(t, epoch, show) != 0) return -1;
     if (train_epoch_finish(t, epoch, rec_mono() - t0) != 0) return -1;
+    if (t->ps && train_ckpt_due(t, epoch + 1) && train_ps_pull_state(t) != 0) return -1;
     if (train_ckpt_epoch_end(t, epoch + 1) != 0) return -1;
   }
+  if (t->ps && train_ps_finish(t) != 0) return -1;
   if (t->world->rank == 0) {
     metrics_write(&t->metrics, "final_acc", t->last.validation_acc, t->cfg->epochs, t->global_step);
     if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0) return -1;
@@ -510,6 +518,8 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   run_record_set(&t->run, "ranks", ranks);
   run_record_set(&t->run, "device", cJSON_CreateString(t->be->ops->name));
   run_record_set(&t->run, "allreduce", cJSON_CreateString(coll_backend_name(coll_comm_backend(t->comm))));
+  cJSON *cluster = train_cluster_json(t->world);
+  if (cluster) run_record_set(&t->run, "cluster", cluster);
   run_record_set(&t->run, "versions", buildinfo_json());
   return metrics_open(&t->metrics, c->outputs, c->resume_from[0] != '\0', t->err, sizeof t->err);
 }
@@ -542,7 +552,8 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   if (train_open_records(t, ranks) != 0) return -1;
   train_setup_opt(t);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
-  t->use_graph = cfg->graph && be->ops->graph_begin &&
+  t->ps = coll_ps_count(comm) > 0;
+  t->use_graph = cfg->graph && be->ops->graph_begin && !t->ps &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);
 }

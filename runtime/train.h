@@ -49,6 +49,8 @@ typedef struct {
   kern_step fused;                 /* the whole step in one launch, when fused_ws */
   void *fused_ws;                  /* NULL: the step runs op by op */
   int host_staged;                 /* gradients cross to the host for the collective */
+  int ps;                          /* ps tasks hold the weights and apply the updates */
+  int ps_started;                  /* they have rank 0's starting point */
   coll_request *pending[MODEL_LAYERS];
   metrics_log metrics;
   rank_log log;

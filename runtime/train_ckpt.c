@@ -213,12 +213,15 @@ out:
   return rc;
 }
 
+int train_ckpt_due(const trainer *t, int64_t epochs_done) {
+  const int64_t every = t->cfg->checkpoint_every;
+  return every > 0 && epochs_done % every == 0;
+}
+
 int train_ckpt_epoch_end(trainer *t, int64_t epochs_done) {
   if (t->world->rank != 0) return 0;
   train_ckpt_record(t, epochs_done);
-  const int64_t every = t->cfg->checkpoint_every;
-  if (every <= 0 || epochs_done % every != 0) return 0;
-  return train_ckpt_save(t, epochs_done);
+  return train_ckpt_due(t, epochs_done) ? train_ckpt_save(t, epochs_done) : 0;
 }
 
 /* ---- resuming ---- */

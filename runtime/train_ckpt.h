@@ -24,6 +24,8 @@ int train_ckpt_precheck(trainer *t);
 int train_ckpt_resume(trainer *t);
 /* After each epoch's metrics: records them, and saves when one is due. */
 int train_ckpt_epoch_end(trainer *t, int64_t epochs_done);
+/* Whether a checkpoint is written after epochs_done epochs. */
+int train_ckpt_due(const trainer *t, int64_t epochs_done);
 void train_ckpt_free(trainer *t);
 
 #endif
