@@ -1,0 +1,87 @@
+"""A task of a TF_CONFIG cluster dies mid-training (SIGKILL, after the chief
+logged epoch 1 of a long run, --timeout 10): every other task must exit
+non-zero within --timeout + 30 s of the kill, and when the dead task is not
+the chief, the chief's stderr or what its rank-0.log gained after the kill
+names it ("worker 1", "ps 0"). Cases: worker 1 of chief + 2 workers (ring);
+ps 0 of chief + worker + 2 ps; the chief of chief + worker + 1 ps."""
+import os
+import re
+import sys
+import tempfile
+import time
+
+import tfcluster as TC
+
+TIMEOUT_S = 10
+LIMIT_S = TIMEOUT_S + 30   # "every other task exits non-zero within timeout + 30 s"
+EPOCH_WAIT_S = 40           # start-up and the first epoch
+
+
+def chief_log(folder):
+    return os.path.join(folder, "logs", "rank-0.log")
+
+
+def kill_case(C, tmp, data, slug, name, spec, victim, named):
+    folder = os.path.join(tmp, slug)  # no task name in the path: the messages are searched
+    c = TC.Cluster(folder, spec)
+    log = chief_log(folder)
+    others, t_kill, offset, ok = [], time.monotonic(), 0, True
+    args = TC.train_args(folder, data, ["--epochs", "1000", "--batch-size", "10", "--seed", "3",
+                                        "--learning-rate", "0.01", "--timeout", str(TIMEOUT_S)])
+    try:
+        c.start(args, limit_s=EPOCH_WAIT_S + LIMIT_S + 30)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < EPOCH_WAIT_S:
+            if re.search(r"epoch +1/", TC.read_text(log)) or any(t.poll() is not None for t in c.tasks):
+                break
+            time.sleep(0.05)
+        logged = re.search(r"epoch +1/", TC.read_text(log)) is not None
+        ok &= C.check(logged, "%s: the chief's rank-0.log showed no epoch 1 within %d s"
+                      % (name, EPOCH_WAIT_S), c.summary())
+        time.sleep(0.3)  # into the next epoch
+        early = [t.name for t in c.tasks if t.poll() is not None]
+        ok &= C.check(not early, "%s: %s ended before the kill" % (name, early), c.summary())
+        offset = len(TC.read_text(log))
+        v = c.task(*victim)
+        t_kill = time.monotonic()
+        v.kill()
+        others = [t for t in c.tasks if t is not v]
+        c.wait(LIMIT_S, others)
+    finally:
+        c.kill()
+    for t in others:
+        after = (t.ended_at - t_kill) if t.ended_at is not None else None
+        ok &= C.check(after is not None and after <= LIMIT_S,
+                      "%s: %s had not ended %d s after %s was killed" % (name, t.name, LIMIT_S, v.name),
+                      c.summary())
+        ok &= C.check(t.rc not in (0, None),
+                      "%s: %s exit %s after %s was killed, want non-zero" % (name, t.name, t.rc, v.name))
+    if named:
+        chief = c.tasks[0] if c.tasks[0].kind == "chief" else c.task("worker", 0)
+        said = chief.stderr() + "\n" + TC.read_text(log)[offset:]
+        hit = [l for l in said.splitlines() if named in l]
+        ok &= C.check(bool(hit), "%s: neither the chief's stderr nor its rank-0.log after the kill "
+                      "names '%s'" % (name, named),
+                      "  chief stderr: %s\n  rank-0.log after the kill: %s"
+                      % (chief.stderr().strip()[-600:], TC.read_text(log)[offset:].strip()[-600:]))
+    if ok:
+        ends = "; ".join("%s exit %d after %.1f s" % (t.name, t.rc, t.ended_at - t_kill)
+                         for t in others)
+        C.ok("%s: %s%s" % (name, ends, "; named: %s" % hit[0].strip() if named else ""))
+
+
+def main():
+    C = TC.Checks()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = TC.make_data(os.path.join(tmp, "data"), n_train=1200, n_test=200)
+        kill_case(C, tmp, data, "kill-w", "kill worker 1 (ring)", TC.cluster_spec(1, 2, 0),
+                  ("worker", 1), "worker 1")
+        kill_case(C, tmp, data, "kill-p", "kill ps 0 (2 ps)", TC.cluster_spec(1, 1, 2),
+                  ("ps", 0), "ps 0")
+        kill_case(C, tmp, data, "kill-c", "kill the chief (1 ps)", TC.cluster_spec(1, 1, 1),
+                  ("chief", 0), None)
+    return C.verdict()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
