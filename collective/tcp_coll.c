@@ -70,6 +70,7 @@ static int tcpc_ring_step(coll_comm *c, coll_request *r, float *tmp, int s) {
 static int tcpc_start(coll_comm *c, coll_request *r) {
   const int n = c->size;
   r->status = COLL_OK;
+  r->state = COLL_REQ_DONE; /* coll_wait frees a finished heap request */
   if (n == 1 || r->elems == 0) {
     if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
     return COLL_OK;
