@@ -304,7 +304,28 @@ void coll_tcp_close(coll_tcp *m) {
 const coll_tf_config *coll_tcp_cluster(const coll_tcp *m) { return m->tf; }
 const char *coll_tcp_error(const coll_tcp *m) { return m->err; }
 
+/* A CANCEL frame waiting at the head of a peer's stream, taken without
+ * blocking. Only between collectives: then every stream is at a frame. */
+static void tcp_take_waiting_cancel(coll_tcp *m, int peer) {
+  unsigned char buf[sizeof(tcp_header) + sizeof(int32_t)];
+  ssize_t k = recv(m->fd[peer], buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  tcp_header h;
+  if (k != (ssize_t)sizeof buf) return;
+  memcpy(&h, buf, sizeof h);
+  if (h.magic != TCP_MAGIC || h.type != COLL_TCP_CANCEL || h.bytes != sizeof(int32_t)) return;
+  if (recv(m->fd[peer], buf, sizeof buf, MSG_DONTWAIT) != (ssize_t)sizeof buf) return;
+  int32_t sig;
+  memcpy(&sig, buf + sizeof h, sizeof sig);
+  if (!m->cancel_sig && sig > 0) {
+    m->cancel_sig = sig;
+    m->cancel_from = peer;
+  }
+}
+
 int coll_tcp_peer_cancel(coll_tcp *m, int *from) {
+  for (int k = 0; !m->cancel_sig && !m->err[0] && k < m->tf->ntrain; k++) {
+    if (m->fd[k] >= 0) tcp_take_waiting_cancel(m, k);
+  }
   if (from) *from = m->cancel_from;
   return m->cancel_sig;
 }

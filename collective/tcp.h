@@ -59,7 +59,8 @@ int coll_tcp_send(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_
 int coll_tcp_recv(coll_tcp *m, int peer, uint32_t type, void *buf, uint64_t bytes);
 /* A frame sent without waiting for anything but the socket (FAIL, CANCEL). */
 int coll_tcp_notify(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes);
-/* The signal a peer relayed and its task, 0 when none. */
+/* The signal a peer relayed and its task, 0 when none. Also looks for a
+ * relay waiting on any link: call it only between collectives. */
 int coll_tcp_peer_cancel(coll_tcp *m, int *from);
 
 #endif

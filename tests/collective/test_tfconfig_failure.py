@@ -3,9 +3,14 @@ logged epoch 1 of a long run, --timeout 10): every other task must exit
 non-zero within --timeout + 30 s of the kill, and when the dead task is not
 the chief, the chief's stderr or what its rank-0.log gained after the kill
 names it ("worker 1", "ps 0"). Cases: worker 1 of chief + 2 workers (ring);
-ps 0 of chief + worker + 2 ps; the chief of chief + worker + 1 ps."""
+ps 0 of chief + worker + 2 ps; the chief of chief + worker + 1 ps.
+Cancel: SIGTERM to worker 0's tfdist alone (chief + worker + 1 ps) is passed
+on to the chief, which records the run as Canceled "(sent to rank 1)" and
+exits 143 within a few seconds; the other tasks end too."""
+import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -70,6 +75,58 @@ def kill_case(C, tmp, data, slug, name, spec, victim, named):
         C.ok("%s: %s%s" % (name, ends, "; named: %s" % hit[0].strip() if named else ""))
 
 
+def tfdist_pid(task):
+    """The tfdist process under the task's timeout wrapper (signalling the
+    wrapper would pass a second signal on, which ends tfdist at once)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (task.proc.pid, task.proc.pid)) as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return None
+    return kids[0] if kids else None
+
+
+def cancel_case(C, tmp, data):
+    name = "SIGTERM to worker 0 alone"
+    folder = os.path.join(tmp, "cancel")
+    c = TC.Cluster(folder, TC.cluster_spec(1, 1, 1))
+    log = chief_log(folder)
+    args = TC.train_args(folder, data, ["--epochs", "1000", "--batch-size", "10", "--seed", "3",
+                                        "--timeout", str(TIMEOUT_S)])
+    try:
+        c.start(args, limit_s=EPOCH_WAIT_S + LIMIT_S + 30)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < EPOCH_WAIT_S and not re.search(r"epoch +1/", TC.read_text(log)):
+            if any(t.poll() is not None for t in c.tasks):
+                break
+            time.sleep(0.05)
+        pid = tfdist_pid(c.task("worker", 0))
+        if not C.check(pid is not None and re.search(r"epoch +1/", TC.read_text(log)),
+                       "%s: the cluster did not reach epoch 1" % name, c.summary()):
+            return
+        t_sig = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        c.wait(LIMIT_S)
+    finally:
+        c.kill()
+    chief = c.task("chief", 0)
+    took = chief.ended_at - t_sig if chief.ended_at is not None else None
+    C.check(chief.rc == 143 and took is not None and took < 15,
+            "%s: the chief exit %s after %s s, want 143 within 15 s" % (name, chief.rc, took),
+            c.summary())
+    C.check("canceled by SIGTERM (sent to rank 1)" in chief.stderr(),
+            "%s: the chief's stderr does not say who got the signal" % name, chief.stderr())
+    try:
+        status = json.load(open(os.path.join(folder, "outputs", "run.json"))).get("status")
+    except (OSError, ValueError):
+        status = None
+    C.check(status == "Canceled", "%s: run.json status %s, want Canceled" % (name, status))
+    for t in c.tasks[1:]:
+        C.check(t.rc not in (0, None), "%s: %s exit %s, want non-zero" % (name, t.name, t.rc))
+    if chief.rc == 143 and status == "Canceled":
+        C.ok("%s: the chief recorded Canceled and exit 143 after %.1f s" % (name, took))
+
+
 def main():
     C = TC.Checks()
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +137,7 @@ def main():
                   ("ps", 0), "ps 0")
         kill_case(C, tmp, data, "kill-c", "kill the chief (1 ps)", TC.cluster_spec(1, 1, 1),
                   ("chief", 0), None)
+        cancel_case(C, tmp, data)
     return C.verdict()
 
 
