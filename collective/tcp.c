@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "collective/coll_internal.h"
 #include "collective/tcp.h"
 
 #define TCP_MAGIC 0x31444654u /* "TFD1" little-endian */
@@ -43,12 +44,6 @@ typedef struct {
   uint64_t fingerprint;
   uint32_t from, to;
 } tcp_hello;
-
-static double tcp_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int tcp_fail(coll_tcp *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int tcp_fail(coll_tcp *m, const char *fmt, ...) {
@@ -163,7 +158,7 @@ static int tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
     }
     if (k == 0) return errno = ECONNRESET, -1;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
-    double left = deadline - tcp_now();
+    double left = deadline - coll_now();
     struct pollfd pf = {.fd = fd, .events = out ? POLLOUT : POLLIN};
     if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) == 0) return errno = ETIMEDOUT, -1;
   }
@@ -173,9 +168,9 @@ static int tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
 static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
   const coll_tf_task *t = &m->tf->tasks[peer];
   int fd = -1;
-  while ((fd = tcp_connect_once(t, deadline - tcp_now())) < 0) {
+  while ((fd = tcp_connect_once(t, deadline - coll_now())) < 0) {
     int e = errno;
-    if (tcp_now() + 0.1 >= deadline) {
+    if (coll_now() + 0.1 >= deadline) {
       char name[400];
       tcp_peer_name(m, peer, name, sizeof name);
       snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
@@ -203,7 +198,7 @@ static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, s
 static int tcp_read_hello(coll_tcp *m, int fd, double deadline, char *err, size_t err_bytes) {
   tcp_header h;
   tcp_hello hello;
-  double until = deadline < tcp_now() + 5 ? deadline : tcp_now() + 5;
+  double until = deadline < coll_now() + 5 ? deadline : coll_now() + 5;
   if (tcp_io_all(fd, &h, sizeof h, 0, until) != 0 || h.magic != TCP_MAGIC || h.type != TCP_HELLO ||
       h.bytes != sizeof hello || tcp_io_all(fd, &hello, sizeof hello, 0, until) != 0) {
     return -1;
@@ -226,7 +221,7 @@ static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_
   int want = 0;
   for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) want += tcp_linked(m->tf, k, m->tf->self);
   while (want > 0) {
-    double left = deadline - tcp_now();
+    double left = deadline - coll_now();
     struct pollfd p = {.fd = m->listen_fd, .events = POLLIN};
     if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) == 0) break;
     int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -276,7 +271,7 @@ int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, ch
   m->fd = fd;
   m->torn = torn;
   for (int k = 0; k < tf->ntasks; k++) fd[k] = -1;
-  const double deadline = tcp_now() + m->timeout_s;
+  const double deadline = coll_now() + m->timeout_s;
   int rc = tcp_listen(m, err, err_bytes);
   for (int k = 0; rc == 0 && k < tf->self; k++) {
     if (tcp_linked(tf, k, tf->self)) rc = tcp_connect_peer(m, k, deadline, err, err_bytes);
@@ -335,7 +330,7 @@ static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
   char name[400], body[TCP_NOTE_MAX + 1];
   tcp_peer_name(m, op->peer, name, sizeof name);
   if (h->bytes > TCP_NOTE_MAX ||
-      tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, tcp_now() + m->timeout_s) != 0) {
+      tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, coll_now() + m->timeout_s) != 0) {
     return tcp_fail(m, "a bad notice frame from %s", name);
   }
   body[h->bytes] = '\0';
@@ -460,7 +455,7 @@ int coll_tcp_run(coll_tcp *m, coll_tcp_op *ops, int nops) {
   struct pollfd pf[64];
   int idx[64];
   if (nops > 64) return tcp_fail(m, "internal: %d transfers in one batch", nops);
-  double last = tcp_now();
+  double last = coll_now();
   for (;;) {
     int n = 0;
     for (int i = 0; i < nops; i++) {
@@ -469,15 +464,15 @@ int coll_tcp_run(coll_tcp *m, coll_tcp_op *ops, int nops) {
       idx[n++] = i;
     }
     if (n == 0) return 0;
-    double left = last + m->timeout_s - tcp_now();
+    double left = last + m->timeout_s - coll_now();
     int ready = left > 0 ? poll(pf, (nfds_t)n, (int)(left * 1000) + 1) : 0;
     if (ready < 0 && errno != EINTR) return tcp_fail(m, "poll: %s", strerror(errno));
-    if (ready == 0 && tcp_now() - last >= m->timeout_s) return tcp_stalled(m, ops, nops);
+    if (ready == 0 && coll_now() - last >= m->timeout_s) return tcp_stalled(m, ops, nops);
     for (int j = 0; j < n; j++) {
       if (!pf[j].revents) continue;
       int p = tcp_step(m, &ops[idx[j]]);
       if (p < 0) return -1;
-      if (p > 0) last = tcp_now();
+      if (p > 0) last = coll_now();
     }
   }
 }
@@ -495,7 +490,7 @@ int coll_tcp_recv(coll_tcp *m, int peer, uint32_t type, void *buf, uint64_t byte
 int coll_tcp_notify(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
   if (peer < 0 || peer >= m->tf->ntasks || m->fd[peer] < 0 || m->torn[peer]) return -1;
   tcp_header h = {TCP_MAGIC, type, bytes};
-  double deadline = tcp_now() + (m->timeout_s < 2 ? m->timeout_s : 2);
+  double deadline = coll_now() + (m->timeout_s < 2 ? m->timeout_s : 2);
   if (tcp_io_all(m->fd[peer], &h, sizeof h, 1, deadline) != 0) return -1;
   return tcp_io_all(m->fd[peer], (void *)buf, (size_t)bytes, 1, deadline);
 }

@@ -27,15 +27,28 @@ def write(path, data, gz):
     return path
 
 
-def synth(rng, n, rows=28, cols=28, protos=None):
-    """Class-dependent blobs plus noise: learnable, never all zeros. Pass the
-    same protos for train and test so the test split is learnable too."""
+def synth(rng, n, rows=28, cols=28, protos=None, noise=60):
+    """Class-dependent blobs plus uniform noise in [-noise, noise]: learnable,
+    never all zeros. Pass the same protos for train and test so the test
+    split is learnable too."""
     labels = rng.integers(0, 10, size=n)
     if protos is None:
         protos = rng.integers(0, 256, size=(10, rows * cols))
-    noise = rng.integers(-60, 61, size=(n, rows * cols))
+    noise = rng.integers(-noise, noise + 1, size=(n, rows * cols))
     images = np.clip(protos[labels] + noise, 0, 255).astype(np.uint8)
     return images.reshape(n, rows, cols), labels.astype(np.uint8)
+
+
+def write_shared_set(folder, rng, protos, noise, n_train, n_test):
+    """The four files (gz) directly under folder, train and test drawn from
+    the same prototypes (10, 784) under noise: validation accuracy then
+    measures learning. Returns folder."""
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = synth(rng, n, protos=protos, noise=noise)
+        write(os.path.join(folder, split + "-images-idx3-ubyte"), idx_images_bytes(images), True)
+        write(os.path.join(folder, split + "-labels-idx1-ubyte"), idx_labels_bytes(labels), True)
+    return folder
 
 
 def write_set(folder, rng, n_train=600, n_test=200, gz=True, nested="sub/dir"):

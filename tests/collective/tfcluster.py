@@ -56,16 +56,7 @@ def make_data(folder, seed=11, n_train=1200, n_test=200):
     prototypes; the noise keeps the loss from vanishing within an epoch)."""
     rng = np.random.default_rng(seed)
     protos = rng.integers(0, 256, size=(10, 784))
-    os.makedirs(folder, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, size=n)
-        noise = rng.integers(-180, 181, size=(n, 784))
-        images = np.clip(protos[labels] + noise, 0, 255).astype(np.uint8).reshape(n, 28, 28)
-        idxgen.write(os.path.join(folder, split + "-images-idx3-ubyte"),
-                     idxgen.idx_images_bytes(images), True)
-        idxgen.write(os.path.join(folder, split + "-labels-idx1-ubyte"),
-                     idxgen.idx_labels_bytes(labels), True)
-    return folder
+    return idxgen.write_shared_set(folder, rng, protos, 180, n_train, n_test)
 
 
 def train_args(folder, data, extra=()):

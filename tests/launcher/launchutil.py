@@ -28,15 +28,7 @@ def write_learnable_set(folder, seed, n_train, n_test):
     # Mid-grey prototypes under heavy noise: one epoch learns some of it
     # (~0.6 at 1200 samples), so accuracies are neither chance nor 1.0.
     protos = 128 + rng.integers(-80, 80, size=(10, 784))
-    os.makedirs(folder, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, size=n)
-        noise = rng.integers(-120, 121, size=(n, 784))
-        images = np.clip(protos[labels] + noise, 0, 255).astype(np.uint8).reshape(n, 28, 28)
-        idxgen.write(os.path.join(folder, split + "-images-idx3-ubyte"),
-                     idxgen.idx_images_bytes(images), True)
-        idxgen.write(os.path.join(folder, split + "-labels-idx1-ubyte"),
-                     idxgen.idx_labels_bytes(labels), True)
+    idxgen.write_shared_set(folder, rng, protos, 120, n_train, n_test)
 
 
 def final_acc(outputs):
