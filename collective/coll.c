@@ -125,8 +125,9 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
     return COLL_ERR;
   }
   /* Only with MPI_THREAD_MULTIPLE may a second thread call MPI; without it
-   * non-blocking calls run to completion when started. */
-  if (c->size > 1 && !c->tcp && w->thread_level >= MPI_THREAD_MULTIPLE &&
+   * non-blocking calls run to completion when started. Over TCP the thread
+   * owns the sockets while a request runs (tcp_coll.c waits for it). */
+  if (c->size > 1 && (c->tcp || w->thread_level >= MPI_THREAD_MULTIPLE) &&
       coll_progress_start(c, err, err_bytes) != COLL_OK) {
     coll_comm_free(c);
     return COLL_ERR;

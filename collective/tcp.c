@@ -299,6 +299,13 @@ void coll_tcp_close(coll_tcp *m) {
 const coll_tf_config *coll_tcp_cluster(const coll_tcp *m) { return m->tf; }
 const char *coll_tcp_error(const coll_tcp *m) { return m->err; }
 
+/* The progress thread may record it while the caller reads it. */
+static void tcp_record_cancel(coll_tcp *m, int32_t sig, int peer) {
+  if (sig <= 0 || __atomic_load_n(&m->cancel_sig, __ATOMIC_ACQUIRE)) return;
+  m->cancel_from = peer;
+  __atomic_store_n(&m->cancel_sig, sig, __ATOMIC_RELEASE);
+}
+
 /* A CANCEL frame waiting at the head of a peer's stream, taken without
  * blocking. Only between collectives: then every stream is at a frame. */
 static void tcp_take_waiting_cancel(coll_tcp *m, int peer) {
@@ -311,18 +318,20 @@ static void tcp_take_waiting_cancel(coll_tcp *m, int peer) {
   if (recv(m->fd[peer], buf, sizeof buf, MSG_DONTWAIT) != (ssize_t)sizeof buf) return;
   int32_t sig;
   memcpy(&sig, buf + sizeof h, sizeof sig);
-  if (!m->cancel_sig && sig > 0) {
-    m->cancel_sig = sig;
-    m->cancel_from = peer;
-  }
+  tcp_record_cancel(m, sig, peer);
+}
+
+int coll_tcp_peer_cancel_seen(coll_tcp *m, int *from) {
+  int sig = __atomic_load_n(&m->cancel_sig, __ATOMIC_ACQUIRE);
+  if (from) *from = m->cancel_from;
+  return sig;
 }
 
 int coll_tcp_peer_cancel(coll_tcp *m, int *from) {
   for (int k = 0; !m->cancel_sig && !m->err[0] && k < m->tf->ntrain; k++) {
     if (m->fd[k] >= 0) tcp_take_waiting_cancel(m, k);
   }
-  if (from) *from = m->cancel_from;
-  return m->cancel_sig;
+  return coll_tcp_peer_cancel_seen(m, from);
 }
 
 /* A FAIL or CANCEL frame's small body, read whole (its sender wrote it in one go). */
@@ -337,10 +346,7 @@ static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
   if (h->type == COLL_TCP_FAIL) return tcp_fail(m, "%s failed: %s", name, body);
   int32_t sig = 0;
   if (h->bytes == sizeof sig) memcpy(&sig, body, sizeof sig);
-  if (!m->cancel_sig && sig > 0) {
-    m->cancel_sig = sig;
-    m->cancel_from = op->peer;
-  }
+  tcp_record_cancel(m, sig, op->peer);
   op->hdr_done = 0; /* the frame wanted comes next */
   return 0;
 }

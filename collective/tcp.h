@@ -62,5 +62,7 @@ int coll_tcp_notify(coll_tcp *m, int peer, uint32_t type, const void *buf, uint6
 /* The signal a peer relayed and its task, 0 when none. Also looks for a
  * relay waiting on any link: call it only between collectives. */
 int coll_tcp_peer_cancel(coll_tcp *m, int *from);
+/* The same without looking at the links (another thread may be using them). */
+int coll_tcp_peer_cancel_seen(coll_tcp *m, int *from);
 
 #endif

@@ -65,12 +65,11 @@ static int tcpc_ring_step(coll_comm *c, coll_request *r, float *tmp, int s) {
   return COLL_OK;
 }
 
-/* Runs the whole ring when started: the trainer's overlap then simply
- * reduces each layer as backward reaches it. */
+/* Runs the whole ring when started, on the progress thread (or inline
+ * when there is none): the trainer's backward goes on meanwhile. */
 static int tcpc_start(coll_comm *c, coll_request *r) {
   const int n = c->size;
   r->status = COLL_OK;
-  r->state = COLL_REQ_DONE; /* coll_wait frees a finished heap request */
   if (n == 1 || r->elems == 0) {
     if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
     return COLL_OK;
@@ -87,22 +86,32 @@ static int tcpc_start(coll_comm *c, coll_request *r) {
   return rc;
 }
 
-static int tcpc_wait(coll_comm *c, coll_request *r) {
+static int tcpc_test(coll_comm *c, coll_request *r, int *done) {
   (void)c;
+  *done = 1;
   return r->status;
 }
 
 static void tcpc_abandon(coll_comm *c, coll_request *r) { (void)c, (void)r; }
 
-static int tcpc_query(coll_comm *c, coll_request *r, int *done) {
-  (void)c, (void)r;
-  *done = 1;
-  return COLL_OK;
+const coll_backend_ops coll_tcp_ops = {
+    .name = "tcp", .threaded = 1, .start = tcpc_start, .test = tcpc_test, .abandon = tcpc_abandon};
+
+/* The caller's own use of the sockets waits until the progress thread has
+ * finished every request it was given (only the caller gives it any). */
+static void tcpc_quiesce(coll_comm *c) {
+  pthread_mutex_lock(&c->mu);
+  while (c->thread_on && (c->queue_head || c->active)) pthread_cond_wait(&c->done_cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
 }
 
-const coll_backend_ops coll_tcp_ops = {
-    .name = "tcp", .threaded = 0, .start = tcpc_start, .test = NULL, .abandon = tcpc_abandon,
-    .wait = tcpc_wait, .query = tcpc_query};
+/* Whether the progress thread holds the sockets now (a notice must not cut in). */
+static int tcpc_busy(coll_comm *c) {
+  pthread_mutex_lock(&c->mu);
+  int busy = c->thread_on && (c->queue_head || c->active);
+  pthread_mutex_unlock(&c->mu);
+  return busy;
+}
 
 /* Every rank's bytes to rank 0 (into all, rank order), or rank 0's to every rank. */
 static int tcpc_gather(coll_comm *c, const void *mine, void *all, int64_t bytes) {
@@ -143,6 +152,7 @@ static int tcpc_bcast(coll_comm *c, void *buf, int64_t bytes, int root) {
 }
 
 int coll_tcpc_broadcast(coll_comm *c, void *buf, int64_t bytes, int root) {
+  tcpc_quiesce(c);
   int64_t seq = ++c->seq_entered;
   int rc = tcpc_bcast(c, buf, bytes, root);
   if (rc == COLL_OK) c->seq_done = seq;
@@ -150,6 +160,7 @@ int coll_tcpc_broadcast(coll_comm *c, void *buf, int64_t bytes, int root) {
 }
 
 int coll_tcpc_sum_f64(coll_comm *c, double *buf, int64_t elems) {
+  tcpc_quiesce(c);
   const int64_t bytes = elems * (int64_t)sizeof(double);
   double *all = c->rank == 0 ? malloc((size_t)(bytes * c->size) + 1) : NULL;
   if (c->rank == 0 && !all) {
@@ -187,7 +198,10 @@ int coll_world_tcp_gather(const coll_world *w, const void *mine, void *rows, int
 }
 
 int coll_tcpc_notify_rank0(coll_comm *c, uint32_t type, const void *buf, uint64_t bytes) {
-  return coll_tcp_notify(c->tcp, 0, type, buf, bytes);
+  return tcpc_busy(c) ? -1 : coll_tcp_notify(c->tcp, 0, type, buf, bytes);
 }
 
-int coll_tcpc_peer_cancel(coll_comm *c, int *from) { return coll_tcp_peer_cancel(c->tcp, from); }
+int coll_tcpc_peer_cancel(coll_comm *c, int *from) {
+  if (tcpc_busy(c)) return coll_tcp_peer_cancel_seen(c->tcp, from);
+  return coll_tcp_peer_cancel(c->tcp, from);
+}

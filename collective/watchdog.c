@@ -102,7 +102,8 @@ int coll_comm_report_failure(coll_comm *c, const char *msg) {
 }
 
 void coll_diag_serve(coll_comm *c) {
-  if (c->size < 2 || pthread_mutex_trylock(&c->serve_mu) != 0) return;
+  /* A TF_CONFIG cluster has no MPI peers: its notices come in frames. */
+  if (c->size < 2 || c->tcp || pthread_mutex_trylock(&c->serve_mu) != 0) return;
   diag_take_failures(c);
   diag_take_cancels(c);
   for (;;) {
@@ -253,7 +254,7 @@ void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_
   char msg[1024];
   snprintf(msg, sizeof msg, "collective #%lld, %s, timed out on %s after %.1f s without progress",
            (long long)seq, what, c->host, waited_s);
-  diag_run(c, seq, msg, sizeof msg);
+  if (!c->tcp) diag_run(c, seq, msg, sizeof msg);
   coll_set_error(c, "%s", msg);
 }
 
@@ -262,7 +263,7 @@ void coll_diag_after_error(coll_comm *c, int64_t seq) {
   pthread_mutex_lock(&c->err_mu);
   snprintf(msg, sizeof msg, "%s", c->err);
   pthread_mutex_unlock(&c->err_mu);
-  if (c->size < 2 || strstr(msg, "rank(s)")) return;
+  if (c->size < 2 || c->tcp || strstr(msg, "rank(s)")) return;
   diag_run(c, seq, msg, sizeof msg);
   pthread_mutex_lock(&c->err_mu);
   snprintf(c->err, sizeof c->err, "%s", msg);

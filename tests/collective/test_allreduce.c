@@ -217,7 +217,7 @@ int main(int argc, char **argv) {
     }
   }
   run_overlapped(&x);
-  if (w.size > 1 && !tcp && w.thread_level >= MPI_THREAD_MULTIPLE) run_async_progress(&x);
+  if (w.size > 1 && (tcp || w.thread_level >= MPI_THREAD_MULTIPLE)) run_async_progress(&x);
   run_identical(&x, cfg.backend != COLL_BACKEND_MPI);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) {
