@@ -1,5 +1,6 @@
 /* Collectives for data-parallel training: allreduce and broadcast over one of
- * three back ends (MPI_Allreduce, our own ring over MPI point-to-point, NCCL).
+ * four back ends (MPI_Allreduce, our own ring over MPI point-to-point, NCCL,
+ * and in a TF_CONFIG cluster the same ring over TCP).
  * Typed calls take element counts, never byte counts. A comm is used by one
  * thread at a time (the caller's); the library runs its own progress thread. */
 #ifndef TFDIST_COLLECTIVE_COLL_H

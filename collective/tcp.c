@@ -281,6 +281,8 @@ int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, ch
     coll_tcp_close(m);
     return -1;
   }
+  close(m->listen_fd); /* every peer is in: the port is free again */
+  m->listen_fd = -1;
   *out = m;
   return 0;
 }
