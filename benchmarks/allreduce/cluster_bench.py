@@ -12,7 +12,7 @@ only) over 2 epochs of --steps steps; the peer's times --steps steps after
 50 warm-up steps. Both count global samples.
 
 usage: cluster_bench.py [--tfdist PATH] [--ranks 2] [--ps 1] [--batch-size 50]
-                        [--steps 400] [--repeat 3] [--data-folder DIR]
+                        [--steps 400] [--overlap on|off] [--repeat 3] [--data-folder DIR]
 """
 import argparse
 import json
@@ -41,7 +41,7 @@ def train_args(a, folder):
     return [a.tfdist, "train", "--data-folder", a.data_folder, "--epochs", "2",
             "--max-steps", str(a.steps), "--batch-size", str(a.batch_size), "--threads", "1",
             "--outputs", os.path.join(folder, "outputs"), "--logs", os.path.join(folder, "logs"),
-            "--progress", "off", "--checkpoint-every", "0"]
+            "--progress", "off", "--checkpoint-every", "0", "--overlap", a.overlap]
 
 
 def best_rate(folder):
@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--ps", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--overlap", default="on", choices=["on", "off"],
+                    help="tfdist's --overlap (on: its default)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--data-folder", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--limit", type=int, default=300, help="seconds per run before it is killed")
@@ -142,8 +144,9 @@ def main():
             for k, (name, fn) in enumerate(configs):
                 results[name].append(fn(os.path.join(tmp, "r%d-c%d" % (rep, k))))
     peer = statistics.median(results[configs[-1][0]])
-    print("# %d training processes, batch %d per rank, %d steps, 1 thread each, median of %d; "
-          "%d core(s)" % (a.ranks, a.batch_size, a.steps, a.repeat, os.cpu_count()))
+    print("# %d training processes, batch %d per rank, %d steps, 1 thread each, tfdist --overlap "
+          "%s, median of %d; %d core(s)" % (a.ranks, a.batch_size, a.steps, a.overlap, a.repeat,
+                                           os.cpu_count()))
     print("# %-28s %12s %10s   %s" % ("configuration", "samples/s", "vs peer", "runs"))
     for name, _ in configs:
         med = statistics.median(results[name])
