@@ -76,6 +76,20 @@ static void tcp_socket_tune(int fd) {
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+/* A listening socket on a; -1 with errno. An IPv6 one takes IPv4 too. */
+static int tcp_listen_on(const struct addrinfo *a, int backlog) {
+  int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+  if (fd < 0) return -1;
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, backlog) == 0) return fd;
+  int e = errno;
+  close(fd);
+  errno = e;
+  return -1;
+}
+
 static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
   const coll_tf_task *me = &m->tf->tasks[m->tf->self];
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
@@ -85,18 +99,14 @@ static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
     snprintf(err, err_bytes, "TF_CONFIG: port %s: %s", me->port, gai_strerror(rc));
     return -1;
   }
+  /* The dual-stack IPv6 socket first: glibc lists 0.0.0.0 before ::, and a
+   * socket on 0.0.0.0 alone refused the peers of a "[::1]:port" cluster. */
   int saved = 0;
-  for (struct addrinfo *a = res; a && m->listen_fd < 0; a = a->ai_next) {
-    int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, m->tf->ntasks + 16) == 0) {
-      m->listen_fd = fd;
-    } else {
-      saved = errno;
-      close(fd);
+  for (int pass = 0; pass < 2 && m->listen_fd < 0; pass++) {
+    for (struct addrinfo *a = res; a && m->listen_fd < 0; a = a->ai_next) {
+      if ((a->ai_family == AF_INET6) != (pass == 0)) continue;
+      m->listen_fd = tcp_listen_on(a, m->tf->ntasks + 16);
+      if (m->listen_fd < 0) saved = errno;
     }
   }
   freeaddrinfo(res);
