@@ -47,18 +47,28 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
   return 0;
 }
 
-static int cli_pick_allreduce(const train_config *cfg, const coll_world *w, const kern_config *kc,
-                              coll_backend *b, char *err, size_t err_bytes) {
-  if (coll_world_cluster(w)) {
-    *b = COLL_BACKEND_TCP;
-    if (strcmp(cfg->allreduce, "auto") == 0 || strcmp(cfg->allreduce, "tcp") == 0) return 0;
+/* tcp goes with a TF_CONFIG cluster, and a cluster with tcp alone: a bad
+ * pair is bad input, found before anything starts. */
+static int cli_check_allreduce_flag(const train_config *cfg, int in_cluster, char *err,
+                                    size_t err_bytes) {
+  const int tcp = strcmp(cfg->allreduce, "tcp") == 0, any = strcmp(cfg->allreduce, "auto") == 0;
+  if (in_cluster && !tcp && !any) {
     snprintf(err, err_bytes, "--allreduce %.32s: a TF_CONFIG cluster reduces over tcp (auto or tcp)",
              cfg->allreduce);
     return -1;
   }
-  if (strcmp(cfg->allreduce, "tcp") == 0) {
+  if (!in_cluster && tcp) {
     snprintf(err, err_bytes, "--allreduce tcp: needs a TF_CONFIG cluster (TF_CONFIG is not set)");
     return -1;
+  }
+  return 0;
+}
+
+static int cli_pick_allreduce(const train_config *cfg, const coll_world *w, const kern_config *kc,
+                              coll_backend *b, char *err, size_t err_bytes) {
+  if (coll_world_cluster(w)) {
+    *b = COLL_BACKEND_TCP;
+    return 0;
   }
   if (strcmp(cfg->allreduce, "auto") == 0) {
     *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL : COLL_BACKEND_RING;
@@ -193,8 +203,10 @@ int cli_train(int argc, char **argv) {
   static coll_tf_config tf;
   const char *tf_json = getenv("TF_CONFIG");
   const int in_cluster = tf_json && *tf_json;
-  if (in_cluster && coll_tf_config_parse(tf_json, &tf, err, sizeof err) != 0) {
+  if ((in_cluster && coll_tf_config_parse(tf_json, &tf, err, sizeof err) != 0) ||
+      cli_check_allreduce_flag(&cfg, in_cluster, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
+    if (in_cluster) coll_tf_config_free(&tf);
     return CLI_USAGE;
   }
   coll_world w;

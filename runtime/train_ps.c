@@ -84,6 +84,8 @@ int train_ps_pull_state(trainer *t) {
 }
 
 int train_ps_finish(trainer *t) {
+  /* A run with no step left (a resume of a finished run) still starts them. */
+  if (!t->ps_started && train_ps_begin(t) != 0) return -1;
   return coll_ps_finish(t->comm) == COLL_OK ? 0 : train_ps_fail(t);
 }
 

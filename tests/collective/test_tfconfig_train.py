@@ -8,6 +8,8 @@
 - parameter servers: chief + 1 worker with 1 ps and with 2 ps (SGD), against
   the same 1-process 2B run; with 2 ps and --optimizer momentum against the
   1-process momentum run (the epoch-1 checkpoint);
+- resume of a finished run with ps (its epoch-2 checkpoint, no step left):
+  every task exits 0 and the model equals the run's own.
 - resume with ps: that momentum run (2 epochs, --checkpoint-every 1) resumed
   from its epoch-1 checkpoint by a fresh cluster ends within 1e-5 of it;
 - files: only outputs/ of rank 0 (metrics.jsonl with each epoch once,
@@ -189,6 +191,23 @@ def main():
         if resumed is not None and w1 is not None:
             C.check(TC.max_abs_diff(resumed, w1) > 100 * TOL,
                     "ps2-momentum-resumed: epoch 2 changed nothing")
+
+        # Resuming a finished run (its last checkpoint, no step left): the ps
+        # tasks still get their start and end cleanly; the model is the same.
+        ck2 = os.path.join(c.folder, "outputs", "checkpoints", "ckpt-epoch-2.h5")
+        if straight is not None and os.path.exists(ck2):
+            folder = os.path.join(tmp, "ps2-resume-done")
+            os.makedirs(os.path.join(folder, "outputs", "checkpoints"))
+            ck = os.path.join(folder, "outputs", "checkpoints", "ckpt-epoch-2.h5")
+            shutil.copyfile(ck2, ck)
+            c3 = TC.run_cluster(folder, TC.cluster_spec(1, 1, 2), TC.train_args(
+                folder, data, mom + ["--epochs", "2", "--resume-from", ck]), limit_s=LIMIT_S)
+            bad = [t.name for t in c3.tasks if t.rc != 0]
+            if C.check(not bad, "ps2-resume-done: tasks %s did not exit 0" % bad, c3.summary()):
+                done, why = TC.try_weights(model_path(folder))
+                C.check(done is not None, "ps2-resume-done: %s" % why)
+                compare(C, "resumed after the last epoch (2ps)", done, "the uninterrupted 2ps run",
+                        straight, tol=0.0)
     return C.verdict()
 
 

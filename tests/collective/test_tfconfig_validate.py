@@ -3,7 +3,8 @@ train` exit 2 at once (well before --timeout, so before any network wait)
 with one stderr line that contains "TF_CONFIG" and names the field; TF_CONFIG
 set under an mpirun of 2 ranks is refused, naming TF_CONFIG; a peer listed in
 TF_CONFIG but never started makes the chief fail within --timeout 3 plus a
-few seconds, naming that task ("worker 1"), and the started worker fails too."""
+few seconds, naming that task ("worker 1"), and the started worker fails too.
+--allreduce other than auto/tcp in a cluster, or tcp without one, is exit 2."""
 import json
 import os
 import subprocess
@@ -115,6 +116,23 @@ def mpirun_case(C, tmp, data):
         C.ok("%s: exit %d in %.1f s: %s" % (name, rc, elapsed, msg.strip()))
 
 
+def allreduce_flag_case(C, tmp, data, addr):
+    """--allreduce ring in a cluster, and --allreduce tcp without one: exit 2 at once."""
+    one = json.dumps({"cluster": {"chief": [addr]}, "task": {"type": "chief", "index": 0}})
+    for name, flag, env in (("--allreduce ring under TF_CONFIG", "ring", {"TF_CONFIG": one}),
+                            ("--allreduce tcp without TF_CONFIG", "tcp", {"TF_CONFIG": ""})):
+        t0 = time.monotonic()
+        rc, _, err = TC.run_plain(os.path.join(tmp, "flag-" + flag), data,
+                                  ["--epochs", "1", "--allreduce", flag], limit_s=NO_WAIT_S + 5,
+                                  env_extra=env)
+        line = err.strip()
+        ok = C.check(rc == 2 and "\n" not in line and "--allreduce " + flag in line and
+                     "TF_CONFIG" in line, "%s: exit %s, want 2 and one line naming the flag and "
+                     "TF_CONFIG" % (name, rc), "  stderr: %s" % line[-600:])
+        if ok:
+            C.ok("%s: exit 2 in %.1f s: %s" % (name, time.monotonic() - t0, line))
+
+
 def unreachable_case(C, tmp, data):
     """chief, worker 0 and worker 1 in TF_CONFIG; worker 1 is never started."""
     folder = os.path.join(tmp, "unreachable")
@@ -159,6 +177,7 @@ def main():
         for i, (name, text, words) in enumerate(cases(addrs)):
             bad_config_case(C, tmp, data, i, name, text, words)
         mpirun_case(C, tmp, data)
+        allreduce_flag_case(C, tmp, data, addrs[3])
         unreachable_case(C, tmp, data)
     return C.verdict()
 

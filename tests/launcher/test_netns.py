@@ -4,6 +4,10 @@ tfdistrun over the nsrsh agent, against one-host runs of the same job.
   test_netns.py 2host   2 hosts x 1 rank = 1 host x 2 ranks (final_acc, losses)
   test_netns.py 6rank   3 hosts x 2 ranks on 10 Gbit/s tbf links = 1 host x 6
                         ranks, on the ring back end; exact equality
+  test_netns.py tfconfig  TF_CONFIG clusters, one plain process per host (no
+                        mpirun), every task on the same port of its own host:
+                        chief + 2 workers over the TCP ring = 1 host x 3 ranks
+                        (ring); chief + worker + ps = 1 host x 2 ranks; exact
 
 Exit 77 when not root or namespaces cannot be made. Everything is torn down
 afterwards, on failure and on SIGTERM too."""
@@ -85,11 +89,57 @@ def test_6rank(prefix, tmp, flags):
             raise AssertionError("run.json does not record the ring back end")
 
 
+def run_tf_cluster(prefix, tmp, name, kinds, flags, port=2222):
+    """One task per simulated host, kinds[i] ("chief", "worker", "ps") on hi,
+    each told its place by TF_CONFIG, all on the same port of their own host."""
+    out, logs = os.path.join(tmp, name + "-out"), os.path.join(tmp, name + "-logs")
+    cluster, tasks = {}, []
+    for i, kind in enumerate(kinds):
+        cluster.setdefault(kind, []).append("127.1.0.%d:%d" % (i + 1, port))
+        tasks.append((i, kind, len(cluster[kind]) - 1))
+    procs = []
+    for i, kind, index in tasks:
+        conf = json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
+        cmd = ["timeout", "-k", "5", "120", lu.SIMHOSTS, "exec", prefix, "h%d" % i, "env",
+               "TF_CONFIG=" + conf, lu.TFDIST] + flags + ["--outputs", out, "--logs", logs]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    failed = []
+    for (i, kind, index), p in zip(tasks, procs):
+        text, _ = p.communicate(timeout=140)
+        sys.stdout.write("[%s %d on h%d] %s" % (kind, index, i, text))
+        if p.returncode != 0:
+            failed.append("%s %d exit %d" % (kind, index, p.returncode))
+    if failed:
+        raise AssertionError("TF_CONFIG cluster %s: %s" % (name, ", ".join(failed)))
+    return out, logs
+
+
+def test_tfconfig(prefix, tmp, flags):
+    lu.run([lu.SIMHOSTS, "up", prefix, "3", "10gbit"], 60)
+    ring = flags + ["--allreduce", "ring"]
+    out, logs = run_tf_cluster(prefix, tmp, "tf-ring", ["chief", "worker", "worker"], flags)
+    check_hosts(out, [(prefix + "h%d" % r, 0) for r in range(3)])
+    lu.check_rank_logs(logs, 3, 2)
+    ref, _ = run_onehost(tmp, "1host3", 3, ring)
+    check_same(out, ref, "TF_CONFIG chief + 2 workers on 3 hosts vs 1 host x 3 ranks (ring)")
+    out, logs = run_tf_cluster(prefix, tmp, "tf-ps", ["chief", "worker", "ps"], flags)
+    check_hosts(out, [(prefix + "h0", 0), (prefix + "h1", 0)])
+    with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+        cl = json.load(f).get("cluster", {})
+    if cl.get("strategy") != "parameter_server":
+        raise AssertionError("run.json cluster: %s" % cl)
+    if not os.path.exists(os.path.join(logs, "ps-0.log")):
+        raise AssertionError("no ps-0.log in %s" % logs)
+    ref, _ = run_onehost(tmp, "1host2", 2, ring)
+    check_same(out, ref, "TF_CONFIG chief + worker + ps on 3 hosts vs 1 host x 2 ranks (ring)")
+
+
 def main():
     which = sys.argv[1] if len(sys.argv) > 1 else ""
-    tests = {"2host": test_2host, "6rank": test_6rank}
+    tests = {"2host": test_2host, "6rank": test_6rank, "tfconfig": test_tfconfig}
     if which not in tests:
-        print("usage: test_netns.py 2host|6rank", file=sys.stderr)
+        print("usage: test_netns.py 2host|6rank|tfconfig", file=sys.stderr)
         return 2
     prefix = lu.prefix_for("tn" + which[0])
     lu.need_root_netns(prefix + "probe")
