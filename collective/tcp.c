@@ -203,16 +203,11 @@ static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, s
   return 0;
 }
 
-/* An accepted connection's hello: the peer's task, or -1 (not one of ours:
- * dropped), or -2 (ours, but with another cluster: a config error). */
-static int tcp_read_hello(coll_tcp *m, int fd, double deadline, char *err, size_t err_bytes) {
-  tcp_header h;
+/* A complete hello: the peer's task, or -1 (not one of ours: dropped), or
+ * -2 (ours, but with another cluster: a config error). */
+static int tcp_check_hello(coll_tcp *m, const unsigned char *buf, char *err, size_t err_bytes) {
   tcp_hello hello;
-  double until = deadline < coll_now() + 5 ? deadline : coll_now() + 5;
-  if (tcp_io_all(fd, &h, sizeof h, 0, until) != 0 || h.magic != TCP_MAGIC || h.type != TCP_HELLO ||
-      h.bytes != sizeof hello || tcp_io_all(fd, &hello, sizeof hello, 0, until) != 0) {
-    return -1;
-  }
+  memcpy(&hello, buf + sizeof(tcp_header), sizeof hello);
   int from = (int)hello.from;
   if (hello.fingerprint != m->tf->fingerprint) {
     snprintf(err, err_bytes,
@@ -227,28 +222,98 @@ static int tcp_read_hello(coll_tcp *m, int fd, double deadline, char *err, size_
   return from;
 }
 
-static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_bytes) {
-  int want = 0;
-  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) want += tcp_linked(m->tf, k, m->tf->self);
-  while (want > 0) {
-    double left = deadline - coll_now();
-    struct pollfd p = {.fd = m->listen_fd, .events = POLLIN};
-    if (left <= 0 || poll(&p, 1, (int)(left * 1000) + 1) == 0) break;
-    int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;
-    int from = tcp_read_hello(m, fd, deadline, err, err_bytes);
-    if (from == -2) {
-      close(fd);
-      return -1;
-    }
-    if (from < 0) {
-      close(fd);
-      continue;
-    }
-    tcp_socket_tune(fd);
-    m->fd[from] = fd;
-    want--;
+/* An accepted connection whose hello is still coming. Hellos are read side
+ * by side: a stranger that connects and sends nothing (a port scan, a probe
+ * holding its connection) must not hold up the peers queued behind it. */
+#define TCP_PENDING 32
+#define TCP_HELLO_S 5.0
+typedef struct {
+  int fd;
+  size_t got;
+  double until;
+  unsigned char buf[sizeof(tcp_header) + sizeof(tcp_hello)];
+} tcp_pending;
+
+static void tcp_pending_drop(tcp_pending *p, int *np, int i) {
+  close(p[i].fd);
+  p[i] = p[--*np];
+}
+
+/* Reads what pending connection i has sent: 1 when it was a peer's whole
+ * hello (taken), -1 on a config error (err set), else 0 (incomplete, or
+ * not ours and dropped). */
+static int tcp_pending_read(coll_tcp *m, tcp_pending *p, int *np, int i, char *err,
+                            size_t err_bytes) {
+  tcp_pending *c = &p[i];
+  ssize_t k = recv(c->fd, c->buf + c->got, sizeof c->buf - c->got, 0);
+  if (k < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+  if (k <= 0) {
+    tcp_pending_drop(p, np, i);
+    return 0;
   }
+  c->got += (size_t)k;
+  tcp_header h;
+  if (c->got >= sizeof h) {
+    memcpy(&h, c->buf, sizeof h);
+    if (h.magic != TCP_MAGIC || h.type != TCP_HELLO || h.bytes != sizeof(tcp_hello)) {
+      tcp_pending_drop(p, np, i); /* garbage: not one of ours */
+      return 0;
+    }
+  }
+  if (c->got < sizeof c->buf) return 0;
+  int from = tcp_check_hello(m, c->buf, err, err_bytes);
+  if (from < 0) {
+    tcp_pending_drop(p, np, i);
+    return from == -2 ? -1 : 0;
+  }
+  tcp_socket_tune(c->fd);
+  m->fd[from] = c->fd;
+  p[i] = p[--*np];
+  return 1;
+}
+
+/* Takes every connection waiting on the listening socket; with the table
+ * full, the oldest pending one goes. */
+static void tcp_pending_accept(coll_tcp *m, tcp_pending *p, int *np) {
+  for (;;) {
+    int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    if (*np == TCP_PENDING) {
+      int old = 0;
+      for (int i = 1; i < *np; i++) old = p[i].until < p[old].until ? i : old;
+      tcp_pending_drop(p, np, old);
+    }
+    p[(*np)++] = (tcp_pending){.fd = fd, .until = coll_now() + TCP_HELLO_S};
+  }
+}
+
+static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_bytes) {
+  int want = 0, np = 0, rc = 0;
+  tcp_pending pend[TCP_PENDING];
+  struct pollfd pf[TCP_PENDING + 1];
+  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) want += tcp_linked(m->tf, k, m->tf->self);
+  while (want > 0 && rc >= 0) {
+    double now = coll_now(), wait = deadline - now;
+    if (wait <= 0) break;
+    pf[0] = (struct pollfd){.fd = m->listen_fd, .events = POLLIN};
+    for (int i = 0; i < np; i++) {
+      pf[i + 1] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
+      if (pend[i].until - now < wait) wait = pend[i].until - now;
+    }
+    const int n = np;
+    if (poll(pf, (nfds_t)n + 1, wait > 0 ? (int)(wait * 1000) + 1 : 0) < 0 && errno != EINTR) break;
+    /* From the last: a drop moves the last entry into the hole. */
+    for (int i = n - 1; i >= 0 && rc >= 0; i--) {
+      int got = 0;
+      if (pf[i + 1].revents) got = tcp_pending_read(m, pend, &np, i, err, err_bytes);
+      else if (coll_now() >= pend[i].until) tcp_pending_drop(pend, &np, i);
+      if (got > 0) want--;
+      if (got < 0) rc = -1;
+    }
+    if (rc >= 0 && (pf[0].revents & POLLIN)) tcp_pending_accept(m, pend, &np);
+  }
+  while (np > 0) tcp_pending_drop(pend, &np, np - 1);
+  if (rc < 0) return -1;
   if (want == 0) return 0;
   char missing[600] = "";
   for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) {
