@@ -176,7 +176,7 @@ static int coll_check_count(coll_comm *c, int64_t elems, const char *call) {
     coll_set_error(c, "%s: negative element count %lld", call, (long long)elems);
     return COLL_ERR;
   }
-  if (c->broken) return COLL_ERR; /* the first error stays in c->err */
+  if (coll_comm_failed(c)) return COLL_ERR; /* the first error stays in c->err */
   return COLL_OK;
 }
 
@@ -247,7 +247,7 @@ int coll_iallreduce_sum_f32(coll_comm *c, const float *send, float *recv, int64_
 }
 
 int coll_wait(coll_comm *c, coll_request *req) {
-  if (!req) return c->broken ? COLL_ERR : COLL_OK;
+  if (!req) return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
   int rc = c->ops->threaded ? coll_progress_wait(c, req) : c->ops->wait(c, req);
   coll_leave(c, req->seq);
   /* A request the progress thread still holds (it never came back) leaks
@@ -258,7 +258,7 @@ int coll_wait(coll_comm *c, coll_request *req) {
 
 int coll_test(coll_comm *c, coll_request *req, int *done) {
   *done = 1;
-  if (!req) return c->broken ? COLL_ERR : COLL_OK;
+  if (!req) return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
   if (c->ops->threaded) {
     pthread_mutex_lock(&c->mu);
     *done = req->state == COLL_REQ_DONE;
@@ -269,7 +269,7 @@ int coll_test(coll_comm *c, coll_request *req, int *done) {
 }
 
 int coll_sync(coll_comm *c) {
-  if (c->broken) return COLL_ERR;
+  if (coll_comm_failed(c)) return COLL_ERR;
   return c->ops->sync ? c->ops->sync(c) : COLL_OK;
 }
 
@@ -348,7 +348,7 @@ int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root) {
 }
 
 int coll_barrier(coll_comm *c) {
-  if (c->broken) return COLL_ERR;
+  if (coll_comm_failed(c)) return COLL_ERR;
   if (c->tcp) return coll_tcpc_barrier(c);
   int64_t seq = coll_enter(c);
   MPI_Request req;

@@ -92,6 +92,16 @@ struct coll_comm {
 };
 
 double coll_now(void);
+/* r->t_progress is written by the thread that runs r and read by its waiter. */
+static inline void coll_req_touch(coll_request *r) {
+  double now = coll_now();
+  __atomic_store(&r->t_progress, &now, __ATOMIC_RELAXED);
+}
+static inline double coll_req_last(coll_request *r) {
+  double v;
+  __atomic_load(&r->t_progress, &v, __ATOMIC_RELAXED);
+  return v;
+}
 /* Records the first error of this comm; later ones are dropped. */
 void coll_set_error(coll_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* MPI error code -> c->err with the call, file:line and MPI_Error_string. */

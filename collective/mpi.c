@@ -46,7 +46,7 @@ static int mpi_test(coll_comm *c, coll_request *r, int *done) {
     int flag = 0;
     COLL_MPI_TRY(c, MPI_Test(&m->req, &flag, MPI_STATUS_IGNORE));
     if (!flag) return COLL_OK;
-    r->t_progress = coll_now();
+    coll_req_touch(r);
     m->off += m->piece;
     if (m->off < r->elems) return mpi_post(c, r, m);
   }

@@ -51,11 +51,11 @@ static void progress_describe(const coll_comm *c, const coll_request *r, char *o
 }
 
 int coll_progress_drive(coll_comm *c, coll_request *r) {
-  if (c->broken) {
+  if (coll_comm_failed(c)) {
     r->status = COLL_ERR;
     return r->status;
   }
-  r->t_progress = coll_now();
+  coll_req_touch(r);
   if (c->ops->start(c, r) != COLL_OK) {
     c->ops->abandon(c, r);
     r->status = COLL_ERR;
@@ -191,10 +191,11 @@ int coll_progress_wait(coll_comm *c, coll_request *r) {
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 1;
     pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
-    if (r->state != COLL_REQ_DONE && coll_now() - r->t_progress > 2.0 * c->cfg.timeout_s + 30.0) {
+    const double idle = coll_now() - coll_req_last(r);
+    if (r->state != COLL_REQ_DONE && idle > 2.0 * c->cfg.timeout_s + 30.0) {
       pthread_mutex_unlock(&c->mu);
       coll_set_error(c, "allreduce #%lld: the progress thread made no progress for %.0f s",
-                     (long long)r->seq, coll_now() - r->t_progress);
+                     (long long)r->seq, idle);
       return COLL_ETIMEOUT;
     }
   }

@@ -35,7 +35,7 @@ static int ps_task(const coll_comm *c, int s) { return coll_tcp_cluster(c->tcp)-
 
 int coll_ps_init(coll_comm *c, const float *params, const float *state, int64_t elems,
                  const void *opt, uint32_t opt_bytes) {
-  if (c->broken) return COLL_ERR;
+  if (coll_comm_failed(c)) return COLL_ERR;
   if (c->rank != 0) return COLL_OK;
   const int S = coll_ps_count(c);
   ps_meta meta = {(uint64_t)elems, opt_bytes, (uint32_t)c->size};
@@ -56,7 +56,7 @@ int coll_ps_init(coll_comm *c, const float *params, const float *state, int64_t 
 /* Sends a frame of type to every ps (slice s of out, or nothing) and takes
  * its reply into slice s of in (when in is not NULL). */
 static int ps_round(coll_comm *c, uint32_t type, const float *out, float *in, int64_t elems) {
-  if (c->broken) return COLL_ERR;
+  if (coll_comm_failed(c)) return COLL_ERR;
   const int S = coll_ps_count(c);
   coll_tcp_op ops[PS_BATCH];
   for (int s0 = 0; s0 < S; s0 += PS_BATCH / 2) {

@@ -67,7 +67,7 @@ static void ring_free(coll_comm *c) {
   ring_comm *rc = c->impl;
   if (!rc) return;
   /* After a timeout, sends may still read tmp: the job is ending, leave it. */
-  if (!c->broken) free(rc->tmp);
+  if (!coll_comm_failed(c)) free(rc->tmp);
   free(rc->req);
   free(rc->step);
   free(rc->pending);
@@ -200,7 +200,7 @@ static int ring_test(coll_comm *c, coll_request *r, int *done) {
     int idx[2 * RING_MAX_CHUNKS];
     COLL_MPI_TRY(c, MPI_Testsome(2 * q->K, rc->req, &outcount, idx, MPI_STATUSES_IGNORE));
     if (outcount == MPI_UNDEFINED || outcount == 0) return COLL_OK;
-    r->t_progress = coll_now();
+    coll_req_touch(r);
     for (int i = 0; i < outcount; i++) {
       if (ring_complete(c, r, q, idx[i]) != COLL_OK) return COLL_ERR;
     }

@@ -55,6 +55,7 @@ static int tcpc_ring_step(coll_comm *c, coll_request *r, float *tmp, int s) {
        .bytes = (uint64_t)rlen * sizeof(float)}};
   if (rlen == 0) ops[1].rbuf = tmp; /* an empty segment still sends its frame */
   if (coll_tcp_run(c->tcp, ops, 2) != 0) return tcpc_fail(c);
+  coll_req_touch(r); /* the waiter's guard: the whole ring runs inside start */
   if (rs) {
     float *out = r->recv + rlo;
     tcpc_add(out, r->send == r->recv ? out : r->send + rlo, tmp, rlen);
