@@ -10,6 +10,7 @@
 #include "kernels/backend.h"
 #include "runtime/cli.h"
 #include "runtime/train.h"
+#include "runtime/train_agree.h"
 #include "runtime/train_ps.h"
 #include "tfdist_config.h"
 
@@ -228,7 +229,8 @@ int cli_train(int argc, char **argv) {
   }
   coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = be->ops->stream ? be->ops->stream(be) : NULL,
                     .device = kc.device_index};
-  if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0) {
+  if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0 ||
+      (w.size > 1 && train_agree_check(&cfg, comm, w.rank, w.size, err, sizeof err) != 0)) {
     rc = cli_train_fail(&w, NULL, err);
     goto out;
   }
