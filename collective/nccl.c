@@ -159,7 +159,7 @@ static void nccl_free(coll_comm *c) {
   nccl_comm *st = c->impl;
   if (!st) return;
   if (st->comm_ok) {
-    if (c->broken) ncclCommAbort(st->comm);
+    if (coll_comm_failed(c)) ncclCommAbort(st->comm);
     else ncclCommDestroy(st->comm);
   }
   for (int i = 0; i < NCCL_EVENTS; i++) {
@@ -203,10 +203,10 @@ static int nccl_wait(coll_comm *c, coll_request *r) {
   nccl_comm *st = c->impl;
   cudaEvent_t done = (cudaEvent_t)r->impl;
   r->state = COLL_REQ_DONE;
-  if (!done) return c->broken ? COLL_ERR : COLL_OK;
+  if (!done) return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
   r->impl = NULL;
   CUDA_TRY(c, cudaStreamWaitEvent(st->user, done, 0));
-  return c->broken ? COLL_ERR : COLL_OK;
+  return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
 }
 
 /* Host-side bounded wait for everything issued on the caller's stream. */

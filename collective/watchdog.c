@@ -118,7 +118,7 @@ void coll_diag_serve(coll_comm *c) {
                  MPI_STATUS_IGNORE) != MPI_SUCCESS) {
       break;
     }
-    int64_t a[DIAG_R_WORDS] = {q[DIAG_Q_ID], c->seq_entered, c->seq_done, c->broken};
+    int64_t a[DIAG_R_WORDS] = {q[DIAG_Q_ID], c->seq_entered, c->seq_done, coll_comm_failed(c)};
     /* 32 bytes go eagerly: this returns at once even if the asker is gone. */
     MPI_Send(a, DIAG_R_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_REPLY, c->comm_diag);
   }
