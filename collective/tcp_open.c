@@ -1,0 +1,335 @@
+/* The start-up of a TF_CONFIG cluster's TCP mesh; see tcp.h.
+ * Every task listens first, then connects to each lower task it talks to
+ * (the kernel's backlog takes a connection even while its owner is busy
+ * connecting elsewhere, so the order cannot deadlock) and sends a hello
+ * with the cluster's fingerprint; then it accepts the higher tasks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collective/coll_internal.h"
+#include "collective/tcp_internal.h"
+
+void coll_tcp_peer_name(const coll_tcp *m, int peer, char *out, size_t bytes) {
+  const coll_tf_task *t = &m->tf->tasks[peer];
+  char rank[24] = "";
+  if (peer < m->tf->ntrain) snprintf(rank, sizeof rank, ", rank %d", peer);
+  snprintf(out, bytes, "%s %d (%s:%s%s)", coll_tf_type_name(t->type), t->index, t->host, t->port,
+           rank);
+}
+
+int coll_tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+    if (k > 0) {
+      p += k;
+      n -= (size_t)k;
+      continue;
+    }
+    if (k == 0) return errno = ECONNRESET, -1;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+    double left = deadline - coll_now();
+    struct pollfd pf = {.fd = fd, .events = out ? POLLOUT : POLLIN};
+    if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) == 0) return errno = ETIMEDOUT, -1;
+  }
+  return 0;
+}
+
+/* Whether tasks a and b exchange frames: ps tasks talk to training tasks only. */
+static int tcp_linked(const coll_tf_config *tf, int a, int b) {
+  return a != b && (a < tf->ntrain || b < tf->ntrain);
+}
+
+static void tcp_socket_tune(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* A listening socket on a; -1 with errno. An IPv6 one takes IPv4 too. */
+static int tcp_listen_on(const struct addrinfo *a, int backlog) {
+  int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+  if (fd < 0) return -1;
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, backlog) == 0) return fd;
+  int e = errno;
+  close(fd);
+  errno = e;
+  return -1;
+}
+
+static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
+  const coll_tf_task *me = &m->tf->tasks[m->tf->self];
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(NULL, me->port, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, err_bytes, "TF_CONFIG: port %s: %s", me->port, gai_strerror(rc));
+    return -1;
+  }
+  /* The dual-stack IPv6 socket first: glibc lists 0.0.0.0 before ::, and a
+   * socket on 0.0.0.0 alone refused the peers of a "[::1]:port" cluster. */
+  int saved = 0;
+  for (int pass = 0; pass < 2 && m->listen_fd < 0; pass++) {
+    for (struct addrinfo *a = res; a && m->listen_fd < 0; a = a->ai_next) {
+      if ((a->ai_family == AF_INET6) != (pass == 0)) continue;
+      m->listen_fd = tcp_listen_on(a, m->tf->ntasks + 16);
+      if (m->listen_fd < 0) saved = errno;
+    }
+  }
+  freeaddrinfo(res);
+  if (m->listen_fd < 0) {
+    char me_name[320];
+    coll_tf_task_name(m->tf, m->tf->self, me_name, sizeof me_name);
+    snprintf(err, err_bytes, "TF_CONFIG: cannot listen on port %s for %s: %s", me->port, me_name,
+             strerror(saved));
+    return -1;
+  }
+  fcntl(m->listen_fd, F_SETFL, fcntl(m->listen_fd, F_GETFL) | O_NONBLOCK);
+  return 0;
+}
+
+/* One connect attempt, bounded by wait_s; the socket or -1 with errno. */
+static int tcp_connect_once(const coll_tf_task *t, double wait_s) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(t->host, t->port, &hints, &res);
+  if (rc != 0) {
+    errno = rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
+    return -1;
+  }
+  int fd = -1, saved = ECONNREFUSED;
+  for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    if (fd < 0) continue;
+    int c = connect(fd, a->ai_addr, a->ai_addrlen);
+    if (c == 0) break;
+    if (errno == EINPROGRESS) {
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      int e = 0;
+      socklen_t len = sizeof e;
+      if (poll(&p, 1, (int)(wait_s * 1000) + 1) == 1 &&
+          getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e == 0) {
+        break;
+      }
+      saved = e ? e : ETIMEDOUT;
+    } else {
+      saved = errno;
+    }
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) errno = saved;
+  return fd;
+}
+
+static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
+  const coll_tf_task *t = &m->tf->tasks[peer];
+  int fd = -1;
+  while ((fd = tcp_connect_once(t, deadline - coll_now())) < 0) {
+    int e = errno;
+    if (coll_now() + 0.1 >= deadline) {
+      char name[400];
+      coll_tcp_peer_name(m, peer, name, sizeof name);
+      snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
+               m->timeout_s, strerror(e));
+      return -1;
+    }
+    struct timespec ts = {0, 100000000L};
+    nanosleep(&ts, NULL);
+  }
+  tcp_socket_tune(fd);
+  tcp_header h = {TCP_MAGIC, TCP_HELLO, sizeof(tcp_hello)};
+  tcp_hello hello = {m->tf->fingerprint, (uint32_t)m->tf->self, (uint32_t)peer};
+  if (coll_tcp_io_all(fd, &h, sizeof h, 1, deadline) != 0 ||
+      coll_tcp_io_all(fd, &hello, sizeof hello, 1, deadline) != 0) {
+    snprintf(err, err_bytes, "TF_CONFIG: hello to task %d failed: %s", peer, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  m->fd[peer] = fd;
+  return 0;
+}
+
+/* A complete hello: the peer's task, or -1 (not one of ours: dropped), or
+ * -2 (ours, but with another cluster: a config error). */
+static int tcp_check_hello(coll_tcp *m, const unsigned char *buf, char *err, size_t err_bytes) {
+  tcp_hello hello;
+  memcpy(&hello, buf + sizeof(tcp_header), sizeof hello);
+  int from = (int)hello.from;
+  if (hello.fingerprint != m->tf->fingerprint) {
+    snprintf(err, err_bytes,
+             "TF_CONFIG: task %d connected with a different cluster list: every task must get "
+             "the same \"cluster\"", from);
+    return -2;
+  }
+  if ((int)hello.to != m->tf->self || from <= m->tf->self || from >= m->tf->ntasks ||
+      !tcp_linked(m->tf, from, m->tf->self) || m->fd[from] >= 0) {
+    return -1;
+  }
+  return from;
+}
+
+/* An accepted connection whose hello is still coming. Hellos are read side
+ * by side: a stranger that connects and sends nothing (a port scan, a probe
+ * holding its connection) must not hold up the peers queued behind it. */
+#define TCP_PENDING 32
+#define TCP_HELLO_S 5.0
+typedef struct {
+  int fd;
+  size_t got;
+  double until;
+  unsigned char buf[sizeof(tcp_header) + sizeof(tcp_hello)];
+} tcp_pending;
+
+static void tcp_pending_drop(tcp_pending *p, int *np, int i) {
+  close(p[i].fd);
+  p[i] = p[--*np];
+}
+
+/* Reads what pending connection i has sent: 1 when it was a peer's whole
+ * hello (taken), -1 on a config error (err set), else 0 (incomplete, or
+ * not ours and dropped). */
+static int tcp_pending_read(coll_tcp *m, tcp_pending *p, int *np, int i, char *err,
+                            size_t err_bytes) {
+  tcp_pending *c = &p[i];
+  ssize_t k = recv(c->fd, c->buf + c->got, sizeof c->buf - c->got, 0);
+  if (k < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+  if (k <= 0) {
+    tcp_pending_drop(p, np, i);
+    return 0;
+  }
+  c->got += (size_t)k;
+  tcp_header h;
+  if (c->got >= sizeof h) {
+    memcpy(&h, c->buf, sizeof h);
+    if (h.magic != TCP_MAGIC || h.type != TCP_HELLO || h.bytes != sizeof(tcp_hello)) {
+      tcp_pending_drop(p, np, i); /* garbage: not one of ours */
+      return 0;
+    }
+  }
+  if (c->got < sizeof c->buf) return 0;
+  int from = tcp_check_hello(m, c->buf, err, err_bytes);
+  if (from < 0) {
+    tcp_pending_drop(p, np, i);
+    return from == -2 ? -1 : 0;
+  }
+  tcp_socket_tune(c->fd);
+  m->fd[from] = c->fd;
+  p[i] = p[--*np];
+  return 1;
+}
+
+/* Takes every connection waiting on the listening socket; with the table
+ * full, the oldest pending one goes. */
+static void tcp_pending_accept(coll_tcp *m, tcp_pending *p, int *np) {
+  for (;;) {
+    int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    if (*np == TCP_PENDING) {
+      int old = 0;
+      for (int i = 1; i < *np; i++) old = p[i].until < p[old].until ? i : old;
+      tcp_pending_drop(p, np, old);
+    }
+    p[(*np)++] = (tcp_pending){.fd = fd, .until = coll_now() + TCP_HELLO_S};
+  }
+}
+
+static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_bytes) {
+  int want = 0, np = 0, rc = 0;
+  tcp_pending pend[TCP_PENDING];
+  struct pollfd pf[TCP_PENDING + 1];
+  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) want += tcp_linked(m->tf, k, m->tf->self);
+  while (want > 0 && rc >= 0) {
+    double now = coll_now(), wait = deadline - now;
+    if (wait <= 0) break;
+    pf[0] = (struct pollfd){.fd = m->listen_fd, .events = POLLIN};
+    for (int i = 0; i < np; i++) {
+      pf[i + 1] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
+      if (pend[i].until - now < wait) wait = pend[i].until - now;
+    }
+    const int n = np;
+    if (poll(pf, (nfds_t)n + 1, wait > 0 ? (int)(wait * 1000) + 1 : 0) < 0 && errno != EINTR) break;
+    /* From the last: a drop moves the last entry into the hole. */
+    for (int i = n - 1; i >= 0 && rc >= 0; i--) {
+      int got = 0;
+      if (pf[i + 1].revents) got = tcp_pending_read(m, pend, &np, i, err, err_bytes);
+      else if (coll_now() >= pend[i].until) tcp_pending_drop(pend, &np, i);
+      if (got > 0) want--;
+      if (got < 0) rc = -1;
+    }
+    if (rc >= 0 && (pf[0].revents & POLLIN)) tcp_pending_accept(m, pend, &np);
+  }
+  while (np > 0) tcp_pending_drop(pend, &np, np - 1);
+  if (rc < 0) return -1;
+  if (want == 0) return 0;
+  char missing[600] = "";
+  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) {
+    if (!tcp_linked(m->tf, k, m->tf->self) || m->fd[k] >= 0) continue;
+    char name[400];
+    coll_tcp_peer_name(m, k, name, sizeof name);
+    size_t at = strlen(missing);
+    snprintf(missing + at, sizeof missing - at, "%s%s", at ? "; " : "", name);
+  }
+  snprintf(err, err_bytes, "TF_CONFIG: no connection within %.0f s from %s", m->timeout_s, missing);
+  return -1;
+}
+
+int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, char *err,
+                  size_t err_bytes) {
+  *out = NULL;
+  coll_tcp *m = calloc(1, sizeof *m);
+  int *fd = calloc((size_t)tf->ntasks, sizeof *fd);
+  unsigned char *torn = calloc((size_t)tf->ntasks, 1);
+  if (!m || !fd || !torn) {
+    free(m);
+    free(fd);
+    free(torn);
+    snprintf(err, err_bytes, "TF_CONFIG: out of memory");
+    return -1;
+  }
+  m->tf = tf;
+  m->timeout_s = timeout_s > 0 ? timeout_s : 60.0;
+  m->listen_fd = -1;
+  m->fd = fd;
+  m->torn = torn;
+  for (int k = 0; k < tf->ntasks; k++) fd[k] = -1;
+  const double deadline = coll_now() + m->timeout_s;
+  int rc = tcp_listen(m, err, err_bytes);
+  for (int k = 0; rc == 0 && k < tf->self; k++) {
+    if (tcp_linked(tf, k, tf->self)) rc = tcp_connect_peer(m, k, deadline, err, err_bytes);
+  }
+  if (rc == 0) rc = tcp_accept_peers(m, deadline, err, err_bytes);
+  if (rc != 0) {
+    coll_tcp_close(m);
+    return -1;
+  }
+  close(m->listen_fd); /* every peer is in: the port is free again */
+  m->listen_fd = -1;
+  *out = m;
+  return 0;
+}
+
+void coll_tcp_close(coll_tcp *m) {
+  if (!m) return;
+  for (int k = 0; k < m->tf->ntasks; k++) {
+    if (m->fd[k] >= 0) close(m->fd[k]);
+  }
+  if (m->listen_fd >= 0) close(m->listen_fd);
+  free(m->fd);
+  free(m->torn);
+  free(m);
+}
