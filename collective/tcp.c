@@ -64,15 +64,23 @@ int coll_tcp_peer_cancel(coll_tcp *m, int *from) {
 }
 
 /* A FAIL or CANCEL frame's small body, read whole (its sender wrote it in one go). */
+static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes);
+
 static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
-  char name[400], body[TCP_NOTE_MAX + 1];
+  char name[400], body[TCP_NOTE_MAX + 1], silent[600];
   coll_tcp_peer_name(m, op->peer, name, sizeof name);
   if (h->bytes > TCP_NOTE_MAX ||
       coll_tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, coll_now() + m->timeout_s) != 0) {
     return tcp_fail(m, "a bad notice frame from %s", name);
   }
   body[h->bytes] = '\0';
-  if (h->type == COLL_TCP_FAIL) return tcp_fail(m, "%s failed: %s", name, body);
+  /* A peer's stalled wait names its neighbour; task 0 finds who is silent. */
+  if (h->type == COLL_TCP_STALL && m->tf->self == 0 &&
+      tcp_diag_silent(m, op->peer, silent, sizeof silent) > 0) {
+    return tcp_fail(m, "%s reported: %s; stalled or hung: %s (every other task reported its own "
+                    "wait or ended)", name, body, silent);
+  }
+  if (h->type != COLL_TCP_CANCEL) return tcp_fail(m, "%s failed: %s", name, body);
   int32_t sig = 0;
   if (h->bytes == sizeof sig) memcpy(&sig, body, sizeof sig);
   tcp_record_cancel(m, sig, op->peer);
@@ -86,7 +94,9 @@ static int tcp_check_header(coll_tcp *m, coll_tcp_op *op) {
   char name[400];
   coll_tcp_peer_name(m, op->peer, name, sizeof name);
   if (h.magic != TCP_MAGIC) return tcp_fail(m, "a garbled frame from %s", name);
-  if (h.type == COLL_TCP_FAIL || h.type == COLL_TCP_CANCEL) return tcp_take_note(m, op, &h);
+  if (h.type == COLL_TCP_FAIL || h.type == COLL_TCP_CANCEL || h.type == COLL_TCP_STALL) {
+    return tcp_take_note(m, op, &h);
+  }
   op->got_type = h.type;
   op->got_bytes = h.bytes;
   if (op->type && h.type != op->type) {
@@ -171,6 +181,83 @@ static int tcp_is_active(const coll_tcp_op *ops, int i) {
   return !ops[i].done;
 }
 
+/* ---- a stalled wait's diagnosis ----
+ * Every task waiting on a stalled one times out at about the same moment,
+ * each naming the peer it waits on, which is the culprit only for its
+ * neighbours. Task 0 (whose error the run records) listens a little longer:
+ * the others report their own wait before they end, the culprit says
+ * nothing. */
+enum { DIAG_SILENT = 0, DIAG_REPORTED, DIAG_CLOSED, DIAG_BUSY, DIAG_SKIP };
+
+/* What waits at the head of peer's stream: a FAIL notice (taken), a closed
+ * link, data (the peer is alive), or nothing yet. */
+static int tcp_diag_read(coll_tcp *m, int peer, double deadline) {
+  tcp_header h;
+  ssize_t k = recv(m->fd[peer], &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+  if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return DIAG_CLOSED;
+  if (k < (ssize_t)sizeof h) return DIAG_SILENT; /* the rest is on its way */
+  if (h.magic != TCP_MAGIC || h.bytes > TCP_NOTE_MAX ||
+      (h.type != COLL_TCP_FAIL && h.type != COLL_TCP_STALL && h.type != COLL_TCP_CANCEL)) {
+    return DIAG_BUSY;
+  }
+  char body[TCP_NOTE_MAX];
+  if (coll_tcp_io_all(m->fd[peer], &h, sizeof h, 0, deadline) != 0 ||
+      coll_tcp_io_all(m->fd[peer], body, (size_t)h.bytes, 0, deadline) != 0) {
+    return DIAG_CLOSED;
+  }
+  return h.type == COLL_TCP_CANCEL ? DIAG_SILENT : DIAG_REPORTED;
+}
+
+/* Listens for the peers' reports for a short while; st[k] says what each did. */
+static void tcp_diag_listen(coll_tcp *m, unsigned char *st) {
+  const int n = m->tf->ntasks;
+  double w = m->timeout_s / 4;
+  const double deadline = coll_now() + (w < 1 ? 1 : w > 5 ? 5 : w);
+  struct pollfd pf[64];
+  int who[64];
+  for (;;) {
+    int np = 0;
+    for (int k = 0; k < n && np < 64; k++) {
+      if (st[k] != DIAG_SILENT) continue;
+      pf[np] = (struct pollfd){.fd = m->fd[k], .events = POLLIN};
+      who[np++] = k;
+    }
+    double left = deadline - coll_now();
+    if (np == 0 || left <= 0 || poll(pf, (nfds_t)np, (int)(left * 1000) + 1) <= 0) return;
+    for (int j = 0; j < np; j++) {
+      if (pf[j].revents) st[who[j]] = (unsigned char)tcp_diag_read(m, who[j], deadline);
+    }
+  }
+}
+
+/* Names the tasks that said nothing, into out; how many. reporter (or -1)
+ * has spoken already. */
+static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes) {
+  const int n = m->tf->ntasks;
+  unsigned char *st = malloc((size_t)n);
+  if (!st) return 0;
+  for (int k = 0; k < n; k++) st[k] = k == m->tf->self || m->fd[k] < 0 ? DIAG_SKIP : DIAG_SILENT;
+  if (reporter >= 0) st[reporter] = DIAG_REPORTED;
+  for (int i = 0; i < m->batch_n; i++) { /* a frame half read cannot be peeked past: that peer sent */
+    const coll_tcp_op *op = &m->batch[i];
+    if (!op->send && !op->done && op->hdr_done > 0 && st[op->peer] == DIAG_SILENT) {
+      st[op->peer] = DIAG_BUSY;
+    }
+  }
+  tcp_diag_listen(m, st);
+  int silent = 0;
+  out[0] = '\0';
+  for (int k = 0; k < n; k++) {
+    if (st[k] != DIAG_SILENT) continue;
+    char name[400];
+    coll_tcp_peer_name(m, k, name, sizeof name);
+    size_t at = strlen(out);
+    snprintf(out + at, bytes - at, "%s%s", silent++ ? "; " : "", name);
+  }
+  free(st);
+  return silent;
+}
+
 static int tcp_stalled(coll_tcp *m, const coll_tcp_op *ops, int nops) {
   char who[600] = "";
   for (int i = 0; i < nops; i++) {
@@ -181,12 +268,29 @@ static int tcp_stalled(coll_tcp *m, const coll_tcp_op *ops, int nops) {
     if (strstr(who, name)) continue;
     snprintf(who + at, sizeof who - at, "%s%s", at ? "; " : "", name);
   }
+  char silent[600];
+  m->stalled = 1;
+  if (m->tf->self == 0 && tcp_diag_silent(m, -1, silent, sizeof silent) > 0) {
+    return tcp_fail(m, "no progress for %.0f s waiting for %s; stalled or hung: %s (every "
+                    "other task reported its own wait or ended)", m->timeout_s, who, silent);
+  }
   return tcp_fail(m, "no progress for %.0f s: waiting for %s (stalled or hung)", m->timeout_s, who);
 }
+
+static int tcp_run_batch(coll_tcp *m, coll_tcp_op *ops, int nops);
 
 int coll_tcp_run(coll_tcp *m, coll_tcp_op *ops, int nops) {
   if (m->err[0]) return -1;
   if (tcp_prepare(m, ops, nops) != 0) return -1;
+  m->batch = ops;
+  m->batch_n = nops;
+  int rc = tcp_run_batch(m, ops, nops);
+  m->batch = NULL;
+  m->batch_n = 0;
+  return rc;
+}
+
+static int tcp_run_batch(coll_tcp *m, coll_tcp_op *ops, int nops) {
   struct pollfd pf[64];
   int idx[64];
   if (nops > 64) return tcp_fail(m, "internal: %d transfers in one batch", nops);
@@ -224,6 +328,7 @@ int coll_tcp_recv(coll_tcp *m, int peer, uint32_t type, void *buf, uint64_t byte
 
 int coll_tcp_notify(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
   if (peer < 0 || peer >= m->tf->ntasks || m->fd[peer] < 0 || m->torn[peer]) return -1;
+  if (type == COLL_TCP_FAIL && m->stalled) type = COLL_TCP_STALL;
   tcp_header h = {TCP_MAGIC, type, bytes};
   double deadline = coll_now() + (m->timeout_s < 2 ? m->timeout_s : 2);
   if (coll_tcp_io_all(m->fd[peer], &h, sizeof h, 1, deadline) != 0) return -1;

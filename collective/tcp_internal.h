@@ -19,6 +19,9 @@ struct coll_tcp {
   int *fd;               /* (ntasks) -1 where there is no link */
   unsigned char *torn;   /* (ntasks) a frame to it was left half sent: no notice may follow */
   int cancel_sig, cancel_from;
+  int stalled;           /* this task's error is a wait that made no progress */
+  coll_tcp_op *batch;    /* the transfers coll_tcp_run is driving (for a diagnosis) */
+  int batch_n;
   char err[1024];
 };
 

@@ -4,6 +4,9 @@ non-zero within --timeout + 30 s of the kill, and when the dead task is not
 the chief, the chief's stderr or what its rank-0.log gained after the kill
 names it ("worker 1", "ps 0"). Cases: worker 1 of chief + 2 workers (ring);
 ps 0 of chief + worker + 2 ps; the chief of chief + worker + 1 ps.
+Stall: SIGSTOP of worker 0 (--timeout 5; a ring of 4, and with 1 ps): the
+others end, and the chief names worker 0 as the one stalled, not the peer
+it was waiting on.
 Cancel: SIGTERM to worker 0's tfdist alone (chief + worker + 1 ps) is passed
 on to the chief, which records the run as Canceled "(sent to rank 1)" and
 exits 143 within a few seconds; the other tasks end too."""
@@ -127,6 +130,44 @@ def cancel_case(C, tmp, data):
         C.ok("%s: the chief recorded Canceled and exit 143 after %.1f s" % (name, took))
 
 
+def stall_case(C, tmp, data, slug, name, spec):
+    """SIGSTOP worker 0's tfdist (--timeout 5): every other task ends, and the
+    chief's error names worker 0 as the stalled one, not the neighbour it
+    waited on."""
+    folder = os.path.join(tmp, slug)
+    c = TC.Cluster(folder, spec)
+    log = chief_log(folder)
+    args = TC.train_args(folder, data, ["--epochs", "1000", "--batch-size", "10", "--seed", "3",
+                                        "--timeout", "5"])
+    try:
+        c.start(args, limit_s=EPOCH_WAIT_S + LIMIT_S + 30)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < EPOCH_WAIT_S and not re.search(r"epoch +1/", TC.read_text(log)):
+            if any(t.poll() is not None for t in c.tasks):
+                break
+            time.sleep(0.05)
+        v = c.task("worker", 0)
+        pid = tfdist_pid(v)
+        if not C.check(pid is not None and re.search(r"epoch +1/", TC.read_text(log)),
+                       "%s: the cluster did not reach epoch 1" % name, c.summary()):
+            return
+        t_stop = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        others = [t for t in c.tasks if t is not v]
+        c.wait(5 + 25, others)
+    finally:
+        c.kill()
+    late = [t.name for t in others if t.ended_at is None or t.ended_at - t_stop > 30]
+    C.check(not late, "%s: %s still running 30 s after worker 0 stopped" % (name, late), c.summary())
+    bad = [t.name for t in others if t.rc in (0, None)]
+    C.check(not bad, "%s: %s did not fail" % (name, bad), c.summary())
+    said = c.task("chief", 0).stderr()
+    if C.check("worker 0" in said and "stalled or hung" in said and
+               re.search(r"stalled or hung: worker 0|waiting for worker 0", said),
+               "%s: the chief does not name worker 0 as stalled" % name, said.strip()[-800:]):
+        C.ok("%s: chief: %s" % (name, said.strip().splitlines()[-1]))
+
+
 def main():
     C = TC.Checks()
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +179,8 @@ def main():
         kill_case(C, tmp, data, "kill-c", "kill the chief (1 ps)", TC.cluster_spec(1, 1, 1),
                   ("chief", 0), None)
         cancel_case(C, tmp, data)
+        stall_case(C, tmp, data, "stall-r", "SIGSTOP worker 0 (ring of 4)", TC.cluster_spec(1, 3, 0))
+        stall_case(C, tmp, data, "stall-p", "SIGSTOP worker 0 (1 ps)", TC.cluster_spec(1, 2, 1))
     return C.verdict()
 
 
