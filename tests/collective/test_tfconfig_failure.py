@@ -89,23 +89,32 @@ def tfdist_pid(task):
     return kids[0] if kids else None
 
 
+def worker0_at_epoch1(C, c, data, name, timeout_s):
+    """Starts c on a long run; worker 0's tfdist pid once the chief logged
+    epoch 1, or None (a failed check)."""
+    log = chief_log(c.folder)
+    c.start(TC.train_args(c.folder, data, ["--epochs", "1000", "--batch-size", "10", "--seed", "3",
+                                           "--timeout", str(timeout_s)]),
+            limit_s=EPOCH_WAIT_S + LIMIT_S + 30)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < EPOCH_WAIT_S and not re.search(r"epoch +1/", TC.read_text(log)):
+        if any(t.poll() is not None for t in c.tasks):
+            break
+        time.sleep(0.05)
+    pid = tfdist_pid(c.task("worker", 0))
+    if not C.check(pid is not None and re.search(r"epoch +1/", TC.read_text(log)),
+                   "%s: the cluster did not reach epoch 1" % name, c.summary()):
+        return None
+    return pid
+
+
 def cancel_case(C, tmp, data):
     name = "SIGTERM to worker 0 alone"
     folder = os.path.join(tmp, "cancel")
     c = TC.Cluster(folder, TC.cluster_spec(1, 1, 1))
-    log = chief_log(folder)
-    args = TC.train_args(folder, data, ["--epochs", "1000", "--batch-size", "10", "--seed", "3",
-                                        "--timeout", str(TIMEOUT_S)])
     try:
-        c.start(args, limit_s=EPOCH_WAIT_S + LIMIT_S + 30)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < EPOCH_WAIT_S and not re.search(r"epoch +1/", TC.read_text(log)):
-            if any(t.poll() is not None for t in c.tasks):
-                break
-            time.sleep(0.05)
-        pid = tfdist_pid(c.task("worker", 0))
-        if not C.check(pid is not None and re.search(r"epoch +1/", TC.read_text(log)),
-                       "%s: the cluster did not reach epoch 1" % name, c.summary()):
+        pid = worker0_at_epoch1(C, c, data, name, TIMEOUT_S)
+        if pid is None:
             return
         t_sig = time.monotonic()
         os.kill(pid, signal.SIGTERM)
@@ -134,23 +143,12 @@ def stall_case(C, tmp, data, slug, name, spec):
     """SIGSTOP worker 0's tfdist (--timeout 5): every other task ends, and the
     chief's error names worker 0 as the stalled one, not the neighbour it
     waited on."""
-    folder = os.path.join(tmp, slug)
-    c = TC.Cluster(folder, spec)
-    log = chief_log(folder)
-    args = TC.train_args(folder, data, ["--epochs", "1000", "--batch-size", "10", "--seed", "3",
-                                        "--timeout", "5"])
+    c = TC.Cluster(os.path.join(tmp, slug), spec)
     try:
-        c.start(args, limit_s=EPOCH_WAIT_S + LIMIT_S + 30)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < EPOCH_WAIT_S and not re.search(r"epoch +1/", TC.read_text(log)):
-            if any(t.poll() is not None for t in c.tasks):
-                break
-            time.sleep(0.05)
-        v = c.task("worker", 0)
-        pid = tfdist_pid(v)
-        if not C.check(pid is not None and re.search(r"epoch +1/", TC.read_text(log)),
-                       "%s: the cluster did not reach epoch 1" % name, c.summary()):
+        pid = worker0_at_epoch1(C, c, data, name, 5)
+        if pid is None:
             return
+        v = c.task("worker", 0)
         t_stop = time.monotonic()
         os.kill(pid, signal.SIGSTOP)
         others = [t for t in c.tasks if t is not v]

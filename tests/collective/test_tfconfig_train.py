@@ -109,6 +109,20 @@ def compare(C, name, w, ref_name, ref, tol=TOL):
         C.ok("%s vs %s: max |dw| = %.3g" % (name, ref_name, d))
 
 
+def resume_cluster(C, tmp, data, name, ckpt, extra):
+    """A fresh chief + worker + 2 ps cluster resuming from a copy of ckpt in
+    its own outputs: (folder, cluster), the cluster None when a task failed."""
+    folder = os.path.join(tmp, name)
+    os.makedirs(os.path.join(folder, "outputs", "checkpoints"))
+    ck = os.path.join(folder, "outputs", "checkpoints", os.path.basename(ckpt))
+    shutil.copyfile(ckpt, ck)
+    c = TC.run_cluster(folder, TC.cluster_spec(1, 1, 2), TC.train_args(
+        folder, data, extra + ["--resume-from", ck]), limit_s=LIMIT_S)
+    bad = [t.name for t in c.tasks if t.rc != 0]
+    ok = C.check(not bad, "%s: tasks %s did not exit 0" % (name, bad), c.summary())
+    return folder, c if ok else None
+
+
 def main():
     C = TC.Checks()
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,14 +185,9 @@ def main():
 
         resumed = None
         if w1 is not None:
-            folder = os.path.join(tmp, "ps2-momentum-resumed")
-            os.makedirs(os.path.join(folder, "outputs", "checkpoints"))
-            ck = os.path.join(folder, "outputs", "checkpoints", "ckpt-epoch-1.h5")
-            shutil.copyfile(ck1, ck)
-            c2 = TC.run_cluster(folder, TC.cluster_spec(1, 1, 2), TC.train_args(
-                folder, data, mom + ["--epochs", "2", "--resume-from", ck]), limit_s=LIMIT_S)
-            bad = [t.name for t in c2.tasks if t.rc != 0]
-            if C.check(not bad, "ps2-momentum-resumed: tasks %s did not exit 0" % bad, c2.summary()):
+            folder, c2 = resume_cluster(C, tmp, data, "ps2-momentum-resumed", ck1,
+                                        mom + ["--epochs", "2"])
+            if c2 is not None:
                 chief_out = c2.task("chief", 0).stdout() + TC.read_text(
                     os.path.join(folder, "logs", "rank-0.log"))
                 C.check("resuming from" in chief_out and "at epoch 1" in chief_out,
@@ -196,14 +205,9 @@ def main():
         # tasks still get their start and end cleanly; the model is the same.
         ck2 = os.path.join(c.folder, "outputs", "checkpoints", "ckpt-epoch-2.h5")
         if straight is not None and os.path.exists(ck2):
-            folder = os.path.join(tmp, "ps2-resume-done")
-            os.makedirs(os.path.join(folder, "outputs", "checkpoints"))
-            ck = os.path.join(folder, "outputs", "checkpoints", "ckpt-epoch-2.h5")
-            shutil.copyfile(ck2, ck)
-            c3 = TC.run_cluster(folder, TC.cluster_spec(1, 1, 2), TC.train_args(
-                folder, data, mom + ["--epochs", "2", "--resume-from", ck]), limit_s=LIMIT_S)
-            bad = [t.name for t in c3.tasks if t.rc != 0]
-            if C.check(not bad, "ps2-resume-done: tasks %s did not exit 0" % bad, c3.summary()):
+            folder, c3 = resume_cluster(C, tmp, data, "ps2-resume-done", ck2,
+                                        mom + ["--epochs", "2"])
+            if c3 is not None:
                 done, why = TC.try_weights(model_path(folder))
                 C.check(done is not None, "ps2-resume-done: %s" % why)
                 compare(C, "resumed after the last epoch (2ps)", done, "the uninterrupted 2ps run",
