@@ -119,6 +119,9 @@ static void tune_trial_child(pid_t parent, const sigset_t *mask, const char *log
   sigdelset(&unblocked, SIGINT);
   sigdelset(&unblocked, SIGTERM);
   sigprocmask(SIG_SETMASK, &unblocked, NULL);
+  /* A trial is a run of its own: a TF_CONFIG meant for tune's job would make
+   * every trial join that cluster (and fight over its port). */
+  unsetenv("TF_CONFIG");
   int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   int in = open("/dev/null", O_RDONLY);
   if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);

@@ -112,6 +112,16 @@ p = T.run(["tune", "--trials", "1", "--outputs", out, "--", "--data-folder", dat
 T.check(p.returncode == 2 and "trial-01" in p.stderr and p.stderr.count("\n") == 1,
         f"reuse without tune.json: {p.returncode} {p.stderr.strip()}")
 
+# A TF_CONFIG in tune's environment is not the trials': each trains alone
+# (with it, the trial would wait --timeout for a worker that never comes).
+out_tf = os.path.join(d, "tune-tfconfig")
+cluster = json.dumps({"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]},
+                      "task": {"type": "chief", "index": 0}})
+p = T.run(["tune", "--trials", "1", "--outputs", out_tf, "--", "--data-folder", data, "--epochs",
+           "1", "--timeout", "5"], env={"TF_CONFIG": cluster}, timeout=120)
+T.check(p.returncode == 0 and "best: trial-01" in p.stdout,
+        f"tune under TF_CONFIG: {p.returncode} {p.stdout.strip()} {p.stderr.strip()}")
+
 # ---- Ctrl-C: running trials end Canceled, the rest NotStarted, exit 130 ----
 out2 = os.path.join(d, "tune2")
 proc = subprocess.Popen([T.TFDIST, "tune", "--trials", "5", "--concurrent", "2", "--outputs", out2,
