@@ -13,6 +13,7 @@
 # compute-sanitizer's racecheck and synccheck), 20 epochs on the GPU with
 # the defaults (fused) and op by op, the NCCL test of collective/ and the NCCL (1 rank, through
 # collective/) and ring (2 ranks on the one GPU) allreduce benchmarks, 2-rank ring training on the GPU against the CPU,
+# a TF_CONFIG chief + worker + ps cluster on the GPU against the same CPU run,
 # and torch.compile last. Ends with a short table.
 # Full logs go to $OUT (8 files at most). Exit status: the number of failed steps.
 set -u
@@ -97,7 +98,7 @@ run_step test_gpu_step 60 tests.log "$B/bin/tfdist-env" test_gpu_step
 run_step test_gpu_train 90 tests.log env TFDIST="$B/bin/tfdist" MPIRUN="$B/bin/mpirun" \
   PYTHONPATH="$REPO/tests" TFDIST_BUNDLE_QUIET=1 python3 "$REPO/tests/gpu/test_gpu_train.py"
 
-mkdir -p "$WORK/t20" "$WORK/r2g" "$WORK/r2c"
+mkdir -p "$WORK/t20" "$WORK/r2g" "$WORK/r2c" "$WORK/psg"
 run_step train20_gpu 60 train.log bash -c "cd '$WORK/t20' && '$B/bin/tfdist' train --device cuda \
   --data-folder '$DATA' --progress off --outputs '$WORK/t20/out' --logs '$WORK/t20/logs' && \
   python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/t20/out/metrics.jsonl'"
@@ -122,6 +123,14 @@ run_step ring2_cpu_train 60 train.log bash -c "cd '$WORK/r2c' && '$B/bin/mpirun'
   --threads 4 --data-folder '$DATA' --progress off --outputs '$WORK/r2c/out' \
   --logs '$WORK/r2c/logs' && \
   python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/r2c/out/metrics.jsonl'"
+
+# A TF_CONFIG cluster on the GPU, no mpirun: chief + worker + 1 ps (the
+# parameter-server strategy, gradients staged through the host), against
+# the 2-rank CPU run above.
+run_step ps_gpu_train 60 train.log bash -c "cd '$WORK/psg' && python3 '$REPO/launcher/tfconfig-run' \
+  --workers 1 --ps 1 --port 23456 --tfdist '$B/bin/tfdist' train --device cuda --epochs 2 \
+  --data-folder '$DATA' --progress off --outputs '$WORK/psg/out' --logs '$WORK/psg/logs' && \
+  python3 '$REPO/benchmarks/gpu/check_summary.py' --metrics '$WORK/psg/out/metrics.jsonl'"
 
 # torch.compile last: Inductor may take a minute or more to compile.
 run_step pytorch_compile 150 peer.log python3 "$REPO/benchmarks/peers/pytorch_mnist.py" \

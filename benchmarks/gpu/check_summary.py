@@ -145,15 +145,17 @@ def table(path, elapsed):
     if "test_nccl" in steps:
         row("NCCL via collective/ (test_nccl_allreduce)", "exact" if ran("test_nccl") else "FAILED",
             "sum exact, avg 1 rounding", ran("test_nccl"))
-    g2, c2 = first(data, "ring2_gpu_train"), first(data, "ring2_cpu_train")
-    if g2 and c2:
-        dl = max(abs(a - b) / abs(b) for a, b in zip(g2["loss"], c2["loss"]))
-        da = max(abs(a - b) for a, b in zip(g2["val_acc"], c2["val_acc"]))
-        row("2 ranks 1 GPU (ring) vs CPU", f"loss {dl:.1e} rel, acc {da:.4f}",
-            "<= 1e-3, <= 0.005",
-            ran("ring2_gpu_train") and ran("ring2_cpu_train") and dl <= 1e-3 and da <= 0.005)
-    else:
-        row("2 ranks 1 GPU (ring) vs CPU", "n/a", "did not run", False)
+    c2 = first(data, "ring2_cpu_train")
+    for step, label in (("ring2_gpu_train", "2 ranks 1 GPU (ring) vs CPU"),
+                        ("ps_gpu_train", "TF_CONFIG + 1 ps on the GPU vs CPU")):
+        g2 = first(data, step)
+        if g2 and c2:
+            dl = max(abs(a - b) / abs(b) for a, b in zip(g2["loss"], c2["loss"]))
+            da = max(abs(a - b) for a, b in zip(g2["val_acc"], c2["val_acc"]))
+            row(label, f"loss {dl:.1e} rel, acc {da:.4f}", "<= 1e-3, <= 0.005",
+                ran(step) and ran("ring2_cpu_train") and dl <= 1e-3 and da <= 0.005)
+        else:
+            row(label, "n/a", "did not run", False)
     if peer and "train" in peer:
         t = peer["train"]
         row(f"PyTorch {t['mode']} {t['epochs']} epochs", f"{t['seconds']:.2f} s",
