@@ -106,11 +106,27 @@ static void loop_close(serve_loop *l, loop_conn *c) {
   pthread_mutex_unlock(&l->lock);
 }
 
+/* A client's bytes as the log shows them: printable ASCII as is, the rest
+ * (control bytes, quotes, backslashes, non-ASCII) as \xNN, so a request
+ * cannot forge log lines or drive the terminal. At most max input bytes. */
+static void loop_log_escape(const char *in, size_t max, char *out, size_t out_bytes) {
+  size_t o = 0;
+  for (size_t i = 0; in[i] && i < max && o + 5 < out_bytes; i++) {
+    unsigned char ch = (unsigned char)in[i];
+    if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') out[o++] = (char)ch;
+    else o += (size_t)snprintf(out + o, out_bytes - o, "\\x%02x", ch);
+  }
+  out[o] = '\0';
+}
+
 static void loop_log(const serve_loop *l, const char *method, const char *path, int status,
                      size_t bytes, double t0) {
   if (!l->cfg->access_log) return;
-  fprintf(stderr, "tfdist serve: \"%s %.300s\" %d %zu bytes %.2f ms\n", method, path, status,
-          bytes, 1e3 * rec_mono() - t0);
+  char m[80], p[1300];
+  loop_log_escape(method, 16, m, sizeof m);
+  loop_log_escape(path, 300, p, sizeof p);
+  fprintf(stderr, "tfdist serve: \"%s %s\" %d %zu bytes %.2f ms\n", m, p, status, bytes,
+          1e3 * rec_mono() - t0);
 }
 
 /* A framing error: its status and message, then the connection closes

@@ -542,6 +542,23 @@ def check_sigterm(srv):
         idle.close()
 
 
+def check_log_escape(srv):
+    """Control bytes, quotes and non-ASCII in a request line reach the access
+    log escaped (\\xNN), never raw: a client cannot forge log lines or send
+    terminal escapes."""
+    with raw_case(srv, "log escape") as r:
+        r.send(b'GET /v1/models/x\x1b[31m\x7f"q\xc3\xa9 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')
+        _, st, _, _ = r.response()
+        T.check(st == 404, f"log escape: status {st}")
+    time.sleep(0.2)
+    log = open(srv.err_path, "rb").read()
+    line = [l for l in log.splitlines() if b"/v1/models/x" in l]
+    T.check(len(line) == 1 and line[0].count(b'"') == 2 and
+            b'/v1/models/x\\x1b[31m\\x7f\\x22q\\xc3\\xa9" 404' in line[0],
+            f"access log line not escaped: {line!r}")
+    T.check(not any(b in log for b in (b"\x1b", b"\x7f", b"\xc3")), "raw bytes in the access log")
+
+
 def run_main():
     global main_srv
     main_srv = Server(["--model", "mnist", "--registry", reg, "--port", "0", "--threads", "2"], "main")
@@ -549,7 +566,7 @@ def run_main():
     for name, fn in (("health", check_health), ("score", check_score), ("predict", check_predict),
                      ("status/metadata", check_status_metadata), ("errors", check_errors),
                      ("framing errors", check_framing_errors), ("http", check_http),
-                     ("concurrency", check_concurrency)):
+                     ("concurrency", check_concurrency), ("log escape", check_log_escape)):
         section(name, lambda fn=fn: fn(main_srv))
         if main_srv.p.poll() is not None:
             T.check(False, f"server died during {name}: {main_srv.stderr()[-500:]!r}")
