@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/cli.h"
@@ -19,7 +21,7 @@
 typedef struct {
   char model[OPT_STR_BYTES], registry[OPT_STR_BYTES], name[OPT_STR_BYTES], host[OPT_STR_BYTES];
   int64_t port, threads, max_body_mb;
-  double header_timeout;
+  double header_timeout, poll_s;
   int access_log;
 } serve_opts;
 
@@ -39,6 +41,8 @@ static const opt_spec serve_specs[] = {
   {"header-timeout", OPT_FLOAT, F(header_timeout), "30", 0.1, 3600, NULL,
    "seconds a request's headers may take from their first byte"},
   {"access-log", OPT_BOOL, F(access_log), "on", 0, 0, NULL, "one line per request on stderr"},
+  {"poll-s", OPT_FLOAT, F(poll_s), "2", 0, 86400, NULL,
+   "seconds between looks for new registry versions of NAME, served as they come (0: never)"},
 };
 #undef F
 static const opt_table serve_options = {
@@ -91,6 +95,35 @@ static int serve_listen(const serve_opts *o, int *bound, int *code, char *err, s
   return fd;
 }
 
+/* Looks for new registry versions every poll_s seconds until serve_stop;
+ * each new one is loaded and becomes the default, as TF Serving's "latest"
+ * version policy does. */
+typedef struct {
+  serve_models *models;
+  double poll_s;
+} serve_poller;
+
+static void *serve_poll_main(void *arg) {
+  serve_poller *p = arg;
+  char added[512], err[4600];
+  while (!__atomic_load_n(&serve_stop, __ATOMIC_ACQUIRE)) {
+    for (double t = 0; t < p->poll_s && !__atomic_load_n(&serve_stop, __ATOMIC_ACQUIRE); t += 0.05) {
+      struct timespec ts = {0, 50000000L};
+      nanosleep(&ts, NULL);
+    }
+    if (__atomic_load_n(&serve_stop, __ATOMIC_ACQUIRE)) break;
+    int rc = serve_models_refresh(p->models, added, sizeof added, err, sizeof err);
+    if (rc > 0) {
+      fprintf(stderr, "tfdist serve: now serving %s version(s) %s (default %s)\n", p->models->name,
+              added, strrchr(added, ',') ? strrchr(added, ',') + 1 : added);
+    } else if (rc < 0) {
+      fprintf(stderr, "tfdist serve: a new version of %s was not loaded: %s\n", p->models->name,
+              err);
+    }
+  }
+  return NULL;
+}
+
 static void serve_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -139,7 +172,13 @@ int cli_serve(int argc, char **argv) {
                          .max_body = (size_t)o.max_body_mb << 20, .access_log = o.access_log,
                          .head_timeout_ms = o.header_timeout * 1000.0,
                          .stop = &serve_stop};
+  serve_poller poller = {.models = &m, .poll_s = o.poll_s};
+  pthread_t poll_thread;
+  int polling = m.watch && o.poll_s > 0 &&
+                pthread_create(&poll_thread, NULL, serve_poll_main, &poller) == 0;
   int rc = serve_loop_run(&lc, lfd, err, sizeof err);
+  __atomic_store_n(&serve_stop, 1, __ATOMIC_RELEASE); /* also when the loop failed */
+  if (polling) pthread_join(poll_thread, NULL);
   if (rc != 0) fprintf(stderr, "tfdist: error: %s\n", err);
   else fprintf(stderr, "tfdist serve: stopped\n");
   serve_models_close(&m);

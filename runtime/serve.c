@@ -26,8 +26,41 @@ struct serve_version {
   int nidle, created;
 };
 
+static void serve_version_free(serve_version *v) {
+  if (!v) return;
+  for (int k = 0; k < v->nidle; k++) {
+    infer_session_free(v->idle[k]);
+    free(v->idle[k]);
+  }
+  free(v->idle);
+  h5model_free(&v->model);
+  pthread_mutex_destroy(&v->lock);
+  free(v);
+}
+
+/* Room in versions[] for one more. */
+static int serve_versions_grow(serve_models *m) {
+  if (m->count < m->cap) return 0;
+  int cap = m->cap ? 2 * m->cap : 4;
+  serve_version **grown = realloc(m->versions, (size_t)cap * sizeof *grown);
+  if (!grown) return -1;
+  m->versions = grown;
+  m->cap = cap;
+  return 0;
+}
+
+/* Appends an empty version (the caller fills path and version, then loads it). */
+static serve_version *serve_version_add(serve_models *m) {
+  if (serve_versions_grow(m) != 0) return NULL;
+  serve_version *v = calloc(1, sizeof *v);
+  if (v) {
+    pthread_mutex_init(&v->lock, NULL);
+    m->versions[m->count++] = v;
+  }
+  return v;
+}
+
 static int serve_version_load(serve_models *m, serve_version *v, char *err, size_t eb) {
-  pthread_mutex_init(&v->lock, NULL);
   if (!(v->idle = calloc((size_t)m->max_sessions, sizeof *v->idle))) {
     snprintf(err, eb, "out of memory");
     return -1;
@@ -51,6 +84,8 @@ static int serve_models_registry(serve_models *m, const char *ref, const char *f
   if (registry_root(root, sizeof root, flag, err, eb) != 0) return -1;
   const char *colon = strrchr(ref, ':');
   snprintf(m->name, sizeof m->name, "%.*s", (int)(colon ? colon - ref : (long)strlen(ref)), ref);
+  snprintf(m->root, sizeof m->root, "%s", root);
+  m->watch = !colon;
   long long *vs = NULL;
   int n = 0;
   if (colon) {
@@ -60,14 +95,18 @@ static int serve_models_registry(serve_models *m, const char *ref, const char *f
     snprintf(err, eb, "--model %s: no such file, and %s", ref, one);
     return -1;
   }
-  if (!vs || !(m->versions = calloc((size_t)n, sizeof *m->versions))) {
-    free(vs);
+  if (!vs) {
     snprintf(err, eb, "out of memory");
     return -1;
   }
   int rc = 0;
   for (int i = 0; i < n && rc == 0; i++) { /* newest first */
-    serve_version *v = &m->versions[m->count++];
+    serve_version *v = serve_version_add(m);
+    if (!v) {
+      snprintf(err, eb, "out of memory");
+      rc = -1;
+      break;
+    }
     if (!colon) snprintf(one, sizeof one, "%s:%lld", m->name, vs[n - 1 - i]);
     rc = registry_model_file(root, colon ? ref : one, v->path, sizeof v->path, &v->version, err,
                              eb);
@@ -80,6 +119,12 @@ static int serve_models_registry(serve_models *m, const char *ref, const char *f
 int serve_models_open(serve_models *m, const char *ref, const char *registry_flag,
                       const char *name, int threads, char *err, size_t eb) {
   memset(m, 0, sizeof *m);
+  /* A refresh must not wait behind a steady stream of requests. */
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&m->lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
   m->max_sessions = threads;
   struct stat st;
   int rc;
@@ -89,8 +134,8 @@ int serve_models_open(serve_models *m, const char *ref, const char *registry_fla
       snprintf(err, eb, "--name '%s': use 1..128 of A-Z a-z 0-9 . _ -", name);
       return -1;
     }
-    if (!(m->versions = calloc(1, sizeof *m->versions))) return -1;
-    serve_version *v = &m->versions[m->count++];
+    serve_version *v = serve_version_add(m);
+    if (!v) return -1;
     v->version = 1;
     h5model_resolve_path(v->path, sizeof v->path, ref);
     rc = serve_version_load(m, v, err, eb);
@@ -104,22 +149,14 @@ int serve_models_open(serve_models *m, const char *ref, const char *registry_fla
     serve_models_close(m);
     return -1;
   }
-  m->default_version = m->versions[m->default_index].version;
+  m->default_version = m->versions[m->default_index]->version;
   return 0;
 }
 
 void serve_models_close(serve_models *m) {
-  for (int i = 0; i < m->count; i++) {
-    serve_version *v = &m->versions[i];
-    for (int k = 0; k < v->nidle; k++) {
-      infer_session_free(v->idle[k]);
-      free(v->idle[k]);
-    }
-    free(v->idle);
-    h5model_free(&v->model);
-    pthread_mutex_destroy(&v->lock);
-  }
+  for (int i = 0; i < m->count; i++) serve_version_free(m->versions[i]);
   free(m->versions);
+  pthread_rwlock_destroy(&m->lock);
   memset(m, 0, sizeof *m);
 }
 
@@ -127,8 +164,66 @@ void serve_models_describe(const serve_models *m, char *out, size_t out_bytes) {
   size_t at = 0;
   out[0] = '\0';
   for (int i = 0; i < m->count && at < out_bytes; i++) {
-    at += (size_t)snprintf(out + at, out_bytes - at, i ? ",%lld" : "%lld", m->versions[i].version);
+    at += (size_t)snprintf(out + at, out_bytes - at, i ? ",%lld" : "%lld", m->versions[i]->version);
   }
+}
+
+/* One new version, loaded outside the lock; NULL with err. */
+static serve_version *serve_version_fetch(serve_models *m, long long version, char *err,
+                                          size_t eb) {
+  serve_version *v = calloc(1, sizeof *v);
+  char ref[200];
+  snprintf(ref, sizeof ref, "%s:%lld", m->name, version);
+  if (!v) {
+    snprintf(err, eb, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&v->lock, NULL);
+  if (registry_model_file(m->root, ref, v->path, sizeof v->path, &v->version, err, eb) != 0 ||
+      serve_version_load(m, v, err, eb) != 0) {
+    serve_version_free(v);
+    return NULL;
+  }
+  return v;
+}
+
+/* Puts v first (newest) and makes it the default; under the write lock. */
+static int serve_version_publish(serve_models *m, serve_version *v) {
+  pthread_rwlock_wrlock(&m->lock);
+  int ok = serve_versions_grow(m) == 0;
+  if (ok) {
+    memmove(m->versions + 1, m->versions, (size_t)m->count * sizeof *m->versions);
+    m->versions[0] = v;
+    m->count++;
+    m->default_index = 0;
+    m->default_version = v->version;
+  }
+  pthread_rwlock_unlock(&m->lock);
+  return ok ? 0 : -1;
+}
+
+int serve_models_refresh(serve_models *m, char *added, size_t added_bytes, char *err, size_t eb) {
+  added[0] = '\0';
+  if (!m->watch) return 0;
+  long long *vs = NULL;
+  int n = 0, rc = 0;
+  if (registry_versions(m->root, m->name, &vs, &n, err, eb) != 0) return -1;
+  size_t at = 0;
+  for (int i = 0; i < n && rc >= 0; i++) { /* ascending: the newest ends up first */
+    if (vs[i] <= m->versions[0]->version || vs[i] <= m->refused) continue;
+    serve_version *v = serve_version_fetch(m, vs[i], err, eb);
+    if (!v || serve_version_publish(m, v) != 0) {
+      if (v) snprintf(err, eb, "out of memory");
+      serve_version_free(v);
+      m->refused = vs[i];
+      rc = -1;
+      break;
+    }
+    at += (size_t)snprintf(added + at, added_bytes - at, at ? ",%lld" : "%lld", vs[i]);
+    rc = 1;
+  }
+  free(vs);
+  return rc;
 }
 
 /* A session of v, made from v's model when every one is in use (at most one
@@ -329,7 +424,7 @@ static cJSON *serve_parse_body(const char *body, size_t len, serve_reply *out) {
 static void serve_score(const serve_models *m, const char *body, size_t len, serve_reply *out) {
   cJSON *root = serve_parse_body(body, len, out);
   if (!root) return;
-  serve_version *v = &m->versions[m->default_index];
+  serve_version *v = m->versions[m->default_index];
   const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "data");
   float *x = NULL;
   int64_t n = 0;
@@ -426,10 +521,10 @@ static void serve_status(const serve_models *m, const serve_version *only, serve
   serve_buf_printf(&b, "{\"model_version_status\":[");
   int first = 1;
   for (int i = 0; i < m->count; i++) {
-    if (only && only != &m->versions[i]) continue;
+    if (only && only != m->versions[i]) continue;
     serve_buf_printf(&b, "%s{\"version\":\"%lld\",\"state\":\"AVAILABLE\",\"status\":"
                      "{\"error_code\":\"OK\",\"error_message\":\"\"}}",
-                     first ? "" : ",", m->versions[i].version);
+                     first ? "" : ",", m->versions[i]->version);
     first = 0;
   }
   serve_buf_printf(&b, "]}");
@@ -506,9 +601,9 @@ static int serve_parse_model_path(const char *rest, char *name, size_t nb, long 
 }
 
 static serve_version *serve_version_find(const serve_models *m, long long version) {
-  if (version == 0) return &m->versions[m->default_index];
+  if (version == 0) return m->versions[m->default_index];
   for (int i = 0; i < m->count; i++) {
-    if (m->versions[i].version == version) return &m->versions[i];
+    if (m->versions[i]->version == version) return m->versions[i];
   }
   return NULL;
 }
@@ -555,9 +650,15 @@ void serve_handle(serve_models *m, const char *method, const char *path, const c
       serve_reply_set(out, 200, "text/plain", &b);
     }
   } else if (!strcmp(path, "/score")) {
-    if (serve_method_is(method, "POST", "POST", out)) serve_score(m, body, len, out);
+    if (serve_method_is(method, "POST", "POST", out)) {
+      pthread_rwlock_rdlock(&m->lock);
+      serve_score(m, body, len, out);
+      pthread_rwlock_unlock(&m->lock);
+    }
   } else if (!strncmp(path, "/v1/models/", strlen("/v1/models/"))) {
+    pthread_rwlock_rdlock(&m->lock);
     serve_models_route(m, method, path, body, len, out);
+    pthread_rwlock_unlock(&m->lock);
   } else {
     serve_reply_errorf(out, 404, "no such path: %.200s (try /, /score or /v1/models/%s)", path,
                        m->name);

@@ -648,6 +648,59 @@ finally:
         srv.p.wait()
 
 
+# ---- a version registered while serving: loaded, and the new default --------
+def check_new_version(srv, reg2):
+    c = srv.conn()
+    st, h, b, _ = request(c, "GET", "/v1/models/hot")
+    T.check(st == 200, f"hot: status {st}")
+    if st == 200:
+        status_ok(loads(b), [1], "hot before")
+    p = T.run(["model", "register", "--registry", reg2, "--name", "hot", "--path",
+               os.path.join(outs[2], "model")])
+    T.check(p.returncode == 0 and p.stdout.strip() == "hot:2", f"register hot:2: {p.stdout!r}")
+    got, deadline = None, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st, h, b, _ = request(c, "GET", "/v1/models/hot")
+        got = loads(b) if st == 200 else None
+        if got and len(got["model_version_status"]) == 2:
+            break
+        time.sleep(0.1)
+    status_ok(got, [2, 1], "hot after registering version 2")
+    x = rows(6)
+    st, h, b, _ = request(c, "POST", "/v1/models/hot:predict", {"instances": x.tolist()})
+    T.check(st == 200, f"hot: default predict {st} {b[:200]!r}")
+    if st == 200:
+        close(loads(b)["predictions"], 2, x, "hot: the new version is the default")
+    st, h, b, _ = request(c, "POST", "/v1/models/hot/versions/1:predict", {"instances": x.tolist()})
+    T.check(st == 200, f"hot: version 1 predict {st}")
+    if st == 200:
+        close(loads(b)["predictions"], 1, x, "hot: version 1 still served")
+    st, h, b, _ = request(c, "POST", "/score", {"data": x.tolist()})
+    T.check(st == 200, f"hot: score {st}")
+    if st == 200:
+        classes_ok(loads(b), 2, x, "hot: /score uses the new default")
+    c.close()
+    T.check("now serving hot version(s) 2 (default 2)" in srv.stderr(),
+            f"hot: no log line for the new version: {srv.stderr()[-300:]!r}")
+
+
+srv = None
+try:
+    reg2 = os.path.join(d, "registry2")
+    p = T.run(["model", "register", "--registry", reg2, "--name", "hot", "--path",
+               os.path.join(outs[1], "model")])
+    T.check(p.returncode == 0, f"register hot:1: {p.stderr!r}")
+    srv = Server(["--model", "hot", "--registry", reg2, "--port", "0", "--poll-s", "0.2",
+                  "--access-log", "off"], "hot")
+    section("new version while serving", lambda: check_new_version(srv, reg2))
+    rc, took = srv.stop(signal.SIGTERM, 5)
+    T.check(rc == 0, f"hot server: SIGTERM exit {rc} after {took:.1f} s")
+finally:
+    if srv is not None and srv.p.poll() is None:
+        srv.p.kill()
+        srv.p.wait()
+
+
 # ---- a model path as REF: served as --name (default "model") version 1 -----
 for ref, name, v in ((os.path.join(outs[2], "model"), "foo", 2),
                      (os.path.join(outs[1], "model", "model.h5"), None, 1)):
