@@ -679,9 +679,45 @@ def check_new_version(srv, reg2):
     T.check(st == 200, f"hot: score {st}")
     if st == 200:
         classes_ok(loads(b), 2, x, "hot: /score uses the new default")
-    c.close()
     T.check("now serving hot version(s) 2 (default 2)" in srv.stderr(),
             f"hot: no log line for the new version: {srv.stderr()[-300:]!r}")
+    # A version whose file does not match its recorded sha256 (made whole in
+    # a side folder, then renamed in): reported once, not served; the next
+    # good one is.
+    side = os.path.join(reg2, "hot", ".making")
+    shutil.copytree(os.path.join(reg2, "hot", "2"), side)
+    meta_path = os.path.join(side, "metadata.json")
+    meta = json.load(open(meta_path))
+    meta["id"], meta["version"] = "hot:3", 3
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    with open(os.path.join(side, "model.h5"), "r+b") as f:
+        f.seek(-16, os.SEEK_END)
+        f.write(b"\xff" * 16)
+    os.rename(side, os.path.join(reg2, "hot", "3"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "was not loaded" not in srv.stderr():
+        time.sleep(0.1)
+    err = srv.stderr()
+    T.check(err.count("was not loaded") == 1 and "sha256" in err,
+            f"hot: a corrupt version 3 is not reported once: {err[-400:]!r}")
+    p = T.run(["model", "register", "--registry", reg2, "--name", "hot", "--path",
+               os.path.join(outs[1], "model")])
+    T.check(p.returncode == 0 and p.stdout.strip() == "hot:4", f"register hot:4: {p.stdout!r}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st, h, b, _ = request(c, "GET", "/v1/models/hot")
+        got = loads(b) if st == 200 else None
+        if got and len(got["model_version_status"]) == 3:
+            break
+        time.sleep(0.1)
+    status_ok(got, [4, 2, 1], "hot after a corrupt version 3 and a good version 4")
+    st, h, b, _ = request(c, "POST", "/v1/models/hot:predict", {"instances": x.tolist()})
+    T.check(st == 200, f"hot: predict after version 4 {st}")
+    if st == 200:
+        close(loads(b)["predictions"], 1, x, "hot: version 4 (v1's weights) is the default")
+    c.close()
+    T.check(srv.stderr().count("was not loaded") == 1, "hot: the corrupt version was retried")
 
 
 srv = None
