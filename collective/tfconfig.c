@@ -7,7 +7,7 @@
 
 #include "collective/tfconfig.h"
 
-static const char *const tf_types[] = {"chief", "worker", "ps"};
+static const char *const tf_types[] = {"chief", "worker", "ps", "evaluator"};
 
 const char *coll_tf_type_name(coll_tf_type t) {
   return t >= COLL_TF_CHIEF && t <= COLL_TF_PS ? tf_types[t] : "?";
@@ -95,17 +95,39 @@ static int tf_read_tasks(const cJSON *cluster, coll_tf_type type, coll_tf_config
   return 0;
 }
 
+/* cluster.evaluator: addresses checked, no part of the mesh. */
+static int tf_check_evaluators(const cJSON *cluster, coll_tf_config *c, char *err,
+                               size_t err_bytes) {
+  const cJSON *list = cJSON_GetObjectItemCaseSensitive(cluster, "evaluator");
+  if (!list) return 0;
+  if (!cJSON_IsArray(list)) {
+    return tf_fail(err, err_bytes, "cluster.evaluator: must be a list of \"host:port\" strings");
+  }
+  int i = 0;
+  const cJSON *a;
+  cJSON_ArrayForEach(a, list) {
+    coll_tf_task t;
+    if (!cJSON_IsString(a) || tf_parse_address(a->valuestring, &t) != 0) {
+      return tf_fail(err, err_bytes, "cluster.evaluator[%d]: not \"host:port\" (port 1..65535)", i);
+    }
+    i++;
+  }
+  c->nevaluators = i;
+  return 0;
+}
+
 static int tf_read_cluster(const cJSON *cluster, coll_tf_config *c, char *err, size_t err_bytes) {
   if (!cJSON_IsObject(cluster)) return tf_fail(err, err_bytes, "cluster: missing, or not an object");
   const cJSON *k;
   cJSON_ArrayForEach(k, cluster) {
     int known = 0;
-    for (int t = 0; t < 3; t++) known |= !strcmp(k->string, tf_types[t]);
+    for (int t = 0; t < 4; t++) known |= !strcmp(k->string, tf_types[t]);
     if (!known) {
-      return tf_fail(err, err_bytes, "cluster.%.100s: unknown task type (chief, worker, ps)",
-                     k->string);
+      return tf_fail(err, err_bytes,
+                     "cluster.%.100s: unknown task type (chief, worker, ps, evaluator)", k->string);
     }
   }
+  if (tf_check_evaluators(cluster, c, err, err_bytes) != 0) return -1;
   int n[3];
   for (int t = 0; t < 3; t++) {
     if ((n[t] = tf_count(cluster, (coll_tf_type)t, err, err_bytes)) < 0) return -1;
@@ -126,19 +148,38 @@ static int tf_read_cluster(const cJSON *cluster, coll_tf_config *c, char *err, s
   return 0;
 }
 
+/* The evaluator: index 0, or in range of cluster.evaluator when listed. */
+static int tf_read_evaluator(const cJSON *task, const cJSON *index, coll_tf_config *c, char *err,
+                             size_t err_bytes) {
+  (void)task;
+  const int count = c->nevaluators ? c->nevaluators : 1;
+  double v = cJSON_IsNumber(index) ? index->valuedouble : -1.0;
+  if (!cJSON_IsNumber(index) || v != (double)(int)v) {
+    return tf_fail(err, err_bytes, "task.index: missing, or not an integer");
+  }
+  if (v < 0 || v >= count) {
+    return tf_fail(err, err_bytes, "task.index: %d is out of range (%d evaluator%s)", (int)v, count,
+                   count == 1 ? "" : "s");
+  }
+  c->self = -1;
+  c->evaluator = 1;
+  return 0;
+}
+
 static int tf_read_task(const cJSON *task, coll_tf_config *c, char *err, size_t err_bytes) {
   if (!cJSON_IsObject(task)) return tf_fail(err, err_bytes, "task: missing, or not an object");
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(task, "type");
   const cJSON *index = cJSON_GetObjectItemCaseSensitive(task, "index");
   if (!cJSON_IsString(type)) return tf_fail(err, err_bytes, "task.type: missing, or not a string");
   int ty = -1;
-  for (int t = 0; t < 3; t++) {
+  for (int t = 0; t < 4; t++) {
     if (!strcmp(type->valuestring, tf_types[t])) ty = t;
   }
   if (ty < 0) {
-    return tf_fail(err, err_bytes, "task.type: \"%.100s\" is not chief, worker or ps",
+    return tf_fail(err, err_bytes, "task.type: \"%.100s\" is not chief, worker, ps or evaluator",
                    type->valuestring);
   }
+  if (ty == 3) return tf_read_evaluator(task, index, c, err, err_bytes);
   int count = 0, first = -1;
   for (int k = 0; k < c->ntasks; k++) {
     if ((int)c->tasks[k].type != ty) continue;

@@ -2,7 +2,9 @@
  * mpirun. {"cluster": {"chief": [a], "worker": [a, ...], "ps": [a, ...]},
  * "task": {"type": T, "index": i}}, each address "host:port".
  * Tasks are ordered chief, workers, ps: a training task's index in that order
- * is its rank (with no chief, worker 0 is rank 0 and does the chief's work). */
+ * is its rank (with no chief, worker 0 is rank 0 and does the chief's work).
+ * An "evaluator" task (TF's sidecar evaluator) is no part of the training
+ * cluster; a "cluster.evaluator" list is checked and otherwise ignored. */
 #ifndef TFDIST_COLLECTIVE_TFCONFIG_H
 #define TFDIST_COLLECTIVE_TFCONFIG_H
 
@@ -23,7 +25,10 @@ typedef struct coll_tf_config {
   int ntasks;
   int ntrain;          /* chief + workers: the training ranks 0..ntrain-1 */
   int nps;
-  int self;            /* this process's task */
+  int nevaluators;     /* cluster.evaluator's length (0: not listed) */
+  int self;            /* this process's task; -1 for the evaluator */
+  int evaluator;       /* this process is the evaluator: outside the mesh, it
+                          evaluates the chief's checkpoints as they appear */
   uint64_t fingerprint; /* of the cluster: every task must hold the same one */
 } coll_tf_config;
 

@@ -11,6 +11,7 @@
 #include "runtime/cli.h"
 #include "runtime/train.h"
 #include "runtime/train_agree.h"
+#include "runtime/train_evaluator.h"
 #include "runtime/train_ps.h"
 #include "tfdist_config.h"
 
@@ -188,6 +189,15 @@ static int cli_train_join(const train_config *cfg, coll_world *w, const coll_tf_
   return CLI_OK;
 }
 
+/* The evaluator task: no MPI, no mesh; it reads the chief's outputs. */
+static int cli_train_evaluator(const train_config *cfg, coll_tf_config *tf) {
+  char err[4400];
+  int rc = train_evaluator_task(cfg, err, sizeof err);
+  if (rc != 0) fprintf(stderr, "tfdist: error: evaluator: %s\n", err);
+  coll_tf_config_free(tf);
+  return rc == 0 ? CLI_OK : CLI_FAIL;
+}
+
 int cli_train(int argc, char **argv) {
   static train_config cfg;
   static trainer t;
@@ -210,6 +220,7 @@ int cli_train(int argc, char **argv) {
     if (in_cluster) coll_tf_config_free(&tf);
     return CLI_USAGE;
   }
+  if (in_cluster && tf.evaluator) return cli_train_evaluator(&cfg, &tf);
   coll_world w;
   if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
