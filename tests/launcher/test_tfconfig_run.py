@@ -24,13 +24,14 @@ def launch(args, env=None, timeout=120):
 
 
 def test_dry_run():
-    r = launch(["--workers", "2", "--ps", "1", "-H", "nodea,nodeb", "--port", "3000",
+    r = launch(["--workers", "2", "--ps", "1", "--evaluator", "1", "-H", "nodea,nodeb", "--port", "3000",
                 "--rsh-agent", "/opt/rsh -q", "--tfdist", "/x/tfdist", "--dry-run",
                 "train", "--epochs", "1"])
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    want = [("chief", 0, "nodea"), ("worker", 0, "nodeb"), ("worker", 1, "nodea"), ("ps", 0, "nodeb")]
-    assert len(lines) == 4, lines
+    want = [("chief", 0, "nodea"), ("worker", 0, "nodeb"), ("worker", 1, "nodea"), ("ps", 0, "nodeb"),
+            ("evaluator", 0, "nodea")]
+    assert len(lines) == 5, lines
     cluster = {"chief": ["nodea:3000"], "worker": ["nodeb:3000", "nodea:3001"], "ps": ["nodeb:3001"]}
     for line, (kind, index, host) in zip(lines, want):
         head, _, cmd = line.partition(": ")
@@ -42,12 +43,13 @@ def test_dry_run():
         conf = json.loads(remote[1][len("TF_CONFIG="):])
         assert conf == {"cluster": cluster, "task": {"type": kind, "index": index}}, conf
         assert remote[2:] == ["/x/tfdist", "train", "--epochs", "1"], remote
-    print("dry run: 4 tasks on 2 hosts, ports 3000/3001, TF_CONFIGs exact")
+    print("dry run: 5 tasks on 2 hosts, ports 3000/3001, TF_CONFIGs exact (no evaluator in the cluster)")
 
 
 def test_errors():
     for args, words in ((["--workers", "x", "train"], "--workers"),
                         (["--chief", "2", "train"], "--chief"),
+                        (["--evaluator", "2", "train"], "--evaluator"),
                         (["--chief", "0", "--workers", "0", "train"], "nobody"),
                         (["-H", "a b", "train"], "host"),
                         (["--port", "0", "train"], "--port"),
@@ -86,13 +88,18 @@ def test_real_run(tmp, data):
     out = os.path.join(tmp, "tfc")
     flags = ["train", "--data-folder", data, "--epochs", "1", "--batch-size", "10", "--seed", "7",
              "--learning-rate", "0.05", "--progress", "off", "--checkpoint-every", "0"]
-    r = launch(["--workers", "1", "--ps", "1", "--port", str(free_port_run(3)), "--tfdist",
-                lu.TFDIST] + flags + ["--outputs", out, "--logs", os.path.join(tmp, "tfc-logs")])
+    r = launch(["--workers", "1", "--ps", "1", "--evaluator", "1", "--port", str(free_port_run(4)),
+                "--tfdist", lu.TFDIST] + flags + ["--outputs", out, "--logs",
+                                                  os.path.join(tmp, "tfc-logs")])
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [l for l in r.stdout.splitlines() if l.strip()]
-    assert lines and all(l.split("] ", 1)[0] in ("[chief 0", "[worker 0", "[ps 0") for l in lines), \
-        lines
-    assert any(l.startswith("[chief 0] final_acc") for l in lines), lines
+    tags = ("[chief 0", "[worker 0", "[ps 0", "[evaluator 0")
+    assert lines and all(l.split("] ", 1)[0] in tags for l in lines), lines
+    final = [l for l in lines if l.startswith("[chief 0] final_acc")]
+    scored = [l for l in lines if l.startswith("[evaluator 0] evaluator: final_eval")]
+    assert final and scored, lines
+    # the sidecar scores the final model as the chief's last validation did
+    assert "accuracy %s " % final[0].split()[-1] in scored[0], (final, scored)
     ref = os.path.join(tmp, "mpi")
     lu.run(["mpirun", "-np", "2", "--oversubscribe", "--bind-to", "none", lu.TFDIST] + flags +
            ["--allreduce", "ring", "--outputs", ref, "--logs", os.path.join(tmp, "mpi-logs")], 120)
