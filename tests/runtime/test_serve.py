@@ -649,6 +649,18 @@ finally:
 
 
 # ---- a version registered while serving: loaded, and the new default --------
+def wait_versions(c, n):
+    """hot's status once it lists n versions (or the last one seen, after 10 s)."""
+    got, deadline = None, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st, h, b, _ = request(c, "GET", "/v1/models/hot")
+        got = loads(b) if st == 200 else None
+        if got and len(got["model_version_status"]) == n:
+            break
+        time.sleep(0.1)
+    return got
+
+
 def check_new_version(srv, reg2):
     c = srv.conn()
     st, h, b, _ = request(c, "GET", "/v1/models/hot")
@@ -658,14 +670,7 @@ def check_new_version(srv, reg2):
     p = T.run(["model", "register", "--registry", reg2, "--name", "hot", "--path",
                os.path.join(outs[2], "model")])
     T.check(p.returncode == 0 and p.stdout.strip() == "hot:2", f"register hot:2: {p.stdout!r}")
-    got, deadline = None, time.monotonic() + 10
-    while time.monotonic() < deadline:
-        st, h, b, _ = request(c, "GET", "/v1/models/hot")
-        got = loads(b) if st == 200 else None
-        if got and len(got["model_version_status"]) == 2:
-            break
-        time.sleep(0.1)
-    status_ok(got, [2, 1], "hot after registering version 2")
+    status_ok(wait_versions(c, 2), [2, 1], "hot after registering version 2")
     x = rows(6)
     st, h, b, _ = request(c, "POST", "/v1/models/hot:predict", {"instances": x.tolist()})
     T.check(st == 200, f"hot: default predict {st} {b[:200]!r}")
@@ -704,14 +709,7 @@ def check_new_version(srv, reg2):
     p = T.run(["model", "register", "--registry", reg2, "--name", "hot", "--path",
                os.path.join(outs[1], "model")])
     T.check(p.returncode == 0 and p.stdout.strip() == "hot:4", f"register hot:4: {p.stdout!r}")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        st, h, b, _ = request(c, "GET", "/v1/models/hot")
-        got = loads(b) if st == 200 else None
-        if got and len(got["model_version_status"]) == 3:
-            break
-        time.sleep(0.1)
-    status_ok(got, [4, 2, 1], "hot after a corrupt version 3 and a good version 4")
+    status_ok(wait_versions(c, 3), [4, 2, 1], "hot after a corrupt version 3 and a good version 4")
     st, h, b, _ = request(c, "POST", "/v1/models/hot:predict", {"instances": x.tolist()})
     T.check(st == 200, f"hot: predict after version 4 {st}")
     if st == 200:
