@@ -63,9 +63,10 @@ int coll_tcp_peer_cancel(coll_tcp *m, int *from) {
   return coll_tcp_peer_cancel_seen(m, from);
 }
 
-/* A FAIL or CANCEL frame's small body, read whole (its sender wrote it in one go). */
 static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes);
 
+/* A FAIL, STALL or CANCEL frame's small body, read whole (its sender wrote it
+ * in one go). A CANCEL is recorded and the wanted frame read next. */
 static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
   char name[400], body[TCP_NOTE_MAX + 1], silent[600];
   coll_tcp_peer_name(m, op->peer, name, sizeof name);
