@@ -81,6 +81,7 @@ static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
     return tcp_fail(m, "%s reported: %s; stalled or hung: %s (every other task reported its own "
                     "wait or ended)", name, body, silent);
   }
+  if (h->type == COLL_TCP_REJECT) return tcp_fail(m, "TF_CONFIG: turned away: %s", body);
   if (h->type != COLL_TCP_CANCEL) return tcp_fail(m, "%s failed: %s", name, body);
   int32_t sig = 0;
   if (h->bytes == sizeof sig) memcpy(&sig, body, sizeof sig);
@@ -95,7 +96,8 @@ static int tcp_check_header(coll_tcp *m, coll_tcp_op *op) {
   char name[400];
   coll_tcp_peer_name(m, op->peer, name, sizeof name);
   if (h.magic != TCP_MAGIC) return tcp_fail(m, "a garbled frame from %s", name);
-  if (h.type == COLL_TCP_FAIL || h.type == COLL_TCP_CANCEL || h.type == COLL_TCP_STALL) {
+  if (h.type == COLL_TCP_FAIL || h.type == COLL_TCP_CANCEL || h.type == COLL_TCP_STALL ||
+      h.type == COLL_TCP_REJECT) {
     return tcp_take_note(m, op, &h);
   }
   op->got_type = h.type;

@@ -16,6 +16,7 @@ enum {
   COLL_TCP_FAIL = 2,    /* body: why the sender is ending the job */
   COLL_TCP_CANCEL = 3,  /* body: int32 signal number */
   COLL_TCP_STALL = 4,   /* a FAIL from a task whose own wait stalled (coll_tcp_notify picks it) */
+  COLL_TCP_REJECT = 5,  /* start-up: the hello's cluster list is not the acceptor's (body: why) */
   COLL_TCP_PS_INIT = 10,
   COLL_TCP_PS_PUSH = 11,
   COLL_TCP_PS_PULL = 12,

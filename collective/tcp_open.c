@@ -183,6 +183,46 @@ static int tcp_check_hello(coll_tcp *m, const unsigned char *buf, char *err, siz
   return from;
 }
 
+/* Tells a task whose cluster list differs why it is turned away, so it
+ * fails at once with the reason instead of timing out. */
+static void tcp_reject(coll_tcp *m, int fd) {
+  char me[400], why[600];
+  coll_tcp_peer_name(m, m->tf->self, me, sizeof me);
+  int n = snprintf(why, sizeof why, "%s has another cluster list: every task must get the same "
+                   "TF_CONFIG \"cluster\"", me);
+  tcp_header h = {TCP_MAGIC, COLL_TCP_REJECT, (uint64_t)n};
+  const double until = coll_now() + 1.0;
+  if (coll_tcp_io_all(fd, &h, sizeof h, 1, until) == 0) coll_tcp_io_all(fd, why, (size_t)n, 1, until);
+}
+
+/* A lower task's answer on a link we opened, while we still accept: a
+ * REJECT (-1, err set) or a closed link (-1); anything else is its first
+ * collective, left unread (0; *quiet stops our looking at it). */
+static int tcp_check_answer(coll_tcp *m, int peer, int *quiet, char *err, size_t err_bytes) {
+  tcp_header h;
+  char name[400], why[TCP_NOTE_MAX + 1];
+  coll_tcp_peer_name(m, peer, name, sizeof name);
+  ssize_t k = recv(m->fd[peer], &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+  if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+    snprintf(err, err_bytes, "TF_CONFIG: %s closed its connection during start-up", name);
+    return -1;
+  }
+  if (k < (ssize_t)sizeof h) return 0;
+  if (h.magic != TCP_MAGIC || h.type != COLL_TCP_REJECT || h.bytes > TCP_NOTE_MAX) {
+    *quiet = 1;
+    return 0;
+  }
+  const double until = coll_now() + 1.0;
+  if (coll_tcp_io_all(m->fd[peer], &h, sizeof h, 0, until) != 0 ||
+      coll_tcp_io_all(m->fd[peer], why, (size_t)h.bytes, 0, until) != 0) {
+    snprintf(err, err_bytes, "TF_CONFIG: %s turned this task away", name);
+    return -1;
+  }
+  why[h.bytes] = '\0';
+  snprintf(err, err_bytes, "TF_CONFIG: turned away: %s", why);
+  return -1;
+}
+
 /* An accepted connection whose hello is still coming. Hellos are read side
  * by side: a stranger that connects and sends nothing (a port scan, a probe
  * holding its connection) must not hold up the peers queued behind it. */
@@ -223,6 +263,7 @@ static int tcp_pending_read(coll_tcp *m, tcp_pending *p, int *np, int i, char *e
   }
   if (c->got < sizeof c->buf) return 0;
   int from = tcp_check_hello(m, c->buf, err, err_bytes);
+  if (from == -2) tcp_reject(m, c->fd);
   if (from < 0) {
     tcp_pending_drop(p, np, i);
     return from == -2 ? -1 : 0;
@@ -248,11 +289,30 @@ static void tcp_pending_accept(coll_tcp *m, tcp_pending *p, int *np) {
   }
 }
 
+/* The links this task opened to lower tasks, into pf (watched for a
+ * REJECT while we accept); their tasks in who. How many. */
+static int tcp_watch_links(const coll_tcp *m, const int *quiet, struct pollfd *pf, int *who) {
+  int n = 0;
+  for (int k = 0; k < m->tf->self; k++) {
+    if (m->fd[k] < 0 || quiet[k]) continue;
+    pf[n] = (struct pollfd){.fd = m->fd[k], .events = POLLIN};
+    who[n++] = k;
+  }
+  return n;
+}
+
 static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_bytes) {
   int want = 0, np = 0, rc = 0;
   tcp_pending pend[TCP_PENDING];
-  struct pollfd pf[TCP_PENDING + 1];
-  for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) want += tcp_linked(m->tf, k, m->tf->self);
+  const int nt = m->tf->ntasks;
+  struct pollfd *pf = malloc((size_t)(TCP_PENDING + 1 + nt) * sizeof *pf);
+  int *who = malloc((size_t)nt * sizeof *who), *quiet = calloc((size_t)nt, sizeof *quiet);
+  if (!pf || !who || !quiet) {
+    free(pf), free(who), free(quiet);
+    snprintf(err, err_bytes, "TF_CONFIG: out of memory");
+    return -1;
+  }
+  for (int k = m->tf->self + 1; k < nt; k++) want += tcp_linked(m->tf, k, m->tf->self);
   while (want > 0 && rc >= 0) {
     double now = coll_now(), wait = deadline - now;
     if (wait <= 0) break;
@@ -261,8 +321,14 @@ static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_
       pf[i + 1] = (struct pollfd){.fd = pend[i].fd, .events = POLLIN};
       if (pend[i].until - now < wait) wait = pend[i].until - now;
     }
-    const int n = np;
-    if (poll(pf, (nfds_t)n + 1, wait > 0 ? (int)(wait * 1000) + 1 : 0) < 0 && errno != EINTR) break;
+    const int n = np, nl = tcp_watch_links(m, quiet, pf + 1 + n, who);
+    if (poll(pf, (nfds_t)(n + 1 + nl), wait > 0 ? (int)(wait * 1000) + 1 : 0) < 0 &&
+        errno != EINTR) {
+      break;
+    }
+    for (int j = 0; j < nl && rc >= 0; j++) {
+      if (pf[1 + n + j].revents) rc = tcp_check_answer(m, who[j], &quiet[who[j]], err, err_bytes);
+    }
     /* From the last: a drop moves the last entry into the hole. */
     for (int i = n - 1; i >= 0 && rc >= 0; i--) {
       int got = 0;
@@ -274,6 +340,7 @@ static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_
     if (rc >= 0 && (pf[0].revents & POLLIN)) tcp_pending_accept(m, pend, &np);
   }
   while (np > 0) tcp_pending_drop(pend, &np, np - 1);
+  free(pf), free(who), free(quiet);
   if (rc < 0) return -1;
   if (want == 0) return 0;
   char missing[600] = "";

@@ -8,7 +8,9 @@ processes on one host (a run is ~1 s when it works):
 - a cluster of "[::1]:port" addresses trains (skipped without IPv6 loopback);
 - the worker given another --optimizer (the ring) or --learning-rate (1 ps):
   every task exits non-zero within 20 s, the chief's stderr names the flag
-  and the worker's names both values."""
+  and the worker's names both values;
+- the worker's cluster list differs from the chief's: both end within 10 s
+  (--timeout 20), the chief saying so and the worker told it was turned away."""
 import os
 import socket
 import sys
@@ -103,11 +105,46 @@ def disagree_case(C, tmp, data, name, nps, flag, mine, theirs):
         C.ok("%s: %s" % (name, chief.strip().splitlines()[-1] if chief.strip() else ""))
 
 
+def mismatch_case(C, tmp, data, workers):
+    """Worker 0's TF_CONFIG lists another cluster (its own address moved):
+    the chief says so, and turns worker 0 away with the reason, so both end
+    within seconds, well before --timeout 20. With 2 workers listed (worker
+    1 never started), worker 0 is still waiting for worker 1 when told."""
+    name = "worker 0's cluster list differs (%d workers listed)" % workers
+    folder = os.path.join(tmp, "mismatch%d" % workers)
+    spec = TC.cluster_spec(1, workers, 0)
+    other = dict(spec, worker=["127.0.0.1:%d" % TC.free_ports(1)[0]] + spec["worker"][1:])
+    args = TC.train_args(folder, data, ["--epochs", "1", "--timeout", "20"])
+    c, w = TC.Cluster(folder, spec), TC.Cluster(os.path.join(folder, "w"), other)
+    t0 = time.monotonic()
+    try:
+        c.start(args, limit_s=LIMIT_S + 20, which=[("chief", 0)])
+        w.start(args, limit_s=LIMIT_S + 20, which=[("worker", 0)])
+        c.wait(15)
+        w.wait(15)
+    finally:
+        c.kill()
+        w.kill()
+    chief, worker = c.tasks[0], w.tasks[0]
+    late = [t.name for t in (chief, worker) if t.ended_at is None or t.ended_at - t0 > 10]
+    C.check(not late and chief.rc not in (0, None) and worker.rc not in (0, None),
+            "%s: chief exit %s, worker exit %s, late %s" % (name, chief.rc, worker.rc, late),
+            c.summary() + "\n" + w.summary())
+    C.check("different cluster list" in chief.stderr(), "%s: the chief does not say why" % name,
+            chief.stderr())
+    said = worker.stderr()
+    if C.check("turned away" in said and "another cluster list" in said,
+               "%s: the worker is not told why" % name, said):
+        C.ok("%s: worker: %s" % (name, said.strip().splitlines()[-1]))
+
+
 def main():
     C = TC.Checks()
     with tempfile.TemporaryDirectory() as tmp:
         data = TC.make_data(os.path.join(tmp, "data"), n_train=600, n_test=100)
         strangers_case(C, tmp, data)
+        mismatch_case(C, tmp, data, 1)
+        mismatch_case(C, tmp, data, 2)
         ipv6_case(C, tmp, data)
         disagree_case(C, tmp, data, "worker's --optimizer differs (ring)", 0, "--optimizer",
                       "sgd", "momentum")
