@@ -114,26 +114,10 @@ static int eval_run(const eval_opts *o, infer_session *s, data_set *ds, kern_sta
     return CLI_USAGE;
   }
   snprintf(images, images_bytes, "%s", img);
-  int32_t *idx = malloc((size_t)ds->count * sizeof *idx);
-  int64_t cursor = 0;
-  if (!idx) {
-    snprintf(err, eb, "out of memory");
-    return CLI_FAIL;
-  }
-  for (int64_t i = 0; i < ds->count; i++) idx[i] = (int32_t)i;
-  memset(st, 0, sizeof *st);
   memset(tally, 0, sizeof *tally);
   tally->labels = ds->labels;
-  /* CPU backend: host memory is backend memory, so the data set is used in place. */
-  const eval_ctx ec = {s->be, &s->work, s->params, ds->images, ds->labels,
-                       s->model.layout.dims[0], idx, &cursor, st};
-  int rc = eval_rows(&ec, 0, ds->count, eval_tally_chunk, tally);
-  free(idx);
-  if (rc != 0) {
-    snprintf(err, eb, "eval: %s", s->be->err);
-    return CLI_FAIL;
-  }
-  return CLI_OK;
+  return infer_session_evaluate(s, ds, st, eval_tally_chunk, tally, err, eb) == 0 ? CLI_OK
+                                                                                   : CLI_FAIL;
 }
 
 int cli_eval(int argc, char **argv) {

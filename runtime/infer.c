@@ -169,3 +169,22 @@ int infer_rows_from_idx(const char *path, float **x, int64_t *n, char *err, size
   data_set_free(&ds);
   return buf ? 0 : -1;
 }
+
+int infer_session_evaluate(infer_session *s, const data_set *ds, kern_stats *st, eval_chunk_fn fn,
+                           void *fn_ctx, char *err, size_t err_bytes) {
+  int32_t *idx = malloc((size_t)ds->count * sizeof *idx + 1);
+  int64_t cursor = 0;
+  memset(st, 0, sizeof *st);
+  if (!idx) {
+    snprintf(err, err_bytes, "out of memory");
+    return -1;
+  }
+  for (int64_t i = 0; i < ds->count; i++) idx[i] = (int32_t)i;
+  /* CPU backend: host memory is backend memory, so the data set is used in place. */
+  const eval_ctx ec = {s->be, &s->work, s->params, ds->images, ds->labels,
+                       s->model.layout.dims[0], idx, &cursor, st};
+  int rc = eval_rows(&ec, 0, ds->count, fn, fn_ctx);
+  free(idx);
+  if (rc != 0) snprintf(err, err_bytes, "eval: %s", s->be->err);
+  return rc == 0 ? 0 : -1;
+}

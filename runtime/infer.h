@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/idx.h"
 #include "kernels/backend.h"
+#include "runtime/evaluate.h"
 #include "runtime/h5model.h"
 #include "runtime/model.h"
 
@@ -28,6 +30,11 @@ int infer_session_init(infer_session *s, const char *path, char *err, size_t err
 int infer_session_clone(infer_session *s, const h5model *m, const char *path, int64_t chunk,
                         char *err, size_t err_bytes);
 void infer_session_free(infer_session *s);
+/* The training loop's evaluation (evaluate.c) of s over every row of ds, in
+ * order, into *st (zeroed first); fn sees each chunk's logits when not NULL.
+ * 0, or -1 with err set. */
+int infer_session_evaluate(infer_session *s, const data_set *ds, kern_stats *st, eval_chunk_fn fn,
+                           void *fn_ctx, char *err, size_t err_bytes);
 /* x (n, 784) host floats -> probs (n, 10) softmax and classes (n) = argmax of
  * the logits, ties to the lower class (as training's accuracy counts them). */
 int infer_session_predict(infer_session *s, const float *x, int64_t n, float *probs,

@@ -39,22 +39,8 @@ static int evaluator_score(evaluator *e, const char *path, double *acc, double *
   infer_session s;
   memset(&s, 0, sizeof s);
   if (infer_session_init(&s, path, e->err, e->err_bytes) != 0) return -1;
-  int32_t *idx = malloc((size_t)e->test.count * sizeof *idx);
-  int64_t cursor = 0;
   kern_stats st;
-  memset(&st, 0, sizeof st);
-  int rc = idx ? 0 : -1;
-  for (int64_t i = 0; idx && i < e->test.count; i++) idx[i] = (int32_t)i;
-  if (idx) {
-    /* CPU backend: host memory is backend memory. */
-    const eval_ctx ec = {s.be, &s.work, s.params, e->test.images, e->test.labels,
-                         s.model.layout.dims[0], idx, &cursor, &st};
-    rc = eval_rows(&ec, 0, e->test.count, NULL, NULL);
-    if (rc != 0) snprintf(e->err, e->err_bytes, "%s: %s", path, s.be->err);
-  } else {
-    snprintf(e->err, e->err_bytes, "out of memory");
-  }
-  free(idx);
+  int rc = infer_session_evaluate(&s, &e->test, &st, NULL, NULL, e->err, e->err_bytes);
   infer_session_free(&s);
   if (rc != 0) return -1;
   *acc = st.correct / st.samples;

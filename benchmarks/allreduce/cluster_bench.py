@@ -24,6 +24,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import train_scaling  # noqa: E402  (its metrics reader)
+
 PEER = os.path.join(HERE, "..", "peers", "pytorch_ddp.py")
 
 
@@ -45,15 +48,7 @@ def train_args(a, folder):
 
 
 def best_rate(folder):
-    rates = []
-    with open(os.path.join(folder, "outputs", "metrics.jsonl")) as f:
-        for line in f:
-            m = json.loads(line)
-            if m["name"] == "samples_per_s":
-                rates.append(m["value"])
-    if not rates:
-        sys.exit("cluster_bench: no samples_per_s in %s" % folder)
-    return max(rates)
+    return train_scaling.best_rate(os.path.join(folder, "outputs"))
 
 
 def wait_all(procs, what, limit):

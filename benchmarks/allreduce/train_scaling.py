@@ -37,15 +37,20 @@ def run_one(args, np_, overlap, workdir):
     if p.returncode != 0:
         sys.exit("train_scaling: %s failed (exit %d):\n%s" % (" ".join(cmd), p.returncode,
                                                               p.stdout[-3000:]))
+    return best_rate(out)
+
+
+def best_rate(outputs):
+    """The best epoch's samples_per_s in outputs/metrics.jsonl: later epochs are warm."""
     rates = []
-    with open(os.path.join(out, "metrics.jsonl")) as f:
+    with open(os.path.join(outputs, "metrics.jsonl")) as f:
         for line in f:
             m = json.loads(line)
             if m["name"] == "samples_per_s":
                 rates.append(m["value"])
     if not rates:
-        sys.exit("train_scaling: no samples_per_s in %s/metrics.jsonl" % out)
-    return max(rates)  # best epoch of the run: later epochs are warm
+        sys.exit("no samples_per_s in %s/metrics.jsonl" % outputs)
+    return max(rates)
 
 
 def main():
