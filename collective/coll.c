@@ -164,6 +164,11 @@ const char *coll_comm_error(coll_comm *c) {
 int coll_comm_failed(coll_comm *c) { return __atomic_load_n(&c->broken, __ATOMIC_ACQUIRE); }
 coll_backend coll_comm_backend(const coll_comm *c) { return c->cfg.backend; }
 
+void coll_comm_set_trace(coll_comm *c, coll_trace_fn fn, void *ctx) {
+  c->trace_ctx = ctx;
+  c->trace = fn;
+}
+
 /* A collective entered: numbered, so a stall query can say who never got here. */
 static int64_t coll_enter(coll_comm *c) { return ++c->seq_entered; }
 

@@ -120,6 +120,14 @@ int coll_wait(coll_comm *c, coll_request *req);
  * progress thread, or the device, does that). coll_wait must still follow. */
 int coll_test(coll_comm *c, coll_request *req, int *done);
 
+/* Timelines: fn is called by whichever thread ran an allreduce (the progress
+ * thread, or the caller's), as it ends, with its buffer and its submit,
+ * start and end times in monotonic seconds. nccl's, ordered on the stream,
+ * are not seen. Set it before the first collective; NULL turns it off. */
+typedef void (*coll_trace_fn)(void *ctx, const float *buf, int64_t elems, double submitted,
+                              double began, double ended, int status);
+void coll_comm_set_trace(coll_comm *c, coll_trace_fn fn, void *ctx);
+
 /* Waits, bounded by the timeout, until every collective issued so far has
  * finished (nccl: on the device; others: a no-op once coll_wait returned). */
 int coll_sync(coll_comm *c);

@@ -87,6 +87,9 @@ struct coll_comm {
   pthread_mutex_t serve_mu;       /* one thread answers queries at a time */
   int64_t diag_query_id;
 
+  coll_trace_fn trace;            /* timelines: see coll_comm_set_trace */
+  void *trace_ctx;
+
   pthread_mutex_t err_mu;
   char err[1024];
 };

@@ -50,7 +50,16 @@ static void progress_describe(const coll_comm *c, const coll_request *r, char *o
   snprintf(out, n, "allreduce(%s, %lld floats)", c->ops->name, (long long)r->elems);
 }
 
+static int progress_drive_run(coll_comm *c, coll_request *r);
+
 int coll_progress_drive(coll_comm *c, coll_request *r) {
+  double began = coll_now();
+  int rc = progress_drive_run(c, r);
+  if (c->trace) c->trace(c->trace_ctx, r->recv, r->elems, r->t_start, began, coll_now(), rc);
+  return rc;
+}
+
+static int progress_drive_run(coll_comm *c, coll_request *r) {
   if (coll_comm_failed(c)) {
     r->status = COLL_ERR;
     return r->status;

@@ -12,6 +12,8 @@ int cli_predict(int argc, char **argv);
 int cli_model(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_tune(int argc, char **argv);
+/* argv[1] is merge or summary. */
+int cli_timeline(int argc, char **argv);
 /* argv[1] is the data subcommand: inspect, verify, synth, shard. */
 int cli_data(int argc, char **argv);
 

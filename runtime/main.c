@@ -20,6 +20,7 @@ static const cli_command commands[] = {
   {"serve", cli_serve, "HTTP scoring server: /score and TF Serving REST predict"},
   {"model", cli_model, "model registry: register, list, show, download"},
   {"data", cli_data, "inspect, verify, synthesize or shard idx data sets"},
+  {"timeline", cli_timeline, "merge or summarize the step timelines of train --timeline on"},
 };
 
 static void usage(FILE *out) {

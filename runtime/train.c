@@ -18,6 +18,7 @@
 #include "runtime/train_ckpt.h"
 #include "runtime/train_input.h"
 #include "runtime/train_ps.h"
+#include "runtime/train_timeline.h"
 #include "collective/ps.h"
 
 #define T_TRY(t, call)                                                                       \
@@ -143,6 +144,18 @@ static int train_reduce_layer(void *ctx, int k) {
   return 0;
 }
 
+/* model_backward's hook: each layer's span, then its reduction (overlap on). */
+static int train_layer_done(void *ctx, int k) {
+  static const char *names[MODEL_LAYERS] = {"backward dense", "backward dense_1",
+                                            "backward dense_2"};
+  trainer *t = ctx;
+  train_tl_end(t, names[k], t->tl_mark);
+  const int reduce = t->world->size > 1 && !t->ps && t->cfg->overlap;
+  if (reduce && train_reduce_layer(t, k) != 0) return -1;
+  t->tl_mark = train_tl_begin(t); /* the next layer's span starts after the submit */
+  return 0;
+}
+
 static int train_reduce_finish(trainer *t) {
   const int64_t P = t->layout.total_elems;
   if (t->cfg->overlap) {
@@ -174,25 +187,39 @@ static int train_step_ops(trainer *t) {
   model_work *w = &t->work;
   const int64_t B = t->batch, P = t->layout.total_elems;
   const int reduce = t->world->size > 1 && !t->ps;
+  double s = train_tl_begin(t);
   if (!t->input) { /* else train_input_next has filled act[0] and labels */
     T_TRY(t, be->ops->gather_u8(be, w->act[0], w->labels, t->train_images_dev,
                                 t->train_labels_dev, t->layout.dims[0], t->perm_dev,
                                 t->cursor_dev, B));
+    train_tl_end(t, "gather", s);
   }
+  s = train_tl_begin(t);
   T_TRY(t, model_forward(w, t->params, B));
+  train_tl_end(t, "forward", s);
+  s = train_tl_begin(t);
   T_TRY(t, be->ops->xent(be, w->dact[MODEL_LAYERS], t->stats_dev, w->act[MODEL_LAYERS], w->labels,
                          B, t->layout.dims[MODEL_LAYERS], 1.0f / (float)B));
+  train_tl_end(t, "loss", s);
+  s = train_tl_begin(t);
   T_TRY(t, be->ops->mem_zero(be, t->grads, (size_t)P * sizeof(float)));
-  model_layer_done_fn done = reduce && t->cfg->overlap ? train_reduce_layer : NULL;
+  train_tl_end(t, "zero gradients", s);
+  t->tl_mark = train_tl_begin(t);
+  model_layer_done_fn done = (reduce && t->cfg->overlap) || t->tl_rec ? train_layer_done : NULL;
   if (model_backward(w, t->params, t->grads, B, done, t) != 0) {
     if (!t->err[0]) snprintf(t->err, sizeof t->err, "%s", be->err);
     return -1;
   }
+  s = train_tl_begin(t);
   if (t->ps) {
     if (train_ps_step(t) != 0) return -1;
+    train_tl_end(t, "ps push and pull", s);
   } else {
     if (reduce && train_reduce_finish(t) != 0) return -1;
+    if (reduce) train_tl_end(t, "allreduce wait", s);
+    s = train_tl_begin(t);
     T_TRY(t, be->ops->opt_update(be, t->params, t->grads, t->opt_state, P, &t->opt));
+    train_tl_end(t, "update", s);
   }
   T_TRY(t, be->ops->cursor_advance(be, t->cursor_dev, t->global_batch));
   return 0;
@@ -201,7 +228,9 @@ static int train_step_ops(trainer *t) {
 /* k steps: one launch runs them all when the step is fused, else k is 1
  * (so a loader, which never goes with the fused step, gives one batch). */
 static int train_step(trainer *t, int64_t k) {
+  double s = train_tl_begin(t);
   if (t->input && train_input_next(t) != 0) return -1;
+  if (t->input) train_tl_end(t, "data", s);
   t->fused.steps = k;
   /* an epoch's shorter last chain: one launch, graph or not */
   if (!t->use_graph || (t->graph && k != t->graph_steps)) return train_step_ops(t);
@@ -215,7 +244,9 @@ static int train_step(trainer *t, int64_t k) {
     t->graph = g;
     t->graph_steps = k;
   }
+  s = train_tl_begin(t);
   T_TRY(t, t->be->ops->graph_launch(t->be, t->graph));
+  train_tl_end(t, k > 1 ? "launch step chain" : "launch step", s);
   return 0;
 }
 
@@ -365,14 +396,24 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   const int64_t chain = t->fused_ws ? KERN_STEP_CHAIN : 1;
   for (int64_t step = 0, k; step < t->steps_per_epoch; step += k) {
     k = t->steps_per_epoch - step < chain ? t->steps_per_epoch - step : chain;
+    train_timeline_steps(t, step);
+    double s = train_tl_begin(t);
     if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;
+    train_tl_end(t, "step", s);
     t->global_step += k;
     if (show_progress) train_progress(t, epoch, step + k - 1, t0);
     if (train_cancel_requested(t, epoch)) return -1;
   }
+  train_timeline_steps(t, t->steps_per_epoch);
+  double s = train_tl_epoch_begin(t);
   /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
   if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);
-  return be->ops->sync(be) == 0 ? 0 : (snprintf(t->err, sizeof t->err, "%s", be->err), -1);
+  if (be->ops->sync(be) != 0) {
+    snprintf(t->err, sizeof t->err, "%s", be->err);
+    return -1;
+  }
+  train_tl_epoch_end(t, "device sync", s, epoch);
+  return 0;
 }
 
 static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
@@ -380,16 +421,20 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   train_epoch_result *res = &t->last;
   T_TRY(t, t->be->ops->mem_download(t->be, &st, t->stats_dev, sizeof st));
   double sums[5] = {st.loss_sum, st.correct, st.samples, st.last_correct, st.last_samples};
+  double s = train_tl_epoch_begin(t);
   if (t->world->size > 1 && coll_allreduce_sum_f64(t->comm, sums, 5) != COLL_OK) {
     return train_coll_fail(t);
   }
+  train_tl_epoch_end(t, "epoch metrics", s, epoch);
   res->loss = sums[0] / sums[2];
   res->train_acc_mean = sums[1] / sums[2];
   res->training_acc = sums[3] / sums[4];
   res->epoch_time_s = seconds;
   res->samples_per_s = (double)(t->steps_per_epoch * t->global_batch) / seconds;
   res->step_time_ms = seconds * 1e3 / (double)t->steps_per_epoch;
+  s = train_tl_epoch_begin(t);
   if (trainer_evaluate(t, &res->validation_acc, &res->validation_loss) != 0) return -1;
+  train_tl_epoch_end(t, "evaluate", s, epoch);
   const int64_t step = t->global_step;
   struct { const char *name; double v; } rows[] = {
     {"training_acc", res->training_acc}, {"validation_acc", res->validation_acc},
@@ -453,14 +498,21 @@ int trainer_run(trainer *t) {
   if (t->world->rank == 0 && run_record_stage(&t->run, RUN_RUNNING, t->err, sizeof t->err) != 0) {
     return -1;
   }
+  if (train_timeline_start(t) != 0) return -1;
   for (int64_t epoch = t->start_epoch; epoch < t->cfg->epochs; epoch++) {
     double t0 = rec_mono();
     if (train_epoch_steps(t, epoch, show) != 0) return -1;
+    train_tl_epoch_end(t, "epoch steps", t0, epoch);
     if (train_epoch_finish(t, epoch, rec_mono() - t0) != 0) return -1;
+    double s = train_tl_epoch_begin(t);
     if (t->ps && train_ckpt_due(t, epoch + 1) && train_ps_pull_state(t) != 0) return -1;
     if (train_ckpt_epoch_end(t, epoch + 1) != 0) return -1;
+    if (train_ckpt_due(t, epoch + 1) && (t->world->rank == 0 || t->ps)) {
+      train_tl_epoch_end(t, "checkpoint", s, epoch);
+    }
   }
   if (t->ps && train_ps_finish(t) != 0) return -1;
+  if (train_timeline_finish(t) != 0) return -1;
   if (t->world->rank == 0) {
     metrics_write(&t->metrics, "final_acc", t->last.validation_acc, t->cfg->epochs, t->global_step);
     if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0) return -1;
@@ -573,6 +625,7 @@ void trainer_free(trainer *t) {
       for (size_t i = 0; i < 4; i++) kern_mem_free(be, (void *)data[i]);
     }
   }
+  train_timeline_abandon(t);
   train_input_free(t);
   if (t->grads_host != t->grads && be) be->ops->host_free(be, t->grads_host);
   free(t->perm_host);

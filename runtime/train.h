@@ -60,6 +60,10 @@ typedef struct {
   double data_wait_s;              /* this epoch's time blocked on the loader */
   data_loader *input;              /* batches for the CPU and stream mode; NULL: backend gather */
   data_shards *shards;             /* --data-mode stream: the shard index (owned) */
+  struct timeline *tl;             /* --timeline; NULL when off */
+  int tl_rec;                      /* this step's phases are recorded (atomic: read by the
+                                      collective thread) */
+  double tl_mark;                  /* end of the last recorded backward layer */
   int canceled;                    /* rank 0: the signal that stopped the run, 0 if none */
   int cancel_relayed;              /* other ranks: our signal went to rank 0 */
   char err[1024];

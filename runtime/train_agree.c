@@ -5,7 +5,7 @@
 
 #include "runtime/train_agree.h"
 
-#define AGREE_ROWS 16
+#define AGREE_ROWS 20
 #define AGREE_ROW_BYTES 96
 
 /* The flags that change what every rank computes or how often it meets the
@@ -27,6 +27,7 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   ROW("--shuffle-buffer %lld", (long long)c->shuffle_buffer);
   ROW("--checkpoint-every %lld", (long long)c->checkpoint_every);
   ROW("--max-steps %lld", (long long)c->max_steps);
+  ROW("--timeline %d", c->timeline); /* its start is a barrier */
   ROW("--resume-from %s", c->resume_from[0] ? "(given)" : "(not given)");
 #undef ROW
   return n;

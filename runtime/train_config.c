@@ -61,6 +61,10 @@ static const opt_spec train_specs[] = {
    "GPU, one rank: the whole step in one kernel launch"},
   {"max-steps", OPT_INT, F(max_steps), "0", 0, BIG, NULL,
    "stop each epoch after this many steps (0: whole epochs)"},
+  {"timeline", OPT_BOOL, F(timeline), "off", 0, 0, NULL,
+   "each rank writes a Chrome trace of its steps to <logs>/timeline-<r>.json"},
+  {"timeline-steps", OPT_INT, F(timeline_steps), "100", 0, BIG, NULL,
+   "steps per epoch the timeline records (0: all; epochs are always recorded)"},
 };
 
 const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof train_specs[0]),

@@ -37,6 +37,8 @@ typedef struct {
   int graph;
   int fused_step;
   int64_t max_steps;             /* 0 = whole epochs; >0 stops early (tests, benchmarks) */
+  int timeline;                  /* <logs>/timeline-<rank>.json */
+  int64_t timeline_steps;        /* first steps of each epoch recorded; 0 = all */
 } train_config;
 
 extern const opt_table train_options;

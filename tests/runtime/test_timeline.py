@@ -1,0 +1,228 @@
+"""train --timeline on: each rank's Chrome trace, checked as data.
+- 1 rank: strict JSON; exactly --timeline-steps steps per epoch; every phase
+  once per step, in the order the step runs them, inside its step; the
+  epoch spans; no .part left; the rank log names the file.
+- 2 ranks (mpirun, ring, overlap on): each layer's allreduce on the
+  collective thread with its exact byte count, submitted between the end of
+  its layer's backward and the start of the next one, and finished before
+  the update; with --overlap off, one reduction of all layers on the main
+  thread.
+- `tfdist timeline summary --json` against the same statistics computed
+  here from the JSON; `merge` gives one trace of both ranks.
+- A run that fails leaves a readable .part; bad files and flags: exit 2,
+  one line naming the file, line and field."""
+import json
+import os
+
+import numpy as np
+
+import idxgen
+import tfdtest as T
+
+EPS = 0.002  # us: ts and dur are printed with 3 decimals
+STEP_PHASES = ["data", "forward", "loss", "zero gradients", "backward dense_2",
+               "backward dense_1", "backward dense"]
+
+d = T.tmpdir()
+data = os.path.join(d, "data")
+idxgen.write_set(data, np.random.default_rng(11), 600, 100, gz=False, nested="")
+H1, H2 = 24, 12
+LAYER_BYTES = {"dense": (784 * H1 + H1) * 4, "dense_1": (H1 * H2 + H2) * 4,
+               "dense_2": (H2 * 10 + 10) * 4}
+
+
+def train(tag, extra, mpi=0, env=None):
+    out, logs = os.path.join(d, tag, "out"), os.path.join(d, tag, "logs")
+    p = T.run(["train", "--data-folder", data, "--outputs", out, "--logs", logs,
+               "--batch-size", "10", "--first-layer-neurons", str(H1),
+               "--second-layer-neurons", str(H2), "--progress", "off", "--timeline", "on"]
+              + extra, mpi=mpi, env=env)
+    return p, logs
+
+
+def spans(events, name=None, tid=None):
+    return [e for e in events if e["ph"] == "X" and (name is None or e["name"] == name)
+            and (tid is None or e["tid"] == tid)]
+
+
+def inside(e, outer):
+    return e["ts"] >= outer["ts"] - EPS and e["ts"] + e["dur"] <= outer["ts"] + outer["dur"] + EPS
+
+
+def end(e):
+    return e["ts"] + e["dur"]
+
+
+def step_children(events, step):
+    return [e for e in spans(events, tid=0) if e["name"] not in ("step",) and inside(e, step)
+            and e["dur"] < step["dur"] + EPS and e["name"] not in ("epoch steps",)]
+
+
+# ---- one rank ----
+p, logs = train("one", ["--epochs", "2", "--timeline-steps", "7", "--checkpoint-every", "2"])
+T.check(p.returncode == 0, f"1-rank run failed: {p.stderr.strip()}")
+path = os.path.join(logs, "timeline-0.json")
+T.check(not os.path.exists(path + ".part"), "the .part was left after a clean run")
+ev = json.load(open(path))  # strict JSON
+meta = {(e["name"], e["tid"]): e["args"]["name"] for e in ev if e["ph"] == "M"}
+T.check(meta.get(("process_name", 0), "").startswith("rank 0 ("), f"process name: {meta}")
+T.check(all(e["pid"] == 0 for e in ev), "pid is not the rank")
+steps = spans(ev, "step")
+T.check(len(steps) == 14, f"{len(steps)} steps recorded, want 7 per epoch x 2")
+for s in steps:
+    kids = sorted(step_children(ev, s), key=lambda e: e["ts"])
+    names = [k["name"] for k in kids]
+    T.check(names == STEP_PHASES + ["update"], f"step at {s['ts']}: phases {names}")
+    for a, b in zip(kids, kids[1:]):
+        T.check(end(a) <= b["ts"] + EPS, f"{a['name']} overlaps {b['name']} at {a['ts']}")
+for name, count in (("epoch steps", 2), ("evaluate", 2), ("epoch metrics", 2),
+                    ("device sync", 2), ("checkpoint", 1)):
+    got = spans(ev, name)
+    T.check(len(got) == count, f"{name}: {len(got)} spans, want {count}")
+    T.check(all(g["args"]["epoch"] in (1, 2) for g in got), f"{name}: epoch args {got}")
+ep = spans(ev, "epoch steps")
+T.check(all(any(inside(s, e) for e in ep) for s in steps), "a step outside its epoch span")
+T.check(sum(s["dur"] for s in steps) <= sum(e["dur"] for e in ep) + EPS, "steps exceed epochs")
+log = open(os.path.join(logs, "rank-0.log")).read()
+T.check("timeline: " + path in log, "the rank log does not name the timeline")
+one_ev = ev
+
+# ---- two ranks, overlap on ----
+p, logs2 = train("two", ["--epochs", "1", "--timeline-steps", "12", "--allreduce", "ring"], mpi=2)
+T.check(p.returncode == 0, f"2-rank run failed: {p.stderr.strip()}")
+ranks = [json.load(open(os.path.join(logs2, f"timeline-{r}.json"))) for r in (0, 1)]
+for r, ev in enumerate(ranks):
+    T.check(all(e["pid"] == r for e in ev), f"rank {r}: pid is not the rank")
+    steps = spans(ev, "step")
+    T.check(len(steps) == 12, f"rank {r}: {len(steps)} steps recorded, want 12")
+    for layer, nbytes in LAYER_BYTES.items():
+        red = spans(ev, "allreduce " + layer, tid=1)
+        T.check(len(red) == 12, f"rank {r}: {len(red)} reductions of {layer}, want 12")
+        T.check(all(x["args"]["bytes"] == nbytes and x["args"]["ok"] for x in red),
+                f"rank {r}: {layer} reduction bytes {[x['args'] for x in red[:2]]}")
+    nxt = {"dense_2": "backward dense_1", "dense_1": "backward dense", "dense": "allreduce wait"}
+    for s in steps:
+        kids = {k["name"]: k for k in step_children(ev, s)}
+        for layer in LAYER_BYTES:
+            red = [x for x in spans(ev, "allreduce " + layer, tid=1)
+                   if s["ts"] - EPS <= x["ts"] <= end(s) + EPS]
+            if len(red) != 1 or "backward " + layer not in kids or "update" not in kids:
+                T.check(False, f"rank {r}: step at {s['ts']}: {layer} spans missing")
+                continue
+            x = red[0]
+            submitted = x["ts"] - x["args"]["queued_us"]
+            T.check(end(kids["backward " + layer]) - EPS <= submitted <= kids[nxt[layer]]["ts"] + EPS,
+                    f"rank {r}: {layer} submitted at {submitted}, not between its backward and "
+                    f"the next span")
+            T.check(end(x) <= kids["update"]["ts"] + EPS,
+                    f"rank {r}: {layer} reduction ended after the update began")
+    T.check(not spans(ev, "allreduce all layers"), f"rank {r}: unsplit reduction with overlap on")
+
+p, logs3 = train("two-off", ["--epochs", "1", "--timeline-steps", "5", "--overlap", "off",
+                             "--allreduce", "ring"], mpi=2)
+T.check(p.returncode == 0, f"overlap-off run failed: {p.stderr.strip()}")
+ev = json.load(open(os.path.join(logs3, "timeline-1.json")))
+whole = spans(ev, "allreduce all layers")
+T.check(len(whole) == 5 and all(x["args"]["bytes"] == sum(LAYER_BYTES.values()) for x in whole),
+        f"overlap off: {len(whole)} whole-buffer reductions")
+T.check(not [x for x in spans(ev) if x["name"].startswith("allreduce dense")],
+        "overlap off: per-layer reductions")
+
+
+# ---- summary against our own statistics ----
+def pct(v, q):
+    v = sorted(v)
+    return v[max(int(np.ceil(q * len(v))) - 1, 0)]
+
+
+def hidden(ev):
+    bw = [(e["ts"], end(e)) for e in spans(ev, tid=0) if e["name"].startswith("backward ")]
+    red = [(e["ts"], end(e)) for e in spans(ev, tid=1) if e["name"].startswith("allreduce ")]
+    tot = sum(b - a for a, b in red)
+    hid = sum(max(0.0, min(b, y) - max(a, x)) for a, b in red for x, y in bw)
+    return hid / tot if tot else None
+
+
+def close(a, b):
+    return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+
+s = T.run(["timeline", "summary", "--json", logs2])
+T.check(s.returncode == 0, f"summary failed: {s.stderr.strip()}")
+summ = json.loads(s.stdout) if s.returncode == 0 else {"ranks": []}
+T.check([r["rank"] for r in summ["ranks"]] == [0, 1], f"summary ranks {summ['ranks'][:0]}")
+for got, ev in zip(summ["ranks"], ranks):
+    step_total = sum(e["dur"] for e in spans(ev, "step"))
+    rows = {x["name"]: x for x in got["phases"] + got["allreduce"] + got["epoch_spans"]}
+    for name in ["step"] + STEP_PHASES + ["update", "allreduce wait", "allreduce dense",
+                                          "evaluate"]:
+        durs = [e["dur"] for e in spans(ev, name) if name == "allreduce wait" or e["tid"] ==
+                (1 if name.startswith("allreduce dense") else 0)]
+        row = rows.get(name)
+        if not row:
+            T.check(False, f"summary rank {got['rank']}: no row {name}")
+            continue
+        T.check(row["count"] == len(durs) and close(row["mean_us"], float(np.mean(durs)))
+                and close(row["p50_us"], pct(durs, 0.5)) and close(row["p95_us"], pct(durs, 0.95)),
+                f"summary rank {got['rank']} {name}: {row} vs {len(durs)} spans")
+        if name not in ("step", "evaluate"):
+            T.check(close(row["share_of_step"], sum(durs) / step_total), f"{name}: share")
+    q = [e["args"]["queued_us"] for e in spans(ev, "allreduce dense_1", tid=1)]
+    T.check(close(rows["allreduce dense_1"]["mean_queued_us"], float(np.mean(q))), "queued mean")
+    T.check(close(got["allreduce_hidden_by_backward"], hidden(ev)),
+            f"hidden share {got['allreduce_hidden_by_backward']} vs {hidden(ev)}")
+s = T.run(["timeline", "summary", "--json", os.path.join(d, "one", "logs", "timeline-0.json")])
+T.check(s.returncode == 0 and json.loads(s.stdout)["ranks"][0]["allreduce_hidden_by_backward"]
+        is None, f"1 rank: hidden share should be null: {s.stdout[:200]}")
+s = T.run(["timeline", "summary", logs2])
+T.check(s.returncode == 0 and "rank 1 (" in s.stdout and "allreduce dense_1" in s.stdout,
+        f"text summary: {s.stdout[:300]} {s.stderr}")
+
+merged = os.path.join(d, "merged.json")
+m = T.run(["timeline", "merge", "--out", merged, logs2])
+T.check(m.returncode == 0, f"merge failed: {m.stderr.strip()}")
+if m.returncode == 0:
+    mev = json.load(open(merged))
+    T.check(len(mev) == len(ranks[0]) + len(ranks[1]), "merge lost or added events")
+    T.check(sorted({e["pid"] for e in mev}) == [0, 1], "merge: pids")
+
+# ---- a failing run, and bad input ----
+p, logs4 = train("fail", ["--epochs", "1", "--timeline-steps", "0"],
+                 env={"TFDIST_FAULT_FAIL_RANK": "0", "TFDIST_FAULT_FAIL_STEP": "20"})
+part = os.path.join(logs4, "timeline-0.json.part")
+T.check(p.returncode != 0 and os.path.exists(part) and
+        not os.path.exists(os.path.join(logs4, "timeline-0.json")),
+        f"failed run: rc {p.returncode}, part {os.path.exists(part)}")
+if os.path.exists(part):
+    s = T.run(["timeline", "summary", "--json", logs4])
+    n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
+    T.check(n == 20, f"the .part of the failed run: {n} steps read, want 20 ({s.stderr.strip()})")
+
+bad = os.path.join(d, "bad.json")
+
+
+def bad_case(text, want):
+    open(bad, "w").write(text)
+    r = T.run(["timeline", "summary", bad])
+    line = r.stderr.strip()
+    T.check(r.returncode == 2 and "\n" not in line and bad in line and want in line,
+            f"bad timeline {text[:40]!r}: rc {r.returncode}: {line}")
+
+
+bad_case('{"x": 1}\n', ":1: not a timeline")
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":-3,"pid":0,"tid":0}\n]\n', ":2: field 'dur'")
+bad_case('[\n,{"name":"step","ph":"X","ts":"a","dur":3,"pid":0,"tid":0}\n]\n', ":2: field 'ts'")
+bad_case('[\n{"name":"step",\n]\n', ":2: not a JSON object")
+bad_case('[\n]\n{"name":"step"}\n', ":3: data after")
+bad_case("", "empty file")
+for args, want in ((["timeline", "merge", logs2], "--out"),
+                   (["timeline", "summary"], "give a timeline"),
+                   (["timeline", "frob", logs2], "unknown subcommand"),
+                   (["timeline", "summary", os.path.join(d, "data")], "no timeline-<rank>.json"),
+                   (["timeline", "merge", "--out", merged, logs2, merged], "rank 0 is also in"),
+                   (["train", "--timeline=maybe"], "--timeline")):
+    r = T.run(args)
+    line = r.stderr.strip()
+    T.check(r.returncode == 2 and "\n" not in line and want in line,
+            f"{' '.join(args[:2])}: rc {r.returncode}: {line}")
+T.done()
