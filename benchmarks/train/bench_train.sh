@@ -2,7 +2,8 @@
 # Single-rank CPU training throughput at batch 50 against the BLAS-only floor
 # (bench_gemm_floor), measured alternately in one run so both see the same
 # machine. Usage: benchmarks/train/bench_train.sh [BUILD_DIR] [ROUNDS]
-# Also reports the peak RSS of a 20-epoch run against 3x (data + parameters).
+# Also reports the peak RSS of a 20-epoch run against 3x (data + parameters),
+# and what --timeline on (every step recorded) costs, in alternating rounds.
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-3}
@@ -10,13 +11,19 @@ tfdist=$build/runtime/tfdist
 floor=$build/benchmarks/train/bench_gemm_floor
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-train_sps=() floor_sps=()
+best_sps() {
+  /usr/bin/python3 -c "import json;v=[json.loads(l)['value'] for l in open('$1/metrics.jsonl') if '\"samples_per_s\"' in l];print(max(v))"
+}
+train_sps=() floor_sps=() tl_sps=()
 for i in $(seq "$rounds"); do
   "$tfdist" train --epochs 2 --progress off --outputs "$tmp/o" --logs "$tmp/l" >/dev/null
-  train_sps+=("$(/usr/bin/python3 -c "import json;v=[json.loads(l)['value'] for l in open('$tmp/o/metrics.jsonl') if '\"samples_per_s\"' in l];print(max(v))")")
+  train_sps+=("$(best_sps "$tmp/o")")
   floor_sps+=("$("$floor" | awk '/floor_samples_per_s/ {print $2}')")
+  "$tfdist" train --epochs 2 --progress off --outputs "$tmp/ot" --logs "$tmp/lt" \
+    --timeline on --timeline-steps 0 >/dev/null
+  tl_sps+=("$(best_sps "$tmp/ot")")
 done
-/usr/bin/python3 - "${train_sps[*]}" "${floor_sps[*]}" <<'PY'
+/usr/bin/python3 - "${train_sps[*]}" "${floor_sps[*]}" "${tl_sps[*]}" <<'PY'
 import statistics, sys
 t = [float(x) for x in sys.argv[1].split()]
 f = [float(x) for x in sys.argv[2].split()]
@@ -25,6 +32,10 @@ print("# single-rank CPU, batch 50, 1 BLAS thread; medians of", len(t), "alterna
 print(f"train samples/s        {mt:10.0f}   (rounds: {', '.join(f'{x:.0f}' for x in t)})")
 print(f"gemm floor samples/s   {mf:10.0f}   (rounds: {', '.join(f'{x:.0f}' for x in f)})")
 print(f"ratio train/floor      {mt / mf:10.3f}   (target >= 0.85)")
+tl = [float(x) for x in sys.argv[3].split()]
+mtl = statistics.median(tl)
+print(f"timeline on samples/s  {mtl:10.0f}   (rounds: {', '.join(f'{x:.0f}' for x in tl)})")
+print(f"ratio timeline on/off  {mtl / mt:10.3f}   (every step recorded)")
 PY
 if [ "${TFDIST_BENCH_RSS:-1}" = 1 ]; then
   /usr/bin/time -f "%M" -o "$tmp/rss" "$tfdist" train --epochs 20 --progress off \
