@@ -235,10 +235,16 @@ static int train_step(trainer *t, int64_t k) {
   /* an epoch's shorter last chain: one launch, graph or not */
   if (!t->use_graph || (t->graph && k != t->graph_steps)) return train_step_ops(t);
   if (!t->graph) {
+    /* the ops only record into the graph here: their spans would mean nothing */
+    const int rec = t->tl_rec;
+    s = train_tl_begin(t);
+    __atomic_store_n(&t->tl_rec, 0, __ATOMIC_RELAXED);
     T_TRY(t, t->be->ops->graph_begin(t->be));
     int rc = train_step_ops(t);
     void *g = NULL;
     int end_rc = t->be->ops->graph_end(t->be, &g);
+    __atomic_store_n(&t->tl_rec, rec, __ATOMIC_RELAXED);
+    train_tl_end(t, "capture step graph", s);
     if (rc != 0) return -1;
     T_TRY(t, end_rc);
     t->graph = g;
