@@ -58,6 +58,10 @@ static void timeline_print_rank(const cJSON *r) {
   if (cJSON_IsNumber(hidden)) {
     printf("  allreduce time hidden behind backward: %.1f%%\n", 100.0 * hidden->valuedouble);
   }
+  const cJSON *last = cJSON_GetObjectItem(r, "last_to_reduce_share");
+  if (cJSON_IsNumber(last)) {
+    printf("  last rank to reach the reduction in %.1f%% of the steps\n", 100.0 * last->valuedouble);
+  }
   printf("\n");
 }
 

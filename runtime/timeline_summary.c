@@ -1,5 +1,6 @@
 /* `tfdist timeline summary`: where each rank's step time goes. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,12 +181,46 @@ static void summary_add_series(cJSON *arr, const summary_series *s, double step_
   cJSON_AddItemToArray(arr, o);
 }
 
+static const summary_series *summary_find(const summary_rank *r, const char *name, int tid) {
+  for (int i = 0; i < r->ns; i++) {
+    if (r->s[i].tid == tid && !strcmp(r->s[i].name, name)) return &r->s[i];
+  }
+  return NULL;
+}
+
+/* The wait for the others each step: the reduction, or the ps exchange. */
+static const summary_series *summary_wait(const summary_rank *r) {
+  const summary_series *w = summary_find(r, "allreduce wait", 0);
+  if (!w) w = summary_find(r, "allreduce all layers", 0);
+  return w ? w : summary_find(r, "ps push and pull", 0);
+}
+
+/* Per rank, the share of steps it reached the reduction last: the rank the
+ * others waited for is the one that waited least. Clock-free, so it holds
+ * across nodes. last[] gets -1 when there is nothing to compare. */
+static void summary_last_to_arrive(const summary_all *a, double *last) {
+  size_t n = SIZE_MAX;
+  for (int r = 0; r < a->nr; r++) {
+    const summary_series *w = summary_wait(&a->r[r]);
+    if (!w || w->n < n) n = w ? w->n : 0;
+    last[r] = -1;
+  }
+  if (a->nr < 2 || n == 0) return;
+  for (int r = 0; r < a->nr; r++) last[r] = 0;
+  for (size_t i = 0; i < n; i++) {
+    int who = 0;
+    for (int r = 1; r < a->nr; r++) {
+      if (summary_wait(&a->r[r])->v[i] < summary_wait(&a->r[who])->v[i]) who = r;
+    }
+    last[who] += 1.0 / (double)n;
+  }
+}
+
 static cJSON *summary_rank_json(summary_rank *r) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddNumberToObject(o, "rank", r->pid);
   cJSON_AddStringToObject(o, "process", r->proc);
-  const summary_series *step = NULL;
-  for (int i = 0; i < r->ns; i++) if (r->s[i].tid == 0 && !strcmp(r->s[i].name, "step")) step = &r->s[i];
+  const summary_series *step = summary_find(r, "step", 0);
   const double step_total = step ? summary_sum(step) : 0;
   cJSON_AddNumberToObject(o, "steps", step ? (double)step->n : 0);
   cJSON *phases = cJSON_AddArrayToObject(o, "phases");
@@ -229,9 +264,22 @@ cJSON *timeline_summarize(char **paths, int n, char *err, size_t err_bytes) {
     }
   }
   qsort(a.r, (size_t)a.nr, sizeof *a.r, summary_cmp_rank);
+  double *last = calloc((size_t)a.nr + 1, sizeof *last);
+  if (!last) {
+    snprintf(err, err_bytes, "out of memory");
+    summary_free(&a);
+    return NULL;
+  }
+  summary_last_to_arrive(&a, last);
   cJSON *root = cJSON_CreateObject();
   cJSON *ranks = cJSON_AddArrayToObject(root, "ranks");
-  for (int i = 0; i < a.nr; i++) cJSON_AddItemToArray(ranks, summary_rank_json(&a.r[i]));
+  for (int i = 0; i < a.nr; i++) {
+    cJSON *o = summary_rank_json(&a.r[i]);
+    cJSON_AddItemToObject(o, "last_to_reduce_share",
+                          last[i] < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(last[i]));
+    cJSON_AddItemToArray(ranks, o);
+  }
+  free(last);
   summary_free(&a);
   return root;
 }

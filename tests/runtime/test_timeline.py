@@ -8,7 +8,8 @@
   the update; with --overlap off, one reduction of all layers on the main
   thread.
 - `tfdist timeline summary --json` against the same statistics computed
-  here from the JSON; `merge` gives one trace of both ranks.
+  here from the JSON (and the straggler share on a made-to-order file);
+  `merge` gives one trace of both ranks.
 - A run that fails leaves a readable .part; bad files and flags: exit 2,
   one line naming the file, line and field."""
 import json
@@ -171,9 +172,30 @@ for got, ev in zip(summ["ranks"], ranks):
     T.check(close(rows["allreduce dense_1"]["mean_queued_us"], float(np.mean(q))), "queued mean")
     T.check(close(got["allreduce_hidden_by_backward"], hidden(ev)),
             f"hidden share {got['allreduce_hidden_by_backward']} vs {hidden(ev)}")
+waits = [[e["dur"] for e in spans(ev, "allreduce wait")] for ev in ranks]
+n = min(len(w) for w in waits)
+last = [sum(1 for i in range(n) if int(np.argmin([w[i] for w in waits])) == r) / n
+        for r in range(2)]
+T.check([close(g["last_to_reduce_share"], x) for g, x in zip(summ["ranks"], last)] == [True] * 2,
+        f"last_to_reduce_share {[g['last_to_reduce_share'] for g in summ['ranks']]} vs {last}")
+
+# a straggler made to order: rank 2 waits least in 3 of 4 steps, rank 0 in 1
+syn = os.path.join(d, "syn")
+os.makedirs(syn)
+for r, ws in enumerate(([1.0, 9, 9, 9], [5.0, 5, 5, 5], [7.0, 2, 2, 2])):
+    with open(os.path.join(syn, f"timeline-{r}.json"), "w") as f:
+        f.write("[\n" + "\n,".join(
+            json.dumps({"name": nm, "ph": "X", "ts": 100 * i + off, "dur": dur, "pid": r, "tid": 0})
+            for i, w in enumerate(ws) for nm, off, dur in (("step", 0, 50), ("allreduce wait", 10, w)))
+            + ("\n]\n" if r else "\n"))  # rank 0 as a dead run's file: no ']'
+s = T.run(["timeline", "summary", "--json", syn])
+got = [g["last_to_reduce_share"] for g in json.loads(s.stdout)["ranks"]] if s.returncode == 0 else []
+T.check(got == [0.25, 0.0, 0.75], f"synthetic straggler: {got} {s.stderr.strip()}")
+
 s = T.run(["timeline", "summary", "--json", os.path.join(d, "one", "logs", "timeline-0.json")])
-T.check(s.returncode == 0 and json.loads(s.stdout)["ranks"][0]["allreduce_hidden_by_backward"]
-        is None, f"1 rank: hidden share should be null: {s.stdout[:200]}")
+r0 = json.loads(s.stdout)["ranks"][0] if s.returncode == 0 else {}
+T.check(r0.get("allreduce_hidden_by_backward", 0) is None and
+        r0.get("last_to_reduce_share", 0) is None, f"1 rank: shares should be null: {r0}")
 s = T.run(["timeline", "summary", logs2])
 T.check(s.returncode == 0 and "rank 1 (" in s.stdout and "allreduce dense_1" in s.stdout,
         f"text summary: {s.stdout[:300]} {s.stderr}")
