@@ -32,6 +32,7 @@ RES=$OUT/results.jsonl
 export PYTHONUNBUFFERED=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 FAILED=0
+LAST_RC=0
 
 elapsed() { python3 -c "import time; print(round(time.time() - $T0, 1))" 2>/dev/null || echo 0; }
 left() { python3 -c "import time; print(int($BUDGET_S - (time.time() - $T0)))" 2>/dev/null || echo 60; }
@@ -47,6 +48,7 @@ run_step() {
     echo "{\"step\":\"$name\",\"rc\":-1,\"secs\":0,\"note\":\"skipped: time budget spent\"}" >> "$RES"
     echo "=== $name: SKIPPED (time budget spent)" | tee -a "$OUT/check.log"
     FAILED=$((FAILED + 1))
+    LAST_RC=-1
     return
   fi
   [ "$limit" -gt "$room" ] && limit=$room
@@ -65,6 +67,7 @@ run_step() {
   echo "{\"step\":\"$name\",\"rc\":$rc,\"secs\":$secs}" >> "$RES"
   echo "=== $name: rc=$rc in ${secs}s" | tee -a "$OUT/check.log" >> "$OUT/$logname"
   [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && FAILED=$((FAILED + 1))
+  LAST_RC=$rc
   rm -f "$tmp"
   return 0
 }
@@ -86,8 +89,24 @@ run_step env 30 env.txt bash -c "
   python3 -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name())'
   ls -la '$DATA'"
 
+# The chained fused step (several steps per launch, never run on a GPU
+# before this check) first and briefly: when it fails or hangs, every later
+# step runs one fused step per launch (TFDIST_FUSED_CHAIN=1, read by the CUDA
+# backend), so the timings and the training still measure the fused step.
+run_step fused_chain 30 tests.log "$B/bin/tfdist-env" test_gpu_step --fused-only
+if [ "$LAST_RC" -ne 0 ] && [ "$LAST_RC" -ne 77 ]; then
+  export TFDIST_FUSED_CHAIN=1
+  echo "=== fused_chain failed: the rest runs one fused step per launch (TFDIST_FUSED_CHAIN=1)" \
+    | tee -a "$OUT/check.log"
+fi
+
 # Timings first, while the machine is fresh; fp32 is the default math.
 run_step step_bench 60 bench.log "$B/bin/tfdist-env" gpu_step_bench --device cuda
+if [ "$LAST_RC" -ne 0 ] && [ "$LAST_RC" -ne 77 ] && [ -z "${TFDIST_FUSED_CHAIN:-}" ]; then
+  # a chained launch may have left the process's context unusable: again, one step per launch
+  run_step step_bench_chain1 60 bench.log env TFDIST_FUSED_CHAIN=1 "$B/bin/tfdist-env" \
+    gpu_step_bench --device cuda
+fi
 
 # The PyTorch peer in the same run: eager and a whole-step CUDA graph.
 run_step pytorch_peer 60 peer.log python3 "$REPO/benchmarks/peers/pytorch_mnist.py" \

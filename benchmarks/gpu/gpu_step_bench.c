@@ -100,6 +100,14 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
 static int last_fused;     /* whether the latest run_variant ran the fused step */
 static int64_t last_chain; /* and how many steps per launch */
 
+/* Steps per launch of a fused chain of `steps`: TFDIST_FUSED_CHAIN (read
+ * by the CUDA backend, kernels/cuda/cuda_step.c) caps them. */
+static int64_t chain_per_launch(int64_t steps) {
+  const char *env = getenv("TFDIST_FUSED_CHAIN");
+  const long long cap = env && env[0] ? atoll(env) : 0;
+  return cap > 0 && cap < steps ? (int64_t)cap : steps;
+}
+
 /* One variant: a fresh backend and network, timed as a graph or eagerly;
  * chain > 0 asks for the fused step, chain steps per launch. */
 static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_math math,
@@ -121,7 +129,7 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
     goto out;
   }
   n.fs.steps = chain < ROWS / batch ? chain : ROWS / batch; /* one pass over the rows */
-  last_chain = last_fused ? n.fs.steps : 1;
+  last_chain = last_fused ? chain_per_launch(n.fs.steps) : 1;
   if (fused && frc > 0) {
     printf("# batch %lld: the backend does not fuse this shape or configuration; op by op\n",
            (long long)batch);
@@ -293,6 +301,8 @@ int main(int argc, char **argv) {
     printf("# %s; default: the fused step, %d per launch (the trainer's chain); op by op: GEMMs "
            "auto%s%s%s (cuBLAS)\n",
            dev, KERN_STEP_CHAIN, env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
+    const char *cap = getenv("TFDIST_FUSED_CHAIN");
+    if (cap && cap[0]) printf("# TFDIST_FUSED_CHAIN=%s: at most that many steps per launch\n", cap);
     const double fused_one = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 1);
     const double fused_eager = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 1);
     ops = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 0);
@@ -321,8 +331,10 @@ int main(int argc, char **argv) {
     main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 0, o.steps, 0);
     print_row("cpu backend, eager", main_us, o.batch);
   }
-  if (main_us <= 0) {
-    printf("JSON {\"bench\":\"tfdist_step\",\"device\":\"%s\",\"error\":\"step failed\"}\n", dev);
+  if (main_us <= 0) { /* the variants that did run still reach the table */
+    printf("JSON {\"bench\":\"tfdist_step\",\"device\":\"%s\",\"batch\":%lld,%s"
+           "\"error\":\"step failed\"}\n",
+           dev, (long long)o.batch, json);
     return 1;
   }
 #if TFDIST_HAVE_CUDA

@@ -38,6 +38,7 @@ typedef struct {
   kern_gemm gemm;            /* resolved: KERN_GEMM_AUTO here means "by shape" */
   kc_gemm_ws gemm_ws;
   int fused_grid;            /* blocks of the fused step; 0: not known yet, -1: cannot run */
+  int64_t fused_chain;       /* most steps per fused launch (TFDIST_FUSED_CHAIN); 0: no limit */
 } kern_cuda;
 
 static inline kern_cuda *kc_of(kern_backend *be) { return (kern_cuda *)be; }

@@ -83,8 +83,30 @@ static int kc_fused_make_plan(kern_cuda *kc, const kern_step *s, kc_fused_plan *
   return 0;
 }
 
+/* TFDIST_FUSED_CHAIN=N: at most N steps per cooperative launch; a longer
+ * kern_step.steps is issued as several launches, the same steps in order
+ * (each launch reads the cursor the one before left). A fallback for a GPU
+ * run whose chained launches misbehave; read at setup, as TFDIST_FUSED_STEP. */
+static int kc_fused_chain_env(kern_cuda *kc) {
+  const char *env = getenv("TFDIST_FUSED_CHAIN");
+  kc->fused_chain = 0;
+  if (!env || !env[0]) return 0;
+  char *end = NULL;
+  long long v = strtoll(env, &end, 10);
+  if (*end || v < 1) {
+    snprintf(kc->base.err, sizeof kc->base.err,
+             "rank %d cuda:%d: TFDIST_FUSED_CHAIN=%s: expected a whole number >= 1",
+             kc->base.cfg.rank, kc->device, env);
+    return -1;
+  }
+  kc->fused_chain = (int64_t)v;
+  return 0;
+}
+
 int kc_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
   kc_fused_plan p;
+  *bytes = 0;
+  if (kc_fused_chain_env(kc_of(be)) != 0) return -1;
   int rc = kc_fused_make_plan(kc_of(be), s, &p, 1);
   *bytes = rc == 0 ? p.bytes : 0;
   return rc;
@@ -119,6 +141,10 @@ int kc_fused_step(kern_backend *be, const kern_step *s) {
   memcpy(a.dims, s->dims, sizeof a.dims);
   memcpy(a.w_off, s->w_off, sizeof a.w_off);
   memcpy(a.b_off, s->b_off, sizeof a.b_off);
-  KC_CUDA_TRY(kc, kc_launch_fused_step(kc->stream, &a, p.grid));
+  const int64_t steps = a.steps, per = kc->fused_chain > 0 ? kc->fused_chain : steps;
+  for (int64_t done = 0; done < steps; done += a.steps) {
+    a.steps = steps - done < per ? steps - done : per;
+    KC_CUDA_TRY(kc, kc_launch_fused_step(kc->stream, &a, p.grid));
+  }
   return 0;
 }

@@ -260,6 +260,9 @@ int main(int argc, char **argv) {
   /* The fused step must apply exactly where promised: no environment override. */
   unsetenv("TFDIST_GEMM");
   unsetenv("TFDIST_FUSED_STEP");
+  /* Kept: check.sh sets it after the chained launch failed (see cuda_step.c). */
+  const char *cap = getenv("TFDIST_FUSED_CHAIN");
+  if (cap && cap[0]) printf("note: TFDIST_FUSED_CHAIN=%s caps the steps of one launch\n", cap);
   kern_backend *gpu = gc_gpu_or_skip(KERN_MATH_FP32, 0);
   kern_backend *unfused = gc_gpu_or_skip(KERN_MATH_FP32, 1);
   kern_backend *tf32 = gc_gpu_or_skip(KERN_MATH_TF32, 0);
