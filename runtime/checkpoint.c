@@ -339,6 +339,16 @@ out:
   return rc;
 }
 
+int ckpt_read_run_id(const char *path, char *run_id, size_t bytes, char *err, size_t eb) {
+  char where[4400];
+  snprintf(where, sizeof where, "%s: /", path);
+  hid_t f = h5_open_read(path, err, eb);
+  if (f < 0) return -1;
+  int rc = ckpt_attr_str_into(f, "run_id", where, run_id, bytes, err, eb);
+  H5Fclose(f);
+  return rc;
+}
+
 /* ---- the checkpoints folder ---- */
 
 void ckpt_dir_path(char *out, size_t out_bytes, const char *outputs) {

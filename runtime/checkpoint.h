@@ -52,6 +52,10 @@ int ckpt_write(const char *path, const ckpt_state *s, char *err, size_t err_byte
  * that this build derives the same data order. Errors name the file and field. */
 int ckpt_read(ckpt_state *s, const char *path, char *err, size_t err_bytes);
 
+/* Just the id of the run that wrote path (its root attribute run_id): cheap
+ * enough to ask of every file in a folder. */
+int ckpt_read_run_id(const char *path, char *run_id, size_t bytes, char *err, size_t err_bytes);
+
 /* <outputs>/checkpoints */
 void ckpt_dir_path(char *out, size_t out_bytes, const char *outputs);
 /* Saves <dir>/ckpt-epoch-<E>.h5, then points `latest` at it, then keeps only

@@ -13,6 +13,7 @@
 
 #include "runtime/h5model.h"
 #include "runtime/infer.h"
+#include "runtime/jsonkeys.h"
 #include "runtime/registry.h"
 
 #define SERVE_CHUNK 256 /* rows per forward pass: a session's work memory */
@@ -402,6 +403,7 @@ static cJSON *serve_parse_body(const char *body, size_t len, serve_reply *out) {
     return NULL;
   }
   const char *end = NULL;
+  char err[400];
   cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
   while (root && end < body + len && strchr(" \t\r\n", *end) && *end) end++;
   if (root && end < body + len) {
@@ -414,6 +416,10 @@ static cJSON *serve_parse_body(const char *body, size_t len, serve_reply *out) {
                        end ? (long)(end - body) : 0L);
   } else if (!cJSON_IsObject(root)) {
     serve_reply_error(out, 400, "body: expected a JSON object");
+    cJSON_Delete(root);
+    root = NULL;
+  } else if (json_keys_check_unique(root, "body", err, sizeof err) != 0) {
+    serve_reply_error(out, 400, err); /* never let the first of two values win */
     cJSON_Delete(root);
     root = NULL;
   }

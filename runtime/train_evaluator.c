@@ -30,6 +30,8 @@ typedef struct {
   int64_t done_epoch; /* the newest checkpoint evaluated */
   int64_t last_step;  /* its global step */
   char stale_id[64];  /* a run already over when we started: not the one we wait for */
+  char run_id[64];    /* the run we watch, once run.json names it: only its checkpoints count */
+  int64_t foreign_logged; /* the newest other run's checkpoint already logged as skipped */
   char *err;
   size_t err_bytes;
 } evaluator;
@@ -88,8 +90,8 @@ static int evaluator_checkpoint(evaluator *e, const char *path, int64_t epoch) {
   return rc;
 }
 
-/* The lowest checkpoint epoch above done_epoch in dir, or -1. */
-static int64_t evaluator_next(const evaluator *e, const char *dir) {
+/* The lowest checkpoint epoch above `after` in dir, or -1. */
+static int64_t evaluator_next(const char *dir, int64_t after) {
   DIR *d = opendir(dir);
   if (!d) return -1;
   int64_t best = -1;
@@ -98,12 +100,42 @@ static int64_t evaluator_next(const evaluator *e, const char *dir) {
     long long ep;
     char tail[8];
     if (sscanf(ent->d_name, "ckpt-epoch-%lld%7s", &ep, tail) == 2 && !strcmp(tail, ".h5") &&
-        ep > e->done_epoch && (best < 0 || ep < best)) {
+        ep > after && (best < 0 || ep < best)) {
       best = ep;
     }
   }
   closedir(d);
   return best;
+}
+
+/* 1 when the watched run wrote path, 0 when another run did (an older run's
+ * file in the same --outputs, or the one a resumed run started from) or it
+ * was rotated away, -1 on error. */
+static int evaluator_ours(evaluator *e, const char *path, int64_t epoch) {
+  char id[64];
+  if (ckpt_read_run_id(path, id, sizeof id, e->err, e->err_bytes) != 0) {
+    if (access(path, F_OK) == 0) return -1;
+    e->err[0] = '\0';
+    return 0;
+  }
+  if (strcmp(id, e->run_id) == 0) return 1;
+  if (epoch > e->foreign_logged) {
+    rank_log_printf(&e->log, "epoch %lld: %s is run %s's, not %s's: skipped", (long long)epoch,
+                    path, id, e->run_id);
+    e->foreign_logged = epoch;
+  }
+  return 0;
+}
+
+/* Evaluates the watched run's checkpoints above done_epoch, oldest first. */
+static int evaluator_scan(evaluator *e, const char *dir) {
+  for (int64_t after = e->done_epoch, ep; (ep = evaluator_next(dir, after)) >= 0; after = ep) {
+    char path[4600];
+    snprintf(path, sizeof path, "%s/ckpt-epoch-%lld.h5", dir, (long long)ep);
+    int ours = evaluator_ours(e, path, ep);
+    if (ours < 0 || (ours && evaluator_checkpoint(e, path, ep) != 0)) return -1;
+  }
+  return 0;
 }
 
 /* run.json's status ("" before there is one) and id. */
@@ -148,12 +180,9 @@ static int evaluator_pass(evaluator *e, double waited_s) {
   const char *outputs = e->cfg->outputs;
   evaluator_status(outputs, status, sizeof status, id, sizeof id); /* before the scan */
   if (!strcmp(id, e->stale_id)) status[0] = '\0'; /* the old run: still waiting for ours */
+  if (status[0] && !e->run_id[0]) snprintf(e->run_id, sizeof e->run_id, "%s", id);
   ckpt_dir_path(dir, sizeof dir, outputs);
-  for (int64_t ep; (ep = evaluator_next(e, dir)) >= 0;) {
-    char path[4600];
-    snprintf(path, sizeof path, "%s/ckpt-epoch-%lld.h5", dir, (long long)ep);
-    if (evaluator_checkpoint(e, path, ep) != 0) return -1;
-  }
+  if (e->run_id[0] && evaluator_scan(e, dir) != 0) return -1;
   if (evaluator_terminal(status)) {
     char model[4400];
     double acc, loss;

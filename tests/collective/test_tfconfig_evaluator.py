@@ -6,7 +6,9 @@ answers: exact) and eval_loss within 1e-9 of validation_loss (the chief sums
 two ranks' shares), then final_eval_accuracy equal to final_acc, and exits 0.
 An evaluator with no run to watch ends after --timeout naming the folder (a
 run already Completed when it starts is not its run); a run killed under it
-ends it too, saying run.json still says Running."""
+ends it too, saying run.json still says Running. Started on a folder that
+still holds an older run's checkpoints (epochs 1..4, another seed), it scores
+only the new run's epochs 1..3, each once, as the new chief did."""
 import json
 import os
 import signal
@@ -77,6 +79,52 @@ def watch_case(C, tmp, data):
          % (sorted(acc), [round(acc[e], 4) for e in sorted(acc)], list(final.values())))
 
 
+def row_list(path, name):
+    """(epoch, value) of every row called name, in file order (repeats kept)."""
+    out = []
+    for line in TC.read_text(path).splitlines():
+        r = json.loads(line)
+        if r["name"] == name:
+            out.append((r["epoch"], r["value"]))
+    return out
+
+
+def old_run_case(C, tmp, data):
+    """A rerun into the same --outputs: the old run's checkpoints are not this run's."""
+    folder = os.path.join(tmp, "rerun")
+    old = ["--epochs", "4", "--batch-size", "10", "--seed", "7", "--checkpoint-every", "1"]
+    rc, _, err = TC.run_plain(folder, data, old)
+    if not C.check(rc == 0, "rerun: the old run failed: %s" % err.strip()):
+        return
+    chief = os.path.join(folder, "outputs", "metrics.jsonl")
+    old_val = rows(chief, "validation_acc")
+    spec = TC.cluster_spec(1, 1, 0)
+    args = TC.train_args(folder, data, ["--epochs", "3", "--batch-size", "10", "--seed", "5"])
+    args[args.index("--checkpoint-every") + 1] = "1"
+    ev = start_evaluator(folder, spec, args)
+    time.sleep(0.5)  # it sees the old run's checkpoints and Completed run.json first
+    c = TC.run_cluster(folder, spec, args, limit_s=90)
+    try:
+        rc = ev.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(ev.pid, signal.SIGKILL)
+        rc = None
+    bad = [t.name for t in c.tasks if t.rc != 0]
+    if not C.check(not bad and rc == 0, "rerun: cluster %s, evaluator exit %s" % (bad, rc),
+                   c.summary() + "\n  evaluator: " + TC.read_text(os.path.join(folder, "evaluator.err"))):
+        return
+    val = rows(chief, "validation_acc")
+    got = row_list(os.path.join(folder, "outputs", "eval", "metrics.jsonl"), "eval_accuracy")
+    want = [(e, val[e]) for e in sorted(val)]
+    C.check(any(old_val[e] != val[e] for e in val),
+            "rerun: the old run scored as the new one did (%s): the case proves nothing" % old_val)
+    C.check(os.path.exists(os.path.join(folder, "outputs", "checkpoints", "ckpt-epoch-4.h5")),
+            "rerun: the old run's ckpt-epoch-4.h5 is gone; the evaluator never faced it")
+    if C.check(got == want, "rerun: eval_accuracy rows %s, expected the new run's %s (old run: %s)"
+               % (got, want, old_val)):
+        C.ok("rerun: only the new run's epochs scored: %s" % [(e, round(v, 4)) for e, v in got])
+
+
 def no_run_case(C, tmp, data, folder):
     """No run, or only one that was over before the evaluator started."""
     spec = TC.cluster_spec(1, 1, 0)
@@ -123,6 +171,7 @@ def main():
         no_run_case(C, tmp, data, os.path.join(tmp, "norun"))
         no_run_case(C, tmp, data, os.path.join(tmp, "watch"))  # its run Completed before
         killed_run_case(C, tmp, data)
+        old_run_case(C, tmp, data)
     return C.verdict()
 
 

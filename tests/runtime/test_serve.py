@@ -284,6 +284,31 @@ def check_status_metadata(srv):
     c.close()
 
 
+def check_duplicate_keys(expect, good):
+    """A key given twice in one object is a 400 naming it and where, never
+    "first (or last) one wins": at the root, in a named row, in the columnar
+    inputs, also when an escape spells the same key and for a key the
+    server does not read."""
+    r0, r1 = json.dumps(good[0]), json.dumps(good[1])
+    pred = "/v1/models/mnist:predict"
+    cases = (
+        ("/score", '{"data": [%s], "data": [%s]}' % (r0, r1), "data twice", '"data"', "body"),
+        ("/score", '{"data": [%s], "d\\u0061ta": [%s]}' % (r0, r1), "data twice, escaped", '"data"',
+         "body"),
+        (pred, '{"instances": [%s], "instances": [%s]}' % (r0, r1), "instances twice",
+         '"instances"', "body"),
+        (pred, '{"inputs": [%s], "inputs": [%s]}' % (r0, r1), "inputs twice", '"inputs"', "body"),
+        (pred, '{"instances": [%s, {"x": %s, "x": %s}]}' % (r0, r0, r1), "named row key twice",
+         '"x"', "instances[1]"),
+        (pred, '{"inputs": {"x": [%s], "x": [%s]}}' % (r0, r1), "inputs name twice", '"x"',
+         "inputs"),
+        (pred, '{"signature_name": "a", "instances": [%s], "signature_name": "b"}' % r0,
+         "unread key twice", '"signature_name"', "body"),
+    )
+    for path, body, what, key, where in cases:
+        expect("POST", path, body, 400, what, "duplicate key " + key, where + ":")
+
+
 def check_errors(srv):
     c = srv.conn()
     st, _, _, _ = request(c, "GET", "/")
@@ -336,6 +361,7 @@ def check_errors(srv):
     expect("POST", "/v1/models/mnist:predict",
            {"inputs": {"a": good[:1], "b": good[:1]}}, 400, "inputs object with two keys", "inputs")
     expect("POST", "/v1/models/mnist:predict", [good[0]], 400, "body not an object")
+    check_duplicate_keys(expect, good)
     # 404s
     expect("GET", "/nope", None, 404, "unknown path")
     expect("POST", "/v1/models/mnist:explain", {"instances": good[:1]}, 404, "unknown verb")
