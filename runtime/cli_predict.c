@@ -11,6 +11,7 @@
 #include "runtime/cli.h"
 #include "runtime/fsutil.h"
 #include "runtime/infer.h"
+#include "runtime/jsonkeys.h"
 #include "runtime/options.h"
 
 typedef struct {
@@ -59,6 +60,8 @@ static int predict_rows_json(const char *text, const char *src, float **x, int64
   const cJSON *rows = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "data") : NULL;
   if (!cJSON_IsObject(root)) {
     snprintf(err, eb, "%s: expected a JSON object {\"data\": [[784 floats], ...]}", src);
+  } else if (json_keys_check_unique(root, src, err, eb) != 0) {
+    /* err names the key */
   } else if (!rows) {
     snprintf(err, eb, "%s: key \"data\": missing", src);
   } else {

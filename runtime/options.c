@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/jsonkeys.h"
+
 static void opt_json_key(const char *name, char *key, size_t key_bytes) {
   snprintf(key, key_bytes, "%s", name);
   for (char *p = key; *p; p++) if (*p == '-') *p = '_';
@@ -181,6 +183,7 @@ int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, s
     snprintf(err, err_bytes, "%s: not a JSON object (syntax error near byte %ld)", path, off);
     goto out;
   }
+  if (json_keys_check_unique(root, path, err, err_bytes) != 0) goto out; /* else the last wins */
   for (const cJSON *item = root->child; item; item = item->next) {
     const opt_spec *s = NULL;
     for (int i = 0; i < t->count && !s; i++) {

@@ -138,6 +138,7 @@ json_cases = [
     ('{"data": [' + row(783) + "]}", "stdin: data[0]: 783 values, expected 784"),
     ('{"data": [' + row(784) + "," + row(785) + "]}", "stdin: data[1]: 785 values, expected 784"),
     ('{"data": [5]}', "stdin: data[0]: not an array"),
+    ('{"data": [' + row(784) + '], "data": [' + row(784) + "]}", 'stdin: duplicate key "data"'),
     ('{"data": [[' + ",".join(["1"] * 5 + ['"a"'] + ["1"] * 778) + "]]}", "stdin: data[0][5]: not a number"),
     ('{"data": [[' + ",".join(["1"] * 7 + ["1e300"] + ["1"] * 776) + "]]}", "stdin: data[0][7]: 1e+300 is outside"),
 ]

@@ -91,7 +91,9 @@ for label, text, needle in (("unknown key", '{"batch_size": 5, "colour": 1}', '"
                             ("object float", '{"learning_rate": {}}', "expected a number"),
                             ("number for a path", '{"outputs": 5}', "expected a string"),
                             ("string for a bool", '{"scale_lr": "maybe"}', '"scale_lr"'),
-                            ("config not a string", '{"config": 5}', "expected a string")):
+                            ("config not a string", '{"config": 5}', "expected a string"),
+                            ("duplicate key", '{"epochs": 1, "seed": 2, "epochs": 3}',
+                             'duplicate key "epochs"')):
     open(cfg, "w").write(text)
     expect_error("config " + label, ["--data-folder", good, "--config", cfg], cfg, needle)
 expect_error("missing config", ["--config", os.path.join(d, "none.json")], "none.json")
