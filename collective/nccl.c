@@ -250,7 +250,12 @@ static void nccl_tick(coll_comm *c) {
   nccl_comm *st = c->impl;
   if (!st || !st->comm_ok) return;
   if (!st->tick_device_set) {
-    cudaSetDevice(c->cfg.device); /* the current device is per thread */
+    cudaError_t e = cudaSetDevice(c->cfg.device); /* the current device is per thread */
+    if (e != cudaSuccess) { /* the step's own timeouts still bound every wait */
+      coll_set_error(c, "nccl watchdog: cudaSetDevice(%d) at %s:%d: %s", c->cfg.device, __FILE__,
+                     __LINE__, cudaGetErrorString(e));
+      return;
+    }
     st->tick_device_set = 1;
   }
   ncclResult_t async = ncclSuccess;

@@ -23,6 +23,16 @@ cudaError_t bench_launch_barriers(cudaStream_t s, int blocks, int syncs);
     }                                                                                        \
   } while (0)
 
+#define B_CUBLAS(call, fail)                                                                 \
+  do {                                                                                       \
+    cublasStatus_t b_st_ = (call);                                                           \
+    if (b_st_ != CUBLAS_STATUS_SUCCESS) {                                                    \
+      fprintf(stderr, "bench: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
+              cublasGetStatusString(b_st_));                                                 \
+      fail;                                                                                  \
+    }                                                                                        \
+  } while (0)
+
 typedef struct {
   cudaStream_t s;
   cudaEvent_t ev[SEG_COUNT + 1];
@@ -147,17 +157,18 @@ double bench_cuda_bandwidth(kern_backend *be) {
   void *a = NULL, *b = NULL;
   cudaEvent_t e0 = NULL, e1 = NULL;
   double v[10], bw = -1.0;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) goto out;
-  cudaMemsetAsync(a, 0x3c, bytes, s);
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
+  B_CUDA(cudaMalloc(&a, bytes), goto out);
+  B_CUDA(cudaMalloc(&b, bytes), goto out);
+  B_CUDA(cudaMemsetAsync(a, 0x3c, bytes, s), goto out);
+  B_CUDA(cudaEventCreate(&e0), goto out);
+  B_CUDA(cudaEventCreate(&e1), goto out);
   for (int r = -2; r < 10; r++) {
     float ms = 0.0f;
-    cudaEventRecord(e0, s);
-    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s);
-    cudaEventRecord(e1, s);
+    B_CUDA(cudaEventRecord(e0, s), goto out);
+    B_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), goto out);
+    B_CUDA(cudaEventRecord(e1, s), goto out);
     B_CUDA(cudaEventSynchronize(e1), goto out);
-    cudaEventElapsedTime(&ms, e0, e1);
+    B_CUDA(cudaEventElapsedTime(&ms, e0, e1), goto out);
     if (r >= 0) v[r] = 2.0 * (double)bytes / (1e-3 * ms);
   }
   bw = bench_median(v, 10);
@@ -180,29 +191,33 @@ double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math) 
   const float one = 1.0f, zero = 0.0f;
   const int B = (int)n->batch;
   const model_layout *L = &n->L;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return -1.0;
-  cublasSetStream(h, s);
-  if (cudaMalloc(&ws, (size_t)32 << 20) != cudaSuccess) goto out;
-  cublasSetWorkspace(h, ws, (size_t)32 << 20);
-  cublasSetMathMode(h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+  B_CUBLAS(cublasCreate(&h), return -1.0);
+  B_CUBLAS(cublasSetStream(h, s), goto out);
+  B_CUDA(cudaMalloc(&ws, (size_t)32 << 20), goto out);
+  B_CUBLAS(cublasSetWorkspace(h, ws, (size_t)32 << 20), goto out);
+  B_CUBLAS(cublasSetMathMode(h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                       : CUBLAS_DEFAULT_MATH), goto out);
   B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), goto out);
-  for (int k = 0; k < MODEL_LAYERS; k++) {
+  int gemm_ok = 1; /* a failed GEMM still ends the capture below */
+  for (int k = 0; k < MODEL_LAYERS && gemm_ok; k++) {
     const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
     const float *w = n->params + L->tensors[2 * k].offset;
-    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i, &zero,
-                n->w.act[k + 1], o);
+    B_CUBLAS(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i, &zero,
+                         n->w.act[k + 1], o), gemm_ok = 0);
   }
-  for (int k = MODEL_LAYERS - 1; k >= 0; k--) {
+  for (int k = MODEL_LAYERS - 1; k >= 0 && gemm_ok; k--) {
     const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
     const float *w = n->params + L->tensors[2 * k].offset;
-    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o, n->w.act[k], i,
-                &one, n->grads + L->tensors[2 * k].offset, o);
-    if (k > 0) {
-      cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o, n->w.dact[k + 1], o, &zero,
-                  n->w.dact[k], i);
+    B_CUBLAS(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o,
+                         n->w.act[k], i, &one, n->grads + L->tensors[2 * k].offset, o),
+             gemm_ok = 0);
+    if (k > 0 && gemm_ok) {
+      B_CUBLAS(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o, n->w.dact[k + 1], o,
+                           &zero, n->w.dact[k], i), gemm_ok = 0);
     }
   }
   B_CUDA(cudaStreamEndCapture(s, &g), goto out);
+  if (!gemm_ok) goto out;
   B_CUDA(cudaGraphInstantiate(&exec, g, 0), goto out);
   us = time_exec_us(exec, s, n->batch >= 1024 ? 20 : 200, 15);
 out:
@@ -216,9 +231,8 @@ out:
 void bench_cuda_device_name(char *out, size_t bytes) {
   int dev = 0, drv = 0;
   struct cudaDeviceProp p;
-  cudaGetDevice(&dev);
-  cudaDriverGetVersion(&drv);
-  if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDriverGetVersion(&drv) != cudaSuccess ||
+      cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
     snprintf(out, bytes, "unknown GPU");
     return;
   }

@@ -41,11 +41,14 @@ int kern_cuda_device_count(char *why, size_t why_bytes) {
 
 void kern_cuda_info(char *out, size_t out_bytes) {
   int rt = 0, drv = 0, nccl = 0, bmaj = 0, bmin = 0, bpatch = 0;
-  cudaRuntimeGetVersion(&rt);
+  /* a failed query reads as version 0 in the line, not as garbage */
+  if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
   if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
-  cublasGetProperty(MAJOR_VERSION, &bmaj);
-  cublasGetProperty(MINOR_VERSION, &bmin);
-  cublasGetProperty(PATCH_LEVEL, &bpatch);
+  if (cublasGetProperty(MAJOR_VERSION, &bmaj) != CUBLAS_STATUS_SUCCESS ||
+      cublasGetProperty(MINOR_VERSION, &bmin) != CUBLAS_STATUS_SUCCESS ||
+      cublasGetProperty(PATCH_LEVEL, &bpatch) != CUBLAS_STATUS_SUCCESS) {
+    bmaj = bmin = bpatch = 0;
+  }
   size_t dnn = cudnnGetVersion();
   if (ncclGetVersion(&nccl) != ncclSuccess) nccl = 0;
   char drv_s[32];
