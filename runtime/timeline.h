@@ -29,6 +29,9 @@ void timeline_span(timeline *tl, int tid, const char *name, double begin, double
 /* Ends the array, fsyncs and renames; frees tl. 0, or -1 with err set (a
  * write that failed on the way is reported here, naming the file). */
 int timeline_close(timeline *tl, char *err, size_t err_bytes);
+/* Writes out the spans held in memory (whole lines), for a rank that its
+ * job's abort is about to end. Safe while other threads still add spans. */
+void timeline_flush(timeline *tl);
 /* After a failed run: flushes what was written, keeps the .part, frees tl. */
 void timeline_free(timeline *tl);
 

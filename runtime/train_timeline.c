@@ -75,6 +75,8 @@ void train_tl_epoch_end(trainer *t, const char *name, double begin, int64_t epoc
   timeline_span(t->tl, TIMELINE_MAIN, name, begin, rec_mono(), args);
 }
 
+void train_timeline_flush(trainer *t) { timeline_flush(t->tl); }
+
 void train_timeline_abandon(trainer *t) {
   if (!t->tl) return;
   if (t->comm) coll_comm_set_trace(t->comm, NULL, NULL);

@@ -23,6 +23,9 @@ static inline double train_tl_epoch_begin(const trainer *t) { return t->tl ? rec
 void train_tl_epoch_end(trainer *t, const char *name, double begin, int64_t epoch);
 /* After the last epoch: the file is complete. 0, or -1 with t->err. */
 int train_timeline_finish(trainer *t);
+/* A failed run, before the job's abort ends this rank (trainer_free never
+ * comes): the spans so far go to the .part file. */
+void train_timeline_flush(trainer *t);
 /* A failed run: what was written stays in the .part file. */
 void train_timeline_abandon(trainer *t);
 

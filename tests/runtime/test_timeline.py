@@ -234,6 +234,30 @@ if os.path.exists(part):
     n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
     T.check(n == 20, f"the .part of the failed run: {n} steps read, want 20 ({s.stderr.strip()})")
 
+
+def part_lines(path):
+    """A .part's events, or None when it is cut inside a line."""
+    text = open(path).read() if os.path.exists(path) else ""
+    if not text.endswith("\n"):
+        return None
+    try:
+        return [json.loads(x.lstrip(",")) for x in text.splitlines()[1:] if x.strip(" ,")]
+    except ValueError:
+        return None
+
+
+# Several ranks: a failure ends the job by abort, not through trainer_free.
+p, logs5 = train("fail2", ["--epochs", "1", "--timeline-steps", "0", "--allreduce", "ring"],
+                 mpi=2, env={"TFDIST_FAULT_FAIL_RANK": "1", "TFDIST_FAULT_FAIL_STEP": "25"})
+T.check(p.returncode != 0, "2-rank failing run succeeded")
+for r in (0, 1):
+    got = part_lines(os.path.join(logs5, f"timeline-{r}.json.part"))
+    T.check(got is not None and len(spans(got, "step")) == 25,
+            f"2-rank failure: rank {r}'s .part: " +
+            ("cut inside a line" if got is None else f"{len(spans(got, 'step'))} steps, want 25"))
+s = T.run(["timeline", "summary", "--json", logs5])
+n = [x["steps"] for x in json.loads(s.stdout)["ranks"]] if s.returncode == 0 else []
+T.check(n == [25, 25], f"summary of a 2-rank failure: steps {n} ({s.stderr.strip()})")
 bad = os.path.join(d, "bad.json")
 
 
