@@ -47,9 +47,10 @@ static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
 }
 
 /* One line: '[', ']', or an event (after a ',' but the first). 1 on the
- * closing ']', 0 otherwise, -1 on error. */
-static int timeline_line(char *line, long no, const char *path, timeline_event_fn fn, void *ctx,
-                         char *err, size_t eb) {
+ * closing ']', 0 otherwise, -1 on error. cut: the file's last line, without
+ * its newline: a write cut short by a kill, skipped unless it is whole. */
+static int timeline_line(char *line, long no, const char *path, int cut, timeline_event_fn fn,
+                         void *ctx, char *err, size_t eb) {
   size_t len = strlen(line);
   while (len && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ')) {
     line[--len] = '\0';
@@ -64,6 +65,10 @@ static int timeline_line(char *line, long no, const char *path, timeline_event_f
     return *p == ']' ? 1 : 0;
   }
   cJSON *o = cJSON_Parse(p);
+  if (cut && !cJSON_IsObject(o)) {
+    cJSON_Delete(o);
+    return 0;
+  }
   timeline_event e;
   const char *bad = cJSON_IsObject(o) ? timeline_event_parse(o, &e) : NULL;
   int rc = 0;
@@ -90,14 +95,15 @@ int timeline_read(const char *path, timeline_event_fn fn, void *ctx, char *err, 
   size_t cap = 0;
   long no = 0;
   int rc = 0, ended = 0;
-  while (rc == 0 && getline(&line, &cap, f) >= 0) {
+  ssize_t got;
+  while (rc == 0 && (got = getline(&line, &cap, f)) > 0) {
     no++;
     if (ended) {
       snprintf(err, err_bytes, "%s:%ld: data after the closing ']'", path, no);
       rc = -1;
       break;
     }
-    int r = timeline_line(line, no, path, fn, ctx, err, err_bytes);
+    int r = timeline_line(line, no, path, line[got - 1] != '\n', fn, ctx, err, err_bytes);
     if (r < 0) rc = -1;
     if (r > 0) ended = 1;
   }

@@ -1,5 +1,6 @@
 /* Reading the timelines that --timeline writes (runtime/timeline.h): one
- * event per line, '[' first, ']' last (missing in a dead run's .part). For
+ * event per line, '[' first, ']' last (missing in a dead run's .part, whose
+ * last line a kill may have cut: that line is skipped). For
  * `tfdist timeline merge` and `tfdist timeline summary`. */
 #ifndef TFDIST_RUNTIME_TIMELINE_READ_H
 #define TFDIST_RUNTIME_TIMELINE_READ_H

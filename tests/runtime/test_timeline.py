@@ -275,6 +275,16 @@ bad_case('[\n,{"name":"step","ph":"X","ts":"a","dur":3,"pid":0,"tid":0}\n]\n', "
 bad_case('[\n{"name":"step",\n]\n', ":2: not a JSON object")
 bad_case('[\n]\n{"name":"step"}\n', ":3: data after")
 bad_case("", "empty file")
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0}\n]\n{"name":"st', ":4: data after")
+
+# A rank killed inside a write(2) leaves its last line cut: the complete ones count.
+cut = os.path.join(d, "cut", "timeline-0.json.part")
+os.makedirs(os.path.dirname(cut))
+ok_line = '{"name":"step","ph":"X","ts":%d,"dur":3,"pid":0,"tid":0}'
+open(cut, "w").write("[\n" + "\n,".join(ok_line % i for i in range(3)) + '\n,{"name":"step","ph":"X","ts":9')
+s = T.run(["timeline", "summary", "--json", os.path.dirname(cut)])
+n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
+T.check(n == 3, f"a .part cut inside its last line: {n} steps, want 3 ({s.stderr.strip()})")
 for args, want in ((["timeline", "merge", logs2], "--out"),
                    (["timeline", "summary"], "give a timeline"),
                    (["timeline", "frob", logs2], "unknown subcommand"),
