@@ -12,6 +12,10 @@
 static const char *const summary_epoch_spans[] = {"epoch steps", "device sync", "epoch metrics",
                                                   "evaluate", "checkpoint"};
 
+/* The tid of a reduction's series: the collective thread runs one, or a
+ * main thread waiting for it (coll_progress_wait); both are one row. */
+#define SUMMARY_ANY_TID (-1)
+
 typedef struct {
   char name[64];
   int tid;
@@ -87,6 +91,12 @@ static int summary_ivl_add(summary_ivls *l, double a, double b) {
   return 0;
 }
 
+/* An allreduce as it ran ("allreduce dense", "allreduce all layers"), not
+ * the main thread's wait for them. */
+static int summary_is_reduction(const char *name) {
+  return !strncmp(name, "allreduce ", 10) && strcmp(name, "allreduce wait") != 0;
+}
+
 static int summary_event(void *ctx, const timeline_event *e, const char *line) {
   (void)line;
   summary_all *a = ctx;
@@ -96,11 +106,11 @@ static int summary_event(void *ctx, const timeline_event *e, const char *line) {
     if (!strcmp(e->name, "process_name")) snprintf(r->proc, sizeof r->proc, "%s", e->meta);
     return 0;
   }
-  summary_series *s = summary_series_get(r, e->name, e->tid);
+  const int reduce = summary_is_reduction(e->name);
+  summary_series *s = summary_series_get(r, e->name, reduce ? SUMMARY_ANY_TID : e->tid);
   if (!s || summary_grow((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v) != 0) goto oom;
   s->v[s->n++] = e->dur;
   s->queued += e->queued_us;
-  const int reduce = !strncmp(e->name, "allreduce ", 10) && e->tid != 0;
   const int backward = !strncmp(e->name, "backward ", 9) && e->tid == 0;
   if ((reduce || backward) &&
       summary_ivl_add(reduce ? &r->reduce : &r->backward, e->ts, e->ts + e->dur) != 0) {
@@ -191,7 +201,7 @@ static const summary_series *summary_find(const summary_rank *r, const char *nam
 /* The wait for the others each step: the reduction, or the ps exchange. */
 static const summary_series *summary_wait(const summary_rank *r) {
   const summary_series *w = summary_find(r, "allreduce wait", 0);
-  if (!w) w = summary_find(r, "allreduce all layers", 0);
+  if (!w) w = summary_find(r, "allreduce all layers", SUMMARY_ANY_TID);
   return w ? w : summary_find(r, "ps push and pull", 0);
 }
 
@@ -234,7 +244,7 @@ static cJSON *summary_rank_json(summary_rank *r) {
     else if (summary_is_epoch_span(s->name)) summary_add_series(epochs, s, 0);
     else summary_add_series(phases, s, step_total);
   }
-  const double hidden = summary_hidden(r); /* NaN: no reduction on the collective thread */
+  const double hidden = summary_hidden(r); /* NaN: no reduction */
   cJSON_AddItemToObject(o, "allreduce_hidden_by_backward",
                         isnan(hidden) ? cJSON_CreateNull() : cJSON_CreateNumber(hidden));
   return o;

@@ -136,9 +136,14 @@ def pct(v, q):
     return v[max(int(np.ceil(q * len(v))) - 1, 0)]
 
 
+def reduction(e):
+    """An allreduce as it ran, on the collective thread or on a waiting main thread."""
+    return e["name"].startswith("allreduce ") and e["name"] != "allreduce wait"
+
+
 def hidden(ev):
     bw = [(e["ts"], end(e)) for e in spans(ev, tid=0) if e["name"].startswith("backward ")]
-    red = [(e["ts"], end(e)) for e in spans(ev, tid=1) if e["name"].startswith("allreduce ")]
+    red = [(e["ts"], end(e)) for e in spans(ev) if reduction(e)]
     tot = sum(b - a for a, b in red)
     hid = sum(max(0.0, min(b, y) - max(a, x)) for a, b in red for x, y in bw)
     return hid / tot if tot else None
@@ -159,7 +164,7 @@ def groups(ev):
     """Our own split of the spans into the summary's three lists, by name."""
     g = {"phases": {}, "allreduce": {}, "epoch_spans": {}}
     for e in spans(ev):
-        key = ("allreduce" if e["tid"] != 0 else
+        key = ("allreduce" if e["tid"] != 0 or reduction(e) else
                "epoch_spans" if e["name"] in EPOCH_SPANS else "phases")
         g[key].setdefault(e["name"], []).append(e)
     return g
@@ -205,6 +210,22 @@ for r, ws in enumerate(([1.0, 9, 9, 9], [5.0, 5, 5, 5], [7.0, 2, 2, 2])):
 s = T.run(["timeline", "summary", "--json", syn])
 got = [g["last_to_reduce_share"] for g in json.loads(s.stdout)["ranks"]] if s.returncode == 0 else []
 T.check(got == [0.25, 0.0, 0.75], f"synthetic straggler: {got} {s.stderr.strip()}")
+
+# a reduction the waiting main thread ran is still a reduction, and not hidden
+syn2 = os.path.join(d, "syn2.json")
+with open(syn2, "w") as f:
+    f.write("[\n" + "\n,".join(json.dumps(dict(name=nm, ph="X", ts=ts, dur=du, pid=0, tid=tid, **(
+        {"args": {"queued_us": q}} if q is not None else {}))) for nm, ts, du, tid, q in (
+        ("step", 0, 100, 0, None), ("backward dense", 10, 20, 0, None),
+        ("allreduce dense_2", 20, 20, 1, 5.0), ("allreduce wait", 40, 40, 0, None),
+        ("allreduce dense", 50, 20, 0, 30.0))) + "\n]\n")
+s = T.run(["timeline", "summary", "--json", syn2])
+r0 = json.loads(s.stdout)["ranks"][0] if s.returncode == 0 else {}
+T.check(sorted((x["name"], x["count"], x.get("mean_queued_us")) for x in r0.get("allreduce", []))
+        == [("allreduce dense", 1, 30.0), ("allreduce dense_2", 1, 5.0)] and
+        sorted(x["name"] for x in r0.get("phases", [])) == ["allreduce wait", "backward dense", "step"]
+        and r0.get("allreduce_hidden_by_backward") == 0.25,
+        f"a reduction run by the waiting main thread: {r0}")
 
 s = T.run(["timeline", "summary", "--json", os.path.join(d, "one", "logs", "timeline-0.json")])
 r0 = json.loads(s.stdout)["ranks"][0] if s.returncode == 0 else {}
