@@ -17,7 +17,7 @@ static const char *const summary_epoch_spans[] = {"epoch steps", "device sync", 
 #define SUMMARY_ANY_TID (-1)
 
 typedef struct {
-  char name[64];
+  char *name; /* owned; any length, so a long name is still one row */
   int tid;
   double *v; /* durations, us */
   size_t n, cap;
@@ -78,9 +78,11 @@ static summary_series *summary_series_get(summary_rank *r, const char *name, int
   size_t cap = (size_t)r->cap;
   if (summary_grow((void **)&r->s, &cap, (size_t)r->ns + 1, sizeof *r->s) != 0) return NULL;
   r->cap = (int)cap;
-  summary_series *s = &r->s[r->ns++];
+  summary_series *s = &r->s[r->ns];
   memset(s, 0, sizeof *s);
-  snprintf(s->name, sizeof s->name, "%s", name);
+  s->name = strdup(name);
+  if (!s->name) return NULL;
+  r->ns++;
   s->tid = tid;
   return s;
 }
@@ -252,7 +254,10 @@ static cJSON *summary_rank_json(summary_rank *r) {
 
 static void summary_free(summary_all *a) {
   for (int i = 0; i < a->nr; i++) {
-    for (int k = 0; k < a->r[i].ns; k++) free(a->r[i].s[k].v);
+    for (int k = 0; k < a->r[i].ns; k++) {
+      free(a->r[i].s[k].name);
+      free(a->r[i].s[k].v);
+    }
     free(a->r[i].s);
     free(a->r[i].backward.v);
     free(a->r[i].reduce.v);

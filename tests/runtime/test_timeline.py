@@ -227,6 +227,17 @@ T.check(sorted((x["name"], x["count"], x.get("mean_queued_us")) for x in r0.get(
         and r0.get("allreduce_hidden_by_backward") == 0.25,
         f"a reduction run by the waiting main thread: {r0}")
 
+# names of any length: one row per name (a 63-byte copy made one row per span)
+long_name = os.path.join(d, "long.json")
+names = ["phase " + "x" * 90 + c for c in "ab"]
+with open(long_name, "w") as f:
+    f.write("[\n" + "\n,".join(json.dumps({"name": names[i % 2], "ph": "X", "ts": i, "dur": 1 + i % 2,
+                                            "pid": 0, "tid": 0}) for i in range(40)) + "\n]\n")
+s = T.run(["timeline", "summary", "--json", long_name])
+rows = json.loads(s.stdout)["ranks"][0]["phases"] if s.returncode == 0 else []
+T.check(sorted((x["name"], x["count"], x["mean_us"]) for x in rows) == [(names[0], 20, 1), (names[1], 20, 2)],
+        f"long span names: {len(rows)} rows {[(x['name'][-3:], x['count']) for x in rows[:4]]}")
+
 s = T.run(["timeline", "summary", "--json", os.path.join(d, "one", "logs", "timeline-0.json")])
 r0 = json.loads(s.stdout)["ranks"][0] if s.returncode == 0 else {}
 T.check(r0.get("allreduce_hidden_by_backward", 0) is None and
