@@ -35,6 +35,7 @@ typedef struct {
 
 typedef struct {
   int pid;
+  const char *file; /* the one file this rank's events come from */
   char proc[256];
   summary_series *s;
   int ns, cap;
@@ -60,14 +61,26 @@ static int summary_grow(void **p, size_t *cap, size_t need, size_t size) {
   return 0;
 }
 
+/* NULL with a->err set: out of memory, or the rank is also in an earlier
+ * file (two runs' timelines, or a rank file and a merged trace). */
 static summary_rank *summary_rank_get(summary_all *a, int pid) {
-  for (int i = 0; i < a->nr; i++) if (a->r[i].pid == pid) return &a->r[i];
+  for (int i = 0; i < a->nr; i++) {
+    if (a->r[i].pid != pid) continue;
+    if (a->r[i].file == a->path) return &a->r[i];
+    snprintf(a->err, a->eb, "%s: rank %d is also in %s (timelines of two runs?)", a->path, pid,
+             a->r[i].file);
+    return NULL;
+  }
   size_t cap = (size_t)a->cap;
-  if (summary_grow((void **)&a->r, &cap, (size_t)a->nr + 1, sizeof *a->r) != 0) return NULL;
+  if (summary_grow((void **)&a->r, &cap, (size_t)a->nr + 1, sizeof *a->r) != 0) {
+    snprintf(a->err, a->eb, "%s: out of memory", a->path);
+    return NULL;
+  }
   a->cap = (int)cap;
   summary_rank *r = &a->r[a->nr++];
   memset(r, 0, sizeof *r);
   r->pid = pid;
+  r->file = a->path;
   return r;
 }
 
@@ -103,7 +116,7 @@ static int summary_event(void *ctx, const timeline_event *e, const char *line) {
   (void)line;
   summary_all *a = ctx;
   summary_rank *r = summary_rank_get(a, e->pid);
-  if (!r) goto oom;
+  if (!r) return -1;
   if (e->ph == 'M') {
     if (!strcmp(e->name, "process_name")) snprintf(r->proc, sizeof r->proc, "%s", e->meta);
     return 0;

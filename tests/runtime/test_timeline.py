@@ -322,6 +322,7 @@ for args, want in ((["timeline", "merge", logs2], "--out"),
                    (["timeline", "frob", logs2], "unknown subcommand"),
                    (["timeline", "summary", os.path.join(d, "data")], "no timeline-<rank>.json"),
                    (["timeline", "merge", "--out", merged, logs2, merged], "rank 0 is also in"),
+                   (["timeline", "summary", logs2, merged], "rank 0 is also in"),
                    (["train", "--timeline=maybe"], "--timeline")):
     r = T.run(args)
     line = r.stderr.strip()
