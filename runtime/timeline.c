@@ -81,6 +81,13 @@ int timeline_open(timeline **out, const char *path, int pid, const char *process
   }
   snprintf(tl->path, sizeof tl->path, "%s", path);
   snprintf(tl->part, sizeof tl->part, "%s.part", path);
+  /* An earlier run's trace would be read in place of this run's .part if
+   * this one dies (a .json wins over a .part); it is replaced at close anyway. */
+  if (unlink(tl->path) != 0 && errno != ENOENT) {
+    snprintf(err, err_bytes, "%.4200s: %s", tl->path, strerror(errno));
+    free(tl);
+    return -1;
+  }
   tl->buf = malloc(TIMELINE_BUF_BYTES);
   tl->f = tl->buf ? fopen(tl->part, "w") : NULL;
   if (!tl->f) {

@@ -4,7 +4,8 @@
  * puts every rank's file into one trace (pid = rank).
  *
  * Spans are written as they end, one event per line, to <path>.part; close
- * fsyncs it and renames it to <path>. A run that dies leaves the .part,
+ * fsyncs it and renames it to <path> (an earlier run's <path> is removed at
+ * open, so it never stands for this run). A run that dies leaves the .part,
  * which the viewers still read (the closing ']' is optional in that form).
  * Safe to call from several threads. */
 #ifndef TFDIST_RUNTIME_TIMELINE_H

@@ -266,6 +266,17 @@ if os.path.exists(part):
     n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
     T.check(n == 20, f"the .part of the failed run: {n} steps read, want 20 ({s.stderr.strip()})")
 
+# A run that dies where an earlier one finished: the folder must not offer
+# the earlier run's complete trace in place of this run's .part.
+p, logs6 = train("rerun", ["--epochs", "1", "--timeline-steps", "6"])
+T.check(p.returncode == 0, f"first run: {p.stderr.strip()}")
+p, _ = train("rerun", ["--epochs", "1", "--timeline-steps", "0"],
+             env={"TFDIST_FAULT_FAIL_RANK": "0", "TFDIST_FAULT_FAIL_STEP": "4"})
+s = T.run(["timeline", "summary", "--json", logs6])
+n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
+T.check(p.returncode != 0 and n == 4 and not os.path.exists(os.path.join(logs6, "timeline-0.json")),
+        f"a failed rerun: summary read {n} steps, want its own 4 ({s.stderr.strip()})")
+
 
 def part_lines(path):
     """A .part's events, or None when it is cut inside a line."""
