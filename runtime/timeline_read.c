@@ -255,7 +255,23 @@ static int timeline_merge_event(void *ctx, const timeline_event *e, const char *
   return 0;
 }
 
+/* Whether out is one of the inputs: the rename would replace a rank's trace
+ * with the merged one, and the folder would then hold every rank twice. */
+static int timeline_merge_over_input(const char *out, char **paths, int n, char *err,
+                                     size_t err_bytes) {
+  struct stat o, in;
+  if (stat(out, &o) != 0) return 0;
+  for (int i = 0; i < n; i++) {
+    if (stat(paths[i], &in) == 0 && in.st_dev == o.st_dev && in.st_ino == o.st_ino) {
+      snprintf(err, err_bytes, "%s: --out names one of the timelines to merge", out);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int timeline_merge(const char *out, char **paths, int n, char *err, size_t err_bytes) {
+  if (timeline_merge_over_input(out, paths, n, err, err_bytes)) return -1;
   char tmp[4300];
   fs_tmp_path(tmp, sizeof tmp, out);
   timeline_merger m = {.err = err, .eb = err_bytes};

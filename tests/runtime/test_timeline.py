@@ -14,6 +14,7 @@
   one line naming the file, line and field."""
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -254,6 +255,15 @@ if m.returncode == 0:
     T.check(len(mev) == len(ranks[0]) + len(ranks[1]), "merge lost or added events")
     T.check(sorted({e["pid"] for e in mev}) == [0, 1], "merge: pids")
 
+# --out naming one of the inputs: refused, the input kept
+over = os.path.join(d, "over")
+shutil.copytree(logs2, over)
+before = open(os.path.join(over, "timeline-0.json")).read()
+m = T.run(["timeline", "merge", "--out", os.path.join(over, "timeline-0.json"), over])
+T.check(m.returncode == 2 and "\n" not in m.stderr.strip() and "timeline-0.json" in m.stderr and
+        open(os.path.join(over, "timeline-0.json")).read() == before,
+        f"merge over its input: rc {m.returncode}: {m.stderr.strip()}")
+
 # ---- a failing run, and bad input ----
 p, logs4 = train("fail", ["--epochs", "1", "--timeline-steps", "0"],
                  env={"TFDIST_FAULT_FAIL_RANK": "0", "TFDIST_FAULT_FAIL_STEP": "20"})
@@ -332,7 +342,7 @@ for args, want in ((["timeline", "merge", logs2], "--out"),
                    (["timeline", "summary"], "give a timeline"),
                    (["timeline", "frob", logs2], "unknown subcommand"),
                    (["timeline", "summary", os.path.join(d, "data")], "no timeline-<rank>.json"),
-                   (["timeline", "merge", "--out", merged, logs2, merged], "rank 0 is also in"),
+                   (["timeline", "merge", "--out", merged + "2", logs2, merged], "rank 0 is also in"),
                    (["timeline", "summary", logs2, merged], "rank 0 is also in"),
                    (["train", "--timeline=maybe"], "--timeline")):
     r = T.run(args)
