@@ -12,6 +12,10 @@
 
 #include "runtime/fsutil.h"
 
+/* The writer's events are under 1 KiB; cJSON takes ~40x a line's size, so a
+ * corrupt file's giant line is refused rather than parsed. */
+#define TIMELINE_LINE_MAX (1 << 20)
+
 /* Fills e from one event object; "" when it is fine, else the bad field. */
 static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   const cJSON *ph = cJSON_GetObjectItemCaseSensitive(o, "ph");
@@ -100,6 +104,12 @@ int timeline_read(const char *path, timeline_event_fn fn, void *ctx, char *err, 
     no++;
     if (ended) {
       snprintf(err, err_bytes, "%s:%ld: data after the closing ']'", path, no);
+      rc = -1;
+      break;
+    }
+    if (got > TIMELINE_LINE_MAX) {
+      snprintf(err, err_bytes, "%s:%ld: line longer than %d bytes (not a timeline event)", path,
+               no, TIMELINE_LINE_MAX);
       rc = -1;
       break;
     }

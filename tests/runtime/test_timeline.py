@@ -328,6 +328,9 @@ bad_case('[\n,{"name":"step","ph":"X","ts":"a","dur":3,"pid":0,"tid":0}\n]\n', "
 bad_case('[\n{"name":"step",\n]\n', ":2: not a JSON object")
 bad_case('[\n]\n{"name":"step"}\n', ":3: data after")
 bad_case("", "empty file")
+# one event is under 1 KiB: a 2 MiB line is no event (parsed, it took 40x its size)
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0,"args":{"x":"' + "y" * (2 << 20)
+         + '"}}\n]\n', ":2: line longer than")
 bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0}\n]\n{"name":"st', ":4: data after")
 
 # A rank killed inside a write(2) leaves its last line cut: the complete ones count.
