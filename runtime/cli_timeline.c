@@ -124,6 +124,12 @@ int cli_timeline(int argc, char **argv) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
+  const int merge = !strcmp(verb, "merge");
+  if ((merge && o.json) || (!merge && o.out[0])) { /* not silently ignored */
+    fprintf(stderr, "tfdist: error: timeline %s: %s\n", verb,
+            merge ? "--json is summary's flag" : "--out is merge's flag (summary prints)");
+    return CLI_USAGE;
+  }
   if (nargs == 0 || (!strcmp(verb, "merge") && !o.out[0])) {
     fprintf(stderr, "tfdist: error: timeline %s: %s\n", verb,
             nargs == 0 ? "give a timeline file or a logs folder" : "--out: required");

@@ -347,9 +347,12 @@ for args, want in ((["timeline", "merge", logs2], "--out"),
                    (["timeline", "summary", os.path.join(d, "data")], "no timeline-<rank>.json"),
                    (["timeline", "merge", "--out", merged + "2", logs2, merged], "rank 0 is also in"),
                    (["timeline", "summary", logs2, merged], "rank 0 is also in"),
+                   (["timeline", "summary", "--out", merged + "3", logs2], "--out"),
+                   (["timeline", "merge", "--json", "--out", merged + "3", logs2], "--json"),
                    (["train", "--timeline=maybe"], "--timeline")):
     r = T.run(args)
     line = r.stderr.strip()
     T.check(r.returncode == 2 and "\n" not in line and want in line,
             f"{' '.join(args[:2])}: rc {r.returncode}: {line}")
+T.check(not os.path.exists(merged + "3"), "a flag of the other subcommand was ignored")
 T.done()
