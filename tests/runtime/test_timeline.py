@@ -355,4 +355,14 @@ for args, want in ((["timeline", "merge", logs2], "--out"),
     T.check(r.returncode == 2 and "\n" not in line and want in line,
             f"{' '.join(args[:2])}: rc {r.returncode}: {line}")
 T.check(not os.path.exists(merged + "3"), "a flag of the other subcommand was ignored")
+
+# a big job's files, one argument each (a shell glob), not only its folder
+many = os.path.join(d, "many")
+os.makedirs(many)
+for r in range(300):
+    with open(os.path.join(many, f"timeline-{r}.json"), "w") as f:
+        f.write('[\n{"name":"step","ph":"X","ts":1,"dur":2,"pid":%d,"tid":0}\n]\n' % r)
+s = T.run(["timeline", "summary", "--json"] + [os.path.join(many, f"timeline-{r}.json") for r in range(300)])
+n = len(json.loads(s.stdout)["ranks"]) if s.returncode == 0 else 0
+T.check(n == 300, f"summary of 300 files: {n} ranks ({s.stderr.strip()})")
 T.done()
