@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,14 @@
  * corrupt file's giant line is refused rather than parsed. */
 #define TIMELINE_LINE_MAX (1 << 20)
 
-/* Fills e from one event object; "" when it is fine, else the bad field. */
+/* A pid or tid: a whole number in [0, 1e6]. */
+static int timeline_id_ok(const cJSON *v) {
+  return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 1e6 &&
+         v->valuedouble == floor(v->valuedouble);
+}
+
+/* Fills e from one event object; "" when it is fine, else the bad field.
+ * Numbers are finite: 1e999 parses as inf, and would print as null. */
 static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   const cJSON *ph = cJSON_GetObjectItemCaseSensitive(o, "ph");
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
@@ -24,8 +32,8 @@ static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   const cJSON *tid = cJSON_GetObjectItemCaseSensitive(o, "tid");
   if (!cJSON_IsString(ph) || strlen(ph->valuestring) != 1) return "ph";
   if (!cJSON_IsString(name)) return "name";
-  if (!cJSON_IsNumber(pid) || pid->valuedouble < 0 || pid->valuedouble > 1e6) return "pid";
-  if (!cJSON_IsNumber(tid) || tid->valuedouble < 0 || tid->valuedouble > 1e6) return "tid";
+  if (!timeline_id_ok(pid)) return "pid";
+  if (!timeline_id_ok(tid)) return "tid";
   memset(e, 0, sizeof *e);
   e->ph = ph->valuestring[0];
   e->name = name->valuestring;
@@ -41,11 +49,12 @@ static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   if (e->ph != 'X') return "ph";
   const cJSON *ts = cJSON_GetObjectItemCaseSensitive(o, "ts");
   const cJSON *dur = cJSON_GetObjectItemCaseSensitive(o, "dur");
-  if (!cJSON_IsNumber(ts)) return "ts";
-  if (!cJSON_IsNumber(dur) || dur->valuedouble < 0) return "dur";
+  if (!cJSON_IsNumber(ts) || !isfinite(ts->valuedouble)) return "ts";
+  if (!cJSON_IsNumber(dur) || !(dur->valuedouble >= 0) || !isfinite(dur->valuedouble)) return "dur";
   e->ts = ts->valuedouble;
   e->dur = dur->valuedouble;
   const cJSON *q = cJSON_GetObjectItemCaseSensitive(args, "queued_us");
+  if (cJSON_IsNumber(q) && !isfinite(q->valuedouble)) return "args.queued_us";
   if (cJSON_IsNumber(q)) e->queued_us = q->valuedouble;
   return "";
 }

@@ -328,6 +328,11 @@ bad_case('[\n,{"name":"step","ph":"X","ts":"a","dur":3,"pid":0,"tid":0}\n]\n', "
 bad_case('[\n{"name":"step",\n]\n', ":2: not a JSON object")
 bad_case('[\n]\n{"name":"step"}\n', ":3: data after")
 bad_case("", "empty file")
+ev_line = '[\n{"name":"step","ph":"X","ts":%s,"dur":%s,"pid":%s,"tid":0%s}\n]\n'
+bad_case(ev_line % ("1e999", "3", "0", ""), ":2: field 'ts'")  # inf: no time at all
+bad_case(ev_line % ("1", "1e999", "0", ""), ":2: field 'dur'")
+bad_case(ev_line % ("1", "3", "2.5", ""), ":2: field 'pid'")  # a rank is a whole number
+bad_case(ev_line % ("1", "3", "0", ',"args":{"queued_us":-1e999}'), ":2: field 'args.queued_us'")
 # one event is under 1 KiB: a 2 MiB line is no event (parsed, it took 40x its size)
 bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0,"args":{"x":"' + "y" * (2 << 20)
          + '"}}\n]\n', ":2: line longer than")
