@@ -14,7 +14,10 @@
   one line naming the file, line and field."""
 import json
 import os
+import resource
 import shutil
+import signal
+import subprocess
 
 import numpy as np
 
@@ -286,6 +289,26 @@ s = T.run(["timeline", "summary", "--json", logs6])
 n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
 T.check(p.returncode != 0 and n == 4 and not os.path.exists(os.path.join(logs6, "timeline-0.json")),
         f"a failed rerun: summary read {n} steps, want its own 4 ({s.stderr.strip()})")
+
+
+# The logs' disk fills up (a file size limit here): the trace is lost, not
+# the trained model nor the run's record.
+def small_files():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60 << 10, 60 << 10))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+
+
+full = os.path.join(d, "full")
+p = subprocess.run([T.TFDIST, "train", "--data-folder", data, "--outputs", os.path.join(full, "out"),
+                    "--logs", os.path.join(full, "logs"), "--batch-size", "10",
+                    "--first-layer-neurons", "4", "--second-layer-neurons", "4", "--epochs", "2",
+                    "--progress", "off", "--timeline", "on", "--timeline-steps", "0"],
+                   preexec_fn=small_files, capture_output=True, text=True, timeout=300)
+status = json.load(open(os.path.join(full, "out", "run.json"))).get("status")
+T.check(p.returncode == 0 and status == "Completed" and
+        os.path.exists(os.path.join(full, "out", "model", "model.h5")) and
+        "timeline-0.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+        f"timeline write failure: rc {p.returncode}, run {status}: {p.stderr.strip()}")
 
 
 def part_lines(path):
