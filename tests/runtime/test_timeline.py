@@ -326,14 +326,18 @@ def part_lines(path):
 p, logs5 = train("fail2", ["--epochs", "1", "--timeline-steps", "0", "--allreduce", "ring"],
                  mpi=2, env={"TFDIST_FAULT_FAIL_RANK": "1", "TFDIST_FAULT_FAIL_STEP": "25"})
 T.check(p.returncode != 0, "2-rank failing run succeeded")
+# rank 1 fails before its step 25; rank 0 may hear of it while its step 24's
+# reduction still waits for bytes in flight, and fail inside that step
+want_steps = ((24, 25), (25,))
 for r in (0, 1):
     got = part_lines(os.path.join(logs5, f"timeline-{r}.json.part"))
-    T.check(got is not None and len(spans(got, "step")) == 25,
+    T.check(got is not None and len(spans(got, "step")) in want_steps[r],
             f"2-rank failure: rank {r}'s .part: " +
             ("cut inside a line" if got is None else f"{len(spans(got, 'step'))} steps, want 25"))
 s = T.run(["timeline", "summary", "--json", logs5])
 n = [x["steps"] for x in json.loads(s.stdout)["ranks"]] if s.returncode == 0 else []
-T.check(n == [25, 25], f"summary of a 2-rank failure: steps {n} ({s.stderr.strip()})")
+T.check(len(n) == 2 and n[0] in want_steps[0] and n[1] == 25,
+        f"summary of a 2-rank failure: steps {n} ({s.stderr.strip()})")
 bad = os.path.join(d, "bad.json")
 
 
