@@ -77,7 +77,7 @@ static int timeline_line(char *line, long no, const char *path, int cut, timelin
     }
     return *p == ']' ? 1 : 0;
   }
-  cJSON *o = cJSON_Parse(p);
+  cJSON *o = cJSON_ParseWithOpts(p, NULL, 1); /* 1: nothing may follow (merge copies the line) */
   if (cut && !cJSON_IsObject(o)) {
     cJSON_Delete(o);
     return 0;

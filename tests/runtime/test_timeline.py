@@ -353,6 +353,9 @@ bad_case('{"x": 1}\n', ":1: not a timeline")
 bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":-3,"pid":0,"tid":0}\n]\n', ":2: field 'dur'")
 bad_case('[\n,{"name":"step","ph":"X","ts":"a","dur":3,"pid":0,"tid":0}\n]\n', ":2: field 'ts'")
 bad_case('[\n{"name":"step",\n]\n', ":2: not a JSON object")
+# text after the object: merge copied the line, and wrote a trace that is not JSON
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0}},{"x":1}\n]\n',
+         ":2: not a JSON object")
 bad_case('[\n]\n{"name":"step"}\n', ":3: data after")
 bad_case("", "empty file")
 ev_line = '[\n{"name":"step","ph":"X","ts":%s,"dur":%s,"pid":%s,"tid":0%s}\n]\n'
