@@ -8,8 +8,6 @@
 #include "runtime/options.h"
 #include "runtime/timeline_read.h"
 
-#define TIMELINE_MAX_ARGS 256
-
 typedef struct {
   char out[OPT_STR_BYTES];
   int json;
@@ -104,9 +102,8 @@ static int timeline_summary_run(const timeline_opts *o, char **paths, int n, cha
   return CLI_OK;
 }
 
-int cli_timeline(int argc, char **argv) {
+static int timeline_main(int argc, char **argv, const char **args) {
   timeline_opts o;
-  const char *args[TIMELINE_MAX_ARGS];
   int nargs = 0;
   char err[4400] = "";
   if (argc < 2 || opt_wants_help(argc - 1, argv + 1)) {
@@ -119,9 +116,15 @@ int cli_timeline(int argc, char **argv) {
     return CLI_USAGE;
   }
   if (opt_defaults(&timeline_options, &o, err, sizeof err) != 0 ||
-      opt_apply_argv(&timeline_options, &o, argc - 2, argv + 2, args, TIMELINE_MAX_ARGS, &nargs,
+      opt_apply_argv(&timeline_options, &o, argc - 2, argv + 2, args, argc, &nargs,
                      err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_USAGE;
+  }
+  const int merge = !strcmp(verb, "merge");
+  if ((merge && o.json) || (!merge && o.out[0])) { /* not silently ignored */
+    fprintf(stderr, "tfdist: error: timeline %s: %s\n", verb,
+            merge ? "--json is summary's flag" : "--out is merge's flag (summary prints)");
     return CLI_USAGE;
   }
   if (nargs == 0 || (!strcmp(verb, "merge") && !o.out[0])) {
@@ -137,5 +140,17 @@ int cli_timeline(int argc, char **argv) {
   }
   timeline_paths_free(paths, n);
   if (rc != CLI_OK) fprintf(stderr, "tfdist: error: %s\n", err);
+  return rc;
+}
+
+/* Room for every word as a PATH: a big job's files, globbed, are many. */
+int cli_timeline(int argc, char **argv) {
+  const char **args = calloc((size_t)argc + 1, sizeof *args);
+  if (!args) {
+    fprintf(stderr, "tfdist: error: timeline: out of memory\n");
+    return CLI_FAIL;
+  }
+  int rc = timeline_main(argc, argv, args);
+  free(args);
   return rc;
 }

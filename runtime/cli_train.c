@@ -12,6 +12,7 @@
 #include "runtime/train.h"
 #include "runtime/train_agree.h"
 #include "runtime/train_evaluator.h"
+#include "runtime/train_timeline.h"
 #include "runtime/train_ps.h"
 #include "tfdist_config.h"
 
@@ -256,6 +257,7 @@ int cli_train(int argc, char **argv) {
     run_cancel_uninstall();
   }
   if (!ok) {
+    train_timeline_flush(&t); /* with several ranks, the abort below ends us */
     if (w.rank == 0 && t.run.doc) {
       char ignored[256];
       snprintf(t.run.error, sizeof t.run.error, "%.511s", t.err);

@@ -4,14 +4,20 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "runtime/fsutil.h"
 
+/* Events wait here between writes: the hot loop must not write(2) per span,
+ * and a rank killed by its job's abort loses at most this much. */
+#define TIMELINE_BUF_BYTES (64 * 1024)
+
 struct timeline {
   FILE *f;
+  char *buf; /* f's buffer; it goes to the file in whole lines only */
   pthread_mutex_t mu;
   int pid;
   double t0;
@@ -37,8 +43,18 @@ static void timeline_escape(char *out, size_t n, const char *s) {
   out[o] = '\0';
 }
 
+/* The caller holds mu. A kill leaves the .part cut at a write: flushing
+ * before a line that would not fit keeps stdio from splitting it. */
+static void timeline_drain(timeline *tl, size_t next_bytes) {
+  if (__fpending(tl->f) + next_bytes > TIMELINE_BUF_BYTES && fflush(tl->f) != 0 &&
+      !tl->write_err) {
+    tl->write_err = errno ? errno : EIO;
+  }
+}
+
 /* One event line; the caller holds mu. */
 static void timeline_put(timeline *tl, const char *line) {
+  timeline_drain(tl, strlen(line) + 2);
   if (fprintf(tl->f, "%s%s\n", tl->events ? "," : "", line) < 0 && !tl->write_err) {
     tl->write_err = errno ? errno : EIO;
   }
@@ -65,13 +81,22 @@ int timeline_open(timeline **out, const char *path, int pid, const char *process
   }
   snprintf(tl->path, sizeof tl->path, "%s", path);
   snprintf(tl->part, sizeof tl->part, "%s.part", path);
-  tl->f = fopen(tl->part, "w");
-  if (!tl->f) {
-    snprintf(err, err_bytes, "%.4200s: %s", tl->part, strerror(errno));
+  /* An earlier run's trace would be read in place of this run's .part if
+   * this one dies (a .json wins over a .part); it is replaced at close anyway. */
+  if (unlink(tl->path) != 0 && errno != ENOENT) {
+    snprintf(err, err_bytes, "%.4200s: %s", tl->path, strerror(errno));
     free(tl);
     return -1;
   }
-  setvbuf(tl->f, NULL, _IOFBF, 1 << 20); /* spans are small; the hot loop must not write(2) */
+  tl->buf = malloc(TIMELINE_BUF_BYTES);
+  tl->f = tl->buf ? fopen(tl->part, "w") : NULL;
+  if (!tl->f) {
+    snprintf(err, err_bytes, "%.4200s: %s", tl->part, tl->buf ? strerror(errno) : "out of memory");
+    free(tl->buf);
+    free(tl);
+    return -1;
+  }
+  setvbuf(tl->f, tl->buf, _IOFBF, TIMELINE_BUF_BYTES); /* with NULL, glibc takes 4 KiB */
   pthread_mutex_init(&tl->mu, NULL);
   tl->pid = pid;
   tl->t0 = t0;
@@ -114,8 +139,16 @@ int timeline_close(timeline *tl, char *err, size_t err_bytes) {
     rc = -1;
   }
   pthread_mutex_destroy(&tl->mu);
+  free(tl->buf);
   free(tl);
   return rc;
+}
+
+void timeline_flush(timeline *tl) {
+  if (!tl) return;
+  pthread_mutex_lock(&tl->mu);
+  fflush(tl->f);
+  pthread_mutex_unlock(&tl->mu);
 }
 
 void timeline_free(timeline *tl) {
@@ -123,5 +156,6 @@ void timeline_free(timeline *tl) {
   fflush(tl->f);
   fclose(tl->f);
   pthread_mutex_destroy(&tl->mu);
+  free(tl->buf);
   free(tl);
 }

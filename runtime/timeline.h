@@ -4,7 +4,8 @@
  * puts every rank's file into one trace (pid = rank).
  *
  * Spans are written as they end, one event per line, to <path>.part; close
- * fsyncs it and renames it to <path>. A run that dies leaves the .part,
+ * fsyncs it and renames it to <path> (an earlier run's <path> is removed at
+ * open, so it never stands for this run). A run that dies leaves the .part,
  * which the viewers still read (the closing ']' is optional in that form).
  * Safe to call from several threads. */
 #ifndef TFDIST_RUNTIME_TIMELINE_H
@@ -29,6 +30,9 @@ void timeline_span(timeline *tl, int tid, const char *name, double begin, double
 /* Ends the array, fsyncs and renames; frees tl. 0, or -1 with err set (a
  * write that failed on the way is reported here, naming the file). */
 int timeline_close(timeline *tl, char *err, size_t err_bytes);
+/* Writes out the spans held in memory (whole lines), for a rank that its
+ * job's abort is about to end. Safe while other threads still add spans. */
+void timeline_flush(timeline *tl);
 /* After a failed run: flushes what was written, keeps the .part, frees tl. */
 void timeline_free(timeline *tl);
 

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,18 @@
 
 #include "runtime/fsutil.h"
 
-/* Fills e from one event object; "" when it is fine, else the bad field. */
+/* The writer's events are under 1 KiB; cJSON takes ~40x a line's size, so a
+ * corrupt file's giant line is refused rather than parsed. */
+#define TIMELINE_LINE_MAX (1 << 20)
+
+/* A pid or tid: a whole number in [0, 1e6]. */
+static int timeline_id_ok(const cJSON *v) {
+  return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 1e6 &&
+         v->valuedouble == floor(v->valuedouble);
+}
+
+/* Fills e from one event object; "" when it is fine, else the bad field.
+ * Numbers are finite: 1e999 parses as inf, and would print as null. */
 static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   const cJSON *ph = cJSON_GetObjectItemCaseSensitive(o, "ph");
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
@@ -20,8 +32,8 @@ static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   const cJSON *tid = cJSON_GetObjectItemCaseSensitive(o, "tid");
   if (!cJSON_IsString(ph) || strlen(ph->valuestring) != 1) return "ph";
   if (!cJSON_IsString(name)) return "name";
-  if (!cJSON_IsNumber(pid) || pid->valuedouble < 0 || pid->valuedouble > 1e6) return "pid";
-  if (!cJSON_IsNumber(tid) || tid->valuedouble < 0 || tid->valuedouble > 1e6) return "tid";
+  if (!timeline_id_ok(pid)) return "pid";
+  if (!timeline_id_ok(tid)) return "tid";
   memset(e, 0, sizeof *e);
   e->ph = ph->valuestring[0];
   e->name = name->valuestring;
@@ -37,19 +49,21 @@ static const char *timeline_event_parse(const cJSON *o, timeline_event *e) {
   if (e->ph != 'X') return "ph";
   const cJSON *ts = cJSON_GetObjectItemCaseSensitive(o, "ts");
   const cJSON *dur = cJSON_GetObjectItemCaseSensitive(o, "dur");
-  if (!cJSON_IsNumber(ts)) return "ts";
-  if (!cJSON_IsNumber(dur) || dur->valuedouble < 0) return "dur";
+  if (!cJSON_IsNumber(ts) || !isfinite(ts->valuedouble)) return "ts";
+  if (!cJSON_IsNumber(dur) || !(dur->valuedouble >= 0) || !isfinite(dur->valuedouble)) return "dur";
   e->ts = ts->valuedouble;
   e->dur = dur->valuedouble;
   const cJSON *q = cJSON_GetObjectItemCaseSensitive(args, "queued_us");
+  if (cJSON_IsNumber(q) && !isfinite(q->valuedouble)) return "args.queued_us";
   if (cJSON_IsNumber(q)) e->queued_us = q->valuedouble;
   return "";
 }
 
 /* One line: '[', ']', or an event (after a ',' but the first). 1 on the
- * closing ']', 0 otherwise, -1 on error. */
-static int timeline_line(char *line, long no, const char *path, timeline_event_fn fn, void *ctx,
-                         char *err, size_t eb) {
+ * closing ']', 0 otherwise, -1 on error. cut: the file's last line, without
+ * its newline: a write cut short by a kill, skipped unless it is whole. */
+static int timeline_line(char *line, long no, const char *path, int cut, timeline_event_fn fn,
+                         void *ctx, char *err, size_t eb) {
   size_t len = strlen(line);
   while (len && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ')) {
     line[--len] = '\0';
@@ -63,7 +77,11 @@ static int timeline_line(char *line, long no, const char *path, timeline_event_f
     }
     return *p == ']' ? 1 : 0;
   }
-  cJSON *o = cJSON_Parse(p);
+  cJSON *o = cJSON_ParseWithOpts(p, NULL, 1); /* 1: nothing may follow (merge copies the line) */
+  if (cut && !cJSON_IsObject(o)) {
+    cJSON_Delete(o);
+    return 0;
+  }
   timeline_event e;
   const char *bad = cJSON_IsObject(o) ? timeline_event_parse(o, &e) : NULL;
   int rc = 0;
@@ -90,14 +108,21 @@ int timeline_read(const char *path, timeline_event_fn fn, void *ctx, char *err, 
   size_t cap = 0;
   long no = 0;
   int rc = 0, ended = 0;
-  while (rc == 0 && getline(&line, &cap, f) >= 0) {
+  ssize_t got;
+  while (rc == 0 && (got = getline(&line, &cap, f)) > 0) {
     no++;
     if (ended) {
       snprintf(err, err_bytes, "%s:%ld: data after the closing ']'", path, no);
       rc = -1;
       break;
     }
-    int r = timeline_line(line, no, path, fn, ctx, err, err_bytes);
+    if (got > TIMELINE_LINE_MAX) {
+      snprintf(err, err_bytes, "%s:%ld: line longer than %d bytes (not a timeline event)", path,
+               no, TIMELINE_LINE_MAX);
+      rc = -1;
+      break;
+    }
+    int r = timeline_line(line, no, path, line[got - 1] != '\n', fn, ctx, err, err_bytes);
     if (r < 0) rc = -1;
     if (r > 0) ended = 1;
   }
@@ -249,7 +274,23 @@ static int timeline_merge_event(void *ctx, const timeline_event *e, const char *
   return 0;
 }
 
+/* Whether out is one of the inputs: the rename would replace a rank's trace
+ * with the merged one, and the folder would then hold every rank twice. */
+static int timeline_merge_over_input(const char *out, char **paths, int n, char *err,
+                                     size_t err_bytes) {
+  struct stat o, in;
+  if (stat(out, &o) != 0) return 0;
+  for (int i = 0; i < n; i++) {
+    if (stat(paths[i], &in) == 0 && in.st_dev == o.st_dev && in.st_ino == o.st_ino) {
+      snprintf(err, err_bytes, "%s: --out names one of the timelines to merge", out);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int timeline_merge(const char *out, char **paths, int n, char *err, size_t err_bytes) {
+  if (timeline_merge_over_input(out, paths, n, err, err_bytes)) return -1;
   char tmp[4300];
   fs_tmp_path(tmp, sizeof tmp, out);
   timeline_merger m = {.err = err, .eb = err_bytes};

@@ -1,5 +1,6 @@
 /* Reading the timelines that --timeline writes (runtime/timeline.h): one
- * event per line, '[' first, ']' last (missing in a dead run's .part). For
+ * event per line, '[' first, ']' last (missing in a dead run's .part, whose
+ * last line a kill may have cut: that line is skipped). For
  * `tfdist timeline merge` and `tfdist timeline summary`. */
 #ifndef TFDIST_RUNTIME_TIMELINE_READ_H
 #define TFDIST_RUNTIME_TIMELINE_READ_H
@@ -33,7 +34,8 @@ void timeline_paths_free(char **paths, int n);
 int timeline_merge(const char *out, char **paths, int n, char *err, size_t err_bytes);
 /* Per rank: step time, each phase's mean and share of the step, each
  * allreduce's time and queueing, the share of reduction time hidden behind
- * backward, and the epoch-level spans. NULL with err set on bad input. */
+ * backward, and the epoch-level spans. NULL with err set on bad input (as
+ * in merge, a rank found in two files is refused). */
 cJSON *timeline_summarize(char **paths, int n, char *err, size_t err_bytes);
 
 #endif

@@ -12,8 +12,12 @@
 static const char *const summary_epoch_spans[] = {"epoch steps", "device sync", "epoch metrics",
                                                   "evaluate", "checkpoint"};
 
+/* The tid of a reduction's series: the collective thread runs one, or a
+ * main thread waiting for it (coll_progress_wait); both are one row. */
+#define SUMMARY_ANY_TID (-1)
+
 typedef struct {
-  char name[64];
+  char *name; /* owned; any length, so a long name is still one row */
   int tid;
   double *v; /* durations, us */
   size_t n, cap;
@@ -31,6 +35,7 @@ typedef struct {
 
 typedef struct {
   int pid;
+  const char *file; /* the one file this rank's events come from */
   char proc[256];
   summary_series *s;
   int ns, cap;
@@ -56,14 +61,26 @@ static int summary_grow(void **p, size_t *cap, size_t need, size_t size) {
   return 0;
 }
 
+/* NULL with a->err set: out of memory, or the rank is also in an earlier
+ * file (two runs' timelines, or a rank file and a merged trace). */
 static summary_rank *summary_rank_get(summary_all *a, int pid) {
-  for (int i = 0; i < a->nr; i++) if (a->r[i].pid == pid) return &a->r[i];
+  for (int i = 0; i < a->nr; i++) {
+    if (a->r[i].pid != pid) continue;
+    if (a->r[i].file == a->path) return &a->r[i];
+    snprintf(a->err, a->eb, "%s: rank %d is also in %s (timelines of two runs?)", a->path, pid,
+             a->r[i].file);
+    return NULL;
+  }
   size_t cap = (size_t)a->cap;
-  if (summary_grow((void **)&a->r, &cap, (size_t)a->nr + 1, sizeof *a->r) != 0) return NULL;
+  if (summary_grow((void **)&a->r, &cap, (size_t)a->nr + 1, sizeof *a->r) != 0) {
+    snprintf(a->err, a->eb, "%s: out of memory", a->path);
+    return NULL;
+  }
   a->cap = (int)cap;
   summary_rank *r = &a->r[a->nr++];
   memset(r, 0, sizeof *r);
   r->pid = pid;
+  r->file = a->path;
   return r;
 }
 
@@ -74,9 +91,11 @@ static summary_series *summary_series_get(summary_rank *r, const char *name, int
   size_t cap = (size_t)r->cap;
   if (summary_grow((void **)&r->s, &cap, (size_t)r->ns + 1, sizeof *r->s) != 0) return NULL;
   r->cap = (int)cap;
-  summary_series *s = &r->s[r->ns++];
+  summary_series *s = &r->s[r->ns];
   memset(s, 0, sizeof *s);
-  snprintf(s->name, sizeof s->name, "%s", name);
+  s->name = strdup(name);
+  if (!s->name) return NULL;
+  r->ns++;
   s->tid = tid;
   return s;
 }
@@ -87,20 +106,26 @@ static int summary_ivl_add(summary_ivls *l, double a, double b) {
   return 0;
 }
 
+/* An allreduce as it ran ("allreduce dense", "allreduce all layers"), not
+ * the main thread's wait for them. */
+static int summary_is_reduction(const char *name) {
+  return !strncmp(name, "allreduce ", 10) && strcmp(name, "allreduce wait") != 0;
+}
+
 static int summary_event(void *ctx, const timeline_event *e, const char *line) {
   (void)line;
   summary_all *a = ctx;
   summary_rank *r = summary_rank_get(a, e->pid);
-  if (!r) goto oom;
+  if (!r) return -1;
   if (e->ph == 'M') {
     if (!strcmp(e->name, "process_name")) snprintf(r->proc, sizeof r->proc, "%s", e->meta);
     return 0;
   }
-  summary_series *s = summary_series_get(r, e->name, e->tid);
+  const int reduce = summary_is_reduction(e->name);
+  summary_series *s = summary_series_get(r, e->name, reduce ? SUMMARY_ANY_TID : e->tid);
   if (!s || summary_grow((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v) != 0) goto oom;
   s->v[s->n++] = e->dur;
   s->queued += e->queued_us;
-  const int reduce = !strncmp(e->name, "allreduce ", 10) && e->tid != 0;
   const int backward = !strncmp(e->name, "backward ", 9) && e->tid == 0;
   if ((reduce || backward) &&
       summary_ivl_add(reduce ? &r->reduce : &r->backward, e->ts, e->ts + e->dur) != 0) {
@@ -191,7 +216,7 @@ static const summary_series *summary_find(const summary_rank *r, const char *nam
 /* The wait for the others each step: the reduction, or the ps exchange. */
 static const summary_series *summary_wait(const summary_rank *r) {
   const summary_series *w = summary_find(r, "allreduce wait", 0);
-  if (!w) w = summary_find(r, "allreduce all layers", 0);
+  if (!w) w = summary_find(r, "allreduce all layers", SUMMARY_ANY_TID);
   return w ? w : summary_find(r, "ps push and pull", 0);
 }
 
@@ -234,7 +259,7 @@ static cJSON *summary_rank_json(summary_rank *r) {
     else if (summary_is_epoch_span(s->name)) summary_add_series(epochs, s, 0);
     else summary_add_series(phases, s, step_total);
   }
-  const double hidden = summary_hidden(r); /* NaN: no reduction on the collective thread */
+  const double hidden = summary_hidden(r); /* NaN: no reduction */
   cJSON_AddItemToObject(o, "allreduce_hidden_by_backward",
                         isnan(hidden) ? cJSON_CreateNull() : cJSON_CreateNumber(hidden));
   return o;
@@ -242,7 +267,10 @@ static cJSON *summary_rank_json(summary_rank *r) {
 
 static void summary_free(summary_all *a) {
   for (int i = 0; i < a->nr; i++) {
-    for (int k = 0; k < a->r[i].ns; k++) free(a->r[i].s[k].v);
+    for (int k = 0; k < a->r[i].ns; k++) {
+      free(a->r[i].s[k].name);
+      free(a->r[i].s[k].v);
+    }
     free(a->r[i].s);
     free(a->r[i].backward.v);
     free(a->r[i].reduce.v);

@@ -75,6 +75,8 @@ void train_tl_epoch_end(trainer *t, const char *name, double begin, int64_t epoc
   timeline_span(t->tl, TIMELINE_MAIN, name, begin, rec_mono(), args);
 }
 
+void train_timeline_flush(trainer *t) { timeline_flush(t->tl); }
+
 void train_timeline_abandon(trainer *t) {
   if (!t->tl) return;
   if (t->comm) coll_comm_set_trace(t->comm, NULL, NULL);
@@ -83,13 +85,19 @@ void train_timeline_abandon(trainer *t) {
   t->tl = NULL;
 }
 
-int train_timeline_finish(trainer *t) {
-  if (!t->tl) return 0;
+void train_timeline_finish(trainer *t) {
+  if (!t->tl) return;
   coll_comm_set_trace(t->comm, NULL, NULL);
   __atomic_store_n(&t->tl_rec, 0, __ATOMIC_RELAXED);
   timeline *tl = t->tl;
   t->tl = NULL;
-  if (timeline_close(tl, t->err, sizeof t->err) != 0) return -1;
+  char err[1024];
+  if (timeline_close(tl, err, sizeof err) != 0) {
+    /* A full logs disk costs the trace, not the trained model after it. */
+    fprintf(stderr, "tfdist: warning: rank %d: --timeline: %s (the run goes on without it)\n",
+            t->world->rank, err);
+    rank_log_printf(&t->log, "warning: timeline not written: %s", err);
+    return;
+  }
   rank_log_printf(&t->log, "timeline: %s/timeline-%d.json", t->cfg->logs, t->world->rank);
-  return 0;
 }

@@ -21,8 +21,12 @@ void train_tl_end(trainer *t, const char *name, double begin);
 /* Epoch spans, recorded whenever the timeline is open. */
 static inline double train_tl_epoch_begin(const trainer *t) { return t->tl ? rec_mono() : 0.0; }
 void train_tl_epoch_end(trainer *t, const char *name, double begin, int64_t epoch);
-/* After the last epoch: the file is complete. 0, or -1 with t->err. */
-int train_timeline_finish(trainer *t);
+/* After the last epoch: the file is complete. A failed write is a warning
+ * (stderr and the rank log), not a failed run: the model is saved after. */
+void train_timeline_finish(trainer *t);
+/* A failed run, before the job's abort ends this rank (trainer_free never
+ * comes): the spans so far go to the .part file. */
+void train_timeline_flush(trainer *t);
 /* A failed run: what was written stays in the .part file. */
 void train_timeline_abandon(trainer *t);
 

@@ -14,6 +14,10 @@
   one line naming the file, line and field."""
 import json
 import os
+import resource
+import shutil
+import signal
+import subprocess
 
 import numpy as np
 
@@ -136,9 +140,14 @@ def pct(v, q):
     return v[max(int(np.ceil(q * len(v))) - 1, 0)]
 
 
+def reduction(e):
+    """An allreduce as it ran, on the collective thread or on a waiting main thread."""
+    return e["name"].startswith("allreduce ") and e["name"] != "allreduce wait"
+
+
 def hidden(ev):
     bw = [(e["ts"], end(e)) for e in spans(ev, tid=0) if e["name"].startswith("backward ")]
-    red = [(e["ts"], end(e)) for e in spans(ev, tid=1) if e["name"].startswith("allreduce ")]
+    red = [(e["ts"], end(e)) for e in spans(ev) if reduction(e)]
     tot = sum(b - a for a, b in red)
     hid = sum(max(0.0, min(b, y) - max(a, x)) for a, b in red for x, y in bw)
     return hid / tot if tot else None
@@ -159,7 +168,7 @@ def groups(ev):
     """Our own split of the spans into the summary's three lists, by name."""
     g = {"phases": {}, "allreduce": {}, "epoch_spans": {}}
     for e in spans(ev):
-        key = ("allreduce" if e["tid"] != 0 else
+        key = ("allreduce" if e["tid"] != 0 or reduction(e) else
                "epoch_spans" if e["name"] in EPOCH_SPANS else "phases")
         g[key].setdefault(e["name"], []).append(e)
     return g
@@ -206,6 +215,33 @@ s = T.run(["timeline", "summary", "--json", syn])
 got = [g["last_to_reduce_share"] for g in json.loads(s.stdout)["ranks"]] if s.returncode == 0 else []
 T.check(got == [0.25, 0.0, 0.75], f"synthetic straggler: {got} {s.stderr.strip()}")
 
+# a reduction the waiting main thread ran is still a reduction, and not hidden
+syn2 = os.path.join(d, "syn2.json")
+with open(syn2, "w") as f:
+    f.write("[\n" + "\n,".join(json.dumps(dict(name=nm, ph="X", ts=ts, dur=du, pid=0, tid=tid, **(
+        {"args": {"queued_us": q}} if q is not None else {}))) for nm, ts, du, tid, q in (
+        ("step", 0, 100, 0, None), ("backward dense", 10, 20, 0, None),
+        ("allreduce dense_2", 20, 20, 1, 5.0), ("allreduce wait", 40, 40, 0, None),
+        ("allreduce dense", 50, 20, 0, 30.0))) + "\n]\n")
+s = T.run(["timeline", "summary", "--json", syn2])
+r0 = json.loads(s.stdout)["ranks"][0] if s.returncode == 0 else {}
+T.check(sorted((x["name"], x["count"], x.get("mean_queued_us")) for x in r0.get("allreduce", []))
+        == [("allreduce dense", 1, 30.0), ("allreduce dense_2", 1, 5.0)] and
+        sorted(x["name"] for x in r0.get("phases", [])) == ["allreduce wait", "backward dense", "step"]
+        and r0.get("allreduce_hidden_by_backward") == 0.25,
+        f"a reduction run by the waiting main thread: {r0}")
+
+# names of any length: one row per name (a 63-byte copy made one row per span)
+long_name = os.path.join(d, "long.json")
+names = ["phase " + "x" * 90 + c for c in "ab"]
+with open(long_name, "w") as f:
+    f.write("[\n" + "\n,".join(json.dumps({"name": names[i % 2], "ph": "X", "ts": i, "dur": 1 + i % 2,
+                                            "pid": 0, "tid": 0}) for i in range(40)) + "\n]\n")
+s = T.run(["timeline", "summary", "--json", long_name])
+rows = json.loads(s.stdout)["ranks"][0]["phases"] if s.returncode == 0 else []
+T.check(sorted((x["name"], x["count"], x["mean_us"]) for x in rows) == [(names[0], 20, 1), (names[1], 20, 2)],
+        f"long span names: {len(rows)} rows {[(x['name'][-3:], x['count']) for x in rows[:4]]}")
+
 s = T.run(["timeline", "summary", "--json", os.path.join(d, "one", "logs", "timeline-0.json")])
 r0 = json.loads(s.stdout)["ranks"][0] if s.returncode == 0 else {}
 T.check(r0.get("allreduce_hidden_by_backward", 0) is None and
@@ -222,6 +258,15 @@ if m.returncode == 0:
     T.check(len(mev) == len(ranks[0]) + len(ranks[1]), "merge lost or added events")
     T.check(sorted({e["pid"] for e in mev}) == [0, 1], "merge: pids")
 
+# --out naming one of the inputs: refused, the input kept
+over = os.path.join(d, "over")
+shutil.copytree(logs2, over)
+before = open(os.path.join(over, "timeline-0.json")).read()
+m = T.run(["timeline", "merge", "--out", os.path.join(over, "timeline-0.json"), over])
+T.check(m.returncode == 2 and "\n" not in m.stderr.strip() and "timeline-0.json" in m.stderr and
+        open(os.path.join(over, "timeline-0.json")).read() == before,
+        f"merge over its input: rc {m.returncode}: {m.stderr.strip()}")
+
 # ---- a failing run, and bad input ----
 p, logs4 = train("fail", ["--epochs", "1", "--timeline-steps", "0"],
                  env={"TFDIST_FAULT_FAIL_RANK": "0", "TFDIST_FAULT_FAIL_STEP": "20"})
@@ -234,6 +279,65 @@ if os.path.exists(part):
     n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
     T.check(n == 20, f"the .part of the failed run: {n} steps read, want 20 ({s.stderr.strip()})")
 
+# A run that dies where an earlier one finished: the folder must not offer
+# the earlier run's complete trace in place of this run's .part.
+p, logs6 = train("rerun", ["--epochs", "1", "--timeline-steps", "6"])
+T.check(p.returncode == 0, f"first run: {p.stderr.strip()}")
+p, _ = train("rerun", ["--epochs", "1", "--timeline-steps", "0"],
+             env={"TFDIST_FAULT_FAIL_RANK": "0", "TFDIST_FAULT_FAIL_STEP": "4"})
+s = T.run(["timeline", "summary", "--json", logs6])
+n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
+T.check(p.returncode != 0 and n == 4 and not os.path.exists(os.path.join(logs6, "timeline-0.json")),
+        f"a failed rerun: summary read {n} steps, want its own 4 ({s.stderr.strip()})")
+
+
+# The logs' disk fills up (a file size limit here): the trace is lost, not
+# the trained model nor the run's record.
+def small_files():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60 << 10, 60 << 10))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+
+
+full = os.path.join(d, "full")
+p = subprocess.run([T.TFDIST, "train", "--data-folder", data, "--outputs", os.path.join(full, "out"),
+                    "--logs", os.path.join(full, "logs"), "--batch-size", "10",
+                    "--first-layer-neurons", "4", "--second-layer-neurons", "4", "--epochs", "2",
+                    "--progress", "off", "--timeline", "on", "--timeline-steps", "0"],
+                   preexec_fn=small_files, capture_output=True, text=True, timeout=300)
+status = json.load(open(os.path.join(full, "out", "run.json"))).get("status")
+T.check(p.returncode == 0 and status == "Completed" and
+        os.path.exists(os.path.join(full, "out", "model", "model.h5")) and
+        "timeline-0.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+        f"timeline write failure: rc {p.returncode}, run {status}: {p.stderr.strip()}")
+
+
+def part_lines(path):
+    """A .part's events, or None when it is cut inside a line."""
+    text = open(path).read() if os.path.exists(path) else ""
+    if not text.endswith("\n"):
+        return None
+    try:
+        return [json.loads(x.lstrip(",")) for x in text.splitlines()[1:] if x.strip(" ,")]
+    except ValueError:
+        return None
+
+
+# Several ranks: a failure ends the job by abort, not through trainer_free.
+p, logs5 = train("fail2", ["--epochs", "1", "--timeline-steps", "0", "--allreduce", "ring"],
+                 mpi=2, env={"TFDIST_FAULT_FAIL_RANK": "1", "TFDIST_FAULT_FAIL_STEP": "25"})
+T.check(p.returncode != 0, "2-rank failing run succeeded")
+# rank 1 fails before its step 25; rank 0 may hear of it while its step 24's
+# reduction still waits for bytes in flight, and fail inside that step
+want_steps = ((24, 25), (25,))
+for r in (0, 1):
+    got = part_lines(os.path.join(logs5, f"timeline-{r}.json.part"))
+    T.check(got is not None and len(spans(got, "step")) in want_steps[r],
+            f"2-rank failure: rank {r}'s .part: " +
+            ("cut inside a line" if got is None else f"{len(spans(got, 'step'))} steps, want 25"))
+s = T.run(["timeline", "summary", "--json", logs5])
+n = [x["steps"] for x in json.loads(s.stdout)["ranks"]] if s.returncode == 0 else []
+T.check(len(n) == 2 and n[0] in want_steps[0] and n[1] == 25,
+        f"summary of a 2-rank failure: steps {n} ({s.stderr.strip()})")
 bad = os.path.join(d, "bad.json")
 
 
@@ -249,16 +353,51 @@ bad_case('{"x": 1}\n', ":1: not a timeline")
 bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":-3,"pid":0,"tid":0}\n]\n', ":2: field 'dur'")
 bad_case('[\n,{"name":"step","ph":"X","ts":"a","dur":3,"pid":0,"tid":0}\n]\n', ":2: field 'ts'")
 bad_case('[\n{"name":"step",\n]\n', ":2: not a JSON object")
+# text after the object: merge copied the line, and wrote a trace that is not JSON
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0}},{"x":1}\n]\n',
+         ":2: not a JSON object")
 bad_case('[\n]\n{"name":"step"}\n', ":3: data after")
 bad_case("", "empty file")
+ev_line = '[\n{"name":"step","ph":"X","ts":%s,"dur":%s,"pid":%s,"tid":0%s}\n]\n'
+bad_case(ev_line % ("1e999", "3", "0", ""), ":2: field 'ts'")  # inf: no time at all
+bad_case(ev_line % ("1", "1e999", "0", ""), ":2: field 'dur'")
+bad_case(ev_line % ("1", "3", "2.5", ""), ":2: field 'pid'")  # a rank is a whole number
+bad_case(ev_line % ("1", "3", "0", ',"args":{"queued_us":-1e999}'), ":2: field 'args.queued_us'")
+# one event is under 1 KiB: a 2 MiB line is no event (parsed, it took 40x its size)
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0,"args":{"x":"' + "y" * (2 << 20)
+         + '"}}\n]\n', ":2: line longer than")
+bad_case('[\n{"name":"step","ph":"X","ts":1,"dur":3,"pid":0,"tid":0}\n]\n{"name":"st', ":4: data after")
+
+# A rank killed inside a write(2) leaves its last line cut: the complete ones count.
+cut = os.path.join(d, "cut", "timeline-0.json.part")
+os.makedirs(os.path.dirname(cut))
+ok_line = '{"name":"step","ph":"X","ts":%d,"dur":3,"pid":0,"tid":0}'
+open(cut, "w").write("[\n" + "\n,".join(ok_line % i for i in range(3)) + '\n,{"name":"step","ph":"X","ts":9')
+s = T.run(["timeline", "summary", "--json", os.path.dirname(cut)])
+n = json.loads(s.stdout)["ranks"][0]["steps"] if s.returncode == 0 else -1
+T.check(n == 3, f"a .part cut inside its last line: {n} steps, want 3 ({s.stderr.strip()})")
 for args, want in ((["timeline", "merge", logs2], "--out"),
                    (["timeline", "summary"], "give a timeline"),
                    (["timeline", "frob", logs2], "unknown subcommand"),
                    (["timeline", "summary", os.path.join(d, "data")], "no timeline-<rank>.json"),
-                   (["timeline", "merge", "--out", merged, logs2, merged], "rank 0 is also in"),
+                   (["timeline", "merge", "--out", merged + "2", logs2, merged], "rank 0 is also in"),
+                   (["timeline", "summary", logs2, merged], "rank 0 is also in"),
+                   (["timeline", "summary", "--out", merged + "3", logs2], "--out"),
+                   (["timeline", "merge", "--json", "--out", merged + "3", logs2], "--json"),
                    (["train", "--timeline=maybe"], "--timeline")):
     r = T.run(args)
     line = r.stderr.strip()
     T.check(r.returncode == 2 and "\n" not in line and want in line,
             f"{' '.join(args[:2])}: rc {r.returncode}: {line}")
+T.check(not os.path.exists(merged + "3"), "a flag of the other subcommand was ignored")
+
+# a big job's files, one argument each (a shell glob), not only its folder
+many = os.path.join(d, "many")
+os.makedirs(many)
+for r in range(300):
+    with open(os.path.join(many, f"timeline-{r}.json"), "w") as f:
+        f.write('[\n{"name":"step","ph":"X","ts":1,"dur":2,"pid":%d,"tid":0}\n]\n' % r)
+s = T.run(["timeline", "summary", "--json"] + [os.path.join(many, f"timeline-{r}.json") for r in range(300)])
+n = len(json.loads(s.stdout)["ranks"]) if s.returncode == 0 else 0
+T.check(n == 300, f"summary of 300 files: {n} ranks ({s.stderr.strip()})")
 T.done()
