@@ -12,8 +12,8 @@
 #include "runtime/train.h"
 #include "runtime/train_agree.h"
 #include "runtime/train_evaluator.h"
-#include "runtime/train_timeline.h"
 #include "runtime/train_ps.h"
+#include "runtime/train_timeline.h"
 #include "tfdist_config.h"
 
 static const char train_usage[] =
