@@ -206,6 +206,19 @@ static int timeline_folder(const char *dir, char ***paths, int *n, char *err, si
   return rc ? -1 : 0;
 }
 
+void timeline_remove_ranks_from(const char *dir, int ranks) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  for (struct dirent *de; (de = readdir(d));) {
+    int part, rank = timeline_file_rank(de->d_name, &part);
+    if (rank < ranks) continue;
+    char path[4400];
+    snprintf(path, sizeof path, "%.4000s/%s", dir, de->d_name);
+    unlink(path); /* another node's rank may have taken it first: fine */
+  }
+  closedir(d);
+}
+
 int timeline_paths(const char *arg, char ***paths, int *n, char *err, size_t err_bytes) {
   struct stat st;
   if (stat(arg, &st) != 0) {

@@ -29,6 +29,9 @@ int timeline_read(const char *path, timeline_event_fn fn, void *ctx, char *err, 
  * caller's to free with timeline_paths_free. */
 int timeline_paths(const char *arg, char ***paths, int *n, char *err, size_t err_bytes);
 void timeline_paths_free(char **paths, int n);
+/* Removes dir's timeline-<r>.json and .part for r >= ranks: an earlier,
+ * larger run's, which a folder's summary would take for this run's. */
+void timeline_remove_ranks_from(const char *dir, int ranks);
 /* One trace of every file, written atomically to out. Two files with the
  * same rank are refused (two runs in one folder). */
 int timeline_merge(const char *out, char **paths, int n, char *err, size_t err_bytes);

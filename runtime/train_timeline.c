@@ -7,6 +7,7 @@
 
 #include "runtime/fsutil.h"
 #include "runtime/timeline.h"
+#include "runtime/timeline_read.h"
 
 static pthread_t tl_main_thread;
 
@@ -43,6 +44,9 @@ int train_timeline_start(trainer *t) {
   snprintf(proc, sizeof proc, "rank %d (%.64s, %s)", t->world->rank, t->world->host,
            t->be->cfg.device == KERN_DEVICE_CPU ? "cpu" : "cuda");
   if (fs_mkdirs(t->cfg->logs, t->err, sizeof t->err) != 0) return -1;
+  /* --logs is ./logs by default, reused by run after run: one rank a node
+   * clears what a larger run left there (this run's own files it replaces) */
+  if (t->world->local_rank == 0) timeline_remove_ranks_from(t->cfg->logs, t->world->size);
   /* ranks leave a barrier within microseconds: their ts 0 is one moment */
   if (t->world->size > 1 && coll_barrier(t->comm) != COLL_OK) {
     snprintf(t->err, sizeof t->err, "%s", coll_comm_error(t->comm));

@@ -93,6 +93,13 @@ T.check("timeline: " + path in log, "the rank log does not name the timeline")
 one_ev = ev
 
 # ---- two ranks, overlap on ----
+# an earlier 4-rank run's files in the same --logs: the run clears them, so
+# a summary of the folder is this run's alone
+stale = os.path.join(d, "two", "logs")
+os.makedirs(stale)
+for name in ("timeline-2.json", "timeline-3.json.part", "timeline-1.json"):
+    with open(os.path.join(stale, name), "w") as f:
+        f.write('[\n{"name":"step","ph":"X","ts":1,"dur":2,"pid":%s,"tid":0}\n]\n' % name[9])
 p, logs2 = train("two", ["--epochs", "1", "--timeline-steps", "12", "--allreduce", "ring"], mpi=2)
 T.check(p.returncode == 0, f"2-rank run failed: {p.stderr.strip()}")
 ranks = [json.load(open(os.path.join(logs2, f"timeline-{r}.json"))) for r in (0, 1)]
@@ -161,6 +168,8 @@ s = T.run(["timeline", "summary", "--json", logs2])
 T.check(s.returncode == 0, f"summary failed: {s.stderr.strip()}")
 summ = json.loads(s.stdout) if s.returncode == 0 else {"ranks": []}
 T.check([r["rank"] for r in summ["ranks"]] == [0, 1], f"summary ranks {summ['ranks'][:0]}")
+T.check(sorted(f for f in os.listdir(logs2) if f.startswith("timeline-")) ==
+        ["timeline-0.json", "timeline-1.json"], f"stale files left: {os.listdir(logs2)}")
 EPOCH_SPANS = ("epoch steps", "device sync", "epoch metrics", "evaluate", "checkpoint")
 
 
