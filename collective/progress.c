@@ -122,39 +122,19 @@ static void progress_finish(coll_comm *c, coll_request *r) {
   r->state = COLL_REQ_DONE;
   c->active = NULL;
   pthread_cond_broadcast(&c->done_cv);
-  if (c->queue_head) pthread_cond_signal(&c->work_cv); /* the caller ran r: the rest is ours */
   pthread_mutex_unlock(&c->mu);
-}
-
-/* The head of the FIFO, made active; the caller holds mu. */
-static coll_request *progress_take(coll_comm *c) {
-  coll_request *r = c->queue_head;
-  c->queue_head = r->next;
-  if (!c->queue_head) c->queue_tail = NULL;
-  c->active = r;
-  r->state = COLL_REQ_RUNNING;
-  return r;
-}
-
-/* Whether a waiter runs queued requests itself. The thread woken for them
- * may not get a core soon when ranks outnumber cores (measured: 250-450 us
- * in the queue with 2 ranks on 2 cores), while the waiter holds one and
- * has nothing else to do. TFDIST_COLL_CALLER_RUNS=0 leaves all to the thread. */
-static int progress_caller_runs(void) {
-  static int on = -1; /* set once; racing threads compute the same value */
-  if (on < 0) {
-    const char *e = getenv("TFDIST_COLL_CALLER_RUNS");
-    on = !(e && !strcmp(e, "0"));
-  }
-  return on;
 }
 
 static void *progress_main(void *arg) {
   coll_comm *c = arg;
   pthread_mutex_lock(&c->mu);
   while (!c->stop) {
-    if (c->queue_head && !c->active) { /* active: a waiter runs one */
-      coll_request *r = progress_take(c);
+    coll_request *r = c->queue_head;
+    if (r) {
+      c->queue_head = r->next;
+      if (!c->queue_head) c->queue_tail = NULL;
+      c->active = r;
+      r->state = COLL_REQ_RUNNING;
       pthread_mutex_unlock(&c->mu);
       coll_progress_drive(c, r);
       progress_finish(c, r);
@@ -216,15 +196,6 @@ int coll_progress_submit(coll_comm *c, coll_request *r) {
 int coll_progress_wait(coll_comm *c, coll_request *r) {
   pthread_mutex_lock(&c->mu);
   while (r->state != COLL_REQ_DONE) {
-    if (r->state == COLL_REQ_QUEUED && !c->active && progress_caller_runs()) {
-      /* The head first: every rank runs them in the same order. */
-      coll_request *h = progress_take(c);
-      pthread_mutex_unlock(&c->mu);
-      coll_progress_drive(c, h);
-      progress_finish(c, h);
-      pthread_mutex_lock(&c->mu);
-      continue;
-    }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 1;
