@@ -42,13 +42,11 @@ def rows(path, name):
     return got
 
 
-def watch_case(C, tmp, data):
-    folder = os.path.join(tmp, "watch")
-    spec = TC.cluster_spec(1, 1, 1)
-    args = TC.train_args(folder, data, ["--epochs", "3", "--batch-size", "10", "--seed", "5"])
-    args[args.index("--checkpoint-every") + 1] = "1"
+def run_with_evaluator(C, folder, spec, args, tag):
+    """Starts the evaluator, then the cluster, half a second later; whether
+    every task and the evaluator ended with 0 (checked, with their output)."""
     ev = start_evaluator(folder, spec, args)
-    time.sleep(0.5)  # it waits for the run to appear
+    time.sleep(0.5)
     c = TC.run_cluster(folder, spec, args, limit_s=90)
     try:
         rc = ev.wait(timeout=60)
@@ -56,8 +54,17 @@ def watch_case(C, tmp, data):
         os.killpg(ev.pid, signal.SIGKILL)
         rc = None
     bad = [t.name for t in c.tasks if t.rc != 0]
-    if not C.check(not bad and rc == 0, "evaluator: cluster %s, evaluator exit %s" % (bad, rc),
-                   c.summary() + "\n  evaluator: " + TC.read_text(os.path.join(folder, "evaluator.err"))):
+    return C.check(not bad and rc == 0, "%s: cluster %s, evaluator exit %s" % (tag, bad, rc),
+                   c.summary() + "\n  evaluator: " +
+                   TC.read_text(os.path.join(folder, "evaluator.err")))
+
+
+def watch_case(C, tmp, data):
+    folder = os.path.join(tmp, "watch")
+    spec = TC.cluster_spec(1, 1, 1)
+    args = TC.train_args(folder, data, ["--epochs", "3", "--batch-size", "10", "--seed", "5"])
+    args[args.index("--checkpoint-every") + 1] = "1"
+    if not run_with_evaluator(C, folder, spec, args, "evaluator"):  # it waits for the run
         return
     chief = os.path.join(folder, "outputs", "metrics.jsonl")
     mine = os.path.join(folder, "outputs", "eval", "metrics.jsonl")
@@ -101,17 +108,8 @@ def old_run_case(C, tmp, data):
     spec = TC.cluster_spec(1, 1, 0)
     args = TC.train_args(folder, data, ["--epochs", "3", "--batch-size", "10", "--seed", "5"])
     args[args.index("--checkpoint-every") + 1] = "1"
-    ev = start_evaluator(folder, spec, args)
-    time.sleep(0.5)  # it sees the old run's checkpoints and Completed run.json first
-    c = TC.run_cluster(folder, spec, args, limit_s=90)
-    try:
-        rc = ev.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(ev.pid, signal.SIGKILL)
-        rc = None
-    bad = [t.name for t in c.tasks if t.rc != 0]
-    if not C.check(not bad and rc == 0, "rerun: cluster %s, evaluator exit %s" % (bad, rc),
-                   c.summary() + "\n  evaluator: " + TC.read_text(os.path.join(folder, "evaluator.err"))):
+    # the evaluator sees the old run's checkpoints and Completed run.json first
+    if not run_with_evaluator(C, folder, spec, args, "rerun"):
         return
     val = rows(chief, "validation_acc")
     got = row_list(os.path.join(folder, "outputs", "eval", "metrics.jsonl"), "eval_accuracy")
