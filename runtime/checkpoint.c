@@ -459,6 +459,17 @@ static int ckpt_resolve_dir(const char *dir, const char *spec, char *out, size_t
   return 0;
 }
 
+int ckpt_exists(const char *outputs, char *err, size_t err_bytes) {
+  char dir[4400];
+  ckpt_dir_path(dir, sizeof dir, outputs);
+  int64_t newest;
+  int n = ckpt_list_epochs(dir, &newest, 1);
+  if (n > 0) return 1;
+  if (n == 0 || errno == ENOENT) return 0;
+  snprintf(err, err_bytes, "--resume-from auto: %s: %s", dir, strerror(errno));
+  return -1;
+}
+
 int ckpt_resolve(const char *spec, const char *outputs, char *out, size_t out_bytes, char *err,
                  size_t eb) {
   char dir[4400];

@@ -58,6 +58,10 @@ int ckpt_read_run_id(const char *path, char *run_id, size_t bytes, char *err, si
 
 /* <outputs>/checkpoints */
 void ckpt_dir_path(char *out, size_t out_bytes, const char *outputs);
+/* For --resume-from auto: 1 when <outputs> has a checkpoint to resume from,
+ * 0 when it has none (no folder, or no checkpoint file in it), -1 with err
+ * set when it cannot tell (an unreadable folder). */
+int ckpt_exists(const char *outputs, char *err, size_t err_bytes);
 /* Saves <dir>/ckpt-epoch-<E>.h5, then points `latest` at it, then keeps only
  * the newest keep files up to E (keep 0: all), and drops temp files left by
  * killed writers. */

@@ -11,6 +11,7 @@
 #include "runtime/cli.h"
 #include "runtime/train.h"
 #include "runtime/train_agree.h"
+#include "runtime/train_ckpt.h"
 #include "runtime/train_evaluator.h"
 #include "runtime/train_ps.h"
 #include "runtime/train_timeline.h"
@@ -241,10 +242,16 @@ int cli_train(int argc, char **argv) {
   }
   coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = be->ops->stream ? be->ops->stream(be) : NULL,
                     .device = kc.device_index};
+  int auto_found = 0, auto_given = strcmp(cfg.resume_from, "auto") == 0;
   if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0 ||
-      (w.size > 1 && train_agree_check(&cfg, comm, w.rank, w.size, err, sizeof err) != 0)) {
+      (w.size > 1 && train_agree_check(&cfg, comm, w.rank, w.size, err, sizeof err) != 0) ||
+      train_ckpt_resolve_auto(&cfg, comm, w.rank, w.size, &auto_found, err, sizeof err) != 0) {
     rc = cli_train_fail(&w, NULL, err);
     goto out;
+  }
+  if (w.rank == 0 && auto_given && !auto_found) {
+    printf("tfdist: --resume-from auto: no checkpoint in %s/checkpoints; starting afresh\n",
+           cfg.outputs);
   }
   if (w.rank == 0 && strcmp(cfg.data_folder, TFDIST_DEFAULT_DATA) == 0) {
     printf("tfdist: no --data-folder given; using the default data set %s\n", cfg.data_folder);

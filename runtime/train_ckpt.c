@@ -458,6 +458,25 @@ out:
   return rc;
 }
 
+int train_ckpt_resolve_auto(train_config *cfg, coll_comm *comm, int rank, int size, int *found,
+                            char *err, size_t err_bytes) {
+  *found = 0;
+  if (strcmp(cfg->resume_from, "auto") != 0) return 0;
+  int64_t verdict = rank == 0 ? ckpt_exists(cfg->outputs, err, err_bytes) : 0;
+  if (size > 1 && coll_broadcast_bytes(comm, &verdict, sizeof verdict, 0) != COLL_OK) {
+    snprintf(err, err_bytes, "%s", coll_comm_error(comm));
+    return -1;
+  }
+  if (verdict < 0) {
+    if (rank != 0) snprintf(err, err_bytes, "--resume-from auto: rank 0 could not read %s",
+                            cfg->outputs);
+    return -1;
+  }
+  *found = verdict == 1;
+  snprintf(cfg->resume_from, sizeof cfg->resume_from, "%s", *found ? "latest" : "");
+  return 0;
+}
+
 void train_ckpt_free(trainer *t) {
   if (!t->ckpt) return;
   ckpt_state_free(&t->ckpt->pending);

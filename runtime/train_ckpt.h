@@ -28,4 +28,11 @@ int train_ckpt_epoch_end(trainer *t, int64_t epochs_done);
 int train_ckpt_due(const trainer *t, int64_t epochs_done);
 void train_ckpt_free(trainer *t);
 
+/* --resume-from auto, before the trainer: rank 0 looks for a checkpoint in
+ * <outputs> and every rank takes its answer: "latest" when there is one (*found
+ * 1), else a fresh start (*found 0). Other values are left as they are.
+ * 0, or -1 with err set. */
+int train_ckpt_resolve_auto(train_config *cfg, coll_comm *comm, int rank, int size, int *found,
+                            char *err, size_t err_bytes);
+
 #endif

@@ -43,7 +43,8 @@ static const opt_spec train_specs[] = {
   {"threads", OPT_INT, F(threads), "1", 0, 1024, NULL,
    "BLAS threads per rank (0: the library default)"},
   {"resume-from", OPT_STRING, F(resume_from), NULL, 0, 0, NULL,
-   "checkpoint file, or 'latest', to continue from"},
+   "checkpoint file, checkpoints folder, 'latest', or 'auto' (latest if there is one, else a "
+   "fresh start: for jobs that are restarted or requeued)"},
   {"checkpoint-every", OPT_INT, F(checkpoint_every), "2", 0, 1e6, NULL,
    "epochs between checkpoints (0: none)"},
   {"keep-checkpoints", OPT_INT, F(keep_checkpoints), "0", 0, 1e6, NULL,

@@ -1,0 +1,185 @@
+"""tfdistrun --max-restarts with train --resume-from auto:
+- one rank of a 2-rank job is killed (SIGKILL) after its first checkpoint:
+  the job is started again once, resumes from the latest checkpoint, and its
+  model and every epoch's validation_acc equal those of the same job run
+  without a kill, bit for bit (h5py);
+- a job that keeps failing is started 1 + N times and ends with the failure's
+  exit code; bad input (exit 2) and a SIGTERM to tfdistrun are not restarted;
+- --resume-from auto on an empty --outputs starts afresh;
+- the flag's own errors are one line and exit 2."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import launchutil as lu
+
+DATA = "/usr/share/datasets/fashion-mnist"
+RESTART = "tfdistrun: the job ended with exit code"
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL:", msg, file=sys.stderr)
+
+
+def flags(tmp, tag, epochs=5):
+    return ["train", "--data-folder", DATA, "--epochs", str(epochs), "--max-steps", "300",
+            "--checkpoint-every", "1", "--allreduce", "ring", "--progress", "off",
+            "--resume-from", "auto", "--outputs", os.path.join(tmp, tag, "out"),
+            "--logs", os.path.join(tmp, tag, "logs")]
+
+
+def start(args, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.Popen([sys.executable, lu.TFDISTRUN, "--oversubscribe"] + args, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(p, limit=120):
+    try:
+        out, err = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        check(False, "tfdistrun did not end within %d s" % limit)
+    return p.returncode, out, err
+
+
+def rank_pids(outputs):
+    """The tfdist processes (not mpirun) whose command line names outputs."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().split(b"\0")
+            with open("/proc/%s/comm" % d) as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm == "tfdist" and outputs.encode() in cmd:
+            pids.append(int(d))
+    return sorted(pids)
+
+
+def wait_for(path, limit):
+    t = time.time() + limit
+    while time.time() < t and not os.path.exists(path):
+        time.sleep(0.01)
+    return os.path.exists(path)
+
+
+def weights(out):
+    import h5py
+    with h5py.File(os.path.join(out, "model", "model.h5"), "r") as f:
+        g = f["model_weights"]
+        return [np.array(g[n][n][w]) for n in ("dense", "dense_1", "dense_2")
+                for w in ("kernel:0", "bias:0")]
+
+
+def per_epoch(out, name):
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    return [(r["epoch"], r["value"]) for r in rows if r["name"] == name]
+
+
+def test_killed_rank(tmp):
+    ref = flags(tmp, "ref")
+    rc, out, err = finish(start(["-np", "2", "--max-restarts", "2"] + ref))
+    check(rc == 0 and RESTART not in err, "reference job: exit %d\n%s" % (rc, err[-800:]))
+    check("--resume-from auto: no checkpoint in" in out, "auto on an empty --outputs: %s" % out[:400])
+    job = flags(tmp, "killed")
+    outputs = job[job.index("--outputs") + 1]
+    p = start(["-np", "2", "--max-restarts", "2"] + job)
+    killed = None
+    if wait_for(os.path.join(outputs, "checkpoints", "ckpt-epoch-1.h5"), 60):
+        pids = rank_pids(outputs)
+        if len(pids) == 2:
+            killed = pids[-1]
+            os.kill(killed, signal.SIGKILL)
+    rc, out, err = finish(p)
+    check(killed is not None, "no rank to kill (job: %s)" % err[-400:])
+    check(rc == 0, "killed job: exit %d\n%s" % (rc, err[-800:]))
+    check(err.count(RESTART) == 1 and "restart 1 of 2" in err,
+          "killed job: restarts %d\n%s" % (err.count(RESTART), err[-800:]))
+    run = json.load(open(os.path.join(outputs, "run.json")))
+    check(run["status"] == "Completed" and run.get("resumed_from", {}).get("epoch", 0) >= 1,
+          "killed job: run.json %s %s" % (run["status"], run.get("resumed_from")))
+    ref_out = ref[ref.index("--outputs") + 1]
+    check(per_epoch(outputs, "validation_acc") == per_epoch(ref_out, "validation_acc"),
+          "validation_acc per epoch: %s vs %s" % (per_epoch(outputs, "validation_acc"),
+                                                  per_epoch(ref_out, "validation_acc")))
+    same = all(np.array_equal(a, b) for a, b in zip(weights(outputs), weights(ref_out)))
+    check(same, "the restarted job's model differs from the uninterrupted one's")
+
+
+def test_no_restart_cases(tmp):
+    # a job that fails every time: 1 + 1 starts, the failure's exit code
+    job = flags(tmp, "always", epochs=2)
+    env = {"TFDIST_FAULT_FAIL_RANK": "1", "TFDIST_FAULT_FAIL_STEP": "5"}
+    rc, out, err = finish(start(["-np", "2", "--max-restarts", "1", "-x",
+                                 "TFDIST_FAULT_FAIL_RANK", "-x", "TFDIST_FAULT_FAIL_STEP"] + job,
+                                env))
+    check(rc not in (0, 2) and err.count(RESTART) == 1 and "restart 1 of 1" in err,
+          "always failing: exit %d, %d restarts\n%s" % (rc, err.count(RESTART), err[-600:]))
+    # bad input: exit 2 at once
+    job = flags(tmp, "bad", epochs=2) + ["--batch-size", "0"]
+    rc, out, err = finish(start(["-np", "2", "--max-restarts", "3"] + job))
+    check(rc == 2 and RESTART not in err, "bad input: exit %d\n%s" % (rc, err[-600:]))
+    # SIGTERM to tfdistrun: the job stops, and is not started again
+    job = flags(tmp, "term", epochs=30)
+    outputs = job[job.index("--outputs") + 1]
+    p = start(["-np", "2", "--max-restarts", "3"] + job)
+    if wait_for(os.path.join(outputs, "checkpoints", "ckpt-epoch-1.h5"), 60):
+        p.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    rc, out, err = finish(p, 60)
+    check(rc != 0 and RESTART not in err and time.time() - t0 < 30,
+          "SIGTERM: exit %d after %.1f s\n%s" % (rc, time.time() - t0, err[-600:]))
+    check(not rank_pids(outputs), "SIGTERM: ranks left running")
+
+
+def test_flag_errors():
+    for args, needle in ((["--max-restarts", "x"], "not a whole number"),
+                         (["--max-restarts", "2", "/bin/true"], "only for tfdist train"),
+                         (["--max-restarts", "2", "train", "--epochs", "1"], "--resume-from auto"),
+                         (["--max-restarts", "2", "train", "--resume-from", "latest"],
+                          "--resume-from auto")):
+        full = ["--dry-run", "-np", "1"] + args + ([] if len(args) > 2 else ["train"])
+        r = subprocess.run([sys.executable, lu.TFDISTRUN] + full, capture_output=True, text=True,
+                           timeout=30)
+        line = r.stderr.strip()
+        check(r.returncode == 2 and "\n" not in line and needle in line,
+              "%s: exit %d: %s" % (" ".join(args), r.returncode, line))
+    r = subprocess.run([sys.executable, lu.TFDISTRUN, "--dry-run", "-np", "1", "--max-restarts",
+                        "2", "train", "--resume-from=auto"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 0 and "restarted up to 2 times" in r.stdout,
+          "--resume-from=auto: exit %d %s %s" % (r.returncode, r.stdout, r.stderr))
+
+
+def main():
+    if not os.path.isdir(DATA):
+        print("skip: %s is not installed" % DATA)
+        return lu.SKIP
+    test_flag_errors()
+    with tempfile.TemporaryDirectory(prefix="tfdist-restarts.") as tmp:
+        test_killed_rank(tmp)
+        test_no_restart_cases(tmp)
+    if failures:
+        print("FAILED: %d check(s)" % len(failures), file=sys.stderr)
+        return 1
+    print("restarts: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
