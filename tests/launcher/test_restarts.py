@@ -4,7 +4,8 @@
   model and every epoch's validation_acc equal those of the same job run
   without a kill, bit for bit (h5py);
 - a job that keeps failing is started 1 + N times and ends with the failure's
-  exit code; bad input (exit 2) and a SIGTERM to tfdistrun are not restarted;
+  exit code; bad input (exit 2) and a SIGTERM to tfdistrun are not restarted,
+  nor is a job stopped in the wait between two attempts;
 - --resume-from auto on an empty --outputs starts afresh;
 - the flag's own errors are one line and exit 2."""
 import json
@@ -147,6 +148,30 @@ def test_no_restart_cases(tmp):
     check(not rank_pids(outputs), "SIGTERM: ranks left running")
 
 
+def test_stop_between_attempts(tmp):
+    """A SIGTERM while tfdistrun waits to start the next attempt: no new
+    attempt. A fake mpirun: its first start fails at once, a later one would
+    run for 60 s, so a start after the stop shows as a late exit."""
+    log, fake = os.path.join(tmp, "fake-starts"), os.path.join(tmp, "fake-mpirun")
+    with open(fake, "w") as f:
+        f.write('#!/bin/sh\necho start >> "%s"\n'
+                'if [ "$(grep -c start "%s")" = 1 ]; then echo failed >> "%s"; exit 1; fi\n'
+                'exec sleep 60\n' % (log, log, log))
+    os.chmod(fake, 0o755)
+    p = start(["--mpirun", fake, "-np", "1", "--max-restarts", "3"] + flags(tmp, "between"))
+    t = time.time() + 30
+    while time.time() < t and "failed" not in (open(log).read() if os.path.exists(log) else ""):
+        time.sleep(0.01)
+    time.sleep(0.2)   # inside tfdistrun's 1 s wait before the restart
+    p.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    rc, out, err = finish(p, 90)
+    starts = open(log).read().count("start") if os.path.exists(log) else 0
+    check(rc == 128 + signal.SIGTERM and time.time() - t0 < 10,
+          "SIGTERM between attempts: exit %d after %.1f s, %d start(s)\n%s"
+          % (rc, time.time() - t0, starts, err[-600:]))
+
+
 def test_flag_errors():
     for args, needle in ((["--max-restarts", "x"], "not a whole number"),
                          (["--max-restarts", "2", "/bin/true"], "only for tfdist train"),
@@ -172,6 +197,7 @@ def main():
         return lu.SKIP
     test_flag_errors()
     with tempfile.TemporaryDirectory(prefix="tfdist-restarts.") as tmp:
+        test_stop_between_attempts(tmp)
         test_killed_rank(tmp)
         test_no_restart_cases(tmp)
     if failures:
