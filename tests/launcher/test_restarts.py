@@ -79,6 +79,16 @@ def wait_for(path, limit):
     return os.path.exists(path)
 
 
+def files_text(folder):
+    """Every file's text under folder, joined."""
+    texts = []
+    for d, _, names in os.walk(folder):
+        for n in sorted(names):
+            with open(os.path.join(d, n), errors="replace") as f:
+                texts.append(f.read())
+    return "\n".join(texts)
+
+
 def weights(out):
     import h5py
     with h5py.File(os.path.join(out, "model", "model.h5"), "r") as f:
@@ -99,7 +109,8 @@ def test_killed_rank(tmp):
     check("--resume-from auto: no checkpoint in" in out, "auto on an empty --outputs: %s" % out[:400])
     job = flags(tmp, "killed")
     outputs = job[job.index("--outputs") + 1]
-    p = start(["-np", "2", "--max-restarts", "2"] + job)
+    ranks_out = os.path.join(tmp, "killed", "ranks-out")
+    p = start(["-np", "2", "--max-restarts", "2", "--output-filename", ranks_out] + job)
     killed = None
     if wait_for(os.path.join(outputs, "checkpoints", "ckpt-epoch-1.h5"), 60):
         pids = rank_pids(outputs)
@@ -120,6 +131,10 @@ def test_killed_rank(tmp):
                                                   per_epoch(ref_out, "validation_acc")))
     same = all(np.array_equal(a, b) for a, b in zip(weights(outputs), weights(ref_out)))
     check(same, "the restarted job's model differs from the uninterrupted one's")
+    # --output-filename: the restart keeps the failed attempt's rank output
+    texts = files_text(ranks_out)
+    check("--resume-from auto: no checkpoint in" in texts and "tfdist: resuming from" in texts,
+          "--output-filename %s: both attempts' output expected, got %s" % (ranks_out, texts[:800]))
 
 
 def test_no_restart_cases(tmp):
