@@ -23,6 +23,7 @@ import launchutil as lu
 DATA = "/usr/share/datasets/fashion-mnist"
 RESTART = "tfdistrun: the job ended with exit code"
 failures = []
+jobs = []   # every tfdistrun started, for stop_jobs
 
 
 def check(cond, msg):
@@ -41,9 +42,25 @@ def flags(tmp, tag, epochs=5):
 def start(args, env=None):
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, lu.TFDISTRUN, "--oversubscribe"] + args, env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    p = subprocess.Popen([sys.executable, lu.TFDISTRUN, "--oversubscribe"] + args, env=e,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    jobs.append(p)
+    return p
+
+
+def stop_jobs(tmp):
+    """Teardown, on failure and on SIGTERM (meson's timeout) too: the jobs run
+    in their own sessions, out of reach of meson's kill of our group."""
+    for p in jobs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    for pid in rank_pids(tmp):   # ranks sit in process groups of their own
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def finish(p, limit=120):
@@ -210,11 +227,15 @@ def main():
     if not os.path.isdir(DATA):
         print("skip: %s is not installed" % DATA)
         return lu.SKIP
+    lu.on_signals_exit()
     test_flag_errors()
     with tempfile.TemporaryDirectory(prefix="tfdist-restarts.") as tmp:
-        test_stop_between_attempts(tmp)
-        test_killed_rank(tmp)
-        test_no_restart_cases(tmp)
+        try:
+            test_stop_between_attempts(tmp)
+            test_killed_rank(tmp)
+            test_no_restart_cases(tmp)
+        finally:
+            stop_jobs(tmp)
     if failures:
         print("FAILED: %d check(s)" % len(failures), file=sys.stderr)
         return 1
