@@ -562,8 +562,11 @@ static int train_open_records(trainer *t, cJSON *ranks) {
     cJSON_Delete(ranks);
     return -1;
   }
-  if (run_record_init(&t->run, id, c->outputs, opt_to_json(&train_options, c), t->err,
-                      sizeof t->err) != 0) {
+  cJSON *config = opt_to_json(&train_options, c);
+  if (config && c->resume_auto) { /* the job's own flag: its config reruns as the job */
+    cJSON_ReplaceItemInObjectCaseSensitive(config, "resume_from", cJSON_CreateString("auto"));
+  }
+  if (run_record_init(&t->run, id, c->outputs, config, t->err, sizeof t->err) != 0) {
     cJSON_Delete(ranks);
     return -1;
   }

@@ -473,6 +473,7 @@ int train_ckpt_resolve_auto(train_config *cfg, coll_comm *comm, int rank, int si
     return -1;
   }
   *found = verdict == 1;
+  cfg->resume_auto = 1;
   snprintf(cfg->resume_from, sizeof cfg->resume_from, "%s", *found ? "latest" : "");
   return 0;
 }

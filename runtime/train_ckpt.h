@@ -30,7 +30,8 @@ void train_ckpt_free(trainer *t);
 
 /* --resume-from auto, before the trainer: rank 0 looks for a checkpoint in
  * <outputs> and every rank takes its answer: "latest" when there is one (*found
- * 1), else a fresh start (*found 0). Other values are left as they are.
+ * 1), else a fresh start (*found 0); cfg->resume_auto says it was "auto".
+ * Other values are left as they are.
  * 0, or -1 with err set. */
 int train_ckpt_resolve_auto(train_config *cfg, coll_comm *comm, int rank, int size, int *found,
                             char *err, size_t err_bytes);

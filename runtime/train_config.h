@@ -28,6 +28,7 @@ typedef struct {
   double momentum;
   int64_t threads;
   char resume_from[OPT_STR_BYTES];
+  int resume_auto;               /* not a flag: resume_from was "auto", resolved (run.json keeps "auto") */
   int64_t checkpoint_every;
   int64_t keep_checkpoints;
   char data_mode[OPT_STR_BYTES]; /* global|stream */
