@@ -28,7 +28,9 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   ROW("--checkpoint-every %lld", (long long)c->checkpoint_every);
   ROW("--max-steps %lld", (long long)c->max_steps);
   ROW("--timeline %d", c->timeline); /* its start is a barrier */
-  ROW("--resume-from %s", c->resume_from[0] ? "(given)" : "(not given)");
+  /* auto: rank 0's checkpoint-or-not verdict is a collective of its own */
+  ROW("--resume-from %s", !strcmp(c->resume_from, "auto") ? "auto"
+                          : c->resume_from[0] ? "(given)" : "(not given)");
 #undef ROW
   return n;
 }

@@ -8,7 +8,8 @@ processes on one host (a run is ~1 s when it works):
 - a cluster of "[::1]:port" addresses trains (skipped without IPv6 loopback);
 - the worker given another --optimizer (the ring) or --learning-rate (1 ps):
   every task exits non-zero within 20 s, the chief's stderr names the flag
-  and the worker's names both values;
+  and the worker's names both values; so with --resume-from auto on the
+  chief and latest on the worker (rank 0's auto verdict is a collective);
 - the worker's cluster list differs from the chief's: both end within 10 s
   (--timeout 20), the chief saying so and the worker told it was turned away."""
 import os
@@ -105,6 +106,33 @@ def disagree_case(C, tmp, data, name, nps, flag, mine, theirs):
         C.ok("%s: %s" % (name, chief.strip().splitlines()[-1] if chief.strip() else ""))
 
 
+def resume_auto_disagree_case(C, tmp, data):
+    """The chief given --resume-from auto, the worker --resume-from latest:
+    only an "auto" rank takes part in rank 0's checkpoint-or-not broadcast,
+    so the agreement check must tell them apart (it saw both as "given", and
+    the tasks failed later on mismatched collectives, naming no flag)."""
+    name = "worker's --resume-from latest, the chief's auto"
+    folder = os.path.join(tmp, "disagree-resume-auto")
+    c = TC.Cluster(folder, TC.cluster_spec(1, 1, 0))
+    args = TC.train_args(folder, data, ["--epochs", "1", "--timeout", "5"])
+    t0 = time.monotonic()
+    try:
+        start(c, args, "chief", 0, ["--resume-from", "auto"])
+        start(c, args, "worker", 0, ["--resume-from", "latest"])
+        c.wait(LIMIT_S + 5)
+    finally:
+        c.kill()
+    late = [t.name for t in c.tasks if t.ended_at is None or t.ended_at - t0 > LIMIT_S]
+    zero = [t.name for t in c.tasks if t.rc == 0]
+    chief, worker = c.task("chief", 0).stderr(), c.task("worker", 0).stderr()
+    C.check(not late and not zero, "%s: tasks %s exit 0, %s late" % (name, zero, late), c.summary())
+    C.check("--resume-from" in chief and "rank 1" in chief and "--resume-from auto" in worker,
+            "%s: the chief should name --resume-from and rank 1, the worker rank 0's auto"
+            % name, chief + worker)
+    if not late and not zero and "--resume-from auto" in worker:
+        C.ok("%s: %s" % (name, worker.strip().splitlines()[-1]))
+
+
 def mismatch_case(C, tmp, data, workers):
     """Worker 0's TF_CONFIG lists another cluster (its own address moved):
     the chief says so, and turns worker 0 away with the reason, so both end
@@ -150,6 +178,7 @@ def main():
                       "sgd", "momentum")
         disagree_case(C, tmp, data, "worker's --learning-rate differs (1 ps)", 1,
                       "--learning-rate", "0.01", "0.02")
+        resume_auto_disagree_case(C, tmp, data)
     return C.verdict()
 
 
