@@ -221,6 +221,14 @@ def test_flag_errors():
                        timeout=30)
     check(r.returncode == 0 and "restarted up to 2 times" in r.stdout,
           "--resume-from=auto: exit %d %s %s" % (r.returncode, r.stdout, r.stderr))
+    cfg = os.path.join(tempfile.gettempdir(), "tfdist-restarts-%d.json" % os.getpid())
+    with open(cfg, "w") as f:
+        json.dump({"resume_from": "auto", "checkpoint_every": 0}, f)
+    r = subprocess.run([sys.executable, lu.TFDISTRUN, "--dry-run", "-np", "1", "--max-restarts",
+                        "1", "train", "--config", cfg], capture_output=True, text=True, timeout=30)
+    os.unlink(cfg)
+    check(r.returncode == 0 and "--checkpoint-every 0 writes no checkpoint" in r.stderr,
+          "no checkpoints under restarts: no warning: %s" % r.stderr)
 
 
 def main():
