@@ -9,7 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "data/rng.h"
+#include "base/clock.h"
+#include "base/rng.h"
 #include "data/stream.h"
 
 typedef struct {
@@ -52,12 +53,6 @@ int64_t data_loader_max_steps(const data_loader_config *cfg) {
   return best;
 }
 
-static double loader_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void loader_global_fill(data_loader *l, loader_slot *s) {
   const data_set *set = l->cfg.set;
   const int64_t B = l->cfg.batch, px = l->px;
@@ -72,7 +67,7 @@ static void loader_global_fill(data_loader *l, loader_slot *s) {
 
 static int loader_begin_epoch(data_loader *l, int64_t epoch) {
   if (l->cfg.mode == DATA_MODE_GLOBAL) {
-    data_perm_epoch(l->perm, l->cfg.set->count, l->cfg.seed, epoch);
+    base_perm_epoch(l->perm, l->cfg.set->count, l->cfg.seed, epoch);
     return 0;
   }
   return data_stream_begin_epoch(l->stream, epoch, l->err, sizeof l->err);
@@ -207,9 +202,9 @@ int data_loader_next(data_loader *l, data_batch *b, double *waited_s, char *err,
                      size_t err_bytes) {
   pthread_mutex_lock(&l->mu);
   if (l->count == 0 && !l->failed && !l->done) {
-    double t0 = loader_now();
+    double t0 = clock_mono_s();
     while (l->count == 0 && !l->failed && !l->done) pthread_cond_wait(&l->can_take, &l->mu);
-    if (waited_s) *waited_s += loader_now() - t0;
+    if (waited_s) *waited_s += clock_mono_s() - t0;
   }
   if (l->count == 0) {
     snprintf(err, err_bytes, "%s", l->failed ? l->err : "data loader: no batches after the last epoch");

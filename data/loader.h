@@ -3,7 +3,7 @@
  * takes), so a training step finds its input waiting. Two ways to cut the
  * data among ranks:
  *  - DATA_MODE_GLOBAL: every rank derives epoch e's permutation of the whole
- *    set from (seed, e) (data_perm_epoch); rank r of N takes rows
+ *    set from (seed, e) (base_perm_epoch); rank r of N takes rows
  *    [r*B, (r+1)*B) of each global batch of N*B. Exactly the rows the backend
  *    gather (kern gather_u8 over the same permutation) would pick, so N ranks
  *    with batch B match 1 rank with batch N*B.

@@ -8,7 +8,7 @@
 
 #include "data/idx_reader.h"
 #include "data/loader.h"
-#include "data/rng.h"
+#include "base/rng.h"
 
 #define STREAM_CHUNK_BYTES (256 * 1024)
 
@@ -20,7 +20,7 @@ struct data_stream {
   int64_t px;               /* bytes per sample */
   int64_t *mine;            /* (nmine) this rank's shards, in this epoch's order */
   int64_t nmine, next_shard;
-  data_rng rng;
+  base_rng rng;
   /* the shard being read */
   const data_shard *cur;
   data_idx_reader *ri, *rl;
@@ -93,12 +93,12 @@ int data_stream_begin_epoch(data_stream *st, int64_t epoch, char *err, size_t er
   (void)err;
   (void)err_bytes;
   stream_close_shard(st);
-  data_rng_seed(&st->rng, st->seed, DATA_RNG_STREAM_SHUFFLE,
+  base_rng_seed(&st->rng, st->seed, DATA_RNG_STREAM_SHUFFLE,
                 ((uint64_t)epoch << 24) ^ (uint64_t)st->rank);
   int64_t n = 0;
   for (int64_t k = st->rank; k < st->s->count; k += st->world) st->mine[n++] = k;
   for (int64_t i = n - 1; i > 0; i--) {
-    int64_t j = data_rng_below(&st->rng, (uint32_t)(i + 1));
+    int64_t j = base_rng_below(&st->rng, (uint32_t)(i + 1));
     int64_t t = st->mine[i];
     st->mine[i] = st->mine[j];
     st->mine[j] = t;
@@ -217,7 +217,7 @@ int data_stream_take(data_stream *st, int64_t n, float *x, int32_t *y, int64_t *
                st->s->path, st->rank);
       return -1;
     }
-    int64_t j = data_rng_below(&st->rng, (uint32_t)st->fill);
+    int64_t j = base_rng_below(&st->rng, (uint32_t)st->fill);
     if (x) {
       data_pixels_to_f32(x + k * st->px, st->buf_px + j * st->px, st->px);
       y[k] = st->buf_lab[j];

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "data/idx_writer.h"
-#include "data/rng.h"
+#include "base/rng.h"
 #include "data/shards.h"
 
 #define SYNTH_BLOBS 4
@@ -18,13 +18,13 @@
 
 /* Each class: a few soft round blobs, (1 - d^2/r^2)^2 inside radius r. */
 static void synth_proto(uint8_t *out, uint64_t seed, int c) {
-  data_rng r;
+  base_rng r;
   int acc[DATA_SYNTH_PIXELS] = {0};
-  data_rng_seed(&r, seed, DATA_RNG_STREAM_SYNTH, (1ull << 40) + (uint64_t)c);
+  base_rng_seed(&r, seed, DATA_RNG_STREAM_SYNTH, (1ull << 40) + (uint64_t)c);
   for (int b = 0; b < SYNTH_BLOBS; b++) {
-    int cx = 5 + (int)data_rng_below(&r, 18), cy = 5 + (int)data_rng_below(&r, 18);
-    int rad = 3 + (int)data_rng_below(&r, 4), r2 = rad * rad;
-    int peak = 160 + (int)data_rng_below(&r, 96);
+    int cx = 5 + (int)base_rng_below(&r, 18), cy = 5 + (int)base_rng_below(&r, 18);
+    int rad = 3 + (int)base_rng_below(&r, 4), r2 = rad * rad;
+    int peak = 160 + (int)base_rng_below(&r, 96);
     for (int y = 0; y < DATA_SYNTH_SIDE; y++) {
       for (int x = 0; x < DATA_SYNTH_SIDE; x++) {
         int d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
@@ -56,14 +56,14 @@ void data_synth_sample(const data_synth *s, int split, int64_t i, uint8_t *px, u
     synth_index_sample(i, split, px, label);
     return;
   }
-  data_rng r;
-  data_rng_seed(&r, s->seed, DATA_RNG_STREAM_SYNTH, (uint64_t)i * 2 + (uint64_t)(split & 1));
-  int c = (int)data_rng_below(&r, DATA_CLASSES);
-  int other = (c + 1 + (int)data_rng_below(&r, DATA_CLASSES - 1)) % DATA_CLASSES;
-  int dx = (int)data_rng_below(&r, 2 * SYNTH_SHIFT + 1) - SYNTH_SHIFT;
-  int dy = (int)data_rng_below(&r, 2 * SYNTH_SHIFT + 1) - SYNTH_SHIFT;
-  int gain = 120 + (int)data_rng_below(&r, 136); /* 120..255, /255 */
-  int mix = (int)data_rng_below(&r, SYNTH_MIX + 1); /* a distractor class at 0..MIX/255 */
+  base_rng r;
+  base_rng_seed(&r, s->seed, DATA_RNG_STREAM_SYNTH, (uint64_t)i * 2 + (uint64_t)(split & 1));
+  int c = (int)base_rng_below(&r, DATA_CLASSES);
+  int other = (c + 1 + (int)base_rng_below(&r, DATA_CLASSES - 1)) % DATA_CLASSES;
+  int dx = (int)base_rng_below(&r, 2 * SYNTH_SHIFT + 1) - SYNTH_SHIFT;
+  int dy = (int)base_rng_below(&r, 2 * SYNTH_SHIFT + 1) - SYNTH_SHIFT;
+  int gain = 120 + (int)base_rng_below(&r, 136); /* 120..255, /255 */
+  int mix = (int)base_rng_below(&r, SYNTH_MIX + 1); /* a distractor class at 0..MIX/255 */
   const uint8_t *p = s->proto[c], *q = s->proto[other];
   uint64_t bits = 0;
   for (int y = 0; y < DATA_SYNTH_SIDE; y++) {
@@ -73,7 +73,7 @@ void data_synth_sample(const data_synth *s, int split, int64_t i, uint8_t *px, u
       if (sx >= 0 && sx < DATA_SYNTH_SIDE && sy >= 0 && sy < DATA_SYNTH_SIDE) {
         v += p[sy * DATA_SYNTH_SIDE + sx] * gain / 255;
       }
-      if ((j & 7) == 0) bits = data_rng_next(&r);
+      if ((j & 7) == 0) bits = base_rng_next(&r);
       v += (int)((bits & 0xff) * (2 * SYNTH_NOISE + 1) >> 8) - SYNTH_NOISE;
       bits >>= 8;
       px[j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);

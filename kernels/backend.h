@@ -48,7 +48,7 @@ typedef struct {
  * it: gather at *cursor, forward, softmax cross-entropy (stats), backward
  * into grads (overwritten: the same values as zeroing then accumulating),
  * the optimizer update and the cursor advance. The buffers are those the
- * op-by-op step uses (runtime/model.h's work buffers), so either path leaves
+ * op-by-op step uses (model/model.h's work buffers), so either path leaves
  * the same state behind. One launch may run `steps` such steps in a row,
  * each at the cursor the one before advanced: the same as `steps` launches. */
 typedef struct {

@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 
 die() { echo "bundle.sh: error: $*" >&2; exit 1; }
-[ -x "$BUILD/runtime/tfdist" ] || die "$BUILD/runtime/tfdist not found (build first: ninja -C $BUILD)"
+[ -x "$BUILD/cli/tfdist" ] || die "$BUILD/cli/tfdist not found (build first: ninja -C $BUILD)"
 
 MPI_PLUGINS=/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3
 PMIX_ROOT=/usr/lib/x86_64-linux-gnu/pmix2
@@ -52,7 +52,7 @@ mkdir -p "$OUT"/{bin,libexec,lib/openmpi,lib/pmix,lib/fallback,share/openmpi,sha
 OUT=$(cd "$OUT" && pwd)
 
 # --- executables -----------------------------------------------------------
-EXES=("$BUILD/runtime/tfdist")
+EXES=("$BUILD/cli/tfdist")
 for f in tests/gpu/test_gpu_ops tests/gpu/test_gpu_step tests/collective/test_nccl_allreduce \
          benchmarks/gpu/gpu_step_bench benchmarks/gpu/gpu_allreduce_bench; do
   [ -x "$BUILD/$f" ] && EXES+=("$BUILD/$f")
@@ -155,7 +155,7 @@ EOF
 stub_libs
 
 # --- the sonames of the CUDA stack this build links ---------------------------
-CUDA_SONAMES=$(needed "$BUILD/runtime/tfdist" | grep -E '^lib(cublas|cudnn|nccl|cudart)' | tr '\n' ' ')
+CUDA_SONAMES=$(needed "$BUILD/cli/tfdist" | grep -E '^lib(cublas|cudnn|nccl|cudart)' | tr '\n' ' ')
 for s in $CUDA_SONAMES; do # cuBLAS loads its Lt half from the same release
   case $s in libcublas.so.*) CUDA_SONAMES="$CUDA_SONAMES libcublasLt.so.${s#libcublas.so.}" ;; esac
 done

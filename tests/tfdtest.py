@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 
-TFDIST = os.environ.get("TFDIST", "build/runtime/tfdist")
+TFDIST = os.environ.get("TFDIST", "build/cli/tfdist")
 failures = []
 
 

@@ -114,7 +114,7 @@ def run_peer(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tfdist", default=os.environ.get("TFDIST", os.path.join(
-        HERE, "..", "..", "build", "runtime", "tfdist")))
+        HERE, "..", "..", "build", "cli", "tfdist")))
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--ps", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=50)

@@ -56,7 +56,7 @@ def best_rate(outputs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tfdist", default=os.environ.get("TFDIST", os.path.join(
-        HERE, "..", "..", "build", "runtime", "tfdist")))
+        HERE, "..", "..", "build", "cli", "tfdist")))
     ap.add_argument("--np", default="1,2,4")
     ap.add_argument("--overlap", default="on,off")
     ap.add_argument("--allreduce", default="ring", choices=["ring", "mpi"])

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--tfdist", default="build/runtime/tfdist")
+ap.add_argument("--tfdist", default="build/cli/tfdist")
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 ap.add_argument("--epochs", type=int, default=3)
 ap.add_argument("--np", type=int, default=1)

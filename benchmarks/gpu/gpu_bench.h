@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
-#include "runtime/model.h"
+#include "model/model.h"
 #include "tfdist_config.h"
 
 enum {

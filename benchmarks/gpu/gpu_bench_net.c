@@ -1,6 +1,6 @@
 /* The benchmark's network: the tutorial's 784-300-100-10 DNN with a resident
  * synthetic data set (random bytes: timing never runs on zeros), stepped as
- * runtime/train.c steps it, split into segments for the time breakdown. */
+ * train/train.c steps it, split into segments for the time breakdown. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

@@ -372,7 +372,7 @@ def main(argv):
               "(or use --model-only)", file=sys.stderr)
         return 2
     build = os.environ.get("TFDIST_BUILD", os.path.join(ROOT, "build"))
-    tfdist = os.environ.get("TFDIST", os.path.join(build, "runtime", "tfdist"))
+    tfdist = os.environ.get("TFDIST", os.path.join(build, "cli", "tfdist"))
     probe_bin = os.path.join(build, "benchmarks", "scaling", "scaling_probe")
     for path in (tfdist, probe_bin):
         if not os.access(path, os.X_OK):

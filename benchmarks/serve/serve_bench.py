@@ -4,7 +4,7 @@
 numpy float32 forward pass, the shape of an Azure ML scoring script), on the
 same model, rows and client load, measured alternately in one run.
 
-  benchmarks/serve/serve_bench.py [--tfdist build/runtime/tfdist] [--clients 4]
+  benchmarks/serve/serve_bench.py [--tfdist build/cli/tfdist] [--clients 4]
       [--rows 1] [--seconds 3] [--rounds 3] [--threads 4] [--model PATH]
 
 Without --model it trains a small model on synthetic data first. Every
@@ -115,7 +115,7 @@ def train_model(tfdist, d):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tfdist", default="build/runtime/tfdist")
+    ap.add_argument("--tfdist", default="build/cli/tfdist")
     ap.add_argument("--model")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rows", type=int, default=1)

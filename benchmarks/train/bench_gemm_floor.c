@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "data/rng.h"
+#include "base/rng.h"
 #include "tfdist_config.h"
 #include TFDIST_CBLAS_H
 
@@ -22,9 +22,9 @@ static int cmp(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static float *rnd(data_rng *r, long n) {
+static float *rnd(base_rng *r, long n) {
   float *p = aligned_alloc(64, ((size_t)n * 4 + 63) / 64 * 64);
-  for (long i = 0; i < n; i++) p[i] = data_rng_uniform(r) - 0.5f;
+  for (long i = 0; i < n; i++) p[i] = base_rng_uniform(r) - 0.5f;
   return p;
 }
 
@@ -42,8 +42,8 @@ int main(int argc, char **argv) {
 #if TFDIST_BLAS_IS_OPENBLAS
   openblas_set_num_threads(1);
 #endif
-  data_rng r;
-  data_rng_seed(&r, 1, 9, 0);
+  base_rng r;
+  base_rng_seed(&r, 1, 9, 0);
   float *act[4], *dact[4], *w[3], *dw[3];
   for (int k = 0; k < 4; k++) {
     act[k] = rnd(&r, (long)B * d[k]);

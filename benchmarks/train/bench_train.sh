@@ -7,7 +7,7 @@
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-3}
-tfdist=$build/runtime/tfdist
+tfdist=$build/cli/tfdist
 floor=$build/benchmarks/train/bench_gemm_floor
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

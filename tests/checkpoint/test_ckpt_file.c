@@ -9,19 +9,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "data/rng.h"
-#include "runtime/checkpoint.h"
-#include "runtime/fsutil.h"
-#include "runtime/h5model.h"
+#include "base/rng.h"
+#include "modelio/checkpoint.h"
+#include "base/fsutil.h"
+#include "modelio/h5model.h"
 #include "tests/check.h"
 #include "tfdist_config.h"
 
 static char dir[256];
 
 static void fill_random(float *p, int64_t n, uint64_t seed) {
-  data_rng r;
-  data_rng_seed(&r, seed, 99, 0);
-  for (int64_t i = 0; i < n; i++) p[i] = 2.0f * data_rng_uniform(&r) - 1.0f;
+  base_rng r;
+  base_rng_seed(&r, seed, 99, 0);
+  for (int64_t i = 0; i < n; i++) p[i] = 2.0f * base_rng_uniform(&r) - 1.0f;
 }
 
 static void make_state(ckpt_state *s, int64_t epoch) {

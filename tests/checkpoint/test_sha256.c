@@ -2,7 +2,7 @@
  * pattern at every padding boundary, one-shot and fed in uneven pieces. */
 #include <string.h>
 
-#include "runtime/sha256.h"
+#include "base/sha256.h"
 #include "tests/check.h"
 
 static const struct { int len; const char *hex; } pattern_vectors[] = {

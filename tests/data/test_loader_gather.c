@@ -8,7 +8,7 @@
 
 #include "check.h"
 #include "data/loader.h"
-#include "data/rng.h"
+#include "base/rng.h"
 #include "data/synth.h"
 #include "kernels/backend.h"
 
@@ -39,7 +39,7 @@ int main(void) {
     CHECK(data_loader_init(&l, &c, err, sizeof err) == 0);
     if (!l) break;
     for (int64_t e = 0; e < 2; e++) {
-      data_perm_epoch(perm, n, seed, e);
+      base_perm_epoch(perm, n, seed, e);
       int64_t cursor = r * B; /* as train.c starts it, advanced by the global batch */
       for (int64_t s = 0; s < steps; s++, cursor += N * B) {
         data_batch b;

@@ -9,7 +9,7 @@
 
 #include "check.h"
 #include "data/loader.h"
-#include "data/rng.h"
+#include "base/rng.h"
 #include "data/shards.h"
 #include "data/synth.h"
 
@@ -100,7 +100,7 @@ static void test_global(void) {
         if (!ids[r]) return;
       }
       for (int e = 0; e < EPOCHS; e++) {
-        data_perm_epoch(perm, n, SEED, e);
+        base_perm_epoch(perm, n, SEED, e);
         memset(seen, 0, (size_t)n);
         for (int r = 0; r < N; r++) {
           for (int64_t s = 0; s < steps; s++) {

@@ -1,8 +1,8 @@
 /* Whole training steps on the GPU against the CPU backend: gather at a
  * device cursor, forward, fused softmax cross-entropy, backward, SGD and the
  * cursor advance, run eagerly and as one captured CUDA graph replayed step
- * after step (as runtime/train.c does). Exits 77 without a GPU. */
-#include "runtime/model.h"
+ * after step (as train/train.c does). Exits 77 without a GPU. */
+#include "model/model.h"
 #include "tests/gpu/gpu_check.h"
 
 #define STEPS 5
@@ -36,7 +36,7 @@ static void *to_be(kern_backend *be, const void *host, size_t bytes) {
   return p;
 }
 
-/* The fused step over the stepper's buffers, as runtime/train.c sets it up;
+/* The fused step over the stepper's buffers, as train/train.c sets it up;
  * 0 when the backend fuses this shape. */
 static int stepper_fuse(stepper *s) {
   kern_backend *be = s->be;
@@ -86,7 +86,7 @@ static void stepper_free(stepper *s) {
   for (int i = 0; i < 9; i++) kern_mem_free(be, bufs[i]);
 }
 
-/* The step of runtime/train.c (train_step_ops), one rank. */
+/* The step of train/train.c (train_step_ops), one rank. */
 static int step_ops(stepper *s) {
   kern_backend *be = s->be;
   const model_layout *L = s->L;

@@ -13,7 +13,7 @@ import idxgen
 
 SKIP = 77
 SRC = os.environ.get("TFDIST_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
-TFDIST = os.environ.get("TFDIST", os.path.join(SRC, "build", "runtime", "tfdist"))
+TFDIST = os.environ.get("TFDIST", os.path.join(SRC, "build", "cli", "tfdist"))
 LAUNCHER = os.path.join(SRC, "launcher")
 SIMHOSTS = os.path.join(LAUNCHER, "netns", "simhosts")
 NSRSH = os.path.join(LAUNCHER, "netns", "nsrsh")

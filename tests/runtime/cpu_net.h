@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "kernels/backend.h"
-#include "runtime/model.h"
+#include "model/model.h"
 #include "runtime/ref64.h"
 
 typedef struct {

@@ -10,9 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "runtime/h5model.h"
-#include "runtime/serve.h"
-#include "runtime/serve_http.h"
+#include "modelio/h5model.h"
+#include "serve/serve.h"
+#include "serve/serve_http.h"
 
 static serve_models fuzz_models;
 

@@ -3,7 +3,7 @@
 #include <stdio.h>
 
 #include "check.h"
-#include "data/rng.h"
+#include "base/rng.h"
 #include "kernels/backend.h"
 
 int main(void) {
@@ -12,19 +12,19 @@ int main(void) {
   kern_config kc = {.device = KERN_DEVICE_CPU, .threads = 1};
   char err[256];
   if (kern_backend_init(&be, &kc, err, sizeof err) != 0) return 1;
-  data_rng r;
-  data_rng_seed(&r, 5, 6, 7);
+  base_rng r;
+  base_rng_seed(&r, 5, 6, 7);
   float x[9 * 17], wt[17 * 11], o[9 * 11], dout[9 * 11], dw[17 * 11], db[11], din[9 * 17];
   double ref_dw[17 * 11], ref_db[11], ref_din[9 * 17], dz[9 * 11];
-  for (int64_t i = 0; i < n * in; i++) x[i] = data_rng_uniform(&r) - 0.5f;
-  for (int64_t i = 0; i < in * out; i++) wt[i] = data_rng_uniform(&r) - 0.5f;
+  for (int64_t i = 0; i < n * in; i++) x[i] = base_rng_uniform(&r) - 0.5f;
+  for (int64_t i = 0; i < in * out; i++) wt[i] = base_rng_uniform(&r) - 0.5f;
   for (int64_t i = 0; i < n * out; i++) {
-    o[i] = data_rng_uniform(&r) < 0.4f ? 0.0f : data_rng_uniform(&r); /* post-ReLU outputs */
-    dout[i] = data_rng_uniform(&r) - 0.5f;
+    o[i] = base_rng_uniform(&r) < 0.4f ? 0.0f : base_rng_uniform(&r); /* post-ReLU outputs */
+    dout[i] = base_rng_uniform(&r) - 0.5f;
     dz[i] = o[i] > 0 ? dout[i] : 0.0;
   }
-  for (int64_t i = 0; i < in * out; i++) dw[i] = data_rng_uniform(&r) * 3.0f + 1.0f;
-  for (int64_t j = 0; j < out; j++) db[j] = data_rng_uniform(&r) * 3.0f + 1.0f;
+  for (int64_t i = 0; i < in * out; i++) dw[i] = base_rng_uniform(&r) * 3.0f + 1.0f;
+  for (int64_t j = 0; j < out; j++) db[j] = base_rng_uniform(&r) * 3.0f + 1.0f;
   for (int64_t i = 0; i < n * in; i++) din[i] = 1e9f; /* overwritten, never added to */
   for (int64_t p = 0; p < in; p++)
     for (int64_t j = 0; j < out; j++) {

@@ -5,7 +5,7 @@
 
 #include "check.h"
 #include "cpu_net.h"
-#include "data/rng.h"
+#include "base/rng.h"
 
 int main(void) {
   const int64_t n = 7, dims[4] = {784, 13, 9, 10};
@@ -15,21 +15,21 @@ int main(void) {
   model_work *w = &c.w;
   kern_backend *be = c.be;
   float *params = c.params, *grads = c.grads;
-  data_rng r;
-  data_rng_seed(&r, 2024, 99, 0);
+  base_rng r;
+  base_rng_seed(&r, 2024, 99, 0);
   model_init_params(l, params, 7);
   /* Random non-zero biases too, so their gradients are exercised off zero. */
   for (int k = 0; k < 3; k++) {
     const model_tensor *b = &l->tensors[2 * k + 1];
-    for (int64_t i = 0; i < b->elems; i++) params[b->offset + i] = data_rng_uniform(&r) - 0.5f;
+    for (int64_t i = 0; i < b->elems; i++) params[b->offset + i] = base_rng_uniform(&r) - 0.5f;
   }
   double *x64 = malloc((size_t)(n * dims[0]) * sizeof(double));
   int32_t y[7];
   for (int64_t i = 0; i < n * dims[0]; i++) {
-    w->act[0][i] = data_rng_uniform(&r);
+    w->act[0][i] = base_rng_uniform(&r);
     x64[i] = w->act[0][i];
   }
-  for (int64_t i = 0; i < n; i++) y[i] = w->labels[i] = (int32_t)data_rng_below(&r, 10);
+  for (int64_t i = 0; i < n; i++) y[i] = w->labels[i] = (int32_t)base_rng_below(&r, 10);
 
   CHECK(model_forward(w, params, n) == 0);
   CHECK(be->ops->xent(be, w->dact[3], NULL, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
@@ -45,7 +45,7 @@ int main(void) {
     double *fd = malloc((size_t)count * sizeof(double));
     float *an = malloc((size_t)count * sizeof(float));
     for (int64_t s = 0; s < count; s++) {
-      int64_t i = ts->offset + (ts->cols ? (int64_t)data_rng_below(&r, (uint32_t)ts->elems) : s);
+      int64_t i = ts->offset + (ts->cols ? (int64_t)base_rng_below(&r, (uint32_t)ts->elems) : s);
       double keep = p64[i];
       p64[i] = keep + eps;
       double lp = ref64_loss(&net, x64, y, n, NULL);

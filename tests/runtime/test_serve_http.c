@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime/serve_http.h"
+#include "serve/serve_http.h"
 #include "tests/check.h"
 
 static double now_s(void) {

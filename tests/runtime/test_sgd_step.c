@@ -5,7 +5,7 @@
 
 #include "check.h"
 #include "cpu_net.h"
-#include "data/rng.h"
+#include "base/rng.h"
 
 /* dL/dparams of the mean cross-entropy, float64, by hand. */
 static void ref64_grads(const ref64_net *net, const double *x, const int32_t *y, int64_t n,
@@ -62,11 +62,11 @@ int main(void) {
   float *params = c.params, *grads = c.grads;
   uint8_t *images = malloc((size_t)(pool * dims[0])), labels[200];
   int32_t perm[200];
-  data_rng r;
-  data_rng_seed(&r, 77, 5, 0);
-  for (int64_t i = 0; i < pool * dims[0]; i++) images[i] = (uint8_t)data_rng_below(&r, 256);
-  for (int64_t i = 0; i < pool; i++) labels[i] = (uint8_t)data_rng_below(&r, 10);
-  data_perm_epoch(perm, pool, 77, 0);
+  base_rng r;
+  base_rng_seed(&r, 77, 5, 0);
+  for (int64_t i = 0; i < pool * dims[0]; i++) images[i] = (uint8_t)base_rng_below(&r, 256);
+  for (int64_t i = 0; i < pool; i++) labels[i] = (uint8_t)base_rng_below(&r, 10);
+  base_perm_epoch(perm, pool, 77, 0);
   model_init_params(l, params, 11);
   for (int64_t i = 0; i < l->total_elems; i++) grads[i] = 1e3f; /* must be zeroed by the step */
 

@@ -2,7 +2,7 @@
  * leader's best at report k over (1 + slack), the interval and the delay. */
 #include <math.h>
 
-#include "runtime/tune.h"
+#include "tune/tune.h"
 #include "tests/check.h"
 
 int main(void) {

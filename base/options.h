@@ -1,0 +1,45 @@
+/* One table per command describes each option once: its flag, JSON key,
+ * type, default, bounds and help. Flags, config files, --help and the
+ * resolved config in run.json are all driven from it. */
+#ifndef TFDIST_BASE_OPTIONS_H
+#define TFDIST_BASE_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STRING, OPT_BOOL, OPT_CHOICE } opt_type;
+
+typedef struct {
+  const char *name;    /* flag without "--"; the JSON key is the same with '_' for '-' */
+  opt_type type;
+  size_t offset;       /* into the options struct: int64_t, double, char[OPT_STR_BYTES] or int */
+  const char *defval;  /* as text; NULL means "unset" (empty string) */
+  double min, max;     /* inclusive bounds for OPT_INT / OPT_FLOAT */
+  const char *choices; /* "a|b|c" for OPT_CHOICE */
+  const char *help;
+} opt_spec;
+
+#define OPT_STR_BYTES 4096
+
+typedef struct {
+  const opt_spec *specs;
+  int count;
+  const char *command; /* "train", for messages */
+} opt_table;
+
+/* Sets every field to its default. */
+int opt_defaults(const opt_table *t, void *obj, char *err, size_t err_bytes);
+/* Applies a JSON object; an unknown key or a bad value names the file and key. */
+int opt_apply_json(const opt_table *t, void *obj, const char *path, char *err, size_t err_bytes);
+/* Applies argv (after the command word). Positional arguments are refused
+ * unless positional != NULL, which then receives them (at most max_pos). */
+int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const char **positional,
+                   int max_pos, int *npos, char *err, size_t err_bytes);
+int opt_wants_help(int argc, char **argv);
+void opt_print_help(const opt_table *t, const char *usage, void *out_file);
+/* The resolved values as a JSON object (caller frees). */
+cJSON *opt_to_json(const opt_table *t, const void *obj);
+
+#endif

@@ -1,0 +1,186 @@
+/* `tfdist serve`: a scoring server for a saved or registered model. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "base/options.h"
+#include "serve/serve.h"
+#include "serve/serve_loop.h"
+
+typedef struct {
+  char model[OPT_STR_BYTES], registry[OPT_STR_BYTES], name[OPT_STR_BYTES], host[OPT_STR_BYTES];
+  int64_t port, threads, max_body_mb;
+  double header_timeout, poll_s;
+  int access_log;
+} serve_opts;
+
+#define F(field) offsetof(serve_opts, field)
+static const opt_spec serve_specs[] = {
+  {"model", OPT_STRING, F(model), NULL, 0, 0, NULL,
+   "model.h5, a checkpoint or a folder holding model.h5; else a registry NAME (every "
+   "version) or NAME:VERSION (required)"},
+  {"registry", OPT_STRING, F(registry), NULL, 0, 0, NULL,
+   "registry root (else $TFDIST_REGISTRY, else ~/.tfdist/registry)"},
+  {"name", OPT_STRING, F(name), "model", 0, 0, NULL, "model name in URLs when --model is a path"},
+  {"host", OPT_STRING, F(host), "127.0.0.1", 0, 0, NULL, "address to listen on (0.0.0.0: all)"},
+  {"port", OPT_INT, F(port), "8501", 0, 65535, NULL, "TCP port; 0 picks a free one"},
+  {"threads", OPT_INT, F(threads), "4", 1, 256, NULL, "requests answered at once (open connections are not limited by it)"},
+  {"max-body-mb", OPT_INT, F(max_body_mb), "16", 1, 4096, NULL,
+   "largest request body in MiB (parsing takes up to ~20x its size)"},
+  {"header-timeout", OPT_FLOAT, F(header_timeout), "30", 0.1, 3600, NULL,
+   "seconds a request's headers may take from their first byte"},
+  {"access-log", OPT_BOOL, F(access_log), "on", 0, 0, NULL, "one line per request on stderr"},
+  {"poll-s", OPT_FLOAT, F(poll_s), "2", 0, 86400, NULL,
+   "seconds between looks for new registry versions of NAME, served as they come (0: never)"},
+};
+#undef F
+static const opt_table serve_options = {
+    serve_specs, (int)(sizeof serve_specs / sizeof serve_specs[0]), "serve"};
+
+static const char serve_usage[] =
+    "usage: tfdist serve --model PATH|NAME[:VERSION] [--port N] [--host ADDR] [--threads N]\n"
+    "  GET /  POST /score {\"data\": [[784 numbers], ...]} -> [classes]\n"
+    "  POST /v1/models/NAME[/versions/N]:predict {\"instances\": [...]} -> {\"predictions\": ...}\n"
+    "  GET /v1/models/NAME[/versions/N][/metadata]   (TF Serving REST)";
+
+static volatile sig_atomic_t serve_stop;
+
+static void serve_on_signal(int sig) {
+  (void)sig;
+  __atomic_store_n(&serve_stop, 1, __ATOMIC_RELAXED); /* the loop's threads read it */
+}
+
+/* A listening socket on host:port; the bound port in *bound. Exit code in
+ * *code on failure: 2 for a bad --host, 1 for a port we cannot have. */
+static int serve_listen(const serve_opts *o, int *bound, int *code, char *err, size_t eb) {
+  char port[16];
+  snprintf(port, sizeof port, "%lld", (long long)o->port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  int g = getaddrinfo(o->host, port, &hints, &ai);
+  if (g != 0) {
+    snprintf(err, eb, "--host '%s': %s", o->host, gai_strerror(g));
+    *code = CLI_USAGE;
+    return -1;
+  }
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+    snprintf(err, eb, "--port %lld: cannot listen on %s:%lld: %s", (long long)o->port, o->host,
+             (long long)o->port, strerror(errno));
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    *code = CLI_FAIL;
+    return -1;
+  }
+  freeaddrinfo(ai);
+  struct sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &len);
+  *bound = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                          : ((struct sockaddr_in *)&sa)->sin_port);
+  return fd;
+}
+
+/* Looks for new registry versions every poll_s seconds until serve_stop;
+ * each new one is loaded and becomes the default, as TF Serving's "latest"
+ * version policy does. */
+typedef struct {
+  serve_models *models;
+  double poll_s;
+} serve_poller;
+
+static void *serve_poll_main(void *arg) {
+  serve_poller *p = arg;
+  char added[512], err[4600];
+  while (!__atomic_load_n(&serve_stop, __ATOMIC_ACQUIRE)) {
+    for (double t = 0; t < p->poll_s && !__atomic_load_n(&serve_stop, __ATOMIC_ACQUIRE); t += 0.05) {
+      struct timespec ts = {0, 50000000L};
+      nanosleep(&ts, NULL);
+    }
+    if (__atomic_load_n(&serve_stop, __ATOMIC_ACQUIRE)) break;
+    int rc = serve_models_refresh(p->models, added, sizeof added, err, sizeof err);
+    if (rc > 0) {
+      fprintf(stderr, "tfdist serve: now serving %s version(s) %s (default %s)\n", p->models->name,
+              added, strrchr(added, ',') ? strrchr(added, ',') + 1 : added);
+    } else if (rc < 0) {
+      fprintf(stderr, "tfdist serve: a new version of %s was not loaded: %s\n", p->models->name,
+              err);
+    }
+  }
+  return NULL;
+}
+
+static void serve_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = serve_on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_serve(int argc, char **argv) {
+  static serve_opts o;
+  static serve_models m;
+  char err[4600] = "", versions[512];
+  if (opt_wants_help(argc - 1, argv + 1)) {
+    opt_print_help(&serve_options, serve_usage, stdout);
+    return CLI_OK;
+  }
+  if (opt_defaults(&serve_options, &o, err, sizeof err) != 0 ||
+      opt_apply_argv(&serve_options, &o, argc - 1, argv + 1, NULL, 0, NULL, err, sizeof err)) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_USAGE;
+  }
+  if (!o.model[0]) {
+    fprintf(stderr, "tfdist: error: --model: required (a model.h5, a folder, or NAME[:VERSION] "
+                    "in the registry)\n");
+    return CLI_USAGE;
+  }
+  if (serve_models_open(&m, o.model, o.registry, o.name, (int)o.threads, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_USAGE;
+  }
+  int port = 0, code = CLI_FAIL;
+  int lfd = serve_listen(&o, &port, &code, err, sizeof err);
+  if (lfd < 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    serve_models_close(&m);
+    return code;
+  }
+  serve_signals();
+  serve_models_describe(&m, versions, sizeof versions);
+  printf("serving %s versions %s (default %lld) at http://%s:%d\n", m.name, versions,
+         m.default_version, o.host, port);
+  fflush(stdout);
+  serve_loop_config lc = {.models = &m, .threads = (int)o.threads,
+                         .max_body = (size_t)o.max_body_mb << 20, .access_log = o.access_log,
+                         .head_timeout_ms = o.header_timeout * 1000.0,
+                         .stop = &serve_stop};
+  serve_poller poller = {.models = &m, .poll_s = o.poll_s};
+  pthread_t poll_thread;
+  int polling = m.watch && o.poll_s > 0 &&
+                pthread_create(&poll_thread, NULL, serve_poll_main, &poller) == 0;
+  int rc = serve_loop_run(&lc, lfd, err, sizeof err);
+  __atomic_store_n(&serve_stop, 1, __ATOMIC_RELEASE); /* also when the loop failed */
+  if (polling) pthread_join(poll_thread, NULL);
+  if (rc != 0) fprintf(stderr, "tfdist: error: %s\n", err);
+  else fprintf(stderr, "tfdist serve: stopped\n");
+  serve_models_close(&m);
+  return rc == 0 ? CLI_OK : CLI_FAIL;
+}

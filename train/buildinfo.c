@@ -1,0 +1,49 @@
+/* Library versions as linked (not as headed), like horovodrun --check-build. */
+#include "train/buildinfo.h"
+
+#include <hdf5.h>
+#include <zlib.h>
+
+#include "collective/coll.h"
+#include "kernels/backend.h"
+#include "tfdist_config.h"
+
+cJSON *buildinfo_json(void) {
+  cJSON *o = cJSON_CreateObject();
+  char mpi[256], cuda[512], hdf5[64], cjson[32];
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  snprintf(hdf5, sizeof hdf5, "%u.%u.%u", maj, min, rel);
+  snprintf(cjson, sizeof cjson, "%s", cJSON_Version());
+  coll_mpi_version(mpi, sizeof mpi);
+  kern_cuda_info(cuda, sizeof cuda);
+  cJSON_AddStringToObject(o, "tfdist", TFDIST_VERSION);
+  cJSON_AddStringToObject(o, "blas", kern_blas_info());
+  cJSON_AddStringToObject(o, "mpi", mpi);
+  cJSON_AddStringToObject(o, "hdf5", hdf5);
+  cJSON_AddStringToObject(o, "cjson", cjson);
+  cJSON_AddStringToObject(o, "zlib", zlibVersion());
+  cJSON_AddBoolToObject(o, "cuda_built", TFDIST_HAVE_CUDA);
+  cJSON_AddStringToObject(o, "cuda", cuda);
+  return o;
+}
+
+void buildinfo_print(FILE *out) {
+  cJSON *o = buildinfo_json();
+  char why[256] = "";
+  int gpus = kern_cuda_device_count(why, sizeof why);
+  fprintf(out, "tfdist %s build:\n", TFDIST_VERSION);
+  fprintf(out, "  [X] CPU backend     BLAS: %s\n", cJSON_GetObjectItem(o, "blas")->valuestring);
+  fprintf(out, "  [X] MPI             %s\n", cJSON_GetObjectItem(o, "mpi")->valuestring);
+  fprintf(out, "  [X] ring allreduce  (over MPI point-to-point)\n");
+  fprintf(out, "  [X] HDF5            %s\n", cJSON_GetObjectItem(o, "hdf5")->valuestring);
+  fprintf(out, "  [X] cJSON           %s\n", cJSON_GetObjectItem(o, "cjson")->valuestring);
+  fprintf(out, "  [X] zlib            %s\n", cJSON_GetObjectItem(o, "zlib")->valuestring);
+  fprintf(out, "  [%c] CUDA/cuBLAS/cuDNN/NCCL  %s\n", TFDIST_HAVE_CUDA ? 'X' : ' ',
+          cJSON_GetObjectItem(o, "cuda")->valuestring);
+  if (TFDIST_HAVE_CUDA) {
+    if (gpus > 0) fprintf(out, "      GPUs visible: %d\n", gpus);
+    else fprintf(out, "      GPUs visible: 0 (%s)\n", why);
+  }
+  cJSON_Delete(o);
+}
