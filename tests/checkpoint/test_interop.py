@@ -84,8 +84,12 @@ q = subprocess.run([T.TFDIST, "predict", "--model", model], input=json.dumps({"d
 T.check(q.returncode == 0, f"json predict failed: {q.stderr.strip()}")
 if q.returncode == 0:
     j = json.loads(q.stdout)
-    T.check(j["classes"] == got["classes"][:50] and j["probabilities"] == got["probabilities"][:50],
-            "JSON input and idx input disagree")
+    # Same classes; probabilities within float32 rounding, not bit for bit:
+    # a row's GEMM result depends on where it falls in the BLAS's tiles
+    # (50 rows against 1000; OpenBLAS's Haswell kernels differ in the last bit).
+    dj = np.abs(np.array(j["probabilities"]) - prob[:50]).max()
+    T.check(j["classes"] == got["classes"][:50] and dj <= 1e-6,
+            f"JSON input and idx input disagree (max |dp| {dj:.3g})")
 
 # eval's confusion matrix is the independent predictions tallied.
 p = T.run(["eval", "--model", model, "--data-folder", data, "--json"])

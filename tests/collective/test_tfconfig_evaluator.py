@@ -2,8 +2,10 @@
 the cluster it watches: chief + worker + 1 ps train 3 epochs with a
 checkpoint each epoch; the evaluator writes eval_accuracy for epochs 1..3,
 equal to the chief's validation_acc for the same epochs (counts of correct
-answers: exact) and eval_loss within 1e-9 of validation_loss (the chief sums
-two ranks' shares), then final_eval_accuracy equal to final_acc, and exits 0.
+answers: exact) and eval_loss within 1e-6 of validation_loss (the chief sums
+two ranks' shares, and a row's float32 loss depends on where it falls in the
+BLAS's GEMM tiles: 1.4e-8 apart with OpenBLAS's Haswell kernels on an AMD
+EPYC; epochs differ by 50% and more), then final_eval_accuracy equal to final_acc, and exits 0.
 An evaluator with no run to watch ends after --timeout naming the folder (a
 run already Completed when it starts is not its run); a run killed under it
 ends it too, saying run.json still says Running. Started on a folder that
@@ -73,7 +75,7 @@ def watch_case(C, tmp, data):
     C.check(sorted(acc) == [1, 2, 3] and all(acc[e] == val[e] for e in acc),
             "evaluator: eval_accuracy %s != the chief's validation_acc %s" % (acc, val))
     C.check(sorted(loss) == [1, 2, 3] and
-            all(abs(loss[e] - vloss[e]) <= 1e-9 * abs(vloss[e]) for e in loss),
+            all(abs(loss[e] - vloss[e]) <= 1e-6 * abs(vloss[e]) for e in loss),
             "evaluator: eval_loss %s vs validation_loss %s" % (loss, vloss))
     C.check(len(set(acc.values())) > 1 or len(set(loss.values())) > 1,
             "evaluator: every epoch scored the same (were the checkpoints the same?)")
