@@ -15,6 +15,7 @@
 #include "modelio/infer.h"
 #include "base/jsonkeys.h"
 #include "registry/registry.h"
+#include "train/train.h"
 
 #define SERVE_CHUNK 256 /* rows per forward pass: a session's work memory */
 
