@@ -15,7 +15,6 @@
 #include "modelio/infer.h"
 #include "base/jsonkeys.h"
 #include "registry/registry.h"
-#include "train/train.h"
 
 #define SERVE_CHUNK 256 /* rows per forward pass: a session's work memory */
 
