@@ -13,9 +13,11 @@ failures = []
 
 
 def check(cond, msg):
+    """Records a failed check; returns cond, so a caller can stop early."""
     if not cond:
         failures.append(msg)
         print("FAIL:", msg, file=sys.stderr)
+    return bool(cond)
 
 
 def done():
