@@ -75,12 +75,11 @@ int infer_session_predict(infer_session *s, const float *x, int64_t n, float *pr
   int rc = 0;
   for (int64_t start = 0; start < n && rc == 0; start += chunk) {
     int64_t m = n - start < chunk ? n - start : chunk;
-    if (kern_mem_upload(be, s->work.act[0], x + start * in, (size_t)(m * in) * sizeof(float)) ||
+    if (kern_mem_upload_f32(be, s->work.act[0], x + start * in, m * in) ||
         model_forward(&s->work, s->params, m) ||
         kern_softmax(be, s->work.dact[MODEL_LAYERS], s->work.act[MODEL_LAYERS], m, k) ||
-        kern_mem_download(be, probs + start * k, s->work.dact[MODEL_LAYERS],
-                              (size_t)(m * k) * sizeof(float)) ||
-        kern_mem_download(be, logits, s->work.act[MODEL_LAYERS], (size_t)(m * k) * sizeof(float))) {
+        kern_mem_download_f32(be, probs + start * k, s->work.dact[MODEL_LAYERS], m * k) ||
+        kern_mem_download_f32(be, logits, s->work.act[MODEL_LAYERS], m * k)) {
       snprintf(err, eb, "inference: %s", kern_error(be));
       rc = -1;
       break;

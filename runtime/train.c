@@ -24,7 +24,7 @@
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
     if ((call) != 0) {                                                                       \
-      if (!(t)->err[0]) snprintf((t)->err, sizeof (t)->err, "%s", kern_error((t)->be));             \
+      if (!(t)->err[0]) snprintf((t)->err, sizeof (t)->err, "%s", kern_error((t)->be));      \
       return -1;                                                                             \
     }                                                                                        \
   } while (0)
@@ -75,7 +75,7 @@ static int train_alloc(trainer *t) {
   T_TRY(t, kern_mem_alloc_f32(be, &t->params, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->grads, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->opt_state, P));
-  T_TRY(t, kern_mem_zero(be, t->opt_state, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_zero_f32(be, t->opt_state, P));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->perm_dev, (size_t)ntrain * sizeof(int32_t)));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->test_idx_dev, (size_t)ntest * sizeof(int32_t)));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->cursor_dev, sizeof(int64_t)));
@@ -115,7 +115,7 @@ static int train_init_params(trainer *t) {
     snprintf(t->err, sizeof t->err, "%s", coll_comm_error(t->comm));
     return -1;
   }
-  T_TRY(t, kern_mem_upload(t->be, t->params, t->params_host, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_upload_f32(t->be, t->params, t->params_host, P));
   /* FNV-1a of the bytes every rank now holds: equal in every rank's log. */
   uint64_t h = 1469598103934665603ULL;
   const unsigned char *b = (const unsigned char *)t->params_host;
@@ -166,12 +166,12 @@ static int train_reduce_finish(trainer *t) {
     }
   } else {
     if (t->host_staged) {
-      T_TRY(t, kern_mem_download(t->be, t->grads_host, t->grads, (size_t)P * sizeof(float)));
+      T_TRY(t, kern_mem_download_f32(t->be, t->grads_host, t->grads, P));
     }
     if (coll_allreduce_avg_f32(t->comm, t->grads_host, P) != COLL_OK) return train_coll_fail(t);
   }
   if (t->host_staged) {
-    T_TRY(t, kern_mem_upload(t->be, t->grads, t->grads_host, (size_t)P * sizeof(float)));
+    T_TRY(t, kern_mem_upload_f32(t->be, t->grads, t->grads_host, P));
   }
   return 0;
 }
@@ -202,7 +202,7 @@ static int train_step_ops(trainer *t) {
                          B, t->layout.dims[MODEL_LAYERS], 1.0f / (float)B));
   train_tl_end(t, "loss", s);
   s = train_tl_begin(t);
-  T_TRY(t, kern_mem_zero(be, t->grads, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_zero_f32(be, t->grads, P));
   train_tl_end(t, "zero gradients", s);
   t->tl_mark = train_tl_begin(t);
   model_layer_done_fn done = (reduce && t->cfg->overlap) || t->tl_rec ? train_layer_done : NULL;
@@ -479,7 +479,7 @@ static cJSON *train_final_metrics(const trainer *t) {
 
 static int train_save_model(trainer *t) {
   const int64_t P = t->layout.total_elems;
-  T_TRY(t, kern_mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_download_f32(t->be, t->params_host, t->params, P));
   if (t->world->rank != 0) return 0;
   char dir[4200], path[4300];
   snprintf(dir, sizeof dir, "%s/model", t->cfg->outputs);

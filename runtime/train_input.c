@@ -92,7 +92,7 @@ int train_input_next(trainer *t) {
   data_batch b;
   kern_backend *be = t->be;
   if (data_loader_next(t->input, &b, &t->data_wait_s, t->err, sizeof t->err) != 0) return -1;
-  int rc = kern_mem_upload(be, t->work.act[0], b.x, (size_t)(b.n * b.sample_elems) * sizeof(float));
+  int rc = kern_mem_upload_f32(be, t->work.act[0], b.x, b.n * b.sample_elems);
   if (rc == 0) rc = kern_mem_upload(be, t->work.labels, b.y, (size_t)b.n * sizeof(int32_t));
   data_loader_release(t->input);
   if (rc != 0) snprintf(t->err, sizeof t->err, "%s", kern_error(be));

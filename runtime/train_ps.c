@@ -32,8 +32,8 @@ static int train_ps_begin(trainer *t) {
       snprintf(t->err, sizeof t->err, "ps: out of host memory");
       return -1;
     }
-    if (kern_mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)) != 0 ||
-        kern_mem_download(t->be, state, t->opt_state, (size_t)P * sizeof(float)) != 0) {
+    if (kern_mem_download_f32(t->be, t->params_host, t->params, P) != 0 ||
+        kern_mem_download_f32(t->be, state, t->opt_state, P) != 0) {
       free(state);
       return train_ps_be_fail(t);
     }
@@ -54,13 +54,13 @@ int train_ps_step(trainer *t) {
   kern_backend *be = t->be;
   if (!t->ps_started && train_ps_begin(t) != 0) return -1;
   if (t->grads_host != t->grads &&
-      kern_mem_download(be, t->grads_host, t->grads, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_download_f32(be, t->grads_host, t->grads, P) != 0) {
     return train_ps_be_fail(t);
   }
   float *params = train_is_host(t) ? t->params : t->params_host;
   if (coll_ps_step(t->comm, t->grads_host, params, P) != COLL_OK) return train_ps_fail(t);
   if (params != t->params &&
-      kern_mem_upload(be, t->params, params, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_upload_f32(be, t->params, params, P) != 0) {
     return train_ps_be_fail(t);
   }
   return 0;
@@ -76,7 +76,7 @@ int train_ps_pull_state(trainer *t) {
   }
   int rc = coll_ps_pull_state(t->comm, state, P) == COLL_OK ? 0 : train_ps_fail(t);
   if (rc == 0 && state &&
-      kern_mem_upload(t->be, t->opt_state, state, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_upload_f32(t->be, t->opt_state, state, P) != 0) {
     rc = train_ps_be_fail(t);
   }
   free(state);

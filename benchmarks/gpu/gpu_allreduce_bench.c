@@ -81,13 +81,17 @@ static int ar_once(ar_ctx *c, int64_t elems) {
     return 0;
   }
   const size_t bytes = (size_t)elems * sizeof(float);
-  KC_CUDA_CHECK(&g_where, cudaMemcpyAsync(c->host, c->dev, bytes, cudaMemcpyDeviceToHost, c->stream), return -1);
+  KC_CUDA_CHECK(&g_where,
+                cudaMemcpyAsync(c->host, c->dev, bytes, cudaMemcpyDeviceToHost, c->stream),
+                return -1);
   KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   if (coll_allreduce_avg_f32(c->coll, c->host, elems) != COLL_OK) {
     fprintf(stderr, "rank %d: %s\n", g_rank, coll_comm_error(c->coll));
     return -1;
   }
-  KC_CUDA_CHECK(&g_where, cudaMemcpyAsync(c->dev, c->host, bytes, cudaMemcpyHostToDevice, c->stream), return -1);
+  KC_CUDA_CHECK(&g_where,
+                cudaMemcpyAsync(c->dev, c->host, bytes, cudaMemcpyHostToDevice, c->stream),
+                return -1);
   return 0;
 }
 
@@ -110,12 +114,16 @@ static int ar_check(ar_ctx *c, int64_t elems, int64_t *wrong) {
   for (int64_t i = 0; i < elems; i++) h[i] = (float)((g_rank + 1) * (i % 7 + 1));
   /* Every copy on c->stream: a non-blocking stream does not wait for the
    * legacy default stream, so a plain cudaMemcpy could race the collective. */
-  KC_CUDA_CHECK(&g_where, cudaMemcpyAsync(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice,
-                          c->stream), return -1);
+  KC_CUDA_CHECK(
+      &g_where,
+      cudaMemcpyAsync(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice, c->stream),
+      return -1);
   KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   if (ar_once(c, elems) != 0 || ar_drain(c) != 0) return -1;
-  KC_CUDA_CHECK(&g_where, cudaMemcpyAsync(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost,
-                          c->stream), return -1);
+  KC_CUDA_CHECK(
+      &g_where,
+      cudaMemcpyAsync(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost, c->stream),
+      return -1);
   KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   *wrong = 0;
   for (int64_t i = 0; i < elems; i++) {
@@ -148,9 +156,12 @@ static int ar_time(ar_ctx *c, int64_t elems, const ar_opts *o, double *us) {
 static int ar_device_setup(ar_ctx *c, const coll_world *w, int ndev, int64_t max_elems) {
   KC_CUDA_CHECK(&g_where, cudaSetDevice(w->local_rank % ndev), return -1);
   KC_CUDA_CHECK(&g_where, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), return -1);
-  KC_CUDA_CHECK(&g_where, cudaMalloc((void **)&c->dev, (size_t)max_elems * sizeof(float)), return -1);
+  KC_CUDA_CHECK(&g_where, cudaMalloc((void **)&c->dev, (size_t)max_elems * sizeof(float)),
+                return -1);
   c->ranks = w->size;
-  if (!c->use_nccl) KC_CUDA_CHECK(&g_where, cudaMallocHost((void **)&c->host, (size_t)max_elems * sizeof(float)), return -1);
+  if (!c->use_nccl)
+    KC_CUDA_CHECK(&g_where, cudaMallocHost((void **)&c->host, (size_t)max_elems * sizeof(float)),
+                  return -1);
   return 0;
 }
 

@@ -183,25 +183,32 @@ double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math) 
   KC_CUBLAS_CHECK(B_WHERE, cublasSetStream(h, s), goto out);
   KC_CUDA_CHECK(B_WHERE, cudaMalloc(&ws, (size_t)32 << 20), goto out);
   KC_CUBLAS_CHECK(B_WHERE, cublasSetWorkspace(h, ws, (size_t)32 << 20), goto out);
-  KC_CUBLAS_CHECK(B_WHERE, cublasSetMathMode(h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                       : CUBLAS_DEFAULT_MATH), goto out);
+  KC_CUBLAS_CHECK(B_WHERE,
+                  cublasSetMathMode(
+                      h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+                  goto out);
   KC_CUDA_CHECK(B_WHERE, cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), goto out);
   int gemm_ok = 1; /* a failed GEMM still ends the capture below */
   for (int k = 0; k < MODEL_LAYERS && gemm_ok; k++) {
     const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
     const float *w = n->params + L->tensors[2 * k].offset;
-    KC_CUBLAS_CHECK(B_WHERE, cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i, &zero,
-                         n->w.act[k + 1], o), gemm_ok = 0);
+    KC_CUBLAS_CHECK(B_WHERE,
+                    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i,
+                                &zero, n->w.act[k + 1], o),
+                    gemm_ok = 0);
   }
   for (int k = MODEL_LAYERS - 1; k >= 0 && gemm_ok; k--) {
     const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
     const float *w = n->params + L->tensors[2 * k].offset;
-    KC_CUBLAS_CHECK(B_WHERE, cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o,
-                         n->w.act[k], i, &one, n->grads + L->tensors[2 * k].offset, o),
-             gemm_ok = 0);
+    KC_CUBLAS_CHECK(B_WHERE,
+                    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o,
+                                n->w.act[k], i, &one, n->grads + L->tensors[2 * k].offset, o),
+                    gemm_ok = 0);
     if (k > 0 && gemm_ok) {
-      KC_CUBLAS_CHECK(B_WHERE, cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o, n->w.dact[k + 1], o,
-                           &zero, n->w.dact[k], i), gemm_ok = 0);
+      KC_CUBLAS_CHECK(B_WHERE,
+                      cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o,
+                                  n->w.dact[k + 1], o, &zero, n->w.dact[k], i),
+                      gemm_ok = 0);
     }
   }
   KC_CUDA_CHECK(B_WHERE, cudaStreamEndCapture(s, &g), goto out);
@@ -244,8 +251,7 @@ int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PH
   for (int r = -3; r < reps; r++) {
     /* a new pass over the rows before the cursor runs past the order */
     if ((r + 3) % per_epoch == 0 && bench_net_reset_cursor(n) != 0) goto out;
-    if (bench_step_ops(n, NULL, NULL, -1) != 0 ||
-        kern_mem_download(be, ts, dev, sizeof ts) != 0) {
+    if (bench_step_ops(n, NULL, NULL, -1) != 0 || kern_mem_download(be, ts, dev, sizeof ts) != 0) {
       fprintf(stderr, "bench: fused phases: %s\n", kern_error(be));
       goto out;
     }
@@ -282,7 +288,8 @@ double bench_cuda_barrier_floor_us(kern_backend *be, int syncs) {
   int dev = 0, sms = 0;
   double us = -1.0;
   KC_CUDA_CHECK(B_WHERE, cudaGetDevice(&dev), return -1.0);
-  KC_CUDA_CHECK(B_WHERE, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+                return -1.0);
   KC_CUDA_CHECK(B_WHERE, cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
   cudaError_t lrc = bench_launch_barriers(s, sms, syncs);
   KC_CUDA_CHECK(B_WHERE, cudaStreamEndCapture(s, &g), return -1.0);

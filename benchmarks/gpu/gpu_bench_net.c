@@ -131,7 +131,7 @@ int bench_step_ops(bench_net *n, bench_mark_fn mark, void *ctx, int only) {
   }
   SEG(SEG_XENT, kern_xent(be, w->dact[MODEL_LAYERS], n->stats, w->act[MODEL_LAYERS], w->labels,
                               B, L->dims[MODEL_LAYERS], 1.0f / (float)B));
-  SEG(SEG_ZERO, kern_mem_zero(be, g, (size_t)P * sizeof(float)));
+  SEG(SEG_ZERO, kern_mem_zero_f32(be, g, P));
   for (int k = MODEL_LAYERS - 1; k >= 0; k--) {
     kern_act act = k + 1 < MODEL_LAYERS ? KERN_ACT_RELU : KERN_ACT_NONE;
     const int seg = k == 2 ? SEG_BWD3 : k == 1 ? SEG_BWD2 : SEG_BWD1;

@@ -78,7 +78,8 @@ static void kc_host_free(kern_backend *be, void *ptr) {
 static int kc_mem_upload(kern_backend *be, void *dst, const void *src, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kc->stream), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kc->stream),
+                return -1);
   KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
   return 0;
 }
@@ -86,7 +87,8 @@ static int kc_mem_upload(kern_backend *be, void *dst, const void *src, size_t by
 static int kc_mem_download(kern_backend *be, void *dst, const void *src, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kc->stream), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kc->stream),
+                return -1);
   KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
   return 0;
 }
@@ -101,7 +103,8 @@ static int kc_mem_zero(kern_backend *be, void *dst, size_t bytes) {
 static int kc_mem_copy(kern_backend *be, void *dst, const void *src, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kc->stream), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kc->stream),
+                return -1);
   return 0;
 }
 
@@ -116,7 +119,8 @@ static int kc_sync(kern_backend *be) {
  * unrelated CUDA calls while this one records. */
 static int kc_graph_begin(kern_backend *be) {
   kern_cuda *kc = kc_of(be);
-  KC_CUDA_CHECK(&kc->where, cudaStreamBeginCapture(kc->stream, cudaStreamCaptureModeThreadLocal), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaStreamBeginCapture(kc->stream, cudaStreamCaptureModeThreadLocal),
+                return -1);
   kc->capturing = 1;
   return 0;
 }
@@ -184,13 +188,19 @@ static int kc_gemm_mode(kern_cuda *kc) {
 static int kc_gemm_setup(kern_cuda *kc) {
   kc_gemm_ws *g = &kc->gemm_ws;
   if (kc_gemm_mode(kc) != 0) return -1;
-  KC_CUDA_CHECK(&kc->where, cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, kc->device), return -1);
+  KC_CUDA_CHECK(&kc->where,
+                cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, kc->device),
+                return -1);
   if (g->sm_count < 1) g->sm_count = 1;
   g->ws_floats = KC_GEMM_WS_FLOATS;
   g->count_n = KC_GEMM_COUNTERS;
-  KC_CUDA_CHECK(&kc->where, cudaMalloc((void **)&g->ws, (size_t)g->ws_floats * sizeof(float)), return -1);
-  KC_CUDA_CHECK(&kc->where, cudaMalloc((void **)&g->count, (size_t)g->count_n * sizeof(unsigned)), return -1);
-  KC_CUDA_CHECK(&kc->where, cudaMemsetAsync(g->count, 0, (size_t)g->count_n * sizeof(unsigned), kc->stream), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMalloc((void **)&g->ws, (size_t)g->ws_floats * sizeof(float)),
+                return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMalloc((void **)&g->count, (size_t)g->count_n * sizeof(unsigned)),
+                return -1);
+  KC_CUDA_CHECK(&kc->where,
+                cudaMemsetAsync(g->count, 0, (size_t)g->count_n * sizeof(unsigned), kc->stream),
+                return -1);
   KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
   return 0;
 }
@@ -200,11 +210,14 @@ static int kc_setup(kern_cuda *kc) {
   /* First CUDA call of this process that touches a device: bind it before
    * any allocation or handle creates a context on device 0. */
   KC_CUDA_CHECK(&kc->where, cudaSetDevice(cfg->device_index), return -1);
-  KC_CUDA_CHECK(&kc->where, cudaStreamCreateWithFlags(&kc->stream, cudaStreamNonBlocking), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaStreamCreateWithFlags(&kc->stream, cudaStreamNonBlocking),
+                return -1);
   KC_CUBLAS_CHECK(&kc->where, cublasCreate(&kc->blas), return -1);
   KC_CUBLAS_CHECK(&kc->where, cublasSetStream(kc->blas, kc->stream), return -1);
   KC_CUDA_CHECK(&kc->where, cudaMalloc(&kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES), return -1);
-  KC_CUBLAS_CHECK(&kc->where, cublasSetWorkspace(kc->blas, kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES), return -1);
+  KC_CUBLAS_CHECK(&kc->where,
+                  cublasSetWorkspace(kc->blas, kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES),
+                  return -1);
   /* FP32 by default (cuBLAS's default mode never lowers FP32 to TF32), so
    * results track the CPU backend within float32 rounding. TF32 tensor-op
    * math is the user's explicit choice (--math tf32). */
@@ -254,7 +267,9 @@ static int kc_create(kern_backend **out, const kern_config *cfg, char *err, size
   kc->base.ops = &kc_ops;
   kc->base.cfg = *cfg;
   kc->device = cfg->device_index;
-  kc->where = (kc_where){.rank = cfg->rank, .device = cfg->device_index, .err = kc->base.err,
+  kc->where = (kc_where){.rank = cfg->rank,
+                         .device = cfg->device_index,
+                         .err = kc->base.err,
                          .err_bytes = sizeof kc->base.err};
   if (kc_setup(kc) != 0) {
     snprintf(err, err_bytes, "%s", kc->base.err);
@@ -264,7 +279,6 @@ static int kc_create(kern_backend **out, const kern_config *cfg, char *err, size
   *out = &kc->base;
   return 0;
 }
-
 
 static const kern_cuda_module kc_module = {
   .abi = KERN_CUDA_MODULE_ABI,

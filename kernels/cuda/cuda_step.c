@@ -23,7 +23,9 @@ static int64_t kc_fused_chunk(int64_t k, int64_t n, int64_t splits) {
 static int kc_fused_grid(kern_cuda *kc, int *grid) {
   if (kc->fused_grid == 0) {
     int coop = 0, per_sm = 0;
-    KC_CUDA_CHECK(&kc->where, cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, kc->device), return -1);
+    KC_CUDA_CHECK(&kc->where,
+                  cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, kc->device),
+                  return -1);
     KC_CUDA_CHECK(&kc->where, kc_fused_blocks_per_sm(&per_sm), return -1);
     kc->fused_grid = coop && per_sm >= 1 ? kc->gemm_ws.sm_count : -1;
   }

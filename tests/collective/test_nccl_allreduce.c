@@ -32,8 +32,14 @@ static void run_case(ctx *x, int64_t n, int in_place, int avg, int nonblocking) 
   for (int64_t i = n; i < n + GUARD; i++) x->h[i] = guard;
   float *dst = x->d_recv;
   const float *src = in_place ? x->d_recv : x->d_send;
-  KC_CUDA_CHECK(&where, cudaMemcpy(x->d_recv, x->h, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyHostToDevice), exit(1));
-  if (!in_place) KC_CUDA_CHECK(&where, cudaMemcpy(x->d_send, x->h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice), exit(1));
+  KC_CUDA_CHECK(
+      &where,
+      cudaMemcpy(x->d_recv, x->h, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyHostToDevice),
+      exit(1));
+  if (!in_place)
+    KC_CUDA_CHECK(&where,
+                  cudaMemcpy(x->d_send, x->h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice),
+                  exit(1));
   int rc;
   if (nonblocking) {
     coll_request *req = NULL;
@@ -50,7 +56,10 @@ static void run_case(ctx *x, int64_t n, int in_place, int avg, int nonblocking) 
     return;
   }
   KC_CUDA_CHECK(&where, cudaStreamSynchronize(x->stream), exit(1));
-  KC_CUDA_CHECK(&where, cudaMemcpy(x->h, x->d_recv, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyDeviceToHost), exit(1));
+  KC_CUDA_CHECK(
+      &where,
+      cudaMemcpy(x->h, x->d_recv, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyDeviceToHost),
+      exit(1));
   for (int64_t i = 0; i < n; i++) {
     double sum = 0;
     for (int r = 0; r < x->size; r++) sum += value(i, r);
@@ -106,8 +115,10 @@ int main(int argc, char **argv) {
   }
   const int64_t counts[] = {0, 1, 7, 1000, 266610, (1 << 20) + 3};
   const int64_t max_n = (1 << 20) + 3;
-  KC_CUDA_CHECK(&where, cudaMalloc((void **)&x.d_send, (size_t)(max_n + GUARD) * sizeof(float)), exit(1));
-  KC_CUDA_CHECK(&where, cudaMalloc((void **)&x.d_recv, (size_t)(max_n + GUARD) * sizeof(float)), exit(1));
+  KC_CUDA_CHECK(&where, cudaMalloc((void **)&x.d_send, (size_t)(max_n + GUARD) * sizeof(float)),
+                exit(1));
+  KC_CUDA_CHECK(&where, cudaMalloc((void **)&x.d_recv, (size_t)(max_n + GUARD) * sizeof(float)),
+                exit(1));
   x.h = malloc((size_t)(max_n + GUARD) * sizeof(float));
   if (!x.h) abort();
   for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {

@@ -77,7 +77,7 @@ int main(void) {
   CHECK(model_forward(w, params, n) == 0);
   kern_stats st = {0};
   CHECK(kern_xent(be, w->dact[3], &st, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
-  CHECK(kern_mem_zero(be, grads, (size_t)l->total_elems * sizeof(float)) == 0);
+  CHECK(kern_mem_zero_f32(be, grads, l->total_elems) == 0);
   CHECK(model_backward(w, params, grads, n, NULL, NULL) == 0);
 
   ref64_net net;
