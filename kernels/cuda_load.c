@@ -71,11 +71,11 @@ static const kern_cuda_module *kern_cuda_module_open(const char *path, char *err
   }
   kern_cuda_module_fn get;
   KERN_DLSYM(get, h, KERN_CUDA_MODULE_ENTRY);
-  if (!get) {
-    snprintf(err, err_bytes, "CUDA back end %s: no %s in it", path, KERN_CUDA_MODULE_ENTRY);
-    return NULL;
-  }
-  return kern_cuda_module_check(get, path, err, err_bytes);
+  const kern_cuda_module *m = NULL;
+  if (!get) snprintf(err, err_bytes, "CUDA back end %s: no %s in it", path, KERN_CUDA_MODULE_ENTRY);
+  else m = kern_cuda_module_check(get, path, err, err_bytes);
+  if (!m) dlclose(h); /* a refused module leaves no NCCL table behind */
+  return m;
 }
 
 /* $TFDIST_CUDA_MODULE, else beside the executable, in ../lib/tfdist (an
