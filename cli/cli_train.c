@@ -94,7 +94,7 @@ static cJSON *cli_rank_table(const coll_world *w, const kern_backend *be, const 
   snprintf(mine.host, sizeof mine.host, "%.63s", w->host);
   mine.local_rank = w->local_rank;
   if (kc->device == KERN_DEVICE_CUDA) snprintf(mine.device, sizeof mine.device, "cuda:%d", kc->device_index);
-  else snprintf(mine.device, sizeof mine.device, "%s", be->ops->name);
+  else snprintf(mine.device, sizeof mine.device, "%s", kern_name(be));
   cJSON *arr = cJSON_CreateArray();
   if (!rows || coll_world_gather_info(w, &mine, rows, err, sizeof err) != 0) {
     free(rows);
@@ -240,7 +240,7 @@ int cli_train(int argc, char **argv) {
     rc = cli_train_fail(&w, NULL, err);
     goto out;
   }
-  coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = be->ops->stream ? be->ops->stream(be) : NULL,
+  coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = kern_stream(be),
                     .device = kc.device_index};
   int auto_found = 0, auto_given = strcmp(cfg.resume_from, "auto") == 0;
   if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0 ||

@@ -1,6 +1,7 @@
 /* The collective front end: typed calls, the back-end table, errors. The
  * allreduce of each back end lives in its own file (mpi.c, ring.c, nccl.c);
  * host broadcasts and metric sums go over MPI for every back end. */
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,11 +61,9 @@ static const coll_backend_ops *coll_backend_table(coll_backend b) {
   case COLL_BACKEND_MPI: return &coll_mpi_ops;
   case COLL_BACKEND_RING: return &coll_ring_ops;
   case COLL_BACKEND_NCCL:
-#if TFDIST_HAVE_CUDA
-    return &coll_nccl_ops;
-#else
-    return NULL;
-#endif
+    /* nccl.c lives in the CUDA module (loaded RTLD_GLOBAL with the CUDA
+     * back end) or in an executable that links it; NULL without either. */
+    return (const coll_backend_ops *)dlsym(RTLD_DEFAULT, "coll_nccl_ops");
   case COLL_BACKEND_TCP: return &coll_tcp_ops;
   }
   return NULL;

@@ -1,5 +1,8 @@
-/* The compute backend interface. The CPU backend (OpenBLAS) is the reference;
- * the CUDA backend implements the same ops and is tested against it. */
+/* The compute back-end interface: an opaque handle and one function per
+ * operation. The CPU back end (BLAS) is the reference; the CUDA back end
+ * (a module loaded on demand) implements the same ops and is tested against
+ * it. Callers ask capabilities (kern_is_host_memory), not device kinds. The
+ * ops table behind the handle is in backend_impl.h, for back ends only. */
 #ifndef TFDIST_KERNELS_BACKEND_H
 #define TFDIST_KERNELS_BACKEND_H
 
@@ -44,134 +47,90 @@ typedef struct {
   kern_gemm gemm;   /* CUDA: which GEMMs (see kern_gemm) */
 } kern_config;
 
-/* One training step of the 3-layer ReLU MLP, as kern_ops.fused_step takes
- * it: gather at *cursor, forward, softmax cross-entropy (stats), backward
- * into grads (overwritten: the same values as zeroing then accumulating),
- * the optimizer update and the cursor advance. The buffers are those the
- * op-by-op step uses (model/model.h's work buffers), so either path leaves
- * the same state behind. One launch may run `steps` such steps in a row,
- * each at the cursor the one before advanced: the same as `steps` launches. */
-typedef struct {
-  int64_t n;                  /* batch rows */
-  int64_t steps;              /* steps per launch; 0 means 1 */
-  int64_t dims[4];            /* in, h1, h2, classes */
-  int64_t w_off[3], b_off[3]; /* offsets of each layer's W and b in params */
-  float *params, *grads, *opt_state;
-  float *act[4];              /* x, h1, h2, logits */
-  float *dact[4];             /* dact[1..3]: dL/dz of each layer */
-  int32_t *labels;            /* the batch's labels, written */
-  const uint8_t *images, *image_labels;
-  const int32_t *perm;
-  int64_t *cursor, cursor_delta;
-  kern_stats *stats;
-  float grad_scale;
-  kern_opt opt;
-  void *ws;                   /* fused_step_ws bytes of backend memory */
-  /* Optional, for benchmarks: backend memory for KERN_STEP_TIMES timestamps
-   * (ns) of the launch's last step: the start of each phase, the end of the
-   * last, then block 0's first tile of phases 1, 3, 6 and 7 (start, staged,
-   * multiplied, stored). */
-  uint64_t *phase_ns;
-} kern_step;
-#define KERN_STEP_PHASES 7
-/* Steps per fused launch the trainer asks for: a launch costs about one
- * step's worth of gaps (~4 us), a barrier between steps ~1 us, and the host
- * still hears from the device every ~1.5 ms at batch 50. */
-#define KERN_STEP_CHAIN 32
-#define KERN_STEP_TIMES (KERN_STEP_PHASES + 1 + 16)
-
 typedef struct kern_backend kern_backend;
 
+/* Life cycle. A CUDA config loads the CUDA module (tfdist-cuda.so) first;
+ * err gets one line when that or the device set-up fails. */
+int kern_backend_init(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
+void kern_backend_free(kern_backend *be); /* NULL: no-op */
+
+/* Capabilities and state. */
+const char *kern_name(const kern_backend *be);     /* "cpu", "cuda" */
+const char *kern_error(const kern_backend *be);    /* the last error, one line ("" if none) */
+const kern_config *kern_config_of(const kern_backend *be);
+int kern_is_host_memory(const kern_backend *be);   /* backend memory is plain host memory */
+int kern_has_graphs(const kern_backend *be);       /* kern_graph_* record and replay */
+void *kern_stream(kern_backend *be);               /* cudaStream_t for NCCL; NULL on the CPU */
+
 /* Every pointer handed to an op is backend memory (host memory for the CPU
- * backend, device memory for CUDA), allocated with kern_mem_alloc.
+ * backend, device memory for CUDA), allocated with kern_mem_alloc. Every
+ * op returns 0, or -1 with kern_error(be) set.
  * Shapes: matrices are row-major; a dense layer's weight w is (in_dim, out_dim),
  * its bias b is (out_dim), activations are (n, dim).
  * Gradient convention (said once, here): kern_dense_backward ACCUMULATES into
  * dw and db (+=) and OVERWRITES din. Callers zero the gradient buffer per step. */
-typedef struct kern_ops {
-  const char *name;
-  void (*destroy)(kern_backend *be);
-  int (*mem_alloc)(kern_backend *be, void **ptr, size_t bytes);
-  void (*mem_free)(kern_backend *be, void *ptr);
-  int (*mem_upload)(kern_backend *be, void *dst, const void *src, size_t bytes);
-  int (*mem_download)(kern_backend *be, void *dst, const void *src, size_t bytes);
-  int (*mem_zero)(kern_backend *be, void *dst, size_t bytes);
-  int (*mem_copy)(kern_backend *be, void *dst, const void *src, size_t bytes);
-  /* Host memory for staging transfers: page-locked on CUDA (faster, async-safe
-   * copies), plain malloc on the CPU. */
-  int (*host_alloc)(kern_backend *be, void **ptr, size_t bytes);
-  void (*host_free)(kern_backend *be, void *ptr);
-  int (*sync)(kern_backend *be);
-  int (*dense_forward)(kern_backend *be, float *out, const float *in, const float *w,
-                       const float *b, int64_t n, int64_t in_dim, int64_t out_dim,
-                       kern_act act);
-  int (*dense_backward)(kern_backend *be, float *din, float *dw, float *db, float *dout,
+int kern_mem_alloc(kern_backend *be, void **ptr, size_t bytes);
+void kern_mem_free(kern_backend *be, void *ptr); /* NULL: no-op */
+int kern_mem_upload(kern_backend *be, void *dst, const void *src, size_t bytes);
+int kern_mem_download(kern_backend *be, void *dst, const void *src, size_t bytes);
+int kern_mem_zero(kern_backend *be, void *dst, size_t bytes);
+int kern_mem_copy(kern_backend *be, void *dst, const void *src, size_t bytes);
+/* Host memory for staging transfers: page-locked on CUDA (faster, async-safe
+ * copies), plain malloc on the CPU. */
+int kern_host_alloc(kern_backend *be, void **ptr, size_t bytes);
+void kern_host_free(kern_backend *be, void *ptr); /* NULL: no-op */
+/* Waits for every op issued so far; reports an asynchronous failure. */
+int kern_sync(kern_backend *be);
+
+/* out = act(in . w + b) */
+int kern_dense_forward(kern_backend *be, float *out, const float *in, const float *w,
+                       const float *b, int64_t n, int64_t in_dim, int64_t out_dim, kern_act act);
+/* dout (gradient of the post-activation output) is masked in place to dL/dz
+ * under ReLU; dw += in^T dz, db += colsum(dz), din = dz w^T (din NULL: skipped). */
+int kern_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
                         const float *in, const float *w, const float *out, int64_t n,
                         int64_t in_dim, int64_t out_dim, kern_act act);
-  int (*xent)(kern_backend *be, float *dlogits, kern_stats *stats, const float *logits,
+/* Softmax cross-entropy: stats (optional) accumulate, dlogits (optional) =
+ * (softmax - onehot) * grad_scale. */
+int kern_xent(kern_backend *be, float *dlogits, kern_stats *stats, const float *logits,
               const int32_t *labels, int64_t n, int64_t classes, float grad_scale);
-  int (*softmax)(kern_backend *be, float *probs, const float *logits, int64_t n,
+int kern_softmax(kern_backend *be, float *probs, const float *logits, int64_t n,
                  int64_t classes);
-  int (*gather_u8)(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
+/* x[i,:] = images[idx[c+i],:] / 255, y[i] = labels[idx[c+i]], c = *cursor (NULL: 0). */
+int kern_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
                    const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
                    const int64_t *cursor, int64_t n);
-  int (*cursor_advance)(kern_backend *be, int64_t *cursor, int64_t delta);
-  int (*opt_update)(kern_backend *be, float *params, const float *grads, float *state,
+int kern_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta);
+int kern_opt_update(kern_backend *be, float *params, const float *grads, float *state,
                     int64_t elems, const kern_opt *opt);
-  /* Optional (NULL on CPU): record the ops issued between begin and end as one
-   * replayable graph. The runtime falls back to plain calls when absent. */
-  int (*graph_begin)(kern_backend *be);
-  int (*graph_end)(kern_backend *be, void **graph);
-  int (*graph_launch)(kern_backend *be, void *graph);
-  void (*graph_free)(kern_backend *be, void *graph);
-  void *(*stream)(kern_backend *be); /* cudaStream_t for NCCL; NULL on CPU */
-  /* Optional (NULL on CPU): the step of kern_step in one launch. fused_step_ws
-   * returns 1 when this backend cannot fuse the shape (the caller runs the ops
-   * one by one), else 0 with the workspace size. */
-  int (*fused_step_ws)(kern_backend *be, const kern_step *s, size_t *bytes);
-  int (*fused_step)(kern_backend *be, const kern_step *s);
 
-} kern_ops;
+/* Record the ops issued between begin and end as one replayable graph.
+ * Where !kern_has_graphs(be) these fail with an error; callers ask first. */
+int kern_graph_begin(kern_backend *be);
+int kern_graph_end(kern_backend *be, void **graph);
+int kern_graph_launch(kern_backend *be, void *graph);
+void kern_graph_free(kern_backend *be, void *graph); /* NULL: no-op */
 
-struct kern_backend {
-  const kern_ops *ops;
-  kern_config cfg;
-  char err[512]; /* last error, one line */
-};
+/* Typed wrappers: counts in float elements, never bytes. */
+int kern_mem_alloc_f32(kern_backend *be, float **p, int64_t elems);
+int kern_mem_upload_f32(kern_backend *be, float *dst, const float *src, int64_t elems);
+int kern_mem_download_f32(kern_backend *be, float *dst, const float *src, int64_t elems);
+int kern_mem_zero_f32(kern_backend *be, float *dst, int64_t elems);
 
-int kern_backend_init(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
-void kern_backend_free(kern_backend *be);
 /* How many CUDA devices are usable; 0 with no GPU or no driver, and on
- * CPU-only builds. why (optional) receives the reason when 0. */
+ * CPU-only builds. why (optional) receives the reason when 0. Asks the
+ * driver (libcuda.so.1) alone: the CUDA module is not loaded for it. */
 int kern_cuda_device_count(char *why, size_t why_bytes);
+/* Loads the CUDA module now (kern_backend_init does it for a CUDA config).
+ * 0, or -1 with one line in err; CPU-only builds: -1, "built without CUDA". */
+int kern_cuda_load(char *err, size_t err_bytes);
 
 /* What the BLAS reports of itself ("OpenBLAS 0.3.21 ..."). */
 const char *kern_blas_info(void);
-/* CUDA runtime/cuBLAS/cuDNN/NCCL versions as linked, or "not built". */
+/* CUDA runtime/cuBLAS/cuDNN/NCCL versions as linked when the CUDA module is
+ * loaded; else those its headers declared at build time (loading cuBLAS,
+ * cuDNN and NCCL for a version line would cost a CPU run ~150 MB); "not
+ * built" on CPU-only builds. */
 void kern_cuda_info(char *out, size_t out_bytes);
-
-int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
-/* Binds cfg->device_index (cudaSetDevice) before any other CUDA call that
- * touches a device. Defined only in CUDA builds. */
-int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes);
-
-/* Thin typed wrappers, so call sites read like the math. */
-static inline int kern_dense_forward(kern_backend *be, float *out, const float *in,
-                                     const float *w, const float *b, int64_t n,
-                                     int64_t in_dim, int64_t out_dim, kern_act act) {
-  return be->ops->dense_forward(be, out, in, w, b, n, in_dim, out_dim, act);
-}
-static inline int kern_dense_backward(kern_backend *be, float *din, float *dw, float *db,
-                                      float *dout, const float *in, const float *w,
-                                      const float *out, int64_t n, int64_t in_dim,
-                                      int64_t out_dim, kern_act act) {
-  return be->ops->dense_backward(be, din, dw, db, dout, in, w, out, n, in_dim, out_dim, act);
-}
-static inline int kern_mem_alloc_f32(kern_backend *be, float **p, int64_t elems) {
-  return be->ops->mem_alloc(be, (void **)p, (size_t)elems * sizeof(float));
-}
-static inline void kern_mem_free(kern_backend *be, void *p) {
-  if (p) be->ops->mem_free(be, p);
-}
 
 #endif

@@ -1,6 +1,6 @@
 /* CPU backend: CBLAS sgemm plus plain loops. It is the reference every other
  * backend is tested against, so it favours plain code over cleverness. */
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -193,6 +193,7 @@ static void cpu_destroy(kern_backend *be) { free(be); }
 
 static const kern_ops cpu_ops = {
   .name = "cpu",
+  .host_memory = 1,
   .destroy = cpu_destroy,
   .mem_alloc = cpu_mem_alloc,
   .mem_free = cpu_mem_free,

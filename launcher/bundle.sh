@@ -1,6 +1,7 @@
 #!/bin/bash
-# Makes a relocatable tfdist bundle: the binary (plus the GPU tests and
-# benchmarks) with its non-CUDA runtime libraries (Open MPI with its plugins,
+# Makes a relocatable tfdist bundle: the binary and its CUDA module
+# (tfdist-cuda.so, loaded on demand; plus the GPU tests and benchmarks) with
+# its non-CUDA runtime libraries (Open MPI with its plugins,
 # mpirun/orted and help files, PMIx plugins, HDF5, cJSON, OpenBLAS, zlib ...)
 # and wrappers that set the paths. It runs where only glibc, the NVIDIA
 # driver and the CUDA libraries (cuBLAS, cuDNN, NCCL: e.g. PyTorch's wheels)
@@ -58,6 +59,10 @@ for f in tests/gpu/test_gpu_ops tests/gpu/test_gpu_step tests/collective/test_nc
   [ -x "$BUILD/$f" ] && EXES+=("$BUILD/$f")
 done
 for f in "${EXES[@]}"; do cp -L "$f" "$OUT/libexec/"; done
+# The CUDA back end, loaded on demand: beside the binary is where tfdist looks.
+CUDA_MODULE="$BUILD/tfdist-cuda.so"
+[ -f "$CUDA_MODULE" ] || die "$CUDA_MODULE not found (a build with CUDA makes it)"
+cp -L "$CUDA_MODULE" "$OUT/libexec/"
 for f in orterun orted ompi_info; do cp -L "/usr/bin/$f" "$OUT/libexec/"; done
 
 # Open MPI plugins, less the transports and OpenSHMEM parts a GPU node of
@@ -155,7 +160,7 @@ EOF
 stub_libs
 
 # --- the sonames of the CUDA stack this build links ---------------------------
-CUDA_SONAMES=$(needed "$BUILD/cli/tfdist" | grep -E '^lib(cublas|cudnn|nccl|cudart)' | tr '\n' ' ')
+CUDA_SONAMES=$(needed "$CUDA_MODULE" | grep -E '^lib(cublas|cudnn|nccl|cudart)' | tr '\n' ' ')
 for s in $CUDA_SONAMES; do # cuBLAS loads its Lt half from the same release
   case $s in libcublas.so.*) CUDA_SONAMES="$CUDA_SONAMES libcublasLt.so.${s#libcublas.so.}" ;; esac
 done

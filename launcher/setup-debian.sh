@@ -10,7 +10,7 @@ PACKAGES="
   build-essential meson ninja-build pkg-config
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
-  libcjson-dev libopenblas-dev zlib1g-dev
+  libcjson-dev libopenblas-dev libblis-dev zlib1g-dev
   dataset-fashion-mnist
   python3 python3-numpy python3-h5py
   clang libclang-rt-14-dev

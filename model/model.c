@@ -61,7 +61,7 @@ int model_work_init(model_work *w, kern_backend *be, const model_layout *l, int6
     if (kern_mem_alloc_f32(be, &w->act[k], max_n * l->dims[k]) != 0) goto fail;
     if (k > 0 && kern_mem_alloc_f32(be, &w->dact[k], max_n * l->dims[k]) != 0) goto fail;
   }
-  if (be->ops->mem_alloc(be, (void **)&w->labels, (size_t)max_n * sizeof(int32_t)) != 0) goto fail;
+  if (kern_mem_alloc(be, (void **)&w->labels, (size_t)max_n * sizeof(int32_t)) != 0) goto fail;
   return 0;
 fail:
   model_work_free(w);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "kernels/backend.h"
+#include "kernels/mlp_step.h"
 
 #define MODEL_LAYERS 3
 #define MODEL_TENSORS (2 * MODEL_LAYERS)
@@ -47,7 +48,7 @@ int model_work_init(model_work *w, kern_backend *be, const model_layout *l, int6
 void model_work_free(model_work *w);
 int model_forward(model_work *w, const float *params, int64_t n);
 /* The layer shapes, parameter offsets and work buffers of a fused step
- * (kernels/backend.h's kern_step); the caller sets the rest. */
+ * (kernels/mlp_step.h's kern_step); the caller sets the rest. */
 void model_step_shape(kern_step *s, const model_layout *l, const model_work *w);
 /* Called after layer k's parameter gradients are final (k = 2, 1, 0). */
 typedef int (*model_layer_done_fn)(void *ctx, int layer);

@@ -17,9 +17,9 @@ static int infer_session_setup(infer_session *s, int64_t chunk, char *err, size_
   if (kern_backend_init(&s->be, &kc, err, eb) != 0) return -1;
   if (model_work_init(&s->work, s->be, l, chunk) != 0 ||
       kern_mem_alloc_f32(s->be, &s->params, l->total_elems) != 0 ||
-      s->be->ops->mem_upload(s->be, s->params, s->model.params,
+      kern_mem_upload(s->be, s->params, s->model.params,
                              (size_t)l->total_elems * sizeof(float)) != 0) {
-    snprintf(err, eb, "%s", s->be->err[0] ? s->be->err : "out of memory");
+    snprintf(err, eb, "%s", kern_error(s->be)[0] ? kern_error(s->be) : "out of memory");
     return -1;
   }
   /* work.layout points into s->model: keep s where it is after this call. */
@@ -75,13 +75,12 @@ int infer_session_predict(infer_session *s, const float *x, int64_t n, float *pr
   int rc = 0;
   for (int64_t start = 0; start < n && rc == 0; start += chunk) {
     int64_t m = n - start < chunk ? n - start : chunk;
-    if (be->ops->mem_upload(be, s->work.act[0], x + start * in, (size_t)(m * in) * sizeof(float)) ||
+    if (kern_mem_upload_f32(be, s->work.act[0], x + start * in, m * in) ||
         model_forward(&s->work, s->params, m) ||
-        be->ops->softmax(be, s->work.dact[MODEL_LAYERS], s->work.act[MODEL_LAYERS], m, k) ||
-        be->ops->mem_download(be, probs + start * k, s->work.dact[MODEL_LAYERS],
-                              (size_t)(m * k) * sizeof(float)) ||
-        be->ops->mem_download(be, logits, s->work.act[MODEL_LAYERS], (size_t)(m * k) * sizeof(float))) {
-      snprintf(err, eb, "inference: %s", be->err);
+        kern_softmax(be, s->work.dact[MODEL_LAYERS], s->work.act[MODEL_LAYERS], m, k) ||
+        kern_mem_download_f32(be, probs + start * k, s->work.dact[MODEL_LAYERS], m * k) ||
+        kern_mem_download_f32(be, logits, s->work.act[MODEL_LAYERS], m * k)) {
+      snprintf(err, eb, "inference: %s", kern_error(be));
       rc = -1;
       break;
     }
@@ -185,6 +184,6 @@ int infer_session_evaluate(infer_session *s, const data_set *ds, kern_stats *st,
                        s->model.layout.dims[0], idx, &cursor, st};
   int rc = eval_rows(&ec, 0, ds->count, fn, fn_ctx);
   free(idx);
-  if (rc != 0) snprintf(err, err_bytes, "eval: %s", s->be->err);
+  if (rc != 0) snprintf(err, err_bytes, "eval: %s", kern_error(s->be));
   return rc == 0 ? 0 : -1;
 }

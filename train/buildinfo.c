@@ -29,8 +29,10 @@ cJSON *buildinfo_json(void) {
 }
 
 void buildinfo_print(FILE *out) {
+  char why[256] = "", load_err[512] = "";
+  /* Versions as linked: load the CUDA module (a training run on the CPU never does). */
+  if (TFDIST_HAVE_CUDA) kern_cuda_load(load_err, sizeof load_err);
   cJSON *o = buildinfo_json();
-  char why[256] = "";
   int gpus = kern_cuda_device_count(why, sizeof why);
   fprintf(out, "tfdist %s build:\n", TFDIST_VERSION);
   fprintf(out, "  [X] CPU backend     BLAS: %s\n", cJSON_GetObjectItem(o, "blas")->valuestring);
@@ -42,6 +44,7 @@ void buildinfo_print(FILE *out) {
   fprintf(out, "  [%c] CUDA/cuBLAS/cuDNN/NCCL  %s\n", TFDIST_HAVE_CUDA ? 'X' : ' ',
           cJSON_GetObjectItem(o, "cuda")->valuestring);
   if (TFDIST_HAVE_CUDA) {
+    if (load_err[0]) fprintf(out, "      %s\n", load_err);
     if (gpus > 0) fprintf(out, "      GPUs visible: %d\n", gpus);
     else fprintf(out, "      GPUs visible: 0 (%s)\n", why);
   }

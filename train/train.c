@@ -24,12 +24,12 @@
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
     if ((call) != 0) {                                                                       \
-      if (!(t)->err[0]) snprintf((t)->err, sizeof (t)->err, "%s", (t)->be->err);             \
+      if (!(t)->err[0]) snprintf((t)->err, sizeof (t)->err, "%s", kern_error((t)->be));      \
       return -1;                                                                             \
     }                                                                                        \
   } while (0)
 
-static int train_is_cpu(const trainer *t) { return t->be->cfg.device == KERN_DEVICE_CPU; }
+static int train_is_cpu(const trainer *t) { return kern_is_host_memory(t->be); }
 
 /* Host data as the backend sees it: the same pointer on the CPU, a device copy otherwise. */
 static int train_to_backend(trainer *t, const void *host, size_t bytes, const void **out) {
@@ -38,8 +38,8 @@ static int train_to_backend(trainer *t, const void *host, size_t bytes, const vo
     return 0;
   }
   void *dev = NULL;
-  T_TRY(t, t->be->ops->mem_alloc(t->be, &dev, bytes ? bytes : 1));
-  T_TRY(t, t->be->ops->mem_upload(t->be, dev, host, bytes));
+  T_TRY(t, kern_mem_alloc(t->be, &dev, bytes ? bytes : 1));
+  T_TRY(t, kern_mem_upload(t->be, dev, host, bytes));
   *out = dev;
   return 0;
 }
@@ -75,13 +75,13 @@ static int train_alloc(trainer *t) {
   T_TRY(t, kern_mem_alloc_f32(be, &t->params, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->grads, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->opt_state, P));
-  T_TRY(t, be->ops->mem_zero(be, t->opt_state, (size_t)P * sizeof(float)));
-  T_TRY(t, be->ops->mem_alloc(be, (void **)&t->perm_dev, (size_t)ntrain * sizeof(int32_t)));
-  T_TRY(t, be->ops->mem_alloc(be, (void **)&t->test_idx_dev, (size_t)ntest * sizeof(int32_t)));
-  T_TRY(t, be->ops->mem_alloc(be, (void **)&t->cursor_dev, sizeof(int64_t)));
-  T_TRY(t, be->ops->mem_alloc(be, (void **)&t->eval_cursor_dev, sizeof(int64_t)));
-  T_TRY(t, be->ops->mem_alloc(be, (void **)&t->stats_dev, sizeof(kern_stats)));
-  T_TRY(t, be->ops->mem_alloc(be, (void **)&t->eval_stats_dev, sizeof(kern_stats)));
+  T_TRY(t, kern_mem_zero_f32(be, t->opt_state, P));
+  T_TRY(t, kern_mem_alloc(be, (void **)&t->perm_dev, (size_t)ntrain * sizeof(int32_t)));
+  T_TRY(t, kern_mem_alloc(be, (void **)&t->test_idx_dev, (size_t)ntest * sizeof(int32_t)));
+  T_TRY(t, kern_mem_alloc(be, (void **)&t->cursor_dev, sizeof(int64_t)));
+  T_TRY(t, kern_mem_alloc(be, (void **)&t->eval_cursor_dev, sizeof(int64_t)));
+  T_TRY(t, kern_mem_alloc(be, (void **)&t->stats_dev, sizeof(kern_stats)));
+  T_TRY(t, kern_mem_alloc(be, (void **)&t->eval_stats_dev, sizeof(kern_stats)));
   t->perm_host = malloc((size_t)ntrain * sizeof(int32_t));
   t->params_host = malloc((size_t)P * sizeof(float));
   int32_t *ident = malloc((size_t)ntest * sizeof(int32_t));
@@ -91,14 +91,14 @@ static int train_alloc(trainer *t) {
     return -1;
   }
   for (int64_t i = 0; i < ntest; i++) ident[i] = (int32_t)i;
-  int rc = be->ops->mem_upload(be, t->test_idx_dev, ident, (size_t)ntest * sizeof(int32_t));
+  int rc = kern_mem_upload(be, t->test_idx_dev, ident, (size_t)ntest * sizeof(int32_t));
   free(ident);
   T_TRY(t, rc);
   t->host_staged = !train_is_cpu(t) && coll_comm_backend(t->comm) != COLL_BACKEND_NCCL;
   t->grads_host = t->grads;
   if (t->host_staged) { /* pinned on CUDA: the per-step copies run at full PCIe speed */
     t->grads_host = NULL;
-    T_TRY(t, be->ops->host_alloc(be, (void **)&t->grads_host, (size_t)P * sizeof(float)));
+    T_TRY(t, kern_host_alloc(be, (void **)&t->grads_host, (size_t)P * sizeof(float)));
   }
   T_TRY(t, train_to_backend(t, t->train.images, (size_t)(ntrain * px), (const void **)&t->train_images_dev));
   T_TRY(t, train_to_backend(t, t->train.labels, (size_t)ntrain, (const void **)&t->train_labels_dev));
@@ -115,7 +115,7 @@ static int train_init_params(trainer *t) {
     snprintf(t->err, sizeof t->err, "%s", coll_comm_error(t->comm));
     return -1;
   }
-  T_TRY(t, t->be->ops->mem_upload(t->be, t->params, t->params_host, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_upload_f32(t->be, t->params, t->params_host, P));
   /* FNV-1a of the bytes every rank now holds: equal in every rank's log. */
   uint64_t h = 1469598103934665603ULL;
   const unsigned char *b = (const unsigned char *)t->params_host;
@@ -135,7 +135,7 @@ static int train_reduce_layer(void *ctx, int k) {
   trainer *t = ctx;
   const int64_t off = t->layout.layer_offset[k], n = t->layout.layer_elems[k];
   if (t->host_staged) {
-    T_TRY(t, t->be->ops->mem_download(t->be, t->grads_host + off, t->grads + off,
+    T_TRY(t, kern_mem_download(t->be, t->grads_host + off, t->grads + off,
                                       (size_t)n * sizeof(float)));
   }
   if (coll_iallreduce_avg_f32(t->comm, t->grads_host + off, n, &t->pending[k]) != COLL_OK) {
@@ -166,12 +166,12 @@ static int train_reduce_finish(trainer *t) {
     }
   } else {
     if (t->host_staged) {
-      T_TRY(t, t->be->ops->mem_download(t->be, t->grads_host, t->grads, (size_t)P * sizeof(float)));
+      T_TRY(t, kern_mem_download_f32(t->be, t->grads_host, t->grads, P));
     }
     if (coll_allreduce_avg_f32(t->comm, t->grads_host, P) != COLL_OK) return train_coll_fail(t);
   }
   if (t->host_staged) {
-    T_TRY(t, t->be->ops->mem_upload(t->be, t->grads, t->grads_host, (size_t)P * sizeof(float)));
+    T_TRY(t, kern_mem_upload_f32(t->be, t->grads, t->grads_host, P));
   }
   return 0;
 }
@@ -181,7 +181,7 @@ static int train_reduce_finish(trainer *t) {
 static int train_step_ops(trainer *t) {
   kern_backend *be = t->be;
   if (t->fused_ws) {
-    T_TRY(t, be->ops->fused_step(be, &t->fused));
+    T_TRY(t, kern_fused_step(be, &t->fused));
     return 0;
   }
   model_work *w = &t->work;
@@ -189,7 +189,7 @@ static int train_step_ops(trainer *t) {
   const int reduce = t->world->size > 1 && !t->ps;
   double s = train_tl_begin(t);
   if (!t->input) { /* else train_input_next has filled act[0] and labels */
-    T_TRY(t, be->ops->gather_u8(be, w->act[0], w->labels, t->train_images_dev,
+    T_TRY(t, kern_gather_u8(be, w->act[0], w->labels, t->train_images_dev,
                                 t->train_labels_dev, t->layout.dims[0], t->perm_dev,
                                 t->cursor_dev, B));
     train_tl_end(t, "gather", s);
@@ -198,16 +198,16 @@ static int train_step_ops(trainer *t) {
   T_TRY(t, model_forward(w, t->params, B));
   train_tl_end(t, "forward", s);
   s = train_tl_begin(t);
-  T_TRY(t, be->ops->xent(be, w->dact[MODEL_LAYERS], t->stats_dev, w->act[MODEL_LAYERS], w->labels,
+  T_TRY(t, kern_xent(be, w->dact[MODEL_LAYERS], t->stats_dev, w->act[MODEL_LAYERS], w->labels,
                          B, t->layout.dims[MODEL_LAYERS], 1.0f / (float)B));
   train_tl_end(t, "loss", s);
   s = train_tl_begin(t);
-  T_TRY(t, be->ops->mem_zero(be, t->grads, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_zero_f32(be, t->grads, P));
   train_tl_end(t, "zero gradients", s);
   t->tl_mark = train_tl_begin(t);
   model_layer_done_fn done = (reduce && t->cfg->overlap) || t->tl_rec ? train_layer_done : NULL;
   if (model_backward(w, t->params, t->grads, B, done, t) != 0) {
-    if (!t->err[0]) snprintf(t->err, sizeof t->err, "%s", be->err);
+    if (!t->err[0]) snprintf(t->err, sizeof t->err, "%s", kern_error(be));
     return -1;
   }
   s = train_tl_begin(t);
@@ -218,10 +218,10 @@ static int train_step_ops(trainer *t) {
     if (reduce && train_reduce_finish(t) != 0) return -1;
     if (reduce) train_tl_end(t, "allreduce wait", s);
     s = train_tl_begin(t);
-    T_TRY(t, be->ops->opt_update(be, t->params, t->grads, t->opt_state, P, &t->opt));
+    T_TRY(t, kern_opt_update(be, t->params, t->grads, t->opt_state, P, &t->opt));
     train_tl_end(t, "update", s);
   }
-  T_TRY(t, be->ops->cursor_advance(be, t->cursor_dev, t->global_batch));
+  T_TRY(t, kern_cursor_advance(be, t->cursor_dev, t->global_batch));
   return 0;
 }
 
@@ -239,10 +239,10 @@ static int train_step(trainer *t, int64_t k) {
     const int rec = t->tl_rec;
     s = train_tl_begin(t);
     __atomic_store_n(&t->tl_rec, 0, __ATOMIC_RELAXED);
-    T_TRY(t, t->be->ops->graph_begin(t->be));
+    T_TRY(t, kern_graph_begin(t->be));
     int rc = train_step_ops(t);
     void *g = NULL;
-    int end_rc = t->be->ops->graph_end(t->be, &g);
+    int end_rc = kern_graph_end(t->be, &g);
     __atomic_store_n(&t->tl_rec, rec, __ATOMIC_RELAXED);
     train_tl_end(t, "capture step graph", s);
     if (rc != 0) return -1;
@@ -251,7 +251,7 @@ static int train_step(trainer *t, int64_t k) {
     t->graph_steps = k;
   }
   s = train_tl_begin(t);
-  T_TRY(t, t->be->ops->graph_launch(t->be, t->graph));
+  T_TRY(t, kern_graph_launch(t->be, t->graph));
   train_tl_end(t, k > 1 ? "launch step chain" : "launch step", s);
   return 0;
 }
@@ -301,11 +301,11 @@ static int train_fault_maybe(trainer *t, int64_t k) {
 
 /* One rank, data on the device, the backend can fuse the shape: the step is
  * one launch instead of ~20, and a launch runs a chain of up to
- * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/backend.h). */
+ * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h). */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
-  if (!be->ops->fused_step || !t->cfg->fused_step || t->world->size > 1 || t->ps ||
-      be->cfg.device == KERN_DEVICE_CPU || train_input_streaming(t)) {
+  if (!t->cfg->fused_step || t->world->size > 1 || t->ps ||
+      kern_is_host_memory(be) || train_input_streaming(t)) {
     rank_log_printf(&t->log, "step: op by op");
     return 0;
   }
@@ -317,13 +317,13 @@ static int train_setup_fused(trainer *t) {
                    .stats = t->stats_dev, .grad_scale = 1.0f / (float)t->batch, .opt = t->opt};
   model_step_shape(s, &t->layout, &t->work);
   size_t bytes = 0;
-  int rc = be->ops->fused_step_ws(be, s, &bytes);
+  int rc = kern_fused_step_ws(be, s, &bytes);
   if (rc > 0) {
     rank_log_printf(&t->log, "step: op by op (the backend does not fuse this shape or configuration)");
     return 0;
   }
   T_TRY(t, rc);
-  T_TRY(t, be->ops->mem_alloc(be, &t->fused_ws, bytes));
+  T_TRY(t, kern_mem_alloc(be, &t->fused_ws, bytes));
   s->ws = t->fused_ws;
   rank_log_printf(&t->log, "step: fused, up to %d steps per launch (%zu bytes of workspace)",
                   KERN_STEP_CHAIN, bytes);
@@ -335,11 +335,11 @@ int trainer_evaluate(trainer *t, double *acc, double *loss) {
   const int64_t n = t->test.count, N = t->world->size, r = t->world->rank;
   const int64_t lo = n * r / N, hi = n * (r + 1) / N;
   kern_stats st;
-  T_TRY(t, be->ops->mem_zero(be, t->eval_stats_dev, sizeof(kern_stats)));
+  T_TRY(t, kern_mem_zero(be, t->eval_stats_dev, sizeof(kern_stats)));
   const eval_ctx ec = {be, &t->work, t->params, t->test_images_dev, t->test_labels_dev,
                        t->layout.dims[0], t->test_idx_dev, t->eval_cursor_dev, t->eval_stats_dev};
   T_TRY(t, eval_rows(&ec, lo, hi, NULL, NULL));
-  T_TRY(t, be->ops->mem_download(be, &st, t->eval_stats_dev, sizeof st));
+  T_TRY(t, kern_mem_download(be, &st, t->eval_stats_dev, sizeof st));
   double sums[3] = {st.correct, st.loss_sum, st.samples};
   if (N > 1 && coll_allreduce_sum_f64(t->comm, sums, 3) != COLL_OK) return train_coll_fail(t);
   *acc = sums[0] / sums[2];
@@ -366,9 +366,9 @@ static int train_epoch_order(trainer *t, int64_t epoch) {
   kern_backend *be = t->be;
   const int64_t ntrain = t->train.count;
   base_perm_epoch(t->perm_host, ntrain, (uint64_t)t->cfg->seed, epoch);
-  T_TRY(t, be->ops->mem_upload(be, t->perm_dev, t->perm_host, (size_t)ntrain * sizeof(int32_t)));
+  T_TRY(t, kern_mem_upload(be, t->perm_dev, t->perm_host, (size_t)ntrain * sizeof(int32_t)));
   int64_t cursor = (int64_t)t->world->rank * t->batch;
-  T_TRY(t, be->ops->mem_upload(be, t->cursor_dev, &cursor, sizeof cursor));
+  T_TRY(t, kern_mem_upload(be, t->cursor_dev, &cursor, sizeof cursor));
   return 0;
 }
 
@@ -396,7 +396,7 @@ static int train_cancel_requested(trainer *t, int64_t epoch) {
 static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   kern_backend *be = t->be;
   if (!t->input && train_epoch_order(t, epoch) != 0) return -1;
-  T_TRY(t, be->ops->mem_zero(be, t->stats_dev, sizeof(kern_stats)));
+  T_TRY(t, kern_mem_zero(be, t->stats_dev, sizeof(kern_stats)));
   t->data_wait_s = 0;
   double t0 = clock_mono_s();
   const int64_t chain = t->fused_ws ? KERN_STEP_CHAIN : 1;
@@ -414,8 +414,8 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   double s = train_tl_epoch_begin(t);
   /* Bounded: a hung NCCL reduction is aborted here, not waited on forever. */
   if (t->world->size > 1 && coll_sync(t->comm) != COLL_OK) return train_coll_fail(t);
-  if (be->ops->sync(be) != 0) {
-    snprintf(t->err, sizeof t->err, "%s", be->err);
+  if (kern_sync(be) != 0) {
+    snprintf(t->err, sizeof t->err, "%s", kern_error(be));
     return -1;
   }
   train_tl_epoch_end(t, "device sync", s, epoch);
@@ -425,7 +425,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
 static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   kern_stats st;
   train_epoch_result *res = &t->last;
-  T_TRY(t, t->be->ops->mem_download(t->be, &st, t->stats_dev, sizeof st));
+  T_TRY(t, kern_mem_download(t->be, &st, t->stats_dev, sizeof st));
   double sums[5] = {st.loss_sum, st.correct, st.samples, st.last_correct, st.last_samples};
   double s = train_tl_epoch_begin(t);
   if (t->world->size > 1 && coll_allreduce_sum_f64(t->comm, sums, 5) != COLL_OK) {
@@ -479,7 +479,7 @@ static cJSON *train_final_metrics(const trainer *t) {
 
 static int train_save_model(trainer *t) {
   const int64_t P = t->layout.total_elems;
-  T_TRY(t, t->be->ops->mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)));
+  T_TRY(t, kern_mem_download_f32(t->be, t->params_host, t->params, P));
   if (t->world->rank != 0) return 0;
   char dir[4200], path[4300];
   snprintf(dir, sizeof dir, "%s/model", t->cfg->outputs);
@@ -577,7 +577,7 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   fs_remove_stale_tmp(model_dir, train_outputs_file);
   run_record_set(&t->run, "world_size", cJSON_CreateNumber(t->world->size));
   run_record_set(&t->run, "ranks", ranks);
-  run_record_set(&t->run, "device", cJSON_CreateString(t->be->ops->name));
+  run_record_set(&t->run, "device", cJSON_CreateString(kern_name(t->be)));
   run_record_set(&t->run, "allreduce", cJSON_CreateString(coll_backend_name(coll_comm_backend(t->comm))));
   cJSON *cluster = train_cluster_json(t->world);
   if (cluster) run_record_set(&t->run, "cluster", cluster);
@@ -614,7 +614,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   train_setup_opt(t);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
   t->ps = coll_ps_count(comm) > 0;
-  t->use_graph = cfg->graph && be->ops->graph_begin && !t->ps &&
+  t->use_graph = cfg->graph && kern_has_graphs(be) && !t->ps &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);
 }
@@ -622,7 +622,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
 void trainer_free(trainer *t) {
   kern_backend *be = t->be;
   if (be) {
-    if (t->graph) be->ops->graph_free(be, t->graph);
+    if (t->graph) kern_graph_free(be, t->graph);
     model_work_free(&t->work);
     void *bufs[] = {t->params, t->grads, t->opt_state, t->perm_dev, t->test_idx_dev,
                     t->cursor_dev, t->eval_cursor_dev, t->stats_dev, t->eval_stats_dev,
@@ -636,7 +636,7 @@ void trainer_free(trainer *t) {
   }
   train_timeline_abandon(t);
   train_input_free(t);
-  if (t->grads_host != t->grads && be) be->ops->host_free(be, t->grads_host);
+  if (t->grads_host != t->grads && be) kern_host_free(be, t->grads_host);
   free(t->perm_host);
   free(t->params_host);
   data_set_free(&t->train);

@@ -10,6 +10,11 @@
 #include "train/records.h"
 #include "train/train_config.h"
 
+/* Steps per fused launch the trainer asks for (kern_step.steps): a launch
+ * costs about one step's worth of gaps (~4 us), a barrier between steps
+ * ~1 us, and the host still hears from the device every ~1.5 ms at batch 50. */
+#define KERN_STEP_CHAIN 32
+
 /* Per-epoch results, reduced over ranks. */
 typedef struct {
   double loss;           /* mean training loss over the epoch */

@@ -142,7 +142,7 @@ int train_ckpt_check_data(trainer *t) {
   return -1;
 }
 
-static int train_ckpt_be_fail(trainer *t) { return train_ckpt_fail(t, t->be->err); }
+static int train_ckpt_be_fail(trainer *t) { return train_ckpt_fail(t, kern_error(t->be)); }
 
 /* ---- saving ---- */
 
@@ -196,8 +196,8 @@ static int train_ckpt_save(trainer *t, int64_t epochs_done) {
     train_ckpt_fail(t, "checkpoint: out of host memory");
     goto out;
   }
-  if (be->ops->mem_download(be, t->params_host, t->params, (size_t)P * sizeof(float)) != 0 ||
-      be->ops->mem_download(be, s.opt_state, t->opt_state, (size_t)P * sizeof(float)) != 0) {
+  if (kern_mem_download_f32(be, t->params_host, t->params, P) != 0 ||
+      kern_mem_download_f32(be, s.opt_state, t->opt_state, P) != 0) {
     train_ckpt_be_fail(t);
     goto out;
   }
@@ -437,8 +437,8 @@ int train_ckpt_resume(trainer *t) {
   int rc = -1;
   if (train_ckpt_share(t, &s, ok) != 0) goto out;
   kern_backend *be = t->be;
-  if (be->ops->mem_upload(be, t->params, s.params, (size_t)P * sizeof(float)) != 0 ||
-      be->ops->mem_upload(be, t->opt_state, s.opt_state, (size_t)P * sizeof(float)) != 0) {
+  if (kern_mem_upload_f32(be, t->params, s.params, P) != 0 ||
+      kern_mem_upload_f32(be, t->opt_state, s.opt_state, P) != 0) {
     train_ckpt_be_fail(t);
     goto out;
   }

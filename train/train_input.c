@@ -83,7 +83,7 @@ int train_input_load_stream(trainer *t) {
 }
 
 int train_input_start(trainer *t) {
-  if (t->input || (t->be->cfg.device != KERN_DEVICE_CPU && !train_input_streaming(t))) return 0;
+  if (t->input || (!kern_is_host_memory(t->be) && !train_input_streaming(t))) return 0;
   data_loader_config lc = train_input_config(t);
   return data_loader_init(&t->input, &lc, t->err, sizeof t->err);
 }
@@ -92,10 +92,10 @@ int train_input_next(trainer *t) {
   data_batch b;
   kern_backend *be = t->be;
   if (data_loader_next(t->input, &b, &t->data_wait_s, t->err, sizeof t->err) != 0) return -1;
-  int rc = be->ops->mem_upload(be, t->work.act[0], b.x, (size_t)(b.n * b.sample_elems) * sizeof(float));
-  if (rc == 0) rc = be->ops->mem_upload(be, t->work.labels, b.y, (size_t)b.n * sizeof(int32_t));
+  int rc = kern_mem_upload_f32(be, t->work.act[0], b.x, b.n * b.sample_elems);
+  if (rc == 0) rc = kern_mem_upload(be, t->work.labels, b.y, (size_t)b.n * sizeof(int32_t));
   data_loader_release(t->input);
-  if (rc != 0) snprintf(t->err, sizeof t->err, "%s", be->err);
+  if (rc != 0) snprintf(t->err, sizeof t->err, "%s", kern_error(be));
   return rc;
 }
 

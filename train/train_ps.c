@@ -14,11 +14,11 @@ static int train_ps_fail(trainer *t) {
 }
 
 static int train_ps_be_fail(trainer *t) {
-  snprintf(t->err, sizeof t->err, "%s", t->be->err);
+  snprintf(t->err, sizeof t->err, "%s", kern_error(t->be));
   return -1;
 }
 
-static int train_is_host(const trainer *t) { return t->be->cfg.device == KERN_DEVICE_CPU; }
+static int train_is_host(const trainer *t) { return kern_is_host_memory(t->be); }
 
 /* Rank 0 hands the ps tasks the starting point: fresh or resumed weights
  * and optimizer state. */
@@ -32,8 +32,8 @@ static int train_ps_begin(trainer *t) {
       snprintf(t->err, sizeof t->err, "ps: out of host memory");
       return -1;
     }
-    if (t->be->ops->mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)) != 0 ||
-        t->be->ops->mem_download(t->be, state, t->opt_state, (size_t)P * sizeof(float)) != 0) {
+    if (kern_mem_download_f32(t->be, t->params_host, t->params, P) != 0 ||
+        kern_mem_download_f32(t->be, state, t->opt_state, P) != 0) {
       free(state);
       return train_ps_be_fail(t);
     }
@@ -54,13 +54,13 @@ int train_ps_step(trainer *t) {
   kern_backend *be = t->be;
   if (!t->ps_started && train_ps_begin(t) != 0) return -1;
   if (t->grads_host != t->grads &&
-      be->ops->mem_download(be, t->grads_host, t->grads, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_download_f32(be, t->grads_host, t->grads, P) != 0) {
     return train_ps_be_fail(t);
   }
   float *params = train_is_host(t) ? t->params : t->params_host;
   if (coll_ps_step(t->comm, t->grads_host, params, P) != COLL_OK) return train_ps_fail(t);
   if (params != t->params &&
-      be->ops->mem_upload(be, t->params, params, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_upload_f32(be, t->params, params, P) != 0) {
     return train_ps_be_fail(t);
   }
   return 0;
@@ -76,7 +76,7 @@ int train_ps_pull_state(trainer *t) {
   }
   int rc = coll_ps_pull_state(t->comm, state, P) == COLL_OK ? 0 : train_ps_fail(t);
   if (rc == 0 && state &&
-      t->be->ops->mem_upload(t->be, t->opt_state, state, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_upload_f32(t->be, t->opt_state, state, P) != 0) {
     rc = train_ps_be_fail(t);
   }
   free(state);
@@ -125,8 +125,8 @@ static int ps_task_update(void *ctx, float *params, const float *grad, float *st
   }
   kern_opt o;
   memcpy(&o, opt, sizeof o);
-  if (n > 0 && x->be->ops->opt_update(x->be, params, grad, state, n, &o) != 0) {
-    snprintf(err, err_bytes, "ps: update: %s", x->be->err);
+  if (n > 0 && kern_opt_update(x->be, params, grad, state, n, &o) != 0) {
+    snprintf(err, err_bytes, "ps: update: %s", kern_error(x->be));
     return -1;
   }
   return 0;
@@ -139,7 +139,7 @@ int train_ps_task(const train_config *cfg, const coll_world *w, char *err, size_
   if (rank_log_open_task(&log, cfg->logs, "ps", s, err, err_bytes) != 0) return -1;
   kern_config kc = {.device = KERN_DEVICE_CPU, .threads = 1};
   ps_task_ctx x = {0};
-  if (kern_cpu_create(&x.be, &kc, err, err_bytes) != 0) {
+  if (kern_backend_init(&x.be, &kc, err, err_bytes) != 0) {
     rank_log_close(&log);
     return -1;
   }

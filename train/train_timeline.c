@@ -42,7 +42,7 @@ int train_timeline_start(trainer *t) {
   char path[4300], proc[384];
   snprintf(path, sizeof path, "%s/timeline-%d.json", t->cfg->logs, t->world->rank);
   snprintf(proc, sizeof proc, "rank %d (%.64s, %s)", t->world->rank, t->world->host,
-           t->be->cfg.device == KERN_DEVICE_CPU ? "cpu" : "cuda");
+           kern_name(t->be));
   if (fs_mkdirs(t->cfg->logs, t->err, sizeof t->err) != 0) return -1;
   /* --logs is ./logs by default, reused by run after run: one rank a node
    * clears what a larger run left there (this run's own files it replaces) */

@@ -14,18 +14,10 @@
 #include <cuda_runtime_api.h>
 
 #include "collective/coll.h"
-
-#define AR_CUDA(call)                                                                        \
-  do {                                                                                       \
-    cudaError_t ar_rc_ = (call);                                                             \
-    if (ar_rc_ != cudaSuccess) {                                                             \
-      fprintf(stderr, "rank %d: %s failed at %s:%d: %s\n", g_rank, #call, __FILE__, __LINE__, \
-              cudaGetErrorString(ar_rc_));                                                   \
-      return -1;                                                                             \
-    }                                                                                        \
-  } while (0)
+#include "kernels/cuda/cuda_check.h"
 
 static int g_rank;
+static kc_where g_where = {.device = -1}; /* rank and device, once bound */
 
 typedef struct {
   const char *backend;
@@ -89,13 +81,17 @@ static int ar_once(ar_ctx *c, int64_t elems) {
     return 0;
   }
   const size_t bytes = (size_t)elems * sizeof(float);
-  AR_CUDA(cudaMemcpyAsync(c->host, c->dev, bytes, cudaMemcpyDeviceToHost, c->stream));
-  AR_CUDA(cudaStreamSynchronize(c->stream));
+  KC_CUDA_CHECK(&g_where,
+                cudaMemcpyAsync(c->host, c->dev, bytes, cudaMemcpyDeviceToHost, c->stream),
+                return -1);
+  KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   if (coll_allreduce_avg_f32(c->coll, c->host, elems) != COLL_OK) {
     fprintf(stderr, "rank %d: %s\n", g_rank, coll_comm_error(c->coll));
     return -1;
   }
-  AR_CUDA(cudaMemcpyAsync(c->dev, c->host, bytes, cudaMemcpyHostToDevice, c->stream));
+  KC_CUDA_CHECK(&g_where,
+                cudaMemcpyAsync(c->dev, c->host, bytes, cudaMemcpyHostToDevice, c->stream),
+                return -1);
   return 0;
 }
 
@@ -106,7 +102,7 @@ static int ar_drain(ar_ctx *c) {
     fprintf(stderr, "rank %d: %s\n", g_rank, coll_comm_error(c->coll));
     return -1;
   }
-  AR_CUDA(cudaStreamSynchronize(c->stream));
+  KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   return 0;
 }
 
@@ -118,13 +114,17 @@ static int ar_check(ar_ctx *c, int64_t elems, int64_t *wrong) {
   for (int64_t i = 0; i < elems; i++) h[i] = (float)((g_rank + 1) * (i % 7 + 1));
   /* Every copy on c->stream: a non-blocking stream does not wait for the
    * legacy default stream, so a plain cudaMemcpy could race the collective. */
-  AR_CUDA(cudaMemcpyAsync(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice,
-                          c->stream));
-  AR_CUDA(cudaStreamSynchronize(c->stream));
+  KC_CUDA_CHECK(
+      &g_where,
+      cudaMemcpyAsync(c->dev, h, (size_t)elems * sizeof(float), cudaMemcpyHostToDevice, c->stream),
+      return -1);
+  KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   if (ar_once(c, elems) != 0 || ar_drain(c) != 0) return -1;
-  AR_CUDA(cudaMemcpyAsync(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost,
-                          c->stream));
-  AR_CUDA(cudaStreamSynchronize(c->stream));
+  KC_CUDA_CHECK(
+      &g_where,
+      cudaMemcpyAsync(h, c->dev, (size_t)elems * sizeof(float), cudaMemcpyDeviceToHost, c->stream),
+      return -1);
+  KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   *wrong = 0;
   for (int64_t i = 0; i < elems; i++) {
     double want = (double)(i % 7 + 1) * (c->ranks + 1) / 2.0;
@@ -145,7 +145,7 @@ static int ar_time(ar_ctx *c, int64_t elems, const ar_opts *o, double *us) {
   }
   /* The stream stops the clock (coll_sync's polling backs off to 20 us
    * sleeps); coll_sync then reports any NCCL error. */
-  AR_CUDA(cudaStreamSynchronize(c->stream));
+  KC_CUDA_CHECK(&g_where, cudaStreamSynchronize(c->stream), return -1);
   *us = (ar_now() - t0) * 1e6 / o->iters; /* the collective ends together on every rank */
   if (ar_drain(c) != 0) return -1;
   return 0;
@@ -154,11 +154,14 @@ static int ar_time(ar_ctx *c, int64_t elems, const ar_opts *o, double *us) {
 /* The device, its stream and buffer, before the collective layer (nccl
  * takes the stream and device from its config). */
 static int ar_device_setup(ar_ctx *c, const coll_world *w, int ndev, int64_t max_elems) {
-  AR_CUDA(cudaSetDevice(w->local_rank % ndev));
-  AR_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-  AR_CUDA(cudaMalloc((void **)&c->dev, (size_t)max_elems * sizeof(float)));
+  KC_CUDA_CHECK(&g_where, cudaSetDevice(w->local_rank % ndev), return -1);
+  KC_CUDA_CHECK(&g_where, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), return -1);
+  KC_CUDA_CHECK(&g_where, cudaMalloc((void **)&c->dev, (size_t)max_elems * sizeof(float)),
+                return -1);
   c->ranks = w->size;
-  if (!c->use_nccl) AR_CUDA(cudaMallocHost((void **)&c->host, (size_t)max_elems * sizeof(float)));
+  if (!c->use_nccl)
+    KC_CUDA_CHECK(&g_where, cudaMallocHost((void **)&c->host, (size_t)max_elems * sizeof(float)),
+                  return -1);
   return 0;
 }
 
@@ -226,6 +229,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   g_rank = w.rank;
+  g_where = (kc_where){.rank = w.rank, .device = w.local_rank % ndev};
   ar_ctx c = {0};
   c.use_nccl = !strcmp(o.backend, "nccl");
   coll_backend backend = COLL_BACKEND_NCCL;

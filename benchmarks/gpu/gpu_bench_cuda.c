@@ -9,29 +9,17 @@
 #include <cuda_runtime_api.h>
 
 #include "benchmarks/gpu/gpu_bench.h"
+#include "kernels/cuda/cuda_check.h"
 
 cudaError_t bench_launch_empty(cudaStream_t s); /* gpu_bench_kernels.cu */
 cudaError_t bench_launch_barriers(cudaStream_t s, int blocks, int syncs);
 
-#define B_CUDA(call, fail)                                                                   \
-  do {                                                                                       \
-    cudaError_t b_rc_ = (call);                                                              \
-    if (b_rc_ != cudaSuccess) {                                                              \
-      fprintf(stderr, "bench: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
-              cudaGetErrorString(b_rc_));                                                    \
-      fail;                                                                                  \
-    }                                                                                        \
-  } while (0)
-
-#define B_CUBLAS(call, fail)                                                                 \
-  do {                                                                                       \
-    cublasStatus_t b_st_ = (call);                                                           \
-    if (b_st_ != CUBLAS_STATUS_SUCCESS) {                                                    \
-      fprintf(stderr, "bench: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,          \
-              cublasGetStatusString(b_st_));                                                 \
-      fail;                                                                                  \
-    }                                                                                        \
-  } while (0)
+/* The device this thread has bound, for a failed check's line. */
+static int bench_device(void) {
+  int d = -1;
+  return cudaGetDevice(&d) == cudaSuccess ? d : -1;
+}
+#define B_WHERE (&(kc_where){.rank = 0, .device = bench_device()})
 
 typedef struct {
   cudaStream_t s;
@@ -46,16 +34,16 @@ static void mark_event(void *ctx, int seg) {
 
 /* Captures the step (or one segment of it) on the backend's stream. */
 static int capture(bench_net *n, bench_mark_fn mark, void *ctx, int only, cudaGraph_t *g) {
-  cudaStream_t s = n->be->ops->stream(n->be);
-  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1);
+  cudaStream_t s = kern_stream(n->be);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1);
   int rc = bench_step_ops(n, mark, ctx, only);
   cudaError_t end = cudaStreamEndCapture(s, g);
   if (rc != 0) {
-    fprintf(stderr, "bench: step capture: %s\n", n->be->err);
+    fprintf(stderr, "bench: step capture: %s\n", kern_error(n->be));
     if (end == cudaSuccess) cudaGraphDestroy(*g);
     return -1;
   }
-  B_CUDA(end, return -1);
+  KC_CUDA_CHECK(B_WHERE, end, return -1);
   return 0;
 }
 
@@ -78,7 +66,7 @@ static void count_nodes(cudaGraph_t g, int *total, int *kernels) {
 
 int bench_cuda_breakdown(bench_net *n, int reps, bench_breakdown *out, char *err, size_t err_bytes) {
   memset(out, 0, sizeof *out);
-  mark_ctx m = {.s = n->be->ops->stream(n->be)};
+  mark_ctx m = {.s = kern_stream(n->be)};
   cudaGraph_t g = NULL;
   cudaGraphExec_t exec = NULL;
   double *samples = calloc((size_t)reps * SEG_COUNT, sizeof *samples);
@@ -93,17 +81,17 @@ int bench_cuda_breakdown(bench_net *n, int reps, bench_breakdown *out, char *err
     cudaGraphDestroy(g);
     g = NULL;
   }
-  for (int i = 0; i <= SEG_COUNT; i++) B_CUDA(cudaEventCreate(&m.ev[i]), goto out);
+  for (int i = 0; i <= SEG_COUNT; i++) KC_CUDA_CHECK(B_WHERE, cudaEventCreate(&m.ev[i]), goto out);
   if (capture(n, mark_event, &m, -1, &g) != 0 || m.failed) goto out;
-  B_CUDA(cudaGraphInstantiate(&exec, g, 0), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaGraphInstantiate(&exec, g, 0), goto out);
   const int64_t per_epoch = n->rows / n->batch;
   for (int r = -3; r < reps; r++) {
     if ((r + 3) % per_epoch == 0 && bench_net_reset_cursor(n) != 0) goto out;
-    B_CUDA(cudaGraphLaunch(exec, m.s), goto out);
-    B_CUDA(cudaStreamSynchronize(m.s), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaGraphLaunch(exec, m.s), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaStreamSynchronize(m.s), goto out);
     for (int s = 0; r >= 0 && s < SEG_COUNT; s++) {
       float ms = 0.0f;
-      B_CUDA(cudaEventElapsedTime(&ms, m.ev[s], m.ev[s + 1]), goto out);
+      KC_CUDA_CHECK(B_WHERE, cudaEventElapsedTime(&ms, m.ev[s], m.ev[s + 1]), goto out);
       samples[s * reps + r] = 1e3 * ms;
     }
   }
@@ -125,23 +113,23 @@ static double time_exec_us(cudaGraphExec_t exec, cudaStream_t s, int per_rep, in
   double v[64];
   if (reps > 64) reps = 64;
   for (int r = -2; r < reps; r++) {
-    B_CUDA(cudaStreamSynchronize(s), return -1.0);
+    KC_CUDA_CHECK(B_WHERE, cudaStreamSynchronize(s), return -1.0);
     double t0 = bench_now();
-    for (int i = 0; i < per_rep; i++) B_CUDA(cudaGraphLaunch(exec, s), return -1.0);
-    B_CUDA(cudaStreamSynchronize(s), return -1.0);
+    for (int i = 0; i < per_rep; i++) KC_CUDA_CHECK(B_WHERE, cudaGraphLaunch(exec, s), return -1.0);
+    KC_CUDA_CHECK(B_WHERE, cudaStreamSynchronize(s), return -1.0);
     if (r >= 0) v[r] = (bench_now() - t0) * 1e6 / per_rep;
   }
   return bench_median(v, reps);
 }
 
 double bench_cuda_node_latency_us(kern_backend *be, int nodes) {
-  cudaStream_t s = be->ops->stream(be);
+  cudaStream_t s = kern_stream(be);
   cudaGraph_t g = NULL;
   cudaGraphExec_t exec = NULL;
   double us = -1.0;
-  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
   for (int i = 0; i < nodes; i++) bench_launch_empty(s);
-  B_CUDA(cudaStreamEndCapture(s, &g), return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamEndCapture(s, &g), return -1.0);
   if (cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) {
     us = time_exec_us(exec, s, 200, 15);
     if (us > 0) us /= nodes;
@@ -153,22 +141,22 @@ double bench_cuda_node_latency_us(kern_backend *be, int nodes) {
 
 double bench_cuda_bandwidth(kern_backend *be) {
   const size_t bytes = (size_t)512 << 20;
-  cudaStream_t s = be->ops->stream(be);
+  cudaStream_t s = kern_stream(be);
   void *a = NULL, *b = NULL;
   cudaEvent_t e0 = NULL, e1 = NULL;
   double v[10], bw = -1.0;
-  B_CUDA(cudaMalloc(&a, bytes), goto out);
-  B_CUDA(cudaMalloc(&b, bytes), goto out);
-  B_CUDA(cudaMemsetAsync(a, 0x3c, bytes, s), goto out);
-  B_CUDA(cudaEventCreate(&e0), goto out);
-  B_CUDA(cudaEventCreate(&e1), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaMalloc(&a, bytes), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaMalloc(&b, bytes), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaMemsetAsync(a, 0x3c, bytes, s), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaEventCreate(&e0), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaEventCreate(&e1), goto out);
   for (int r = -2; r < 10; r++) {
     float ms = 0.0f;
-    B_CUDA(cudaEventRecord(e0, s), goto out);
-    B_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), goto out);
-    B_CUDA(cudaEventRecord(e1, s), goto out);
-    B_CUDA(cudaEventSynchronize(e1), goto out);
-    B_CUDA(cudaEventElapsedTime(&ms, e0, e1), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaEventRecord(e0, s), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaEventRecord(e1, s), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaEventSynchronize(e1), goto out);
+    KC_CUDA_CHECK(B_WHERE, cudaEventElapsedTime(&ms, e0, e1), goto out);
     if (r >= 0) v[r] = 2.0 * (double)bytes / (1e-3 * ms);
   }
   bw = bench_median(v, 10);
@@ -182,7 +170,7 @@ out:
 
 /* The same row-major GEMMs as kernels/cuda/cuda_ops.c issues, nothing else. */
 double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math) {
-  cudaStream_t s = be->ops->stream(be);
+  cudaStream_t s = kern_stream(be);
   cublasHandle_t h = NULL;
   void *ws = NULL;
   cudaGraph_t g = NULL;
@@ -191,34 +179,41 @@ double bench_cuda_gemm_us(kern_backend *be, const bench_net *n, kern_math math) 
   const float one = 1.0f, zero = 0.0f;
   const int B = (int)n->batch;
   const model_layout *L = &n->L;
-  B_CUBLAS(cublasCreate(&h), return -1.0);
-  B_CUBLAS(cublasSetStream(h, s), goto out);
-  B_CUDA(cudaMalloc(&ws, (size_t)32 << 20), goto out);
-  B_CUBLAS(cublasSetWorkspace(h, ws, (size_t)32 << 20), goto out);
-  B_CUBLAS(cublasSetMathMode(h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                       : CUBLAS_DEFAULT_MATH), goto out);
-  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), goto out);
+  KC_CUBLAS_CHECK(B_WHERE, cublasCreate(&h), return -1.0);
+  KC_CUBLAS_CHECK(B_WHERE, cublasSetStream(h, s), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaMalloc(&ws, (size_t)32 << 20), goto out);
+  KC_CUBLAS_CHECK(B_WHERE, cublasSetWorkspace(h, ws, (size_t)32 << 20), goto out);
+  KC_CUBLAS_CHECK(B_WHERE,
+                  cublasSetMathMode(
+                      h, math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+                  goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), goto out);
   int gemm_ok = 1; /* a failed GEMM still ends the capture below */
   for (int k = 0; k < MODEL_LAYERS && gemm_ok; k++) {
     const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
     const float *w = n->params + L->tensors[2 * k].offset;
-    B_CUBLAS(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i, &zero,
-                         n->w.act[k + 1], o), gemm_ok = 0);
+    KC_CUBLAS_CHECK(B_WHERE,
+                    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, o, B, i, &one, w, o, n->w.act[k], i,
+                                &zero, n->w.act[k + 1], o),
+                    gemm_ok = 0);
   }
   for (int k = MODEL_LAYERS - 1; k >= 0 && gemm_ok; k--) {
     const int i = (int)L->dims[k], o = (int)L->dims[k + 1];
     const float *w = n->params + L->tensors[2 * k].offset;
-    B_CUBLAS(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o,
-                         n->w.act[k], i, &one, n->grads + L->tensors[2 * k].offset, o),
-             gemm_ok = 0);
+    KC_CUBLAS_CHECK(B_WHERE,
+                    cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, o, i, B, &one, n->w.dact[k + 1], o,
+                                n->w.act[k], i, &one, n->grads + L->tensors[2 * k].offset, o),
+                    gemm_ok = 0);
     if (k > 0 && gemm_ok) {
-      B_CUBLAS(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o, n->w.dact[k + 1], o,
-                           &zero, n->w.dact[k], i), gemm_ok = 0);
+      KC_CUBLAS_CHECK(B_WHERE,
+                      cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, i, B, o, &one, w, o,
+                                  n->w.dact[k + 1], o, &zero, n->w.dact[k], i),
+                      gemm_ok = 0);
     }
   }
-  B_CUDA(cudaStreamEndCapture(s, &g), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamEndCapture(s, &g), goto out);
   if (!gemm_ok) goto out;
-  B_CUDA(cudaGraphInstantiate(&exec, g, 0), goto out);
+  KC_CUDA_CHECK(B_WHERE, cudaGraphInstantiate(&exec, g, 0), goto out);
   us = time_exec_us(exec, s, n->batch >= 1024 ? 20 : 200, 15);
 out:
   if (exec) cudaGraphExecDestroy(exec);
@@ -250,15 +245,14 @@ int bench_cuda_fused_phases(bench_net *n, int reps, double phase_us[KERN_STEP_PH
   int rc = -1;
   if (reps > MAXR) reps = MAXR;
   if (!n->fs.ws) return -1;
-  B_CUDA(cudaMalloc((void **)&dev, sizeof ts), return -1);
+  KC_CUDA_CHECK(B_WHERE, cudaMalloc((void **)&dev, sizeof ts), return -1);
   n->fs.phase_ns = dev;
   const int per_epoch = (int)(n->rows / n->batch);
   for (int r = -3; r < reps; r++) {
     /* a new pass over the rows before the cursor runs past the order */
     if ((r + 3) % per_epoch == 0 && bench_net_reset_cursor(n) != 0) goto out;
-    if (bench_step_ops(n, NULL, NULL, -1) != 0 ||
-        be->ops->mem_download(be, ts, dev, sizeof ts) != 0) {
-      fprintf(stderr, "bench: fused phases: %s\n", be->err);
+    if (bench_step_ops(n, NULL, NULL, -1) != 0 || kern_mem_download(be, ts, dev, sizeof ts) != 0) {
+      fprintf(stderr, "bench: fused phases: %s\n", kern_error(be));
       goto out;
     }
     if (r < 0) continue; /* warm-up */
@@ -288,16 +282,17 @@ out:
 }
 
 double bench_cuda_barrier_floor_us(kern_backend *be, int syncs) {
-  cudaStream_t s = be->ops->stream(be);
+  cudaStream_t s = kern_stream(be);
   cudaGraph_t g = NULL;
   cudaGraphExec_t exec = NULL;
   int dev = 0, sms = 0;
   double us = -1.0;
-  B_CUDA(cudaGetDevice(&dev), return -1.0);
-  B_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), return -1.0);
-  B_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaGetDevice(&dev), return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+                return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), return -1.0);
   cudaError_t lrc = bench_launch_barriers(s, sms, syncs);
-  B_CUDA(cudaStreamEndCapture(s, &g), return -1.0);
+  KC_CUDA_CHECK(B_WHERE, cudaStreamEndCapture(s, &g), return -1.0);
   if (lrc != cudaSuccess) {
     fprintf(stderr, "bench: barrier kernel: %s\n", cudaGetErrorString(lrc));
   } else if (cudaGraphInstantiate(&exec, g, 0) == cudaSuccess) {

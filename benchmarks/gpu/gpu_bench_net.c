@@ -31,7 +31,7 @@ double bench_median(double *v, int n) {
 }
 
 static int up(kern_backend *be, void **dst, const void *src, size_t bytes) {
-  return be->ops->mem_alloc(be, dst, bytes) || be->ops->mem_upload(be, *dst, src, bytes);
+  return kern_mem_alloc(be, dst, bytes) || kern_mem_upload(be, *dst, src, bytes);
 }
 
 int bench_net_init(bench_net *n, kern_backend *be, int64_t batch, int64_t rows, uint64_t seed) {
@@ -90,22 +90,21 @@ void bench_net_free(bench_net *n) {
 
 int bench_net_reset_cursor(bench_net *n) {
   const int64_t c0 = 0;
-  return n->be->ops->mem_upload(n->be, n->cursor, &c0, sizeof c0);
+  return kern_mem_upload(n->be, n->cursor, &c0, sizeof c0);
 }
 
 int bench_net_fuse(bench_net *n) {
   kern_backend *be = n->be;
   kern_step *f = &n->fs;
-  if (!be->ops->fused_step_ws) return 1;
   *f = (kern_step){.n = n->batch, .params = n->params, .grads = n->grads, .opt_state = n->state,
                    .images = n->images, .image_labels = n->labels, .perm = n->perm,
                    .cursor = n->cursor, .cursor_delta = n->batch, .stats = n->stats,
                    .grad_scale = 1.0f / (float)n->batch, .opt = n->opt};
   model_step_shape(f, &n->L, &n->w);
   size_t bytes = 0;
-  int rc = be->ops->fused_step_ws(be, f, &bytes);
+  int rc = kern_fused_step_ws(be, f, &bytes);
   if (rc != 0) return rc;
-  return be->ops->mem_alloc(be, &f->ws, bytes) == 0 ? 0 : -1;
+  return kern_mem_alloc(be, &f->ws, bytes) == 0 ? 0 : -1;
 }
 
 #define SEG(s, call)                                                                         \
@@ -121,8 +120,8 @@ int bench_step_ops(bench_net *n, bench_mark_fn mark, void *ctx, int only) {
   const int64_t B = n->batch, P = L->total_elems;
   const float *p = n->params;
   float *g = n->grads;
-  if (n->fs.ws && !mark && only < 0) return be->ops->fused_step(be, &n->fs);
-  SEG(SEG_GATHER, be->ops->gather_u8(be, w->act[0], w->labels, n->images, n->labels, L->dims[0],
+  if (n->fs.ws && !mark && only < 0) return kern_fused_step(be, &n->fs);
+  SEG(SEG_GATHER, kern_gather_u8(be, w->act[0], w->labels, n->images, n->labels, L->dims[0],
                                      n->perm, n->cursor, B));
   for (int k = 0; k < MODEL_LAYERS; k++) {
     kern_act act = k + 1 < MODEL_LAYERS ? KERN_ACT_RELU : KERN_ACT_NONE;
@@ -130,9 +129,9 @@ int bench_step_ops(bench_net *n, bench_mark_fn mark, void *ctx, int only) {
                                          p + L->tensors[2 * k + 1].offset, B, L->dims[k],
                                          L->dims[k + 1], act));
   }
-  SEG(SEG_XENT, be->ops->xent(be, w->dact[MODEL_LAYERS], n->stats, w->act[MODEL_LAYERS], w->labels,
+  SEG(SEG_XENT, kern_xent(be, w->dact[MODEL_LAYERS], n->stats, w->act[MODEL_LAYERS], w->labels,
                               B, L->dims[MODEL_LAYERS], 1.0f / (float)B));
-  SEG(SEG_ZERO, be->ops->mem_zero(be, g, (size_t)P * sizeof(float)));
+  SEG(SEG_ZERO, kern_mem_zero_f32(be, g, P));
   for (int k = MODEL_LAYERS - 1; k >= 0; k--) {
     kern_act act = k + 1 < MODEL_LAYERS ? KERN_ACT_RELU : KERN_ACT_NONE;
     const int seg = k == 2 ? SEG_BWD3 : k == 1 ? SEG_BWD2 : SEG_BWD1;
@@ -141,8 +140,8 @@ int bench_step_ops(bench_net *n, bench_mark_fn mark, void *ctx, int only) {
                             p + L->tensors[2 * k].offset, w->act[k + 1], B, L->dims[k],
                             L->dims[k + 1], act));
   }
-  SEG(SEG_SGD, be->ops->opt_update(be, n->params, n->grads, n->state, P, &n->opt));
-  SEG(SEG_CURSOR, be->ops->cursor_advance(be, n->cursor, B));
+  SEG(SEG_SGD, kern_opt_update(be, n->params, n->grads, n->state, P, &n->opt));
+  SEG(SEG_CURSOR, kern_cursor_advance(be, n->cursor, B));
   if (only < 0 && mark) mark(ctx, SEG_COUNT);
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "benchmarks/gpu/gpu_bench.h"
+#include "train/train.h" /* KERN_STEP_CHAIN: the chain the trainer runs */
 #include "tfdist_config.h"
 
 #define ROWS 60000
@@ -77,20 +78,20 @@ static double time_steps_us(bench_net *n, void *graph, int64_t steps, int reps) 
   if (steps > n->rows / n->batch) steps = n->rows / n->batch;
   steps = steps / per > 0 ? steps / per * per : per; /* whole chains, at least one */
   for (int r = -2; r < reps; r++) {
-    if (bench_net_reset_cursor(n) != 0 || be->ops->sync(be) != 0) return -1.0;
+    if (bench_net_reset_cursor(n) != 0 || kern_sync(be) != 0) return -1.0;
     double t0 = bench_now();
     for (int64_t i = 0; i < steps; i += per) {
-      int rc = graph ? be->ops->graph_launch(be, graph) : bench_step_ops(n, NULL, NULL, -1);
+      int rc = graph ? kern_graph_launch(be, graph) : bench_step_ops(n, NULL, NULL, -1);
       if (rc != 0) {
-        fprintf(stderr, "gpu_step_bench: step: %s\n", be->err);
+        fprintf(stderr, "gpu_step_bench: step: %s\n", kern_error(be));
         return -1.0;
       }
     }
-    if (be->ops->sync(be) != 0) return -1.0;
+    if (kern_sync(be) != 0) return -1.0;
     if (r >= 0) v[r] = (bench_now() - t0) * 1e6 / (double)steps;
   }
   kern_stats st;
-  if (be->ops->mem_download(be, &st, n->stats, sizeof st) == 0 && !(st.loss_sum == st.loss_sum)) {
+  if (kern_mem_download(be, &st, n->stats, sizeof st) == 0 && !(st.loss_sum == st.loss_sum)) {
     fprintf(stderr, "gpu_step_bench: loss is NaN: the step computed garbage\n");
     return -1.0;
   }
@@ -119,13 +120,13 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
   double us = -1.0;
   void *graph = NULL;
   if (bench_net_init(&n, be, batch, ROWS, 7) != 0) {
-    fprintf(stderr, "gpu_step_bench: setup: %s\n", be->err);
+    fprintf(stderr, "gpu_step_bench: setup: %s\n", kern_error(be));
     goto out;
   }
   const int frc = fused ? bench_net_fuse(&n) : 0;
   last_fused = fused && frc == 0;
   if (frc < 0) {
-    fprintf(stderr, "gpu_step_bench: fused step setup: %s\n", be->err);
+    fprintf(stderr, "gpu_step_bench: fused step setup: %s\n", kern_error(be));
     goto out;
   }
   n.fs.steps = chain < ROWS / batch ? chain : ROWS / batch; /* one pass over the rows */
@@ -134,18 +135,18 @@ static double run_variant(const bench_opts *o, int64_t batch, int unfused, kern_
     printf("# batch %lld: the backend does not fuse this shape or configuration; op by op\n",
            (long long)batch);
   }
-  if (use_graph && be->ops->graph_begin) {
-    if (be->ops->graph_begin(be) != 0) goto out;
+  if (use_graph && kern_has_graphs(be)) {
+    if (kern_graph_begin(be) != 0) goto out;
     int rc = bench_step_ops(&n, NULL, NULL, -1);
-    int end = be->ops->graph_end(be, &graph);
+    int end = kern_graph_end(be, &graph);
     if (rc != 0 || end != 0) {
-      fprintf(stderr, "gpu_step_bench: capture: %s\n", be->err);
+      fprintf(stderr, "gpu_step_bench: capture: %s\n", kern_error(be));
       goto out;
     }
   }
   us = time_steps_us(&n, graph, steps, o->reps);
 out:
-  if (graph) be->ops->graph_free(be, graph);
+  if (graph) kern_graph_free(be, graph);
   bench_net_free(&n);
   kern_backend_free(be);
   return us;

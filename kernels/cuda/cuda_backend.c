@@ -1,11 +1,13 @@
 /* The CUDA backend's life cycle: device binding, handles, memory, streams
- * and graph capture. The ops themselves live in cuda_ops.c. */
+ * and graph capture, and the module's entry point (kern_cuda_module_get).
+ * The ops themselves live in cuda_ops.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include <nccl.h>
 
 #include "kernels/cuda/cuda_internal.h"
+#include "tfdist_config.h"
 
 /* cuBLAS allocates its workspace lazily unless given one; inside a graph
  * capture it must not allocate, so each handle gets a fixed one. 32 MiB is
@@ -26,20 +28,8 @@ int kc_check_dims(kern_cuda *kc, const char *op, int64_t a, int64_t b, int64_t c
   return 0;
 }
 
-int kern_cuda_device_count(char *why, size_t why_bytes) {
-  int n = 0;
-  cudaError_t rc = cudaGetDeviceCount(&n);
-  if (rc != cudaSuccess) {
-    /* No driver, an old driver, or no device: all mean "no GPU" here. */
-    if (why) snprintf(why, why_bytes, "%s", cudaGetErrorString(rc));
-    (void)cudaGetLastError(); /* so a later cudaGetLastError does not report it again */
-    return 0;
-  }
-  if (n == 0 && why) snprintf(why, why_bytes, "no CUDA device visible");
-  return n;
-}
-
-void kern_cuda_info(char *out, size_t out_bytes) {
+/* The versions as linked: the module's own runtime, cuBLAS, cuDNN and NCCL. */
+static void kc_info(char *out, size_t out_bytes) {
   int rt = 0, drv = 0, nccl = 0, bmaj = 0, bmin = 0, bpatch = 0;
   /* a failed query reads as version 0 in the line, not as garbage */
   if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
@@ -62,7 +52,7 @@ void kern_cuda_info(char *out, size_t out_bytes) {
 static int kc_mem_alloc(kern_backend *be, void **ptr, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   *ptr = NULL;
-  KC_CUDA_TRY(kc, cudaMalloc(ptr, bytes ? bytes : 1));
+  KC_CUDA_CHECK(&kc->where, cudaMalloc(ptr, bytes ? bytes : 1), return -1);
   return 0;
 }
 
@@ -74,7 +64,7 @@ static void kc_mem_free(kern_backend *be, void *ptr) {
 static int kc_host_alloc(kern_backend *be, void **ptr, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   *ptr = NULL;
-  KC_CUDA_TRY(kc, cudaMallocHost(ptr, bytes ? bytes : 1));
+  KC_CUDA_CHECK(&kc->where, cudaMallocHost(ptr, bytes ? bytes : 1), return -1);
   return 0;
 }
 
@@ -88,37 +78,40 @@ static void kc_host_free(kern_backend *be, void *ptr) {
 static int kc_mem_upload(kern_backend *be, void *dst, const void *src, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_TRY(kc, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kc->stream));
-  KC_CUDA_TRY(kc, cudaStreamSynchronize(kc->stream));
+  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kc->stream),
+                return -1);
+  KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
   return 0;
 }
 
 static int kc_mem_download(kern_backend *be, void *dst, const void *src, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_TRY(kc, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kc->stream));
-  KC_CUDA_TRY(kc, cudaStreamSynchronize(kc->stream));
+  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kc->stream),
+                return -1);
+  KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
   return 0;
 }
 
 static int kc_mem_zero(kern_backend *be, void *dst, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_TRY(kc, cudaMemsetAsync(dst, 0, bytes, kc->stream));
+  KC_CUDA_CHECK(&kc->where, cudaMemsetAsync(dst, 0, bytes, kc->stream), return -1);
   return 0;
 }
 
 static int kc_mem_copy(kern_backend *be, void *dst, const void *src, size_t bytes) {
   kern_cuda *kc = kc_of(be);
   if (!bytes) return 0;
-  KC_CUDA_TRY(kc, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kc->stream));
+  KC_CUDA_CHECK(&kc->where, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kc->stream),
+                return -1);
   return 0;
 }
 
 static int kc_sync(kern_backend *be) {
   kern_cuda *kc = kc_of(be);
-  KC_CUDA_TRY(kc, cudaStreamSynchronize(kc->stream));
-  KC_CUDA_TRY(kc, cudaGetLastError());
+  KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaGetLastError(), return -1);
   return 0;
 }
 
@@ -126,7 +119,8 @@ static int kc_sync(kern_backend *be) {
  * unrelated CUDA calls while this one records. */
 static int kc_graph_begin(kern_backend *be) {
   kern_cuda *kc = kc_of(be);
-  KC_CUDA_TRY(kc, cudaStreamBeginCapture(kc->stream, cudaStreamCaptureModeThreadLocal));
+  KC_CUDA_CHECK(&kc->where, cudaStreamBeginCapture(kc->stream, cudaStreamCaptureModeThreadLocal),
+                return -1);
   kc->capturing = 1;
   return 0;
 }
@@ -139,17 +133,17 @@ static int kc_graph_end(kern_backend *be, void **graph) {
   cudaGraphExec_t exec = NULL;
   *graph = NULL;
   kc->capturing = 0;
-  KC_CUDA_TRY(kc, cudaStreamEndCapture(kc->stream, &g));
+  KC_CUDA_CHECK(&kc->where, cudaStreamEndCapture(kc->stream, &g), return -1);
   cudaError_t rc = cudaGraphInstantiate(&exec, g, 0);
   cudaGraphDestroy(g);
-  KC_CUDA_TRY(kc, rc);
+  KC_CUDA_CHECK(&kc->where, rc, return -1);
   *graph = exec;
   return 0;
 }
 
 static int kc_graph_launch(kern_backend *be, void *graph) {
   kern_cuda *kc = kc_of(be);
-  KC_CUDA_TRY(kc, cudaGraphLaunch((cudaGraphExec_t)graph, kc->stream));
+  KC_CUDA_CHECK(&kc->where, cudaGraphLaunch((cudaGraphExec_t)graph, kc->stream), return -1);
   return 0;
 }
 
@@ -194,14 +188,20 @@ static int kc_gemm_mode(kern_cuda *kc) {
 static int kc_gemm_setup(kern_cuda *kc) {
   kc_gemm_ws *g = &kc->gemm_ws;
   if (kc_gemm_mode(kc) != 0) return -1;
-  KC_CUDA_TRY(kc, cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, kc->device));
+  KC_CUDA_CHECK(&kc->where,
+                cudaDeviceGetAttribute(&g->sm_count, cudaDevAttrMultiProcessorCount, kc->device),
+                return -1);
   if (g->sm_count < 1) g->sm_count = 1;
   g->ws_floats = KC_GEMM_WS_FLOATS;
   g->count_n = KC_GEMM_COUNTERS;
-  KC_CUDA_TRY(kc, cudaMalloc((void **)&g->ws, (size_t)g->ws_floats * sizeof(float)));
-  KC_CUDA_TRY(kc, cudaMalloc((void **)&g->count, (size_t)g->count_n * sizeof(unsigned)));
-  KC_CUDA_TRY(kc, cudaMemsetAsync(g->count, 0, (size_t)g->count_n * sizeof(unsigned), kc->stream));
-  KC_CUDA_TRY(kc, cudaStreamSynchronize(kc->stream));
+  KC_CUDA_CHECK(&kc->where, cudaMalloc((void **)&g->ws, (size_t)g->ws_floats * sizeof(float)),
+                return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMalloc((void **)&g->count, (size_t)g->count_n * sizeof(unsigned)),
+                return -1);
+  KC_CUDA_CHECK(&kc->where,
+                cudaMemsetAsync(g->count, 0, (size_t)g->count_n * sizeof(unsigned), kc->stream),
+                return -1);
+  KC_CUDA_CHECK(&kc->where, cudaStreamSynchronize(kc->stream), return -1);
   return 0;
 }
 
@@ -209,24 +209,28 @@ static int kc_setup(kern_cuda *kc) {
   const kern_config *cfg = &kc->base.cfg;
   /* First CUDA call of this process that touches a device: bind it before
    * any allocation or handle creates a context on device 0. */
-  KC_CUDA_TRY(kc, cudaSetDevice(cfg->device_index));
-  KC_CUDA_TRY(kc, cudaStreamCreateWithFlags(&kc->stream, cudaStreamNonBlocking));
-  KC_CUBLAS_TRY(kc, cublasCreate(&kc->blas));
-  KC_CUBLAS_TRY(kc, cublasSetStream(kc->blas, kc->stream));
-  KC_CUDA_TRY(kc, cudaMalloc(&kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES));
-  KC_CUBLAS_TRY(kc, cublasSetWorkspace(kc->blas, kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES));
+  KC_CUDA_CHECK(&kc->where, cudaSetDevice(cfg->device_index), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaStreamCreateWithFlags(&kc->stream, cudaStreamNonBlocking),
+                return -1);
+  KC_CUBLAS_CHECK(&kc->where, cublasCreate(&kc->blas), return -1);
+  KC_CUBLAS_CHECK(&kc->where, cublasSetStream(kc->blas, kc->stream), return -1);
+  KC_CUDA_CHECK(&kc->where, cudaMalloc(&kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES), return -1);
+  KC_CUBLAS_CHECK(&kc->where,
+                  cublasSetWorkspace(kc->blas, kc->blas_workspace, KC_BLAS_WORKSPACE_BYTES),
+                  return -1);
   /* FP32 by default (cuBLAS's default mode never lowers FP32 to TF32), so
    * results track the CPU backend within float32 rounding. TF32 tensor-op
    * math is the user's explicit choice (--math tf32). */
   cublasMath_t mode = cfg->math == KERN_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH;
-  KC_CUBLAS_TRY(kc, cublasSetMathMode(kc->blas, mode));
-  KC_CUBLAS_TRY(kc, cublasSetPointerMode(kc->blas, CUBLAS_POINTER_MODE_HOST));
+  KC_CUBLAS_CHECK(&kc->where, cublasSetMathMode(kc->blas, mode), return -1);
+  KC_CUBLAS_CHECK(&kc->where, cublasSetPointerMode(kc->blas, CUBLAS_POINTER_MODE_HOST), return -1);
   if (cfg->unfused && kc_cudnn_init(kc) != 0) return -1;
   return kc_gemm_setup(kc);
 }
 
 static const kern_ops kc_ops = {
   .name = "cuda",
+  .host_memory = 0,
   .destroy = kc_destroy,
   .mem_alloc = kc_mem_alloc,
   .mem_free = kc_mem_free,
@@ -253,7 +257,7 @@ static const kern_ops kc_ops = {
   .fused_step = kc_fused_step,
 };
 
-int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes) {
+static int kc_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes) {
   *out = NULL;
   kern_cuda *kc = calloc(1, sizeof *kc);
   if (!kc) {
@@ -263,6 +267,10 @@ int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size
   kc->base.ops = &kc_ops;
   kc->base.cfg = *cfg;
   kc->device = cfg->device_index;
+  kc->where = (kc_where){.rank = cfg->rank,
+                         .device = cfg->device_index,
+                         .err = kc->base.err,
+                         .err_bytes = sizeof kc->base.err};
   if (kc_setup(kc) != 0) {
     snprintf(err, err_bytes, "%s", kc->base.err);
     kc_destroy(&kc->base);
@@ -272,3 +280,16 @@ int kern_cuda_create(kern_backend **out, const kern_config *cfg, char *err, size
   return 0;
 }
 
+static const kern_cuda_module kc_module = {
+  .abi = KERN_CUDA_MODULE_ABI,
+  .version = TFDIST_VERSION,
+  .backend_bytes = sizeof(struct kern_backend),
+  .config_bytes = sizeof(kern_config),
+  .create = kc_create,
+  .info = kc_info,
+};
+
+/* The module's one entry point (kernels/cuda_load.c looks it up). */
+__attribute__((visibility("default"))) const kern_cuda_module *kern_cuda_module_get(void) {
+  return &kc_module;
+}

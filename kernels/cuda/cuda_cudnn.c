@@ -17,17 +17,19 @@ int kc_cudnn_init(kern_cuda *kc) {
              kc->base.cfg.rank, kc->device);
     return -1;
   }
-  KC_CUDNN_TRY(kc, cudnnCreate(&kc->dnn));
-  KC_CUDNN_TRY(kc, cudnnSetStream(kc->dnn, kc->stream));
-  KC_CUDNN_TRY(kc, cudnnCreateTensorDescriptor(&kc->dnn_x));
-  KC_CUDNN_TRY(kc, cudnnCreateTensorDescriptor(&kc->dnn_y));
+  KC_CUDNN_CHECK(&kc->where, cudnnCreate(&kc->dnn), return -1);
+  KC_CUDNN_CHECK(&kc->where, cudnnSetStream(kc->dnn, kc->stream), return -1);
+  KC_CUDNN_CHECK(&kc->where, cudnnCreateTensorDescriptor(&kc->dnn_x), return -1);
+  KC_CUDNN_CHECK(&kc->where, cudnnCreateTensorDescriptor(&kc->dnn_y), return -1);
   cudnnActivationDescriptor_t act = NULL;
-  KC_CUDNN_TRY(kc, cudnnCreateActivationDescriptor(&act));
+  KC_CUDNN_CHECK(&kc->where, cudnnCreateActivationDescriptor(&act), return -1);
   kc->dnn_act = act;
   /* NaN handling does not matter for finite data; NOT_PROPAGATE matches the
    * CPU's (v > 0 ? v : 0), which maps NaN to 0. */
-  KC_CUDNN_TRY(kc, cudnnSetActivationDescriptor(act, CUDNN_ACTIVATION_RELU,
-                                                CUDNN_NOT_PROPAGATE_NAN, 0.0));
+  KC_CUDNN_CHECK(
+      &kc->where,
+      cudnnSetActivationDescriptor(act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0),
+      return -1);
   return 0;
 }
 
@@ -45,8 +47,10 @@ void kc_cudnn_free(kern_cuda *kc) {
  * softmax over each row. */
 static int kc_cudnn_rows(kern_cuda *kc, cudnnTensorDescriptor_t d, int64_t n, int64_t dim) {
   if (kc_check_dims(kc, "cudnn", n, dim, 1) != 0) return -1;
-  KC_CUDNN_TRY(kc, cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)n,
-                                              (int)dim, 1, 1));
+  KC_CUDNN_CHECK(
+      &kc->where,
+      cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)n, (int)dim, 1, 1),
+      return -1);
   return 0;
 }
 
@@ -55,8 +59,10 @@ int kc_cudnn_relu_forward(kern_cuda *kc, float *y, int64_t n, int64_t dim) {
   const float one = 1.0f, zero = 0.0f;
   if (n == 0 || dim == 0) return 0;
   if (kc_cudnn_init(kc) != 0 || kc_cudnn_rows(kc, kc->dnn_x, n, dim) != 0) return -1;
-  KC_CUDNN_TRY(kc, cudnnActivationForward(kc->dnn, (cudnnActivationDescriptor_t)kc->dnn_act, &one,
-                                          kc->dnn_x, y, &zero, kc->dnn_x, y));
+  KC_CUDNN_CHECK(&kc->where,
+                 cudnnActivationForward(kc->dnn, (cudnnActivationDescriptor_t)kc->dnn_act, &one,
+                                        kc->dnn_x, y, &zero, kc->dnn_x, y),
+                 return -1);
   return 0;
 }
 
@@ -66,9 +72,11 @@ int kc_cudnn_relu_backward(kern_cuda *kc, float *dy, const float *y, int64_t n, 
   const float one = 1.0f, zero = 0.0f;
   if (n == 0 || dim == 0) return 0;
   if (kc_cudnn_init(kc) != 0 || kc_cudnn_rows(kc, kc->dnn_x, n, dim) != 0) return -1;
-  KC_CUDNN_TRY(kc, cudnnActivationBackward(kc->dnn, (cudnnActivationDescriptor_t)kc->dnn_act, &one,
-                                           kc->dnn_x, y, kc->dnn_x, dy, kc->dnn_x, y, &zero,
-                                           kc->dnn_x, dy));
+  KC_CUDNN_CHECK(
+      &kc->where,
+      cudnnActivationBackward(kc->dnn, (cudnnActivationDescriptor_t)kc->dnn_act, &one, kc->dnn_x, y,
+                              kc->dnn_x, dy, kc->dnn_x, y, &zero, kc->dnn_x, dy),
+      return -1);
   return 0;
 }
 
@@ -79,7 +87,9 @@ int kc_cudnn_softmax(kern_cuda *kc, float *probs, const float *logits, int64_t n
       kc_cudnn_rows(kc, kc->dnn_y, n, classes) != 0) {
     return -1;
   }
-  KC_CUDNN_TRY(kc, cudnnSoftmaxForward(kc->dnn, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL,
-                                       &one, kc->dnn_x, logits, &zero, kc->dnn_y, probs));
+  KC_CUDNN_CHECK(&kc->where,
+                 cudnnSoftmaxForward(kc->dnn, CUDNN_SOFTMAX_ACCURATE, CUDNN_SOFTMAX_MODE_CHANNEL,
+                                     &one, kc->dnn_x, logits, &zero, kc->dnn_y, probs),
+                 return -1);
   return 0;
 }

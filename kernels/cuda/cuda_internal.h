@@ -1,5 +1,5 @@
-/* Internals of the CUDA backend: its state, the one check macro per library
- * (CUDA, cuBLAS, cuDNN), and the launchers of our own kernels. */
+/* Internals of the CUDA backend: its state and the launchers of our own
+ * kernels. The check macros are in cuda_check.h. */
 #ifndef TFDIST_KERNELS_CUDA_INTERNAL_H
 #define TFDIST_KERNELS_CUDA_INTERNAL_H
 
@@ -10,7 +10,8 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
-#include "kernels/backend.h"
+#include "kernels/backend_impl.h"
+#include "kernels/cuda/cuda_check.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,50 +40,15 @@ typedef struct {
   kc_gemm_ws gemm_ws;
   int fused_grid;            /* blocks of the fused step; 0: not known yet, -1: cannot run */
   int64_t fused_chain;       /* most steps per fused launch (TFDIST_FUSED_CHAIN); 0: no limit */
+  kc_where where;            /* rank, device and base.err, for the check macros */
 } kern_cuda;
 
 static inline kern_cuda *kc_of(kern_backend *be) { return (kern_cuda *)be; }
 
-/* Formats one line into be->err and prints it: rank, device, the failing
- * expression, file:line and the library's own message. */
-static inline void kc_fail(kern_cuda *kc, const char *lib, const char *expr, const char *file,
-                           int line, const char *msg) {
-  snprintf(kc->base.err, sizeof kc->base.err, "rank %d cuda:%d: %s %s failed at %s:%d: %s",
-           kc->base.cfg.rank, kc->device, lib, expr, file, line, msg);
-  fprintf(stderr, "tfdist: %s\n", kc->base.err);
-}
-
-#define KC_CUDA_TRY(kc, expr)                                                                \
-  do {                                                                                       \
-    cudaError_t kc_rc_ = (expr);                                                             \
-    if (kc_rc_ != cudaSuccess) {                                                             \
-      kc_fail((kc), "CUDA", #expr, __FILE__, __LINE__, cudaGetErrorString(kc_rc_));          \
-      return -1;                                                                             \
-    }                                                                                        \
-  } while (0)
-
-#define KC_CUBLAS_TRY(kc, expr)                                                              \
-  do {                                                                                       \
-    cublasStatus_t kc_rc_ = (expr);                                                          \
-    if (kc_rc_ != CUBLAS_STATUS_SUCCESS) {                                                   \
-      kc_fail((kc), "cuBLAS", #expr, __FILE__, __LINE__, cublasGetStatusString(kc_rc_));     \
-      return -1;                                                                             \
-    }                                                                                        \
-  } while (0)
-
-#define KC_CUDNN_TRY(kc, expr)                                                               \
-  do {                                                                                       \
-    cudnnStatus_t kc_rc_ = (expr);                                                           \
-    if (kc_rc_ != CUDNN_STATUS_SUCCESS) {                                                    \
-      kc_fail((kc), "cuDNN", #expr, __FILE__, __LINE__, cudnnGetErrorString(kc_rc_));        \
-      return -1;                                                                             \
-    }                                                                                        \
-  } while (0)
-
 /* Shapes too large for the int that cuBLAS and cuDNN take are refused, not truncated. */
 int kc_check_dims(kern_cuda *kc, const char *op, int64_t a, int64_t b, int64_t c);
 
-/* cuda_ops.c: the compute ops of kern_ops (see kernels/backend.h). */
+/* cuda_ops.c: the compute ops of kern_ops (see kernels/backend_impl.h). */
 int kc_dense_forward(kern_backend *be, float *out, const float *in, const float *w,
                      const float *b, int64_t n, int64_t in_dim, int64_t out_dim, kern_act act);
 int kc_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
@@ -144,7 +110,7 @@ typedef struct {
   double *row_loss, *row_correct;
   float grad_scale, lr, momentum;
   int opt_kind;
-  unsigned long long *phase_ns; /* NULL, or KERN_STEP_TIMES timestamps (backend.h) */
+  unsigned long long *phase_ns; /* NULL, or KERN_STEP_TIMES timestamps (mlp_step.h) */
 } kc_fused_args;
 cudaError_t kc_launch_fused_step(cudaStream_t s, const kc_fused_args *a, int grid);
 cudaError_t kc_fused_blocks_per_sm(int *blocks);

@@ -23,22 +23,28 @@ int kc_dense_forward(kern_backend *be, float *out, const float *in, const float 
   if (kc_check_dims(kc, "dense_forward", n, in_dim, out_dim) != 0) return -1;
   if (n == 0 || out_dim == 0) return 0;
   if (in_dim > 0 && kc_gemm_small(kc, n)) {
-    KC_CUDA_TRY(kc, kc_launch_gemm_forward(kc->stream, &kc->gemm_ws, out, in, w, b, n, in_dim,
-                                           out_dim, relu));
+    KC_CUDA_CHECK(
+        &kc->where,
+        kc_launch_gemm_forward(kc->stream, &kc->gemm_ws, out, in, w, b, n, in_dim, out_dim, relu),
+        return -1);
     return 0;
   }
   if (in_dim == 0) {
-    KC_CUDA_TRY(kc, cudaMemsetAsync(out, 0, (size_t)(n * out_dim) * sizeof(float), kc->stream));
+    KC_CUDA_CHECK(&kc->where,
+                  cudaMemsetAsync(out, 0, (size_t)(n * out_dim) * sizeof(float), kc->stream),
+                  return -1);
   } else {
-    KC_CUBLAS_TRY(kc, cublasSgemm(kc->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)out_dim, (int)n,
-                                  (int)in_dim, &one, w, (int)out_dim, in, (int)in_dim, &zero, out,
-                                  (int)out_dim));
+    KC_CUBLAS_CHECK(
+        &kc->where,
+        cublasSgemm(kc->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)out_dim, (int)n, (int)in_dim, &one, w,
+                    (int)out_dim, in, (int)in_dim, &zero, out, (int)out_dim),
+        return -1);
   }
   if (relu && be->cfg.unfused) {
-    KC_CUDA_TRY(kc, kc_launch_bias_act(kc->stream, out, b, n, out_dim, 0));
+    KC_CUDA_CHECK(&kc->where, kc_launch_bias_act(kc->stream, out, b, n, out_dim, 0), return -1);
     return kc_cudnn_relu_forward(kc, out, n, out_dim);
   }
-  KC_CUDA_TRY(kc, kc_launch_bias_act(kc->stream, out, b, n, out_dim, relu));
+  KC_CUDA_CHECK(&kc->where, kc_launch_bias_act(kc->stream, out, b, n, out_dim, relu), return -1);
   return 0;
 }
 
@@ -55,29 +61,38 @@ int kc_dense_backward(kern_backend *be, float *din, float *dw, float *db, float 
   if (n == 0) return 0;
   if (out_dim == 0) {
     if (din && in_dim > 0) {
-      KC_CUDA_TRY(kc, cudaMemsetAsync(din, 0, (size_t)(n * in_dim) * sizeof(float), kc->stream));
+      KC_CUDA_CHECK(&kc->where,
+                    cudaMemsetAsync(din, 0, (size_t)(n * in_dim) * sizeof(float), kc->stream),
+                    return -1);
     }
     return 0;
   }
   if (in_dim > 0 && in_dim < INT32_MAX && n * out_dim <= INT32_MAX && kc_gemm_small(kc, n)) {
-    KC_CUDA_TRY(kc, kc_launch_gemm_backward(kc->stream, &kc->gemm_ws, din, dw, db, dout, in, w,
-                                            relu ? out : NULL, n, in_dim, out_dim));
+    KC_CUDA_CHECK(&kc->where,
+                  kc_launch_gemm_backward(kc->stream, &kc->gemm_ws, din, dw, db, dout, in, w,
+                                          relu ? out : NULL, n, in_dim, out_dim),
+                  return -1);
     return 0;
   }
   if (relu && be->cfg.unfused) {
     if (kc_cudnn_relu_backward(kc, dout, out, n, out_dim) != 0) return -1;
-    KC_CUDA_TRY(kc, kc_launch_mask_colsum(kc->stream, dout, db, out, n, out_dim, 0));
+    KC_CUDA_CHECK(&kc->where, kc_launch_mask_colsum(kc->stream, dout, db, out, n, out_dim, 0),
+                  return -1);
   } else {
-    KC_CUDA_TRY(kc, kc_launch_mask_colsum(kc->stream, dout, db, out, n, out_dim, relu));
+    KC_CUDA_CHECK(&kc->where, kc_launch_mask_colsum(kc->stream, dout, db, out, n, out_dim, relu),
+                  return -1);
   }
   if (in_dim == 0) return 0;
-  KC_CUBLAS_TRY(kc, cublasSgemm(kc->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)out_dim, (int)in_dim,
-                                (int)n, &one, dout, (int)out_dim, in, (int)in_dim, &one, dw,
-                                (int)out_dim));
+  KC_CUBLAS_CHECK(&kc->where,
+                  cublasSgemm(kc->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)out_dim, (int)in_dim, (int)n,
+                              &one, dout, (int)out_dim, in, (int)in_dim, &one, dw, (int)out_dim),
+                  return -1);
   if (din) {
-    KC_CUBLAS_TRY(kc, cublasSgemm(kc->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)in_dim, (int)n,
-                                  (int)out_dim, &one, w, (int)out_dim, dout, (int)out_dim, &zero,
-                                  din, (int)in_dim));
+    KC_CUBLAS_CHECK(
+        &kc->where,
+        cublasSgemm(kc->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)in_dim, (int)n, (int)out_dim, &one, w,
+                    (int)out_dim, dout, (int)out_dim, &zero, din, (int)in_dim),
+        return -1);
   }
   return 0;
 }
@@ -86,8 +101,9 @@ int kc_xent(kern_backend *be, float *dlogits, kern_stats *stats, const float *lo
             const int32_t *labels, int64_t n, int64_t classes, float grad_scale) {
   kern_cuda *kc = kc_of(be);
   if (kc_check_dims(kc, "xent", n, classes, 1) != 0) return -1;
-  KC_CUDA_TRY(kc, kc_launch_xent(kc->stream, dlogits, stats, logits, labels, n, classes,
-                                 grad_scale));
+  KC_CUDA_CHECK(&kc->where,
+                kc_launch_xent(kc->stream, dlogits, stats, logits, labels, n, classes, grad_scale),
+                return -1);
   return 0;
 }
 
@@ -102,14 +118,15 @@ int kc_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
                  const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
                  const int64_t *cursor, int64_t n) {
   kern_cuda *kc = kc_of(be);
-  KC_CUDA_TRY(kc, kc_launch_gather_u8(kc->stream, x, y, images, labels, sample_elems, idx, cursor,
-                                      n));
+  KC_CUDA_CHECK(&kc->where,
+                kc_launch_gather_u8(kc->stream, x, y, images, labels, sample_elems, idx, cursor, n),
+                return -1);
   return 0;
 }
 
 int kc_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta) {
   kern_cuda *kc = kc_of(be);
-  KC_CUDA_TRY(kc, kc_launch_cursor_advance(kc->stream, cursor, delta));
+  KC_CUDA_CHECK(&kc->where, kc_launch_cursor_advance(kc->stream, cursor, delta), return -1);
   return 0;
 }
 
@@ -118,11 +135,13 @@ int kc_opt_update(kern_backend *be, float *params, const float *grads, float *st
   kern_cuda *kc = kc_of(be);
   switch (opt->kind) {
   case KERN_OPT_SGD:
-    KC_CUDA_TRY(kc, kc_launch_sgd(kc->stream, params, grads, elems, opt->lr));
+    KC_CUDA_CHECK(&kc->where, kc_launch_sgd(kc->stream, params, grads, elems, opt->lr), return -1);
     return 0;
   case KERN_OPT_MOMENTUM:
-    KC_CUDA_TRY(kc, kc_launch_momentum(kc->stream, params, grads, state, elems, opt->lr,
-                                       opt->momentum));
+    KC_CUDA_CHECK(
+        &kc->where,
+        kc_launch_momentum(kc->stream, params, grads, state, elems, opt->lr, opt->momentum),
+        return -1);
     return 0;
   }
   snprintf(be->err, sizeof be->err, "cuda: unknown optimizer kind %d", (int)opt->kind);

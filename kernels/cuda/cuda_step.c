@@ -23,8 +23,10 @@ static int64_t kc_fused_chunk(int64_t k, int64_t n, int64_t splits) {
 static int kc_fused_grid(kern_cuda *kc, int *grid) {
   if (kc->fused_grid == 0) {
     int coop = 0, per_sm = 0;
-    KC_CUDA_TRY(kc, cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, kc->device));
-    KC_CUDA_TRY(kc, kc_fused_blocks_per_sm(&per_sm));
+    KC_CUDA_CHECK(&kc->where,
+                  cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, kc->device),
+                  return -1);
+    KC_CUDA_CHECK(&kc->where, kc_fused_blocks_per_sm(&per_sm), return -1);
     kc->fused_grid = coop && per_sm >= 1 ? kc->gemm_ws.sm_count : -1;
   }
   *grid = kc->fused_grid;
@@ -144,7 +146,7 @@ int kc_fused_step(kern_backend *be, const kern_step *s) {
   const int64_t steps = a.steps, per = kc->fused_chain > 0 ? kc->fused_chain : steps;
   for (int64_t done = 0; done < steps; done += a.steps) {
     a.steps = steps - done < per ? steps - done : per;
-    KC_CUDA_TRY(kc, kc_launch_fused_step(kc->stream, &a, p.grid));
+    KC_CUDA_CHECK(&kc->where, kc_launch_fused_step(kc->stream, &a, p.grid), return -1);
   }
   return 0;
 }

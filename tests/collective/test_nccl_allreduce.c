@@ -12,18 +12,11 @@
 #include <string.h>
 
 #include "collective/coll.h"
+#include "kernels/cuda/cuda_check.h"
 #include "tests/check.h"
 
 #define GUARD 8
-#define CUDA_CHECK(call)                                                                     \
-  do {                                                                                       \
-    cudaError_t e_ = (call);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
-
+static kc_where where = {.device = -1}; /* rank and device, once bound */
 static float value(int64_t i, int rank) { return (float)((i * 131 + rank * 17) % 23 - 11); }
 
 typedef struct {
@@ -39,8 +32,14 @@ static void run_case(ctx *x, int64_t n, int in_place, int avg, int nonblocking) 
   for (int64_t i = n; i < n + GUARD; i++) x->h[i] = guard;
   float *dst = x->d_recv;
   const float *src = in_place ? x->d_recv : x->d_send;
-  CUDA_CHECK(cudaMemcpy(x->d_recv, x->h, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyHostToDevice));
-  if (!in_place) CUDA_CHECK(cudaMemcpy(x->d_send, x->h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+  KC_CUDA_CHECK(
+      &where,
+      cudaMemcpy(x->d_recv, x->h, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyHostToDevice),
+      exit(1));
+  if (!in_place)
+    KC_CUDA_CHECK(&where,
+                  cudaMemcpy(x->d_send, x->h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice),
+                  exit(1));
   int rc;
   if (nonblocking) {
     coll_request *req = NULL;
@@ -56,8 +55,11 @@ static void run_case(ctx *x, int64_t n, int in_place, int avg, int nonblocking) 
     check_failures++;
     return;
   }
-  CUDA_CHECK(cudaStreamSynchronize(x->stream));
-  CUDA_CHECK(cudaMemcpy(x->h, x->d_recv, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyDeviceToHost));
+  KC_CUDA_CHECK(&where, cudaStreamSynchronize(x->stream), exit(1));
+  KC_CUDA_CHECK(
+      &where,
+      cudaMemcpy(x->h, x->d_recv, (size_t)(n + GUARD) * sizeof(float), cudaMemcpyDeviceToHost),
+      exit(1));
   for (int64_t i = 0; i < n; i++) {
     double sum = 0;
     for (int r = 0; r < x->size; r++) sum += value(i, r);
@@ -102,8 +104,9 @@ int main(int argc, char **argv) {
     return 77;
   }
   ctx x = {.rank = w.rank, .size = w.size};
-  CUDA_CHECK(cudaSetDevice(w.local_rank));
-  CUDA_CHECK(cudaStreamCreate(&x.stream));
+  where = (kc_where){.rank = w.rank, .device = w.local_rank};
+  KC_CUDA_CHECK(&where, cudaSetDevice(w.local_rank), exit(1));
+  KC_CUDA_CHECK(&where, cudaStreamCreate(&x.stream), exit(1));
   coll_config cfg = {.backend = COLL_BACKEND_NCCL, .timeout_s = 60, .stream = x.stream,
                      .device = w.local_rank};
   if (coll_comm_init(&x.c, &w, &cfg, err, sizeof err) != 0) {
@@ -112,8 +115,10 @@ int main(int argc, char **argv) {
   }
   const int64_t counts[] = {0, 1, 7, 1000, 266610, (1 << 20) + 3};
   const int64_t max_n = (1 << 20) + 3;
-  CUDA_CHECK(cudaMalloc((void **)&x.d_send, (size_t)(max_n + GUARD) * sizeof(float)));
-  CUDA_CHECK(cudaMalloc((void **)&x.d_recv, (size_t)(max_n + GUARD) * sizeof(float)));
+  KC_CUDA_CHECK(&where, cudaMalloc((void **)&x.d_send, (size_t)(max_n + GUARD) * sizeof(float)),
+                exit(1));
+  KC_CUDA_CHECK(&where, cudaMalloc((void **)&x.d_recv, (size_t)(max_n + GUARD) * sizeof(float)),
+                exit(1));
   x.h = malloc((size_t)(max_n + GUARD) * sizeof(float));
   if (!x.h) abort();
   for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {

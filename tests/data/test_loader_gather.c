@@ -44,7 +44,7 @@ int main(void) {
       for (int64_t s = 0; s < steps; s++, cursor += N * B) {
         data_batch b;
         CHECK(data_loader_next(l, &b, NULL, err, sizeof err) == 0);
-        CHECK(be->ops->gather_u8(be, x, y, ds.images, ds.labels, px, perm, &cursor, B) == 0);
+        CHECK(kern_gather_u8(be, x, y, ds.images, ds.labels, px, perm, &cursor, B) == 0);
         if (memcmp(x, b.x, (size_t)(B * px) * sizeof *x) || memcmp(y, b.y, (size_t)B * sizeof *y)) {
           fprintf(stderr, "rank %d epoch %lld step %lld: loader batch differs from gather_u8\n",
                   r, (long long)e, (long long)s);

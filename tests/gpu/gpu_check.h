@@ -88,7 +88,7 @@ static inline kern_backend *gc_cpu(void) {
 }
 
 static inline void gc_die(kern_backend *be, const char *what) {
-  fprintf(stderr, "FAIL: %s: %s\n", what, be->err);
+  fprintf(stderr, "FAIL: %s: %s\n", what, kern_error(be));
   exit(1);
 }
 
@@ -101,8 +101,8 @@ static inline void *gc_dev(kern_backend *be, const void *src, size_t bytes) {
   if (src) memcpy(host, src, bytes);
   for (size_t i = words; i < words + GC_GUARD; i++) host[i] = GC_SENTINEL;
   void *dev = NULL;
-  if (be->ops->mem_alloc(be, &dev, total) != 0) gc_die(be, "mem_alloc");
-  if (be->ops->mem_upload(be, dev, host, total) != 0) gc_die(be, "mem_upload");
+  if (kern_mem_alloc(be, &dev, total) != 0) gc_die(be, "mem_alloc");
+  if (kern_mem_upload(be, dev, host, total) != 0) gc_die(be, "mem_upload");
   free(host);
   return dev;
 }
@@ -113,8 +113,8 @@ static inline int gc_fetch(kern_backend *be, const char *what, void *out, const 
                            size_t bytes, int must_write) {
   size_t words = (bytes + 3) / 4, total = (words + GC_GUARD) * 4;
   uint32_t *host = gc_xmalloc(total);
-  if (be->ops->sync(be) != 0) gc_die(be, what);
-  if (be->ops->mem_download(be, host, dev, total) != 0) gc_die(be, what);
+  if (kern_sync(be) != 0) gc_die(be, what);
+  if (kern_mem_download(be, host, dev, total) != 0) gc_die(be, what);
   int ok = 1;
   for (size_t i = words; i < words + GC_GUARD; i++) {
     if (host[i] != GC_SENTINEL) {

@@ -61,4 +61,6 @@ if [ $rc -ne 0 ]; then echo "FAIL: rc=$rc"; exit 1; fi
 n=$(grep -c '^final_acc' "$TMP/run.log")
 if [ "$n" != 2 ]; then echo "FAIL: expected 2 final_acc lines, got $n"; exit 1; fi
 grep -q 'libcublas.so' "$TMP/run.log" || { echo "FAIL: the wrapper did not report cuBLAS"; exit 1; }
+# --check-build loads the CUDA module from the bundle (libexec/tfdist-cuda.so)
+if grep -q 'CUDA back end' "$TMP/run.log"; then echo "FAIL: the CUDA module did not load"; exit 1; fi
 echo ok

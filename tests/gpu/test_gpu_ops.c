@@ -232,15 +232,15 @@ static void test_xent(kern_backend *gpu, int64_t n, int64_t classes) {
   memset(&st_ref, 0, sizeof st_ref);
   memset(&zero, 0, sizeof zero);
   const float scale = 1.0f / (float)n;
-  if (cpu->ops->xent(cpu, NULL, &st_ref, z1, y1, n, classes, scale) != 0 ||
-      cpu->ops->xent(cpu, ref, &st_ref, z2, y2, n, classes, scale) != 0) {
+  if (kern_xent(cpu, NULL, &st_ref, z1, y1, n, classes, scale) != 0 ||
+      kern_xent(cpu, ref, &st_ref, z2, y2, n, classes, scale) != 0) {
     gc_die(cpu, "cpu xent");
   }
   float *d_z1 = gc_dev(gpu, z1, zb), *d_z2 = gc_dev(gpu, z2, zb), *d_dz = gc_dev(gpu, NULL, zb);
   int32_t *d_y1 = gc_dev(gpu, y1, (size_t)n * 4), *d_y2 = gc_dev(gpu, y2, (size_t)n * 4);
   kern_stats *d_st = gc_dev(gpu, &zero, sizeof zero);
-  if (gpu->ops->xent(gpu, NULL, d_st, d_z1, d_y1, n, classes, scale) != 0 ||
-      gpu->ops->xent(gpu, d_dz, d_st, d_z2, d_y2, n, classes, scale) != 0) {
+  if (kern_xent(gpu, NULL, d_st, d_z1, d_y1, n, classes, scale) != 0 ||
+      kern_xent(gpu, d_dz, d_st, d_z2, d_y2, n, classes, scale) != 0) {
     gc_die(gpu, "gpu xent");
   }
   char what[96];
@@ -264,7 +264,7 @@ static void test_xent(kern_backend *gpu, int64_t n, int64_t classes) {
     y1[n / 2] = (int32_t)classes;
     int32_t *d_bad = gc_dev(gpu, y1, (size_t)n * 4);
     kern_stats *d_st2 = gc_dev(gpu, &zero, sizeof zero);
-    if (gpu->ops->xent(gpu, NULL, d_st2, d_z1, d_bad, n, classes, scale) != 0) gc_die(gpu, "xent");
+    if (kern_xent(gpu, NULL, d_st2, d_z1, d_bad, n, classes, scale) != 0) gc_die(gpu, "xent");
     gc_fetch(gpu, "xent bad label", &st_got, d_st2, sizeof st_got, 1);
     CHECK(isnan(st_got.loss_sum));
     kern_mem_free(gpu, d_bad);
@@ -279,9 +279,9 @@ static void test_softmax(kern_backend *gpu, int64_t n, int64_t classes) {
   const size_t zb = (size_t)(n * classes) * 4;
   float *z = gc_xmalloc(zb), *ref = gc_xmalloc(zb), *got = gc_xmalloc(zb);
   gc_fill(&rng, z, n * classes, -6.0f, 6.0f);
-  if (cpu->ops->softmax(cpu, ref, z, n, classes) != 0) gc_die(cpu, "cpu softmax");
+  if (kern_softmax(cpu, ref, z, n, classes) != 0) gc_die(cpu, "cpu softmax");
   float *d_z = gc_dev(gpu, z, zb), *d_p = gc_dev(gpu, NULL, zb);
-  if (gpu->ops->softmax(gpu, d_p, d_z, n, classes) != 0) gc_die(gpu, "gpu softmax");
+  if (kern_softmax(gpu, d_p, d_z, n, classes) != 0) gc_die(gpu, "gpu softmax");
   char what[96];
   snprintf(what, sizeof what, "softmax (%lld,%lld)", (long long)n, (long long)classes);
   if (gc_fetch(gpu, what, got, d_p, zb, 1)) gc_close(what, got, ref, n * classes, TOL_SOFTMAX.rtol, TOL_SOFTMAX.atol_rel);
@@ -306,7 +306,7 @@ static void test_gather(kern_backend *gpu, int64_t n, int64_t elems, int64_t row
   const size_t xb = (size_t)(n * elems) * 4;
   float *ref = gc_xmalloc(xb), *got = gc_xmalloc(xb);
   int32_t *yref = gc_xmalloc((size_t)n * 4), *ygot = gc_xmalloc((size_t)n * 4);
-  if (cpu->ops->gather_u8(cpu, ref, yref, img, lab, elems, idx, use_cursor ? &cursor : NULL, n) != 0) {
+  if (kern_gather_u8(cpu, ref, yref, img, lab, elems, idx, use_cursor ? &cursor : NULL, n) != 0) {
     gc_die(cpu, "cpu gather");
   }
   uint8_t *d_img = gc_dev(gpu, img, (size_t)(rows * elems)), *d_lab = gc_dev(gpu, lab, (size_t)rows);
@@ -314,7 +314,7 @@ static void test_gather(kern_backend *gpu, int64_t n, int64_t elems, int64_t row
   int64_t *d_cur = use_cursor ? gc_dev(gpu, &cursor, sizeof cursor) : NULL;
   float *d_x = gc_dev(gpu, NULL, xb);
   int32_t *d_y = gc_dev(gpu, NULL, (size_t)n * 4);
-  if (gpu->ops->gather_u8(gpu, d_x, d_y, d_img, d_lab, elems, d_idx, d_cur, n) != 0) {
+  if (kern_gather_u8(gpu, d_x, d_y, d_img, d_lab, elems, d_idx, d_cur, n) != 0) {
     gc_die(gpu, "gpu gather");
   }
   char what[96];
@@ -325,11 +325,11 @@ static void test_gather(kern_backend *gpu, int64_t n, int64_t elems, int64_t row
   if (gc_fetch(gpu, what, ygot, d_y, (size_t)n * 4, 1)) gc_exact(what, ygot, yref, (size_t)n * 4);
   if (use_cursor) {
     int64_t c2 = cursor;
-    if (gpu->ops->cursor_advance(gpu, d_cur, 7) != 0 || gpu->ops->cursor_advance(gpu, d_cur, -3) != 0) {
+    if (kern_cursor_advance(gpu, d_cur, 7) != 0 || kern_cursor_advance(gpu, d_cur, -3) != 0) {
       gc_die(gpu, "cursor_advance");
     }
-    cpu->ops->cursor_advance(cpu, &c2, 7);
-    cpu->ops->cursor_advance(cpu, &c2, -3);
+    kern_cursor_advance(cpu, &c2, 7);
+    kern_cursor_advance(cpu, &c2, -3);
     int64_t g2 = 0;
     if (gc_fetch(gpu, "cursor_advance", &g2, d_cur, sizeof g2, 1)) gc_exact("cursor_advance", &g2, &c2, sizeof g2);
   }
@@ -349,8 +349,8 @@ static void test_opt(kern_backend *gpu, int64_t elems, kern_opt_kind kind, int64
   float *d_p = gc_dev(gpu, p, pb), *d_g = gc_dev(gpu, g, pb), *d_v = gc_dev(gpu, v, pb);
   kern_opt opt = {.kind = kind, .lr = 0.01f, .momentum = 0.9f};
   for (int step = 0; step < 3; step++) {
-    if (cpu->ops->opt_update(cpu, p + offset, g + offset, v + offset, elems, &opt) != 0 ||
-        gpu->ops->opt_update(gpu, d_p + offset, d_g + offset, d_v + offset, elems, &opt) != 0) {
+    if (kern_opt_update(cpu, p + offset, g + offset, v + offset, elems, &opt) != 0 ||
+        kern_opt_update(gpu, d_p + offset, d_g + offset, d_v + offset, elems, &opt) != 0) {
       gc_die(gpu, "opt_update");
     }
   }
@@ -383,9 +383,9 @@ static void test_empty(kern_backend *gpu) {
 
 static void test_host_alloc(kern_backend *gpu) {
   void *h = NULL;
-  if (gpu->ops->host_alloc(gpu, &h, 1 << 20) != 0) gc_die(gpu, "host_alloc");
+  if (kern_host_alloc(gpu, &h, 1 << 20) != 0) gc_die(gpu, "host_alloc");
   memset(h, 0x5a, 1 << 20);
-  gpu->ops->host_free(gpu, h);
+  kern_host_free(gpu, h);
 }
 
 int main(void) {

@@ -30,7 +30,7 @@ typedef struct {
 /* Backend memory holding a copy of host (host itself on the CPU). */
 static void *to_be(kern_backend *be, const void *host, size_t bytes) {
   void *p = NULL;
-  if (be->ops->mem_alloc(be, &p, bytes) != 0 || be->ops->mem_upload(be, p, host, bytes) != 0) {
+  if (kern_mem_alloc(be, &p, bytes) != 0 || kern_mem_upload(be, p, host, bytes) != 0) {
     gc_die(be, "upload");
   }
   return p;
@@ -47,11 +47,10 @@ static int stepper_fuse(stepper *s) {
                    .grad_scale = 1.0f / (float)s->batch, .opt = s->opt};
   model_step_shape(f, s->L, &s->w);
   size_t bytes = 0;
-  if (!be->ops->fused_step_ws) return 1;
-  int rc = be->ops->fused_step_ws(be, f, &bytes);
+  int rc = kern_fused_step_ws(be, f, &bytes);
   if (rc < 0) gc_die(be, "fused_step_ws");
   if (rc > 0) return 1;
-  if (be->ops->mem_alloc(be, &f->ws, bytes) != 0) gc_die(be, "fused workspace");
+  if (kern_mem_alloc(be, &f->ws, bytes) != 0) gc_die(be, "fused workspace");
   return 0;
 }
 
@@ -79,7 +78,7 @@ static void stepper_init(stepper *s, kern_backend *be, const model_layout *L, co
 
 static void stepper_free(stepper *s) {
   kern_backend *be = s->be;
-  if (s->graph) be->ops->graph_free(be, s->graph);
+  if (s->graph) kern_graph_free(be, s->graph);
   model_work_free(&s->w);
   void *bufs[] = {s->params, s->grads, s->state, s->images, s->labels, s->perm, s->cursor, s->stats,
                   s->fs.ws};
@@ -92,16 +91,16 @@ static int step_ops(stepper *s) {
   const model_layout *L = s->L;
   const int64_t B = s->batch, P = L->total_elems;
   model_work *w = &s->w;
-  if (s->fs.ws) return be->ops->fused_step(be, &s->fs);
-  if (be->ops->gather_u8(be, w->act[0], w->labels, s->images, s->labels, L->dims[0], s->perm,
+  if (s->fs.ws) return kern_fused_step(be, &s->fs);
+  if (kern_gather_u8(be, w->act[0], w->labels, s->images, s->labels, L->dims[0], s->perm,
                          s->cursor, B) != 0 ||
       model_forward(w, s->params, B) != 0 ||
-      be->ops->xent(be, w->dact[MODEL_LAYERS], s->stats, w->act[MODEL_LAYERS], w->labels, B,
+      kern_xent(be, w->dact[MODEL_LAYERS], s->stats, w->act[MODEL_LAYERS], w->labels, B,
                     L->dims[MODEL_LAYERS], 1.0f / (float)B) != 0 ||
-      be->ops->mem_zero(be, s->grads, (size_t)P * 4) != 0 ||
+      kern_mem_zero(be, s->grads, (size_t)P * 4) != 0 ||
       model_backward(w, s->params, s->grads, B, NULL, NULL) != 0 ||
-      be->ops->opt_update(be, s->params, s->grads, s->state, P, &s->opt) != 0 ||
-      be->ops->cursor_advance(be, s->cursor, B) != 0) {
+      kern_opt_update(be, s->params, s->grads, s->state, P, &s->opt) != 0 ||
+      kern_cursor_advance(be, s->cursor, B) != 0) {
     return -1;
   }
   return 0;
@@ -113,16 +112,16 @@ static void step(stepper *s, int use_graph) {
     return;
   }
   if (!s->graph) {
-    if (s->be->ops->graph_begin(s->be) != 0) gc_die(s->be, "graph_begin");
+    if (kern_graph_begin(s->be) != 0) gc_die(s->be, "graph_begin");
     int rc = step_ops(s);
-    int end = s->be->ops->graph_end(s->be, &s->graph);
+    int end = kern_graph_end(s->be, &s->graph);
     if (rc != 0 || end != 0) gc_die(s->be, "graph capture of the step");
   }
-  if (s->be->ops->graph_launch(s->be, s->graph) != 0) gc_die(s->be, "graph_launch");
+  if (kern_graph_launch(s->be, s->graph) != 0) gc_die(s->be, "graph_launch");
 }
 
 static void fetch(stepper *s, void *dst, const void *src, size_t bytes) {
-  if (s->be->ops->sync(s->be) != 0 || s->be->ops->mem_download(s->be, dst, src, bytes) != 0) {
+  if (kern_sync(s->be) != 0 || kern_mem_download(s->be, dst, src, bytes) != 0) {
     gc_die(s->be, "download");
   }
 }
@@ -176,7 +175,7 @@ static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *
   }
   const int chain = kind == RUN_FUSED_CHAIN;
   if (chain) { /* a new graph: it holds one launch of STEPS - 1 steps */
-    if (g.graph) gpu->ops->graph_free(gpu, g.graph);
+    if (g.graph) kern_graph_free(gpu, g.graph);
     g.graph = NULL;
     g.fs.steps = STEPS - 1;
   }

@@ -32,7 +32,7 @@ int main(void) {
   for (int64_t i = 0; i < n; i++) y[i] = w->labels[i] = (int32_t)base_rng_below(&r, 10);
 
   CHECK(model_forward(w, params, n) == 0);
-  CHECK(be->ops->xent(be, w->dact[3], NULL, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
+  CHECK(kern_xent(be, w->dact[3], NULL, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
   CHECK(model_backward(w, params, grads, n, NULL, NULL) == 0);
 
   ref64_net net;

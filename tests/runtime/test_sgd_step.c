@@ -73,11 +73,11 @@ int main(void) {
   /* The runtime's step, op by op. Rows 50..99 of the permutation. */
   int64_t cursor = n;
   kern_opt opt = {.kind = KERN_OPT_SGD, .lr = lr};
-  CHECK(be->ops->gather_u8(be, w->act[0], w->labels, images, labels, dims[0], perm, &cursor, n) == 0);
+  CHECK(kern_gather_u8(be, w->act[0], w->labels, images, labels, dims[0], perm, &cursor, n) == 0);
   CHECK(model_forward(w, params, n) == 0);
   kern_stats st = {0};
-  CHECK(be->ops->xent(be, w->dact[3], &st, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
-  CHECK(be->ops->mem_zero(be, grads, (size_t)l->total_elems * sizeof(float)) == 0);
+  CHECK(kern_xent(be, w->dact[3], &st, w->act[3], w->labels, n, 10, 1.0f / (float)n) == 0);
+  CHECK(kern_mem_zero_f32(be, grads, l->total_elems) == 0);
   CHECK(model_backward(w, params, grads, n, NULL, NULL) == 0);
 
   ref64_net net;
@@ -100,7 +100,7 @@ int main(void) {
   CHECK(fabs(st.loss_sum / n - loss64) <= 1e-5 * fabs(loss64));
   check_close_f32("gradient", grads, g64, l->total_elems, 1e-7, 1e-3);
 
-  CHECK(be->ops->opt_update(be, params, grads, NULL, l->total_elems, &opt) == 0);
+  CHECK(kern_opt_update(be, params, grads, NULL, l->total_elems, &opt) == 0);
   for (int64_t i = 0; i < l->total_elems; i++) p64[i] -= lr * g64[i];
   /* Weights are O(0.1) and the update O(lr*grad): the step moves them by far
    * more than 1e-6, so this tolerance distinguishes a wrong update. */
