@@ -2,7 +2,8 @@
 every scalar equals the metrics.jsonl row of the same name at the same step
 (as float32), and every row has its scalar, for a 1-rank run, a 2-rank
 mpirun run, a resumed run (two files, one series: the abandoned epoch of the
-first run is dropped) and a 3-trial tune (one subfolder per trial). The
+first run is dropped), a finished run extended from its last checkpoint
+(whose first final_acc stays) and a 3-trial tune (one subfolder per trial). The
 first record is file_version "brain.Event:2"; a file cut mid-record (a
 killed run) still reads up to its last whole record; the TF_CONFIG
 evaluator's eval_* scalars land in <DIR>/eval; a bad --tensorboard is a
@@ -124,6 +125,18 @@ T.check([s for s, _ in got.get("loss", [])] == [20, 40, 60, 80],
 old3 = dict(first.get("loss", [])).get(60)
 new3 = dict(got.get("loss", [])).get(60)
 T.check(old3 is not None and new3 is not None, "resume: no epoch-3 loss")
+
+# A finished run extended from its last checkpoint (2 epochs, then to 3): the
+# first run's final_acc stays in TensorBoard at the step where it ended, as
+# the README says (metrics.jsonl drops it); all else matches.
+tbx = os.path.join(d, "tbx")
+outx = train("extend", ["--epochs", "2", "--checkpoint-every", "2", "--tensorboard", tbx])
+first_final = T.metric(outx, "final_acc")
+train("extend", ["--epochs", "3", "--checkpoint-every", "2", "--tensorboard", tbx,
+                 "--resume-from", os.path.join(outx, "checkpoints", "ckpt-epoch-2.h5")])
+rows = T.metrics(outx) + [{"name": "final_acc", "step": 40, "value": v} for v in first_final]
+got = compare("extend", tbx, rows)
+T.check(len(got.get("final_acc", [])) == 2, f"extend: final_acc {got.get('final_acc')}")
 
 # A file cut mid-record: TensorBoard skips the torn record, reads the rest.
 if event_files(tb1):
