@@ -1,11 +1,15 @@
-/* `tfdist model register|list|show|download`: the model registry's CLI. */
+/* `tfdist model register|list|show|download`: the model registry's CLI;
+ * `tfdist model export`: a model file or registry entry as ONNX. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "modelio/h5model.h"
+#include "modelio/onnx.h"
 #include "registry/registry.h"
 
 #define MODEL_MAX_TAGS 256
@@ -18,11 +22,14 @@ static const char model_usage[] =
     "  show NAME[:VERSION]                                   metadata (newest version by default)\n"
     "  download NAME[:VERSION] --to DIR                      copies model.h5 and metadata.json,\n"
     "                                                        verifying the sha256\n"
+    "  export --format onnx --model PATH|NAME[:VERSION] --out FILE\n"
+    "                                                        the model as ONNX (opset 13): input\n"
+    "                                                        [batch, 784] -> probabilities [batch, 10]\n"
     "  Registry root: --registry DIR, else $" REGISTRY_ENV ", else ~/" REGISTRY_DEFAULT_SUBDIR ".\n"
     "  --cpu and --memory-gb default to the tutorial's 1 and 0.5.";
 
 typedef struct {
-  const char *registry, *name, *path, *description, *to, *ref;
+  const char *registry, *name, *path, *description, *to, *ref, *format, *model, *out;
   double cpu, memory_gb;
   const char *tags[MODEL_MAX_TAGS];
   int ntags, json;
@@ -92,7 +99,8 @@ static int model_parse(int argc, char **argv, const char *allowed, model_args *a
       snprintf(err, eb, "%s: missing value", flag);
       return -1;
     }
-    if ((!strcmp(flag, "--path") || !strcmp(flag, "--to")) && !*val) {
+    if ((!strcmp(flag, "--path") || !strcmp(flag, "--to") || !strcmp(flag, "--model") ||
+         !strcmp(flag, "--out")) && !*val) {
       snprintf(err, eb, "%s: empty", flag);
       return -1;
     }
@@ -101,6 +109,9 @@ static int model_parse(int argc, char **argv, const char *allowed, model_args *a
     else if (!strcmp(flag, "--path")) a->path = val;
     else if (!strcmp(flag, "--description")) a->description = val;
     else if (!strcmp(flag, "--to")) a->to = val;
+    else if (!strcmp(flag, "--format")) a->format = val;
+    else if (!strcmp(flag, "--model")) a->model = val;
+    else if (!strcmp(flag, "--out")) a->out = val;
     else if (!strcmp(flag, "--cpu")) {
       if (model_number(flag, val, 1024, &a->cpu, err, eb) != 0) return -1;
     } else if (!strcmp(flag, "--memory-gb")) {
@@ -198,6 +209,49 @@ static int model_download(const char *root, const model_args *a) {
   return rc == 0 ? CLI_OK : model_err(err);
 }
 
+/* --model: an existing path (file or folder holding model.h5) wins, as in
+ * tfdist serve; else a registry NAME[:VERSION], its sha256 verified. */
+static int model_export(const char *root, const model_args *a) {
+  char err[4600], path[4400];
+  if (!a->format) return model_err("--format: required (onnx)");
+  if (strcmp(a->format, "onnx") != 0) {
+    snprintf(err, sizeof err, "--format: '%.200s' is not a format tfdist exports (onnx)",
+             a->format);
+    return model_err(err);
+  }
+  if (!a->model) return model_err("--model: required (a model.h5, a folder, or NAME[:VERSION])");
+  if (!a->out) return model_err("--out: required (the .onnx file to write)");
+  struct stat st;
+  if (stat(a->model, &st) == 0) {
+    h5model_resolve_path(path, sizeof path, a->model);
+  } else {
+    long long version = 0;
+    char e[4000];
+    if (registry_model_file(root, a->model, path, sizeof path, &version, e, sizeof e) != 0) {
+      snprintf(err, sizeof err, "--model %.200s: no such file, nor in the registry: %s", a->model, e);
+      return model_err(err);
+    }
+  }
+  h5model m;
+  memset(&m, 0, sizeof m);
+  if (h5model_load(&m, path, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err);
+    return CLI_FAIL;
+  }
+  int rc = onnx_model_save(a->out, &m.layout, m.params, err, sizeof err);
+  if (rc == 0) {
+    printf("%s -> %s (ONNX IR %d, opset %d, %lld-%lld-%lld-%lld)\n", path, a->out,
+           ONNX_IR_VERSION, ONNX_OPSET, (long long)m.layout.dims[0], (long long)m.layout.dims[1],
+           (long long)m.layout.dims[2], (long long)m.layout.dims[3]);
+  }
+  h5model_free(&m);
+  if (rc != 0) {
+    fprintf(stderr, "tfdist: error: --out: %s\n", err);
+    return CLI_FAIL;
+  }
+  return CLI_OK;
+}
+
 int cli_model(int argc, char **argv) {
   static const struct {
     const char *name, *flags;
@@ -207,6 +261,7 @@ int cli_model(int argc, char **argv) {
     {"list", " registry json ", model_list},
     {"show", " registry REF ", model_show},
     {"download", " registry to REF ", model_download},
+    {"export", " registry format model out ", model_export},
   };
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     fprintf(argc < 2 ? stderr : stdout, "%s\n", model_usage); /* a usage error goes to stderr */
@@ -228,7 +283,8 @@ int cli_model(int argc, char **argv) {
     }
     return subs[i].run(root, &a);
   }
-  fprintf(stderr, "tfdist: error: model: unknown subcommand '%s' (register, list, show, download)\n",
+  fprintf(stderr, "tfdist: error: model: unknown subcommand '%s' (register, list, show, download, "
+          "export)\n",
           argv[1]);
   return CLI_USAGE;
 }

@@ -26,6 +26,7 @@ typedef struct {
   int64_t trials, concurrent, seed, evaluation_interval, delay_evaluation;
   double slack_factor;
   char metric[OPT_STR_BYTES], space[OPT_STR_BYTES], outputs[OPT_STR_BYTES];
+  char tensorboard[OPT_STR_BYTES];
   int dry_run;
 } tune_opts;
 
@@ -48,6 +49,9 @@ static const opt_spec tune_specs[] = {
    "the tutorial's)"},
   {"outputs", OPT_STRING, F(outputs), "./tune", 0, 0, NULL,
    "folder for tune.json and one folder per trial"},
+  {"tensorboard", OPT_STRING, F(tensorboard), NULL, 0, 0, NULL,
+   "each trial writes TensorBoard scalars to <this>/<trial id>, one run per trial (empty: "
+   "none)"},
   {"dry-run", OPT_BOOL, F(dry_run), "off", 0, 0, NULL, "print the trials' flags, run nothing"},
 };
 #undef F
@@ -71,14 +75,16 @@ static void tune_on_signal(int sig) {
 /* Train flags every trial gets: not the tuned ones, nor the trial's folders. */
 static int tune_check_passthrough(const tune_space *s, int argc, char **argv, char *err,
                                   size_t eb) {
-  static const char *own[] = {"outputs", "logs", "resume-from"};
+  static const char *own[] = {"outputs", "logs", "resume-from", "tensorboard"};
   for (int i = 0; i < argc; i++) {
     if (strncmp(argv[i], "--", 2) != 0) continue;
     char flag[128];
     snprintf(flag, sizeof flag, "%.*s", (int)strcspn(argv[i] + 2, "="), argv[i] + 2);
     for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) {
       if (!strcmp(flag, own[k])) {
-        snprintf(err, eb, "train flag --%s: tfdist tune sets it for each trial", flag);
+        snprintf(err, eb, "train flag --%s: tfdist tune sets it for each trial%s", flag,
+                 k == 3 ? " (give --tensorboard DIR to tune, before --: each trial writes to "
+                          "DIR/<trial id>)" : "");
         return -1;
       }
     }
@@ -124,7 +130,8 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
 static int tune_check_metric(const char *metric, char *err, size_t eb) {
   static const char *const names[] = {
       "training_acc", "validation_acc", "loss", "train_acc_mean", "validation_loss",
-      "samples_per_s", "step_time_ms", "epoch_time_s", "data_wait_s", "final_acc"};
+      "samples_per_s", "step_time_ms", "epoch_time_s", "data_wait_s", "learning_rate",
+      "final_acc"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if (!strcmp(metric, names[i])) return 0;
   }
@@ -180,6 +187,7 @@ int cli_tune(int argc, char **argv) {
     tune_trials_free(&tt);
     return CLI_USAGE;
   }
+  snprintf(tt.tensorboard, sizeof tt.tensorboard, "%s", o.tensorboard);
   if (o.dry_run || tune_trials_prepare(&tt, err, sizeof err) != 0) {
     if (o.dry_run) tune_print_plan(&tt);
     else fprintf(stderr, "tfdist: error: %s\n", err);

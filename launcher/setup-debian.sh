@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs every Debian package tfdist needs to build, test and benchmark:
 # the toolchain and libraries, the test oracles, and Slurm/munge/iproute2 for
-# the launcher tests. Idempotent; run as root (or through sudo).
+# the launcher tests (python3-venv: tests/show make a venv with TensorBoard
+# and ONNX Runtime from PyPI; python3-matplotlib: the benchmark plots).
+# Idempotent; run as root (or through sudo).
 #   launcher/setup-debian.sh          install
 #   launcher/setup-debian.sh --list   print the package names only
 set -eu
@@ -12,7 +14,7 @@ PACKAGES="
   libhdf5-dev hdf5-tools
   libcjson-dev libopenblas-dev libblis-dev zlib1g-dev
   dataset-fashion-mnist
-  python3 python3-numpy python3-h5py
+  python3 python3-numpy python3-h5py python3-venv python3-matplotlib
   clang libclang-rt-14-dev
   slurmctld slurmd slurm-client munge
   iproute2 util-linux procps time

@@ -516,7 +516,8 @@ int registry_show(const char *root, const char *ref, cJSON **meta, char *dir, si
   int n = 0;
   long long *v = reg_versions(name_dir, &n);
   long long newest = n > 0 ? v[n - 1] : 0;
-  int found = version == 0 ? n > 0 : bsearch(&version, v, (size_t)n, sizeof *v, reg_cmp_ll) != NULL;
+  /* n == 0: v is NULL, which bsearch may not be given */
+  int found = n > 0 && (version == 0 || bsearch(&version, v, (size_t)n, sizeof *v, reg_cmp_ll));
   free(v);
   if (!found) {
     if (n == 0) snprintf(err, eb, "%s: no model named '%s' in registry %s", ref, name, root);

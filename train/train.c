@@ -20,6 +20,7 @@
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
 #include "collective/ps.h"
+#include "tboard/tboard.h"
 
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
@@ -447,12 +448,16 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
     {"loss", res->loss}, {"train_acc_mean", res->train_acc_mean},
     {"validation_loss", res->validation_loss}, {"samples_per_s", res->samples_per_s},
     {"step_time_ms", res->step_time_ms}, {"epoch_time_s", res->epoch_time_s},
-    {"data_wait_s", t->data_wait_s},
+    {"data_wait_s", t->data_wait_s}, {"learning_rate", t->opt.lr},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     metrics_write(&t->metrics, rows[i].name, rows[i].v, epoch + 1, step);
+    tboard_writer_scalar(t->tb, rows[i].name, rows[i].v, step);
   }
-  if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0) return -1;
+  if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0 ||
+      tboard_writer_flush(t->tb, t->err, sizeof t->err) != 0) {
+    return -1;
+  }
   char line[512];
   snprintf(line, sizeof line,
            "epoch %3lld/%lld  loss %.4f  training_acc %.4f  validation_acc %.4f  "
@@ -521,7 +526,11 @@ int trainer_run(trainer *t) {
   train_timeline_finish(t);
   if (t->world->rank == 0) {
     metrics_write(&t->metrics, "final_acc", t->last.validation_acc, t->cfg->epochs, t->global_step);
-    if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0) return -1;
+    tboard_writer_scalar(t->tb, "final_acc", t->last.validation_acc, t->global_step);
+    if (metrics_sync(&t->metrics, t->err, sizeof t->err) != 0 ||
+        tboard_writer_flush(t->tb, t->err, sizeof t->err) != 0) {
+      return -1;
+    }
     printf("final_acc %.4f\n", t->last.validation_acc);
     if (run_record_stage(&t->run, RUN_FINALIZING, t->err, sizeof t->err) != 0) return -1;
   }
@@ -585,6 +594,21 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   return metrics_open(&t->metrics, c->outputs, c->resume_from[0] != '\0', t->err, sizeof t->err);
 }
 
+/* --tensorboard: rank 0's event file, a new one each run (a resumed run's
+ * too, in the same folder); opened once the resume has set the step. */
+static int train_tboard_open(trainer *t) {
+  if (t->world->rank != 0 || !t->cfg->tensorboard[0]) return 0;
+  char e[sizeof t->err - 32];
+  if (tboard_writer_open(&t->tb, t->cfg->tensorboard, e, sizeof e) != 0) {
+    snprintf(t->err, sizeof t->err, "--tensorboard: %s", e);
+    return -1;
+  }
+  rank_log_printf(&t->log, "tensorboard: %s", tboard_writer_path(t->tb));
+  /* TensorBoard then drops the resumed-from run's rows past the checkpoint */
+  if (t->start_epoch > 0) tboard_writer_restart(t->tb, t->global_step + 1);
+  return 0;
+}
+
 int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, coll_comm *comm,
                  kern_backend *be, cJSON *ranks) {
   memset(t, 0, sizeof *t);
@@ -612,7 +636,10 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   }
   if (train_open_records(t, ranks) != 0) return -1;
   train_setup_opt(t);
-  if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
+  if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0 ||
+      train_tboard_open(t) != 0) {
+    return -1;
+  }
   t->ps = coll_ps_count(comm) > 0;
   t->use_graph = cfg->graph && kern_has_graphs(be) && !t->ps &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
@@ -642,6 +669,7 @@ void trainer_free(trainer *t) {
   data_set_free(&t->train);
   data_set_free(&t->test);
   metrics_close(&t->metrics);
+  tboard_writer_free(t->tb);
   rank_log_close(&t->log);
   run_record_free(&t->run);
   train_ckpt_free(t);

@@ -66,6 +66,7 @@ typedef struct {
   data_loader *input;              /* batches for the CPU and stream mode; NULL: backend gather */
   data_shards *shards;             /* --data-mode stream: the shard index (owned) */
   struct timeline *tl;             /* --timeline; NULL when off */
+  struct tboard_writer *tb;        /* --tensorboard, rank 0: the event file; NULL when off */
   int tl_rec;                      /* this step's phases are recorded (atomic: read by the
                                       collective thread) */
   double tl_mark;                  /* end of the last recorded backward layer */

@@ -66,6 +66,9 @@ static const opt_spec train_specs[] = {
    "each rank writes a Chrome trace of its steps to <logs>/timeline-<r>.json"},
   {"timeline-steps", OPT_INT, F(timeline_steps), "100", 0, BIG, NULL,
    "steps per epoch the timeline records (0: all; epochs are always recorded)"},
+  {"tensorboard", OPT_STRING, F(tensorboard), NULL, 0, 0, NULL,
+   "rank 0 writes every metric as a TensorBoard scalar to an event file in this folder (a "
+   "TF_CONFIG evaluator: to <folder>/eval); empty: none"},
 };
 
 const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof train_specs[0]),

@@ -40,6 +40,7 @@ typedef struct {
   int64_t max_steps;             /* 0 = whole epochs; >0 stops early (tests, benchmarks) */
   int timeline;                  /* <logs>/timeline-<rank>.json */
   int64_t timeline_steps;        /* first steps of each epoch recorded; 0 = all */
+  char tensorboard[OPT_STR_BYTES]; /* event-file folder; "" = none */
 } train_config;
 
 extern const opt_table train_options;

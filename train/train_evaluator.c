@@ -2,7 +2,8 @@
  * it watches the chief's --outputs and evaluates each checkpoint as it
  * appears, then the final model, with the training loop's own evaluation
  * code on the CPU (so its accuracy is the chief's validation_acc for that
- * epoch, exactly, on a CPU run). Rows go to <outputs>/eval/metrics.jsonl. */
+ * epoch, exactly, on a CPU run). Rows go to <outputs>/eval/metrics.jsonl,
+ * and with --tensorboard DIR as scalars to DIR/eval, as TF's evaluator does. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "model/evaluate.h"
 #include "base/fsutil.h"
 #include "modelio/infer.h"
+#include "tboard/tboard.h"
 #include "train/records.h"
 #include "train/train_evaluator.h"
 
@@ -26,6 +28,7 @@ typedef struct {
   const train_config *cfg;
   data_set test;
   metrics_log metrics;
+  tboard_writer *tb;  /* --tensorboard: <DIR>/eval; NULL when off */
   rank_log log;
   int64_t done_epoch; /* the newest checkpoint evaluated */
   int64_t last_step;  /* its global step */
@@ -55,9 +58,14 @@ static int evaluator_write(evaluator *e, const char *what, double acc, double lo
   char name[64];
   snprintf(name, sizeof name, "%s_accuracy", what);
   metrics_write(&e->metrics, name, acc, epoch, step);
+  tboard_writer_scalar(e->tb, name, acc, step);
   snprintf(name, sizeof name, "%s_loss", what);
   metrics_write(&e->metrics, name, loss, epoch, step);
-  if (metrics_sync(&e->metrics, e->err, e->err_bytes) != 0) return -1;
+  tboard_writer_scalar(e->tb, name, loss, step);
+  if (metrics_sync(&e->metrics, e->err, e->err_bytes) != 0 ||
+      tboard_writer_flush(e->tb, e->err, e->err_bytes) != 0) {
+    return -1;
+  }
   printf("evaluator: %s epoch %lld (step %lld): accuracy %.4f loss %.4f\n", what,
          (long long)epoch, (long long)step, acc, loss);
   fflush(stdout);
@@ -213,13 +221,17 @@ static int evaluator_pass(evaluator *e, double waited_s) {
 int train_evaluator_task(const train_config *cfg, char *err, size_t err_bytes) {
   evaluator e = {.cfg = cfg, .done_epoch = 0, .last_step = -1, .err = err, .err_bytes = err_bytes};
   data_files files;
-  char evaldir[4300];
+  char evaldir[4300], tbdir[4300], e_tb[1024] = "";
   snprintf(evaldir, sizeof evaldir, "%s/eval", cfg->outputs);
+  snprintf(tbdir, sizeof tbdir, "%s/eval", cfg->tensorboard);
   if (data_files_find(&files, cfg->data_folder, err, err_bytes) != 0 ||
       data_set_load(&e.test, files.test_images, files.test_labels, 1, err, err_bytes) != 0 ||
       rank_log_open_task(&e.log, cfg->logs, "evaluator", 0, err, err_bytes) != 0 ||
       fs_mkdirs(evaldir, err, err_bytes) != 0 ||
-      metrics_open(&e.metrics, evaldir, 1, err, err_bytes) != 0) {
+      metrics_open(&e.metrics, evaldir, 1, err, err_bytes) != 0 ||
+      (cfg->tensorboard[0] && tboard_writer_open(&e.tb, tbdir, e_tb, sizeof e_tb) != 0)) {
+    if (e_tb[0]) snprintf(err, err_bytes, "--tensorboard: %s", e_tb);
+    metrics_close(&e.metrics);
     data_set_free(&e.test);
     rank_log_close(&e.log);
     return -1;
@@ -237,6 +249,7 @@ int train_evaluator_task(const train_config *cfg, char *err, size_t err_bytes) {
   }
   if (rc < 0) rank_log_printf(&e.log, "error: %s", err);
   metrics_close(&e.metrics);
+  tboard_writer_free(e.tb);
   rank_log_close(&e.log);
   data_set_free(&e.test);
   return rc < 0 ? -1 : 0;

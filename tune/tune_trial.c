@@ -62,7 +62,7 @@ void tune_trial_argv_free(char **argv) {
 }
 
 int tune_trial_argv(const tune_trials *tt, const tune_trial *t, char ***out, int with_dirs) {
-  int cap = 2 + tt->pass_argc + 2 * tt->space->count + 7, n = 0;
+  int cap = 2 + tt->pass_argc + 2 * tt->space->count + 9, n = 0;
   char **argv = calloc((size_t)cap, sizeof *argv), buf[4300];
   if (!argv) return -1;
   argv[n++] = strdup(tt->exe);
@@ -84,6 +84,11 @@ int tune_trial_argv(const tune_trials *tt, const tune_trial *t, char ***out, int
     }
     argv[n++] = strdup("--progress");
     argv[n++] = strdup("off");
+    if (tt->tensorboard[0]) { /* one TensorBoard run per trial, side by side */
+      argv[n++] = strdup("--tensorboard");
+      snprintf(buf, sizeof buf, "%.4000s/%s", tt->tensorboard, t->id);
+      argv[n++] = strdup(buf);
+    }
   }
   for (int i = 0; i < n; i++) {
     if (!argv[i]) {

@@ -38,6 +38,7 @@ typedef struct {
   int pass_argc;
   char **pass_argv; /* train flags every trial gets */
   char exe[4096];   /* this binary */
+  char tensorboard[4096]; /* each trial writes its event file to <this>/<id>; "" = none */
 } tune_trials;
 
 typedef struct {
@@ -53,7 +54,8 @@ int tune_trials_init(tune_trials *tt, const tune_space *s, int n, uint64_t seed,
                      const char *outputs, int pass_argc, char **pass_argv, char *err,
                      size_t err_bytes);
 void tune_trials_free(tune_trials *tt);
-/* exe train <passed flags> <sampled flags> [--outputs --logs --progress off]:
+/* exe train <passed flags> <sampled flags> [--outputs --logs --progress off
+ * [--tensorboard <tensorboard>/<id>]]:
  * the argc, or -1 when out of memory. */
 int tune_trial_argv(const tune_trials *tt, const tune_trial *t, char ***argv, int with_dirs);
 void tune_trial_argv_free(char **argv);

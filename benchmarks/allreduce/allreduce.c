@@ -6,13 +6,16 @@
  *   mpi   tfdist's mpi back end (MPI_Iallreduce, polled with a timeout)
  *   ring  tfdist's ring back end (reduce-scatter + allgather over MPI p2p)
  * Correctness (-c 1) is checked outside the timed loop, bit-exact, on small
- * integer-valued inputs; any wrong element makes the exit code non-zero. */
+ * integer-valued inputs; any wrong element makes the exit code non-zero.
+ * -j FILE also writes every row as JSON (for plot_allreduce.py). */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fsutil.h"
 #include "collective/coll.h"
 
 #define MAX_ALGOS 3
@@ -25,6 +28,7 @@ typedef struct {
   int64_t chunk_bytes;
   int nalgos;
   char algos[MAX_ALGOS][8];
+  const char *json; /* -j: rows as JSON, written by rank 0 at the end; NULL: none */
 } bench_opts;
 
 typedef struct {
@@ -35,6 +39,7 @@ typedef struct {
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
     "                              [-c 0|1] [-a ompi,mpi,ring] [-C RING_CHUNK] [-t TIMEOUT_S]\n"
+    "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
     "  -n 20 -w 5 -c 1 -a ompi,mpi,ring -C 0 (ring default) -t 60\n";
 
@@ -93,7 +98,7 @@ static int parse_args(bench_opts *o, int argc, char **argv, char *err, size_t er
   for (int i = 1; i < argc; i++) {
     const char *f = argv[i];
     if (!strcmp(f, "-h") || !strcmp(f, "--help")) return 1;
-    if (f[0] != '-' || strlen(f) != 2 || !strchr("befnwcaCt", f[1])) {
+    if (f[0] != '-' || strlen(f) != 2 || !strchr("befnwcaCtj", f[1])) {
       snprintf(err, err_bytes, "unknown flag '%s'", f);
       return -1;
     }
@@ -120,6 +125,7 @@ static int parse_args(bench_opts *o, int argc, char **argv, char *err, size_t er
     case 'w': rc = parse_int(f, v, 0, 1000000, &o->warmup, err, err_bytes); break;
     case 'c': rc = parse_int(f, v, 0, 1, &o->check, err, err_bytes); break;
     case 'a': rc = parse_algos(o, v, err, err_bytes); break;
+    case 'j': o->json = v; rc = *v ? 0 : -1; break;
     }
     if (rc != 0) {
       if (!err[0]) snprintf(err, err_bytes, "%s: bad value '%s'", f, v);
@@ -237,7 +243,8 @@ static int bench_hosts(void) {
 
 /* One row: every algorithm at one size. Returns wrong elements, or -1. */
 static int64_t bench_row(const bench_opts *o, const bench_algo *algos, int64_t bytes, float *buf,
-                         float *fresh, int rank, int size, char *err, size_t err_bytes) {
+                         float *fresh, int rank, int size, cJSON *rows, char *err,
+                         size_t err_bytes) {
   const int64_t count = bytes / (int64_t)sizeof(float);
   for (int64_t i = 0; i < count; i++) fresh[i] = bench_value(i, rank) + 0.25f;
   int64_t wrong[MAX_ALGOS] = {0}, wrong_total = 0;
@@ -249,13 +256,22 @@ static int64_t bench_row(const bench_opts *o, const bench_algo *algos, int64_t b
   }
   if (bench_time(o, algos, buf, fresh, count, t, err, err_bytes) != 0) return -1;
   if (rank == 0) printf("  %10lld %12lld", (long long)bytes, (long long)count);
+  cJSON *row = rows ? cJSON_CreateObject() : NULL;
+  cJSON_AddNumberToObject(row, "bytes", (double)bytes);
+  cJSON_AddNumberToObject(row, "count", (double)count);
   for (int k = 0; k < o->nalgos; k++) {
     double algbw = t[k] > 0 ? (double)bytes / t[k] / 1e9 : 0;
     busbw[k] = algbw * (size > 1 ? 2.0 * (size - 1) / size : 1.0);
     if (rank == 0) {
       printf("  %10.1f %10.3f %10.3f %8lld", t[k] * 1e6, algbw, busbw[k], (long long)wrong[k]);
     }
+    cJSON *a = row ? cJSON_AddObjectToObject(row, algos[k].name) : NULL;
+    cJSON_AddNumberToObject(a, "time_us", t[k] * 1e6);
+    cJSON_AddNumberToObject(a, "algbw_gbs", algbw);
+    cJSON_AddNumberToObject(a, "busbw_gbs", busbw[k]);
+    cJSON_AddNumberToObject(a, "wrong", (double)wrong[k]);
   }
+  if (row) cJSON_AddItemToArray(rows, row);
   if (rank == 0) {
     if (o->nalgos > 1) printf("  %8.2f", busbw[0] > 0 ? busbw[o->nalgos - 1] / busbw[0] : 0);
     printf("\n");
@@ -303,10 +319,18 @@ int main(int argc, char **argv) {
   }
   int hosts = bench_hosts();
   if (w.rank == 0) print_header(&o, algos, w.size, hosts);
+  cJSON *doc = w.rank == 0 && o.json ? cJSON_CreateObject() : NULL, *rows = NULL;
+  if (doc) {
+    cJSON_AddNumberToObject(doc, "ranks", w.size);
+    cJSON_AddNumberToObject(doc, "hosts", hosts);
+    cJSON_AddNumberToObject(doc, "iters", o.iters);
+    cJSON_AddNumberToObject(doc, "chunk_bytes", (double)o.chunk_bytes);
+    rows = cJSON_AddArrayToObject(doc, "rows");
+  }
   int64_t wrong = 0;
   for (double b = (double)o.min_bytes; b <= (double)o.max_bytes * 1.000001; b *= o.factor) {
     int64_t bytes = (int64_t)b / 4 * 4;
-    int64_t row = bench_row(&o, algos, bytes, buf, fresh, w.rank, w.size, err, sizeof err);
+    int64_t row = bench_row(&o, algos, bytes, buf, fresh, w.rank, w.size, rows, err, sizeof err);
     if (row < 0) {
       fprintf(stderr, "\nallreduce: rank %d: %s\n", w.rank, err);
       coll_world_abort(&w, 1);
@@ -317,6 +341,15 @@ int main(int argc, char **argv) {
     printf("# out of bounds values: %lld %s\n", (long long)wrong, wrong ? "FAILED" : "OK");
   }
   rc = wrong ? 1 : 0;
+  if (doc) {
+    char *text = cJSON_Print(doc);
+    if (!text || fs_write_atomic(o.json, text, strlen(text), err, sizeof err) != 0) {
+      fprintf(stderr, "allreduce: -j %s: %s\n", o.json, text ? err : "out of memory");
+      rc = 1;
+    }
+    free(text);
+    cJSON_Delete(doc);
+  }
   free(buf);
   free(fresh);
   for (int k = 0; k < o.nalgos; k++) coll_comm_free(algos[k].comm);

@@ -64,7 +64,7 @@ for label, extra, limit, name in cases:
     T.check(q.returncode == 0, f"{label}: the previous checkpoint does not load: {q.stderr.strip()}")
 
 # metrics.jsonl outgrows the limit (2 kB: run.json fits, an epoch's rows are
-# about 0.9 kB): the epoch whose rows do not fit is an error, and the file
+# about 1 kB, 10 rows): the epoch whose rows do not fit is an error, and the file
 # keeps whole rows, those of the epochs before it.
 mout = os.path.join(d, "metrics-out")
 p = small(["--epochs", "5", "--checkpoint-every", "0"], 2048, mout)
@@ -77,7 +77,7 @@ except ValueError as e:
     rows = []
     T.check(False, f"metrics.jsonl full: a partial row: {e}")
 epochs = sorted({r["epoch"] for r in rows})
-T.check(epochs and all(sum(r["epoch"] == e for r in rows) == 9 for e in epochs),
+T.check(epochs and all(sum(r["epoch"] == e for r in rows) == 10 for e in epochs),
         f"metrics.jsonl full: epochs {epochs} not whole")
 T.check(json.load(open(os.path.join(mout, "run.json")))["status"] == "Failed", "metrics.jsonl full: run.json")
 C.finish(d)

@@ -1,0 +1,93 @@
+"""samples/s and efficiency against ranks, measured (solid, markers) and
+modelled (dashed), one colour per link rate and one panel row per overlap
+option, from the JSON that `scaling.py --json FILE.json` writes; the PNG
+goes beside it (FILE.png), or to --out. The model is scaling.py's own
+(t_step_model at the nominal link rate and the probe's alpha). Needs
+matplotlib (Debian: python3-matplotlib).
+  /usr/bin/python3 benchmarks/scaling/plot_scaling.py scaling.json"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import scaling as S  # noqa: E402
+
+
+def curves(res):
+    """{(rate, overlap): (ranks, measured sps, model sps)} and the 1-rank samples/s."""
+    o = res["options"]
+    B = o["batch_size"]
+    sps1 = res["base"]["samples_per_s"] if res.get("base") else B / res["tc_s"]["1"]
+    out = {}
+    for rate in o["rates"]:
+        rr = res["rates"][rate]
+        for ov in o["overlap"]:
+            ns, meas, mod = [1], [sps1], [sps1]
+            for n in o["ranks"]:
+                if n == 1:
+                    continue
+                m = rr["runs"]["%d/%s" % (n, ov)]
+                alpha = rr["probe"][str(n)]["alpha_us"] / 1e6
+                t = S.t_step_model(res["tc_s"][str(n)], n, S.rate_bits(rate), alpha, ov == "on")
+                ns.append(n)
+                meas.append(m["samples_per_s"])
+                mod.append(n * B / t)
+            out[(rate, ov)] = (ns, meas, mod)
+    return out, sps1
+
+
+def main(argv):
+    args = [a for a in argv[1:] if not a.startswith("--out=")]
+    outs = [a[6:] for a in argv[1:] if a.startswith("--out=")]
+    if len(args) != 1:
+        print("usage: plot_scaling.py FILE.json [--out=FILE.png]", file=sys.stderr)
+        return 2
+    src = args[0]
+    try:
+        with open(src, encoding="utf-8") as f:
+            res = json.load(f)
+        data, sps1 = curves(res)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+        print(f"plot_scaling.py: error: {src}: not a scaling.py --json file ({e})", file=sys.stderr)
+        return 1
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    o = res["options"]
+    fig, axes = plt.subplots(len(o["overlap"]), 2, figsize=(10, 3.6 * len(o["overlap"])),
+                             dpi=100, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, ov in enumerate(o["overlap"]):
+        ax_sps, ax_eff = axes[row]
+        for i, rate in enumerate(o["rates"]):
+            ns, meas, mod = data[(rate, ov)]
+            c = colours[i % len(colours)]
+            ax_sps.plot(ns, meas, "o-", color=c, label=f"{rate} measured")
+            ax_sps.plot(ns, mod, "--", color=c, label=f"{rate} model")
+            ax_eff.plot(ns, [100 * v / (n * sps1) for n, v in zip(ns, meas)], "o-", color=c,
+                        label=f"{rate} measured")
+            ax_eff.plot(ns, [100 * v / (n * sps1) for n, v in zip(ns, mod)], "--", color=c,
+                        label=f"{rate} model")
+        ax_sps.set_title(f"samples/s, --overlap {ov}")
+        ax_eff.set_title(f"efficiency, --overlap {ov}")
+        ax_sps.set_ylabel("samples/s")
+        ax_eff.set_ylabel("efficiency (%)")
+        for ax in (ax_sps, ax_eff):
+            ax.set_xlabel("ranks")
+            ax.set_xticks(sorted({1, *o["ranks"]}))
+            ax.grid(True, alpha=0.3)
+        ax_eff.set_ylim(bottom=0)
+        ax_sps.legend(fontsize=7)
+    fig.suptitle(f"tfdist on {o['hosts']} simulated hosts, --allreduce {o['allreduce']}, batch "
+                 f"{o['batch_size']}/rank (model: scaling.py)", fontsize=10)
+    fig.tight_layout()
+    out = outs[0] if outs else os.path.splitext(src)[0] + ".png"
+    tmp = out + ".tmp.%d.png" % os.getpid()
+    fig.savefig(tmp)
+    os.replace(tmp, out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
