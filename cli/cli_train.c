@@ -26,13 +26,13 @@ static const char train_usage[] =
 
 /* --device auto|cpu|cuda -> a backend config; auto says when it falls back. */
 static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_config *kc,
-                           char *err, size_t err_bytes) {
+                           base_err *err) {
   char why[256] = "";
   memset(kc, 0, sizeof *kc);
   kc->threads = (int)cfg->threads;
   kc->rank = w->rank;
-  kc->math = strcmp(cfg->math, "tf32") == 0 ? KERN_MATH_TF32 : KERN_MATH_FP32;
-  if (strcmp(cfg->device, "cpu") == 0) {
+  kc->math = cfg->math == TRAIN_MATH_TF32 ? KERN_MATH_TF32 : KERN_MATH_FP32;
+  if (cfg->device == TRAIN_DEVICE_CPU) {
     kc->device = KERN_DEVICE_CPU;
     return 0;
   }
@@ -42,10 +42,7 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
     kc->device_index = w->local_rank % gpus;
     return 0;
   }
-  if (strcmp(cfg->device, "cuda") == 0) {
-    snprintf(err, err_bytes, "--device cuda: no usable GPU (%s)", why);
-    return -1;
-  }
+  if (cfg->device == TRAIN_DEVICE_CUDA) return base_err_set(err, "--device cuda: no usable GPU (%s)", why);
   kc->device = KERN_DEVICE_CPU;
   if (w->rank == 0) printf("tfdist: no GPU found (%s); running on the CPU\n", why);
   return 0;
@@ -53,35 +50,34 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
 
 /* tcp goes with a TF_CONFIG cluster, and a cluster with tcp alone: a bad
  * pair is bad input, found before anything starts. */
-static int cli_check_allreduce_flag(const train_config *cfg, int in_cluster, char *err,
-                                    size_t err_bytes) {
-  const int tcp = strcmp(cfg->allreduce, "tcp") == 0, any = strcmp(cfg->allreduce, "auto") == 0;
+static int cli_check_allreduce_flag(const train_config *cfg, int in_cluster, base_err *err) {
+  const int tcp = cfg->allreduce == TRAIN_ALLREDUCE_TCP, any = cfg->allreduce == TRAIN_ALLREDUCE_AUTO;
   if (in_cluster && !tcp && !any) {
-    snprintf(err, err_bytes, "--allreduce %.32s: a TF_CONFIG cluster reduces over tcp (auto or tcp)",
-             cfg->allreduce);
-    return -1;
+    return base_err_set(err, "--allreduce %.32s: a TF_CONFIG cluster reduces over tcp (auto or tcp)",
+                        train_allreduce_names[cfg->allreduce]);
   }
   if (!in_cluster && tcp) {
-    snprintf(err, err_bytes, "--allreduce tcp: needs a TF_CONFIG cluster (TF_CONFIG is not set)");
-    return -1;
+    return base_err_set(err, "--allreduce tcp: needs a TF_CONFIG cluster (TF_CONFIG is not set)");
   }
   return 0;
 }
 
 static int cli_pick_allreduce(const train_config *cfg, const coll_world *w, const kern_config *kc,
-                              coll_backend *b, char *err, size_t err_bytes) {
+                              coll_backend *b, base_err *err) {
   if (coll_world_cluster(w)) {
     *b = COLL_BACKEND_TCP;
     return 0;
   }
-  if (strcmp(cfg->allreduce, "auto") == 0) {
+  static const coll_backend given[] = {
+    [TRAIN_ALLREDUCE_MPI] = COLL_BACKEND_MPI, [TRAIN_ALLREDUCE_RING] = COLL_BACKEND_RING,
+    [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP};
+  if (cfg->allreduce == TRAIN_ALLREDUCE_AUTO) {
     *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL : COLL_BACKEND_RING;
     return 0;
   }
-  coll_backend_parse(cfg->allreduce, b);
+  *b = given[cfg->allreduce];
   if (*b == COLL_BACKEND_NCCL && kc->device != KERN_DEVICE_CUDA) {
-    snprintf(err, err_bytes, "--allreduce nccl: needs --device cuda (this rank runs on the CPU)");
-    return -1;
+    return base_err_set(err, "--allreduce nccl: needs --device cuda (this rank runs on the CPU)");
   }
   return 0;
 }
@@ -140,10 +136,10 @@ static int cli_train_fail(const coll_world *w, coll_comm *comm, const char *msg)
 /* Rank 0, stopped by a signal: one line, exit 128 + the signal, as a shell
  * reports a killed command; with several ranks the job ends with it. */
 static int cli_train_canceled(const coll_world *w, const trainer *t) {
-  fprintf(stderr, "tfdist: %s; %s records the run as Canceled\n", t->err, t->run.path);
+  fprintf(stderr, "tfdist: %s; %s records the run as Canceled\n", t->err.msg, t->out.run.path);
   fflush(stderr);
-  if (w->size > 1) coll_world_abort(w, 128 + t->canceled);
-  return 128 + t->canceled;
+  if (w->size > 1) coll_world_abort(w, 128 + t->out.canceled);
+  return 128 + t->out.canceled;
 }
 
 int cli_check_default_data(const char *data_folder, char *err, size_t err_bytes) {
@@ -170,22 +166,22 @@ static int cli_launcher_rank(void) {
 /* A TF_CONFIG task: checked against the launcher, connected to its peers; a
  * ps task serves here until training ends (then w->rank is -1). */
 static int cli_train_join(const train_config *cfg, coll_world *w, const coll_tf_config *tf) {
-  char err[1024];
+  base_err err = {{0}};
   if (w->size > 1) {
     fprintf(stderr, "tfdist: error: rank %d: TF_CONFIG is set, but the launcher started %d ranks: "
             "start each TF_CONFIG task on its own, or unset TF_CONFIG under mpirun/srun\n",
             w->rank, w->size);
     return CLI_USAGE;
   }
-  if (coll_world_join_tf(w, tf, cfg->timeout, err, sizeof err) != 0) {
-    fprintf(stderr, "tfdist: error: %s\n", err);
+  if (coll_world_join_tf(w, tf, cfg->timeout, err.msg, sizeof err.msg) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err.msg);
     return CLI_FAIL;
   }
   if (w->rank >= 0) return CLI_OK;
-  if (train_ps_task(cfg, w, err, sizeof err) != 0) {
+  if (train_ps_task(cfg, w, &err) != 0) {
     char me[320];
     coll_tf_task_name(tf, tf->self, me, sizeof me);
-    fprintf(stderr, "tfdist: error: %s: %s\n", me, err);
+    fprintf(stderr, "tfdist: error: %s: %s\n", me, err.msg);
     return CLI_FAIL;
   }
   return CLI_OK;
@@ -193,9 +189,9 @@ static int cli_train_join(const train_config *cfg, coll_world *w, const coll_tf_
 
 /* The evaluator task: no MPI, no mesh; it reads the chief's outputs. */
 static int cli_train_evaluator(const train_config *cfg, coll_tf_config *tf) {
-  char err[4400];
-  int rc = train_evaluator_task(cfg, err, sizeof err);
-  if (rc != 0) fprintf(stderr, "tfdist: error: evaluator: %s\n", err);
+  base_err err = {{0}};
+  int rc = train_evaluator_task(cfg, &err);
+  if (rc != 0) fprintf(stderr, "tfdist: error: evaluator: %s\n", err.msg);
   coll_tf_config_free(tf);
   return rc == 0 ? CLI_OK : CLI_FAIL;
 }
@@ -203,29 +199,29 @@ static int cli_train_evaluator(const train_config *cfg, coll_tf_config *tf) {
 int cli_train(int argc, char **argv) {
   static train_config cfg;
   static trainer t;
-  char err[1024];
+  base_err err = {{0}};
   if (opt_wants_help(argc - 1, argv + 1)) {
     opt_print_help(&train_options, train_usage, stdout);
     return CLI_OK;
   }
-  if (train_config_resolve(&cfg, argc - 1, argv + 1, err, sizeof err) != 0 ||
-      cli_check_default_data(cfg.data_folder, err, sizeof err) != 0) {
-    if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
+  if (train_config_resolve(&cfg, argc - 1, argv + 1, &err) != 0 ||
+      cli_check_default_data(cfg.data_folder, err.msg, sizeof err.msg) != 0) {
+    if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err.msg);
     return CLI_USAGE;
   }
   static coll_tf_config tf;
   const char *tf_json = getenv("TF_CONFIG");
   const int in_cluster = tf_json && *tf_json;
-  if ((in_cluster && coll_tf_config_parse(tf_json, &tf, err, sizeof err) != 0) ||
-      cli_check_allreduce_flag(&cfg, in_cluster, err, sizeof err) != 0) {
-    fprintf(stderr, "tfdist: error: %s\n", err);
+  if ((in_cluster && coll_tf_config_parse(tf_json, &tf, err.msg, sizeof err.msg) != 0) ||
+      cli_check_allreduce_flag(&cfg, in_cluster, &err) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err.msg);
     if (in_cluster) coll_tf_config_free(&tf);
     return CLI_USAGE;
   }
   if (in_cluster && tf.evaluator) return cli_train_evaluator(&cfg, &tf);
   coll_world w;
-  if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
-    fprintf(stderr, "tfdist: error: %s\n", err);
+  if (coll_world_init(&w, &argc, &argv, err.msg, sizeof err.msg) != 0) {
+    fprintf(stderr, "tfdist: error: %s\n", err.msg);
     return CLI_FAIL;
   }
   int rc = in_cluster ? cli_train_join(&cfg, &w, &tf) : CLI_OK;
@@ -234,19 +230,19 @@ int cli_train(int argc, char **argv) {
   coll_backend cb;
   kern_backend *be = NULL;
   coll_comm *comm = NULL;
-  if (cli_pick_device(&cfg, &w, &kc, err, sizeof err) != 0 ||
-      cli_pick_allreduce(&cfg, &w, &kc, &cb, err, sizeof err) != 0 ||
-      kern_backend_init(&be, &kc, err, sizeof err) != 0) {
-    rc = cli_train_fail(&w, NULL, err);
+  if (cli_pick_device(&cfg, &w, &kc, &err) != 0 ||
+      cli_pick_allreduce(&cfg, &w, &kc, &cb, &err) != 0 ||
+      kern_backend_init(&be, &kc, err.msg, sizeof err.msg) != 0) {
+    rc = cli_train_fail(&w, NULL, err.msg);
     goto out;
   }
   coll_config cc = {.backend = cb, .timeout_s = cfg.timeout, .stream = be->ops->stream ? be->ops->stream(be) : NULL,
                     .device = kc.device_index};
-  int auto_found = 0, auto_given = strcmp(cfg.resume_from, "auto") == 0;
-  if (coll_comm_init(&comm, &w, &cc, err, sizeof err) != 0 ||
-      (w.size > 1 && train_agree_check(&cfg, comm, w.rank, w.size, err, sizeof err) != 0) ||
-      train_ckpt_resolve_auto(&cfg, comm, w.rank, w.size, &auto_found, err, sizeof err) != 0) {
-    rc = cli_train_fail(&w, NULL, err);
+  int auto_found = 0, auto_given = cfg.resume_mode == TRAIN_RESUME_AUTO;
+  if (coll_comm_init(&comm, &w, &cc, err.msg, sizeof err.msg) != 0 ||
+      (w.size > 1 && train_agree_check(&cfg, comm, w.rank, w.size, &err) != 0) ||
+      train_ckpt_resolve_auto(&cfg, comm, w.rank, w.size, &auto_found, &err) != 0) {
+    rc = cli_train_fail(&w, NULL, err.msg);
     goto out;
   }
   if (w.rank == 0 && auto_given && !auto_found) {
@@ -264,13 +260,14 @@ int cli_train(int argc, char **argv) {
     run_cancel_uninstall();
   }
   if (!ok) {
-    train_timeline_flush(&t); /* with several ranks, the abort below ends us */
-    if (w.rank == 0 && t.run.doc) {
+    train_timeline_flush(&t.out.tl); /* with several ranks, the abort below ends us */
+    if (w.rank == 0 && t.out.run.doc) {
       char ignored[256];
-      snprintf(t.run.error, sizeof t.run.error, "%.511s", t.err);
-      run_record_stage(&t.run, t.canceled ? RUN_CANCELED : RUN_FAILED, ignored, sizeof ignored);
+      snprintf(t.out.run.error, sizeof t.out.run.error, "%.511s", t.err.msg);
+      run_record_stage(&t.out.run, t.out.canceled ? RUN_CANCELED : RUN_FAILED, ignored,
+                       sizeof ignored);
     }
-    rc = t.canceled ? cli_train_canceled(&w, &t) : cli_train_fail(&w, comm, t.err);
+    rc = t.out.canceled ? cli_train_canceled(&w, &t) : cli_train_fail(&w, comm, t.err.msg);
   }
   trainer_free(&t);
 out:
