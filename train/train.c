@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/fault.h"
 #include "base/rng.h"
 #include "train/buildinfo.h"
 #include "model/evaluate.h"
@@ -267,45 +268,20 @@ static int train_step(trainer *t, int64_t k) {
   return 0;
 }
 
-/* Test-only fault switches, at global step s (in the next k):
- * TFDIST_FAULT_STALL_RANK=r TFDIST_FAULT_STALL_STEP=s makes rank r stop
- * answering, as a hung GPU or host would; TFDIST_FAULT_FAIL_RANK and
- * TFDIST_FAULT_FAIL_STEP make it fail with an error, as a bad shard would. */
-typedef struct {
-  int rank; /* -1: off */
-  long step;
-} train_fault;
-
-/* Read once: the step loop is hot. */
-static train_fault train_fault_get(int which) {
-  static train_fault f[2];
-  static int read;
-  if (!read) {
-    static const char *const vars[2][2] = {{"TFDIST_FAULT_STALL_RANK", "TFDIST_FAULT_STALL_STEP"},
-                                           {"TFDIST_FAULT_FAIL_RANK", "TFDIST_FAULT_FAIL_STEP"}};
-    for (int i = 0; i < 2; i++) {
-      const char *r = getenv(vars[i][0]), *s = getenv(vars[i][1]);
-      f[i] = (train_fault){r ? atoi(r) : -1, s ? atol(s) : 0};
-    }
-    read = 1;
-  }
-  return f[which];
-}
-
-static int train_fault_at(const trainer *t, int64_t k, int which) {
-  const train_fault f = train_fault_get(which);
+/* base/fault.h's step switches: whether f fires in this rank's next k steps. */
+static int train_fault_at(const trainer *t, int64_t k, base_fault_at f) {
   return f.rank == t->ctx.world->rank && f.step >= t->step.global_step &&
          f.step < t->step.global_step + k;
 }
 
 static int train_fault_maybe(trainer *t, int64_t k) {
-  if (train_fault_at(t, k, 0)) {
+  if (train_fault_at(t, k, base_fault_stall())) {
     fprintf(stderr, "tfdist: rank %d: test fault: stalling at step %ld\n", t->ctx.world->rank,
-            train_fault_get(0).step);
+            base_fault_stall().step);
     for (;;) pause();
   }
-  if (train_fault_at(t, k, 1)) {
-    return base_err_set(&t->err, "test fault: failing at step %ld", train_fault_get(1).step);
+  if (train_fault_at(t, k, base_fault_fail())) {
+    return base_err_set(&t->err, "test fault: failing at step %ld", base_fault_fail().step);
   }
   return 0;
 }

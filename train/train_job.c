@@ -3,11 +3,13 @@
  * communicator) is one function, train_job_world_setup. */
 #include "train/train_job.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "base/env.h"
 #include "collective/coll.h"
 #include "kernels/backend.h"
 #include "tfdist_config.h"
@@ -37,8 +39,7 @@ int train_job_launcher_rank(void) {
   static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
                                      "SLURM_PROCID"};
   for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-    const char *v = getenv(vars[i]);
-    if (v && *v) return atoi(v);
+    if (base_env_str(vars[i])) return (int)base_env_int(vars[i], 0, INT_MAX, 0);
   }
   return 0;
 }
@@ -141,8 +142,8 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
                                               int *task_done, base_err *err) {
   const train_config *cfg = j->cfg;
   *task_done = 0;
-  const char *tf_json = getenv("TF_CONFIG");
-  j->in_cluster = tf_json && *tf_json;
+  const char *tf_json = base_env_str("TF_CONFIG");
+  j->in_cluster = tf_json != NULL;
   if ((j->in_cluster && coll_tf_config_parse(tf_json, &j->tf, err->msg, sizeof err->msg) != 0) ||
       train_job_check_allreduce(cfg, j->in_cluster, err) != 0) {
     return TRAIN_JOB_BAD_INPUT;
