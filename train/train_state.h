@@ -18,10 +18,10 @@
 
 /* What the job lends the trainer: all borrowed, all outlive it. */
 typedef struct {
-  const train_config *cfg;
-  const coll_world *world;
-  coll_comm *comm;
-  kern_backend *be;
+  const train_config *cfg; /* the resolved flags */
+  const coll_world *world; /* rank, size, host; the TF_CONFIG cluster, if any */
+  coll_comm *comm;         /* gradient averaging and the control plane */
+  kern_backend *be;        /* where the step runs */
 } train_ctx;
 
 /* Where a step's batch comes from, and how the set is cut into batches. */
@@ -59,7 +59,7 @@ typedef struct {
   int64_t global_step;             /* steps taken so far, over all epochs */
   void *graph;                     /* captured step, owned, when the backend has graphs */
   int64_t graph_steps;             /* steps the graph runs (fused: a chain of them) */
-  int use_graph;
+  int use_graph;                   /* the step is captured once and replayed */
   kern_step fused;                 /* the whole step in one launch, when fused_ws */
   void *fused_ws;                  /* backend memory, owned; NULL: the step runs op by op */
   int host_staged;                 /* gradients cross to the host for the collective */
@@ -88,7 +88,7 @@ typedef struct {
                                       collective thread) */
   double mark;                     /* end of the last recorded backward layer */
   int64_t steps;                   /* --timeline-steps */
-  int rank;
+  int rank;                        /* this process's, for the file name and warnings */
   const char *logs;                /* --logs, borrowed from the config */
   coll_comm *comm;                 /* borrowed: its trace hook points here */
   const float *grads_host;         /* borrowed: names what a reduction carried */
