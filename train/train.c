@@ -500,11 +500,53 @@ static int train_save_model(trainer *t) {
   return 0;
 }
 
+/* One epoch: its steps, its metrics, and a checkpoint when one is due. */
+static int train_epoch(trainer *t, int64_t epoch, int show_progress) {
+  double t0 = clock_mono_s();
+  if (train_epoch_steps(t, epoch, show_progress) != 0) return -1;
+  train_tl_epoch_end(&t->out.tl, "epoch steps", t0, epoch);
+  if (train_epoch_finish(t, epoch, clock_mono_s() - t0) != 0) return -1;
+  double s = train_tl_epoch_begin(&t->out.tl);
+  const int due = train_ckpt_due(t->ctx.cfg, epoch + 1);
+  if (t->step.ps && due && train_ps_pull_state(&t->step, &t->ctx, &t->err) != 0) return -1;
+  if (train_ckpt_epoch_end(t->ckpt, &t->ctx, &t->data, &t->step, &t->out, epoch + 1,
+                           &t->err) != 0) {
+    return -1;
+  }
+  if (due && (t->ctx.world->rank == 0 || t->step.ps)) {
+    train_tl_epoch_end(&t->out.tl, "checkpoint", s, epoch);
+  }
+  return 0;
+}
+
+/* After the last epoch: final_acc, the model file, and run.json's end. */
+static int train_finish(trainer *t) {
+  const int root = t->ctx.world->rank == 0;
+  if (t->step.ps && train_ps_finish(&t->step, &t->ctx, &t->out.log, &t->err) != 0) return -1;
+  train_timeline_finish(&t->out.tl, &t->out.log);
+  if (root) {
+    metrics_write(&t->out.metrics, "final_acc", t->out.last.validation_acc, t->ctx.cfg->epochs,
+                  t->step.global_step);
+    if (metrics_sync(&t->out.metrics, t->err.msg, sizeof t->err.msg) != 0) return -1;
+    printf("final_acc %.4f\n", t->out.last.validation_acc);
+    if (run_record_stage(&t->out.run, RUN_FINALIZING, t->err.msg, sizeof t->err.msg) != 0) {
+      return -1;
+    }
+  }
+  if (train_save_model(t) != 0) return -1;
+  if (root) {
+    run_record_set(&t->out.run, "metrics", train_final_metrics(t));
+    if (run_record_stage(&t->out.run, RUN_COMPLETED, t->err.msg, sizeof t->err.msg) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int trainer_run(trainer *t) {
-  int tty = isatty(2);
   const train_progress_mode p = t->ctx.cfg->progress;
-  int show = t->ctx.world->rank == 0 &&
-             (p == TRAIN_PROGRESS_ON || (p == TRAIN_PROGRESS_AUTO && tty));
+  const int show = t->ctx.world->rank == 0 &&
+                   (p == TRAIN_PROGRESS_ON || (p == TRAIN_PROGRESS_AUTO && isatty(2)));
   /* first, so its start-up overlaps the record write */
   if (train_input_start(&t->data, &t->ctx, t->step.layout.dims[0], t->step.start_epoch,
                         &t->err) != 0) {
@@ -519,38 +561,9 @@ int trainer_run(trainer *t) {
     return -1;
   }
   for (int64_t epoch = t->step.start_epoch; epoch < t->ctx.cfg->epochs; epoch++) {
-    double t0 = clock_mono_s();
-    if (train_epoch_steps(t, epoch, show) != 0) return -1;
-    train_tl_epoch_end(&t->out.tl, "epoch steps", t0, epoch);
-    if (train_epoch_finish(t, epoch, clock_mono_s() - t0) != 0) return -1;
-    double s = train_tl_epoch_begin(&t->out.tl);
-    const int due = train_ckpt_due(t->ctx.cfg, epoch + 1);
-    if (t->step.ps && due && train_ps_pull_state(&t->step, &t->ctx, &t->err) != 0) return -1;
-    if (train_ckpt_epoch_end(t->ckpt, &t->ctx, &t->data, &t->step, &t->out, epoch + 1,
-                             &t->err) != 0) {
-      return -1;
-    }
-    if (due && (t->ctx.world->rank == 0 || t->step.ps)) {
-      train_tl_epoch_end(&t->out.tl, "checkpoint", s, epoch);
-    }
+    if (train_epoch(t, epoch, show) != 0) return -1;
   }
-  if (t->step.ps && train_ps_finish(&t->step, &t->ctx, &t->out.log, &t->err) != 0) return -1;
-  train_timeline_finish(&t->out.tl, &t->out.log);
-  if (t->ctx.world->rank == 0) {
-    metrics_write(&t->out.metrics, "final_acc", t->out.last.validation_acc, t->ctx.cfg->epochs,
-                  t->step.global_step);
-    if (metrics_sync(&t->out.metrics, t->err.msg, sizeof t->err.msg) != 0) return -1;
-    printf("final_acc %.4f\n", t->out.last.validation_acc);
-    if (run_record_stage(&t->out.run, RUN_FINALIZING, t->err.msg, sizeof t->err.msg) != 0) {
-      return -1;
-    }
-  }
-  if (train_save_model(t) != 0) return -1;
-  if (t->ctx.world->rank == 0) {
-    run_record_set(&t->out.run, "metrics", train_final_metrics(t));
-    if (run_record_stage(&t->out.run, RUN_COMPLETED, t->err.msg, sizeof t->err.msg) != 0) return -1;
-  }
-  return 0;
+  return train_finish(t);
 }
 
 static void train_setup_opt(trainer *t) {
