@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "train/train_agree.h"
+#include "train/train_state.h"
 
 #define AGREE_ROWS 20
 #define AGREE_ROW_BYTES 96
@@ -52,7 +53,7 @@ int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int si
   if (rc == COLL_OK) rc = coll_allreduce_sum_f64(comm, first, size);
   if (rc != COLL_OK) {
     free(first);
-    return base_err_set(e, "%s", coll_comm_error(comm));
+    return train_err_coll(e, comm);
   }
   int who = -1;
   for (int r = 0; who < 0 && r < size; r++) who = first[r] > 0 ? r : -1;
