@@ -14,15 +14,20 @@ static void opt_json_key(const char *name, char *key, size_t key_bytes) {
   for (char *p = key; *p; p++) if (*p == '-') *p = '_';
 }
 
-static int opt_choice_ok(const char *choices, const char *v) {
-  size_t len = strlen(v);
-  for (const char *p = choices; *p;) {
-    const char *bar = strchr(p, '|');
-    size_t n = bar ? (size_t)(bar - p) : strlen(p);
-    if (n == len && strncmp(p, v, n) == 0) return 1;
-    p += n + (bar ? 1 : 0);
+/* The index of v in choices, or -1. */
+static int opt_choice_index(const char *const *choices, const char *v) {
+  for (int i = 0; choices[i]; i++) {
+    if (strcmp(choices[i], v) == 0) return i;
   }
-  return 0;
+  return -1;
+}
+
+void opt_choice_list(const opt_spec *s, char *out, size_t out_bytes) {
+  size_t len = 0;
+  out[0] = '\0';
+  for (int i = 0; s->choices[i] && len < out_bytes; i++) {
+    len += (size_t)snprintf(out + len, out_bytes - len, "%s%s", i ? "|" : "", s->choices[i]);
+  }
 }
 
 /* Parses text into the field; `where` names the source ("--batch-size" or
@@ -69,12 +74,17 @@ static int opt_set_text(const opt_spec *s, void *obj, const char *text, const ch
       return -1;
     }
     return 0;
-  case OPT_CHOICE:
-    if (!opt_choice_ok(s->choices, text)) {
-      snprintf(err, err_bytes, "%s: '%s' is not one of %s", where, text, s->choices);
+  case OPT_CHOICE: {
+    const int k = opt_choice_index(s->choices, text);
+    if (k < 0) {
+      char list[256];
+      opt_choice_list(s, list, sizeof list);
+      snprintf(err, err_bytes, "%s: '%s' is not one of %s", where, text, list);
       return -1;
     }
-    /* fall through */
+    *(int *)field = k;
+    return 0;
+  }
   case OPT_STRING:
     if (strlen(text) >= OPT_STR_BYTES) {
       snprintf(err, err_bytes, "%s: value too long", where);
@@ -90,8 +100,12 @@ int opt_defaults(const opt_table *t, void *obj, char *err, size_t err_bytes) {
   for (int i = 0; i < t->count; i++) {
     const opt_spec *s = &t->specs[i];
     const char *d = s->defval ? s->defval : "";
-    if (!s->defval && (s->type == OPT_STRING || s->type == OPT_CHOICE)) {
+    if (!s->defval && s->type == OPT_STRING) {
       ((char *)obj + s->offset)[0] = '\0';
+      continue;
+    }
+    if (!s->defval && s->type == OPT_CHOICE) {
+      *(int *)((char *)obj + s->offset) = -1; /* unset */
       continue;
     }
     if (opt_set_text(s, obj, d, s->name, err, err_bytes) != 0) return -1;
@@ -274,9 +288,10 @@ void opt_print_help(const opt_table *t, const char *usage, void *out_file) {
           usage);
   for (int i = 0; i < t->count; i++) {
     const opt_spec *s = &t->specs[i];
-    char left[96];
+    char left[96], list[256] = "";
+    if (s->type == OPT_CHOICE) opt_choice_list(s, list, sizeof list);
     const char *meta = s->type == OPT_INT ? "N" : s->type == OPT_FLOAT ? "X"
-                     : s->type == OPT_BOOL ? "on|off" : s->type == OPT_CHOICE ? s->choices
+                     : s->type == OPT_BOOL ? "on|off" : s->type == OPT_CHOICE ? list
                      : "VALUE";
     snprintf(left, sizeof left, "--%s %s", s->name, meta);
     fprintf(out, "  %-34s %s", left, s->help);
@@ -296,6 +311,11 @@ cJSON *opt_to_json(const opt_table *t, const void *obj) {
     case OPT_INT: cJSON_AddNumberToObject(o, key, (double)*(const int64_t *)field); break;
     case OPT_FLOAT: cJSON_AddNumberToObject(o, key, *(const double *)field); break;
     case OPT_BOOL: cJSON_AddBoolToObject(o, key, *(const int *)field); break;
+    case OPT_CHOICE: {
+      const int k = *(const int *)field;
+      cJSON_AddStringToObject(o, key, k >= 0 ? s->choices[k] : "");
+      break;
+    }
     default: cJSON_AddStringToObject(o, key, field); break;
     }
   }

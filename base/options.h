@@ -14,10 +14,12 @@ typedef enum { OPT_INT, OPT_FLOAT, OPT_STRING, OPT_BOOL, OPT_CHOICE } opt_type;
 typedef struct {
   const char *name;    /* flag without "--"; the JSON key is the same with '_' for '-' */
   opt_type type;
-  size_t offset;       /* into the options struct: int64_t, double, char[OPT_STR_BYTES] or int */
+  size_t offset;       /* into the options struct: int64_t (OPT_INT), double (OPT_FLOAT),
+                          char[OPT_STR_BYTES] (OPT_STRING), int (OPT_BOOL), or an enum the
+                          size of an int (OPT_CHOICE: the value's index in choices) */
   const char *defval;  /* as text; NULL means "unset" (empty string) */
   double min, max;     /* inclusive bounds for OPT_INT / OPT_FLOAT */
-  const char *choices; /* "a|b|c" for OPT_CHOICE */
+  const char *const *choices; /* OPT_CHOICE: the names, NULL-terminated; shown as "a|b|c" */
   const char *help;
 } opt_spec;
 
@@ -39,7 +41,9 @@ int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const c
                    int max_pos, int *npos, char *err, size_t err_bytes);
 int opt_wants_help(int argc, char **argv);
 void opt_print_help(const opt_table *t, const char *usage, void *out_file);
-/* The resolved values as a JSON object (caller frees). */
+/* An OPT_CHOICE spec's names as "a|b|c", as --help and the errors show them. */
+void opt_choice_list(const opt_spec *s, char *out, size_t out_bytes);
+/* The resolved values as a JSON object (caller frees); a choice is its name. */
 cJSON *opt_to_json(const opt_table *t, const void *obj);
 
 #endif

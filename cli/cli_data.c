@@ -306,11 +306,15 @@ static int cli_data_verify(int argc, char **argv) {
 
 /* ---- synth ---- */
 
+/* --pattern, in synth_pattern_names' order */
+typedef enum { SYNTH_PATTERN_CLASSES, SYNTH_PATTERN_INDEX } synth_pattern;
+static const char *const synth_pattern_names[] = {"classes", "index", NULL};
+
 typedef struct {
   int64_t count, test_count, seed, shards;
   int gzip;
   char out[OPT_STR_BYTES];
-  char pattern[OPT_STR_BYTES];
+  synth_pattern pattern;
 } synth_opts;
 
 static const opt_spec synth_specs[] = {
@@ -322,7 +326,7 @@ static const opt_spec synth_specs[] = {
   {"shards", OPT_INT, F(synth_opts, shards), "0", 0, DATA_SHARDS_MAX, NULL,
    "write the train split as this many shards plus train-shards.index (0: one pair)"},
   {"gzip", OPT_BOOL, F(synth_opts, gzip), "off", 0, 0, NULL, "write .gz files"},
-  {"pattern", OPT_CHOICE, F(synth_opts, pattern), "classes", 0, 0, "classes|index",
+  {"pattern", OPT_CHOICE, F(synth_opts, pattern), "classes", 0, 0, synth_pattern_names,
    "classes: learnable noisy class blobs; index: pixels 0..7 hold the sample index"},
 };
 static const opt_table synth_table = {synth_specs, 7, "data synth"};
@@ -342,8 +346,8 @@ static int cli_data_synth(int argc, char **argv) {
   if (!o.out[0]) return cli_data_error("--out: required");
   int64_t test = o.test_count ? o.test_count : o.count / 6 < 1 ? 1
                : o.count / 6 > 10000 ? 10000 : o.count / 6;
-  data_synth_init(&s, (uint64_t)o.seed, strcmp(o.pattern, "index") ? DATA_SYNTH_CLASSES
-                                                                    : DATA_SYNTH_INDEX);
+  data_synth_init(&s, (uint64_t)o.seed, o.pattern == SYNTH_PATTERN_INDEX ? DATA_SYNTH_INDEX
+                                                                          : DATA_SYNTH_CLASSES);
   double t0 = clock_mono_s();
   if (data_synth_write(o.out, &s, o.count, test, o.shards, o.gzip ? 6 : 0, err, sizeof err) != 0) {
     return cli_data_error(err);
@@ -352,7 +356,8 @@ static int cli_data_synth(int argc, char **argv) {
   char split[64] = "";
   if (o.shards) snprintf(split, sizeof split, " in %lld shards", (long long)o.shards);
   printf("wrote %s: %lld train samples%s, %lld test samples, pattern %s, seed %lld "
-         "(%.1f s, %.0f MB/s)\n", o.out, (long long)o.count, split, (long long)test, o.pattern,
+         "(%.1f s, %.0f MB/s)\n", o.out, (long long)o.count, split, (long long)test,
+         synth_pattern_names[o.pattern],
          (long long)o.seed, dt, (double)(o.count + test) * 785.0 / 1e6 / (dt > 0 ? dt : 1e-9));
   return CLI_OK;
 }

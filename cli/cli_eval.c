@@ -14,10 +14,13 @@
 #include "base/options.h"
 #include "tfdist_config.h"
 
+typedef enum { EVAL_SPLIT_TEST, EVAL_SPLIT_TRAIN } eval_split; /* eval_split_names' order */
+static const char *const eval_split_names[] = {"test", "train", NULL};
+
 typedef struct {
   char model[OPT_STR_BYTES];
   char data_folder[OPT_STR_BYTES];
-  char split[OPT_STR_BYTES];
+  eval_split split;
   int json;
 } eval_opts;
 
@@ -27,7 +30,7 @@ static const opt_spec eval_specs[] = {
    "model.h5, a checkpoint, or a folder holding model.h5 (required)"},
   {"data-folder", OPT_STRING, F(data_folder), TFDIST_DEFAULT_DATA, 0, 0, NULL,
    "folder searched recursively for the idx files"},
-  {"split", OPT_CHOICE, F(split), "test", 0, 0, "test|train", "which split to evaluate"},
+  {"split", OPT_CHOICE, F(split), "test", 0, 0, eval_split_names, "which split to evaluate"},
   {"json", OPT_BOOL, F(json), "off", 0, 0, NULL, "print one JSON object instead of tables"},
 };
 #undef F
@@ -108,7 +111,7 @@ static int eval_run(const eval_opts *o, infer_session *s, data_set *ds, kern_sta
                     eval_tally *tally, char *images, size_t images_bytes, char *err, size_t eb) {
   data_files files;
   if (data_files_find(&files, o->data_folder, err, eb) != 0) return CLI_USAGE;
-  int test = strcmp(o->split, "test") == 0;
+  const int test = o->split == EVAL_SPLIT_TEST;
   const char *img = test ? files.test_images : files.train_images;
   if (data_set_load(ds, img, test ? files.test_labels : files.train_labels, 1, err, eb) != 0) {
     return CLI_USAGE;

@@ -108,7 +108,9 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
     return -1;
   }
   char e[4400];
-  int rc = train_config_resolve(&cfg, argc - 2, argv + 2, e, sizeof e);
+  base_err resolve_err = {{0}};
+  int rc = train_config_resolve(&cfg, argc - 2, argv + 2, &resolve_err);
+  if (rc != 0) snprintf(e, sizeof e, "%s", resolve_err.msg);
   tune_trial_argv_free(argv);
   if (rc == 0 && cfg.resume_from[0]) {
     snprintf(e, sizeof e, "--config %s: sets resume_from; each trial starts afresh in its own "
@@ -117,7 +119,7 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
   }
   if (rc == 0 && cli_check_default_data(cfg.data_folder, e, sizeof e) != 0) rc = -1;
   static data_files files;
-  if (rc == 0 && (!strcmp(cfg.data_mode, "stream") ? data_files_find_stream : data_files_find)(
+  if (rc == 0 && (cfg.data_mode == TRAIN_DATA_STREAM ? data_files_find_stream : data_files_find)(
                      &files, cfg.data_folder, e, sizeof e) != 0) {
     rc = -1;
   }

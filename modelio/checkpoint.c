@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/fault.h"
 #include "base/rng.h"
 #include "base/fsutil.h"
 #include "modelio/h5model.h"
@@ -33,12 +34,12 @@ void ckpt_state_free(ckpt_state *s) {
   s->params = s->opt_state = NULL;
 }
 
-/* A test-only fault switch: TFDIST_FAULT_CKPT_SLOW_MS=ms sleeps between the
- * phases of a save, so a test's kill -9 lands inside one. */
+/* base/fault.h's TFDIST_FAULT_CKPT_SLOW_MS: a pause between the phases of
+ * a save, so a test's kill -9 lands inside one. */
 static void ckpt_fault_pause(void) {
-  const char *ms = getenv("TFDIST_FAULT_CKPT_SLOW_MS");
-  if (!ms || atol(ms) <= 0) return;
-  struct timespec ts = {atol(ms) / 1000, (atol(ms) % 1000) * 1000000L};
+  const long ms = base_fault_ckpt_slow_ms();
+  if (ms <= 0) return;
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
 }
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "modelio/checkpoint.h"
+#include "base/env.h"
 #include "base/fsutil.h"
 #include "modelio/h5model.h"
 #include "base/sha256.h"
@@ -41,10 +42,10 @@ __attribute__((format(printf, 2, 3))) static int reg_path(char *out, const char 
 }
 
 int registry_root(char *out, size_t out_bytes, const char *flag, char *err, size_t eb) {
-  const char *env = getenv(REGISTRY_ENV), *home = getenv("HOME");
+  const char *env = base_env_str(REGISTRY_ENV), *home = base_env_str("HOME");
   if (flag && *flag) snprintf(out, out_bytes, "%s", flag);
-  else if (env && *env) snprintf(out, out_bytes, "%s", env);
-  else if (home && *home) snprintf(out, out_bytes, "%s/%s", home, REGISTRY_DEFAULT_SUBDIR);
+  else if (env) snprintf(out, out_bytes, "%s", env);
+  else if (home) snprintf(out, out_bytes, "%s/%s", home, REGISTRY_DEFAULT_SUBDIR);
   else {
     snprintf(err, eb, "--registry: not given, and neither %s nor HOME is set", REGISTRY_ENV);
     return -1;

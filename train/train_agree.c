@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "train/train_agree.h"
+#include "train/train_state.h"
 
 #define AGREE_ROWS 20
 #define AGREE_ROW_BYTES 96
@@ -19,32 +20,30 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   ROW("--learning-rate %.17g", c->learning_rate);
   ROW("--epochs %lld", (long long)c->epochs);
   ROW("--seed %lld", (long long)c->seed);
-  ROW("--optimizer %.40s", c->optimizer);
+  ROW("--optimizer %.40s", train_optimizer_names[c->optimizer]);
   ROW("--momentum %.17g", c->momentum);
   ROW("--scale-lr %d", c->scale_lr);
   ROW("--overlap %d", c->overlap);
-  ROW("--data-mode %.40s", c->data_mode);
+  ROW("--data-mode %.40s", train_data_mode_names[c->data_mode]);
   ROW("--shuffle-buffer %lld", (long long)c->shuffle_buffer);
   ROW("--checkpoint-every %lld", (long long)c->checkpoint_every);
   ROW("--max-steps %lld", (long long)c->max_steps);
   ROW("--timeline %d", c->timeline); /* its start is a barrier */
   /* auto: rank 0's checkpoint-or-not verdict is a collective of its own */
-  ROW("--resume-from %s", !strcmp(c->resume_from, "auto") ? "auto"
-                          : c->resume_from[0] ? "(given)" : "(not given)");
+  ROW("--resume-from %s", c->resume_mode == TRAIN_RESUME_AUTO    ? "auto"
+                          : c->resume_mode == TRAIN_RESUME_GIVEN ? "(given)"
+                                                                 : "(not given)");
 #undef ROW
   return n;
 }
 
-int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int size, char *err,
-                      size_t err_bytes) {
+int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int size,
+                      base_err *e) {
   char mine[AGREE_ROWS][AGREE_ROW_BYTES] = {{0}}, root[AGREE_ROWS][AGREE_ROW_BYTES] = {{0}};
   const int n = agree_rows(cfg, mine);
   memcpy(root, mine, sizeof root);
   double *first = calloc((size_t)size, sizeof *first);
-  if (!first) {
-    snprintf(err, err_bytes, "out of memory");
-    return -1;
-  }
+  if (!first) return base_err_set(e, "out of memory");
   int rc = coll_broadcast_bytes(comm, root, (int64_t)sizeof root, 0);
   int differ = -1;
   for (int i = 0; rc == COLL_OK && differ < 0 && i < n; i++) {
@@ -53,22 +52,21 @@ int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int si
   first[rank] = differ + 1;
   if (rc == COLL_OK) rc = coll_allreduce_sum_f64(comm, first, size);
   if (rc != COLL_OK) {
-    snprintf(err, err_bytes, "%s", coll_comm_error(comm));
     free(first);
-    return -1;
+    return train_err_coll(e, comm);
   }
   int who = -1;
   for (int r = 0; who < 0 && r < size; r++) who = first[r] > 0 ? r : -1;
   if (who >= 0) {
     const int i = (int)first[who] - 1;
     if (who == rank) {
-      snprintf(err, err_bytes, "this rank has %s where rank 0 has %s: every task of the job must "
-               "be given the same training flags", mine[i], root[i]);
+      base_err_set(e, "this rank has %s where rank 0 has %s: every task of the job must "
+                   "be given the same training flags", mine[i], root[i]);
     } else {
       const char *flag = root[i], *sp = strchr(flag, ' ');
-      snprintf(err, err_bytes, "rank %d's %.*s differs from rank 0's (%s): every task of the "
-               "job must be given the same training flags", who,
-               (int)(sp ? sp - flag : (ptrdiff_t)strlen(flag)), flag, root[i]);
+      base_err_set(e, "rank %d's %.*s differs from rank 0's (%s): every task of the "
+                   "job must be given the same training flags", who,
+                   (int)(sp ? sp - flag : (ptrdiff_t)strlen(flag)), flag, root[i]);
     }
   }
   free(first);

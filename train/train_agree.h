@@ -5,14 +5,13 @@
 #ifndef TFDIST_TRAIN_TRAIN_AGREE_H
 #define TFDIST_TRAIN_TRAIN_AGREE_H
 
-#include <stddef.h>
-
+#include "base/err.h"
 #include "collective/coll.h"
 #include "train/train_config.h"
 
 /* Every rank calls it: rank 0's flags against each rank's. 0, or -1 on
  * every rank with err one line naming the flag and the rank. */
-int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int size, char *err,
-                      size_t err_bytes);
+int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int size,
+                      base_err *err);
 
 #endif

@@ -3,7 +3,29 @@
 #ifndef TFDIST_TRAIN_TRAIN_CONFIG_H
 #define TFDIST_TRAIN_TRAIN_CONFIG_H
 
+#include "base/err.h"
 #include "base/options.h"
+
+/* The choice options, parsed: each value is its index in the option table's
+ * names (train_<option>_names below, in this order). */
+typedef enum { TRAIN_DEVICE_AUTO, TRAIN_DEVICE_CPU, TRAIN_DEVICE_CUDA } train_device;
+typedef enum { TRAIN_MATH_FP32, TRAIN_MATH_TF32 } train_math;
+typedef enum {
+  TRAIN_ALLREDUCE_AUTO, TRAIN_ALLREDUCE_MPI, TRAIN_ALLREDUCE_RING, TRAIN_ALLREDUCE_NCCL,
+  TRAIN_ALLREDUCE_TCP
+} train_allreduce;
+typedef enum { TRAIN_OPTIMIZER_SGD, TRAIN_OPTIMIZER_MOMENTUM } train_optimizer;
+typedef enum { TRAIN_DATA_GLOBAL, TRAIN_DATA_STREAM } train_data_mode;
+typedef enum { TRAIN_PROGRESS_AUTO, TRAIN_PROGRESS_ON, TRAIN_PROGRESS_OFF } train_progress_mode;
+/* --resume-from, parsed: its value stays a path (or "latest") in resume_from. */
+typedef enum { TRAIN_RESUME_NONE, TRAIN_RESUME_GIVEN, TRAIN_RESUME_AUTO } train_resume_mode;
+
+extern const char *const train_device_names[];
+extern const char *const train_math_names[];
+extern const char *const train_allreduce_names[];
+extern const char *const train_optimizer_names[];
+extern const char *const train_data_mode_names[];
+extern const char *const train_progress_names[];
 
 typedef struct {
   /* the tutorial's own */
@@ -18,23 +40,25 @@ typedef struct {
   char outputs[OPT_STR_BYTES];
   char logs[OPT_STR_BYTES];
   char config[OPT_STR_BYTES];
-  char device[OPT_STR_BYTES];    /* auto|cpu|cuda */
-  char math[OPT_STR_BYTES];      /* fp32|tf32 */
-  char allreduce[OPT_STR_BYTES]; /* auto|mpi|ring|nccl */
+  train_device device;
+  train_math math;
+  train_allreduce allreduce;
   int scale_lr;
   int overlap;
   double timeout;
-  char optimizer[OPT_STR_BYTES]; /* sgd|momentum */
+  train_optimizer optimizer;
   double momentum;
   int64_t threads;
   char resume_from[OPT_STR_BYTES];
-  int resume_auto;               /* not a flag: resume_from was "auto", resolved (run.json keeps "auto") */
+  train_resume_mode resume_mode; /* not a flag: what resume_from said; AUTO stays AUTO once
+                                    train_ckpt_resolve_auto has replaced "auto" in resume_from
+                                    (run.json keeps "auto") */
   int64_t checkpoint_every;
   int64_t keep_checkpoints;
-  char data_mode[OPT_STR_BYTES]; /* global|stream */
+  train_data_mode data_mode;
   int64_t shuffle_buffer;
   int64_t prefetch;
-  char progress[OPT_STR_BYTES];  /* auto|on|off */
+  train_progress_mode progress;
   int graph;
   int fused_step;
   int64_t max_steps;             /* 0 = whole epochs; >0 stops early (tests, benchmarks) */
@@ -46,6 +70,6 @@ typedef struct {
 extern const opt_table train_options;
 
 /* Defaults, then --config FILE, then the flags. Checks cross-field rules. */
-int train_config_resolve(train_config *cfg, int argc, char **argv, char *err, size_t err_bytes);
+int train_config_resolve(train_config *cfg, int argc, char **argv, base_err *err);
 
 #endif

@@ -35,17 +35,17 @@ typedef struct {
   char stale_id[64];  /* a run already over when we started: not the one we wait for */
   char run_id[64];    /* the run we watch, once run.json names it: only its checkpoints count */
   int64_t foreign_logged; /* the newest other run's checkpoint already logged as skipped */
-  char *err;
-  size_t err_bytes;
+  base_err *err;          /* the task's, borrowed */
 } evaluator;
 
 /* accuracy and loss of the model or checkpoint at path on the test set. */
 static int evaluator_score(evaluator *e, const char *path, double *acc, double *loss) {
   infer_session s;
   memset(&s, 0, sizeof s);
-  if (infer_session_init(&s, path, e->err, e->err_bytes) != 0) return -1;
+  if (infer_session_init(&s, path, e->err->msg, sizeof e->err->msg) != 0) return -1;
   kern_stats st;
-  int rc = infer_session_evaluate(&s, &e->test, &st, NULL, NULL, e->err, e->err_bytes);
+  int rc =
+      infer_session_evaluate(&s, &e->test, &st, NULL, NULL, e->err->msg, sizeof e->err->msg);
   infer_session_free(&s);
   if (rc != 0) return -1;
   *acc = st.correct / st.samples;
@@ -62,8 +62,8 @@ static int evaluator_write(evaluator *e, const char *what, double acc, double lo
   snprintf(name, sizeof name, "%s_loss", what);
   metrics_write(&e->metrics, name, loss, epoch, step);
   tboard_writer_scalar(e->tb, name, loss, step);
-  if (metrics_sync(&e->metrics, e->err, e->err_bytes) != 0 ||
-      tboard_writer_flush(e->tb, e->err, e->err_bytes) != 0) {
+  if (metrics_sync(&e->metrics, e->err->msg, sizeof e->err->msg) != 0 ||
+      tboard_writer_flush(e->tb, e->err->msg, sizeof e->err->msg) != 0) {
     return -1;
   }
   printf("evaluator: %s epoch %lld (step %lld): accuracy %.4f loss %.4f\n", what,
@@ -80,13 +80,14 @@ static int evaluator_checkpoint(evaluator *e, const char *path, int64_t epoch) {
   ckpt_state s;
   memset(&s, 0, sizeof s);
   double acc, loss;
-  if (ckpt_read(&s, path, e->err, e->err_bytes) != 0 || evaluator_score(e, path, &acc, &loss) != 0) {
+  if (ckpt_read(&s, path, e->err->msg, sizeof e->err->msg) != 0 ||
+      evaluator_score(e, path, &acc, &loss) != 0) {
     ckpt_state_free(&s);
     if (access(path, F_OK) != 0) {
       rank_log_printf(&e->log, "epoch %lld: %s was removed before it was read", (long long)epoch,
                       path);
       e->done_epoch = epoch;
-      e->err[0] = '\0';
+      base_err_clear(e->err);
       return 0;
     }
     return -1;
@@ -121,9 +122,9 @@ static int64_t evaluator_next(const char *dir, int64_t after) {
  * was rotated away, -1 on error. */
 static int evaluator_ours(evaluator *e, const char *path, int64_t epoch) {
   char id[64];
-  if (ckpt_read_run_id(path, id, sizeof id, e->err, e->err_bytes) != 0) {
+  if (ckpt_read_run_id(path, id, sizeof id, e->err->msg, sizeof e->err->msg) != 0) {
     if (access(path, F_OK) == 0) return -1;
-    e->err[0] = '\0';
+    base_err_clear(e->err);
     return 0;
   }
   if (strcmp(id, e->run_id) == 0) return 1;
@@ -196,30 +197,29 @@ static int evaluator_pass(evaluator *e, double waited_s) {
     double acc, loss;
     snprintf(model, sizeof model, "%s/model/model.h5", outputs);
     if (strcmp(status, "Completed") != 0) {
-      snprintf(e->err, e->err_bytes, "the run in %s ended %s", outputs, status);
-      return -1;
+      return base_err_set(e->err, "the run in %s ended %s", outputs, status);
     }
     if (evaluator_score(e, model, &acc, &loss) != 0) return -1;
     return evaluator_write(e, "final_eval", acc, loss, e->cfg->epochs, e->last_step) == 0 ? 1 : -1;
   }
   if (!status[0] && waited_s > e->cfg->timeout) {
-    snprintf(e->err, e->err_bytes, "no run started in %s within --timeout %.0f s", outputs,
-             e->cfg->timeout);
-    return -1;
+    return base_err_set(e->err, "no run started in %s within --timeout %.0f s", outputs,
+                        e->cfg->timeout);
   }
   if (status[0] && !evaluator_run_alive(outputs)) {
     evaluator_status(outputs, status, sizeof status, id, sizeof id); /* it may have just ended */
     if (!evaluator_terminal(status)) {
-      snprintf(e->err, e->err_bytes, "the run in %s is gone, its run.json still says %s", outputs,
-               status);
-      return -1;
+      return base_err_set(e->err, "the run in %s is gone, its run.json still says %s",
+                          outputs, status);
     }
   }
   return 0;
 }
 
-int train_evaluator_task(const train_config *cfg, char *err, size_t err_bytes) {
-  evaluator e = {.cfg = cfg, .done_epoch = 0, .last_step = -1, .err = err, .err_bytes = err_bytes};
+int train_evaluator_task(const train_config *cfg, base_err *be) {
+  evaluator e = {.cfg = cfg, .done_epoch = 0, .last_step = -1, .err = be};
+  char *const err = be->msg;
+  const size_t err_bytes = sizeof be->msg;
   data_files files;
   char evaldir[4300], tbdir[4300], e_tb[1024] = "";
   snprintf(evaldir, sizeof evaldir, "%s/eval", cfg->outputs);

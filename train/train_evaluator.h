@@ -6,13 +6,12 @@
 #ifndef TFDIST_TRAIN_TRAIN_EVALUATOR_H
 #define TFDIST_TRAIN_TRAIN_EVALUATOR_H
 
-#include <stddef.h>
-
+#include "base/err.h"
 #include "train/train_config.h"
 
 /* Runs until the run in cfg->outputs is Completed (0) or ends otherwise,
  * disappears without a final status, or never starts within cfg->timeout
  * seconds (-1 with err set). */
-int train_evaluator_task(const train_config *cfg, char *err, size_t err_bytes);
+int train_evaluator_task(const train_config *cfg, base_err *err);
 
 #endif

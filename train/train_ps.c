@@ -8,85 +8,71 @@
 #include "collective/ps.h"
 #include "train/train_ps.h"
 
-static int train_ps_fail(trainer *t) {
-  snprintf(t->err, sizeof t->err, "%s", coll_comm_error(t->comm));
-  return -1;
-}
-
-static int train_ps_be_fail(trainer *t) {
-  snprintf(t->err, sizeof t->err, "%s", kern_error(t->be));
-  return -1;
-}
-
-static int train_is_host(const trainer *t) { return kern_is_host_memory(t->be); }
-
 /* Rank 0 hands the ps tasks the starting point: fresh or resumed weights
  * and optimizer state. */
-static int train_ps_begin(trainer *t) {
-  const int64_t P = t->layout.total_elems;
+static int train_ps_begin(train_step_state *s, const train_ctx *x, rank_log *log, base_err *err) {
+  const int64_t P = s->layout.total_elems;
+  kern_backend *be = x->be;
   float *state = NULL;
   int rc = 0;
-  if (t->world->rank == 0) {
+  if (x->world->rank == 0) {
     state = malloc((size_t)P * sizeof(float));
-    if (!state) {
-      snprintf(t->err, sizeof t->err, "ps: out of host memory");
-      return -1;
-    }
-    if (kern_mem_download_f32(t->be, t->params_host, t->params, P) != 0 ||
-        kern_mem_download_f32(t->be, state, t->opt_state, P) != 0) {
+    if (!state) return base_err_set(err, "ps: out of host memory");
+    if (kern_mem_download(be, s->params_host, s->params, (size_t)P * sizeof(float)) != 0 ||
+        kern_mem_download(be, state, s->opt_state, (size_t)P * sizeof(float)) != 0) {
       free(state);
-      return train_ps_be_fail(t);
+      return train_err_backend(err, be);
     }
   }
-  if (coll_ps_init(t->comm, t->params_host, state, P, &t->opt, (uint32_t)sizeof t->opt) != COLL_OK) {
-    rc = train_ps_fail(t);
+  if (coll_ps_init(x->comm, s->params_host, state, P, &s->opt, (uint32_t)sizeof s->opt) !=
+      COLL_OK) {
+    rc = train_err_coll(err, x->comm);
   }
   free(state);
   if (rc == 0) {
-    t->ps_started = 1;
-    rank_log_printf(&t->log, "ps: %d parameter servers hold the weights", coll_ps_count(t->comm));
+    s->ps_started = 1;
+    rank_log_printf(log, "ps: %d parameter servers hold the weights", coll_ps_count(x->comm));
   }
   return rc;
 }
 
-int train_ps_step(trainer *t) {
-  const int64_t P = t->layout.total_elems;
-  kern_backend *be = t->be;
-  if (!t->ps_started && train_ps_begin(t) != 0) return -1;
-  if (t->grads_host != t->grads &&
-      kern_mem_download_f32(be, t->grads_host, t->grads, P) != 0) {
-    return train_ps_be_fail(t);
+int train_ps_step(train_step_state *s, const train_ctx *x, rank_log *log, base_err *err) {
+  const int64_t P = s->layout.total_elems;
+  kern_backend *be = x->be;
+  if (!s->ps_started && train_ps_begin(s, x, log, err) != 0) return -1;
+  if (s->grads_host != s->grads &&
+      kern_mem_download(be, s->grads_host, s->grads, (size_t)P * sizeof(float)) != 0) {
+    return train_err_backend(err, be);
   }
-  float *params = train_is_host(t) ? t->params : t->params_host;
-  if (coll_ps_step(t->comm, t->grads_host, params, P) != COLL_OK) return train_ps_fail(t);
-  if (params != t->params &&
-      kern_mem_upload_f32(be, t->params, params, P) != 0) {
-    return train_ps_be_fail(t);
+  float *params = kern_is_host_memory(be) ? s->params : s->params_host;
+  if (coll_ps_step(x->comm, s->grads_host, params, P) != COLL_OK) {
+    return train_err_coll(err, x->comm);
+  }
+  if (params != s->params &&
+      kern_mem_upload(be, s->params, params, (size_t)P * sizeof(float)) != 0) {
+    return train_err_backend(err, be);
   }
   return 0;
 }
 
-int train_ps_pull_state(trainer *t) {
-  const int64_t P = t->layout.total_elems;
-  if (!t->ps_started) return 0; /* no step yet: rank 0's own state is current */
-  float *state = t->world->rank == 0 ? malloc((size_t)P * sizeof(float)) : NULL;
-  if (t->world->rank == 0 && !state) {
-    snprintf(t->err, sizeof t->err, "ps: out of host memory");
-    return -1;
-  }
-  int rc = coll_ps_pull_state(t->comm, state, P) == COLL_OK ? 0 : train_ps_fail(t);
+int train_ps_pull_state(train_step_state *s, const train_ctx *x, base_err *err) {
+  const int64_t P = s->layout.total_elems;
+  if (!s->ps_started) return 0; /* no step yet: rank 0's own state is current */
+  float *state = x->world->rank == 0 ? malloc((size_t)P * sizeof(float)) : NULL;
+  if (x->world->rank == 0 && !state) return base_err_set(err, "ps: out of host memory");
+  int rc = coll_ps_pull_state(x->comm, state, P) == COLL_OK ? 0 : train_err_coll(err, x->comm);
   if (rc == 0 && state &&
-      kern_mem_upload_f32(t->be, t->opt_state, state, P) != 0) {
-    rc = train_ps_be_fail(t);
+      kern_mem_upload(x->be, s->opt_state, state, (size_t)P * sizeof(float)) != 0) {
+    rc = train_err_backend(err, x->be);
   }
   free(state);
   return rc;
 }
 
-int train_ps_finish(trainer *t) {
+int train_ps_finish(train_step_state *s, const train_ctx *x, rank_log *log, base_err *err) {
   /* A run with no step left (a resume of a finished run) still starts them. */
-  if (!t->ps_started && train_ps_begin(t) != 0) return -1;
-  return coll_ps_finish(t->comm) == COLL_OK ? 0 : train_ps_fail(t);
+  if (!s->ps_started && train_ps_begin(s, x, log, err) != 0) return -1;
+  return coll_ps_finish(x->comm) == COLL_OK ? 0 : train_err_coll(err, x->comm);
 }
 
 cJSON *train_cluster_json(const coll_world *w) {
@@ -132,7 +118,9 @@ static int ps_task_update(void *ctx, float *params, const float *grad, float *st
   return 0;
 }
 
-int train_ps_task(const train_config *cfg, const coll_world *w, char *err, size_t err_bytes) {
+int train_ps_task(const train_config *cfg, const coll_world *w, base_err *e) {
+  char *const err = e->msg;
+  const size_t err_bytes = sizeof e->msg;
   const coll_tf_config *tf = coll_world_cluster(w);
   const int s = tf->self - tf->ntrain;
   rank_log log = {0};

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "benchmarks/gpu/gpu_bench.h"
-#include "train/train.h" /* KERN_STEP_CHAIN: the chain the trainer runs */
+#include "train/train.h" /* TRAIN_STEP_CHAIN: the chain the trainer runs */
 #include "tfdist_config.h"
 
 #define ROWS 60000
@@ -165,7 +165,7 @@ static const char *const fused_phase_names[KERN_STEP_PHASES] = {
 };
 
 /* The fused step's phases (its own timestamps) and its floor: per step, a
- * launch of a chain of KERN_STEP_CHAIN steps crossing the same grid barriers
+ * launch of a chain of TRAIN_STEP_CHAIN steps crossing the same grid barriers
  * (6 per step, 1 between steps) and nothing else, plus the bytes it moves. */
 static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, char *json,
                            size_t json_bytes) {
@@ -189,7 +189,7 @@ static size_t fused_extras(const bench_opts *o, bench_net *n, double step_us, ch
   const double bytes = 16.0 * (double)P + (double)B * (double)d[0] * 9.0 +
                        32.0 * (double)B * (double)(d[1] + d[2] + d[3]);
   const double bw = bench_cuda_bandwidth(n->be);
-  const int K = KERN_STEP_CHAIN;
+  const int K = TRAIN_STEP_CHAIN;
   const double bar = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES - 1);
   const double chain = bench_cuda_barrier_floor_us(n->be, KERN_STEP_PHASES * K - 1) / K;
   if (bar <= 0 || chain <= 0 || bw <= 0) {
@@ -292,7 +292,7 @@ int main(int argc, char **argv) {
          o.device, o.math);
   double main_us, ops = -1.0;
   if (cuda) {
-    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, KERN_STEP_CHAIN);
+    main_us = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, TRAIN_STEP_CHAIN);
     const int main_fused = last_fused;
     const int64_t main_chain = last_chain;
 #if TFDIST_HAVE_CUDA
@@ -301,7 +301,7 @@ int main(int argc, char **argv) {
     const char *env = getenv("TFDIST_GEMM");
     printf("# %s; default: the fused step, %d per launch (the trainer's chain); op by op: GEMMs "
            "auto%s%s%s (cuBLAS)\n",
-           dev, KERN_STEP_CHAIN, env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
+           dev, TRAIN_STEP_CHAIN, env ? " (TFDIST_GEMM=" : "", env ? env : "", env ? ")" : "");
     const char *cap = getenv("TFDIST_FUSED_CHAIN");
     if (cap && cap[0]) printf("# TFDIST_FUSED_CHAIN=%s: at most that many steps per launch\n", cap);
     const double fused_one = run_variant(&o, o.batch, 0, math, KERN_GEMM_AUTO, 1, o.steps, 1);

@@ -1,0 +1,38 @@
+/* The environment variables tfdist's libraries read, each described once
+ * here; the test-only fault switches (TFDIST_FAULT_*) are in base/fault.h.
+ *
+ * Read through base_env_*:
+ *   TF_CONFIG              this process is one task of a TensorFlow-style
+ *                          cluster (JSON: cluster, task): the task joins its
+ *                          peers over TCP, or runs as a ps or evaluator task
+ *                          (train/train_job.c).
+ *   OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK, SLURM_PROCID
+ *                          the rank a launcher gave this process, read before
+ *                          MPI starts so only rank 0 reports a bad flag
+ *                          (train_job_launcher_rank; Open MPI's first).
+ *   TFDIST_REGISTRY        the model registry's folder when --registry is not
+ *                          given (registry/registry.c).
+ *   HOME                   the registry's default folder, $HOME/.tfdist/registry.
+ *
+ * Still read where they are used, to move here (collective/ and kernels/
+ * are being reworked on other branches):
+ *   TFDIST_COLL_SPIN_US    microseconds a waiting collective spins before it
+ *                          sleeps (collective/progress.c; default 200).
+ *   TFDIST_GEMM            cublas|small|auto: the CUDA GEMM path
+ *                          (kernels/cuda/cuda_backend.c).
+ *   TFDIST_FUSED_STEP      0: the CUDA step op by op instead of fused
+ *                          (kernels/cuda/cuda_step.c; benchmarks).
+ *   TFDIST_FUSED_CHAIN     steps per fused launch, a fallback for misbehaving
+ *                          chained launches (kernels/cuda/cuda_step.c).
+ *   TMPDIR, OMPI_MCA_*     Open MPI's session directory and singleton set-up
+ *                          (collective/world.c). */
+#ifndef TFDIST_BASE_ENV_H
+#define TFDIST_BASE_ENV_H
+
+/* The variable's value; NULL when it is unset or empty. */
+const char *base_env_str(const char *name);
+/* The variable as a base-10 integer in [min, max]; def when it is unset,
+ * empty, not wholly an integer, or out of range. */
+long base_env_int(const char *name, long min, long max, long def);
+
+#endif
