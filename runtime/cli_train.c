@@ -1,11 +1,13 @@
-/* `tfdist train`: resolve the config, start MPI, pick the device and the
- * allreduce, print the rank table, train. */
+/* `tfdist train`: resolve the config, start MPI (under a launcher) or join
+ * the TF_CONFIG cluster (no MPI), pick the device and the allreduce, print
+ * the rank table, train. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cluster/cluster.h"
 #include "collective/coll.h"
 #include "kernels/backend.h"
 #include "runtime/cli.h"
@@ -70,7 +72,7 @@ static int cli_check_allreduce_flag(const train_config *cfg, int in_cluster, cha
 
 static int cli_pick_allreduce(const train_config *cfg, const coll_world *w, const kern_config *kc,
                               coll_backend *b, char *err, size_t err_bytes) {
-  if (coll_world_cluster(w)) {
+  if (cluster_world_tf(w)) {
     *b = COLL_BACKEND_TCP;
     return 0;
   }
@@ -167,24 +169,27 @@ static int cli_launcher_rank(void) {
   return 0;
 }
 
-/* A TF_CONFIG task: checked against the launcher, connected to its peers; a
- * ps task serves here until training ends (then w->rank is -1). */
-static int cli_train_join(const train_config *cfg, coll_world *w, const coll_tf_config *tf) {
+/* A TF_CONFIG task: checked against the launcher, connected to its peers
+ * (MPI never starts); a ps task serves here until training ends (then
+ * w->rank is -1). */
+static int cli_train_join(const train_config *cfg, coll_world *w, const cluster_tf_config *tf) {
   char err[1024];
-  if (w->size > 1) {
+  int rank = 0, size = 1;
+  memset(w, 0, sizeof *w);
+  if (coll_world_launched(&rank, &size) && size > 1) {
     fprintf(stderr, "tfdist: error: rank %d: TF_CONFIG is set, but the launcher started %d ranks: "
             "start each TF_CONFIG task on its own, or unset TF_CONFIG under mpirun/srun\n",
-            w->rank, w->size);
+            rank, size);
     return CLI_USAGE;
   }
-  if (coll_world_join_tf(w, tf, cfg->timeout, err, sizeof err) != 0) {
+  if (cluster_world_join(w, tf, cfg->timeout, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_FAIL;
   }
   if (w->rank >= 0) return CLI_OK;
   if (train_ps_task(cfg, w, err, sizeof err) != 0) {
     char me[320];
-    coll_tf_task_name(tf, tf->self, me, sizeof me);
+    cluster_tf_task_name(tf, tf->self, me, sizeof me);
     fprintf(stderr, "tfdist: error: %s: %s\n", me, err);
     return CLI_FAIL;
   }
@@ -192,11 +197,11 @@ static int cli_train_join(const train_config *cfg, coll_world *w, const coll_tf_
 }
 
 /* The evaluator task: no MPI, no mesh; it reads the chief's outputs. */
-static int cli_train_evaluator(const train_config *cfg, coll_tf_config *tf) {
+static int cli_train_evaluator(const train_config *cfg, cluster_tf_config *tf) {
   char err[4400];
   int rc = train_evaluator_task(cfg, err, sizeof err);
   if (rc != 0) fprintf(stderr, "tfdist: error: evaluator: %s\n", err);
-  coll_tf_config_free(tf);
+  cluster_tf_config_free(tf);
   return rc == 0 ? CLI_OK : CLI_FAIL;
 }
 
@@ -213,18 +218,18 @@ int cli_train(int argc, char **argv) {
     if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
-  static coll_tf_config tf;
+  static cluster_tf_config tf;
   const char *tf_json = getenv("TF_CONFIG");
   const int in_cluster = tf_json && *tf_json;
-  if ((in_cluster && coll_tf_config_parse(tf_json, &tf, err, sizeof err) != 0) ||
+  if ((in_cluster && cluster_tf_config_parse(tf_json, &tf, err, sizeof err) != 0) ||
       cli_check_allreduce_flag(&cfg, in_cluster, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
-    if (in_cluster) coll_tf_config_free(&tf);
+    if (in_cluster) cluster_tf_config_free(&tf);
     return CLI_USAGE;
   }
   if (in_cluster && tf.evaluator) return cli_train_evaluator(&cfg, &tf);
   coll_world w;
-  if (coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
+  if (!in_cluster && coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_FAIL;
   }
@@ -278,6 +283,6 @@ out:
   kern_backend_free(be);
 done:
   coll_world_finalize(&w);
-  if (in_cluster) coll_tf_config_free(&tf);
+  if (in_cluster) cluster_tf_config_free(&tf);
   return rc;
 }

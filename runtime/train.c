@@ -19,7 +19,7 @@
 #include "runtime/train_input.h"
 #include "runtime/train_ps.h"
 #include "runtime/train_timeline.h"
-#include "collective/ps.h"
+#include "cluster/ps.h"
 
 #define T_TRY(t, call)                                                                       \
   do {                                                                                       \
@@ -613,7 +613,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   if (train_open_records(t, ranks) != 0) return -1;
   train_setup_opt(t);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0) return -1;
-  t->ps = coll_ps_count(comm) > 0;
+  t->ps = cluster_ps_count(comm) > 0;
   t->use_graph = cfg->graph && be->ops->graph_begin && !t->ps &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);

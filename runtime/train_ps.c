@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/ps.h"
+#include "cluster/cluster.h"
+#include "cluster/ps.h"
 #include "runtime/train_ps.h"
 
 static int train_ps_fail(trainer *t) {
@@ -38,13 +39,14 @@ static int train_ps_begin(trainer *t) {
       return train_ps_be_fail(t);
     }
   }
-  if (coll_ps_init(t->comm, t->params_host, state, P, &t->opt, (uint32_t)sizeof t->opt) != COLL_OK) {
+  if (cluster_ps_init(t->comm, t->params_host, state, P, &t->opt, (uint32_t)sizeof t->opt) !=
+      COLL_OK) {
     rc = train_ps_fail(t);
   }
   free(state);
   if (rc == 0) {
     t->ps_started = 1;
-    rank_log_printf(&t->log, "ps: %d parameter servers hold the weights", coll_ps_count(t->comm));
+    rank_log_printf(&t->log, "ps: %d parameter servers hold the weights", cluster_ps_count(t->comm));
   }
   return rc;
 }
@@ -58,7 +60,7 @@ int train_ps_step(trainer *t) {
     return train_ps_be_fail(t);
   }
   float *params = train_is_host(t) ? t->params : t->params_host;
-  if (coll_ps_step(t->comm, t->grads_host, params, P) != COLL_OK) return train_ps_fail(t);
+  if (cluster_ps_step(t->comm, t->grads_host, params, P) != COLL_OK) return train_ps_fail(t);
   if (params != t->params &&
       be->ops->mem_upload(be, t->params, params, (size_t)P * sizeof(float)) != 0) {
     return train_ps_be_fail(t);
@@ -74,7 +76,7 @@ int train_ps_pull_state(trainer *t) {
     snprintf(t->err, sizeof t->err, "ps: out of host memory");
     return -1;
   }
-  int rc = coll_ps_pull_state(t->comm, state, P) == COLL_OK ? 0 : train_ps_fail(t);
+  int rc = cluster_ps_pull_state(t->comm, state, P) == COLL_OK ? 0 : train_ps_fail(t);
   if (rc == 0 && state &&
       t->be->ops->mem_upload(t->be, t->opt_state, state, (size_t)P * sizeof(float)) != 0) {
     rc = train_ps_be_fail(t);
@@ -86,11 +88,11 @@ int train_ps_pull_state(trainer *t) {
 int train_ps_finish(trainer *t) {
   /* A run with no step left (a resume of a finished run) still starts them. */
   if (!t->ps_started && train_ps_begin(t) != 0) return -1;
-  return coll_ps_finish(t->comm) == COLL_OK ? 0 : train_ps_fail(t);
+  return cluster_ps_finish(t->comm) == COLL_OK ? 0 : train_ps_fail(t);
 }
 
 cJSON *train_cluster_json(const coll_world *w) {
-  const coll_tf_config *tf = coll_world_cluster(w);
+  const cluster_tf_config *tf = cluster_world_tf(w);
   if (!tf) return NULL;
   cJSON *o = cJSON_CreateObject(), *tasks = cJSON_CreateArray();
   cJSON_AddStringToObject(o, "from", "TF_CONFIG");
@@ -99,7 +101,7 @@ cJSON *train_cluster_json(const coll_world *w) {
     cJSON *row = cJSON_CreateObject();
     char addr[300];
     snprintf(addr, sizeof addr, "%s:%s", tf->tasks[k].host, tf->tasks[k].port);
-    cJSON_AddStringToObject(row, "type", coll_tf_type_name(tf->tasks[k].type));
+    cJSON_AddStringToObject(row, "type", cluster_tf_type_name(tf->tasks[k].type));
     cJSON_AddNumberToObject(row, "index", tf->tasks[k].index);
     cJSON_AddStringToObject(row, "address", addr);
     if (k < tf->ntrain) cJSON_AddNumberToObject(row, "rank", k);
@@ -133,7 +135,7 @@ static int ps_task_update(void *ctx, float *params, const float *grad, float *st
 }
 
 int train_ps_task(const train_config *cfg, const coll_world *w, char *err, size_t err_bytes) {
-  const coll_tf_config *tf = coll_world_cluster(w);
+  const cluster_tf_config *tf = cluster_world_tf(w);
   const int s = tf->self - tf->ntrain;
   rank_log log = {0};
   if (rank_log_open_task(&log, cfg->logs, "ps", s, err, err_bytes) != 0) return -1;
@@ -144,10 +146,10 @@ int train_ps_task(const train_config *cfg, const coll_world *w, char *err, size_
     return -1;
   }
   char me[320];
-  coll_tf_task_name(tf, tf->self, me, sizeof me);
+  cluster_tf_task_name(tf, tf->self, me, sizeof me);
   rank_log_printf(&log, "%s: serving %d training ranks", me, tf->ntrain);
-  coll_ps_stats st;
-  int rc = coll_ps_serve(w, ps_task_update, &x, &st, err, err_bytes);
+  cluster_ps_stats st;
+  int rc = cluster_ps_serve(w, ps_task_update, &x, &st, err, err_bytes);
   rank_log_printf(&log, "slice [%lld, %lld) of %lld floats; %lld steps, %.3f s waiting for ranks, "
                   "%.3f s updating", (long long)st.lo, (long long)(st.lo + st.n),
                   (long long)st.elems, (long long)st.steps, st.wait_s, st.update_s);
