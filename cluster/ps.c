@@ -1,4 +1,4 @@
-/* The parameter-server strategy over a TF_CONFIG cluster's mesh; see ps.h.
+/* The parameter-server protocol over a TF_CONFIG cluster's mesh; see ps.h.
  * A round is one frame from every rank, all of one type: PUSH (a step),
  * PULL (rank 0 wants the state) or DONE. Rank 0's INIT comes first. */
 #include <stdio.h>

@@ -1,4 +1,5 @@
-/* The parameter-server strategy of a TF_CONFIG cluster with ps tasks: ps
+/* The parameter-server protocol of a TF_CONFIG cluster with ps tasks (the
+ * training strategy on top of it is runtime/train_ps.c): ps
  * task s holds slice s of the flat parameter buffer (elems * s / S up to
  * elems * (s + 1) / S) and its optimizer state. Each step every training
  * rank pushes its gradient slices; each ps sums them in rank order, divides

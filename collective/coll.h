@@ -45,7 +45,11 @@ typedef struct {
 typedef struct coll_comm coll_comm;
 typedef struct coll_request coll_request;
 
+/* Starts MPI (MPI_Init_thread): for a process an MPI launcher started, and
+ * for MPI programs (tests, benchmarks), which run as singletons without one. */
 int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes);
+/* A world of this process alone, with no MPI: a run with no launcher. */
+void coll_world_init_self(coll_world *w);
 /* Whether an MPI launcher (mpirun; srun with PMI or PMIx) started this
  * process: only then may MPI start. Its rank and size as the launcher's
  * variables give them (Open MPI's first; size -1 where none says). */

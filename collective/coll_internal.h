@@ -58,6 +58,7 @@ extern const coll_backend_ops coll_ring_ops;
 extern const coll_backend_ops coll_nccl_ops;
 #endif
 extern const coll_transport_ops coll_mpi_transport;
+extern const coll_transport_ops coll_self_transport;
 
 struct coll_comm {
   coll_config cfg;

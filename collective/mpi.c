@@ -31,6 +31,10 @@ static int mpi_start(coll_comm *c, coll_request *r) {
   m->req = MPI_REQUEST_NULL;
   r->impl = m;
   if (r->elems == 0) return COLL_OK;
+  if (c->size == 1) { /* the sum of one rank, with or without MPI (the self transport) */
+    if (r->send != r->recv) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
+    return COLL_OK;
+  }
   return mpi_post(c, r, m);
 }
 

@@ -1,6 +1,6 @@
-/* `tfdist train`: resolve the config, start MPI (under a launcher) or join
- * the TF_CONFIG cluster (no MPI), pick the device and the allreduce, print
- * the rank table, train. */
+/* `tfdist train`: resolve the config, start MPI (under a launcher only) or
+ * join the TF_CONFIG cluster (no MPI), or run alone (no MPI); pick the
+ * device and the allreduce, print the rank table, train. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,7 +229,9 @@ int cli_train(int argc, char **argv) {
   }
   if (in_cluster && tf.evaluator) return cli_train_evaluator(&cfg, &tf);
   coll_world w;
-  if (!in_cluster && coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
+  /* MPI starts under an MPI launcher only: a plain run is a world of one. */
+  if (!in_cluster && !coll_world_launched(NULL, NULL)) coll_world_init_self(&w);
+  else if (!in_cluster && coll_world_init(&w, &argc, &argv, err, sizeof err) != 0) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_FAIL;
   }

@@ -2,7 +2,8 @@
 ring allreduce over TCP) trains under LD_PRELOAD of mpi_trap.so, whose
 MPI_Init and MPI_Init_thread leave a marker file and abort. The run must
 complete (run.json Completed, a final_acc that is a number) with no marker.
-The control proves the trap works: `mpirun -np 1 tfdist train`
+A plain `tfdist train` (no launcher, no TF_CONFIG: a world of one) must do
+the same. The control proves the trap works: `mpirun -np 1 tfdist train`
 under the same preload fails and leaves a marker. argv[1]: the trap's path."""
 import json
 import math
@@ -57,6 +58,18 @@ def main():
                 "TF_CONFIG run: final_acc %r" % acc)
         if not C.failures:
             C.ok("TF_CONFIG cluster of 2: Completed, final_acc %.4f, MPI never started" % acc)
+
+        # A plain run: no launcher, no MPI.
+        plain = os.path.join(tmp, "plain")
+        rc, out, err = TC.run_plain(plain, data, ["--epochs", "1"], limit_s=LIMIT_S, env_extra=env)
+        rj = run_json(plain)
+        acc = (rj.get("metrics") or {}).get("final_acc")
+        C.check(rc == 0, "plain run: exit %s" % rc, err[-1500:])
+        C.check(markers(traps) == [], "plain run started MPI: %s" % markers(traps))
+        C.check(rj.get("status") == "Completed" and isinstance(acc, (int, float)) and
+                not math.isnan(acc), "plain run: status %s, final_acc %r" % (rj.get("status"), acc))
+        if rc == 0 and markers(traps) == []:
+            C.ok("plain run: Completed, MPI never started")
 
         # The control: the same trap under mpirun fires.
         ctl = os.path.join(tmp, "control")
