@@ -4,6 +4,7 @@
  * posted yet is kept aside until it is (MPI's eager messages), so the
  * ring's chunks may run at their own pace, as over MPI. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,15 +209,33 @@ static int p2p_write(cluster_tcp *m, cluster_tcp_op *op) {
   return 1;
 }
 
-/* Moves peer's sends and receives on until its socket would block. */
+/* Moves peer's sends and receives on until its socket would block: how
+ * many steps moved bytes, or -1 on error. */
 static int p2p_progress_peer(cluster_tcp *m, cluster_tcp_op *slots, int n, int peer) {
   cluster_tcp_op *op;
-  int p = 1;
-  while (p > 0 && (op = p2p_next_send(slots, n, peer)) != NULL) p = p2p_write(m, op);
+  int p = 1, moved = 0;
+  while (p > 0 && (op = p2p_next_send(slots, n, peer)) != NULL) moved += p = p2p_write(m, op);
   if (p < 0) return -1;
   p = 1;
-  while (p > 0 && p2p_wants_read(m, slots, n, peer)) p = p2p_read(m, slots, n, peer);
-  return p < 0 ? -1 : 0;
+  while (p > 0 && p2p_wants_read(m, slots, n, peer)) moved += p = p2p_read(m, slots, n, peer);
+  return p < 0 ? -1 : moved;
+}
+
+/* Nothing could move: waits (at most P2P_WAIT_MS) until a socket the open
+ * transfers use is ready, as the blocking engine waits in poll, rather
+ * than leave the caller to spin on cores that training needs. */
+#define P2P_WAIT_MS 1
+static void p2p_wait(cluster_tcp *m, cluster_tcp_op *slots, int n) {
+  struct pollfd pf[64];
+  int np = 0;
+  for (int peer = 0; peer < m->tf->ntasks && np < 64; peer++) {
+    short ev = 0;
+    if (m->fd[peer] < 0) continue;
+    if (p2p_next_send(slots, n, peer)) ev |= POLLOUT;
+    if (p2p_wants_read(m, slots, n, peer)) ev |= POLLIN;
+    if (ev) pf[np++] = (struct pollfd){.fd = m->fd[peer], .events = ev};
+  }
+  if (np > 0) poll(pf, (nfds_t)np, P2P_WAIT_MS);
 }
 
 int cluster_tcp_testsome(cluster_tcp *m, cluster_tcp_op *slots, int n, int *done_n, int *idx) {
@@ -224,14 +243,18 @@ int cluster_tcp_testsome(cluster_tcp *m, cluster_tcp_op *slots, int n, int *done
   m->p2p_slots = slots; /* for a stall's diagnosis */
   m->p2p_n = n;
   if (m->err[0] || !m->rx) return m->err[0] ? -1 : 0;
+  int moved = 0;
   for (int peer = 0; peer < m->tf->ntasks; peer++) {
-    if (m->fd[peer] >= 0 && p2p_progress_peer(m, slots, n, peer) != 0) return -1;
+    int k = m->fd[peer] >= 0 ? p2p_progress_peer(m, slots, n, peer) : 0;
+    if (k < 0) return -1;
+    moved += k;
   }
   for (int i = 0; i < n; i++) {
     if (!slots[i].posted || !slots[i].done) continue;
     slots[i].posted = 0;
     idx[(*done_n)++] = i;
   }
+  if (!moved && *done_n == 0) p2p_wait(m, slots, n);
   return 0;
 }
 
