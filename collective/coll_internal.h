@@ -101,10 +101,6 @@ static inline double coll_req_last(coll_request *r) {
   __atomic_load(&r->t_progress, &v, __ATOMIC_RELAXED);
   return v;
 }
-/* coll_backoff (transport.h) spins, then yields, then sleeps briefly, so
- * waiting ranks leave the cores to computing ones (2 cores, 4 ranks is
- * normal here). */
-
 /* progress.c */
 int coll_progress_start(coll_comm *c, char *err, size_t err_bytes);
 void coll_progress_stop(coll_comm *c);

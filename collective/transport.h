@@ -97,7 +97,9 @@ void coll_set_error(coll_comm *c, const char *fmt, ...) __attribute__((format(pr
 void coll_comm_peer_failed(coll_comm *c, int peer, const char *msg);
 /* Monotonic seconds. */
 double coll_now(void);
-/* Backs off a polling loop that saw no progress for idle_s. */
+/* Backs off a polling loop that saw no progress for idle_s: spin, then
+ * yield, then short sleeps, so waiting ranks leave the cores to computing
+ * ones (2 cores, 4 ranks is normal here). */
 void coll_backoff(int *idle_polls, double idle_s);
 
 #endif

@@ -34,8 +34,7 @@ int coll_mpi_fail(coll_comm *c, int mpi_rc, const char *call, const char *file, 
  * (naming ranks) and returns COLL_ETIMEOUT. what names the collective. */
 int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *what);
 
-/* world.c: MPI_Init_thread and the world's numbers. */
-int coll_mpi_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes);
+/* world.c: the end of an MPI world (MPI_Finalize, its session base). */
 void coll_mpi_world_finalize(coll_world *w);
 
 /* watchdog.c: the MPI transport's stall service and diagnosis. */

@@ -121,7 +121,7 @@ static void world_singleton_env(void) {
   if (iso && (!strcmp(iso, "1") || !strcmp(iso, "true"))) world_session_setup();
 }
 
-int coll_mpi_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes) {
+int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes) {
   memset(w, 0, sizeof *w);
   world_singleton_env();
   int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &w->thread_level);
@@ -160,10 +160,6 @@ void coll_mpi_world_finalize(coll_world *w) {
     world_session_rm(world_session_dir);
     world_session_dir[0] = '\0';
   }
-}
-
-int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes) {
-  return coll_mpi_world_init(w, argc, argv, err, err_bytes);
 }
 
 void coll_world_init_transport(coll_world *w, const coll_transport_ops *ops, void *state,
