@@ -1,6 +1,7 @@
 /* The collective front end: typed calls, the back-end table, errors. The
  * allreduce of each back end lives in its own file (mpi.c, ring.c, nccl.c);
- * host broadcasts and metric sums go over MPI for every back end. */
+ * host broadcasts, metric sums, barriers and notices go over the world's
+ * transport (transport.h) for every back end. */
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,13 +29,18 @@ void coll_set_error(coll_comm *c, const char *fmt, ...) {
   pthread_mutex_unlock(&c->err_mu);
 }
 
-int coll_mpi_fail(coll_comm *c, int mpi_rc, const char *call, const char *file, int line) {
-  char msg[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  if (MPI_Error_string(mpi_rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "code %d", mpi_rc);
-  coll_set_error(c, "%s failed on %s at %s:%d: %s", call, c->host, file, line, msg);
-  return COLL_ERR;
+void coll_comm_peer_failed(coll_comm *c, int peer, const char *msg) {
+  if (__atomic_load_n(&c->peer_failed, __ATOMIC_ACQUIRE)) return;
+  coll_set_error(c, "rank %d failed: %s", peer, msg);
+  __atomic_store_n(&c->peer_failed, 1, __ATOMIC_RELEASE); /* after the error text */
 }
+
+const coll_transport_ops *coll_comm_transport(const coll_comm *c) { return c->tp; }
+void *coll_comm_transport_state(const coll_comm *c) { return c->tp_state; }
+int coll_comm_rank(const coll_comm *c) { return c->rank; }
+int coll_comm_size(const coll_comm *c) { return c->size; }
+double coll_comm_timeout(const coll_comm *c) { return c->cfg.timeout_s; }
+const char *coll_comm_host(const coll_comm *c) { return c->host; }
 
 const char *coll_backend_name(coll_backend b) {
   switch (b) {
@@ -64,29 +70,20 @@ static const coll_backend_ops *coll_backend_table(coll_backend b) {
     /* nccl.c lives in the CUDA module (loaded RTLD_GLOBAL with the CUDA
      * back end) or in an executable that links it; NULL without either. */
     return (const coll_backend_ops *)dlsym(RTLD_DEFAULT, "coll_nccl_ops");
-  case COLL_BACKEND_TCP: return &coll_tcp_ops;
+  case COLL_BACKEND_TCP: return &coll_ring_ops; /* the ring over a cluster's transport */
   }
   return NULL;
 }
 
 int coll_backend_available(coll_backend b) { return coll_backend_table(b) != NULL; }
 
-static int coll_comm_dup(MPI_Comm *out, char *err, size_t err_bytes) {
-  if (MPI_Comm_dup(MPI_COMM_WORLD, out) != MPI_SUCCESS) {
-    snprintf(err, err_bytes, "collective: MPI_Comm_dup failed");
-    return COLL_ERR;
-  }
-  MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN);
-  return COLL_OK;
-}
-
 int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg, char *err,
                    size_t err_bytes) {
   *out = NULL;
   const coll_backend_ops *ops = coll_backend_table(cfg->backend);
-  if ((cfg->backend == COLL_BACKEND_TCP) != (w->tcp != NULL)) {
+  if (!(w->tp->backends & (1u << cfg->backend))) {
     snprintf(err, err_bytes, "--allreduce %s: %s", coll_backend_name(cfg->backend),
-             w->tcp ? "a TF_CONFIG cluster reduces over tcp" : "tcp needs a TF_CONFIG cluster");
+             w->tp->backends_why);
     return COLL_ERR;
   }
   if (!ops) {
@@ -105,28 +102,24 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
   c->rank = w->rank;
   c->size = w->size;
   snprintf(c->host, sizeof c->host, "%.63s", w->host);
-  c->comm = c->comm_async = c->comm_diag = MPI_COMM_NULL;
-  c->tcp = w->tcp;
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->diag_mu, NULL);
   pthread_mutex_init(&c->serve_mu, NULL);
   pthread_mutex_init(&c->err_mu, NULL);
   pthread_cond_init(&c->work_cv, NULL);
   pthread_cond_init(&c->done_cv, NULL);
-  if (coll_comm_dup(&c->comm, err, err_bytes) != COLL_OK ||
-      coll_comm_dup(&c->comm_async, err, err_bytes) != COLL_OK ||
-      coll_comm_dup(&c->comm_diag, err, err_bytes) != COLL_OK) {
+  if (w->tp->comm_open(c, w, &c->tp_state, err, err_bytes) != COLL_OK) {
     coll_comm_free(c);
     return COLL_ERR;
   }
+  c->tp = w->tp; /* only now may coll_comm_free close it */
   if (ops->init && ops->init(c, err, err_bytes) != COLL_OK) {
     coll_comm_free(c);
     return COLL_ERR;
   }
-  /* Only with MPI_THREAD_MULTIPLE may a second thread call MPI; without it
-   * non-blocking calls run to completion when started. Over TCP the thread
-   * owns the sockets while a request runs (tcp_coll.c waits for it). */
-  if (c->size > 1 && (c->tcp || w->thread_level >= MPI_THREAD_MULTIPLE) &&
+  /* A transport that may not be driven from a second thread (MPI without
+   * MPI_THREAD_MULTIPLE) runs non-blocking calls to completion when started. */
+  if (c->size > 1 && w->async &&
       coll_progress_start(c, err, err_bytes) != COLL_OK) {
     coll_comm_free(c);
     return COLL_ERR;
@@ -139,10 +132,7 @@ void coll_comm_free(coll_comm *c) {
   if (!c) return;
   coll_progress_stop(c);
   if (c->ops && c->ops->free) c->ops->free(c);
-  MPI_Comm *comms[] = {&c->comm, &c->comm_async, &c->comm_diag};
-  for (size_t i = 0; i < 3; i++) {
-    if (*comms[i] != MPI_COMM_NULL) MPI_Comm_free(comms[i]);
-  }
+  if (c->tp) c->tp->comm_close(c, c->tp_state);
   pthread_cond_destroy(&c->work_cv);
   pthread_cond_destroy(&c->done_cv);
   pthread_mutex_destroy(&c->mu);
@@ -277,21 +267,10 @@ int coll_sync(coll_comm *c) {
   return c->ops->sync ? c->ops->sync(c) : COLL_OK;
 }
 
-/* Host collectives over MPI, non-blocking and polled so none waits forever.
- * They run on a copy: a request given up on (a timeout, a peer's failure)
- * cannot be cancelled and may still write, so its copy is left to it. */
-static void *coll_stage(coll_comm *c, const void *buf, int64_t bytes) {
-  void *s = malloc(bytes > 0 ? (size_t)bytes : 1);
-  if (!s) coll_set_error(c, "collective: out of memory");
-  else if (bytes > 0) memcpy(s, buf, (size_t)bytes);
-  return s;
-}
-
-static int coll_unstage(void *s, void *buf, int64_t bytes, int rc) {
-  if (rc != COLL_OK) return rc; /* s stays MPI's */
-  if (bytes > 0) memcpy(buf, s, (size_t)bytes);
-  free(s);
-  return rc;
+/* Host collectives go over the transport. Where they share its links with
+ * the progress thread, they wait until it is idle. */
+static void coll_host_enter(coll_comm *c) {
+  if (c->tp->caps & COLL_TP_SHARED_LINKS) coll_progress_quiesce(c);
 }
 
 int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems) {
@@ -300,20 +279,11 @@ int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems) {
     coll_set_error(c, "allreduce(f64): %lld elements is too many", (long long)elems);
     return COLL_ERR;
   }
-  if (c->tcp) return coll_tcpc_sum_f64(c, buf, elems);
-  const int64_t bytes = elems * (int64_t)sizeof(double);
-  double *s = coll_stage(c, buf, bytes);
-  if (!s) return COLL_ERR;
+  coll_host_enter(c);
   int64_t seq = coll_enter(c);
-  MPI_Request req;
-  int rc = MPI_Iallreduce(MPI_IN_PLACE, s, (int)elems, MPI_DOUBLE, MPI_SUM, c->comm, &req);
-  if (rc != MPI_SUCCESS) {
-    free(s);
-    return coll_mpi_fail(c, rc, "MPI_Iallreduce", __FILE__, __LINE__);
-  }
-  rc = coll_poll_request(c, &req, seq, "allreduce(f64 metrics)");
+  int rc = c->tp->sum_f64(c, seq, buf, elems);
   coll_leave(c, seq);
-  return coll_unstage(s, buf, bytes, rc);
+  return rc;
 }
 
 int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root) {
@@ -323,27 +293,11 @@ int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root) {
                    c->size);
     return COLL_ERR;
   }
-  if (c->tcp) return coll_tcpc_broadcast(c, buf, bytes, root);
-  char *s = coll_stage(c, buf, bytes);
-  if (!s) return COLL_ERR;
+  coll_host_enter(c);
   int64_t seq = coll_enter(c);
-  const int64_t piece = (int64_t)1 << 30;
-  char what[64];
-  snprintf(what, sizeof what, "broadcast(%lld bytes from rank %d)", (long long)bytes, root);
-  int rc = COLL_OK;
-  for (int64_t off = 0; rc == COLL_OK && (off < bytes || (off == 0 && bytes == 0)); off += piece) {
-    int n = (int)(bytes - off < piece ? bytes - off : piece);
-    MPI_Request req;
-    int mrc = MPI_Ibcast(s + off, n, MPI_BYTE, root, c->comm, &req);
-    if (mrc != MPI_SUCCESS) {
-      free(s); /* nothing of this piece is in flight; earlier ones completed */
-      return coll_mpi_fail(c, mrc, "MPI_Ibcast", __FILE__, __LINE__);
-    }
-    rc = coll_poll_request(c, &req, seq, what);
-    if (bytes == 0) break;
-  }
+  int rc = c->tp->broadcast(c, seq, buf, bytes, root);
   if (rc == COLL_OK) coll_leave(c, seq);
-  return coll_unstage(s, buf, bytes, rc);
+  return rc;
 }
 
 int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root) {
@@ -353,11 +307,65 @@ int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root) {
 
 int coll_barrier(coll_comm *c) {
   if (coll_comm_failed(c)) return COLL_ERR;
-  if (c->tcp) return coll_tcpc_barrier(c);
+  coll_host_enter(c);
   int64_t seq = coll_enter(c);
-  MPI_Request req;
-  COLL_MPI_TRY(c, MPI_Ibarrier(c->comm, &req));
-  int rc = coll_poll_request(c, &req, seq, "barrier");
+  int rc = c->tp->barrier(c, seq);
   coll_leave(c, seq);
   return rc;
+}
+
+/* ---- notices to rank 0, and the stall diagnosis ---- */
+
+/* Whether a notice must wait: the progress thread holds the shared links. */
+static int coll_links_busy(coll_comm *c) {
+  return (c->tp->caps & COLL_TP_SHARED_LINKS) && coll_progress_busy(c);
+}
+
+int coll_comm_report_cancel(coll_comm *c, int sig) {
+  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
+  static int buf; /* must outlive a send still in flight */
+  buf = sig;
+  if (coll_links_busy(c)) return -1;
+  return c->tp->notify_rank0(c, COLL_NOTE_CANCEL, &buf, sizeof buf);
+}
+
+int coll_comm_report_failure(coll_comm *c, const char *msg) {
+  /* A failed collective is no local failure where rank 0 sees it, and says
+   * better who stalled or died than a peer's report of its own wait would;
+   * a transport where rank 0 sees only some peers gets the report anyway. */
+  if (!c || c->size < 2 || c->rank == 0) return -1;
+  if (!(c->tp->caps & COLL_TP_PARTIAL_VIEW) && coll_comm_failed(c)) return -1;
+  static char buf[1024]; /* must outlive a send still in flight */
+  snprintf(buf, sizeof buf, "%s", msg);
+  if (coll_links_busy(c)) return -1;
+  return c->tp->notify_rank0(c, COLL_NOTE_FAIL, buf, strlen(buf));
+}
+
+int coll_comm_peer_cancel(coll_comm *c, int *from) {
+  if (!c) return 0;
+  return c->tp->peer_cancel(c, coll_links_busy(c), from);
+}
+
+void coll_diag_serve(coll_comm *c) {
+  if (c->tp->serve) c->tp->serve(c);
+}
+
+void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s) {
+  char msg[1024];
+  snprintf(msg, sizeof msg, "collective #%lld, %s, timed out on %s after %.1f s without progress",
+           (long long)seq, what, c->host, waited_s);
+  if (c->tp->diagnose_stall) c->tp->diagnose_stall(c, seq, msg, sizeof msg);
+  coll_set_error(c, "%s", msg);
+}
+
+void coll_diag_after_error(coll_comm *c, int64_t seq) {
+  char msg[sizeof c->err];
+  pthread_mutex_lock(&c->err_mu);
+  snprintf(msg, sizeof msg, "%s", c->err);
+  pthread_mutex_unlock(&c->err_mu);
+  if (c->size < 2 || !c->tp->diagnose_error || strstr(msg, "rank(s)")) return;
+  c->tp->diagnose_error(c, seq, msg, sizeof msg);
+  pthread_mutex_lock(&c->err_mu);
+  snprintf(c->err, sizeof c->err, "%s", msg);
+  pthread_mutex_unlock(&c->err_mu);
 }

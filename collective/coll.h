@@ -1,6 +1,6 @@
 /* Collectives for data-parallel training: allreduce and broadcast over one of
- * four back ends (MPI_Allreduce, our own ring over MPI point-to-point, NCCL,
- * and in a TF_CONFIG cluster the same ring over TCP).
+ * four back ends (MPI_Allreduce, our own ring over the transport's
+ * point-to-point, NCCL, and in a TF_CONFIG cluster the same ring over TCP).
  * Typed calls take element counts, never byte counts. A comm is used by one
  * thread at a time (the caller's); the library runs its own progress thread. */
 #ifndef TFDIST_COLLECTIVE_COLL_H
@@ -9,11 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "collective/tfconfig.h"
-
 enum { COLL_OK = 0, COLL_ERR = -1, COLL_ETIMEOUT = -2 };
 
-/* tcp: the ring over the TCP mesh of a TF_CONFIG cluster (tcp_coll.c). */
+/* tcp: the ring (ring.c) over the TCP mesh of a TF_CONFIG cluster (cluster/). */
 typedef enum {
   COLL_BACKEND_MPI = 0,
   COLL_BACKEND_RING = 1,
@@ -21,16 +19,19 @@ typedef enum {
   COLL_BACKEND_TCP = 3
 } coll_backend;
 
-struct coll_tcp;
+struct coll_transport_ops;
 
-/* Who this process is. MPI is initialised here; a plain run without mpirun
- * is a world of one. */
+/* Who this process is, and the transport its collectives run over (see
+ * transport.h): MPI, started by coll_world_init, or a TF_CONFIG cluster's
+ * mesh (cluster/), which starts no MPI. */
 typedef struct {
   int rank, size;
-  int local_rank, local_size; /* from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) */
+  int local_rank, local_size; /* MPI: from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) */
   char host[256];
-  int thread_level;           /* what MPI granted */
-  struct coll_tcp *tcp;       /* a TF_CONFIG cluster's mesh (then rank and size are its) */
+  int thread_level;           /* what MPI granted; 0 where MPI never started */
+  int async;                  /* collectives may progress on a thread of their own */
+  const struct coll_transport_ops *tp;
+  void *tp_state;             /* the transport's, for the world's life */
 } coll_world;
 
 typedef struct {
@@ -44,7 +45,15 @@ typedef struct {
 typedef struct coll_comm coll_comm;
 typedef struct coll_request coll_request;
 
+/* Starts MPI (MPI_Init_thread): for a process an MPI launcher started, and
+ * for MPI programs (tests, benchmarks), which run as singletons without one. */
 int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t err_bytes);
+/* A world of this process alone, with no MPI: a run with no launcher. */
+void coll_world_init_self(coll_world *w);
+/* Whether an MPI launcher (mpirun; srun with PMI or PMIx) started this
+ * process: only then may MPI start. Its rank and size as the launcher's
+ * variables give them (Open MPI's first; size -1 where none says). */
+int coll_world_launched(int *rank, int *size);
 /* Gathers every rank's host and local rank; rows is (size) entries, owned by the caller. */
 typedef struct {
   char host[64];
@@ -54,13 +63,6 @@ typedef struct {
 int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll_rank_info *rows,
                            char *err, size_t err_bytes);
 void coll_world_finalize(coll_world *w);
-/* Makes w a TF_CONFIG cluster's task: connects the mesh (bounded by
- * timeout_s); a training task takes its rank, size and local rank from tf,
- * which must outlive w. A ps task gets rank -1. 0, or -1 with err set. */
-/* The TF_CONFIG cluster w joined; NULL for an MPI world. */
-const coll_tf_config *coll_world_cluster(const coll_world *w);
-int coll_world_join_tf(coll_world *w, const coll_tf_config *tf, double timeout_s, char *err,
-                       size_t err_bytes);
 /* Only the CLI may call this: it ends every rank of the job. */
 void coll_world_abort(const coll_world *w, int code);
 
@@ -99,9 +101,9 @@ int coll_allreduce_avg_f32(coll_comm *c, float *buf, int64_t elems);
 /* Out of place when send != recv; send == recv is in place. The buffers must
  * not overlap otherwise. */
 int coll_allreduce_sum_f32(coll_comm *c, const float *send, float *recv, int64_t elems);
-/* Host doubles, for metrics; always over MPI whatever the back end. */
+/* Host doubles, for metrics; over the transport whatever the back end. */
 int coll_allreduce_sum_f64(coll_comm *c, double *buf, int64_t elems);
-/* Host memory, over MPI whatever the back end. */
+/* Host memory, over the transport whatever the back end. */
 int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root);
 int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root);
 int coll_barrier(coll_comm *c);

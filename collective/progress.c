@@ -47,7 +47,8 @@ void coll_backoff(int *idle_polls, double idle_s) {
 }
 
 static void progress_describe(const coll_comm *c, const coll_request *r, char *out, size_t n) {
-  snprintf(out, n, "allreduce(%s, %lld floats)", c->ops->name, (long long)r->elems);
+  snprintf(out, n, "allreduce(%s, %lld floats)", coll_backend_name(c->cfg.backend),
+           (long long)r->elems);
 }
 
 static int progress_drive_run(coll_comm *c, coll_request *r);
@@ -226,4 +227,19 @@ int coll_progress_run(coll_comm *c, coll_request *r) {
   int rc = coll_progress_drive(c, r);
   r->state = COLL_REQ_DONE;
   return rc;
+}
+
+/* Only the caller gives the thread requests, so once it has finished them
+ * it stays idle until the caller gives it more. */
+void coll_progress_quiesce(coll_comm *c) {
+  pthread_mutex_lock(&c->mu);
+  while (c->thread_on && (c->queue_head || c->active)) pthread_cond_wait(&c->done_cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+}
+
+int coll_progress_busy(coll_comm *c) {
+  pthread_mutex_lock(&c->mu);
+  int busy = c->thread_on && (c->queue_head || c->active);
+  pthread_mutex_unlock(&c->mu);
+  return busy;
 }

@@ -1,5 +1,6 @@
 /* The ring back end (Baidu/Horovod): a reduce-scatter then an allgather
- * over MPI point-to-point, each of n-1 steps. The buffer is cut into n
+ * over the transport's point to point (MPI, or a TF_CONFIG cluster's TCP
+ * mesh: the tcp back end is this ring), each of n-1 steps. The buffer is cut into n
  * segments, one per rank, and each segment into K chunks; chunk k of every
  * segment forms an independent ring, and the K rings run at once, so the
  * reduction of one chunk overlaps the transfer of the others (pipelining).
@@ -20,13 +21,13 @@
  * fewer, larger chunks measured best (1 MiB lost 10-25% at 1-4 MB on 2
  * ranks). Across hosts smaller chunks overlap the wire with the adds. */
 #define RING_DEFAULT_CHUNK_BYTES ((int64_t)4 * 1024 * 1024)
-#define RING_MAX_CHUNKS 4096 /* chunk index is the MPI tag; the standard guarantees 32767 */
+#define RING_MAX_CHUNKS 4096 /* chunk index is the tag; MPI guarantees 32767 */
 
 typedef struct {
   int64_t chunk_elems;     /* target chunk size */
   float *tmp;              /* (K * cap) received partial sums, one slot per chunk */
   int64_t tmp_elems;
-  MPI_Request *req;        /* (2 * K) send, recv per chunk */
+  void *req;               /* (2 * K) transport slots: send, recv per chunk */
   int *step, *pending;     /* (K) current step; requests still open in it */
   int chunks_cap;
 } ring_comm;
@@ -80,7 +81,7 @@ static int ring_reserve(coll_comm *c, ring_comm *rc, int K, int64_t tmp_elems) {
     free(rc->req);
     free(rc->step);
     free(rc->pending);
-    rc->req = malloc((size_t)(2 * K) * sizeof *rc->req);
+    rc->req = malloc((size_t)(2 * K) * c->tp->p2p_req_bytes);
     rc->step = malloc((size_t)K * sizeof *rc->step);
     rc->pending = malloc((size_t)K * sizeof *rc->pending);
     rc->chunks_cap = rc->req && rc->step && rc->pending ? K : 0;
@@ -108,8 +109,10 @@ static int ring_post(coll_comm *c, coll_request *r, ring_req *q, int k) {
   ring_piece(r, q, recv_seg, k, &rlo, &rlen);
   float *rbuf = rs ? rc->tmp + (int64_t)k * q->cap : r->recv + rlo;
   const float *sbuf = (s == 0 ? r->send : r->recv) + slo;
-  COLL_MPI_TRY(c, MPI_Irecv(rbuf, (int)rlen, MPI_FLOAT, q->left, k, c->comm_async, &rc->req[2 * k + 1]));
-  COLL_MPI_TRY(c, MPI_Isend(sbuf, (int)slen, MPI_FLOAT, q->right, k, c->comm_async, &rc->req[2 * k]));
+  if (c->tp->irecv_f32(c, rc->req, 2 * k + 1, rbuf, rlen, q->left, k) != COLL_OK ||
+      c->tp->isend_f32(c, rc->req, 2 * k, sbuf, slen, q->right, k) != COLL_OK) {
+    return COLL_ERR;
+  }
   rc->pending[k] = 2;
   return COLL_OK;
 }
@@ -169,10 +172,8 @@ static int ring_start(coll_comm *c, coll_request *r) {
   q->K = (int)K; /* only now may ring_abandon look at rc->req */
   q->cap = cap;
   q->chunks_left = q->K;
-  for (int k = 0; k < q->K; k++) {
-    rc->step[k] = 0;
-    rc->req[2 * k] = rc->req[2 * k + 1] = MPI_REQUEST_NULL;
-  }
+  c->tp->p2p_clear(rc->req, 2 * q->K);
+  for (int k = 0; k < q->K; k++) rc->step[k] = 0;
   for (int k = 0; k < q->K; k++) {
     if (ring_post(c, r, q, k) != COLL_OK) return COLL_ERR;
   }
@@ -198,8 +199,8 @@ static int ring_test(coll_comm *c, coll_request *r, int *done) {
   if (q->n > 1 && r->elems > 0 && q->chunks_left > 0) {
     int outcount = 0;
     int idx[2 * RING_MAX_CHUNKS];
-    COLL_MPI_TRY(c, MPI_Testsome(2 * q->K, rc->req, &outcount, idx, MPI_STATUSES_IGNORE));
-    if (outcount == MPI_UNDEFINED || outcount == 0) return COLL_OK;
+    if (c->tp->p2p_testsome(c, rc->req, 2 * q->K, &outcount, idx) != COLL_OK) return COLL_ERR;
+    if (outcount == 0) return COLL_OK;
     coll_req_touch(r);
     for (int i = 0; i < outcount; i++) {
       if (ring_complete(c, r, q, idx[i]) != COLL_OK) return COLL_ERR;
@@ -219,11 +220,8 @@ static void ring_abandon(coll_comm *c, coll_request *r) {
   ring_req *q = r->impl;
   if (!q) return;
   for (int k = 0; q->n > 1 && k < q->K; k++) {
-    if (rc->req[2 * k + 1] != MPI_REQUEST_NULL) {
-      MPI_Cancel(&rc->req[2 * k + 1]);
-      MPI_Request_free(&rc->req[2 * k + 1]);
-    }
-    if (rc->req[2 * k] != MPI_REQUEST_NULL) MPI_Request_free(&rc->req[2 * k]);
+    c->tp->p2p_abandon(c, rc->req, 2 * k + 1, 1);
+    c->tp->p2p_abandon(c, rc->req, 2 * k, 0);
   }
   free(q);
   r->impl = NULL;

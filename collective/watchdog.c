@@ -1,14 +1,14 @@
-/* The stall watchdog. No wait is unbounded: each polls with the comm's
- * timeout. When one expires, the waiting rank asks every peer, over a side
- * communicator served by each rank's progress thread, how many collectives
- * it has entered. Peers that are behind are named as stalled; peers that do
- * not answer are named as dead or hung. */
+/* The MPI transport's stall watchdog. No wait is unbounded: each polls with
+ * the comm's timeout. When one expires, the waiting rank asks every peer,
+ * over a side communicator served by each rank's progress thread, how many
+ * collectives it has entered. Peers that are behind are named as stalled;
+ * peers that do not answer are named as dead or hung. Rank 0 also takes in
+ * its peers' failure and cancel notices there. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/coll_internal.h"
-#include "collective/tcp.h"
+#include "collective/transport_mpi.h"
 
 enum { DIAG_TAG_QUERY = 1, DIAG_TAG_REPLY = 2, DIAG_TAG_FAILED = 3, DIAG_TAG_CANCEL = 4 };
 #define DIAG_FAILED_BYTES 1024
@@ -25,52 +25,54 @@ static double diag_window_s(const coll_comm *c) {
 /* Rank 0: a peer's failure notice becomes this comm's error; the waits
  * then fail instead of waiting for a peer that is about to end the job. */
 static void diag_take_failures(coll_comm *c) {
+  coll_mpi_comm *m = coll_mpi_state(c);
   int flag = 0;
   MPI_Status st;
   while (c->rank == 0 &&
-         MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_FAILED, c->comm_diag, &flag, &st) == MPI_SUCCESS &&
+         MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_FAILED, m->comm_diag, &flag, &st) == MPI_SUCCESS &&
          flag) {
     char msg[DIAG_FAILED_BYTES] = "";
-    if (MPI_Recv(msg, DIAG_FAILED_BYTES, MPI_CHAR, st.MPI_SOURCE, DIAG_TAG_FAILED, c->comm_diag,
+    if (MPI_Recv(msg, DIAG_FAILED_BYTES, MPI_CHAR, st.MPI_SOURCE, DIAG_TAG_FAILED, m->comm_diag,
                  MPI_STATUS_IGNORE) != MPI_SUCCESS) {
       return;
     }
     msg[DIAG_FAILED_BYTES - 1] = '\0';
-    if (c->peer_failed) continue;
-    coll_set_error(c, "rank %d failed: %s", st.MPI_SOURCE, msg);
-    __atomic_store_n(&c->peer_failed, 1, __ATOMIC_RELEASE); /* after the error text */
+    coll_comm_peer_failed(c, st.MPI_SOURCE, msg);
   }
 }
 
 /* Rank 0: the first peer's cancel notice, for the trainer to act on. */
 static void diag_take_cancels(coll_comm *c) {
+  coll_mpi_comm *m = coll_mpi_state(c);
   int flag = 0, sig = 0;
   MPI_Status st;
   while (c->rank == 0 &&
-         MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_CANCEL, c->comm_diag, &flag, &st) == MPI_SUCCESS &&
+         MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_CANCEL, m->comm_diag, &flag, &st) == MPI_SUCCESS &&
          flag) {
-    if (MPI_Recv(&sig, 1, MPI_INT, st.MPI_SOURCE, DIAG_TAG_CANCEL, c->comm_diag,
+    if (MPI_Recv(&sig, 1, MPI_INT, st.MPI_SOURCE, DIAG_TAG_CANCEL, m->comm_diag,
                  MPI_STATUS_IGNORE) != MPI_SUCCESS) {
       return;
     }
-    if (c->peer_cancel || sig <= 0) continue;
-    c->peer_cancel_rank = st.MPI_SOURCE;
-    __atomic_store_n(&c->peer_cancel, sig, __ATOMIC_RELEASE); /* after the rank */
+    if (m->peer_cancel || sig <= 0) continue;
+    m->peer_cancel_rank = st.MPI_SOURCE;
+    __atomic_store_n(&m->peer_cancel, sig, __ATOMIC_RELEASE); /* after the rank */
   }
 }
 
-int coll_comm_peer_cancel(coll_comm *c, int *from) {
-  if (c && c->tcp) return coll_tcpc_peer_cancel(c, from);
-  int sig = c ? __atomic_load_n(&c->peer_cancel, __ATOMIC_ACQUIRE) : 0;
-  if (sig && from) *from = c->peer_cancel_rank;
+int coll_mpi_peer_cancel(coll_comm *c, int busy, int *from) {
+  (void)busy; /* the progress thread takes the notices in */
+  coll_mpi_comm *m = coll_mpi_state(c);
+  int sig = __atomic_load_n(&m->peer_cancel, __ATOMIC_ACQUIRE);
+  if (sig && from) *from = m->peer_cancel_rank;
   return sig;
 }
 
 /* A short notice to rank 0 on the diagnosis comm; buf must outlive it. */
-static int diag_notify_rank0(coll_comm *c, const void *buf, int count, MPI_Datatype type,
-                             int tag) {
+static int diag_notify(coll_comm *c, const void *buf, int count, MPI_Datatype type, int tag) {
   MPI_Request req;
-  if (MPI_Isend(buf, count, type, 0, tag, c->comm_diag, &req) != MPI_SUCCESS) return -1;
+  if (MPI_Isend(buf, count, type, 0, tag, coll_mpi_state(c)->comm_diag, &req) != MPI_SUCCESS) {
+    return -1;
+  }
   /* A short message goes eagerly; a rank 0 that is gone must not hold us. */
   const double until = coll_now() + 1.0;
   int done = 0, idle = 0;
@@ -82,45 +84,32 @@ static int diag_notify_rank0(coll_comm *c, const void *buf, int count, MPI_Datat
   return done ? 0 : -1;
 }
 
-int coll_comm_report_cancel(coll_comm *c, int sig) {
-  if (!c || c->size < 2 || c->rank == 0 || coll_comm_failed(c)) return -1;
-  static int buf; /* must outlive a send still in flight */
-  buf = sig;
-  if (c->tcp) return coll_tcpc_notify_rank0(c, COLL_TCP_CANCEL, &buf, sizeof buf);
-  return diag_notify_rank0(c, &buf, 1, MPI_INT, DIAG_TAG_CANCEL);
+/* A FAIL's text goes with its NUL (the caller's buffer has one). */
+int coll_mpi_notify_rank0(coll_comm *c, coll_note kind, const void *buf, size_t bytes) {
+  if (kind == COLL_NOTE_CANCEL) return diag_notify(c, buf, 1, MPI_INT, DIAG_TAG_CANCEL);
+  return diag_notify(c, buf, (int)bytes + 1, MPI_CHAR, DIAG_TAG_FAILED);
 }
 
-int coll_comm_report_failure(coll_comm *c, const char *msg) {
-  /* A failed collective is no local failure: rank 0 sees it, and says better
-   * who stalled or died than a peer's report of its own wait would. Over
-   * TCP rank 0 sees only its ring neighbours, so the report goes anyway. */
-  if (!c || c->size < 2 || c->rank == 0 || (!c->tcp && coll_comm_failed(c))) return -1;
-  static char buf[DIAG_FAILED_BYTES]; /* must outlive a send still in flight */
-  snprintf(buf, sizeof buf, "%s", msg);
-  if (c->tcp) return coll_tcpc_notify_rank0(c, COLL_TCP_FAIL, buf, strlen(buf));
-  return diag_notify_rank0(c, buf, (int)strlen(buf) + 1, MPI_CHAR, DIAG_TAG_FAILED);
-}
-
-void coll_diag_serve(coll_comm *c) {
-  /* A TF_CONFIG cluster has no MPI peers: its notices come in frames. */
-  if (c->size < 2 || c->tcp || pthread_mutex_trylock(&c->serve_mu) != 0) return;
+void coll_mpi_serve(coll_comm *c) {
+  coll_mpi_comm *m = coll_mpi_state(c);
+  if (c->size < 2 || pthread_mutex_trylock(&c->serve_mu) != 0) return;
   diag_take_failures(c);
   diag_take_cancels(c);
   for (;;) {
     int flag = 0;
     MPI_Status st;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_QUERY, c->comm_diag, &flag, &st) != MPI_SUCCESS ||
+    if (MPI_Iprobe(MPI_ANY_SOURCE, DIAG_TAG_QUERY, m->comm_diag, &flag, &st) != MPI_SUCCESS ||
         !flag) {
       break;
     }
     int64_t q[DIAG_Q_WORDS];
-    if (MPI_Recv(q, DIAG_Q_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_QUERY, c->comm_diag,
+    if (MPI_Recv(q, DIAG_Q_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_QUERY, m->comm_diag,
                  MPI_STATUS_IGNORE) != MPI_SUCCESS) {
       break;
     }
     int64_t a[DIAG_R_WORDS] = {q[DIAG_Q_ID], c->seq_entered, c->seq_done, coll_comm_failed(c)};
     /* 32 bytes go eagerly: this returns at once even if the asker is gone. */
-    MPI_Send(a, DIAG_R_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_REPLY, c->comm_diag);
+    MPI_Send(a, DIAG_R_WORDS, MPI_INT64_T, st.MPI_SOURCE, DIAG_TAG_REPLY, m->comm_diag);
   }
   pthread_mutex_unlock(&c->serve_mu);
 }
@@ -140,7 +129,8 @@ typedef struct {
 
 /* Sends the query to every peer and collects answers for the window. */
 static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
-  const int64_t qid = ++c->diag_query_id;
+  coll_mpi_comm *m = coll_mpi_state(c);
+  const int64_t qid = ++m->diag_query_id;
   int64_t *q = d->query;
   q[DIAG_Q_ID] = qid;
   q[DIAG_Q_SEQ] = seq;
@@ -148,8 +138,8 @@ static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
     d->recv[p] = d->send[p] = MPI_REQUEST_NULL;
     d->answered[p] = p == c->rank;
     if (p == c->rank) continue;
-    MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, c->comm_diag, &d->recv[p]);
-    MPI_Isend(q, DIAG_Q_WORDS, MPI_INT64_T, p, DIAG_TAG_QUERY, c->comm_diag, &d->send[p]);
+    MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, m->comm_diag, &d->recv[p]);
+    MPI_Isend(q, DIAG_Q_WORDS, MPI_INT64_T, p, DIAG_TAG_QUERY, m->comm_diag, &d->send[p]);
   }
   const double until = coll_now() + diag_window_s(c);
   int missing = c->size - 1, idle = 0;
@@ -162,7 +152,7 @@ static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
       }
       got = 1;
       if (d->answer[p][DIAG_R_ID] != qid) { /* a late answer to an earlier query */
-        MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, c->comm_diag,
+        MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, m->comm_diag,
                   &d->recv[p]);
         continue;
       }
@@ -225,7 +215,7 @@ static void diag_report(const coll_comm *c, const diag_round *d, int64_t seq, ch
 }
 
 /* Asks the peers about collective seq and appends the answer to msg. */
-static void diag_run(coll_comm *c, int64_t seq, char *msg, size_t msg_bytes) {
+void coll_mpi_diagnose_stall(coll_comm *c, int64_t seq, char *msg, size_t msg_bytes) {
   pthread_mutex_lock(&c->diag_mu);
   const size_t n = (size_t)c->size;
   diag_round d;
@@ -250,24 +240,8 @@ static void diag_run(coll_comm *c, int64_t seq, char *msg, size_t msg_bytes) {
   pthread_mutex_unlock(&c->diag_mu);
 }
 
-void coll_diag_stall(coll_comm *c, int64_t seq, const char *what, double waited_s) {
-  char msg[1024];
-  snprintf(msg, sizeof msg, "collective #%lld, %s, timed out on %s after %.1f s without progress",
-           (long long)seq, what, c->host, waited_s);
-  if (!c->tcp) diag_run(c, seq, msg, sizeof msg);
-  coll_set_error(c, "%s", msg);
-}
-
-void coll_diag_after_error(coll_comm *c, int64_t seq) {
-  char msg[sizeof c->err];
-  pthread_mutex_lock(&c->err_mu);
-  snprintf(msg, sizeof msg, "%s", c->err);
-  pthread_mutex_unlock(&c->err_mu);
-  if (c->size < 2 || c->tcp || strstr(msg, "rank(s)")) return;
-  diag_run(c, seq, msg, sizeof msg);
-  pthread_mutex_lock(&c->err_mu);
-  snprintf(c->err, sizeof c->err, "%s", msg);
-  pthread_mutex_unlock(&c->err_mu);
+void coll_mpi_diagnose_error(coll_comm *c, int64_t seq, char *msg, size_t msg_bytes) {
+  coll_mpi_diagnose_stall(c, seq, msg, msg_bytes);
 }
 
 int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *what) {

@@ -1,5 +1,6 @@
-/* MPI start-up: rank, size and the local rank from the shared-memory split,
- * which is right under mpirun, srun and mpirun inside a Slurm allocation. */
+/* The world: MPI start-up (rank, size and the local rank from the
+ * shared-memory split, which is right under mpirun, srun and mpirun inside
+ * a Slurm allocation), or a transport of the caller's; its end and abort. */
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
@@ -13,8 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collective/coll_internal.h"
-#include "collective/tcp.h"
+#include "collective/transport_mpi.h"
 
 static void world_mpi_error(int code, char *err, size_t err_bytes, const char *what) {
   char msg[MPI_MAX_ERROR_STRING];
@@ -87,13 +87,34 @@ static void world_session_setup(void) {
   setenv("OMPI_MCA_orte_tmpdir_base", world_session_dir, 1);
 }
 
+static int world_env_int(const char *const *vars, size_t n, int fallback) {
+  for (size_t i = 0; i < n; i++) {
+    const char *v = getenv(vars[i]);
+    if (v && *v) return atoi(v);
+  }
+  return fallback;
+}
+
+int coll_world_launched(int *rank, int *size) {
+  static const char *const launched[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
+                                         "SLURM_STEP_ID"};
+  static const char *const ranks[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
+                                      "SLURM_PROCID"};
+  static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS",
+                                      "SLURM_NTASKS"};
+  int yes = 0;
+  for (size_t i = 0; i < sizeof launched / sizeof launched[0]; i++) {
+    yes |= getenv(launched[i]) != NULL;
+  }
+  if (rank) *rank = world_env_int(ranks, sizeof ranks / sizeof ranks[0], 0);
+  if (size) *size = world_env_int(sizes, sizeof sizes / sizeof sizes[0], -1);
+  return yes;
+}
+
 /* Under no launcher, Open MPI would fork an orted via ssh just to run one
  * rank; isolated singleton mode needs neither. */
 static void world_singleton_env(void) {
-  const char *launched[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "SLURM_STEP_ID"};
-  for (size_t i = 0; i < sizeof launched / sizeof launched[0]; i++) {
-    if (getenv(launched[i])) return;
-  }
+  if (coll_world_launched(NULL, NULL)) return;
   setenv("OMPI_MCA_ess_singleton_isolated", "1", 0);
   setenv("OMPI_MCA_plm", "^rsh", 0);
   const char *iso = getenv("OMPI_MCA_ess_singleton_isolated");
@@ -123,24 +144,15 @@ int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t er
   MPI_Comm_size(local, &w->local_size);
   MPI_Comm_free(&local);
   if (gethostname(w->host, sizeof w->host - 1) != 0) snprintf(w->host, sizeof w->host, "?");
+  /* Only with MPI_THREAD_MULTIPLE may a second thread call MPI; without it
+   * non-blocking calls run to completion when started. */
+  w->async = w->thread_level >= MPI_THREAD_MULTIPLE;
+  w->tp = &coll_mpi_transport;
   return COLL_OK;
 }
 
-int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll_rank_info *rows,
-                           char *err, size_t err_bytes) {
-  if (w->tcp) return coll_world_tcp_gather(w, mine, rows, (int64_t)sizeof *mine, err, err_bytes);
-  int rc = MPI_Allgather(mine, (int)sizeof *mine, MPI_BYTE, rows, (int)sizeof *mine, MPI_BYTE,
-                         MPI_COMM_WORLD);
-  if (rc != MPI_SUCCESS) {
-    world_mpi_error(rc, err, err_bytes, "MPI_Allgather(rank info)");
-    return COLL_ERR;
-  }
-  return COLL_OK;
-}
-
-void coll_world_finalize(coll_world *w) {
-  coll_tcp_close(w->tcp);
-  w->tcp = NULL;
+void coll_mpi_world_finalize(coll_world *w) {
+  (void)w;
   int fin = 0;
   MPI_Finalized(&fin);
   if (!fin) MPI_Finalize();
@@ -148,6 +160,30 @@ void coll_world_finalize(coll_world *w) {
     world_session_rm(world_session_dir);
     world_session_dir[0] = '\0';
   }
+}
+
+void coll_world_init_transport(coll_world *w, const coll_transport_ops *ops, void *state,
+                               int rank, int size, int local_rank, int local_size) {
+  memset(w, 0, sizeof *w);
+  w->rank = rank;
+  w->size = size;
+  w->local_rank = local_rank;
+  w->local_size = local_size;
+  w->async = (ops->caps & COLL_TP_ASYNC) != 0;
+  w->tp = ops;
+  w->tp_state = state;
+  if (gethostname(w->host, sizeof w->host - 1) != 0) snprintf(w->host, sizeof w->host, "?");
+}
+
+int coll_world_gather_info(const coll_world *w, const coll_rank_info *mine, coll_rank_info *rows,
+                           char *err, size_t err_bytes) {
+  return w->tp->gather(w, mine, rows, (int64_t)sizeof *mine, err, err_bytes);
+}
+
+void coll_world_finalize(coll_world *w) {
+  if (w->tp && w->tp->finalize) w->tp->finalize(w);
+  w->tp = NULL;
+  w->tp_state = NULL;
 }
 
 /* After a stall every live rank aborts at nearly the same moment, and Open
@@ -160,9 +196,6 @@ void coll_world_abort(const coll_world *w, int code) {
     struct timespec ts = {0, 150000000L * (rank < 6 ? rank : 6)};
     nanosleep(&ts, NULL);
   }
-  if (w && w->tcp) { /* a singleton: its peers see its sockets close */
-    if (world_session_dir[0]) world_session_rm(world_session_dir);
-    _exit(code);
-  }
-  MPI_Abort(MPI_COMM_WORLD, code);
+  if (w && w->tp) w->tp->abort(w, code);
+  _exit(code); /* no world (or a transport that came back): this process alone */
 }

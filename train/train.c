@@ -20,7 +20,7 @@
 #include "train/train_input.h"
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
-#include "collective/ps.h"
+#include "cluster/ps.h"
 #include "tboard/tboard.h"
 
 /* A backend call: on failure its message, unless an earlier one is set. */
@@ -681,7 +681,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
       train_tboard_open(t) != 0) {
     return -1;
   }
-  t->step.ps = coll_ps_count(comm) > 0;
+  t->step.ps = cluster_ps_count(comm) > 0;
   t->step.use_graph = cfg->graph && kern_has_graphs(be) && !t->step.ps &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/env.h"
+#include "cluster/cluster.h"
 #include "collective/coll.h"
 #include "kernels/backend.h"
 #include "tfdist_config.h"
@@ -22,7 +23,7 @@
 
 struct train_job {
   train_config *cfg;   /* borrowed; resume_from is resolved in place */
-  coll_tf_config tf;   /* TF_CONFIG, parsed (owned) when in_cluster */
+  cluster_tf_config tf;   /* TF_CONFIG, parsed (owned) when in_cluster */
   int in_cluster;
   coll_world world;
   int world_up;        /* coll_world_init succeeded: finalized in train_job_free */
@@ -90,7 +91,7 @@ static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w
   static const coll_backend given[] = {
     [TRAIN_ALLREDUCE_MPI] = COLL_BACKEND_MPI, [TRAIN_ALLREDUCE_RING] = COLL_BACKEND_RING,
     [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP};
-  if (coll_world_cluster(w)) {
+  if (cluster_world_tf(w)) {
     *b = COLL_BACKEND_TCP;
     return 0;
   }
@@ -105,23 +106,25 @@ static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w
   return 0;
 }
 
-/* A TF_CONFIG task: checked against the launcher, connected to its peers; a
- * ps task serves here until training ends (then w->rank is -1). */
+/* A TF_CONFIG task: checked against the launcher, connected to its peers
+ * (MPI never starts); a ps task serves here until training ends (then
+ * w->rank is -1). */
 static train_job_status train_job_join(train_job *j, base_err *err) {
   coll_world *w = &j->world;
-  if (w->size > 1) {
+  int rank = 0, size = 1;
+  memset(w, 0, sizeof *w);
+  if (coll_world_launched(&rank, &size) && size > 1) {
     base_err_set(err, "rank %d: TF_CONFIG is set, but the launcher started %d ranks: start each "
-                 "TF_CONFIG task on its own, or unset TF_CONFIG under mpirun/srun", w->rank,
-                 w->size);
+                 "TF_CONFIG task on its own, or unset TF_CONFIG under mpirun/srun", rank, size);
     return TRAIN_JOB_BAD_INPUT;
   }
-  if (coll_world_join_tf(w, &j->tf, j->cfg->timeout, err->msg, sizeof err->msg) != 0) {
+  if (cluster_world_join(w, &j->tf, j->cfg->timeout, err->msg, sizeof err->msg) != 0) {
     return TRAIN_JOB_NOT_STARTED;
   }
   if (w->rank >= 0) return TRAIN_JOB_OK;
   if (train_ps_task(j->cfg, w, err) != 0) {
     char me[320];
-    coll_tf_task_name(&j->tf, j->tf.self, me, sizeof me);
+    cluster_tf_task_name(&j->tf, j->tf.self, me, sizeof me);
     base_err_prefix(err, "%s", me);
     return TRAIN_JOB_NOT_STARTED;
   }
@@ -144,7 +147,7 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
   *task_done = 0;
   const char *tf_json = base_env_str("TF_CONFIG");
   j->in_cluster = tf_json != NULL;
-  if ((j->in_cluster && coll_tf_config_parse(tf_json, &j->tf, err->msg, sizeof err->msg) != 0) ||
+  if ((j->in_cluster && cluster_tf_config_parse(tf_json, &j->tf, err->msg, sizeof err->msg) != 0) ||
       train_job_check_allreduce(cfg, j->in_cluster, err) != 0) {
     return TRAIN_JOB_BAD_INPUT;
   }
@@ -152,7 +155,12 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
     *task_done = 1;
     return train_job_evaluator(j, err);
   }
-  if (coll_world_init(&j->world, argc, argv, err->msg, sizeof err->msg) != 0) {
+  /* MPI starts under an MPI launcher only: a plain run is a world of one,
+   * and a TF_CONFIG task joins its cluster (train_job_join). */
+  if (!j->in_cluster && !coll_world_launched(NULL, NULL)) {
+    coll_world_init_self(&j->world);
+  } else if (!j->in_cluster &&
+             coll_world_init(&j->world, argc, argv, err->msg, sizeof err->msg) != 0) {
     return TRAIN_JOB_NOT_STARTED;
   }
   j->world_up = 1;
@@ -298,6 +306,6 @@ void train_job_free(train_job *j) {
   coll_comm_free(j->comm);
   kern_backend_free(j->be);
   if (j->world_up) coll_world_finalize(&j->world);
-  if (j->in_cluster) coll_tf_config_free(&j->tf);
+  if (j->in_cluster) cluster_tf_config_free(&j->tf);
   free(j);
 }

@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/ps.h"
+#include "cluster/cluster.h"
+#include "cluster/ps.h"
 #include "train/train_ps.h"
 
 /* Rank 0 hands the ps tasks the starting point: fresh or resumed weights
@@ -24,14 +25,14 @@ static int train_ps_begin(train_step_state *s, const train_ctx *x, rank_log *log
       return train_err_backend(err, be);
     }
   }
-  if (coll_ps_init(x->comm, s->params_host, state, P, &s->opt, (uint32_t)sizeof s->opt) !=
+  if (cluster_ps_init(x->comm, s->params_host, state, P, &s->opt, (uint32_t)sizeof s->opt) !=
       COLL_OK) {
     rc = train_err_coll(err, x->comm);
   }
   free(state);
   if (rc == 0) {
     s->ps_started = 1;
-    rank_log_printf(log, "ps: %d parameter servers hold the weights", coll_ps_count(x->comm));
+    rank_log_printf(log, "ps: %d parameter servers hold the weights", cluster_ps_count(x->comm));
   }
   return rc;
 }
@@ -45,7 +46,7 @@ int train_ps_step(train_step_state *s, const train_ctx *x, rank_log *log, base_e
     return train_err_backend(err, be);
   }
   float *params = kern_is_host_memory(be) ? s->params : s->params_host;
-  if (coll_ps_step(x->comm, s->grads_host, params, P) != COLL_OK) {
+  if (cluster_ps_step(x->comm, s->grads_host, params, P) != COLL_OK) {
     return train_err_coll(err, x->comm);
   }
   if (params != s->params &&
@@ -60,7 +61,7 @@ int train_ps_pull_state(train_step_state *s, const train_ctx *x, base_err *err) 
   if (!s->ps_started) return 0; /* no step yet: rank 0's own state is current */
   float *state = x->world->rank == 0 ? malloc((size_t)P * sizeof(float)) : NULL;
   if (x->world->rank == 0 && !state) return base_err_set(err, "ps: out of host memory");
-  int rc = coll_ps_pull_state(x->comm, state, P) == COLL_OK ? 0 : train_err_coll(err, x->comm);
+  int rc = cluster_ps_pull_state(x->comm, state, P) == COLL_OK ? 0 : train_err_coll(err, x->comm);
   if (rc == 0 && state &&
       kern_mem_upload(x->be, s->opt_state, state, (size_t)P * sizeof(float)) != 0) {
     rc = train_err_backend(err, x->be);
@@ -72,11 +73,11 @@ int train_ps_pull_state(train_step_state *s, const train_ctx *x, base_err *err) 
 int train_ps_finish(train_step_state *s, const train_ctx *x, rank_log *log, base_err *err) {
   /* A run with no step left (a resume of a finished run) still starts them. */
   if (!s->ps_started && train_ps_begin(s, x, log, err) != 0) return -1;
-  return coll_ps_finish(x->comm) == COLL_OK ? 0 : train_err_coll(err, x->comm);
+  return cluster_ps_finish(x->comm) == COLL_OK ? 0 : train_err_coll(err, x->comm);
 }
 
 cJSON *train_cluster_json(const coll_world *w) {
-  const coll_tf_config *tf = coll_world_cluster(w);
+  const cluster_tf_config *tf = cluster_world_tf(w);
   if (!tf) return NULL;
   cJSON *o = cJSON_CreateObject(), *tasks = cJSON_CreateArray();
   cJSON_AddStringToObject(o, "from", "TF_CONFIG");
@@ -85,7 +86,7 @@ cJSON *train_cluster_json(const coll_world *w) {
     cJSON *row = cJSON_CreateObject();
     char addr[300];
     snprintf(addr, sizeof addr, "%s:%s", tf->tasks[k].host, tf->tasks[k].port);
-    cJSON_AddStringToObject(row, "type", coll_tf_type_name(tf->tasks[k].type));
+    cJSON_AddStringToObject(row, "type", cluster_tf_type_name(tf->tasks[k].type));
     cJSON_AddNumberToObject(row, "index", tf->tasks[k].index);
     cJSON_AddStringToObject(row, "address", addr);
     if (k < tf->ntrain) cJSON_AddNumberToObject(row, "rank", k);
@@ -121,7 +122,7 @@ static int ps_task_update(void *ctx, float *params, const float *grad, float *st
 int train_ps_task(const train_config *cfg, const coll_world *w, base_err *e) {
   char *const err = e->msg;
   const size_t err_bytes = sizeof e->msg;
-  const coll_tf_config *tf = coll_world_cluster(w);
+  const cluster_tf_config *tf = cluster_world_tf(w);
   const int s = tf->self - tf->ntrain;
   rank_log log = {0};
   if (rank_log_open_task(&log, cfg->logs, "ps", s, err, err_bytes) != 0) return -1;
@@ -132,10 +133,10 @@ int train_ps_task(const train_config *cfg, const coll_world *w, base_err *e) {
     return -1;
   }
   char me[320];
-  coll_tf_task_name(tf, tf->self, me, sizeof me);
+  cluster_tf_task_name(tf, tf->self, me, sizeof me);
   rank_log_printf(&log, "%s: serving %d training ranks", me, tf->ntrain);
-  coll_ps_stats st;
-  int rc = coll_ps_serve(w, ps_task_update, &x, &st, err, err_bytes);
+  cluster_ps_stats st;
+  int rc = cluster_ps_serve(w, ps_task_update, &x, &st, err, err_bytes);
   rank_log_printf(&log, "slice [%lld, %lld) of %lld floats; %lld steps, %.3f s waiting for ranks, "
                   "%.3f s updating", (long long)st.lo, (long long)(st.lo + st.n),
                   (long long)st.elems, (long long)st.steps, st.wait_s, st.update_s);

@@ -6,13 +6,15 @@
  * the end of recv. Random real-valued inputs must give bit-identical results
  * on every rank and on a repeat (the ring's fixed order).
  * `test_allreduce tcp N` runs the same checks on a TF_CONFIG cluster of N
- * forked tasks, over the TCP mesh instead of MPI. */
+ * forked tasks: the same ring over the TCP mesh instead of MPI, and no MPI
+ * started at all. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cluster/cluster.h"
 #include "collective/coll.h"
 #include "tests/check.h"
 #include "tests/collective/coll_test.h"
@@ -186,19 +188,20 @@ int main(int argc, char **argv) {
   char err[512];
   coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
   if (argc < 2 || coll_backend_parse(argv[1], &cfg.backend) != 0) {
-    fprintf(stderr, "usage: test_allreduce mpi|ring [chunk_bytes] | tcp N\n");
+    fprintf(stderr, "usage: test_allreduce mpi|ring [chunk_bytes] | tcp N [chunk_bytes]\n");
     return 2;
   }
   const int tcp = cfg.backend == COLL_BACKEND_TCP;
   if (tcp) tf_spawn_cluster(argc > 2 ? atoi(argv[2]) : 2, 100);
-  coll_test_world_init(&w, &argc, &argv);
-  static coll_tf_config tf;
-  if (tcp && (coll_tf_config_parse(getenv("TF_CONFIG"), &tf, err, sizeof err) != 0 ||
-              coll_world_join_tf(&w, &tf, 60, err, sizeof err) != 0)) {
+  static cluster_tf_config tf;
+  if (!tcp) coll_test_world_init(&w, &argc, &argv);
+  else if (cluster_tf_config_parse(getenv("TF_CONFIG"), &tf, err, sizeof err) != 0 ||
+           cluster_world_join(&w, &tf, 60, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
   if (argc > 2 && !tcp) cfg.ring_chunk_bytes = atoll(argv[2]);
+  if (argc > 3 && tcp) cfg.ring_chunk_bytes = atoll(argv[3]);
   ctx x = {.rank = w.rank, .size = w.size};
   if (coll_comm_init(&x.c, &w, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
@@ -217,7 +220,7 @@ int main(int argc, char **argv) {
     }
   }
   run_overlapped(&x);
-  if (w.size > 1 && (tcp || w.thread_level >= MPI_THREAD_MULTIPLE)) run_async_progress(&x);
+  if (w.size > 1 && w.async) run_async_progress(&x);
   run_identical(&x, cfg.backend != COLL_BACKEND_MPI);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) {
@@ -231,7 +234,7 @@ int main(int argc, char **argv) {
   free(x.recv);
   coll_comm_free(x.c);
   coll_world_finalize(&w);
-  if (tcp) coll_tf_config_free(&tf);
+  if (tcp) cluster_tf_config_free(&tf);
   if (fails != 0) check_failures = check_failures ? check_failures : 1;
   CHECK_DONE();
 }

@@ -11,11 +11,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "collective/coll_internal.h"
-#include "collective/tcp_internal.h"
+#include "collective/transport.h"
+#include "cluster/tcp_internal.h"
 
-static int tcp_fail(coll_tcp *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int tcp_fail(coll_tcp *m, const char *fmt, ...) {
+int cluster_tcp_fail(cluster_tcp *m, const char *fmt, ...) {
   if (!m->err[0]) {
     va_list ap;
     va_start(ap, fmt);
@@ -25,11 +24,11 @@ static int tcp_fail(coll_tcp *m, const char *fmt, ...) {
   return -1;
 }
 
-const coll_tf_config *coll_tcp_cluster(const coll_tcp *m) { return m->tf; }
-const char *coll_tcp_error(const coll_tcp *m) { return m->err; }
+const cluster_tf_config *cluster_tcp_cluster(const cluster_tcp *m) { return m->tf; }
+const char *cluster_tcp_error(const cluster_tcp *m) { return m->err; }
 
 /* The progress thread may record it while the caller reads it. */
-static void tcp_record_cancel(coll_tcp *m, int32_t sig, int peer) {
+static void tcp_record_cancel(cluster_tcp *m, int32_t sig, int peer) {
   if (sig <= 0 || __atomic_load_n(&m->cancel_sig, __ATOMIC_ACQUIRE)) return;
   m->cancel_from = peer;
   __atomic_store_n(&m->cancel_sig, sig, __ATOMIC_RELEASE);
@@ -37,52 +36,52 @@ static void tcp_record_cancel(coll_tcp *m, int32_t sig, int peer) {
 
 /* A CANCEL frame waiting at the head of a peer's stream, taken without
  * blocking. Only between collectives: then every stream is at a frame. */
-static void tcp_take_waiting_cancel(coll_tcp *m, int peer) {
+static void tcp_take_waiting_cancel(cluster_tcp *m, int peer) {
   unsigned char buf[sizeof(tcp_header) + sizeof(int32_t)];
   ssize_t k = recv(m->fd[peer], buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
   tcp_header h;
   if (k != (ssize_t)sizeof buf) return;
   memcpy(&h, buf, sizeof h);
-  if (h.magic != TCP_MAGIC || h.type != COLL_TCP_CANCEL || h.bytes != sizeof(int32_t)) return;
+  if (h.magic != TCP_MAGIC || h.type != CLUSTER_TCP_CANCEL || h.bytes != sizeof(int32_t)) return;
   if (recv(m->fd[peer], buf, sizeof buf, MSG_DONTWAIT) != (ssize_t)sizeof buf) return;
   int32_t sig;
   memcpy(&sig, buf + sizeof h, sizeof sig);
   tcp_record_cancel(m, sig, peer);
 }
 
-int coll_tcp_peer_cancel_seen(coll_tcp *m, int *from) {
+int cluster_tcp_peer_cancel_seen(cluster_tcp *m, int *from) {
   int sig = __atomic_load_n(&m->cancel_sig, __ATOMIC_ACQUIRE);
   if (from) *from = m->cancel_from;
   return sig;
 }
 
-int coll_tcp_peer_cancel(coll_tcp *m, int *from) {
+int cluster_tcp_peer_cancel(cluster_tcp *m, int *from) {
   for (int k = 0; !m->cancel_sig && !m->err[0] && k < m->tf->ntrain; k++) {
     if (m->fd[k] >= 0) tcp_take_waiting_cancel(m, k);
   }
-  return coll_tcp_peer_cancel_seen(m, from);
+  return cluster_tcp_peer_cancel_seen(m, from);
 }
 
-static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes);
+static int tcp_diag_silent(cluster_tcp *m, int reporter, char *out, size_t bytes);
 
 /* A FAIL, STALL or CANCEL frame's small body, read whole (its sender wrote it
  * in one go). A CANCEL is recorded and the wanted frame read next. */
-static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
+int cluster_tcp_take_note(cluster_tcp *m, cluster_tcp_op *op, const tcp_header *h) {
   char name[400], body[TCP_NOTE_MAX + 1], silent[600];
-  coll_tcp_peer_name(m, op->peer, name, sizeof name);
+  cluster_tcp_peer_name(m, op->peer, name, sizeof name);
   if (h->bytes > TCP_NOTE_MAX ||
-      coll_tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, coll_now() + m->timeout_s) != 0) {
-    return tcp_fail(m, "a bad notice frame from %s", name);
+      cluster_tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, coll_now() + m->timeout_s) != 0) {
+    return cluster_tcp_fail(m, "a bad notice frame from %s", name);
   }
   body[h->bytes] = '\0';
   /* A peer's stalled wait names its neighbour; task 0 finds who is silent. */
-  if (h->type == COLL_TCP_STALL && m->tf->self == 0 &&
+  if (h->type == CLUSTER_TCP_STALL && m->tf->self == 0 &&
       tcp_diag_silent(m, op->peer, silent, sizeof silent) > 0) {
-    return tcp_fail(m, "%s reported: %s; stalled or hung: %s (every other task reported its own "
+    return cluster_tcp_fail(m, "%s reported: %s; stalled or hung: %s (every other task reported its own "
                     "wait or ended)", name, body, silent);
   }
-  if (h->type == COLL_TCP_REJECT) return tcp_fail(m, "TF_CONFIG: turned away: %s", body);
-  if (h->type != COLL_TCP_CANCEL) return tcp_fail(m, "%s failed: %s", name, body);
+  if (h->type == CLUSTER_TCP_REJECT) return cluster_tcp_fail(m, "TF_CONFIG: turned away: %s", body);
+  if (h->type != CLUSTER_TCP_CANCEL) return cluster_tcp_fail(m, "%s failed: %s", name, body);
   int32_t sig = 0;
   if (h->bytes == sizeof sig) memcpy(&sig, body, sizeof sig);
   tcp_record_cancel(m, sig, op->peer);
@@ -90,25 +89,25 @@ static int tcp_take_note(coll_tcp *m, coll_tcp_op *op, const tcp_header *h) {
   return 0;
 }
 
-static int tcp_check_header(coll_tcp *m, coll_tcp_op *op) {
+static int tcp_check_header(cluster_tcp *m, cluster_tcp_op *op) {
   tcp_header h;
   memcpy(&h, op->hdr, sizeof h);
   char name[400];
-  coll_tcp_peer_name(m, op->peer, name, sizeof name);
-  if (h.magic != TCP_MAGIC) return tcp_fail(m, "a garbled frame from %s", name);
-  if (h.type == COLL_TCP_FAIL || h.type == COLL_TCP_CANCEL || h.type == COLL_TCP_STALL ||
-      h.type == COLL_TCP_REJECT) {
-    return tcp_take_note(m, op, &h);
+  cluster_tcp_peer_name(m, op->peer, name, sizeof name);
+  if (h.magic != TCP_MAGIC) return cluster_tcp_fail(m, "a garbled frame from %s", name);
+  if (h.type == CLUSTER_TCP_FAIL || h.type == CLUSTER_TCP_CANCEL || h.type == CLUSTER_TCP_STALL ||
+      h.type == CLUSTER_TCP_REJECT) {
+    return cluster_tcp_take_note(m, op, &h);
   }
   op->got_type = h.type;
   op->got_bytes = h.bytes;
   if (op->type && h.type != op->type) {
-    return tcp_fail(m, "frame type %u from %s where %u was due (the tasks disagree on flags?)",
+    return cluster_tcp_fail(m, "frame type %u from %s where %u was due (the tasks disagree on flags?)",
                     h.type, name, op->type);
   }
   if (!op->rbuf) op->done = 1;
   else if (h.bytes != op->bytes) {
-    return tcp_fail(m, "%llu bytes from %s where %llu were due (the tasks disagree on flags?)",
+    return cluster_tcp_fail(m, "%llu bytes from %s where %llu were due (the tasks disagree on flags?)",
                     (unsigned long long)h.bytes, name, (unsigned long long)op->bytes);
   } else if (h.bytes == 0) {
     op->done = 1;
@@ -116,17 +115,17 @@ static int tcp_check_header(coll_tcp *m, coll_tcp_op *op) {
   return 0;
 }
 
-static int tcp_io_error(coll_tcp *m, coll_tcp_op *op, ssize_t k) {
+int cluster_tcp_io_error(cluster_tcp *m, cluster_tcp_op *op, ssize_t k) {
   char name[400];
-  coll_tcp_peer_name(m, op->peer, name, sizeof name);
+  cluster_tcp_peer_name(m, op->peer, name, sizeof name);
   if (k == 0 || errno == ECONNRESET || errno == EPIPE) {
-    return tcp_fail(m, "%s closed its connection (it ended or was killed)", name);
+    return cluster_tcp_fail(m, "%s closed its connection (it ended or was killed)", name);
   }
-  return tcp_fail(m, "%s %s: %s", op->send ? "sending to" : "receiving from", name, strerror(errno));
+  return cluster_tcp_fail(m, "%s %s: %s", op->send ? "sending to" : "receiving from", name, strerror(errno));
 }
 
 /* Moves op on as far as its socket allows: 1 on progress, 0 none, -1 error. */
-static int tcp_step(coll_tcp *m, coll_tcp_op *op) {
+static int tcp_step(cluster_tcp *m, cluster_tcp_op *op) {
   int fd = m->fd[op->peer];
   ssize_t k;
   if (op->send) {
@@ -135,7 +134,7 @@ static int tcp_step(coll_tcp *m, coll_tcp_op *op) {
     struct msghdr msg = {.msg_iov = op->hdr_done < sizeof(tcp_header) ? iov : iov + 1,
                          .msg_iovlen = op->hdr_done < sizeof(tcp_header) ? 2 : 1};
     k = sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (k < 0) return errno == EAGAIN || errno == EINTR ? 0 : tcp_io_error(m, op, k);
+    if (k < 0) return errno == EAGAIN || errno == EINTR ? 0 : cluster_tcp_io_error(m, op, k);
     uint64_t h = sizeof(tcp_header) - op->hdr_done, u = (uint64_t)k;
     op->hdr_done += u < h ? u : h;
     op->body_done += u > h ? u - h : 0;
@@ -145,23 +144,23 @@ static int tcp_step(coll_tcp *m, coll_tcp_op *op) {
   }
   if (op->hdr_done < sizeof(tcp_header)) {
     k = recv(fd, op->hdr + op->hdr_done, sizeof(tcp_header) - op->hdr_done, 0);
-    if (k <= 0) return k < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : tcp_io_error(m, op, k);
+    if (k <= 0) return k < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : cluster_tcp_io_error(m, op, k);
     op->hdr_done += (uint64_t)k;
     if (op->hdr_done == sizeof(tcp_header) && tcp_check_header(m, op) != 0) return -1;
     return 1;
   }
   k = recv(fd, (char *)op->rbuf + op->body_done, op->bytes - op->body_done, 0);
-  if (k <= 0) return k < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : tcp_io_error(m, op, k);
+  if (k <= 0) return k < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : cluster_tcp_io_error(m, op, k);
   op->body_done += (uint64_t)k;
   op->done = op->body_done == op->bytes;
   return 1;
 }
 
-static int tcp_prepare(coll_tcp *m, coll_tcp_op *ops, int nops) {
+static int tcp_prepare(cluster_tcp *m, cluster_tcp_op *ops, int nops) {
   for (int i = 0; i < nops; i++) {
-    coll_tcp_op *op = &ops[i];
+    cluster_tcp_op *op = &ops[i];
     if (op->peer < 0 || op->peer >= m->tf->ntasks || m->fd[op->peer] < 0) {
-      return tcp_fail(m, "internal: no link to task %d", op->peer);
+      return cluster_tcp_fail(m, "internal: no link to task %d", op->peer);
     }
     op->hdr_done = !op->send && op->body_only ? sizeof(tcp_header) : 0;
     op->body_done = 0;
@@ -177,7 +176,7 @@ static int tcp_prepare(coll_tcp *m, coll_tcp_op *ops, int nops) {
 }
 
 /* Only the first unfinished op per peer and direction may touch a socket. */
-static int tcp_is_active(const coll_tcp_op *ops, int i) {
+static int tcp_is_active(const cluster_tcp_op *ops, int i) {
   for (int j = 0; j < i; j++) {
     if (!ops[j].done && ops[j].peer == ops[i].peer && ops[j].send == ops[i].send) return 0;
   }
@@ -194,25 +193,25 @@ enum { DIAG_SILENT = 0, DIAG_REPORTED, DIAG_CLOSED, DIAG_BUSY, DIAG_SKIP };
 
 /* What waits at the head of peer's stream: a FAIL notice (taken), a closed
  * link, data (the peer is alive), or nothing yet. */
-static int tcp_diag_read(coll_tcp *m, int peer, double deadline) {
+static int tcp_diag_read(cluster_tcp *m, int peer, double deadline) {
   tcp_header h;
   ssize_t k = recv(m->fd[peer], &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
   if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return DIAG_CLOSED;
   if (k < (ssize_t)sizeof h) return DIAG_SILENT; /* the rest is on its way */
   if (h.magic != TCP_MAGIC || h.bytes > TCP_NOTE_MAX ||
-      (h.type != COLL_TCP_FAIL && h.type != COLL_TCP_STALL && h.type != COLL_TCP_CANCEL)) {
+      (h.type != CLUSTER_TCP_FAIL && h.type != CLUSTER_TCP_STALL && h.type != CLUSTER_TCP_CANCEL)) {
     return DIAG_BUSY;
   }
   char body[TCP_NOTE_MAX];
-  if (coll_tcp_io_all(m->fd[peer], &h, sizeof h, 0, deadline) != 0 ||
-      coll_tcp_io_all(m->fd[peer], body, (size_t)h.bytes, 0, deadline) != 0) {
+  if (cluster_tcp_io_all(m->fd[peer], &h, sizeof h, 0, deadline) != 0 ||
+      cluster_tcp_io_all(m->fd[peer], body, (size_t)h.bytes, 0, deadline) != 0) {
     return DIAG_CLOSED;
   }
-  return h.type == COLL_TCP_CANCEL ? DIAG_SILENT : DIAG_REPORTED;
+  return h.type == CLUSTER_TCP_CANCEL ? DIAG_SILENT : DIAG_REPORTED;
 }
 
 /* Listens for the peers' reports for a short while; st[k] says what each did. */
-static void tcp_diag_listen(coll_tcp *m, unsigned char *st) {
+static void tcp_diag_listen(cluster_tcp *m, unsigned char *st) {
   const int n = m->tf->ntasks;
   double w = m->timeout_s / 4;
   const double deadline = coll_now() + (w < 1 ? 1 : w > 5 ? 5 : w);
@@ -235,14 +234,17 @@ static void tcp_diag_listen(coll_tcp *m, unsigned char *st) {
 
 /* Names the tasks that said nothing, into out; how many. reporter (or -1)
  * has spoken already. */
-static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes) {
+static int tcp_diag_silent(cluster_tcp *m, int reporter, char *out, size_t bytes) {
   const int n = m->tf->ntasks;
   unsigned char *st = malloc((size_t)n);
   if (!st) return 0;
   for (int k = 0; k < n; k++) st[k] = k == m->tf->self || m->fd[k] < 0 ? DIAG_SKIP : DIAG_SILENT;
   if (reporter >= 0) st[reporter] = DIAG_REPORTED;
+  for (int k = 0; m->rx && k < n; k++) { /* the same for a point-to-point frame half read */
+    if (m->rx[k].hdr_done > 0 && st[k] == DIAG_SILENT) st[k] = DIAG_BUSY;
+  }
   for (int i = 0; i < m->batch_n; i++) { /* a frame half read cannot be peeked past: that peer sent */
-    const coll_tcp_op *op = &m->batch[i];
+    const cluster_tcp_op *op = &m->batch[i];
     if (!op->send && !op->done && op->hdr_done > 0 && st[op->peer] == DIAG_SILENT) {
       st[op->peer] = DIAG_BUSY;
     }
@@ -253,7 +255,7 @@ static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes) {
   for (int k = 0; k < n; k++) {
     if (st[k] != DIAG_SILENT) continue;
     char name[400];
-    coll_tcp_peer_name(m, k, name, sizeof name);
+    cluster_tcp_peer_name(m, k, name, sizeof name);
     size_t at = strlen(out);
     snprintf(out + at, bytes - at, "%s%s", silent++ ? "; " : "", name);
   }
@@ -261,12 +263,12 @@ static int tcp_diag_silent(coll_tcp *m, int reporter, char *out, size_t bytes) {
   return silent;
 }
 
-static int tcp_stalled(coll_tcp *m, const coll_tcp_op *ops, int nops) {
+int cluster_tcp_stalled(cluster_tcp *m, const cluster_tcp_op *ops, int nops) {
   char who[600] = "";
   for (int i = 0; i < nops; i++) {
     if (ops[i].done) continue;
     char name[400];
-    coll_tcp_peer_name(m, ops[i].peer, name, sizeof name);
+    cluster_tcp_peer_name(m, ops[i].peer, name, sizeof name);
     size_t at = strlen(who);
     if (strstr(who, name)) continue;
     snprintf(who + at, sizeof who - at, "%s%s", at ? "; " : "", name);
@@ -274,15 +276,15 @@ static int tcp_stalled(coll_tcp *m, const coll_tcp_op *ops, int nops) {
   char silent[600];
   m->stalled = 1;
   if (m->tf->self == 0 && tcp_diag_silent(m, -1, silent, sizeof silent) > 0) {
-    return tcp_fail(m, "no progress for %.0f s waiting for %s; stalled or hung: %s (every "
+    return cluster_tcp_fail(m, "no progress for %.0f s waiting for %s; stalled or hung: %s (every "
                     "other task reported its own wait or ended)", m->timeout_s, who, silent);
   }
-  return tcp_fail(m, "no progress for %.0f s: waiting for %s (stalled or hung)", m->timeout_s, who);
+  return cluster_tcp_fail(m, "no progress for %.0f s: waiting for %s (stalled or hung)", m->timeout_s, who);
 }
 
-static int tcp_run_batch(coll_tcp *m, coll_tcp_op *ops, int nops);
+static int tcp_run_batch(cluster_tcp *m, cluster_tcp_op *ops, int nops);
 
-int coll_tcp_run(coll_tcp *m, coll_tcp_op *ops, int nops) {
+int cluster_tcp_run(cluster_tcp *m, cluster_tcp_op *ops, int nops) {
   if (m->err[0]) return -1;
   if (tcp_prepare(m, ops, nops) != 0) return -1;
   m->batch = ops;
@@ -293,10 +295,10 @@ int coll_tcp_run(coll_tcp *m, coll_tcp_op *ops, int nops) {
   return rc;
 }
 
-static int tcp_run_batch(coll_tcp *m, coll_tcp_op *ops, int nops) {
+static int tcp_run_batch(cluster_tcp *m, cluster_tcp_op *ops, int nops) {
   struct pollfd pf[64];
   int idx[64];
-  if (nops > 64) return tcp_fail(m, "internal: %d transfers in one batch", nops);
+  if (nops > 64) return cluster_tcp_fail(m, "internal: %d transfers in one batch", nops);
   double last = coll_now();
   for (;;) {
     int n = 0;
@@ -308,8 +310,8 @@ static int tcp_run_batch(coll_tcp *m, coll_tcp_op *ops, int nops) {
     if (n == 0) return 0;
     double left = last + m->timeout_s - coll_now();
     int ready = left > 0 ? poll(pf, (nfds_t)n, (int)(left * 1000) + 1) : 0;
-    if (ready < 0 && errno != EINTR) return tcp_fail(m, "poll: %s", strerror(errno));
-    if (ready == 0 && coll_now() - last >= m->timeout_s) return tcp_stalled(m, ops, nops);
+    if (ready < 0 && errno != EINTR) return cluster_tcp_fail(m, "poll: %s", strerror(errno));
+    if (ready == 0 && coll_now() - last >= m->timeout_s) return cluster_tcp_stalled(m, ops, nops);
     for (int j = 0; j < n; j++) {
       if (!pf[j].revents) continue;
       int p = tcp_step(m, &ops[idx[j]]);
@@ -319,21 +321,21 @@ static int tcp_run_batch(coll_tcp *m, coll_tcp_op *ops, int nops) {
   }
 }
 
-int coll_tcp_send(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
-  coll_tcp_op op = {.peer = peer, .send = 1, .type = type, .sbuf = buf, .bytes = bytes};
-  return coll_tcp_run(m, &op, 1);
+int cluster_tcp_send(cluster_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
+  cluster_tcp_op op = {.peer = peer, .send = 1, .type = type, .sbuf = buf, .bytes = bytes};
+  return cluster_tcp_run(m, &op, 1);
 }
 
-int coll_tcp_recv(coll_tcp *m, int peer, uint32_t type, void *buf, uint64_t bytes) {
-  coll_tcp_op op = {.peer = peer, .type = type, .rbuf = buf ? buf : (void *)"", .bytes = bytes};
-  return coll_tcp_run(m, &op, 1);
+int cluster_tcp_recv(cluster_tcp *m, int peer, uint32_t type, void *buf, uint64_t bytes) {
+  cluster_tcp_op op = {.peer = peer, .type = type, .rbuf = buf ? buf : (void *)"", .bytes = bytes};
+  return cluster_tcp_run(m, &op, 1);
 }
 
-int coll_tcp_notify(coll_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
+int cluster_tcp_notify(cluster_tcp *m, int peer, uint32_t type, const void *buf, uint64_t bytes) {
   if (peer < 0 || peer >= m->tf->ntasks || m->fd[peer] < 0 || m->torn[peer]) return -1;
-  if (type == COLL_TCP_FAIL && m->stalled) type = COLL_TCP_STALL;
+  if (type == CLUSTER_TCP_FAIL && m->stalled) type = CLUSTER_TCP_STALL;
   tcp_header h = {TCP_MAGIC, type, bytes};
   double deadline = coll_now() + (m->timeout_s < 2 ? m->timeout_s : 2);
-  if (coll_tcp_io_all(m->fd[peer], &h, sizeof h, 1, deadline) != 0) return -1;
-  return coll_tcp_io_all(m->fd[peer], (void *)buf, (size_t)bytes, 1, deadline);
+  if (cluster_tcp_io_all(m->fd[peer], &h, sizeof h, 1, deadline) != 0) return -1;
+  return cluster_tcp_io_all(m->fd[peer], (void *)buf, (size_t)bytes, 1, deadline);
 }

@@ -16,18 +16,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collective/coll_internal.h"
-#include "collective/tcp_internal.h"
+#include "collective/transport.h"
+#include "cluster/tcp_internal.h"
 
-void coll_tcp_peer_name(const coll_tcp *m, int peer, char *out, size_t bytes) {
-  const coll_tf_task *t = &m->tf->tasks[peer];
+void cluster_tcp_peer_name(const cluster_tcp *m, int peer, char *out, size_t bytes) {
+  const cluster_tf_task *t = &m->tf->tasks[peer];
   char rank[24] = "";
   if (peer < m->tf->ntrain) snprintf(rank, sizeof rank, ", rank %d", peer);
-  snprintf(out, bytes, "%s %d (%s:%s%s)", coll_tf_type_name(t->type), t->index, t->host, t->port,
+  snprintf(out, bytes, "%s %d (%s:%s%s)", cluster_tf_type_name(t->type), t->index, t->host, t->port,
            rank);
 }
 
-int coll_tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
+int cluster_tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
   char *p = buf;
   while (n > 0) {
     ssize_t k = out ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
@@ -46,7 +46,7 @@ int coll_tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
 }
 
 /* Whether tasks a and b exchange frames: ps tasks talk to training tasks only. */
-static int tcp_linked(const coll_tf_config *tf, int a, int b) {
+static int tcp_linked(const cluster_tf_config *tf, int a, int b) {
   return a != b && (a < tf->ntrain || b < tf->ntrain);
 }
 
@@ -70,8 +70,8 @@ static int tcp_listen_on(const struct addrinfo *a, int backlog) {
   return -1;
 }
 
-static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
-  const coll_tf_task *me = &m->tf->tasks[m->tf->self];
+static int tcp_listen(cluster_tcp *m, char *err, size_t err_bytes) {
+  const cluster_tf_task *me = &m->tf->tasks[m->tf->self];
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
   struct addrinfo *res = NULL;
   int rc = getaddrinfo(NULL, me->port, &hints, &res);
@@ -92,7 +92,7 @@ static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
   freeaddrinfo(res);
   if (m->listen_fd < 0) {
     char me_name[320];
-    coll_tf_task_name(m->tf, m->tf->self, me_name, sizeof me_name);
+    cluster_tf_task_name(m->tf, m->tf->self, me_name, sizeof me_name);
     snprintf(err, err_bytes, "TF_CONFIG: cannot listen on port %s for %s: %s", me->port, me_name,
              strerror(saved));
     return -1;
@@ -102,7 +102,7 @@ static int tcp_listen(coll_tcp *m, char *err, size_t err_bytes) {
 }
 
 /* One connect attempt, bounded by wait_s; the socket or -1 with errno. */
-static int tcp_connect_once(const coll_tf_task *t, double wait_s) {
+static int tcp_connect_once(const cluster_tf_task *t, double wait_s) {
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
   int rc = getaddrinfo(t->host, t->port, &hints, &res);
@@ -136,14 +136,14 @@ static int tcp_connect_once(const coll_tf_task *t, double wait_s) {
   return fd;
 }
 
-static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
-  const coll_tf_task *t = &m->tf->tasks[peer];
+static int tcp_connect_peer(cluster_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
+  const cluster_tf_task *t = &m->tf->tasks[peer];
   int fd = -1;
   while ((fd = tcp_connect_once(t, deadline - coll_now())) < 0) {
     int e = errno;
     if (coll_now() + 0.1 >= deadline) {
       char name[400];
-      coll_tcp_peer_name(m, peer, name, sizeof name);
+      cluster_tcp_peer_name(m, peer, name, sizeof name);
       snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
                m->timeout_s, strerror(e));
       return -1;
@@ -154,8 +154,8 @@ static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, s
   tcp_socket_tune(fd);
   tcp_header h = {TCP_MAGIC, TCP_HELLO, sizeof(tcp_hello)};
   tcp_hello hello = {m->tf->fingerprint, (uint32_t)m->tf->self, (uint32_t)peer};
-  if (coll_tcp_io_all(fd, &h, sizeof h, 1, deadline) != 0 ||
-      coll_tcp_io_all(fd, &hello, sizeof hello, 1, deadline) != 0) {
+  if (cluster_tcp_io_all(fd, &h, sizeof h, 1, deadline) != 0 ||
+      cluster_tcp_io_all(fd, &hello, sizeof hello, 1, deadline) != 0) {
     snprintf(err, err_bytes, "TF_CONFIG: hello to task %d failed: %s", peer, strerror(errno));
     close(fd);
     return -1;
@@ -166,7 +166,7 @@ static int tcp_connect_peer(coll_tcp *m, int peer, double deadline, char *err, s
 
 /* A complete hello: the peer's task, or -1 (not one of ours: dropped), or
  * -2 (ours, but with another cluster: a config error). */
-static int tcp_check_hello(coll_tcp *m, const unsigned char *buf, char *err, size_t err_bytes) {
+static int tcp_check_hello(cluster_tcp *m, const unsigned char *buf, char *err, size_t err_bytes) {
   tcp_hello hello;
   memcpy(&hello, buf + sizeof(tcp_header), sizeof hello);
   int from = (int)hello.from;
@@ -185,36 +185,36 @@ static int tcp_check_hello(coll_tcp *m, const unsigned char *buf, char *err, siz
 
 /* Tells a task whose cluster list differs why it is turned away, so it
  * fails at once with the reason instead of timing out. */
-static void tcp_reject(coll_tcp *m, int fd) {
+static void tcp_reject(cluster_tcp *m, int fd) {
   char me[400], why[600];
-  coll_tcp_peer_name(m, m->tf->self, me, sizeof me);
+  cluster_tcp_peer_name(m, m->tf->self, me, sizeof me);
   int n = snprintf(why, sizeof why, "%s has another cluster list: every task must get the same "
                    "TF_CONFIG \"cluster\"", me);
-  tcp_header h = {TCP_MAGIC, COLL_TCP_REJECT, (uint64_t)n};
+  tcp_header h = {TCP_MAGIC, CLUSTER_TCP_REJECT, (uint64_t)n};
   const double until = coll_now() + 1.0;
-  if (coll_tcp_io_all(fd, &h, sizeof h, 1, until) == 0) coll_tcp_io_all(fd, why, (size_t)n, 1, until);
+  if (cluster_tcp_io_all(fd, &h, sizeof h, 1, until) == 0) cluster_tcp_io_all(fd, why, (size_t)n, 1, until);
 }
 
 /* A lower task's answer on a link we opened, while we still accept: a
  * REJECT (-1, err set) or a closed link (-1); anything else is its first
  * collective, left unread (0; *quiet stops our looking at it). */
-static int tcp_check_answer(coll_tcp *m, int peer, int *quiet, char *err, size_t err_bytes) {
+static int tcp_check_answer(cluster_tcp *m, int peer, int *quiet, char *err, size_t err_bytes) {
   tcp_header h;
   char name[400], why[TCP_NOTE_MAX + 1];
-  coll_tcp_peer_name(m, peer, name, sizeof name);
+  cluster_tcp_peer_name(m, peer, name, sizeof name);
   ssize_t k = recv(m->fd[peer], &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
   if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
     snprintf(err, err_bytes, "TF_CONFIG: %s closed its connection during start-up", name);
     return -1;
   }
   if (k < (ssize_t)sizeof h) return 0;
-  if (h.magic != TCP_MAGIC || h.type != COLL_TCP_REJECT || h.bytes > TCP_NOTE_MAX) {
+  if (h.magic != TCP_MAGIC || h.type != CLUSTER_TCP_REJECT || h.bytes > TCP_NOTE_MAX) {
     *quiet = 1;
     return 0;
   }
   const double until = coll_now() + 1.0;
-  if (coll_tcp_io_all(m->fd[peer], &h, sizeof h, 0, until) != 0 ||
-      coll_tcp_io_all(m->fd[peer], why, (size_t)h.bytes, 0, until) != 0) {
+  if (cluster_tcp_io_all(m->fd[peer], &h, sizeof h, 0, until) != 0 ||
+      cluster_tcp_io_all(m->fd[peer], why, (size_t)h.bytes, 0, until) != 0) {
     snprintf(err, err_bytes, "TF_CONFIG: %s turned this task away", name);
     return -1;
   }
@@ -243,7 +243,7 @@ static void tcp_pending_drop(tcp_pending *p, int *np, int i) {
 /* Reads what pending connection i has sent: 1 when it was a peer's whole
  * hello (taken), -1 on a config error (err set), else 0 (incomplete, or
  * not ours and dropped). */
-static int tcp_pending_read(coll_tcp *m, tcp_pending *p, int *np, int i, char *err,
+static int tcp_pending_read(cluster_tcp *m, tcp_pending *p, int *np, int i, char *err,
                             size_t err_bytes) {
   tcp_pending *c = &p[i];
   ssize_t k = recv(c->fd, c->buf + c->got, sizeof c->buf - c->got, 0);
@@ -276,7 +276,7 @@ static int tcp_pending_read(coll_tcp *m, tcp_pending *p, int *np, int i, char *e
 
 /* Takes every connection waiting on the listening socket; with the table
  * full, the oldest pending one goes. */
-static void tcp_pending_accept(coll_tcp *m, tcp_pending *p, int *np) {
+static void tcp_pending_accept(cluster_tcp *m, tcp_pending *p, int *np) {
   for (;;) {
     int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) return;
@@ -291,7 +291,7 @@ static void tcp_pending_accept(coll_tcp *m, tcp_pending *p, int *np) {
 
 /* The links this task opened to lower tasks, into pf (watched for a
  * REJECT while we accept); their tasks in who. How many. */
-static int tcp_watch_links(const coll_tcp *m, const int *quiet, struct pollfd *pf, int *who) {
+static int tcp_watch_links(const cluster_tcp *m, const int *quiet, struct pollfd *pf, int *who) {
   int n = 0;
   for (int k = 0; k < m->tf->self; k++) {
     if (m->fd[k] < 0 || quiet[k]) continue;
@@ -301,7 +301,7 @@ static int tcp_watch_links(const coll_tcp *m, const int *quiet, struct pollfd *p
   return n;
 }
 
-static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_bytes) {
+static int tcp_accept_peers(cluster_tcp *m, double deadline, char *err, size_t err_bytes) {
   int want = 0, np = 0, rc = 0;
   tcp_pending pend[TCP_PENDING];
   const int nt = m->tf->ntasks;
@@ -347,7 +347,7 @@ static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_
   for (int k = m->tf->self + 1; k < m->tf->ntasks; k++) {
     if (!tcp_linked(m->tf, k, m->tf->self) || m->fd[k] >= 0) continue;
     char name[400];
-    coll_tcp_peer_name(m, k, name, sizeof name);
+    cluster_tcp_peer_name(m, k, name, sizeof name);
     size_t at = strlen(missing);
     snprintf(missing + at, sizeof missing - at, "%s%s", at ? "; " : "", name);
   }
@@ -355,10 +355,10 @@ static int tcp_accept_peers(coll_tcp *m, double deadline, char *err, size_t err_
   return -1;
 }
 
-int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, char *err,
+int cluster_tcp_open(cluster_tcp **out, const cluster_tf_config *tf, double timeout_s, char *err,
                   size_t err_bytes) {
   *out = NULL;
-  coll_tcp *m = calloc(1, sizeof *m);
+  cluster_tcp *m = calloc(1, sizeof *m);
   int *fd = calloc((size_t)tf->ntasks, sizeof *fd);
   unsigned char *torn = calloc((size_t)tf->ntasks, 1);
   if (!m || !fd || !torn) {
@@ -381,7 +381,7 @@ int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, ch
   }
   if (rc == 0) rc = tcp_accept_peers(m, deadline, err, err_bytes);
   if (rc != 0) {
-    coll_tcp_close(m);
+    cluster_tcp_close(m);
     return -1;
   }
   close(m->listen_fd); /* every peer is in: the port is free again */
@@ -390,12 +390,13 @@ int coll_tcp_open(coll_tcp **out, const coll_tf_config *tf, double timeout_s, ch
   return 0;
 }
 
-void coll_tcp_close(coll_tcp *m) {
+void cluster_tcp_close(cluster_tcp *m) {
   if (!m) return;
   for (int k = 0; k < m->tf->ntasks; k++) {
     if (m->fd[k] >= 0) close(m->fd[k]);
   }
   if (m->listen_fd >= 0) close(m->listen_fd);
+  cluster_tcp_p2p_free(m);
   free(m->fd);
   free(m->torn);
   free(m);

@@ -5,23 +5,23 @@
  * is its rank (with no chief, worker 0 is rank 0 and does the chief's work).
  * An "evaluator" task (TF's sidecar evaluator) is no part of the training
  * cluster; a "cluster.evaluator" list is checked and otherwise ignored. */
-#ifndef TFDIST_COLLECTIVE_TFCONFIG_H
-#define TFDIST_COLLECTIVE_TFCONFIG_H
+#ifndef TFDIST_CLUSTER_TFCONFIG_H
+#define TFDIST_CLUSTER_TFCONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { COLL_TF_CHIEF = 0, COLL_TF_WORKER = 1, COLL_TF_PS = 2 } coll_tf_type;
+typedef enum { CLUSTER_TF_CHIEF = 0, CLUSTER_TF_WORKER = 1, CLUSTER_TF_PS = 2 } cluster_tf_type;
 
 typedef struct {
-  coll_tf_type type;
+  cluster_tf_type type;
   int index;           /* within its type */
   char host[256];
   char port[8];
-} coll_tf_task;
+} cluster_tf_task;
 
-typedef struct coll_tf_config {
-  coll_tf_task *tasks; /* (ntasks) chief, workers, ps */
+typedef struct cluster_tf_config {
+  cluster_tf_task *tasks; /* (ntasks) chief, workers, ps */
   int ntasks;
   int ntrain;          /* chief + workers: the training ranks 0..ntrain-1 */
   int nps;
@@ -30,16 +30,16 @@ typedef struct coll_tf_config {
   int evaluator;       /* this process is the evaluator: outside the mesh, it
                           evaluates the chief's checkpoints as they appear */
   uint64_t fingerprint; /* of the cluster: every task must hold the same one */
-} coll_tf_config;
+} cluster_tf_config;
 
 /* Parses and checks json (TF_CONFIG's text). 0, or -1 with err one line that
  * names the field, e.g. "TF_CONFIG: task.index: 3 is out of range ...". */
-int coll_tf_config_parse(const char *json, coll_tf_config *out, char *err, size_t err_bytes);
-void coll_tf_config_free(coll_tf_config *c);
+int cluster_tf_config_parse(const char *json, cluster_tf_config *out, char *err, size_t err_bytes);
+void cluster_tf_config_free(cluster_tf_config *c);
 /* "chief 0", "worker 1", "ps 0". */
-const char *coll_tf_type_name(coll_tf_type t);
-void coll_tf_task_name(const coll_tf_config *c, int task, char *out, size_t out_bytes);
+const char *cluster_tf_type_name(cluster_tf_type t);
+void cluster_tf_task_name(const cluster_tf_config *c, int task, char *out, size_t out_bytes);
 /* Training ranks on the same host before this task's: its local rank (GPU). */
-int coll_tf_local_rank(const coll_tf_config *c, int *local_size);
+int cluster_tf_local_rank(const cluster_tf_config *c, int *local_size);
 
 #endif

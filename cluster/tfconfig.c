@@ -5,21 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/tfconfig.h"
+#include "cluster/tfconfig.h"
 
 static const char *const tf_types[] = {"chief", "worker", "ps", "evaluator"};
 
-const char *coll_tf_type_name(coll_tf_type t) {
-  return t >= COLL_TF_CHIEF && t <= COLL_TF_PS ? tf_types[t] : "?";
+const char *cluster_tf_type_name(cluster_tf_type t) {
+  return t >= CLUSTER_TF_CHIEF && t <= CLUSTER_TF_PS ? tf_types[t] : "?";
 }
 
-void coll_tf_task_name(const coll_tf_config *c, int task, char *out, size_t out_bytes) {
+void cluster_tf_task_name(const cluster_tf_config *c, int task, char *out, size_t out_bytes) {
   if (task < 0 || task >= c->ntasks) {
     snprintf(out, out_bytes, "task %d", task);
     return;
   }
-  const coll_tf_task *t = &c->tasks[task];
-  snprintf(out, out_bytes, "%s %d (%s:%s)", coll_tf_type_name(t->type), t->index, t->host, t->port);
+  const cluster_tf_task *t = &c->tasks[task];
+  snprintf(out, out_bytes, "%s %d (%s:%s)", cluster_tf_type_name(t->type), t->index, t->host, t->port);
 }
 
 static int tf_fail(char *err, size_t err_bytes, const char *fmt, ...)
@@ -35,7 +35,7 @@ static int tf_fail(char *err, size_t err_bytes, const char *fmt, ...) {
 }
 
 /* "host:port", "[v6]:port". */
-static int tf_parse_address(const char *s, coll_tf_task *t) {
+static int tf_parse_address(const char *s, cluster_tf_task *t) {
   const char *colon = strrchr(s, ':');
   if (!colon || colon == s) return -1;
   const char *h = s, *he = colon;
@@ -56,7 +56,7 @@ static int tf_parse_address(const char *s, coll_tf_task *t) {
   return 0;
 }
 
-static int tf_count(const cJSON *cluster, coll_tf_type type, char *err, size_t err_bytes) {
+static int tf_count(const cJSON *cluster, cluster_tf_type type, char *err, size_t err_bytes) {
   const cJSON *list = cJSON_GetObjectItemCaseSensitive(cluster, tf_types[type]);
   if (!list) return 0;
   if (!cJSON_IsArray(list)) {
@@ -66,13 +66,13 @@ static int tf_count(const cJSON *cluster, coll_tf_type type, char *err, size_t e
   return cJSON_GetArraySize(list);
 }
 
-static int tf_read_tasks(const cJSON *cluster, coll_tf_type type, coll_tf_config *c, char *err,
+static int tf_read_tasks(const cJSON *cluster, cluster_tf_type type, cluster_tf_config *c, char *err,
                          size_t err_bytes) {
   const cJSON *list = cJSON_GetObjectItemCaseSensitive(cluster, tf_types[type]);
   int i = 0;
   const cJSON *a;
   cJSON_ArrayForEach(a, list) {
-    coll_tf_task *t = &c->tasks[c->ntasks];
+    cluster_tf_task *t = &c->tasks[c->ntasks];
     t->type = type;
     t->index = i;
     if (!cJSON_IsString(a) || tf_parse_address(a->valuestring, t) != 0) {
@@ -83,7 +83,7 @@ static int tf_read_tasks(const cJSON *cluster, coll_tf_type type, coll_tf_config
       return -1;
     }
     for (int k = 0; k < c->ntasks; k++) {
-      const coll_tf_task *o = &c->tasks[k];
+      const cluster_tf_task *o = &c->tasks[k];
       if (!strcmp(o->host, t->host) && !strcmp(o->port, t->port)) {
         return tf_fail(err, err_bytes, "cluster.%s[%d]: address %s is also cluster.%s[%d]'s",
                        tf_types[type], i, a->valuestring, tf_types[o->type], o->index);
@@ -96,7 +96,7 @@ static int tf_read_tasks(const cJSON *cluster, coll_tf_type type, coll_tf_config
 }
 
 /* cluster.evaluator: addresses checked, no part of the mesh. */
-static int tf_check_evaluators(const cJSON *cluster, coll_tf_config *c, char *err,
+static int tf_check_evaluators(const cJSON *cluster, cluster_tf_config *c, char *err,
                                size_t err_bytes) {
   const cJSON *list = cJSON_GetObjectItemCaseSensitive(cluster, "evaluator");
   if (!list) return 0;
@@ -106,7 +106,7 @@ static int tf_check_evaluators(const cJSON *cluster, coll_tf_config *c, char *er
   int i = 0;
   const cJSON *a;
   cJSON_ArrayForEach(a, list) {
-    coll_tf_task t;
+    cluster_tf_task t;
     if (!cJSON_IsString(a) || tf_parse_address(a->valuestring, &t) != 0) {
       return tf_fail(err, err_bytes, "cluster.evaluator[%d]: not \"host:port\" (port 1..65535)", i);
     }
@@ -116,7 +116,7 @@ static int tf_check_evaluators(const cJSON *cluster, coll_tf_config *c, char *er
   return 0;
 }
 
-static int tf_read_cluster(const cJSON *cluster, coll_tf_config *c, char *err, size_t err_bytes) {
+static int tf_read_cluster(const cJSON *cluster, cluster_tf_config *c, char *err, size_t err_bytes) {
   if (!cJSON_IsObject(cluster)) return tf_fail(err, err_bytes, "cluster: missing, or not an object");
   const cJSON *k;
   cJSON_ArrayForEach(k, cluster) {
@@ -130,26 +130,26 @@ static int tf_read_cluster(const cJSON *cluster, coll_tf_config *c, char *err, s
   if (tf_check_evaluators(cluster, c, err, err_bytes) != 0) return -1;
   int n[3];
   for (int t = 0; t < 3; t++) {
-    if ((n[t] = tf_count(cluster, (coll_tf_type)t, err, err_bytes)) < 0) return -1;
+    if ((n[t] = tf_count(cluster, (cluster_tf_type)t, err, err_bytes)) < 0) return -1;
   }
-  if (n[COLL_TF_CHIEF] > 1) {
-    return tf_fail(err, err_bytes, "cluster.chief: at most one chief (got %d)", n[COLL_TF_CHIEF]);
+  if (n[CLUSTER_TF_CHIEF] > 1) {
+    return tf_fail(err, err_bytes, "cluster.chief: at most one chief (got %d)", n[CLUSTER_TF_CHIEF]);
   }
-  if (n[COLL_TF_CHIEF] + n[COLL_TF_WORKER] == 0) {
+  if (n[CLUSTER_TF_CHIEF] + n[CLUSTER_TF_WORKER] == 0) {
     return tf_fail(err, err_bytes, "cluster: no chief and no worker tasks: nobody trains");
   }
   c->tasks = calloc((size_t)(n[0] + n[1] + n[2]), sizeof *c->tasks);
   if (!c->tasks) return tf_fail(err, err_bytes, "out of memory");
   for (int t = 0; t < 3; t++) {
-    if (tf_read_tasks(cluster, (coll_tf_type)t, c, err, err_bytes) != 0) return -1;
+    if (tf_read_tasks(cluster, (cluster_tf_type)t, c, err, err_bytes) != 0) return -1;
   }
-  c->ntrain = n[COLL_TF_CHIEF] + n[COLL_TF_WORKER];
-  c->nps = n[COLL_TF_PS];
+  c->ntrain = n[CLUSTER_TF_CHIEF] + n[CLUSTER_TF_WORKER];
+  c->nps = n[CLUSTER_TF_PS];
   return 0;
 }
 
 /* The evaluator: index 0, or in range of cluster.evaluator when listed. */
-static int tf_read_evaluator(const cJSON *task, const cJSON *index, coll_tf_config *c, char *err,
+static int tf_read_evaluator(const cJSON *task, const cJSON *index, cluster_tf_config *c, char *err,
                              size_t err_bytes) {
   (void)task;
   const int count = c->nevaluators ? c->nevaluators : 1;
@@ -166,7 +166,7 @@ static int tf_read_evaluator(const cJSON *task, const cJSON *index, coll_tf_conf
   return 0;
 }
 
-static int tf_read_task(const cJSON *task, coll_tf_config *c, char *err, size_t err_bytes) {
+static int tf_read_task(const cJSON *task, cluster_tf_config *c, char *err, size_t err_bytes) {
   if (!cJSON_IsObject(task)) return tf_fail(err, err_bytes, "task: missing, or not an object");
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(task, "type");
   const cJSON *index = cJSON_GetObjectItemCaseSensitive(task, "index");
@@ -199,7 +199,7 @@ static int tf_read_task(const cJSON *task, coll_tf_config *c, char *err, size_t 
   return 0;
 }
 
-static uint64_t tf_fingerprint(const coll_tf_config *c) {
+static uint64_t tf_fingerprint(const cluster_tf_config *c) {
   uint64_t h = 1469598103934665603ULL;
   for (int k = 0; k < c->ntasks; k++) {
     char row[300];
@@ -210,7 +210,7 @@ static uint64_t tf_fingerprint(const coll_tf_config *c) {
   return h;
 }
 
-int coll_tf_config_parse(const char *json, coll_tf_config *out, char *err, size_t err_bytes) {
+int cluster_tf_config_parse(const char *json, cluster_tf_config *out, char *err, size_t err_bytes) {
   memset(out, 0, sizeof *out);
   const char *end = NULL;
   cJSON *doc = cJSON_ParseWithOpts(json, &end, 1);
@@ -228,16 +228,16 @@ int coll_tf_config_parse(const char *json, coll_tf_config *out, char *err, size_
     rc = 0;
   }
   cJSON_Delete(doc);
-  if (rc != 0) coll_tf_config_free(out);
+  if (rc != 0) cluster_tf_config_free(out);
   return rc;
 }
 
-void coll_tf_config_free(coll_tf_config *c) {
+void cluster_tf_config_free(cluster_tf_config *c) {
   free(c->tasks);
   memset(c, 0, sizeof *c);
 }
 
-int coll_tf_local_rank(const coll_tf_config *c, int *local_size) {
+int cluster_tf_local_rank(const cluster_tf_config *c, int *local_size) {
   const char *me = c->tasks[c->self].host;
   int local = 0, size = 0;
   for (int k = 0; k < c->ntrain; k++) {

@@ -1,13 +1,14 @@
-/* The parameter-server strategy over a TF_CONFIG cluster's mesh; see ps.h.
+/* The parameter-server protocol over a TF_CONFIG cluster's mesh; see ps.h.
  * A round is one frame from every rank, all of one type: PUSH (a step),
  * PULL (rank 0 wants the state) or DONE. Rank 0's INIT comes first. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "collective/coll_internal.h"
-#include "collective/ps.h"
-#include "collective/tcp.h"
+#include "cluster/cluster.h"
+#include "cluster/ps.h"
+#include "cluster/tcp.h"
+#include "collective/transport.h"
 
 #define PS_BATCH 32 /* transfers per engine batch (its limit is 64) */
 
@@ -21,34 +22,37 @@ static void ps_slice(int64_t elems, int nps, int s, int64_t *lo, int64_t *n) {
   *n = elems * (s + 1) / nps - *lo;
 }
 
-int coll_ps_count(const coll_comm *c) {
-  return c && c->tcp ? coll_tcp_cluster(c->tcp)->nps : 0;
+int cluster_ps_count(const coll_comm *c) {
+  cluster_tcp *m = c ? cluster_comm_mesh(c) : NULL;
+  return m ? cluster_tcp_cluster(m)->nps : 0;
 }
 
 static int ps_fail(coll_comm *c) {
-  coll_set_error(c, "%s", coll_tcp_error(c->tcp));
+  coll_set_error(c, "%s", cluster_tcp_error(cluster_comm_mesh(c)));
   return COLL_ERR;
 }
 
 /* ps s is task ntrain + s. */
-static int ps_task(const coll_comm *c, int s) { return coll_tcp_cluster(c->tcp)->ntrain + s; }
+static int ps_task(const coll_comm *c, int s) {
+  return cluster_tcp_cluster(cluster_comm_mesh(c))->ntrain + s;
+}
 
-int coll_ps_init(coll_comm *c, const float *params, const float *state, int64_t elems,
+int cluster_ps_init(coll_comm *c, const float *params, const float *state, int64_t elems,
                  const void *opt, uint32_t opt_bytes) {
   if (coll_comm_failed(c)) return COLL_ERR;
-  if (c->rank != 0) return COLL_OK;
-  const int S = coll_ps_count(c);
-  ps_meta meta = {(uint64_t)elems, opt_bytes, (uint32_t)c->size};
+  if (coll_comm_rank(c) != 0) return COLL_OK;
+  const int S = cluster_ps_count(c);
+  ps_meta meta = {(uint64_t)elems, opt_bytes, (uint32_t)coll_comm_size(c)};
   for (int s = 0; s < S; s++) {
     int64_t lo, n;
     ps_slice(elems, S, s, &lo, &n);
     const uint64_t b = (uint64_t)n * sizeof(float);
-    coll_tcp_op ops[4] = {
-        {.peer = ps_task(c, s), .send = 1, .type = COLL_TCP_PS_INIT, .sbuf = &meta, .bytes = sizeof meta},
-        {.peer = ps_task(c, s), .send = 1, .type = COLL_TCP_PS_INIT, .sbuf = opt, .bytes = opt_bytes},
-        {.peer = ps_task(c, s), .send = 1, .type = COLL_TCP_PS_INIT, .sbuf = params + lo, .bytes = b},
-        {.peer = ps_task(c, s), .send = 1, .type = COLL_TCP_PS_INIT, .sbuf = state + lo, .bytes = b}};
-    if (coll_tcp_run(c->tcp, ops, 4) != 0) return ps_fail(c);
+    cluster_tcp_op ops[4] = {
+        {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = &meta, .bytes = sizeof meta},
+        {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = opt, .bytes = opt_bytes},
+        {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = params + lo, .bytes = b},
+        {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = state + lo, .bytes = b}};
+    if (cluster_tcp_run(cluster_comm_mesh(c), ops, 4) != 0) return ps_fail(c);
   }
   return COLL_OK;
 }
@@ -57,41 +61,41 @@ int coll_ps_init(coll_comm *c, const float *params, const float *state, int64_t 
  * its reply into slice s of in (when in is not NULL). */
 static int ps_round(coll_comm *c, uint32_t type, const float *out, float *in, int64_t elems) {
   if (coll_comm_failed(c)) return COLL_ERR;
-  const int S = coll_ps_count(c);
-  coll_tcp_op ops[PS_BATCH];
+  const int S = cluster_ps_count(c);
+  cluster_tcp_op ops[PS_BATCH];
   for (int s0 = 0; s0 < S; s0 += PS_BATCH / 2) {
     int k = 0;
     for (int s = s0; s < S && s < s0 + PS_BATCH / 2; s++) {
       int64_t lo, n;
       ps_slice(elems, S, s, &lo, &n);
       const uint64_t b = out ? (uint64_t)n * sizeof(float) : 0;
-      ops[k++] = (coll_tcp_op){.peer = ps_task(c, s), .send = 1, .type = type,
+      ops[k++] = (cluster_tcp_op){.peer = ps_task(c, s), .send = 1, .type = type,
                                .sbuf = out ? (const void *)(out + lo) : NULL, .bytes = b};
       if (in) {
-        ops[k++] = (coll_tcp_op){.peer = ps_task(c, s), .type = COLL_TCP_PS_REPLY,
+        ops[k++] = (cluster_tcp_op){.peer = ps_task(c, s), .type = CLUSTER_TCP_PS_REPLY,
                                  .rbuf = n ? (void *)(in + lo) : (void *)in,
                                  .bytes = (uint64_t)n * sizeof(float)};
       }
     }
-    if (coll_tcp_run(c->tcp, ops, k) != 0) return ps_fail(c);
+    if (cluster_tcp_run(cluster_comm_mesh(c), ops, k) != 0) return ps_fail(c);
   }
   return COLL_OK;
 }
 
-int coll_ps_step(coll_comm *c, const float *grads, float *params, int64_t elems) {
-  return ps_round(c, COLL_TCP_PS_PUSH, grads, params, elems);
+int cluster_ps_step(coll_comm *c, const float *grads, float *params, int64_t elems) {
+  return ps_round(c, CLUSTER_TCP_PS_PUSH, grads, params, elems);
 }
 
-int coll_ps_pull_state(coll_comm *c, float *state, int64_t elems) {
-  return ps_round(c, COLL_TCP_PS_PULL, NULL, c->rank == 0 ? state : NULL, elems);
+int cluster_ps_pull_state(coll_comm *c, float *state, int64_t elems) {
+  return ps_round(c, CLUSTER_TCP_PS_PULL, NULL, coll_comm_rank(c) == 0 ? state : NULL, elems);
 }
 
-int coll_ps_finish(coll_comm *c) { return ps_round(c, COLL_TCP_PS_DONE, NULL, NULL, 0); }
+int cluster_ps_finish(coll_comm *c) { return ps_round(c, CLUSTER_TCP_PS_DONE, NULL, NULL, 0); }
 
 /* ---- the ps task ---- */
 
 typedef struct {
-  coll_tcp *m;
+  cluster_tcp *m;
   int ranks, nps, s;
   int64_t lo, n;
   float *params, *state, *grads; /* grads: (ranks * n), one row per rank */
@@ -102,12 +106,12 @@ typedef struct {
 } ps_server;
 
 static int ps_serve_fail(ps_server *p) {
-  snprintf(p->err, p->err_bytes, "%s", coll_tcp_error(p->m));
+  snprintf(p->err, p->err_bytes, "%s", cluster_tcp_error(p->m));
   return -1;
 }
 
 static int ps_serve_init(ps_server *p) {
-  if (coll_tcp_recv(p->m, 0, COLL_TCP_PS_INIT, &p->meta, sizeof p->meta) != 0) return ps_serve_fail(p);
+  if (cluster_tcp_recv(p->m, 0, CLUSTER_TCP_PS_INIT, &p->meta, sizeof p->meta) != 0) return ps_serve_fail(p);
   if ((int)p->meta.ranks != p->ranks || p->meta.opt_bytes > 4096) {
     snprintf(p->err, p->err_bytes, "ps: rank 0 sent a bad init (%u ranks, %u bytes of options)",
              p->meta.ranks, p->meta.opt_bytes);
@@ -123,21 +127,21 @@ static int ps_serve_init(ps_server *p) {
     snprintf(p->err, p->err_bytes, "ps: out of memory for %lld floats", (long long)p->n);
     return -1;
   }
-  coll_tcp_op ops[3] = {
-      {.peer = 0, .type = COLL_TCP_PS_INIT, .rbuf = p->opt, .bytes = p->meta.opt_bytes},
-      {.peer = 0, .type = COLL_TCP_PS_INIT, .rbuf = p->params, .bytes = b},
-      {.peer = 0, .type = COLL_TCP_PS_INIT, .rbuf = p->state, .bytes = b}};
-  return coll_tcp_run(p->m, ops, 3) == 0 ? 0 : ps_serve_fail(p);
+  cluster_tcp_op ops[3] = {
+      {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->opt, .bytes = p->meta.opt_bytes},
+      {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->params, .bytes = b},
+      {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->state, .bytes = b}};
+  return cluster_tcp_run(p->m, ops, 3) == 0 ? 0 : ps_serve_fail(p);
 }
 
 /* Runs one op per rank [0, ranks), PS_BATCH at a time; fill(op, rank). */
-static int ps_serve_all(ps_server *p, void (*fill)(ps_server *, coll_tcp_op *, int),
+static int ps_serve_all(ps_server *p, void (*fill)(ps_server *, cluster_tcp_op *, int),
                         uint32_t *types, uint64_t *bytes) {
-  coll_tcp_op ops[PS_BATCH];
+  cluster_tcp_op ops[PS_BATCH];
   for (int r0 = 0; r0 < p->ranks; r0 += PS_BATCH) {
     int k = 0;
     for (int r = r0; r < p->ranks && k < PS_BATCH; r++) fill(p, &ops[k++], r);
-    if (coll_tcp_run(p->m, ops, k) != 0) return ps_serve_fail(p);
+    if (cluster_tcp_run(p->m, ops, k) != 0) return ps_serve_fail(p);
     for (int i = 0; types && i < k; i++) {
       types[r0 + i] = ops[i].got_type;
       bytes[r0 + i] = ops[i].got_bytes;
@@ -146,18 +150,18 @@ static int ps_serve_all(ps_server *p, void (*fill)(ps_server *, coll_tcp_op *, i
   return 0;
 }
 
-static void ps_fill_header(ps_server *p, coll_tcp_op *op, int r) {
+static void ps_fill_header(ps_server *p, cluster_tcp_op *op, int r) {
   (void)p;
-  *op = (coll_tcp_op){.peer = r};
+  *op = (cluster_tcp_op){.peer = r};
 }
 
-static void ps_fill_grads(ps_server *p, coll_tcp_op *op, int r) {
-  *op = (coll_tcp_op){.peer = r, .body_only = 1, .rbuf = p->grads + (size_t)r * (size_t)p->n,
+static void ps_fill_grads(ps_server *p, cluster_tcp_op *op, int r) {
+  *op = (cluster_tcp_op){.peer = r, .body_only = 1, .rbuf = p->grads + (size_t)r * (size_t)p->n,
                       .bytes = (uint64_t)p->n * sizeof(float)};
 }
 
-static void ps_fill_params(ps_server *p, coll_tcp_op *op, int r) {
-  *op = (coll_tcp_op){.peer = r, .send = 1, .type = COLL_TCP_PS_REPLY, .sbuf = p->params,
+static void ps_fill_params(ps_server *p, cluster_tcp_op *op, int r) {
+  *op = (cluster_tcp_op){.peer = r, .send = 1, .type = CLUSTER_TCP_PS_REPLY, .sbuf = p->params,
                       .bytes = (uint64_t)p->n * sizeof(float)};
 }
 
@@ -172,10 +176,10 @@ static void ps_average(ps_server *p) {
 }
 
 static int ps_serve_round(ps_server *p, uint32_t *types, uint64_t *bytes,
-                          coll_ps_update_fn update, void *ctx, coll_ps_stats *st) {
+                          cluster_ps_update_fn update, void *ctx, cluster_ps_stats *st) {
   double t0 = coll_now();
   if (ps_serve_all(p, ps_fill_header, types, bytes) != 0) return -1;
-  const uint64_t want = types[0] == COLL_TCP_PS_PUSH ? (uint64_t)p->n * sizeof(float) : 0;
+  const uint64_t want = types[0] == CLUSTER_TCP_PS_PUSH ? (uint64_t)p->n * sizeof(float) : 0;
   for (int r = 0; r < p->ranks; r++) {
     if (types[r] != types[0] || bytes[r] != want) {
       snprintf(p->err, p->err_bytes,
@@ -185,12 +189,12 @@ static int ps_serve_round(ps_server *p, uint32_t *types, uint64_t *bytes,
       return -1;
     }
   }
-  if (types[0] == COLL_TCP_PS_DONE) return 1;
-  if (types[0] == COLL_TCP_PS_PULL) {
-    return coll_tcp_send(p->m, 0, COLL_TCP_PS_REPLY, p->state, (uint64_t)p->n * sizeof(float)) == 0
+  if (types[0] == CLUSTER_TCP_PS_DONE) return 1;
+  if (types[0] == CLUSTER_TCP_PS_PULL) {
+    return cluster_tcp_send(p->m, 0, CLUSTER_TCP_PS_REPLY, p->state, (uint64_t)p->n * sizeof(float)) == 0
                ? 0 : ps_serve_fail(p);
   }
-  if (types[0] != COLL_TCP_PS_PUSH) {
+  if (types[0] != CLUSTER_TCP_PS_PUSH) {
     snprintf(p->err, p->err_bytes, "ps: unexpected frame type %u", types[0]);
     return -1;
   }
@@ -209,10 +213,11 @@ static int ps_serve_round(ps_server *p, uint32_t *types, uint64_t *bytes,
   return 0;
 }
 
-int coll_ps_serve(const coll_world *w, coll_ps_update_fn update, void *ctx, coll_ps_stats *st,
+int cluster_ps_serve(const coll_world *w, cluster_ps_update_fn update, void *ctx, cluster_ps_stats *st,
                   char *err, size_t err_bytes) {
-  const coll_tf_config *tf = coll_tcp_cluster(w->tcp);
-  ps_server p = {.m = w->tcp, .ranks = tf->ntrain, .nps = tf->nps, .s = tf->self - tf->ntrain,
+  cluster_tcp *m = cluster_world_mesh(w);
+  const cluster_tf_config *tf = cluster_tcp_cluster(m);
+  ps_server p = {.m = m, .ranks = tf->ntrain, .nps = tf->nps, .s = tf->self - tf->ntrain,
                  .err = err, .err_bytes = err_bytes};
   memset(st, 0, sizeof *st);
   uint32_t *types = calloc((size_t)p.ranks, sizeof *types);
@@ -224,7 +229,7 @@ int coll_ps_serve(const coll_world *w, coll_ps_update_fn update, void *ctx, coll
   st->n = p.n;
   while (rc == 0) rc = ps_serve_round(&p, types, bytes, update, ctx, st);
   /* The ranks still up learn why their ps is going (else they see it close). */
-  for (int r = 0; rc < 0 && r < p.ranks; r++) coll_tcp_notify(p.m, r, COLL_TCP_FAIL, err, strlen(err));
+  for (int r = 0; rc < 0 && r < p.ranks; r++) cluster_tcp_notify(p.m, r, CLUSTER_TCP_FAIL, err, strlen(err));
   free(types);
   free(bytes);
   free(p.opt);
