@@ -14,18 +14,23 @@
  *                          given (registry/registry.c).
  *   HOME                   the registry's default folder, $HOME/.tfdist/registry.
  *
- * Still read where they are used, to move here (collective/ and kernels/
- * are being reworked on other branches):
  *   TFDIST_COLL_SPIN_US    microseconds a waiting collective spins before it
  *                          sleeps (collective/progress.c; default 200).
+ *   TFDIST_CUDA_MODULE     the CUDA module's path, in place of the search
+ *                          beside the executable (kernels/cuda_load.c).
+ *
+ * Read by the CUDA module itself (kernels/cuda/), with getenv: the module
+ * takes no symbol from base/, so that it loads into any host binary:
  *   TFDIST_GEMM            cublas|small|auto: the CUDA GEMM path
  *                          (kernels/cuda/cuda_backend.c).
  *   TFDIST_FUSED_STEP      0: the CUDA step op by op instead of fused
  *                          (kernels/cuda/cuda_step.c; benchmarks).
  *   TFDIST_FUSED_CHAIN     steps per fused launch, a fallback for misbehaving
  *                          chained launches (kernels/cuda/cuda_step.c).
- *   TMPDIR, OMPI_MCA_*     Open MPI's session directory and singleton set-up
- *                          (collective/world.c). */
+ *
+ * Open MPI's own, read by collective/world.c for MPI programs run without a
+ * launcher (singletons): TMPDIR, OMPI_MCA_orte_tmpdir_base,
+ * OMPI_MCA_ess_singleton_isolated, and the launcher variables above. */
 #ifndef TFDIST_BASE_ENV_H
 #define TFDIST_BASE_ENV_H
 

@@ -177,7 +177,7 @@ static void ps_average(ps_server *p) {
 
 static int ps_serve_round(ps_server *p, uint32_t *types, uint64_t *bytes,
                           cluster_ps_update_fn update, void *ctx, cluster_ps_stats *st) {
-  double t0 = coll_now();
+  double t0 = clock_mono_s();
   if (ps_serve_all(p, ps_fill_header, types, bytes) != 0) return -1;
   const uint64_t want = types[0] == CLUSTER_TCP_PS_PUSH ? (uint64_t)p->n * sizeof(float) : 0;
   for (int r = 0; r < p->ranks; r++) {
@@ -199,13 +199,13 @@ static int ps_serve_round(ps_server *p, uint32_t *types, uint64_t *bytes,
     return -1;
   }
   if (ps_serve_all(p, ps_fill_grads, NULL, NULL) != 0) return -1;
-  double t1 = coll_now();
+  double t1 = clock_mono_s();
   ps_average(p);
   if (update(ctx, p->params, p->grads, p->state, p->n, p->opt, p->meta.opt_bytes, p->err,
              p->err_bytes) != 0) {
     return -1;
   }
-  double t2 = coll_now();
+  double t2 = clock_mono_s();
   if (ps_serve_all(p, ps_fill_params, NULL, NULL) != 0) return -1;
   st->steps++;
   st->wait_s += t1 - t0;

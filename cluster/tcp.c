@@ -70,7 +70,7 @@ int cluster_tcp_take_note(cluster_tcp *m, cluster_tcp_op *op, const tcp_header *
   char name[400], body[TCP_NOTE_MAX + 1], silent[600];
   cluster_tcp_peer_name(m, op->peer, name, sizeof name);
   if (h->bytes > TCP_NOTE_MAX ||
-      cluster_tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, coll_now() + m->timeout_s) != 0) {
+      cluster_tcp_io_all(m->fd[op->peer], body, (size_t)h->bytes, 0, clock_mono_s() + m->timeout_s) != 0) {
     return cluster_tcp_fail(m, "a bad notice frame from %s", name);
   }
   body[h->bytes] = '\0';
@@ -214,7 +214,7 @@ static int tcp_diag_read(cluster_tcp *m, int peer, double deadline) {
 static void tcp_diag_listen(cluster_tcp *m, unsigned char *st) {
   const int n = m->tf->ntasks;
   double w = m->timeout_s / 4;
-  const double deadline = coll_now() + (w < 1 ? 1 : w > 5 ? 5 : w);
+  const double deadline = clock_mono_s() + (w < 1 ? 1 : w > 5 ? 5 : w);
   struct pollfd pf[64];
   int who[64];
   for (;;) {
@@ -224,7 +224,7 @@ static void tcp_diag_listen(cluster_tcp *m, unsigned char *st) {
       pf[np] = (struct pollfd){.fd = m->fd[k], .events = POLLIN};
       who[np++] = k;
     }
-    double left = deadline - coll_now();
+    double left = deadline - clock_mono_s();
     if (np == 0 || left <= 0 || poll(pf, (nfds_t)np, (int)(left * 1000) + 1) <= 0) return;
     for (int j = 0; j < np; j++) {
       if (pf[j].revents) st[who[j]] = (unsigned char)tcp_diag_read(m, who[j], deadline);
@@ -299,7 +299,7 @@ static int tcp_run_batch(cluster_tcp *m, cluster_tcp_op *ops, int nops) {
   struct pollfd pf[64];
   int idx[64];
   if (nops > 64) return cluster_tcp_fail(m, "internal: %d transfers in one batch", nops);
-  double last = coll_now();
+  double last = clock_mono_s();
   for (;;) {
     int n = 0;
     for (int i = 0; i < nops; i++) {
@@ -308,15 +308,15 @@ static int tcp_run_batch(cluster_tcp *m, cluster_tcp_op *ops, int nops) {
       idx[n++] = i;
     }
     if (n == 0) return 0;
-    double left = last + m->timeout_s - coll_now();
+    double left = last + m->timeout_s - clock_mono_s();
     int ready = left > 0 ? poll(pf, (nfds_t)n, (int)(left * 1000) + 1) : 0;
     if (ready < 0 && errno != EINTR) return cluster_tcp_fail(m, "poll: %s", strerror(errno));
-    if (ready == 0 && coll_now() - last >= m->timeout_s) return cluster_tcp_stalled(m, ops, nops);
+    if (ready == 0 && clock_mono_s() - last >= m->timeout_s) return cluster_tcp_stalled(m, ops, nops);
     for (int j = 0; j < n; j++) {
       if (!pf[j].revents) continue;
       int p = tcp_step(m, &ops[idx[j]]);
       if (p < 0) return -1;
-      if (p > 0) last = coll_now();
+      if (p > 0) last = clock_mono_s();
     }
   }
 }
@@ -335,7 +335,7 @@ int cluster_tcp_notify(cluster_tcp *m, int peer, uint32_t type, const void *buf,
   if (peer < 0 || peer >= m->tf->ntasks || m->fd[peer] < 0 || m->torn[peer]) return -1;
   if (type == CLUSTER_TCP_FAIL && m->stalled) type = CLUSTER_TCP_STALL;
   tcp_header h = {TCP_MAGIC, type, bytes};
-  double deadline = coll_now() + (m->timeout_s < 2 ? m->timeout_s : 2);
+  double deadline = clock_mono_s() + (m->timeout_s < 2 ? m->timeout_s : 2);
   if (cluster_tcp_io_all(m->fd[peer], &h, sizeof h, 1, deadline) != 0) return -1;
   return cluster_tcp_io_all(m->fd[peer], (void *)buf, (size_t)bytes, 1, deadline);
 }

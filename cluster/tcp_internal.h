@@ -62,7 +62,7 @@ typedef struct {
 /* "worker 1 (host:port, rank 2)" */
 void cluster_tcp_peer_name(const cluster_tcp *m, int peer, char *out, size_t bytes);
 /* Writes (out) or reads all of buf on a non-blocking socket before deadline
- * (coll_now() seconds): 0, or -1 with errno. */
+ * (clock_mono_s() seconds): 0, or -1 with errno. */
 int cluster_tcp_io_all(int fd, void *buf, size_t n, int out, double deadline);
 
 int cluster_tcp_fail(cluster_tcp *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -38,7 +38,7 @@ int cluster_tcp_io_all(int fd, void *buf, size_t n, int out, double deadline) {
     }
     if (k == 0) return errno = ECONNRESET, -1;
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
-    double left = deadline - coll_now();
+    double left = deadline - clock_mono_s();
     struct pollfd pf = {.fd = fd, .events = out ? POLLOUT : POLLIN};
     if (left <= 0 || poll(&pf, 1, (int)(left * 1000) + 1) == 0) return errno = ETIMEDOUT, -1;
   }
@@ -139,9 +139,9 @@ static int tcp_connect_once(const cluster_tf_task *t, double wait_s) {
 static int tcp_connect_peer(cluster_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
   const cluster_tf_task *t = &m->tf->tasks[peer];
   int fd = -1;
-  while ((fd = tcp_connect_once(t, deadline - coll_now())) < 0) {
+  while ((fd = tcp_connect_once(t, deadline - clock_mono_s())) < 0) {
     int e = errno;
-    if (coll_now() + 0.1 >= deadline) {
+    if (clock_mono_s() + 0.1 >= deadline) {
       char name[400];
       cluster_tcp_peer_name(m, peer, name, sizeof name);
       snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
@@ -191,7 +191,7 @@ static void tcp_reject(cluster_tcp *m, int fd) {
   int n = snprintf(why, sizeof why, "%s has another cluster list: every task must get the same "
                    "TF_CONFIG \"cluster\"", me);
   tcp_header h = {TCP_MAGIC, CLUSTER_TCP_REJECT, (uint64_t)n};
-  const double until = coll_now() + 1.0;
+  const double until = clock_mono_s() + 1.0;
   if (cluster_tcp_io_all(fd, &h, sizeof h, 1, until) == 0) cluster_tcp_io_all(fd, why, (size_t)n, 1, until);
 }
 
@@ -212,7 +212,7 @@ static int tcp_check_answer(cluster_tcp *m, int peer, int *quiet, char *err, siz
     *quiet = 1;
     return 0;
   }
-  const double until = coll_now() + 1.0;
+  const double until = clock_mono_s() + 1.0;
   if (cluster_tcp_io_all(m->fd[peer], &h, sizeof h, 0, until) != 0 ||
       cluster_tcp_io_all(m->fd[peer], why, (size_t)h.bytes, 0, until) != 0) {
     snprintf(err, err_bytes, "TF_CONFIG: %s turned this task away", name);
@@ -285,7 +285,7 @@ static void tcp_pending_accept(cluster_tcp *m, tcp_pending *p, int *np) {
       for (int i = 1; i < *np; i++) old = p[i].until < p[old].until ? i : old;
       tcp_pending_drop(p, np, old);
     }
-    p[(*np)++] = (tcp_pending){.fd = fd, .until = coll_now() + TCP_HELLO_S};
+    p[(*np)++] = (tcp_pending){.fd = fd, .until = clock_mono_s() + TCP_HELLO_S};
   }
 }
 
@@ -314,7 +314,7 @@ static int tcp_accept_peers(cluster_tcp *m, double deadline, char *err, size_t e
   }
   for (int k = m->tf->self + 1; k < nt; k++) want += tcp_linked(m->tf, k, m->tf->self);
   while (want > 0 && rc >= 0) {
-    double now = coll_now(), wait = deadline - now;
+    double now = clock_mono_s(), wait = deadline - now;
     if (wait <= 0) break;
     pf[0] = (struct pollfd){.fd = m->listen_fd, .events = POLLIN};
     for (int i = 0; i < np; i++) {
@@ -333,7 +333,7 @@ static int tcp_accept_peers(cluster_tcp *m, double deadline, char *err, size_t e
     for (int i = n - 1; i >= 0 && rc >= 0; i--) {
       int got = 0;
       if (pf[i + 1].revents) got = tcp_pending_read(m, pend, &np, i, err, err_bytes);
-      else if (coll_now() >= pend[i].until) tcp_pending_drop(pend, &np, i);
+      else if (clock_mono_s() >= pend[i].until) tcp_pending_drop(pend, &np, i);
       if (got > 0) want--;
       if (got < 0) rc = -1;
     }
@@ -374,7 +374,7 @@ int cluster_tcp_open(cluster_tcp **out, const cluster_tf_config *tf, double time
   m->fd = fd;
   m->torn = torn;
   for (int k = 0; k < tf->ntasks; k++) fd[k] = -1;
-  const double deadline = coll_now() + m->timeout_s;
+  const double deadline = clock_mono_s() + m->timeout_s;
   int rc = tcp_listen(m, err, err_bytes);
   for (int k = 0; rc == 0 && k < tf->self; k++) {
     if (tcp_linked(tf, k, tf->self)) rc = tcp_connect_peer(m, k, deadline, err, err_bytes);

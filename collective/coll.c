@@ -9,13 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "collective/coll_internal.h"
-
-double coll_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void coll_set_error(coll_comm *c, const char *fmt, ...) {
   pthread_mutex_lock(&c->err_mu);
@@ -182,7 +177,7 @@ static void coll_req_fill(coll_request *r, int64_t seq, const float *send, float
   r->recv = recv;
   r->elems = elems;
   r->avg = avg;
-  r->t_start = r->t_progress = coll_now();
+  r->t_start = r->t_progress = clock_mono_s();
 }
 
 static int coll_allreduce_f32(coll_comm *c, const float *send, float *recv, int64_t elems,

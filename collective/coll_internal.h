@@ -93,7 +93,7 @@ struct coll_comm {
 
 /* r->t_progress is written by the thread that runs r and read by its waiter. */
 static inline void coll_req_touch(coll_request *r) {
-  double now = coll_now();
+  double now = clock_mono_s();
   __atomic_store(&r->t_progress, &now, __ATOMIC_RELAXED);
 }
 static inline double coll_req_last(coll_request *r) {

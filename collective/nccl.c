@@ -71,7 +71,7 @@ static void nccl_fail(coll_comm *c, nccl_comm *st, ncclResult_t rc, const char *
 /* Polls the communicator until pending work settles, bounded by the timeout. */
 static int nccl_settle(coll_comm *c, const char *what) {
   nccl_comm *st = c->impl;
-  const double t0 = coll_now();
+  const double t0 = clock_mono_s();
   int idle = 0;
   for (;;) {
     ncclResult_t async = ncclSuccess;
@@ -82,8 +82,8 @@ static int nccl_settle(coll_comm *c, const char *what) {
       nccl_fail(c, st, async, what, __FILE__, __LINE__);
       return COLL_ERR;
     }
-    if (coll_now() - t0 > c->cfg.timeout_s) {
-      coll_diag_stall(c, c->seq_entered, what, coll_now() - t0);
+    if (clock_mono_s() - t0 > c->cfg.timeout_s) {
+      coll_diag_stall(c, c->seq_entered, what, clock_mono_s() - t0);
       nccl_abort(st);
       return COLL_ETIMEOUT;
     }
@@ -91,7 +91,7 @@ static int nccl_settle(coll_comm *c, const char *what) {
       nccl_abort(st);
       return COLL_ERR;
     }
-    coll_backoff(&idle, coll_now() - t0);
+    coll_backoff(&idle, clock_mono_s() - t0);
   }
 }
 
@@ -192,7 +192,7 @@ static int nccl_start(coll_comm *c, coll_request *r) {
   CUDA_TRY(c, cudaEventRecord(done, st->stream));
   if (!nccl_capturing(st)) {
     CUDA_TRY(c, cudaEventRecord(st->last, st->stream));
-    st->last_issue = coll_now();
+    st->last_issue = clock_mono_s();
     st->last_seq = r->seq;
   }
   return COLL_OK;
@@ -215,7 +215,7 @@ static int nccl_sync(coll_comm *c) {
   if (!st->comm_ok) return COLL_ERR;
   if (nccl_capturing(st)) return COLL_OK;
   CUDA_TRY(c, cudaEventRecord(st->ready, st->user));
-  const double t0 = coll_now();
+  const double t0 = clock_mono_s();
   int idle = 0;
   for (;;) {
     cudaError_t q = cudaEventQuery(st->ready);
@@ -230,8 +230,8 @@ static int nccl_sync(coll_comm *c) {
       nccl_fail(c, st, async, "ncclAllReduce (async)", __FILE__, __LINE__);
       return COLL_ERR;
     }
-    if (coll_now() - t0 > c->cfg.timeout_s) {
-      coll_diag_stall(c, c->seq_entered, "allreduce(nccl)", coll_now() - t0);
+    if (clock_mono_s() - t0 > c->cfg.timeout_s) {
+      coll_diag_stall(c, c->seq_entered, "allreduce(nccl)", clock_mono_s() - t0);
       nccl_abort(st);
       return COLL_ETIMEOUT;
     }
@@ -239,7 +239,7 @@ static int nccl_sync(coll_comm *c) {
       nccl_abort(st);
       return COLL_ERR;
     }
-    coll_backoff(&idle, coll_now() - t0);
+    coll_backoff(&idle, clock_mono_s() - t0);
   }
 }
 
@@ -268,8 +268,8 @@ static void nccl_tick(coll_comm *c) {
   cudaError_t q = cudaEventQuery(st->last);
   if (q == cudaSuccess) {
     st->last_issue = 0;
-  } else if (q == cudaErrorNotReady && coll_now() - st->last_issue > c->cfg.timeout_s) {
-    coll_diag_stall(c, st->last_seq, "allreduce(nccl)", coll_now() - st->last_issue);
+  } else if (q == cudaErrorNotReady && clock_mono_s() - st->last_issue > c->cfg.timeout_s) {
+    coll_diag_stall(c, st->last_seq, "allreduce(nccl)", clock_mono_s() - st->last_issue);
     nccl_abort(st);
   }
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/env.h"
 #include "collective/coll_internal.h"
 
 /* How long the idle thread sleeps between stall-query checks. */
@@ -24,9 +25,9 @@
 static double progress_spin_s(void) {
   static double spin_s = -1.0; /* set once; racing threads compute the same value */
   if (spin_s < 0) {
-    const char *e = getenv("TFDIST_COLL_SPIN_US");
+    const char *e = base_env_str("TFDIST_COLL_SPIN_US");
     char *end = NULL;
-    double us = e && *e ? strtod(e, &end) : PROGRESS_SPIN_US_DEFAULT;
+    double us = e ? strtod(e, &end) : PROGRESS_SPIN_US_DEFAULT;
     /* Not a number (atof read "abc" as 0: no spinning at all), negative or
      * NaN: the default, not a silently different wait policy. */
     if (end && *end != '\0') us = PROGRESS_SPIN_US_DEFAULT;
@@ -54,9 +55,9 @@ static void progress_describe(const coll_comm *c, const coll_request *r, char *o
 static int progress_drive_run(coll_comm *c, coll_request *r);
 
 int coll_progress_drive(coll_comm *c, coll_request *r) {
-  double began = coll_now();
+  double began = clock_mono_s();
   int rc = progress_drive_run(c, r);
-  if (c->trace) c->trace(c->trace_ctx, r->recv, r->elems, r->t_start, began, coll_now(), rc);
+  if (c->trace) c->trace(c->trace_ctx, r->recv, r->elems, r->t_start, began, clock_mono_s(), rc);
   return rc;
 }
 
@@ -85,7 +86,7 @@ static int progress_drive_run(coll_comm *c, coll_request *r) {
       r->status = COLL_OK;
       break;
     }
-    double now = coll_now();
+    double now = clock_mono_s();
     if (now - r->t_progress > c->cfg.timeout_s) {
       char what[128];
       progress_describe(c, r, what, sizeof what);
@@ -201,7 +202,7 @@ int coll_progress_wait(coll_comm *c, coll_request *r) {
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 1;
     pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
-    const double idle = coll_now() - coll_req_last(r);
+    const double idle = clock_mono_s() - coll_req_last(r);
     if (r->state != COLL_REQ_DONE && idle > 2.0 * c->cfg.timeout_s + 30.0) {
       pthread_mutex_unlock(&c->mu);
       coll_set_error(c, "allreduce #%lld: the progress thread made no progress for %.0f s",

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/clock.h"
+
 #include "collective/coll.h"
 
 /* What a notice to rank 0 says (coll_comm_report_failure, _cancel). */
@@ -95,8 +97,6 @@ const char *coll_comm_host(const coll_comm *c);
 void coll_set_error(coll_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Rank 0: a peer's failure notice; later collectives give up at once. */
 void coll_comm_peer_failed(coll_comm *c, int peer, const char *msg);
-/* Monotonic seconds. */
-double coll_now(void);
 /* Backs off a polling loop that saw no progress for idle_s: spin, then
  * yield, then short sleeps, so waiting ranks leave the cores to computing
  * ones (2 cores, 4 ranks is normal here). */

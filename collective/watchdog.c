@@ -74,9 +74,9 @@ static int diag_notify(coll_comm *c, const void *buf, int count, MPI_Datatype ty
     return -1;
   }
   /* A short message goes eagerly; a rank 0 that is gone must not hold us. */
-  const double until = coll_now() + 1.0;
+  const double until = clock_mono_s() + 1.0;
   int done = 0, idle = 0;
-  while (!done && coll_now() < until) {
+  while (!done && clock_mono_s() < until) {
     if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return -1;
     if (!done) coll_backoff(&idle, 1.0);
   }
@@ -141,9 +141,9 @@ static void diag_ask(coll_comm *c, diag_round *d, int64_t seq) {
     MPI_Irecv(d->answer[p], DIAG_R_WORDS, MPI_INT64_T, p, DIAG_TAG_REPLY, m->comm_diag, &d->recv[p]);
     MPI_Isend(q, DIAG_Q_WORDS, MPI_INT64_T, p, DIAG_TAG_QUERY, m->comm_diag, &d->send[p]);
   }
-  const double until = coll_now() + diag_window_s(c);
+  const double until = clock_mono_s() + diag_window_s(c);
   int missing = c->size - 1, idle = 0;
-  while (missing > 0 && coll_now() < until && !coll_peer_has_failed(c)) {
+  while (missing > 0 && clock_mono_s() < until && !coll_peer_has_failed(c)) {
     int got = 0;
     for (int p = 0; p < c->size; p++) {
       int flag = 0;
@@ -245,7 +245,7 @@ void coll_mpi_diagnose_error(coll_comm *c, int64_t seq, char *msg, size_t msg_by
 }
 
 int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *what) {
-  const double t0 = coll_now();
+  const double t0 = clock_mono_s();
   int idle = 0;
   for (;;) {
     int flag = 0;
@@ -256,7 +256,7 @@ int coll_poll_request(coll_comm *c, MPI_Request *req, int64_t seq, const char *w
       return COLL_ERR;
     }
     if (flag) return COLL_OK;
-    double now = coll_now();
+    double now = clock_mono_s();
     if (now - t0 > c->cfg.timeout_s) {
       /* A collective request cannot be cancelled; the job is ending anyway. */
       coll_diag_stall(c, seq, what, now - t0);

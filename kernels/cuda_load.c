@@ -4,6 +4,7 @@
  * counted by the driver alone (libcuda.so.1: cuInit, cuDeviceGetCount), so a
  * CPU run never maps the CUDA libraries (~150 MB of RSS). Executables that
  * link the CUDA code statically (tests/gpu, benchmarks/gpu) use that copy. */
+#include "base/env.h"
 #include "kernels/cuda_load.h"
 
 #include <dlfcn.h>
@@ -81,8 +82,8 @@ static const kern_cuda_module *kern_cuda_module_open(const char *path, char *err
 /* $TFDIST_CUDA_MODULE, else beside the executable, in ../lib/tfdist (an
  * install), or .. (the build tree: build/cli/tfdist, build/tfdist-cuda.so). */
 static const kern_cuda_module *kern_cuda_module_find(char *err, size_t err_bytes) {
-  const char *env = getenv(KERN_CUDA_MODULE_ENV);
-  if (env && env[0]) return kern_cuda_module_open(env, err, err_bytes);
+  const char *env = base_env_str(KERN_CUDA_MODULE_ENV);
+  if (env) return kern_cuda_module_open(env, err, err_bytes);
   char dir[PATH_MAX], path[PATH_MAX + 64];
   kern_exe_dir(dir, sizeof dir);
   static const char *const where[] = {"", "/../lib/tfdist", "/.."};
