@@ -4,10 +4,12 @@
  * and fuzzed upstream; the input here is what it hands on: the first line is
  * "METHOD PATH", the rest the body. Build and run: tests/fuzz.sh serve
  * (clang, ASan + UBSan). */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "modelio/h5model.h"
@@ -26,7 +28,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   char path[64], keys[64], err[4600];
   snprintf(path, sizeof path, "/tmp/tfdist-fuzz-serve-%d.h5", (int)getpid());
   snprintf(keys, sizeof keys, "/tmp/tfdist-fuzz-serve-%d.keys", (int)getpid());
-  FILE *f = fopen(keys, "w");
+  int fd = open(keys, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
   if (!f || fputs("fuzz-primary-key-0123456789\n\nfuzz-secondary-key-abcdef\n", f) < 0 ||
       fclose(f) != 0) {
     abort();
@@ -54,9 +57,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     line[head] = '\0';
     /* MHD hands on no NUL inside a method or path, and so does this */
     if (sscanf(line, "%15s %2047s", method, path) < 1) snprintf(method, sizeof method, "POST");
-    if (serve_keys_check(&fuzz_keys, line) && strcmp(line, "Bearer fuzz-primary-key-0123456789") &&
-        strcmp(line, "Bearer fuzz-secondary-key-abcdef")) {
-      abort(); /* a key that is not one of the two was taken */
+    if (serve_keys_check(&fuzz_keys, line)) { /* then the token must be one of the two keys */
+      const char *t = line + 7; /* "Bearer ", any case (RFC 7235) */
+      size_t n;
+      while (*t == ' ') t++;
+      for (n = strlen(t); n && (t[n - 1] == ' ' || t[n - 1] == '\t'); n--) {
+      }
+      if (strncasecmp(line, "Bearer ", 7) ||
+          !((n == 27 && !memcmp(t, "fuzz-primary-key-0123456789", n)) ||
+            (n == 25 && !memcmp(t, "fuzz-secondary-key-abcdef", n)))) {
+        abort();
+      }
     }
   }
   size_t at = nl ? head + 1 : size;
