@@ -29,11 +29,14 @@ def reset_peak(pid):
         return False
 
 
-def rows_body(key, target_bytes, seed=1):
-    """{"key": [[784 numbers], ...]} as JSON text of just under target_bytes."""
+def rows_body(key, target_bytes, seed=1, short=False):
+    """{"key": [[784 numbers], ...]} as JSON text of just under target_bytes:
+    float32 values printed in full ("%.9g"), or (short) single digits 0 and
+    1, the most numbers a byte of text can hold."""
     import numpy as np
     rng = np.random.default_rng(seed)
-    row = "[" + ",".join("%.9g" % v for v in rng.uniform(0, 1, 784).astype(np.float32)) + "]"
+    vals = rng.uniform(0, 1, 784).astype(np.float32)
+    row = "[" + ",".join(("%d" % round(v)) if short else ("%.9g" % v) for v in vals) + "]"
     n = max(1, (target_bytes - 16) // (len(row) + 1))
     return ('{"%s": [' % key + ",".join([row] * n) + "]}").encode(), n
 

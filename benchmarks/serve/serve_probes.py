@@ -60,6 +60,7 @@ def main():
     d = tempfile.mkdtemp(prefix="tfdist-serve-probes-")
     model = args.model or train_model(args.after, d)
     body, n = P.rows_body("data", 16 * P.MIB - 64)
+    body_short, n_short = P.rows_body("data", 16 * P.MIB - 64, short=True)
     for label, binary, extra in (("before", args.before, []),
                                  ("after", args.after, ["--max-conns-per-ip", "30"])):
         base = ["--model", model, "--port", "0", "--threads", "2", "--access-log", "off"]
@@ -83,6 +84,8 @@ def main():
         try:
             print(json.dumps({"probe": "one 16 MiB", "server": label, "rows": n,
                               **P.one_big(srv, body)}), flush=True)
+            print(json.dumps({"probe": "one 16 MiB, digits", "server": label, "rows": n_short,
+                              **P.one_big(srv, body_short)}), flush=True)
             print(json.dumps({"probe": "four 16 MiB", "server": label, **four_at_once(srv, body)}),
                   flush=True)
         finally:
