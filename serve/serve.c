@@ -297,6 +297,7 @@ static void serve_reply_set(serve_reply *out, int status, const char *ctype, ser
 }
 
 void serve_reply_error(serve_reply *out, int status, const char *msg) {
+  *out = (serve_reply){0}; /* no Allow unless the caller sets one */
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "error", msg);
   char *text = cJSON_PrintUnformatted(o);
