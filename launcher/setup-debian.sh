@@ -13,6 +13,7 @@ PACKAGES="
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
   libcjson-dev libopenblas-dev libblis-dev zlib1g-dev
+  libmicrohttpd-dev gnutls-bin curl openssl
   dataset-fashion-mnist
   python3 python3-numpy python3-h5py python3-venv python3-matplotlib
   clang libclang-rt-14-dev

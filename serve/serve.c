@@ -13,8 +13,8 @@
 
 #include "modelio/h5model.h"
 #include "modelio/infer.h"
-#include "base/jsonkeys.h"
 #include "registry/registry.h"
+#include "serve/serve_json.h"
 
 #define SERVE_CHUNK 256 /* rows per forward pass: a session's work memory */
 
@@ -297,6 +297,7 @@ static void serve_reply_set(serve_reply *out, int status, const char *ctype, ser
 }
 
 void serve_reply_error(serve_reply *out, int status, const char *msg) {
+  *out = (serve_reply){0}; /* no Allow unless the caller sets one */
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "error", msg);
   char *text = cJSON_PrintUnformatted(o);
@@ -321,11 +322,6 @@ static void serve_reply_errorf(serve_reply *out, int status, const char *fmt, ..
   serve_reply_error(out, status, msg);
 }
 
-static void serve_buf_prob(serve_buf *b, int first, float p) {
-  if (isfinite(p)) serve_buf_printf(b, first ? "%.9g" : ",%.9g", (double)p);
-  else serve_buf_printf(b, first ? "null" : ",null");
-}
-
 /* Rows through v: the classes as a JSON array (/score), or TF Serving's
  * {"predictions": [[probabilities], ...]}. */
 static void serve_infer(const serve_models *m, serve_version *v, const float *x, int64_t n,
@@ -337,8 +333,17 @@ static void serve_infer(const serve_models *m, serve_version *v, const float *x,
   infer_session *s = probs && classes ? serve_session_take(m, v, err, sizeof err) : NULL;
   int rc = s ? infer_session_predict(s, x, n, probs, classes, err, sizeof err) : -1;
   if (s) serve_session_give(v, s);
+  int64_t bad = -1;
+  for (int64_t i = 0; rc == 0 && bad < 0 && i < n * k; i++) {
+    if (!isfinite(probs[i])) bad = i / k;
+  }
   if (rc != 0) {
     serve_reply_error(out, 500, err[0] ? err : "out of memory");
+  } else if (bad >= 0) {
+    /* A class from NaNs would be 0: a wrong answer that looks like one. */
+    serve_reply_errorf(out, 500, "the model's output for row %lld is not finite (NaN or "
+                       "infinite): the model has diverged, or the row is far outside 0..1",
+                       (long long)bad);
   } else {
     serve_buf b = {0};
     serve_buf_printf(&b, want_probs ? "{\"predictions\":[" : "[");
@@ -348,7 +353,7 @@ static void serve_infer(const serve_models *m, serve_version *v, const float *x,
         continue;
       }
       serve_buf_printf(&b, i ? ",[" : "[");
-      for (int64_t j = 0; j < k; j++) serve_buf_prob(&b, j == 0, probs[i * k + j]);
+      for (int64_t j = 0; j < k; j++) serve_buf_printf(&b, j ? ",%.9g" : "%.9g", (double)probs[i * k + j]);
       serve_buf_printf(&b, "]");
     }
     serve_buf_printf(&b, want_probs ? "]}" : "]");
@@ -358,167 +363,38 @@ static void serve_infer(const serve_models *m, serve_version *v, const float *x,
   free(classes);
 }
 
-/* cJSON reads numbers with strtod, which also takes 01, 1. and 1.e5: the
- * body's numbers must first pass RFC 8259's grammar. The offset of the first
- * bad one, or len. */
-static size_t serve_json_bad_number(const char *s, size_t len) {
-  for (size_t i = 0; i < len; i++) {
-    if (s[i] == '"') { /* skip the string */
-      for (i++; i < len && s[i] != '"'; i++) i += s[i] == '\\';
-      continue;
-    }
-    if (s[i] != '-' && (s[i] < '0' || s[i] > '9')) continue;
-    size_t at = i;
-    i += s[i] == '-';
-    if (i < len && s[i] == '0') i++;
-    else if (i < len && s[i] >= '1' && s[i] <= '9') while (i < len && s[i] >= '0' && s[i] <= '9') i++;
-    else return at;
-    if (i < len && s[i] == '.') {
-      if (++i >= len || s[i] < '0' || s[i] > '9') return at;
-      while (i < len && s[i] >= '0' && s[i] <= '9') i++;
-    }
-    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-      i++;
-      if (i < len && (s[i] == '+' || s[i] == '-')) i++;
-      if (i >= len || s[i] < '0' || s[i] > '9') return at;
-      while (i < len && s[i] >= '0' && s[i] <= '9') i++;
-    }
-    if (i < len && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == 'e' || s[i] == 'E' ||
-                    s[i] == '+' || s[i] == '-')) {
-      return at;
-    }
-    i--;
-  }
-  return len;
-}
-
-static cJSON *serve_parse_body(const char *body, size_t len, serve_reply *out) {
-  if (len == 0) {
-    serve_reply_error(out, 400, "empty body: expected a JSON object");
-    return NULL;
-  }
-  size_t bad = serve_json_bad_number(body, len);
-  if (bad < len) {
-    serve_reply_errorf(out, 400, "body: not JSON (a malformed number at byte %zu)", bad);
-    return NULL;
-  }
-  const char *end = NULL;
-  char err[400];
-  cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-  while (root && end < body + len && strchr(" \t\r\n", *end) && *end) end++;
-  if (root && end < body + len) {
-    serve_reply_errorf(out, 400, "body: not JSON (more after the value, at byte %ld)",
-                       (long)(end - body));
-    cJSON_Delete(root);
-    root = NULL;
-  } else if (!root) {
-    serve_reply_errorf(out, 400, "body: not JSON (syntax error near byte %ld)",
-                       end ? (long)(end - body) : 0L);
-  } else if (!cJSON_IsObject(root)) {
-    serve_reply_error(out, 400, "body: expected a JSON object");
-    cJSON_Delete(root);
-    root = NULL;
-  } else if (json_keys_check_unique(root, "body", err, sizeof err) != 0) {
-    serve_reply_error(out, 400, err); /* never let the first of two values win */
-    cJSON_Delete(root);
-    root = NULL;
-  }
-  return root;
-}
+/* The one input and output of the served signature, as GetModelMetadata names them. */
+#define SERVE_INPUT_NAME "dense_input"
+#define SERVE_OUTPUT_NAME "dense_2"
 
 /* {"data": [[784 numbers], ...]} -> the default version's classes. */
 static void serve_score(const serve_models *m, const char *body, size_t len, serve_reply *out) {
-  cJSON *root = serve_parse_body(body, len, out);
-  if (!root) return;
   serve_version *v = m->versions[m->default_index];
-  const cJSON *rows = cJSON_GetObjectItemCaseSensitive(root, "data");
   float *x = NULL;
   int64_t n = 0;
   char err[4600];
-  if (!rows) {
-    serve_reply_error(out, 400, "key \"data\": missing (expected {\"data\": [[784 numbers], ...]})");
-  } else if (infer_rows_from_json(rows, "data", v->model.layout.dims[0], &x, &n, err,
-                                  sizeof err) != 0) {
+  if (serve_json_rows(body, len, SERVE_JSON_SCORE, v->model.layout.dims[0], SERVE_INPUT_NAME, &x,
+                      &n, err, sizeof err) != 0) {
     serve_reply_error(out, 400, err);
   } else {
     serve_infer(m, v, x, n, 0, out);
   }
   free(x);
-  cJSON_Delete(root);
 }
 
-/* TF Serving's row format: a row, or {"<input name>": row}. The rows are
- * references into root, gathered in a new array. */
-static cJSON *serve_instances(const cJSON *inst, char *err, size_t eb) {
-  if (!cJSON_IsArray(inst)) {
-    snprintf(err, eb, "instances: expected an array of rows");
-    return NULL;
-  }
-  cJSON *rows = cJSON_CreateArray();
-  int i = 0;
-  for (const cJSON *it = inst->child; it && rows; it = it->next, i++) {
-    const cJSON *row = it;
-    if (cJSON_IsObject(it)) {
-      if (cJSON_GetArraySize(it) != 1) {
-        snprintf(err, eb, "instances[%d]: an object row needs exactly one key (the input's name)", i);
-        cJSON_Delete(rows);
-        return NULL;
-      }
-      row = it->child;
-    }
-    cJSON *ref = cJSON_IsArray(row) ? cJSON_CreateArrayReference(row->child)
-                                    : cJSON_CreateObjectReference(NULL);
-    if (!ref) {
-      snprintf(err, eb, "out of memory");
-      cJSON_Delete(rows);
-      return NULL;
-    }
-    cJSON_AddItemToArray(rows, ref);
-  }
-  return rows;
-}
-
-/* {"instances": [...]} or {"inputs": [[...]] | {"<name>": [[...]]}} -> rows. */
-static int serve_predict_rows(const cJSON *root, const serve_version *v, float **x, int64_t *n,
-                              char *err, size_t eb) {
-  const cJSON *inst = cJSON_GetObjectItemCaseSensitive(root, "instances");
-  const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
-  const int64_t dim = v->model.layout.dims[0];
-  if (inst && inputs) {
-    snprintf(err, eb, "give either \"instances\" or \"inputs\", not both");
-    return -1;
-  }
-  if (!inst && !inputs) {
-    snprintf(err, eb, "key \"instances\" or \"inputs\": missing");
-    return -1;
-  }
-  if (inputs) {
-    if (!cJSON_IsObject(inputs)) return infer_rows_from_json(inputs, "inputs", dim, x, n, err, eb);
-    if (cJSON_GetArraySize(inputs) != 1) {
-      snprintf(err, eb, "inputs: an object needs exactly one key (the input's name)");
-      return -1;
-    }
-    char where[200];
-    snprintf(where, sizeof where, "inputs.%.150s", inputs->child->string);
-    return infer_rows_from_json(inputs->child, where, dim, x, n, err, eb);
-  }
-  cJSON *rows = serve_instances(inst, err, eb);
-  int rc = rows ? infer_rows_from_json(rows, "instances", dim, x, n, err, eb) : -1;
-  cJSON_Delete(rows);
-  return rc;
-}
-
+/* TF Serving's predict: {"instances": [...]} or {"inputs": ...}. */
 static void serve_predict(const serve_models *m, serve_version *v, const char *body, size_t len,
                           serve_reply *out) {
-  cJSON *root = serve_parse_body(body, len, out);
-  if (!root) return;
   float *x = NULL;
   int64_t n = 0;
   char err[4600];
-  if (serve_predict_rows(root, v, &x, &n, err, sizeof err) != 0) serve_reply_error(out, 400, err);
-  else serve_infer(m, v, x, n, 1, out);
+  if (serve_json_rows(body, len, SERVE_JSON_PREDICT, v->model.layout.dims[0], SERVE_INPUT_NAME,
+                      &x, &n, err, sizeof err) != 0) {
+    serve_reply_error(out, 400, err);
+  } else {
+    serve_infer(m, v, x, n, 1, out);
+  }
   free(x);
-  cJSON_Delete(root);
 }
 
 /* TF Serving's GetModelStatus: one entry per version, or just `only`. */
@@ -568,10 +444,10 @@ static void serve_metadata(const serve_models *m, const serve_version *v, serve_
       cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "metadata"), "signature_def"),
       "signature_def");
   cJSON *sig = cJSON_AddObjectToObject(defs, "serving_default");
-  cJSON_AddItemToObject(cJSON_AddObjectToObject(sig, "inputs"), "dense_input",
+  cJSON_AddItemToObject(cJSON_AddObjectToObject(sig, "inputs"), SERVE_INPUT_NAME,
                         serve_tensor_info("serving_default_dense_input:0",
                                           v->model.layout.dims[0]));
-  cJSON_AddItemToObject(cJSON_AddObjectToObject(sig, "outputs"), "dense_2",
+  cJSON_AddItemToObject(cJSON_AddObjectToObject(sig, "outputs"), SERVE_OUTPUT_NAME,
                         serve_tensor_info("StatefulPartitionedCall:0",
                                           v->model.layout.dims[MODEL_LAYERS]));
   cJSON_AddStringToObject(sig, "method_name", "tensorflow/serving/predict");

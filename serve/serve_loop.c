@@ -1,109 +1,66 @@
-/* The connection loop of `tfdist serve`: epoll, a ready queue, workers. */
+/* The connection loop of `tfdist serve` over libmicrohttpd (serve_loop.h). */
 #include "serve/serve_loop.h"
 
 #include <errno.h>
 #include <malloc.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
+#include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <strings.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
-#include "serve/serve_http.h"
 
-#define LOOP_TICK_MS 100
-#define LOOP_NEXT_WAIT_MS 1
-#define LOOP_TRIM_BYTES (1u << 20) /* after a body this big, memory goes back to the OS */
-/* After SIGTERM, a request still arriving (or answers a client is slow to
- * read) gets this long: a client sending a byte now and then would otherwise
- * keep the server up for ever. */
+#define LOOP_TICK_MS 50
+/* After SIGTERM, requests already begun get this long to finish: a client
+ * sending a byte now and then would otherwise keep the server up for ever. */
 #define LOOP_STOP_GRACE_MS 5000.0
-/* After a framing error the request's rest may still be coming: read and
- * dropped for up to this long (and this much), so the client reads our answer
- * instead of a reset. By the epoll thread: a worker would be held. */
-#define LOOP_LINGER_MS 2000.0
-#define LOOP_LINGER_BYTES (160u << 10)
+#define LOOP_TRIM_BYTES (1u << 20) /* after a body this big, freed memory goes back to the OS */
 
+/* One connection, for the deadlines MHD does not keep (its timeout is for
+ * silence only: a byte every few seconds would renew it for ever). */
 typedef struct loop_conn {
-  http_conn http;
-  double deadline;   /* while parked: closed then */
-  double head_since; /* when the head now arriving began; 0 when none is */
-  int parked;
-  int lingering;   /* answered a framing error; its bytes are dropped until it closes */
-  size_t drained;  /* bytes dropped while lingering */
+  int fd;
+  double deadline; /* ms, clock_mono: shut down then */
+  int in_request;  /* its head has come and it is not answered yet */
   struct loop_conn *prev, *next;
 } loop_conn;
 
-typedef struct {
+struct serve_loop {
   const serve_loop_config *cfg;
-  int ep, max_conns;
+  struct MHD_Daemon *daemon;
   pthread_mutex_t lock; /* everything below */
-  pthread_cond_t ready_cv;
-  loop_conn parked;     /* list of connections waiting for bytes */
-  loop_conn **ready;    /* ring of connections with bytes, for workers */
-  int ready_head, ready_count, conns, closing;
-  double stop_ms; /* when the epoll thread saw the stop flag; 0 before */
-} serve_loop;
+  loop_conn conns;      /* list of open connections */
+  size_t buffered;      /* bytes reserved by bodies being received */
+  int active;           /* requests between head and answer */
+  int stopping;
+  int started;          /* MHD's messages are kept only before (atomic) */
+  char mhd_err[512];    /* MHD's last message, for a failed start */
+};
 
-/* The flag a signal handler sets, read by every thread: atomically. */
+/* One request, MHD's *con_cls. */
+typedef struct {
+  loop_conn *conn;
+  char *body;        /* malloc'd up to SERVE_SMALL_BODY_BYTES, else mmap'd */
+  size_t len, cap;
+  size_t reserved;   /* of serve_loop.buffered */
+  int mapped, counted;
+  int fail_status;   /* found while the body came: answered at its end */
+  const char *fail_msg;
+  double t0;
+} loop_req;
+
+static double loop_now_ms(void) { return 1e3 * clock_mono_s(); }
+
 static int loop_stopping(const serve_loop *l) {
   return __atomic_load_n(l->cfg->stop, __ATOMIC_RELAXED) != 0;
-}
-
-static void loop_unlist(loop_conn *c) {
-  c->prev->next = c->next;
-  c->next->prev = c->prev;
-  c->parked = 0;
-}
-
-/* Waits for c's next bytes (EPOLLIN) or for room to answer (EPOLLOUT):
- * listed with its deadline, then armed (in that order, under the lock, so the
- * event cannot find it unlisted). Not listed when it fails: the caller closes
- * c. */
-static int loop_park(serve_loop *l, loop_conn *c, int add, uint32_t events) {
-  struct epoll_event ev = {.events = events | EPOLLONESHOT, .data.ptr = c};
-  if (events & EPOLLIN) ev.events |= EPOLLRDHUP; /* not with EPOLLOUT: a half-close would spin */
-  http_conn_trim(&c->http);
-  pthread_mutex_lock(&l->lock);
-  double now = 1e3 * clock_mono_s();
-  c->deadline = now + (c->lingering ? LOOP_LINGER_MS
-                       : events & EPOLLOUT ? HTTP_IO_TIMEOUT_S * 1000.0
-                       : c->http.len ? HTTP_STALL_MS : HTTP_IDLE_MS);
-  /* A head trickling in a byte at a time renews the stall deadline for
-   * ever: the whole head gets a fixed time from its first byte. */
-  int in_head = !c->lingering && (events & EPOLLIN) && http_conn_in_head(&c->http);
-  if (!in_head) c->head_since = 0;
-  else if (c->head_since == 0) c->head_since = now;
-  if (in_head && c->head_since + l->cfg->head_timeout_ms < c->deadline) {
-    c->deadline = c->head_since + l->cfg->head_timeout_ms;
-  }
-  c->parked = 1;
-  c->next = l->parked.next;
-  c->prev = &l->parked;
-  l->parked.next->prev = c;
-  l->parked.next = c;
-  int rc = epoll_ctl(l->ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->http.fd, &ev);
-  if (rc != 0) loop_unlist(c);
-  pthread_mutex_unlock(&l->lock);
-  return rc;
-}
-
-static void loop_close(serve_loop *l, loop_conn *c) {
-  epoll_ctl(l->ep, EPOLL_CTL_DEL, c->http.fd, NULL);
-  close(c->http.fd);
-  http_conn_free(&c->http);
-  free(c);
-  pthread_mutex_lock(&l->lock);
-  l->conns--;
-  pthread_mutex_unlock(&l->lock);
 }
 
 /* A client's bytes as the log shows them: printable ASCII as is, the rest
@@ -126,291 +83,367 @@ static void loop_log(const serve_loop *l, const char *method, const char *path, 
   loop_log_escape(method, 16, m, sizeof m);
   loop_log_escape(path, 300, p, sizeof p);
   fprintf(stderr, "tfdist serve: \"%s %s\" %d %zu bytes %.2f ms\n", m, p, status, bytes,
-          1e3 * clock_mono_s() - t0);
+          loop_now_ms() - t0);
 }
 
-/* A framing error: its status and message, then the connection closes
- * after lingering. 0 when c is to linger. */
-static int loop_reply_bad(serve_loop *l, loop_conn *c, int status, const char *msg) {
-  serve_reply rep;
-  serve_reply_error(&rep, status, msg);
-  int rc = http_response_send(&c->http, status, rep.content_type, NULL, rep.body, rep.len, 0, 0);
-  loop_log(l, "-", "-", status, rep.len, 1e3 * clock_mono_s());
-  serve_reply_free(&rep);
-  if (rc != 0 || shutdown(c->http.fd, SHUT_WR) != 0) return -1;
-  int fd = c->http.fd;
-  http_conn_free(&c->http); /* nothing more is parsed */
-  http_conn_init(&c->http, fd);
-  c->lingering = 1;
+static void loop_mhd_log(void *cls, const char *fmt, va_list ap) {
+  serve_loop *l = cls;
+  if (__atomic_load_n(&l->started, __ATOMIC_ACQUIRE)) return;
+  vsnprintf(l->mhd_err, sizeof l->mhd_err, fmt, ap);
+  l->mhd_err[strcspn(l->mhd_err, "\r\n")] = '\0';
+}
+
+/* Against the global cap: a body over SERVE_SMALL_BODY_BYTES may not take
+ * the last 1/8, so one client's big bodies cannot shut out everyone's small
+ * ones. 0 when reserved. */
+static int loop_reserve(serve_loop *l, loop_req *r, size_t bytes) {
+  size_t cap = l->cfg->max_buffered;
+  size_t limit = r->reserved + bytes > SERVE_SMALL_BODY_BYTES ? cap - cap / 8 : cap;
+  pthread_mutex_lock(&l->lock);
+  int ok = l->buffered <= limit && bytes <= limit - l->buffered;
+  if (ok) l->buffered += bytes;
+  pthread_mutex_unlock(&l->lock);
+  if (ok) r->reserved += bytes;
+  return ok ? 0 : -1;
+}
+
+static void loop_body_free(serve_loop *l, loop_req *r) {
+  if (r->mapped) munmap(r->body, r->cap);
+  else free(r->body);
+  if (r->len >= LOOP_TRIM_BYTES) malloc_trim(0);
+  r->body = NULL;
+  r->len = r->cap = 0;
+  r->mapped = 0;
+  pthread_mutex_lock(&l->lock);
+  l->buffered -= r->reserved;
+  pthread_mutex_unlock(&l->lock);
+  r->reserved = 0;
+}
+
+/* Room for need bytes. Big bodies are mapped on their own, so their memory
+ * goes back to the OS when they are freed (malloc would keep it). */
+static int loop_body_room(loop_req *r, size_t need) {
+  if (need <= r->cap) return 0;
+  size_t cap = r->cap * 2 > need ? r->cap * 2 : need;
+  if (r->reserved + 1 > cap) cap = r->reserved + 1; /* a Content-Length: all of it at once */
+  if (cap <= SERVE_SMALL_BODY_BYTES) {
+    char *grown = realloc(r->body, cap);
+    if (!grown) return -1;
+    r->body = grown;
+  } else if (r->mapped) {
+    void *grown = mremap(r->body, r->cap, cap, MREMAP_MAYMOVE);
+    if (grown == MAP_FAILED) return -1;
+    r->body = grown;
+  } else {
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    if (r->len) memcpy(p, r->body, r->len);
+    free(r->body);
+    r->body = p;
+    r->mapped = 1;
+  }
+  r->cap = cap;
   return 0;
 }
 
-/* Answers one whole request; 1 when the connection stays open. */
-static int loop_answer(serve_loop *l, loop_conn *c, const http_request *r) {
-  double t0 = 1e3 * clock_mono_s();
+/* Queues status with body (malloc'd, taken) and the extra headers. */
+static enum MHD_Result loop_queue(serve_loop *l, struct MHD_Connection *mc, loop_req *r,
+                                  const char *method, const char *path, serve_reply *rep,
+                                  const char *const *extra) {
+  struct MHD_Response *resp =
+      MHD_create_response_from_buffer(rep->len, rep->body ? rep->body : (char *)"",
+                                      rep->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  if (!resp) {
+    serve_reply_free(rep);
+    return MHD_NO;
+  }
+  rep->body = NULL; /* the response owns it now */
+  if (rep->content_type) MHD_add_response_header(resp, "Content-Type", rep->content_type);
+  if (rep->allow) MHD_add_response_header(resp, "Allow", rep->allow);
+  for (int i = 0; extra && extra[i]; i += 2) MHD_add_response_header(resp, extra[i], extra[i + 1]);
+  if (loop_stopping(l)) MHD_add_response_header(resp, "Connection", "close");
+  enum MHD_Result ok = MHD_queue_response(mc, (unsigned)rep->status, resp);
+  MHD_destroy_response(resp);
+  loop_log(l, method, path, rep->status, rep->len, r->t0);
+  serve_reply_free(rep);
+  return ok;
+}
+
+static enum MHD_Result loop_error(serve_loop *l, struct MHD_Connection *mc, loop_req *r,
+                                  const char *method, const char *path, int status,
+                                  const char *msg, const char *const *extra) {
   serve_reply rep;
-  serve_handle(l->cfg->models, r->method, r->path, r->body, r->body_len, &rep);
-  int keep = r->keep_alive && !loop_stopping(l);
-  char extra[64] = "";
-  if (rep.allow) snprintf(extra, sizeof extra, "Allow: %s\r\n", rep.allow);
-  int sent = http_response_send(&c->http, rep.status, rep.content_type, extra, rep.body, rep.len,
-                                keep, r->head_only);
-  loop_log(l, r->method, r->path, rep.status, rep.len, t0);
-  serve_reply_free(&rep);
-  if (r->body_len >= LOOP_TRIM_BYTES) malloc_trim(0);
-  return sent == 0 && keep;
+  serve_reply_error(&rep, status, msg);
+  return loop_queue(l, mc, r, method, path, &rep, extra);
 }
 
-/* A client in a request loop sends its next request a fraction of a
- * millisecond after our answer: a worker that has nothing queued waits that
- * long on the connection itself, saving two thread hand-offs. 1 when bytes
- * came. */
-static int loop_wait_next(serve_loop *l, loop_conn *c) {
-  pthread_mutex_lock(&l->lock);
-  int idle = l->ready_count == 0 && !loop_stopping(l);
-  pthread_mutex_unlock(&l->lock);
-  struct pollfd p = {.fd = c->http.fd, .events = POLLIN};
-  return idle && !c->http.eof && poll(&p, 1, LOOP_NEXT_WAIT_MS) > 0;
-}
+typedef struct {
+  int hosts, chunked, other_coding;
+} loop_head;
 
-/* After an answer, when other connections wait: c goes to the back of the
- * queue, so a client sending requests back to back (pipelining) cannot keep
- * the worker from them. 1 when c was handed on. */
-static int loop_requeue(serve_loop *l, loop_conn *c) {
-  pthread_mutex_lock(&l->lock);
-  int others = l->ready_count > 0;
-  if (others) {
-    l->ready[(l->ready_head + l->ready_count++) % l->max_conns] = c;
-    pthread_cond_signal(&l->ready_cv);
+static enum MHD_Result loop_head_scan(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value) {
+  loop_head *h = cls;
+  (void)kind;
+  if (!strcasecmp(key, "Host")) h->hosts++;
+  if (!strcasecmp(key, "Transfer-Encoding")) {
+    if (value && !strcasecmp(value, "chunked")) h->chunked = 1;
+    else h->other_coding = 1;
   }
-  pthread_mutex_unlock(&l->lock);
-  return others;
+  return MHD_YES;
 }
 
-/* 1 when a write to c would not block (or would fail at once). */
-static int loop_writable(const loop_conn *c) {
-  struct pollfd p = {.fd = c->http.fd, .events = POLLOUT};
-  return poll(&p, 1, 0) != 0;
-}
-
-/* Every request that has fully arrived on c, then c goes back to wait. A
- * client that has not read our earlier answers (pipelining) waits for room
- * without a worker: answering would block the worker on its reads. */
-static void loop_work(serve_loop *l, loop_conn *c) {
-  for (;;) {
-    http_request r;
-    int status = 0;
-    char err[512];
-    http_read_result res = http_request_read(&c->http, &r, l->cfg->max_body, &status, err,
-                                             sizeof err);
-    if (res == HTTP_READ_MORE && loop_wait_next(l, c)) continue;
-    if (res == HTTP_READ_MORE || (res == HTTP_READ_OK && !loop_writable(c))) {
-      if (loop_park(l, c, 0, res == HTTP_READ_MORE ? EPOLLIN : EPOLLOUT) == 0) return;
-      res = HTTP_READ_CLOSED;
-    }
-    if (res == HTTP_READ_BAD && loop_reply_bad(l, c, status, err) == 0 &&
-        loop_park(l, c, 0, EPOLLIN) == 0) {
-      return;
-    }
-    if (res != HTTP_READ_OK) break;
-    int keep = loop_answer(l, c, &r);
-    http_request_done(&c->http, &r);
-    if (!keep) break;
-    if (loop_requeue(l, c)) return;
+/* The path an absolute-form target (http://host/path) names; else url. */
+static const char *loop_path(const char *url) {
+  const char *s = strstr(url, "://");
+  if (url[0] == '/' || !s || (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))) {
+    return url;
   }
-  loop_close(l, c);
+  const char *p = strchr(s + 3, '/');
+  return p ? p : "/";
 }
 
-static void *loop_worker(void *arg) {
-  serve_loop *l = arg;
-  for (;;) {
+/* The checks a request's head must pass before its body is read. 0, or the
+ * status to answer with *msg (and *extra headers). */
+static int loop_head_check(serve_loop *l, struct MHD_Connection *mc, loop_req *r,
+                           const char *method, const char *path, const char *version,
+                           const char **msg, const char *const **extra) {
+  static const char *const auth_hdr[] = {"WWW-Authenticate", "Bearer realm=\"tfdist serve\"",
+                                         NULL};
+  static const char *const busy_hdr[] = {"Retry-After", "1", NULL};
+  loop_head h = {0};
+  MHD_get_connection_values(mc, MHD_HEADER_KIND, loop_head_scan, &h);
+  if (h.hosts > 1 || (h.hosts == 0 && !strcmp(version, MHD_HTTP_VERSION_1_1))) {
+    *msg = "HTTP/1.1 needs exactly one Host header";
+    return 400;
+  }
+  if (h.other_coding) {
+    *msg = "Transfer-Encoding: only chunked is understood";
+    return 501;
+  }
+  int liveness = !strcmp(path, "/") && (!strcmp(method, "GET") || !strcmp(method, "HEAD"));
+  if (l->cfg->keys && !liveness &&
+      !serve_keys_check(l->cfg->keys, MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+                                                                  "Authorization"))) {
+    *msg = "a valid key is needed: Authorization: Bearer <key>";
+    *extra = auth_hdr;
+    return 401;
+  }
+  const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
+  if (cl && !h.chunked) {
+    unsigned long long n = strtoull(cl, NULL, 10); /* MHD has checked its digits */
+    if (n > l->cfg->max_body) {
+      *msg = "body larger than --max-body-mb";
+      return 413;
+    }
+    if (n > 0 && loop_reserve(l, r, (size_t)n) != 0) {
+      *msg = "server busy: too many request bodies being received (--max-buffered-mb)";
+      *extra = busy_hdr;
+      return 503;
+    }
+  }
+  return 0;
+}
+
+/* Body bytes as they come. -1: close the connection (a chunked body past the
+ * global cap, or no memory). */
+static int loop_body_add(serve_loop *l, loop_req *r, const char *data, size_t n) {
+  if (r->fail_status) return 0; /* dropped: the error is answered at the end */
+  if (r->len + n > l->cfg->max_body) {
+    r->fail_status = 413;
+    r->fail_msg = "body larger than --max-body-mb";
+    return 0;
+  }
+  if (r->len + n > r->reserved && loop_reserve(l, r, r->len + n - r->reserved) != 0) return -1;
+  if (loop_body_room(r, r->len + n + 1) != 0) return -1;
+  memcpy(r->body + r->len, data, n);
+  r->len += n;
+  return 0;
+}
+
+static enum MHD_Result loop_access(void *cls, struct MHD_Connection *mc, const char *url,
+                                   const char *method, const char *version,
+                                   const char *upload, size_t *upload_bytes, void **con_cls) {
+  serve_loop *l = cls;
+  loop_req *r = *con_cls;
+  const char *path = loop_path(url);
+  if (!r) { /* the head is here */
+    if (!(r = calloc(1, sizeof *r))) return MHD_NO;
+    *con_cls = r;
+    r->t0 = loop_now_ms();
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->conn = ci ? ci->socket_context : NULL;
     pthread_mutex_lock(&l->lock);
-    while (l->ready_count == 0 && !l->closing) pthread_cond_wait(&l->ready_cv, &l->lock);
-    loop_conn *c = NULL;
-    if (l->ready_count > 0) {
-      c = l->ready[l->ready_head];
-      l->ready_head = (l->ready_head + 1) % l->max_conns;
-      l->ready_count--;
+    l->active++;
+    r->counted = 1;
+    if (r->conn) {
+      r->conn->in_request = 1;
+      r->conn->deadline = r->t0 + l->cfg->body_timeout_ms;
     }
     pthread_mutex_unlock(&l->lock);
-    if (!c) return NULL;
-    loop_work(l, c);
+    const char *msg = NULL;
+    const char *const *extra = NULL;
+    int st = loop_head_check(l, mc, r, method, path, version, &msg, &extra);
+    if (st) return loop_error(l, mc, r, method, path, st, msg, extra);
+    return MHD_YES; /* MHD sends 100 Continue when asked */
   }
+  if (*upload_bytes) {
+    int rc = loop_body_add(l, r, upload, *upload_bytes);
+    *upload_bytes = 0;
+    return rc == 0 ? MHD_YES : MHD_NO;
+  }
+  if (r->fail_status) return loop_error(l, mc, r, method, path, r->fail_status, r->fail_msg, NULL);
+  serve_reply rep;
+  serve_handle(l->cfg->models, method, path, r->body ? r->body : "", r->len, &rep);
+  loop_body_free(l, r);
+  return loop_queue(l, mc, r, method, path, &rep, NULL);
 }
 
-/* Too many connections open: answered at once, never left hanging. */
-static void loop_refuse(serve_loop *l, int fd) {
-  static const char busy[] =
-      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-      "Content-Length: 48\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-      "{\"error\":\"server busy: too many open connections\"}";
-  ssize_t ignored = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  (void)ignored;
-  close(fd);
-  loop_log(l, "-", "-", 503, 48, 1e3 * clock_mono_s());
+static void loop_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                           enum MHD_RequestTerminationCode toe) {
+  serve_loop *l = cls;
+  loop_req *r = *con_cls;
+  (void)mc, (void)toe;
+  if (!r) return;
+  loop_body_free(l, r);
+  pthread_mutex_lock(&l->lock);
+  l->active -= r->counted;
+  if (r->conn) {
+    r->conn->in_request = 0;
+    r->conn->deadline = loop_now_ms() + l->cfg->head_timeout_ms;
+  }
+  pthread_mutex_unlock(&l->lock);
+  free(r);
+  *con_cls = NULL;
 }
 
-static void loop_accept(serve_loop *l, int lfd) {
-  struct timeval tv = {HTTP_IO_TIMEOUT_S, 0};
-  int one = 1, fd;
-  while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+static void loop_notify(void *cls, struct MHD_Connection *mc, void **socket_context,
+                        enum MHD_ConnectionNotificationCode toe) {
+  serve_loop *l = cls;
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    loop_conn *c = calloc(1, sizeof *c);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_context = c;
+    if (!c) return;
+    c->fd = ci ? ci->connect_fd : -1;
     pthread_mutex_lock(&l->lock);
-    int room = l->conns < l->max_conns;
-    l->conns += room;
+    c->deadline = loop_now_ms() + l->cfg->head_timeout_ms;
+    c->next = l->conns.next;
+    c->prev = &l->conns;
+    l->conns.next->prev = c;
+    l->conns.next = c;
     pthread_mutex_unlock(&l->lock);
-    loop_conn *c = room ? calloc(1, sizeof *c) : NULL;
-    if (!c) {
-      pthread_mutex_lock(&l->lock);
-      l->conns -= room;
-      pthread_mutex_unlock(&l->lock);
-      loop_refuse(l, fd);
-      continue;
-    }
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    http_conn_init(&c->http, fd);
-    if (loop_park(l, c, 1, EPOLLIN) != 0) loop_close(l, c);
-  }
-}
-
-/* A lingering connection's bytes, dropped here: closed at the peer's end,
- * past LOOP_LINGER_BYTES, or by the sweep at its deadline. */
-static void loop_drain(serve_loop *l, loop_conn *c) {
-  char sink[16384];
-  ssize_t n;
-  while ((n = recv(c->http.fd, sink, sizeof sink, MSG_DONTWAIT)) > 0 &&
-         (c->drained += (size_t)n) < LOOP_LINGER_BYTES) {
-  }
-  int again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c};
-  pthread_mutex_lock(&l->lock);
-  if (again && epoll_ctl(l->ep, EPOLL_CTL_MOD, c->http.fd, &ev) == 0) {
-    pthread_mutex_unlock(&l->lock); /* still listed, its deadline unchanged */
-    return;
-  }
-  loop_unlist(c);
-  pthread_mutex_unlock(&l->lock);
-  loop_close(l, c);
-}
-
-/* A parked connection has bytes (or was closed by the peer): to a worker.
- * The lock first: it orders what the worker that parked c wrote. */
-static void loop_dispatch(serve_loop *l, loop_conn *c) {
-  pthread_mutex_lock(&l->lock);
-  if (c->lingering) {
+  } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+    loop_conn *c = *socket_context;
+    pthread_mutex_lock(&l->lock); /* before MHD closes the fd: the sweep cannot reach a reused one */
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
     pthread_mutex_unlock(&l->lock);
-    loop_drain(l, c);
-    return;
+    free(c);
+    *socket_context = NULL;
   }
-  if (c->parked) loop_unlist(c);
-  l->ready[(l->ready_head + l->ready_count++) % l->max_conns] = c;
-  pthread_cond_signal(&l->ready_cv);
-  pthread_mutex_unlock(&l->lock);
 }
 
-/* Closes parked connections past their deadline, and, once stopping, every
- * idle one (a request begun may still finish, within the grace). 1 when none
- * is left open. */
-static int loop_sweep(serve_loop *l, int stopping) {
-  double now = 1e3 * clock_mono_s();
-  int graced = stopping && now >= l->stop_ms + LOOP_STOP_GRACE_MS;
-  loop_conn *done = NULL;
+/* Past its deadline, a connection is shut down; MHD then sees the end and
+ * closes it. Returns the requests in flight. */
+static int loop_sweep(serve_loop *l) {
+  double now = loop_now_ms();
   pthread_mutex_lock(&l->lock);
-  for (loop_conn *c = l->parked.next, *next; c != &l->parked; c = next) {
-    next = c->next;
-    if (now < c->deadline && !graced && !(stopping && c->http.len == 0)) continue;
-    loop_unlist(c);
-    epoll_ctl(l->ep, EPOLL_CTL_DEL, c->http.fd, NULL);
-    c->next = done;
-    done = c;
+  for (loop_conn *c = l->conns.next; c != &l->conns; c = c->next) {
+    if (c->fd >= 0 && now >= c->deadline) {
+      shutdown(c->fd, SHUT_RDWR);
+      c->deadline = now + 1e9; /* once */
+    }
   }
+  int active = l->active;
   pthread_mutex_unlock(&l->lock);
-  while (done) {
-    loop_conn *next = done->next;
-    loop_close(l, done);
-    done = next;
-  }
-  pthread_mutex_lock(&l->lock);
-  int empty = l->conns == 0;
-  pthread_mutex_unlock(&l->lock);
-  return empty;
+  return active;
 }
 
-static void loop_poll(serve_loop *l, int lfd) {
-  struct epoll_event evs[64];
-  for (;;) {
-    int stopping = loop_stopping(l);
-    if (stopping && lfd >= 0) {
-      epoll_ctl(l->ep, EPOLL_CTL_DEL, lfd, NULL);
-      close(lfd);
-      lfd = -1;
-      l->stop_ms = 1e3 * clock_mono_s();
-    }
-    if (loop_sweep(l, stopping) && stopping) return;
-    int n = epoll_wait(l->ep, evs, 64, LOOP_TICK_MS);
-    for (int i = 0; i < n; i++) {
-      if (evs[i].data.ptr) loop_dispatch(l, evs[i].data.ptr);
-      else loop_accept(l, lfd);
-    }
-  }
+/* The raw path: a %2F or %3A in it is not a separator. */
+static size_t loop_unescape(void *cls, struct MHD_Connection *mc, char *s) {
+  (void)cls, (void)mc;
+  return strlen(s);
 }
 
 /* File descriptors bound the connections: leave some for the process. */
-static int loop_max_conns(void) {
+static unsigned loop_max_conns(int threads) {
   struct rlimit r;
   long n = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY ? (long)r.rlim_cur : 1024;
-  n -= 64;
-  return n < 16 ? 16 : n > 16384 ? 16384 : (int)n;
+  n -= 32 + 2L * threads;
+  return n < 16 ? 16 : n > 16384 ? 16384 : (unsigned)n;
 }
 
-static int loop_init(serve_loop *l, const serve_loop_config *cfg, int lfd, char *err, size_t eb) {
-  memset(l, 0, sizeof *l);
+static struct MHD_Daemon *loop_start(serve_loop *l, int lfd) {
+  const serve_loop_config *cfg = l->cfg;
+  unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+  if (cfg->tls_cert_pem) flags |= MHD_USE_TLS;
+  struct MHD_OptionItem tls[] = {
+      {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem},
+      {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem},
+      {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
+      {MHD_OPTION_END, 0, NULL}};
+  struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
+  return MHD_start_daemon(
+      flags, 0, NULL, NULL, loop_access, l,
+      MHD_OPTION_LISTEN_SOCKET, lfd,
+      MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->threads > 1 ? cfg->threads : 0),
+      MHD_OPTION_CONNECTION_LIMIT, loop_max_conns(cfg->threads),
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->per_ip_conns,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout_s,
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVE_CONN_MEMORY_BYTES,
+      MHD_OPTION_STRICT_FOR_CLIENT, 1,
+      MHD_OPTION_NOTIFY_COMPLETED, loop_completed, l,
+      MHD_OPTION_NOTIFY_CONNECTION, loop_notify, l,
+      MHD_OPTION_UNESCAPE_CALLBACK, loop_unescape, l,
+      MHD_OPTION_EXTERNAL_LOGGER, loop_mhd_log, l,
+      MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1,
+      MHD_OPTION_ARRAY, cfg->tls_cert_pem ? tls : none,
+      MHD_OPTION_END);
+}
+
+static void loop_sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+serve_loop *serve_loop_start(const serve_loop_config *cfg, int lfd, char *err, size_t eb) {
+  serve_loop *l = calloc(1, sizeof *l);
+  if (!l) {
+    snprintf(err, eb, "out of memory");
+    close(lfd);
+    return NULL;
+  }
   l->cfg = cfg;
-  l->max_conns = loop_max_conns();
-  l->parked.next = l->parked.prev = &l->parked;
-  l->ep = epoll_create1(EPOLL_CLOEXEC);
-  l->ready = calloc((size_t)l->max_conns, sizeof *l->ready);
-  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-  if (l->ep < 0 || !l->ready || epoll_ctl(l->ep, EPOLL_CTL_ADD, lfd, &ev) != 0) {
-    snprintf(err, eb, "serve: epoll: %s", l->ready ? strerror(errno) : "out of memory");
-    if (l->ep >= 0) close(l->ep);
-    free(l->ready);
-    return -1;
-  }
+  l->conns.next = l->conns.prev = &l->conns;
   pthread_mutex_init(&l->lock, NULL);
-  pthread_cond_init(&l->ready_cv, NULL);
-  return 0;
+  if (!(l->daemon = loop_start(l, lfd))) {
+    snprintf(err, eb, "serve: could not start the HTTP%s server: %s", cfg->tls_cert_pem ? "S" : "",
+             l->mhd_err[0] ? l->mhd_err : "libmicrohttpd gave no reason");
+    close(lfd);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+    return NULL;
+  }
+  __atomic_store_n(&l->started, 1, __ATOMIC_RELEASE);
+  return l;
 }
 
-int serve_loop_run(const serve_loop_config *cfg, int lfd, char *err, size_t eb) {
-  serve_loop l;
-  pthread_t *tid = calloc((size_t)cfg->threads, sizeof *tid);
-  if (!tid || loop_init(&l, cfg, lfd, err, eb) != 0) {
-    if (!tid) snprintf(err, eb, "out of memory");
-    free(tid);
-    close(lfd);
-    return -1;
+void serve_loop_wait(serve_loop *l) {
+  while (!loop_stopping(l)) {
+    loop_sweep(l);
+    loop_sleep_ms(LOOP_TICK_MS);
   }
-  int started = 0;
-  while (started < cfg->threads && pthread_create(&tid[started], NULL, loop_worker, &l) == 0) {
-    started++;
-  }
-  if (started == cfg->threads) {
-    loop_poll(&l, lfd);
-  } else {
-    snprintf(err, eb, "--threads %d: could only start %d threads", cfg->threads, started);
-    close(lfd);
-  }
-  pthread_mutex_lock(&l.lock);
-  l.closing = 1;
-  pthread_cond_broadcast(&l.ready_cv);
-  pthread_mutex_unlock(&l.lock);
-  for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
-  if (started != cfg->threads) loop_sweep(&l, 1); /* nothing was accepted */
-  pthread_cond_destroy(&l.ready_cv);
-  pthread_mutex_destroy(&l.lock);
-  close(l.ep);
-  free(l.ready);
-  free(tid);
-  return started == cfg->threads ? 0 : -1;
+  pthread_mutex_lock(&l->lock);
+  l->stopping = 1;
+  pthread_mutex_unlock(&l->lock);
+  int listen_fd = MHD_quiesce_daemon(l->daemon); /* accepts no more */
+  if (listen_fd >= 0) close(listen_fd);
+  double until = loop_now_ms() + LOOP_STOP_GRACE_MS;
+  while (loop_sweep(l) > 0 && loop_now_ms() < until) loop_sleep_ms(LOOP_TICK_MS);
+  MHD_stop_daemon(l->daemon); /* closes the idle and the late */
+  pthread_mutex_destroy(&l->lock);
+  free(l);
 }

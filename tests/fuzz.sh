@@ -2,7 +2,7 @@
 # Builds a libFuzzer harness with clang, ASan and UBSan in its own build
 # folder, and runs it for a fixed time from its seed corpus:
 #   idx    tests/data/fuzz_idx.c      the idx reader, loader, verifier, shard index
-#   serve  tests/runtime/fuzz_serve.c tfdist serve's HTTP framing, routes and JSON
+#   serve  tests/runtime/fuzz_serve.c tfdist serve's routes, request JSON and key check
 # Exit status: 0 when it found nothing, non-zero otherwise (the crashing input
 # is left as ./crash-* or in the artifact folder given by FUZZ_ARTIFACTS).
 # Usage: tests/fuzz.sh [TARGET=idx] [SECONDS=60] [BUILD_DIR=build-fuzz]

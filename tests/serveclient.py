@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 
-ADDR = re.compile(r"http://([0-9.]+):([0-9]+)")
+ADDR = re.compile(r"https?://([0-9.]+):([0-9]+)")
 TIMEOUT = 10
 
 

@@ -72,9 +72,10 @@ def check_predict(srv):
     xs = X.tolist()
     bodies = {
         "instances": {"instances": xs},
-        "named instances": {"instances": [{"images": r} for r in xs]},
+        "named instances": {"instances": [{"dense_input": r} for r in xs]},
         "inputs list": {"inputs": xs},
-        "inputs object": {"inputs": {"images": xs}},
+        "inputs object": {"inputs": {"dense_input": xs}},
+        "signature_name": {"signature_name": "serving_default", "instances": xs},
     }
     for path, v in (("/v1/models/mnist:predict", 2), ("/v1/models/mnist/versions/2:predict", 2),
                     ("/v1/models/mnist/versions/1:predict", 1)):
@@ -99,8 +100,9 @@ def check_predict(srv):
         if st == 200:
             # float32 logits near 150 carry ~1e-5 absolute error: a looser rtol
             close(loads(b).get("predictions"), v, BIG, f"{path} inputs in -100..100", rtol=3e-4)
-    # near float32 max: the answer is still JSON (non-finite -> null), a batch of 10;
-    # 3.4028235e+38 is float32's largest as numpy prints it (just above FLT_MAX)
+    # near float32 max: the answer is still JSON, probabilities (a model whose
+    # outputs are not finite gets a 500: test_serve_limits.py); 3.4028235e+38
+    # is float32's largest as numpy prints it (just above FLT_MAX)
     huge = np.full((1, 784), 3.0e38)
     huge[0, 7] = float(str(np.finfo(np.float32).max))
     st, h, b, _ = request(c, "POST", "/v1/models/mnist:predict", {"instances": huge.tolist()})
@@ -109,7 +111,7 @@ def check_predict(srv):
         try:
             p = loads(b)["predictions"]
             T.check(len(p) == 1 and len(p[0]) == 10 and all(
-                q is None or (isinstance(q, (int, float)) and 0 <= q <= 1) for q in p[0]),
+                isinstance(q, (int, float)) and 0 <= q <= 1 for q in p[0]),
                 f"predict 3e38 row: {p}")
         except (ValueError, KeyError) as e:
             T.check(False, f"predict 3e38 row: not strict JSON ({e}): {b[:200]!r}")
@@ -161,10 +163,10 @@ def check_duplicate_keys(expect, good):
         (pred, '{"instances": [%s], "instances": [%s]}' % (r0, r1), "instances twice",
          '"instances"', "body"),
         (pred, '{"inputs": [%s], "inputs": [%s]}' % (r0, r1), "inputs twice", '"inputs"', "body"),
-        (pred, '{"instances": [%s, {"x": %s, "x": %s}]}' % (r0, r0, r1), "named row key twice",
-         '"x"', "instances[1]"),
-        (pred, '{"inputs": {"x": [%s], "x": [%s]}}' % (r0, r1), "inputs name twice", '"x"',
-         "inputs"),
+        (pred, '{"instances": [%s, {"dense_input": %s, "dense_input": %s}]}' % (r0, r0, r1),
+         "named row key twice", '"dense_input"', "instances[1]"),
+        (pred, '{"inputs": {"dense_input": [%s], "dense_input": [%s]}}' % (r0, r1),
+         "inputs name twice", '"dense_input"', "inputs"),
         (pred, '{"signature_name": "a", "instances": [%s], "signature_name": "b"}' % r0,
          "unread key twice", '"signature_name"', "body"),
     )
@@ -224,6 +226,18 @@ def check_errors(srv):
     expect("POST", "/v1/models/mnist:predict",
            {"inputs": {"a": good[:1], "b": good[:1]}}, 400, "inputs object with two keys", "inputs")
     expect("POST", "/v1/models/mnist:predict", [good[0]], 400, "body not an object")
+    # as TF Serving: a wrong input name, an unknown key or signature is a 400
+    expect("POST", "/v1/models/mnist:predict", {"instances": [{"images": good[0]}]}, 400,
+           "wrong input name in a row", "instances[0]", '"images"', "dense_input")
+    expect("POST", "/v1/models/mnist:predict", {"inputs": {"images": good[:1]}}, 400,
+           "wrong input name in inputs", "inputs", '"images"', "dense_input")
+    expect("POST", "/v1/models/mnist:predict", {"instances": good[:1], "extra": 1}, 400,
+           "unknown top-level key", 'unknown key "extra"')
+    expect("POST", "/score", {"data": good[:1], "extra": 1}, 400, "/score unknown key",
+           'unknown key "extra"')
+    expect("POST", "/v1/models/mnist:predict", {"signature_name": "nope", "instances": good[:1]},
+           400, "unknown signature_name", '"nope"', "serving_default")
+    expect("POST", "/score", b"", 400, "POST without Content-Length (an empty body)")
     check_duplicate_keys(expect, good)
     # 404s
     expect("GET", "/nope", None, 404, "unknown path")
@@ -249,24 +263,47 @@ def check_errors(srv):
 
 
 def check_framing_errors(srv):
-    """Framing errors: the status, a JSON error, then the connection closes."""
-    cases = [
-        ("411 no Content-Length", b"POST /score HTTP/1.1\r\nHost: t\r\n\r\n", 411),
-        ("501 chunked", b"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+    """Framing errors: the status, then the connection closes. Framing is
+    libmicrohttpd's since issue 19: its own errors (431, 400) carry its HTML
+    page, not our JSON; a request line that is not HTTP is closed without an
+    answer; a POST without Content-Length is an empty body (a JSON 400, see
+    check_errors), no longer 411; and chunked bodies are read (no longer 501)."""
+    ours = [
         ("501 other encoding", b"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
                                b"Content-Length: 5\r\n\r\n", 501),
-        ("431 huge header", b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
-        ("431 many headers", b"GET / HTTP/1.1\r\nHost: t\r\n"
-                             + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 90) for i in range(250)) + b"\r\n", 431),
-        ("400 bad request line", b"GARBAGE\r\n\r\n", 400),
-        ("400 bad Content-Length", b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400),
     ]
-    for what, data, code in cases:
+    for what, data, code in ours:
         with raw_case(srv, what) as r:
             r.send(data)
             ver, st, h, b = r.response()
             error_ok(st, h, b, code, what)
             T.check(r.closed(), f"{what}: connection not closed after {st}")
+    mhd = [
+        ("431 huge header", b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        ("431 many headers", b"GET / HTTP/1.1\r\nHost: t\r\n"
+                             + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 90) for i in range(250)) + b"\r\n", 431),
+        ("400 bad request line", b"GARBAGE\r\n\r\n", None),
+        ("400 no Host", b"GET / HTTP/1.1\r\n\r\n", 400),
+        ("400 bad Content-Length", b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400),
+    ]
+    for what, data, code in mhd:
+        with raw_case(srv, what) as r:
+            r.send(data)
+            if code is not None:
+                ver, st, h, b = r.response()
+                T.check(st == code, f"{what}: status {st}, expected {code}")
+            r.buf = b""  # 0.9.75 sends some of its 400 heads twice
+            T.check(r.closed(), f"{what}: connection not closed")
+    x = rows(2)
+    body = json.dumps({"data": x.tolist()}).encode()
+    with raw_case(srv, "chunked body") as r:
+        r.send(b"POST /score HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x\r\n%s\r\n" % (10, body[:10]) + b"%x\r\n%s\r\n" % (len(body) - 10, body[10:])
+               + b"0\r\n\r\n")
+        _, st, _, b = r.response()
+        T.check(st == 200, f"chunked body: {st} {b[:200]!r}")
+        if st == 200:
+            classes_ok(loads(b), 2, x, "chunked body")
 
 
 def check_http(srv):
@@ -330,7 +367,8 @@ def check_http(srv):
         T.check((st1, st2) == (200, 200), f"half-close: statuses {st1} {st2}")
         if st1 == 200:
             classes_ok(loads(rb1), 2, x, "half-close score")
-        T.check(rb2 == b"Healthy\n" and r.closed(), f"half-close: GET / {rb2!r}, then closed")
+        # libmicrohttpd closes a half-closed connection at its idle timeout (5 s), not at once
+        T.check(rb2 == b"Healthy\n" and r.closed(7), f"half-close: GET / {rb2!r}, then closed")
 
     # HTTP/1.1 needs Host; an absolute-form target is the path it names.
     for what, req, want in (("no Host", b"GET / HTTP/1.1\r\n\r\n", 400),

@@ -3,7 +3,9 @@ requests and reads the answers slowly, one that keeps sending a request it
 never finishes while the server stops, one whose bad request is followed by
 more bytes, one that floods pipelined requests; and the memory that idle
 connections keep. With --threads 1, another client must still be answered
-at once, and SIGTERM must end the server within its grace."""
+at once, and SIGTERM must end the server within its grace. Then issue 19's
+probes (tests/serveprobes.py): 40 connections holding bodies just under 16
+MiB, slow-loris clients under ulimit -n 128, and one 16 MiB request's peak."""
 import os
 import signal
 import socket
@@ -15,6 +17,7 @@ import numpy as np
 import idxgen
 import tfdtest as T
 import serveclient
+import serveprobes as P
 
 d = T.tmpdir()
 idxgen.write_set(os.path.join(d, "data"), np.random.default_rng(3), 300, 50, gz=True)
@@ -278,6 +281,73 @@ def trickled_head():
         srv.stop()
 
 
+def held_bodies():
+    """40 connections each holding a body just under 16 MiB (all but 32
+    bytes sent, then a byte every 2 s): RSS stays within the default
+    --max-buffered-mb (256 MiB) above idle, those past it get 503 at once, a
+    small /score every 0.25 s is still answered, and the memory goes back
+    once --body-timeout (8 s here) has cut the held ones."""
+    srv = serveclient.Server(T.TFDIST, ["--model", MODEL, "--port", "0", "--threads", "2",
+                                        "--access-log", "off", "--body-timeout", "8"], d, "held")
+    try:
+        r = P.held_bodies(srv, P.small_score_body())
+        print(f"held bodies: {r}")
+        T.check(r["peak_mb"] - r["idle_mb"] <= 256 + 32,
+                f"held bodies: RSS {r['idle_mb']:.0f} -> {r['peak_mb']:.0f} MB (cap 256 MiB)")
+        T.check(r["refused_in_3s"] >= 20, f"held bodies: only {r['refused_in_3s']} of 40 refused at once")
+        T.check(r["small_ok"] == r["small_sent"] and r["small_worst_s"] < 1.5,
+                f"held bodies: small requests {r['small_ok']}/{r['small_sent']} answered, "
+                f"worst {r['small_worst_s']:.2f} s")
+        T.check(r["after_mb"] - r["idle_mb"] < 48,
+                f"held bodies: RSS {r['after_mb']:.0f} MB after they closed (idle {r['idle_mb']:.0f})")
+    finally:
+        srv.stop()
+
+
+def slow_loris():
+    """Under ulimit -n 128 (about 92 connections), 120 slow-loris clients
+    from 127.0.0.2-5 (30 each, --max-conns-per-ip 30) trickle heads that never
+    end: a client from 127.0.0.1 is refused for at most --header-timeout (3 s)
+    plus a tick, while the heads are cut."""
+    wrap = os.path.join(d, "tfdist-ulimit-128")
+    with open(wrap, "w") as f:
+        f.write('#!/bin/sh\nulimit -n 128 || exit 99\nexec "%s" "$@"\n' % T.TFDIST)
+    os.chmod(wrap, 0o755)
+    srv = serveclient.Server(wrap, ["--model", MODEL, "--port", "0", "--threads", "2",
+                                    "--access-log", "off", "--header-timeout", "3",
+                                    "--max-conns-per-ip", "30"], d, "loris")
+    try:
+        r = P.slow_loris(srv, run_s=9.0)
+        print(f"slow loris: {r}")
+        T.check(r["loris"] >= 80, f"slow loris: only {r['loris']} connections held")
+        T.check(r["worst_gap_s"] <= 3 + 2.0,
+                f"slow loris: GET / unanswered for {r['worst_gap_s']:.1f} s (header timeout 3 s)")
+        T.check(r["ok"] >= 20, f"slow loris: GET / answered {r['ok']} of {r['tries']} times")
+    finally:
+        srv.stop()
+
+
+def one_big_request():
+    """One request of just under 16 MiB of rows of 784 numbers in JSON text
+    peaks at no more than 4x the body above idle RSS (VmHWM)."""
+    srv = serveclient.Server(T.TFDIST, ["--model", MODEL, "--port", "0", "--threads", "2",
+                                        "--access-log", "off"], d, "big")
+    try:
+        for what, short in (("numbers in full", False), ("single digits", True)):
+            body, n = P.rows_body("data", 16 * P.MIB - 64, short=short)
+            r = P.one_big(srv, body)
+            print(f"one 16 MiB request, {what} ({n} rows): {r}")
+            T.check(r["status"] == 200, f"16 MiB request, {what}: status {r['status']}")
+            T.check(r["peak_above_mb"] <= 4 * r["body_mb"],
+                    f"16 MiB request, {what}: peak {r['peak_above_mb']:.0f} MB above idle, over "
+                    f"4x the {r['body_mb']:.1f} MiB body")
+    finally:
+        srv.stop()
+
+
 section("idle connections' memory", idle_connections_memory)
 section("trickled head", trickled_head)
+section("held bodies", held_bodies)
+section("slow loris", slow_loris)
+section("one 16 MiB request", one_big_request)
 T.done()
