@@ -4,6 +4,7 @@
 #include "modelio/h5model.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +374,21 @@ static int h5_verify_checksum(hid_t file, const char *where, h5model *m, char *e
   return ok ? 0 : -1;
 }
 
+/* NaN or Inf weights are never loaded: a diverged model must not be scored,
+ * registered, served or resumed from. Names the dataset and the element. */
+static int h5_check_finite(const char *where, const h5_layer_found *lf, const h5model *m,
+                           char *err, size_t eb) {
+  int64_t elem = -1;
+  int t = model_params_find_nonfinite(&m->layout, m->params, &elem);
+  if (t < 0) return 0;
+  const h5_layer_found *l = &lf[t / 2];
+  const float v = m->params[m->layout.tensors[t].offset + elem];
+  snprintf(err, eb, "%s: model_weights/%s/%s: element %lld is %s: non-finite weights are refused "
+           "(the model diverged)", where, l->name, t % 2 ? l->bias_path : l->kernel_path,
+           (long long)elem, isnan(v) ? "nan" : "inf");
+  return -1;
+}
+
 int h5model_read_keras(hid_t file, const char *where, h5model *m, char *err, size_t eb) {
   memset(m, 0, sizeof *m);
   h5_layer_found lf[MODEL_LAYERS];
@@ -393,7 +409,7 @@ int h5model_read_keras(hid_t file, const char *where, h5model *m, char *err, siz
     goto out;
   }
   if (h5_read_params(weights, where, lf, m, err, eb) != 0 ||
-      h5_verify_checksum(file, where, m, err, eb) != 0) {
+      h5_verify_checksum(file, where, m, err, eb) != 0 || h5_check_finite(where, lf, m, err, eb)) {
     goto out;
   }
   rc = 0;

@@ -16,6 +16,7 @@
 #include "base/fsutil.h"
 #include "modelio/h5model.h"
 #include "train/train_ckpt.h"
+#include "train/train_finite.h"
 #include "train/train_input.h"
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
@@ -407,6 +408,12 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
     if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;
     train_tl_end(t, "step", s);
     t->global_step += k;
+    /* On the CPU the running loss is host memory: a diverged step is caught
+     * at once. Elsewhere the epoch's end checks (train_epoch_finish). */
+    if (train_is_cpu(t) && train_finite_check(&t->layout, NULL, t->stats_dev->loss_sum, epoch + 1,
+                                              step + k, t->global_step, t->err, sizeof t->err)) {
+      return -1;
+    }
     if (show_progress) train_progress(t, epoch, step + k - 1, t0);
     if (train_cancel_requested(t, epoch)) return -1;
   }
@@ -441,7 +448,14 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   s = train_tl_epoch_begin(t);
   if (trainer_evaluate(t, &res->validation_acc, &res->validation_loss) != 0) return -1;
   train_tl_epoch_end(t, "evaluate", s, epoch);
-  const int64_t step = t->global_step;
+  const int64_t step = t->global_step, P = t->layout.total_elems;
+  /* Before the metrics, the checkpoint and the model: none gets NaN. The
+   * reduced loss and the weights are the same on every rank (and task). */
+  T_TRY(t, t->be->ops->mem_download(t->be, t->params_host, t->params, (size_t)P * sizeof(float)));
+  if (train_finite_check(&t->layout, t->params_host, res->loss, epoch + 1, t->steps_per_epoch,
+                         step, t->err, sizeof t->err) != 0) {
+    return -1;
+  }
   struct { const char *name; double v; } rows[] = {
     {"training_acc", res->training_acc}, {"validation_acc", res->validation_acc},
     {"loss", res->loss}, {"train_acc_mean", res->train_acc_mean},
