@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "collective/coll.h"
+#include "modelio/h5model.h"
 #include "kernels/backend.h"
 #include "cli/cli.h"
 #include "train/train.h"
@@ -213,6 +214,7 @@ int cli_train(int argc, char **argv) {
     if (cli_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
+  h5model_max_params_set(cfg.max_params);
   static coll_tf_config tf;
   const char *tf_json = getenv("TF_CONFIG");
   const int in_cluster = tf_json && *tf_json;

@@ -37,6 +37,7 @@ typedef struct {
   char progress[OPT_STR_BYTES];  /* auto|on|off */
   int graph;
   int fused_step;
+  int64_t max_params;            /* --resume-from's budget for the declared model size */
   int64_t max_steps;             /* 0 = whole epochs; >0 stops early (tests, benchmarks) */
   int timeline;                  /* <logs>/timeline-<rank>.json */
   int64_t timeline_steps;        /* first steps of each epoch recorded; 0 = all */
