@@ -238,12 +238,8 @@ int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx
   char tmp[4200];
   void *image = NULL;
   size_t bytes = 0;
-  fs_tmp_path(tmp, sizeof tmp, path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) {
-    snprintf(err, eb, "%s: %s", tmp, strerror(errno));
-    return -1;
-  }
+  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, eb);
+  if (fd < 0) return -1;
   int rc = h5_build_image(write, ctx, &image, &bytes, err, eb);
   if (rc == 0) rc = fs_write_fd(fd, tmp, image, bytes, err, eb);
   if (close(fd) != 0 && rc == 0) {

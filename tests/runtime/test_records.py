@@ -59,7 +59,8 @@ def dead_pid():
 dead = dead_pid()
 stale = [os.path.join(out, "model", f"model.h5.tmp.{dead}"),
          os.path.join(out, f"metrics.jsonl.tmp.{dead}"),
-         os.path.join(out, "checkpoints", f"ckpt-epoch-4.h5.tmp.{dead}")]
+         os.path.join(out, "checkpoints", f"ckpt-epoch-4.h5.tmp.{dead}"),
+         os.path.join(out, f"metrics.jsonl.tmp.{dead}.a1B2c3")]  # fs_tmp_create's form
 live = os.path.join(out, "model", f"model.h5.tmp.{os.getpid()}")
 users = os.path.join(out, f"notes.txt.tmp.{dead}")  # not a file tfdist writes
 for f in stale + [live, users]:
