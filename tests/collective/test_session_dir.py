@@ -33,7 +33,8 @@ env.pop("OMPI_MCA_orte_tmpdir_base", None)
 procs = []
 for k in range(4):
     cmd = [T.TFDIST, "train", "--data-folder", data, "--epochs", "3", "--batch-size", "25",
-           "--seed", str(k + 1), "--outputs", os.path.join(d, f"out{k}")]
+           "--seed", str(k + 1), "--outputs", os.path.join(d, f"out{k}"),
+           "--logs", os.path.join(d, f"logs{k}")]  # runs at once may not share logs (issue 18)
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True))
 seen = {}  # pid -> set of session bases seen holding an ompi.* tree
