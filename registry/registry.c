@@ -632,17 +632,32 @@ static int reg_hash_check(const cJSON *meta, const char *ref, const char *src, c
 static int reg_download_locked(const char *src, const char *to, const char *ref, cJSON *meta,
                                char *err, size_t eb) {
   char dst[REG_PATH], tmp[REG_PATH], hex[SHA256_HEX_BYTES];
+  h5model m;
   if (reg_path(dst, "%s/model.h5", to) != 0) {
     snprintf(err, eb, "--to: path too long");
     return -1;
   }
   int fd = fs_tmp_create(dst, tmp, sizeof tmp, err, eb);
   if (fd < 0) return -1;
+  /* The copy, once its bytes match the recorded sha256, is loaded as any
+   * model is (self-contained, checksummed, finite, within --max-params): the
+   * sha256 covers the file, not a side file its datasets could point at. */
   if (reg_copy_hash(src, tmp, fd, hex, err, eb) != 0 ||
       reg_hash_check(meta, ref, src, hex, err, eb) != 0) {
     unlink(tmp);
     return -1;
   }
+  if (h5model_load(&m, tmp, err, eb) != 0) {
+    size_t n = strlen(tmp);
+    if (strncmp(err, tmp, n) == 0) { /* name the entry, not our temp copy */
+      char rest[4600];
+      snprintf(rest, sizeof rest, "%s", err + n);
+      snprintf(err, eb, "%s%s", src, rest);
+    }
+    unlink(tmp);
+    return -1;
+  }
+  h5model_free(&m);
   if (fs_commit(tmp, dst, err, eb) != 0) return -1;
   char *text = cJSON_Print(meta);
   reg_path(dst, "%s/metadata.json", to);

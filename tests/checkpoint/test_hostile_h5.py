@@ -170,6 +170,30 @@ refused(["eval", "--model", model, "--data-folder", data, "--max-params", "1000"
         "declares 52650 parameters (784-64-32-10), over the budget of 1000", "model under budget 1000")
 refused(["eval", "--model", big, "--data-folder", data, "--max-params", "100000000000"],
         "bytes) in a file of", "huge eval, budget 1e11: not in the file")
+refused(["model", "register", "--registry", reg, "--name", "x", "--path", model, "--max-params",
+         "1000"], "over the budget of 1000", "register, budget 1000")
+
+# A registry entry swapped for a file whose bias lives in /etc/passwd, its
+# recorded sha256 updated to match: the bytes verify, the download must not.
+import hashlib  # noqa: E402
+q = T.run(["model", "register", "--registry", reg, "--name", "good", "--path", model])
+T.check(q.returncode == 0 and q.stdout.strip() == "good:1", f"register good: {q.stderr.strip()}")
+entry = os.path.join(reg, "good", "1")
+shutil.copy(crafted(model, "entry-external.h5", lambda f: replace_bias(f, external_storage)),
+            os.path.join(entry, "model.h5"))
+with open(os.path.join(entry, "model.h5"), "rb") as f:
+    sha = hashlib.sha256(f.read()).hexdigest()
+meta_path = os.path.join(entry, "metadata.json")
+meta = json.load(open(meta_path))
+meta["sha256"] = sha
+json.dump(meta, open(meta_path, "w"))
+to = os.path.join(d, "dl")
+refused(["model", "download", "--registry", reg, "good:1", "--to", to],
+        os.path.join(entry, "model.h5") + ": /" + BIAS + ": external raw storage",
+        "download of a swapped entry")
+T.check(not os.path.exists(os.path.join(to, "model.h5")), "the swapped entry was downloaded")
+refused(["serve", "--registry", reg, "--model", "good:1", "--port", "0"],
+        "/" + BIAS + ": external raw storage", "serve of a swapped entry", rc=None)
 q = T.run(["eval", "--model", model, "--data-folder", data, "--max-params", "52650"])
 T.check(q.returncode == 0, f"a model at exactly --max-params: {q.stderr.strip()}")
 C.finish(d)
