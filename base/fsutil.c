@@ -43,11 +43,51 @@ int fs_mkdirs(const char *path, char *err, size_t err_bytes) {
   return 0;
 }
 
-void fs_tmp_path(char *out, size_t out_bytes, const char *final) {
-  snprintf(out, out_bytes, "%s.tmp.%ld", final, (long)getpid());
+int fs_tmp_create(const char *final, char *tmp, size_t tmp_bytes, char *err, size_t err_bytes) {
+  if (snprintf(tmp, tmp_bytes, "%s.tmp.%ld.XXXXXX", final, (long)getpid()) >= (int)tmp_bytes) {
+    snprintf(err, err_bytes, "%.4000s: path too long", final);
+    return -1;
+  }
+  int fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, err_bytes, "%.4000s: cannot create a temp file next to it: %s", final,
+             strerror(errno));
+    return -1;
+  }
+  if (fchmod(fd, 0644) != 0) { /* mkostemp makes 0600; a model is read by serve and others */
+    snprintf(err, err_bytes, "%s: chmod: %s", tmp, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    return -1;
+  }
+  return fd;
 }
 
-/* A temp file "<name>.tmp.<pid>" of one of ours whose writer is gone. */
+int fs_open_nofollow(const char *path, int flags, char *err, size_t err_bytes) {
+  const int trunc = flags & O_TRUNC;
+  int fd = open(path, (flags & ~O_TRUNC) | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
+  struct stat st;
+  if (fd < 0) {
+    snprintf(err, err_bytes, "%s: %s", path, errno == ELOOP ? "a symbolic link: tfdist never "
+             "writes through one (remove it)" : strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    snprintf(err, err_bytes, "%s: not a regular file with one name (a hard link or a special "
+             "file): tfdist never writes through one (remove it)", path);
+    close(fd);
+    return -1;
+  }
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 ||
+      (trunc && ftruncate(fd, 0) != 0)) {
+    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* A temp file "<name>.tmp.<pid>[.XXXXXX]" of one of ours whose writer is gone. */
 static int fs_is_stale_tmp(const char *file, int (*ours)(const char *name)) {
   const char *t = strstr(file, ".tmp.");
   char name[256];
@@ -55,6 +95,7 @@ static int fs_is_stale_tmp(const char *file, int (*ours)(const char *name)) {
   snprintf(name, sizeof name, "%.*s", (int)(t - file), file);
   char *end = NULL;
   long pid = strtol(t + 5, &end, 10);
+  if (end && *end == '.' && strlen(end) == 7) end += 7; /* fs_tmp_create's suffix */
   if (!end || *end || pid <= 0 || pid > INT_MAX || pid == (long)getpid() || !ours(name)) return 0;
   return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
@@ -72,7 +113,7 @@ void fs_remove_stale_tmp(const char *dir, int (*ours)(const char *name)) {
 }
 
 static int fs_fsync_path(const char *path, int flags, char *err, size_t err_bytes) {
-  int fd = open(path, flags);
+  int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0 || fsync(fd) != 0) {
     snprintf(err, err_bytes, "%s: fsync: %s", path, strerror(errno));
     if (fd >= 0) close(fd);
@@ -115,12 +156,8 @@ int fs_write_fd(int fd, const char *name, const void *data, size_t len, char *er
 
 int fs_write_atomic(const char *path, const void *data, size_t len, char *err, size_t err_bytes) {
   char tmp[4200];
-  fs_tmp_path(tmp, sizeof tmp, path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) {
-    snprintf(err, err_bytes, "%s: %s", tmp, strerror(errno));
-    return -1;
-  }
+  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, err_bytes);
+  if (fd < 0) return -1;
   int rc = fs_write_fd(fd, tmp, data, len, err, err_bytes);
   if (close(fd) != 0 && rc == 0) {
     snprintf(err, err_bytes, "%s: close: %s", tmp, strerror(errno));

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "model/evaluate.h"
 #include "modelio/infer.h"
+#include "modelio/h5model.h"
 #include "base/options.h"
 #include "tfdist_config.h"
 
@@ -22,6 +23,7 @@ typedef struct {
   char data_folder[OPT_STR_BYTES];
   eval_split split;
   int json;
+  int64_t max_params;
 } eval_opts;
 
 #define F(field) offsetof(eval_opts, field)
@@ -32,6 +34,7 @@ static const opt_spec eval_specs[] = {
    "folder searched recursively for the idx files"},
   {"split", OPT_CHOICE, F(split), "test", 0, 0, eval_split_names, "which split to evaluate"},
   {"json", OPT_BOOL, F(json), "off", 0, 0, NULL, "print one JSON object instead of tables"},
+  {"max-params", OPT_INT, F(max_params), "50000000", 1, 1e12, NULL, H5MODEL_MAX_PARAMS_HELP},
 };
 #undef F
 static const opt_table eval_options = {eval_specs, (int)(sizeof eval_specs / sizeof eval_specs[0]),
@@ -136,6 +139,7 @@ int cli_eval(int argc, char **argv) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
+  h5model_max_params_set(o.max_params);
   if (!o.model[0]) {
     fprintf(stderr, "tfdist: error: --model: required (a model.h5, a checkpoint or a folder)\n");
     return CLI_USAGE;

@@ -26,13 +26,16 @@ static const char model_usage[] =
     "                                                        the model as ONNX (opset 13): input\n"
     "                                                        [batch, 784] -> probabilities [batch, 10]\n"
     "  Registry root: --registry DIR, else $" REGISTRY_ENV ", else ~/" REGISTRY_DEFAULT_SUBDIR ".\n"
-    "  --cpu and --memory-gb default to the tutorial's 1 and 0.5.";
+    "  --cpu and --memory-gb default to the tutorial's 1 and 0.5.\n"
+    "  register and download take --max-params N: the largest model a file may declare\n"
+    "  (default 50000000; this net has 266610).";
 
 typedef struct {
   const char *registry, *name, *path, *description, *to, *ref, *format, *model, *out;
   double cpu, memory_gb;
   const char *tags[MODEL_MAX_TAGS];
   int ntags, json;
+  int64_t max_params; /* --max-params: h5model's budget for what register/download read */
 } model_args;
 
 static int model_err(const char *msg) {
@@ -71,6 +74,7 @@ static int model_parse(int argc, char **argv, const char *allowed, model_args *a
   memset(a, 0, sizeof *a);
   a->cpu = 1.0;
   a->memory_gb = 0.5;
+  a->max_params = H5MODEL_DEFAULT_MAX_PARAMS;
   for (int i = 0; i < argc; i++) {
     const char *arg = argv[i];
     if (strncmp(arg, "--", 2) != 0) {
@@ -116,6 +120,10 @@ static int model_parse(int argc, char **argv, const char *allowed, model_args *a
       if (model_number(flag, val, 1024, &a->cpu, err, eb) != 0) return -1;
     } else if (!strcmp(flag, "--memory-gb")) {
       if (model_number(flag, val, 1 << 20, &a->memory_gb, err, eb) != 0) return -1;
+    } else if (!strcmp(flag, "--max-params")) {
+      double v = 0;
+      if (model_number(flag, val, 1e12, &v, err, eb) != 0) return -1;
+      a->max_params = (int64_t)v;
     } else if (!strcmp(flag, "--tag")) {
       if (a->ntags == MODEL_MAX_TAGS) {
         snprintf(err, eb, "--tag: more than %d tags", MODEL_MAX_TAGS);
@@ -257,10 +265,10 @@ int cli_model(int argc, char **argv) {
     const char *name, *flags;
     int (*run)(const char *root, const model_args *a);
   } subs[] = {
-    {"register", " registry name path cpu memory-gb tag description ", model_register},
+    {"register", " registry name path cpu memory-gb tag description max-params ", model_register},
     {"list", " registry json ", model_list},
     {"show", " registry REF ", model_show},
-    {"download", " registry to REF ", model_download},
+    {"download", " registry to REF max-params ", model_download},
     {"export", " registry format model out ", model_export},
   };
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -281,6 +289,7 @@ int cli_model(int argc, char **argv) {
         registry_root(root, sizeof root, a.registry, err, sizeof err) != 0) {
       return model_err(err);
     }
+    h5model_max_params_set(a.max_params);
     return subs[i].run(root, &a);
   }
   fprintf(stderr, "tfdist: error: model: unknown subcommand '%s' (register, list, show, download, "

@@ -12,11 +12,13 @@
 #include "base/fsutil.h"
 #include "modelio/infer.h"
 #include "base/jsonkeys.h"
+#include "modelio/h5model.h"
 #include "base/options.h"
 
 typedef struct {
   char model[OPT_STR_BYTES];
   char input[OPT_STR_BYTES];
+  int64_t max_params;
 } predict_opts;
 
 #define F(field) offsetof(predict_opts, field)
@@ -25,6 +27,7 @@ static const opt_spec predict_specs[] = {
    "model.h5, a checkpoint, or a folder holding model.h5 (required)"},
   {"input", OPT_STRING, F(input), "-", 0, 0, NULL,
    "idx images file (raw or .gz) or JSON {\"data\": [[784 floats], ...]}; - is stdin"},
+  {"max-params", OPT_INT, F(max_params), "50000000", 1, 1e12, NULL, H5MODEL_MAX_PARAMS_HELP},
 };
 #undef F
 static const opt_table predict_options = {
@@ -122,6 +125,7 @@ int cli_predict(int argc, char **argv) {
     return CLI_USAGE;
   }
   if (npos == 1) snprintf(o.input, sizeof o.input, "%s", pos[0]);
+  h5model_max_params_set(o.max_params);
   if (!o.model[0]) {
     fprintf(stderr, "tfdist: error: --model: required (a model.h5, a checkpoint or a folder)\n");
     return CLI_USAGE;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "modelio/h5model.h"
 #include "base/options.h"
 #include "serve/serve.h"
 #include "serve/serve_auth.h"
@@ -28,6 +29,7 @@ typedef struct {
   int64_t port, threads, max_body_mb, max_buffered_mb, max_conns_per_ip, idle_timeout;
   double header_timeout, body_timeout, poll_s;
   int access_log;
+  int64_t max_params;
 } serve_opts;
 
 #define F(field) offsetof(serve_opts, field)
@@ -62,6 +64,7 @@ static const opt_spec serve_specs[] = {
   {"access-log", OPT_BOOL, F(access_log), "on", 0, 0, NULL, "one line per request on stderr"},
   {"poll-s", OPT_FLOAT, F(poll_s), "2", 0, 86400, NULL,
    "seconds between looks for new registry versions of NAME, served as they come (0: never)"},
+  {"max-params", OPT_INT, F(max_params), "50000000", 1, 1e12, NULL, H5MODEL_MAX_PARAMS_HELP},
 };
 #undef F
 static const opt_table serve_options = {
@@ -201,6 +204,7 @@ int cli_serve(int argc, char **argv) {
     fprintf(stderr, "tfdist: error: %s\n", err);
     return CLI_USAGE;
   }
+  h5model_max_params_set(o.max_params);
   if (!o.model[0]) {
     fprintf(stderr, "tfdist: error: --model: required (a model.h5, a folder, or NAME[:VERSION] "
                     "in the registry)\n");

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "modelio/h5model.h"
 #include "cli/cli.h"
 #include "train/train_config.h"
 #include "train/train_job.h"
@@ -72,6 +73,7 @@ int cli_train(int argc, char **argv) {
     if (train_job_launcher_rank() == 0) fprintf(stderr, "tfdist: error: %s\n", err.msg);
     return CLI_USAGE;
   }
+  h5model_max_params_set(cfg.max_params);
   train_job *job = NULL;
   const train_job_status st = train_job_run(&job, &cfg, &argc, &argv, &err);
   const int rc = cli_train_report(job, st, &err);

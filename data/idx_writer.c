@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "base/fsutil.h"
+
 static int writer_full(int fd, const void *buf, size_t len) {
   const uint8_t *p = buf;
   while (len > 0) {
@@ -82,12 +84,11 @@ int data_idx_writer_open(data_idx_writer *w, const char *path, uint32_t magic, i
     return -1;
   }
   snprintf(w->final_path, sizeof w->final_path, "%s", path);
-  snprintf(w->tmp_path, sizeof w->tmp_path, "%s.tmp.%ld", path, (long)getpid());
   w->body_bytes = (int64_t)bytes;
   w->crc = (uint32_t)crc32(0L, Z_NULL, 0);
-  w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  w->fd = fs_tmp_create(path, w->tmp_path, sizeof w->tmp_path, err, err_bytes);
   if (w->fd < 0) {
-    snprintf(err, err_bytes, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+    w->tmp_path[0] = '\0';
     return -1;
   }
   if (gzip_level > 0) {
@@ -177,12 +178,8 @@ void data_idx_writer_abort(data_idx_writer *w) {
 int data_file_write_atomic(const char *path, const void *data, size_t len, char *err,
                            size_t err_bytes) {
   char tmp[4160];
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    snprintf(err, err_bytes, "%s: cannot create: %s", tmp, strerror(errno));
-    return -1;
-  }
+  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, err_bytes);
+  if (fd < 0) return -1;
   if (writer_full(fd, data, len) != 0 || fsync(fd) != 0) {
     snprintf(err, err_bytes, "%s: write failed: %s", tmp, strerror(errno));
     close(fd);

@@ -52,6 +52,20 @@ void model_init_params(const model_layout *l, float *params, uint64_t seed) {
   }
 }
 
+int model_params_find_nonfinite(const model_layout *l, const float *params, int64_t *elem) {
+  for (int t = 0; t < MODEL_TENSORS; t++) {
+    const float *p = params + l->tensors[t].offset;
+    for (int64_t i = 0; i < l->tensors[t].elems; i++) {
+      if (!isfinite(p[i])) {
+        *elem = i;
+        return t;
+      }
+    }
+  }
+  *elem = -1;
+  return -1;
+}
+
 int model_work_init(model_work *w, kern_backend *be, const model_layout *l, int64_t max_n) {
   memset(w, 0, sizeof *w);
   w->be = be;

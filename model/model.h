@@ -34,6 +34,10 @@ void model_layout_init(model_layout *l, int64_t in_dim, int64_t h1, int64_t h2, 
  * layer draws from its own stream (seed, DATA_RNG_STREAM_INIT, layer). */
 void model_init_params(const model_layout *l, float *params, uint64_t seed);
 
+/* The first tensor (index into l->tensors) holding a NaN or an infinity,
+ * and that element's index in *elem; -1 when every weight is finite. */
+int model_params_find_nonfinite(const model_layout *l, const float *params, int64_t *elem);
+
 /* Activations and their gradients for batches of up to max_n rows, in backend memory. */
 typedef struct {
   kern_backend *be;

@@ -4,6 +4,7 @@
 #include "modelio/h5model.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,7 +358,17 @@ static int h5_read_params(hid_t weights, const char *where, const h5_layer_found
 }
 
 static int h5_verify_checksum(hid_t file, const char *where, h5model *m, char *err, size_t eb) {
-  if (!h5_attr_exists(file, H5MODEL_ATTR_SHA256)) return 0; /* a file Keras wrote */
+  if (!h5_attr_exists(file, H5MODEL_ATTR_SHA256)) {
+    /* Keras wrote it; but a file that says it is tfdist's must carry its checksum */
+    static const char *const own[] = {H5MODEL_ATTR_KIND, H5MODEL_ATTR_FORMAT, H5MODEL_ATTR_VERSION};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+      if (!h5_attr_exists(file, own[i])) continue;
+      snprintf(err, eb, "%s: /: attribute '%s' is missing, but the file has tfdist's '%s': a "
+               "tfdist file must carry its weights checksum", where, H5MODEL_ATTR_SHA256, own[i]);
+      return -1;
+    }
+    return 0;
+  }
   char *stored = NULL, hex[SHA256_HEX_BYTES], awhere[4600];
   snprintf(awhere, sizeof awhere, "%s: /", where);
   if (h5_attr_read_str(file, H5MODEL_ATTR_SHA256, awhere, &stored, err, eb) != 0) return -1;
@@ -373,6 +384,49 @@ static int h5_verify_checksum(hid_t file, const char *where, h5model *m, char *e
   return ok ? 0 : -1;
 }
 
+static int64_t h5_max_params = H5MODEL_DEFAULT_MAX_PARAMS;
+
+void h5model_max_params_set(int64_t max_params) { h5_max_params = max_params; }
+int64_t h5model_max_params(void) { return h5_max_params; }
+
+/* Before any allocation: the declared shapes (each at most H5MODEL_MAX_UNITS
+ * wide, so no overflow) within the budget, and their bytes within the file. */
+static int h5_check_budget(hid_t file, const char *where, const h5_layer_found *lf, char *err,
+                           size_t eb) {
+  int64_t declared = 0;
+  for (int k = 0; k < MODEL_LAYERS; k++) declared += lf[k].in * lf[k].out + lf[k].out;
+  hsize_t size = 0;
+  if (declared > h5_max_params) {
+    snprintf(err, eb, "%s: model_weights declares %lld parameters (784-%lld-%lld-10), over the "
+             "budget of %lld (--max-params)", where, (long long)declared, (long long)lf[0].out,
+             (long long)lf[1].out, (long long)h5_max_params);
+    return -1;
+  }
+  if (H5Fget_filesize(file, &size) < 0 || (uint64_t)declared * sizeof(float) > (uint64_t)size) {
+    H5Eclear2(H5E_DEFAULT);
+    snprintf(err, eb, "%s: model_weights declares %lld parameters (%lld bytes) in a file of %llu "
+             "bytes: the weights are not in the file", where, (long long)declared,
+             (long long)declared * 4, (unsigned long long)size);
+    return -1;
+  }
+  return 0;
+}
+
+/* NaN or Inf weights are never loaded: a diverged model must not be scored,
+ * registered, served or resumed from. Names the dataset and the element. */
+static int h5_check_finite(const char *where, const h5_layer_found *lf, const h5model *m,
+                           char *err, size_t eb) {
+  int64_t elem = -1;
+  int t = model_params_find_nonfinite(&m->layout, m->params, &elem);
+  if (t < 0) return 0;
+  const h5_layer_found *l = &lf[t / 2];
+  const float v = m->params[m->layout.tensors[t].offset + elem];
+  snprintf(err, eb, "%s: model_weights/%s/%s: element %lld is %s: non-finite weights are refused "
+           "(the model diverged)", where, l->name, t % 2 ? l->bias_path : l->kernel_path,
+           (long long)elem, isnan(v) ? "nan" : "inf");
+  return -1;
+}
+
 int h5model_read_keras(hid_t file, const char *where, h5model *m, char *err, size_t eb) {
   memset(m, 0, sizeof *m);
   h5_layer_found lf[MODEL_LAYERS];
@@ -382,7 +436,7 @@ int h5model_read_keras(hid_t file, const char *where, h5model *m, char *err, siz
   if (weights < 0) return -1;
   int rc = -1;
   if (h5_find_layers(weights, where, lf, err, eb) != 0 || h5_check_chain(lf, where, err, eb) != 0 ||
-      h5_check_config(file, where, lf, m, err, eb) != 0) {
+      h5_check_config(file, where, lf, m, err, eb) != 0 || h5_check_budget(file, where, lf, err, eb)) {
     goto out;
   }
   model_layout_init(&m->layout, 784, lf[0].out, lf[1].out, DATA_CLASSES);
@@ -393,7 +447,7 @@ int h5model_read_keras(hid_t file, const char *where, h5model *m, char *err, siz
     goto out;
   }
   if (h5_read_params(weights, where, lf, m, err, eb) != 0 ||
-      h5_verify_checksum(file, where, m, err, eb) != 0) {
+      h5_verify_checksum(file, where, m, err, eb) != 0 || h5_check_finite(where, lf, m, err, eb)) {
     goto out;
   }
   rc = 0;

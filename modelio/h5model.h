@@ -36,6 +36,14 @@ int h5model_save(const char *path, const model_layout *l, const float *params, c
 int h5model_save_run(const char *path, const model_layout *l, const float *params,
                      const char *run_id, const char *metrics_json, char *err, size_t err_bytes);
 
+/* The parameter budget (--max-params): every read checks the sizes a file
+ * declares against it, and against the file's own size, before allocating.
+ * Process-wide: the CLI sets it once, before any thread starts. */
+#define H5MODEL_DEFAULT_MAX_PARAMS 50000000
+#define H5MODEL_MAX_PARAMS_HELP "largest model a file may declare, in parameters (this net: 266610)"
+void h5model_max_params_set(int64_t max_params);
+int64_t h5model_max_params(void);
+
 /* A model read back: the layout its datasets imply and its parameters. */
 typedef struct {
   model_layout layout;

@@ -46,6 +46,125 @@ __attribute__((format(printf, 3, 4))) static void h5_fail(char *err, size_t eb, 
   snprintf(err, eb, "%s: %s", head, msg);
 }
 
+/* ---- self-contained files: no byte of a model may come from elsewhere ---- */
+
+/* External links are never traversed, whatever the file says. */
+static herr_t h5_elink_refuse(const char *parent_file, const char *parent_group,
+                              const char *child_file, const char *child_object,
+                              unsigned *acc_flags, hid_t fapl, void *data) {
+  (void)parent_file, (void)parent_group, (void)child_file, (void)child_object, (void)acc_flags;
+  (void)fapl, (void)data;
+  return -1;
+}
+
+#define H5_NOWHERE "/nonexistent/tfdist-refuses-files-outside-the-model/"
+
+/* Access properties that close the doors out of the file: external links are
+ * refused by callback, and external raw storage, external-link targets and
+ * virtual-dataset sources are looked up under a folder that does not exist.
+ * The first lock is h5_file_check_plain, run before anything is read; soft
+ * links are left to it (H5Pset_nlinks(0) also fails plain hard-link opens in
+ * files h5py has edited, under HDF5 1.10.8). */
+static hid_t h5_closed_access(hid_t cls) {
+  hid_t p = H5Pcreate(cls);
+  if (p < 0) return -1;
+  if (H5Pset_elink_cb(p, h5_elink_refuse, NULL) < 0 ||
+      H5Pset_elink_prefix(p, H5_NOWHERE) < 0 ||
+      (cls == H5P_DATASET_ACCESS && (H5Pset_efile_prefix(p, H5_NOWHERE) < 0 ||
+                                     H5Pset_virtual_prefix(p, H5_NOWHERE) < 0))) {
+    H5Pclose(p);
+    return -1;
+  }
+  return p;
+}
+
+static hid_t h5_open_closed(hid_t loc, const char *name, int dataset) {
+  hid_t apl = h5_closed_access(dataset ? H5P_DATASET_ACCESS : H5P_GROUP_ACCESS);
+  if (apl < 0) return -1;
+  hid_t id = dataset ? H5Dopen2(loc, name, apl) : H5Gopen2(loc, name, apl);
+  hid_t stack = id < 0 ? H5Eget_current_stack() : -1; /* H5Pclose would clear it */
+  H5Pclose(apl);
+  if (stack >= 0) H5Eset_current_stack(stack);
+  return id;
+}
+
+#define H5_MAX_LINKS 4096 /* a model has ~20 objects; a checkpoint a few more */
+
+typedef struct {
+  const char *path;
+  char *err;
+  size_t eb;
+  int links;
+} h5_walk;
+
+/* What tfdist writes: contiguous (or compact) raw data inside the file, with
+ * no filter. Names the dataset otherwise. */
+static int h5_check_dataset(hid_t group, const char *name, h5_walk *w) {
+  hid_t d = h5_open_closed(group, name, 1), dcpl = -1;
+  int rc = -1;
+  if (d < 0 || (dcpl = H5Dget_create_plist(d)) < 0) {
+    h5_fail(w->err, w->eb, "%s: /%s: not a readable dataset", w->path, name);
+    goto out;
+  }
+  H5D_layout_t layout = H5Pget_layout(dcpl);
+  int ext = H5Pget_external_count(dcpl), nf = H5Pget_nfilters(dcpl);
+  if (layout == H5D_VIRTUAL) {
+    snprintf(w->err, w->eb, "%s: /%s: a virtual dataset (its data lives in other files); "
+             "model files must be self-contained", w->path, name);
+  } else if (ext != 0) {
+    snprintf(w->err, w->eb, "%s: /%s: external raw storage (%d file%s outside the HDF5 file); "
+             "model files must be self-contained", w->path, name, ext, ext == 1 ? "" : "s");
+  } else if (nf != 0) {
+    unsigned flags = 0;
+    size_t nv = 0;
+    char fname[64] = "";
+    H5Z_filter_t id = H5Pget_filter2(dcpl, 0, &flags, &nv, NULL, sizeof fname, fname, NULL);
+    snprintf(w->err, w->eb, "%s: /%s: filter %d ('%s'): tfdist writes no filters, so refuses "
+             "them", w->path, name, (int)id, h5_is_ascii_name(fname) ? fname : "?");
+  } else if (layout != H5D_CONTIGUOUS && layout != H5D_COMPACT && layout != H5D_CHUNKED) {
+    snprintf(w->err, w->eb, "%s: /%s: unknown storage layout %d", w->path, name, (int)layout);
+  } else {
+    rc = 0;
+  }
+out:
+  H5Eclear2(H5E_DEFAULT);
+  if (dcpl >= 0) H5Pclose(dcpl);
+  if (d >= 0) H5Dclose(d);
+  return rc;
+}
+
+static herr_t h5_walk_link(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+  h5_walk *w = data;
+  const char *shown = h5_is_ascii_name(name) ? name : "(unprintable name)";
+  if (++w->links > H5_MAX_LINKS) {
+    snprintf(w->err, w->eb, "%s: more than %d objects; not a tfdist model", w->path,
+             H5_MAX_LINKS);
+    return -1;
+  }
+  if (info->type != H5L_TYPE_HARD) {
+    snprintf(w->err, w->eb, "%s: /%s: %s link; model files hold hard links only", w->path, shown,
+             info->type == H5L_TYPE_SOFT ? "a soft" : info->type == H5L_TYPE_EXTERNAL ?
+             "an external" : "a user-defined");
+    return -1;
+  }
+  H5O_info_t oi;
+  if (H5Oget_info_by_name2(group, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+    h5_fail(w->err, w->eb, "%s: /%s: unreadable object", w->path, shown);
+    return -1;
+  }
+  if (oi.type == H5O_TYPE_DATASET && h5_check_dataset(group, name, w) != 0) return -1;
+  return 0;
+}
+
+int h5_file_check_plain(hid_t file, const char *path, char *err, size_t eb) {
+  h5_walk w = {path, err, eb, 0};
+  err[0] = '\0';
+  herr_t rc = H5Lvisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, h5_walk_link, &w);
+  if (rc < 0 && !err[0]) h5_fail(err, eb, "%s: cannot list its objects (damaged file?)", path);
+  H5Eclear2(H5E_DEFAULT);
+  return rc < 0 ? -1 : 0;
+}
+
 hid_t h5_open_read(const char *path, char *err, size_t eb) {
   struct stat st;
   h5_quiet();
@@ -64,7 +183,14 @@ hid_t h5_open_read(const char *path, char *err, size_t eb) {
     return -1;
   }
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) h5_fail(err, eb, "%s: cannot open: truncated or damaged HDF5 file", path);
+  if (f < 0) {
+    h5_fail(err, eb, "%s: cannot open: truncated or damaged HDF5 file", path);
+    return -1;
+  }
+  if (h5_file_check_plain(f, path, err, eb) != 0) {
+    H5Fclose(f);
+    return -1;
+  }
   return f;
 }
 
@@ -112,12 +238,8 @@ int h5_file_write_atomic(const char *path, h5_file_writer write, const void *ctx
   char tmp[4200];
   void *image = NULL;
   size_t bytes = 0;
-  fs_tmp_path(tmp, sizeof tmp, path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) {
-    snprintf(err, eb, "%s: %s", tmp, strerror(errno));
-    return -1;
-  }
+  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, eb);
+  if (fd < 0) return -1;
   int rc = h5_build_image(write, ctx, &image, &bytes, err, eb);
   if (rc == 0) rc = fs_write_fd(fd, tmp, image, bytes, err, eb);
   if (close(fd) != 0 && rc == 0) {
@@ -437,7 +559,7 @@ static hid_t h5_dataset_open(hid_t group, const char *name, const char *where, c
     snprintf(err, eb, "%s/%s: dataset is missing", where, name);
     return -1;
   }
-  hid_t d = H5Dopen2(group, name, H5P_DEFAULT);
+  hid_t d = h5_open_closed(group, name, 1);
   if (d < 0) h5_fail(err, eb, "%s/%s: not a readable dataset", where, name);
   return d;
 }
@@ -535,7 +657,7 @@ hid_t h5_group_open(hid_t parent, const char *name, const char *where, char *err
     snprintf(err, eb, "%s: group '%s' is missing", where, name);
     return -1;
   }
-  hid_t g = H5Gopen2(parent, name, H5P_DEFAULT);
+  hid_t g = h5_open_closed(parent, name, 0);
   if (g < 0) h5_fail(err, eb, "%s: '%s' is not a readable group", where, name);
   return g;
 }

@@ -25,6 +25,12 @@ void h5_quiet(void);
  * a one-line error naming path. Returns the file id or -1. */
 hid_t h5_open_read(const char *path, char *err, size_t err_bytes);
 
+/* Walks every link of an open file: hard links only (no soft, external or
+ * user-defined link), and every dataset plain (no external raw storage, no
+ * virtual dataset, no filter): one line naming the first offender. Called by
+ * h5_open_read, so every model, checkpoint and registry read has passed it. */
+int h5_file_check_plain(hid_t file, const char *path, char *err, size_t err_bytes);
+
 /* Fills an open, newly created file; returns 0 or -1 with err set. */
 typedef int (*h5_file_writer)(hid_t file, const void *ctx, char *err, size_t err_bytes);
 /* Writes path crash-safely: write() fills a temp file next to it, which is

@@ -157,11 +157,9 @@ int onnx_model_save(const char *path, const model_layout *l, const float *params
   size_t len = 0;
   if (onnx_model_encode(l, params, &bytes, &len, err, eb) != 0) return -1;
   char tmp[4200];
-  fs_tmp_path(tmp, sizeof tmp, path);
-  /* O_EXCL | O_NOFOLLOW: a link planted at the temp name is never written through */
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  /* a fresh mkostemp name: a link planted at the temp name is never written through */
+  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, eb);
   if (fd < 0) {
-    snprintf(err, eb, "%s: %s", path, strerror(errno));
     free(bytes);
     return -1;
   }

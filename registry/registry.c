@@ -97,18 +97,21 @@ static long long *reg_versions(const char *name_dir, int *n) {
   return v;
 }
 
-/* Copies src to dst (created), hashing what it reads; fsyncs dst. */
-static int reg_copy_hash(const char *src, const char *dst, char hex[SHA256_HEX_BYTES], char *err,
-                         size_t eb) {
-  int in = open(src, O_RDONLY), out = -1, rc = -1;
+/* Copies src to dst, hashing what it reads; fsyncs dst. out: dst already
+ * open (a temp file; closed here), or -1 to create dst, which must not exist
+ * (O_EXCL|O_NOFOLLOW: never through a planted link). */
+static int reg_copy_hash(const char *src, const char *dst, int out, char hex[SHA256_HEX_BYTES],
+                         char *err, size_t eb) {
+  int in = open(src, O_RDONLY | O_CLOEXEC), rc = -1;
   static char buf[1 << 16];
   sha256_ctx c;
   sha256_init(&c);
   if (in < 0) {
     snprintf(err, eb, "%s: %s", src, strerror(errno));
+    if (out >= 0) close(out);
     return -1;
   }
-  if ((out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0) {
+  if (out < 0 && (out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0) {
     snprintf(err, eb, "%s: %s", dst, strerror(errno));
     goto done;
   }
@@ -405,7 +408,7 @@ static int reg_commit(const char *name_dir, cJSON *meta, const char *model_file,
     return -1;
   }
   reg_path(dst, "%s/model.h5", stage);
-  if (reg_copy_hash(model_file, dst, hex, err, eb) != 0 ||
+  if (reg_copy_hash(model_file, dst, -1, hex, err, eb) != 0 ||
       sha256_file_hex(dst, check, err, eb) != 0) {
     goto out;
   }
@@ -472,8 +475,8 @@ int registry_register(const char *root, const registry_request *req, cJSON **met
   }
   int fd = -1, rc = -1;
   if (fs_mkdirs(name_dir, err, eb) != 0) goto out;
-  fd = open(lock, O_RDWR | O_CREAT, 0644);
-  if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+  if ((fd = fs_open_nofollow(lock, O_RDWR, err, eb)) < 0) goto out;
+  if (flock(fd, LOCK_EX) != 0) {
     snprintf(err, eb, "%s: cannot lock: %s", lock, strerror(errno));
     goto out;
   }
@@ -624,29 +627,67 @@ static int reg_hash_check(const cJSON *meta, const char *ref, const char *src, c
   return 0;
 }
 
-int registry_download(const char *root, const char *ref, const char *to, cJSON **meta,
-                      char *err, size_t eb) {
-  char entry[REG_PATH], src[REG_PATH], dst[REG_PATH], tmp[REG_PATH],
-      hex[SHA256_HEX_BYTES];
-  if (registry_show(root, ref, meta, entry, sizeof entry, err, eb) != 0) return -1;
-  if (!reg_recorded_sha(*meta, ref, err, eb)) return -1;
-  reg_path(src, "%s/model.h5", entry);
-  if (fs_mkdirs(to, err, eb) != 0) return -1;
+/* Both files under one flock on <to>/.tfdist.lock, so two downloads into one
+ * folder take turns and the folder ends with one version's pair. Each file
+ * is a fresh temp (fs_tmp_create) renamed over its name: a link planted at
+ * <to>/model.h5 or <to>/metadata.json is replaced, never written through. */
+static int reg_download_locked(const char *src, const char *to, const char *ref, cJSON *meta,
+                               char *err, size_t eb) {
+  char dst[REG_PATH], tmp[REG_PATH], hex[SHA256_HEX_BYTES];
+  h5model m;
   if (reg_path(dst, "%s/model.h5", to) != 0) {
     snprintf(err, eb, "--to: path too long");
     return -1;
   }
-  fs_tmp_path(tmp, sizeof tmp, dst);
-  if (reg_copy_hash(src, tmp, hex, err, eb) != 0 ||
-      reg_hash_check(*meta, ref, src, hex, err, eb) != 0) {
+  int fd = fs_tmp_create(dst, tmp, sizeof tmp, err, eb);
+  if (fd < 0) return -1;
+  /* The copy, once its bytes match the recorded sha256, is loaded as any
+   * model is (self-contained, checksummed, finite, within --max-params): the
+   * sha256 covers the file, not a side file its datasets could point at. */
+  if (reg_copy_hash(src, tmp, fd, hex, err, eb) != 0 ||
+      reg_hash_check(meta, ref, src, hex, err, eb) != 0) {
     unlink(tmp);
     return -1;
   }
+  if (h5model_load(&m, tmp, err, eb) != 0) {
+    size_t n = strlen(tmp);
+    if (strncmp(err, tmp, n) == 0) { /* name the entry, not our temp copy */
+      char rest[4600];
+      snprintf(rest, sizeof rest, "%s", err + n);
+      snprintf(err, eb, "%s%s", src, rest);
+    }
+    unlink(tmp);
+    return -1;
+  }
+  h5model_free(&m);
   if (fs_commit(tmp, dst, err, eb) != 0) return -1;
-  char *text = cJSON_Print(*meta);
+  char *text = cJSON_Print(meta);
   reg_path(dst, "%s/metadata.json", to);
   int rc = text ? fs_write_atomic(dst, text, strlen(text), err, eb) : -1;
   free(text);
+  return rc;
+}
+
+int registry_download(const char *root, const char *ref, const char *to, cJSON **meta,
+                      char *err, size_t eb) {
+  char entry[REG_PATH], src[REG_PATH], lock[REG_PATH];
+  if (registry_show(root, ref, meta, entry, sizeof entry, err, eb) != 0) return -1;
+  if (!reg_recorded_sha(*meta, ref, err, eb)) return -1;
+  reg_path(src, "%s/model.h5", entry);
+  if (fs_mkdirs(to, err, eb) != 0) return -1;
+  if (reg_path(lock, "%s/.tfdist.lock", to) != 0) {
+    snprintf(err, eb, "--to: path too long");
+    return -1;
+  }
+  int fd = fs_open_nofollow(lock, O_RDWR, err, eb);
+  if (fd < 0) return -1;
+  if (flock(fd, LOCK_EX) != 0) {
+    snprintf(err, eb, "%s: cannot lock: %s", lock, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  int rc = reg_download_locked(src, to, ref, *meta, err, eb);
+  close(fd); /* releases the flock */
   return rc;
 }
 

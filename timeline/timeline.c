@@ -2,6 +2,7 @@
 #include "timeline/timeline.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -89,9 +90,13 @@ int timeline_open(timeline **out, const char *path, int pid, const char *process
     return -1;
   }
   tl->buf = malloc(TIMELINE_BUF_BYTES);
-  tl->f = tl->buf ? fopen(tl->part, "w") : NULL;
+  int fd = tl->buf ? fs_open_nofollow(tl->part, O_WRONLY | O_TRUNC, err, err_bytes) : -1;
+  tl->f = fd >= 0 ? fdopen(fd, "w") : NULL;
   if (!tl->f) {
-    snprintf(err, err_bytes, "%.4200s: %s", tl->part, tl->buf ? strerror(errno) : "out of memory");
+    if (fd >= 0) close(fd);
+    if (!tl->buf || fd >= 0) {
+      snprintf(err, err_bytes, "%.4200s: %s", tl->part, tl->buf ? strerror(errno) : "out of memory");
+    }
     free(tl->buf);
     free(tl);
     return -1;

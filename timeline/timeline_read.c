@@ -305,11 +305,14 @@ static int timeline_merge_over_input(const char *out, char **paths, int n, char 
 int timeline_merge(const char *out, char **paths, int n, char *err, size_t err_bytes) {
   if (timeline_merge_over_input(out, paths, n, err, err_bytes)) return -1;
   char tmp[4300];
-  fs_tmp_path(tmp, sizeof tmp, out);
   timeline_merger m = {.err = err, .eb = err_bytes};
-  m.out = fopen(tmp, "w");
+  int fd = fs_tmp_create(out, tmp, sizeof tmp, err, err_bytes);
+  if (fd < 0) return -1;
+  m.out = fdopen(fd, "w");
   if (!m.out) {
     snprintf(err, err_bytes, "%s: %s", out, strerror(errno));
+    close(fd);
+    unlink(tmp);
     return -1;
   }
   fputs("[\n", m.out);

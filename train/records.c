@@ -36,11 +36,8 @@ void run_id_make(char *out, size_t out_bytes) {
 static int run_record_lock(run_record *r, const char *outputs, char *err, size_t err_bytes) {
   char path[4300], pid[32] = "";
   snprintf(path, sizeof path, "%s/.tfdist.lock", outputs);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
-    return -1;
-  }
+  int fd = fs_open_nofollow(path, O_RDWR, err, err_bytes); /* a planted link: refused */
+  if (fd < 0) return -1;
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     ssize_t n = errno == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
     pid[n > 0 ? n : 0] = '\0';
@@ -138,11 +135,8 @@ int run_cancel_signal(void) { return (int)run_cancel_sig; }
 int metrics_open(metrics_log *m, const char *outputs, int append, char *err, size_t err_bytes) {
   memset(m, 0, sizeof *m);
   snprintf(m->path, sizeof m->path, "%s/metrics.jsonl", outputs);
-  m->fd = open(m->path, O_WRONLY | O_CREAT | O_APPEND | (append ? 0 : O_TRUNC), 0644);
-  if (m->fd < 0) {
-    snprintf(err, err_bytes, "%s: %s", m->path, strerror(errno));
-    return -1;
-  }
+  m->fd = fs_open_nofollow(m->path, O_WRONLY | O_APPEND | (append ? 0 : O_TRUNC), err, err_bytes);
+  if (m->fd < 0) return -1;
   m->is_open = 1;
   return 0;
 }
@@ -200,9 +194,19 @@ int rank_log_open_task(rank_log *l, const char *logs, const char *kind, int inde
   snprintf(l->who, sizeof l->who, "%.16s %d", kind, index);
   if (fs_mkdirs(logs, err, err_bytes) != 0) return -1;
   snprintf(path, sizeof path, "%s/%.16s-%d.log", logs, kind, index);
-  l->f = fopen(path, "a");
-  if (!l->f) {
+  /* Never through a link; and locked, so two runs sharing a logs folder
+   * never write into each other's log: the second is refused. */
+  int fd = fs_open_nofollow(path, O_WRONLY | O_APPEND, err, err_bytes);
+  if (fd < 0) return -1;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(err, err_bytes, "%s: in use by another tfdist run (runs going at once need their "
+             "own --logs)", path);
+    close(fd);
+    return -1;
+  }
+  if (!(l->f = fdopen(fd, "a"))) {
     snprintf(err, err_bytes, "%s: %s", path, strerror(errno));
+    close(fd);
     return -1;
   }
   setvbuf(l->f, NULL, _IOLBF, 0);

@@ -17,6 +17,7 @@
 #include "base/fsutil.h"
 #include "modelio/h5model.h"
 #include "train/train_ckpt.h"
+#include "train/train_finite.h"
 #include "train/train_input.h"
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
@@ -413,6 +414,13 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
     if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;
     train_tl_end(&t->out.tl, "step", s);
     t->step.global_step += k;
+    /* On the CPU the running loss is host memory: a diverged step is caught
+     * at once. Elsewhere the epoch's end checks (train_epoch_finish). */
+    if (train_is_cpu(t) &&
+        train_finite_check(&t->step.layout, NULL, t->step.stats_dev->loss_sum, epoch + 1, step + k,
+                           t->step.global_step, t->err.msg, sizeof t->err.msg)) {
+      return -1;
+    }
     if (show_progress) train_progress(t, epoch, step + k - 1, t0);
     if (train_cancel_requested(t, epoch)) return -1;
   }
@@ -445,7 +453,14 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   s = train_tl_epoch_begin(&t->out.tl);
   if (trainer_evaluate(t, &res->validation_acc, &res->validation_loss) != 0) return -1;
   train_tl_epoch_end(&t->out.tl, "evaluate", s, epoch);
-  const int64_t step = t->step.global_step;
+  const int64_t step = t->step.global_step, P = t->step.layout.total_elems;
+  /* Before the metrics, the checkpoint and the model: none gets NaN. The
+   * reduced loss and the weights are the same on every rank (and task). */
+  T_TRY(t, kern_mem_download_f32(t->ctx.be, t->step.params_host, t->step.params, P));
+  if (train_finite_check(&t->step.layout, t->step.params_host, res->loss, epoch + 1,
+                         t->data.steps_per_epoch, step, t->err.msg, sizeof t->err.msg) != 0) {
+    return -1;
+  }
   struct { const char *name; double v; } rows[] = {
     {"training_acc", res->training_acc}, {"validation_acc", res->validation_acc},
     {"loss", res->loss}, {"train_acc_mean", res->train_acc_mean},

@@ -76,6 +76,8 @@ static const opt_spec train_specs[] = {
    "GPU, one rank: the whole step in one kernel launch"},
   {"max-steps", OPT_INT, F(max_steps), "0", 0, BIG, NULL,
    "stop each epoch after this many steps (0: whole epochs)"},
+  {"max-params", OPT_INT, F(max_params), "50000000", 1, 1e12, NULL,
+   "largest model --resume-from may declare, in parameters (this net: 266610)"},
   {"timeline", OPT_BOOL, F(timeline), "off", 0, 0, NULL,
    "each rank writes a Chrome trace of its steps to <logs>/timeline-<r>.json"},
   {"timeline-steps", OPT_INT, F(timeline_steps), "100", 0, BIG, NULL,

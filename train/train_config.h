@@ -61,6 +61,7 @@ typedef struct {
   train_progress_mode progress;
   int graph;
   int fused_step;
+  int64_t max_params;            /* --resume-from's budget for the declared model size */
   int64_t max_steps;             /* 0 = whole epochs; >0 stops early (tests, benchmarks) */
   int timeline;                  /* <logs>/timeline-<rank>.json */
   int64_t timeline_steps;        /* first steps of each epoch recorded; 0 = all */

@@ -127,7 +127,8 @@ static void tune_trial_child(pid_t parent, const sigset_t *mask, const char *log
   /* A trial is a run of its own: a TF_CONFIG meant for tune's job would make
    * every trial join that cluster (and fight over its port). */
   unsetenv("TF_CONFIG");
-  int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  char ignored[64]; /* the child has no one to tell: exit 127 below */
+  int fd = fs_open_nofollow(log, O_WRONLY | O_TRUNC, ignored, sizeof ignored);
   int in = open("/dev/null", O_RDONLY);
   if (fd < 0 || in < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0 || dup2(in, 0) < 0) _exit(127);
   execv(argv[0], argv);

@@ -19,7 +19,7 @@ import ckhelp as C
 import tfdtest as T
 
 RANDOM_TRIALS, MAX_AIMED, MIN_MID_WRITE, EPOCHS = 20, 12, 3, 6
-TMP_RE = re.compile(r"ckpt-epoch-[0-9]+\.h5\.tmp\.[0-9]+")
+TMP_RE = re.compile(r"ckpt-epoch-[0-9]+\.h5\.tmp\.[0-9]+(\.[A-Za-z0-9]{6})?")  # base/fsutil.h fs_tmp_create
 d = T.tmpdir()
 data = C.make_data(os.path.join(d, "data"))
 slow = {"TFDIST_FAULT_CKPT_SLOW_MS": "25"}

@@ -61,7 +61,8 @@ def watch(procs):
 procs = []
 for k in range(4):
     cmd = [T.TFDIST, "train", "--data-folder", data, "--epochs", "3", "--batch-size", "25",
-           "--seed", str(k + 1), "--outputs", os.path.join(d, f"out{k}")]
+           "--seed", str(k + 1), "--outputs", os.path.join(d, f"out{k}"),
+           "--logs", os.path.join(d, f"logs{k}")]  # runs at once may not share logs (issue 18)
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True))
 seen, stray = watch(procs)
