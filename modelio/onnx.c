@@ -156,22 +156,8 @@ int onnx_model_save(const char *path, const model_layout *l, const float *params
   uint8_t *bytes = NULL;
   size_t len = 0;
   if (onnx_model_encode(l, params, &bytes, &len, err, eb) != 0) return -1;
-  char tmp[4200];
-  /* a fresh mkostemp name: a link planted at the temp name is never written through */
-  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, eb);
-  if (fd < 0) {
-    free(bytes);
-    return -1;
-  }
-  int rc = fs_write_fd(fd, tmp, bytes, len, err, eb);
+  /* a fresh mkostemp name, fsynced, renamed: never written through a link */
+  int rc = fs_write_atomic(path, bytes, len, err, eb);
   free(bytes);
-  if (close(fd) != 0 && rc == 0) {
-    snprintf(err, eb, "%s: close: %s", tmp, strerror(errno));
-    rc = -1;
-  }
-  if (rc != 0) {
-    unlink(tmp);
-    return -1;
-  }
-  return fs_commit(tmp, path, err, eb);
+  return rc;
 }
