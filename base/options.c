@@ -288,7 +288,7 @@ void opt_print_help(const opt_table *t, const char *usage, void *out_file) {
           usage);
   for (int i = 0; i < t->count; i++) {
     const opt_spec *s = &t->specs[i];
-    char left[96], list[256] = "";
+    char list[256] = "", left[sizeof list + 96];
     if (s->type == OPT_CHOICE) opt_choice_list(s, list, sizeof list);
     const char *meta = s->type == OPT_INT ? "N" : s->type == OPT_FLOAT ? "X"
                      : s->type == OPT_BOOL ? "on|off" : s->type == OPT_CHOICE ? list

@@ -230,7 +230,7 @@ int train_evaluator_task(const train_config *cfg, base_err *be) {
       fs_mkdirs(evaldir, err, err_bytes) != 0 ||
       metrics_open(&e.metrics, evaldir, 1, err, err_bytes) != 0 ||
       (cfg->tensorboard[0] && tboard_writer_open(&e.tb, tbdir, e_tb, sizeof e_tb) != 0)) {
-    if (e_tb[0]) snprintf(err, err_bytes, "--tensorboard: %s", e_tb);
+    if (e_tb[0]) base_err_set(be, "--tensorboard: %.990s", e_tb);
     metrics_close(&e.metrics);
     data_set_free(&e.test);
     rank_log_close(&e.log);
