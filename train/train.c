@@ -17,6 +17,7 @@
 #include "modelio/h5model.h"
 #include "train/train_ckpt.h"
 #include "train/train_input.h"
+#include "train/train_opt.h"
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
 #include "collective/ps.h"
@@ -75,8 +76,9 @@ static int train_alloc(trainer *t) {
                            t->batch > EVAL_CHUNK ? t->batch : EVAL_CHUNK));
   T_TRY(t, kern_mem_alloc_f32(be, &t->params, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->grads, P));
-  T_TRY(t, kern_mem_alloc_f32(be, &t->opt_state, P));
-  T_TRY(t, kern_mem_zero_f32(be, t->opt_state, P));
+  const int64_t S = train_opt_state_elems(t->opt.kind, P);
+  T_TRY(t, kern_mem_alloc_f32(be, &t->opt_state, S));
+  T_TRY(t, kern_mem_zero_f32(be, t->opt_state, S));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->perm_dev, (size_t)ntrain * sizeof(int32_t)));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->test_idx_dev, (size_t)ntest * sizeof(int32_t)));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->cursor_dev, sizeof(int64_t)));
@@ -400,10 +402,12 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   T_TRY(t, kern_mem_zero(be, t->stats_dev, sizeof(kern_stats)));
   t->data_wait_s = 0;
   double t0 = clock_mono_s();
-  const int64_t chain = t->fused_ws ? KERN_STEP_CHAIN : 1;
+  const int64_t chain = t->fused_ws && !train_opt_varies(&t->opt, &t->sched) ? KERN_STEP_CHAIN : 1;
   for (int64_t step = 0, k; step < t->steps_per_epoch; step += k) {
     k = t->steps_per_epoch - step < chain ? t->steps_per_epoch - step : chain;
     train_timeline_steps(t, step);
+    train_opt_at(&t->opt, &t->sched, t->global_step); /* k > 1 only where it does not vary */
+    t->fused.opt = t->opt;
     double s = train_tl_begin(t);
     if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;
     train_tl_end(t, "step", s);
@@ -542,13 +546,6 @@ int trainer_run(trainer *t) {
   return 0;
 }
 
-static void train_setup_opt(trainer *t) {
-  const train_config *c = t->cfg;
-  t->opt.kind = !strcmp(c->optimizer, "momentum") ? KERN_OPT_MOMENTUM : KERN_OPT_SGD;
-  t->opt.lr = (float)(c->learning_rate * (c->scale_lr ? t->world->size : 1));
-  t->opt.momentum = (float)c->momentum;
-}
-
 /* The files a run writes into <outputs> and <outputs>/model. */
 static int train_outputs_file(const char *name) {
   return !strcmp(name, "run.json") || !strcmp(name, "metrics.jsonl") || !strcmp(name, "model.h5");
@@ -635,13 +632,15 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     return -1;
   }
   if (train_open_records(t, ranks) != 0) return -1;
-  train_setup_opt(t);
+  train_opt_init(&t->opt, &t->sched, cfg, world->size, t->steps_per_epoch);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 || train_ckpt_resume(t) != 0 ||
       train_tboard_open(t) != 0) {
     return -1;
   }
   t->ps = coll_ps_count(comm) > 0;
+  /* a graph replays the scalars it recorded: not for a rate that moves */
   t->use_graph = cfg->graph && kern_has_graphs(be) && !t->ps &&
+                 !train_opt_varies(&t->opt, &t->sched) &&
                  (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);
 }

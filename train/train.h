@@ -7,6 +7,7 @@
 #include "data/loader.h"
 #include "kernels/backend.h"
 #include "model/model.h"
+#include "train/lr_schedule.h"
 #include "train/records.h"
 #include "train/train_config.h"
 
@@ -41,10 +42,12 @@ typedef struct {
   int64_t *cursor_dev;             /* first row of this rank's slice of the next batch */
   int64_t *eval_cursor_dev;
   kern_stats *stats_dev, *eval_stats_dev;
-  float *params, *grads, *opt_state; /* backend memory, layout.total_elems each */
+  float *params, *grads;           /* backend memory, layout.total_elems each */
+  float *opt_state;                /* backend memory, train_opt_state_elems floats */
   float *grads_host;               /* grads itself, or host staging for host collectives */
   float *params_host;
-  kern_opt opt;
+  kern_opt opt;                    /* this update's rule and scalars (train_opt_at) */
+  lr_schedule sched;
   int64_t batch, global_batch, steps_per_epoch;
   int64_t start_epoch;             /* 0, or the epoch a resume continues at */
   int64_t global_step;

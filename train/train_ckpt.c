@@ -1,6 +1,7 @@
 /* The trainer's side of checkpointing: what goes into a ckpt_state, what must
  * match on resume, and how every rank receives rank 0's restored state. */
 #include "train/train_ckpt.h"
+#include "train/train_opt.h"
 
 #include "data/shards.h"
 
@@ -175,6 +176,13 @@ static void train_ckpt_fill(trainer *t, ckpt_state *s, int64_t epochs_done) {
   s->learning_rate = c->learning_rate;
   s->lr_effective = t->opt.lr;
   s->momentum = c->momentum;
+  s->beta1 = c->beta1;
+  s->beta2 = c->beta2;
+  s->epsilon = c->epsilon;
+  s->rho = c->rho;
+  s->weight_decay = c->weight_decay;
+  s->opt_step = t->global_step;
+  s->opt_state_elems = train_opt_state_elems(t->opt.kind, t->layout.total_elems);
   s->scale_lr = c->scale_lr;
   snprintf(s->run_id, sizeof s->run_id, "%s", t->run.id);
   s->layout = t->layout;
@@ -186,7 +194,7 @@ static int train_ckpt_save(trainer *t, int64_t epochs_done) {
   ckpt_state s;
   char dir[4400];
   train_ckpt_fill(t, &s, epochs_done);
-  s.opt_state = malloc((size_t)P * sizeof(float));
+  s.opt_state = malloc((size_t)s.opt_state_elems * sizeof(float));
   cJSON *hp = opt_to_json(&train_options, t->cfg);
   s.hyperparameters = hp ? cJSON_PrintUnformatted(hp) : NULL;
   s.metrics = cJSON_PrintUnformatted(t->ckpt->history);
@@ -197,7 +205,7 @@ static int train_ckpt_save(trainer *t, int64_t epochs_done) {
     goto out;
   }
   if (kern_mem_download_f32(be, t->params_host, t->params, P) != 0 ||
-      kern_mem_download_f32(be, s.opt_state, t->opt_state, P) != 0) {
+      kern_mem_download_f32(be, s.opt_state, t->opt_state, s.opt_state_elems) != 0) {
     train_ckpt_be_fail(t);
     goto out;
   }
@@ -263,12 +271,32 @@ static int train_ckpt_check(trainer *t, const ckpt_state *s, const char *path) {
              strs[i].flag, strs[i].here, strs[i].there);
     return -1;
   }
-  if (c->learning_rate != s->learning_rate ||
-      (!strcmp(c->optimizer, "momentum") && c->momentum != s->momentum)) {
-    int lr = c->learning_rate != s->learning_rate;
+  /* the hyper-parameters the rule reads (the optimizer is the same by now) */
+  const int kind = train_opt_kind_parse(c->optimizer);
+  const int mom = kind == KERN_OPT_MOMENTUM || kind == KERN_OPT_NESTEROV;
+  const int adam = kind == KERN_OPT_ADAM || kind == KERN_OPT_ADAMW;
+  const int rms = kind == KERN_OPT_RMSPROP;
+  const struct { const char *flag; int used; double here, there; } dbl[] = {
+    {"--learning-rate", 1, c->learning_rate, s->learning_rate},
+    {"--momentum", mom, c->momentum, s->momentum},
+    {"--beta1", adam, c->beta1, s->beta1},
+    {"--beta2", adam, c->beta2, s->beta2},
+    {"--epsilon", adam || rms, c->epsilon, s->epsilon},
+    {"--rho", rms, c->rho, s->rho},
+    {"--weight-decay", 1, c->weight_decay, s->weight_decay},
+  };
+  for (size_t i = 0; i < sizeof dbl / sizeof dbl[0]; i++) {
+    if (!dbl[i].used || dbl[i].here == dbl[i].there) continue;
     snprintf(e, eb, "--resume-from %.600s: %s is %.17g but the checkpoint has %.17g", path,
-             lr ? "--learning-rate" : "--momentum", lr ? c->learning_rate : c->momentum,
-             lr ? s->learning_rate : s->momentum);
+             dbl[i].flag, dbl[i].here, dbl[i].there);
+    return -1;
+  }
+  const int64_t S = train_opt_state_elems(kind < 0 ? KERN_OPT_SGD : (kern_opt_kind)kind,
+                                          t->layout.total_elems);
+  if (s->opt_state_elems != S) {
+    snprintf(e, eb, "--resume-from %.600s: --optimizer %.40s keeps %lld state floats but the "
+             "checkpoint has %lld", path, c->optimizer, (long long)S,
+             (long long)s->opt_state_elems);
     return -1;
   }
   if (c->epochs < s->epoch) {
@@ -402,7 +430,7 @@ int train_ckpt_precheck(trainer *t) {
 
 /* Rank 0's verdict and state reach every rank, so all fail or all resume. */
 static int train_ckpt_share(trainer *t, ckpt_state *s, int ok) {
-  const int64_t P = t->layout.total_elems;
+  const int64_t P = t->layout.total_elems, S = train_opt_state_elems(t->opt.kind, P);
   struct { int64_t ok, epoch, step; char err[1024]; } msg;
   memset(&msg, 0, sizeof msg);
   msg.ok = ok;
@@ -415,11 +443,11 @@ static int train_ckpt_share(trainer *t, ckpt_state *s, int ok) {
   if (!msg.ok) return train_ckpt_fail(t, msg.err);
   if (t->world->rank != 0) {
     s->params = malloc((size_t)P * sizeof(float));
-    s->opt_state = malloc((size_t)P * sizeof(float));
+    s->opt_state = malloc((size_t)S * sizeof(float));
     if (!s->params || !s->opt_state) return train_ckpt_fail(t, "resume: out of host memory");
   }
   if (t->world->size > 1 && (coll_broadcast_f32(t->comm, s->params, P, 0) != COLL_OK ||
-                             coll_broadcast_f32(t->comm, s->opt_state, P, 0) != COLL_OK)) {
+                             coll_broadcast_f32(t->comm, s->opt_state, S, 0) != COLL_OK)) {
     return train_ckpt_fail(t, coll_comm_error(t->comm));
   }
   s->epoch = msg.epoch;
@@ -438,7 +466,7 @@ int train_ckpt_resume(trainer *t) {
   if (train_ckpt_share(t, &s, ok) != 0) goto out;
   kern_backend *be = t->be;
   if (kern_mem_upload_f32(be, t->params, s.params, P) != 0 ||
-      kern_mem_upload_f32(be, t->opt_state, s.opt_state, P) != 0) {
+      kern_mem_upload_f32(be, t->opt_state, s.opt_state, train_opt_state_elems(t->opt.kind, P)) != 0) {
     train_ckpt_be_fail(t);
     goto out;
   }

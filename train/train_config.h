@@ -24,8 +24,11 @@ typedef struct {
   int scale_lr;
   int overlap;
   double timeout;
-  char optimizer[OPT_STR_BYTES]; /* sgd|momentum */
+  char optimizer[OPT_STR_BYTES]; /* sgd|momentum|nesterov|rmsprop|adam|adamw */
   double momentum;
+  double beta1, beta2, epsilon, rho, weight_decay;
+  char lr_schedule[OPT_STR_BYTES]; /* constant|step|exponential|cosine */
+  double lr_decay_rate, lr_decay_epochs, lr_min, warmup_epochs;
   int64_t threads;
   char resume_from[OPT_STR_BYTES];
   int resume_auto;               /* not a flag: resume_from was "auto", resolved (run.json keeps "auto") */
