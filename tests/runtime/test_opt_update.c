@@ -181,7 +181,8 @@ static void check_schedules(void) {
 }
 
 static void print_floats(const char *name, const float *v, int64_t n, const char *end) {
-  printf("\"%s\":[", name);
+  if (name) printf("\"%s\":", name);
+  printf("[");
   for (int64_t i = 0; i < n; i++) printf("%s%.9g", i ? "," : "", (double)v[i]);
   printf("]%s", end);
 }
@@ -205,7 +206,7 @@ static int dump(kern_backend *be, const char *kind_name) {
   printf("\"g\":[");
   for (int s = 0; s < STEPS; s++) {
     printf("%s", s ? "," : "");
-    print_floats("x", d.g[s], N, "");
+    print_floats(NULL, d.g[s], N, "");
   }
   printf("],");
   print_floats("p", d.p, N, "}\n");
