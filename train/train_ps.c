@@ -1,11 +1,14 @@
 /* The parameter-server strategy from the trainer's side, and the ps task's
  * own life (collective/ps.h has the protocol). A ps applies the same update
- * kernel as a rank would, the CPU backend's. */
+ * kernel as a rank would, the CPU backend's, to its slice of the weights
+ * and of the optimizer state; it derives each update's rate and count from
+ * the schedule rank 0 sends once (train_ps_rule), as the ranks do. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "collective/ps.h"
+#include "train/train_opt.h"
 #include "train/train_ps.h"
 
 static int train_ps_fail(trainer *t) {
@@ -20,25 +23,40 @@ static int train_ps_be_fail(trainer *t) {
 
 static int train_is_host(const trainer *t) { return kern_is_host_memory(t->be); }
 
+/* What rank 0 sends each ps at the start: the rule, the schedule, and the
+ * global step of the first update it will serve (a resume's, or 0). */
+typedef struct {
+  kern_opt opt;
+  lr_schedule sched;
+  int64_t first_step;
+} train_ps_rule;
+
+/* State floats per weight in the trainer's buffer (sgd keeps one). */
+static int train_ps_state_k(const trainer *t) {
+  return (int)(train_opt_state_elems(t->opt.kind, 1));
+}
+
 /* Rank 0 hands the ps tasks the starting point: fresh or resumed weights
  * and optimizer state. */
 static int train_ps_begin(trainer *t) {
-  const int64_t P = t->layout.total_elems;
+  const int64_t P = t->layout.total_elems, k = train_ps_state_k(t);
   float *state = NULL;
   int rc = 0;
   if (t->world->rank == 0) {
-    state = malloc((size_t)P * sizeof(float));
+    state = malloc((size_t)(k * P) * sizeof(float));
     if (!state) {
       snprintf(t->err, sizeof t->err, "ps: out of host memory");
       return -1;
     }
     if (kern_mem_download_f32(t->be, t->params_host, t->params, P) != 0 ||
-        kern_mem_download_f32(t->be, state, t->opt_state, P) != 0) {
+        kern_mem_download_f32(t->be, state, t->opt_state, k * P) != 0) {
       free(state);
       return train_ps_be_fail(t);
     }
   }
-  if (coll_ps_init(t->comm, t->params_host, state, P, &t->opt, (uint32_t)sizeof t->opt) != COLL_OK) {
+  const train_ps_rule rule = {t->opt, t->sched, t->global_step};
+  if (coll_ps_init(t->comm, t->params_host, state, (int)k, P, &rule, (uint32_t)sizeof rule) !=
+      COLL_OK) {
     rc = train_ps_fail(t);
   }
   free(state);
@@ -67,16 +85,16 @@ int train_ps_step(trainer *t) {
 }
 
 int train_ps_pull_state(trainer *t) {
-  const int64_t P = t->layout.total_elems;
+  const int64_t P = t->layout.total_elems, k = train_ps_state_k(t);
   if (!t->ps_started) return 0; /* no step yet: rank 0's own state is current */
-  float *state = t->world->rank == 0 ? malloc((size_t)P * sizeof(float)) : NULL;
+  float *state = t->world->rank == 0 ? malloc((size_t)(k * P) * sizeof(float)) : NULL;
   if (t->world->rank == 0 && !state) {
     snprintf(t->err, sizeof t->err, "ps: out of host memory");
     return -1;
   }
-  int rc = coll_ps_pull_state(t->comm, state, P) == COLL_OK ? 0 : train_ps_fail(t);
+  int rc = coll_ps_pull_state(t->comm, state, (int)k, P) == COLL_OK ? 0 : train_ps_fail(t);
   if (rc == 0 && state &&
-      kern_mem_upload_f32(t->be, t->opt_state, state, P) != 0) {
+      kern_mem_upload_f32(t->be, t->opt_state, state, k * P) != 0) {
     rc = train_ps_be_fail(t);
   }
   free(state);
@@ -113,18 +131,21 @@ cJSON *train_cluster_json(const coll_world *w) {
 
 typedef struct {
   kern_backend *be;
+  int64_t updates; /* served so far: this update is global step first_step + updates */
 } ps_task_ctx;
 
 static int ps_task_update(void *ctx, float *params, const float *grad, float *state, int64_t n,
                           const void *opt, uint32_t opt_bytes, char *err, size_t err_bytes) {
   ps_task_ctx *x = ctx;
-  if (opt_bytes != sizeof(kern_opt)) {
+  if (opt_bytes != sizeof(train_ps_rule)) {
     snprintf(err, err_bytes, "ps: rank 0's update rule has %u bytes, %zu expected (another "
-             "tfdist version?)", opt_bytes, sizeof(kern_opt));
+             "tfdist version?)", opt_bytes, sizeof(train_ps_rule));
     return -1;
   }
-  kern_opt o;
-  memcpy(&o, opt, sizeof o);
+  train_ps_rule rule;
+  memcpy(&rule, opt, sizeof rule);
+  kern_opt o = rule.opt;
+  train_opt_at(&o, &rule.sched, rule.first_step + x->updates++);
   if (n > 0 && kern_opt_update(x->be, params, grad, state, n, &o) != 0) {
     snprintf(err, err_bytes, "ps: update: %s", kern_error(x->be));
     return -1;
