@@ -38,8 +38,17 @@
 
 int kern_opt_state_per_elem(kern_opt_kind kind) { return kern_opt_state_per_elem_inline(kind); }
 
+/* Wider vectors where the CPU has them (chosen once, at load, by the
+ * loader's ifunc): every operation is elementwise IEEE with no contraction
+ * (-ffp-contract=off), so each width gives the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CPU_OPT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CPU_OPT_CLONES
+#endif
+
 /* Adam and AdamW in one loop: decay is 1 for adam, l2 0 for adamw. */
-static void cpu_opt_adam(float *restrict p, const float *restrict grads, float *restrict state,
+static inline __attribute__((always_inline)) void cpu_opt_adam(float *restrict p, const float *restrict grads, float *restrict state,
                          int64_t elems, const kern_opt_scalars *s, float decay) {
   const float l2 = s->l2, a = s->one_minus_b1, b2 = s->b2, c2 = s->one_minus_b2;
   const float step = s->step_size, bc2 = s->bc2_sqrt, eps = s->epsilon;
@@ -55,7 +64,7 @@ static void cpu_opt_adam(float *restrict p, const float *restrict grads, float *
   }
 }
 
-int cpu_opt_apply(float *restrict params, const float *restrict grads, float *restrict state,
+CPU_OPT_CLONES int cpu_opt_apply(float *restrict params, const float *restrict grads, float *restrict state,
                   int64_t elems, const kern_opt *opt, char *err, size_t err_bytes) {
   const kern_opt_scalars s = kern_opt_scalars_of(opt);
   const float lr = s.lr, mu = s.momentum, l2 = s.l2;
