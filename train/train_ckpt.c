@@ -234,6 +234,36 @@ int train_ckpt_epoch_end(trainer *t, int64_t epochs_done) {
 
 /* ---- resuming ---- */
 
+/* The schedule's flags, from the checkpoint's resolved config (older files
+ * lack them: nothing to compare). A rate that changed on resume would not be
+ * the run it continues. */
+static int train_ckpt_check_schedule(trainer *t, const ckpt_state *s, const char *path) {
+  const train_config *c = t->cfg;
+  cJSON *hp = s->hyperparameters ? cJSON_Parse(s->hyperparameters) : NULL;
+  const cJSON *kind = cJSON_GetObjectItemCaseSensitive(hp, "lr_schedule");
+  int rc = 0;
+  if (cJSON_IsString(kind) && strcmp(kind->valuestring, c->lr_schedule) != 0) {
+    snprintf(t->err, sizeof t->err, "--resume-from %.600s: --lr-schedule is '%.40s' but the "
+             "checkpoint has '%.40s'", path, c->lr_schedule, kind->valuestring);
+    rc = -1;
+  }
+  const struct { const char *flag, *key; double here; } dbl[] = {
+    {"--warmup-epochs", "warmup_epochs", c->warmup_epochs},
+    {"--lr-decay-rate", "lr_decay_rate", c->lr_decay_rate},
+    {"--lr-decay-epochs", "lr_decay_epochs", c->lr_decay_epochs},
+    {"--lr-min", "lr_min", c->lr_min},
+  };
+  for (size_t i = 0; rc == 0 && i < sizeof dbl / sizeof dbl[0]; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(hp, dbl[i].key);
+    if (!cJSON_IsNumber(v) || v->valuedouble == dbl[i].here) continue;
+    snprintf(t->err, sizeof t->err, "--resume-from %.600s: %s is %.17g but the checkpoint has "
+             "%.17g", path, dbl[i].flag, dbl[i].here, v->valuedouble);
+    rc = -1;
+  }
+  cJSON_Delete(hp);
+  return rc;
+}
+
 /* Every flag that changes the math or the data order must agree. */
 static int train_ckpt_check(trainer *t, const ckpt_state *s, const char *path) {
   const train_config *c = t->cfg;
@@ -293,6 +323,7 @@ static int train_ckpt_check(trainer *t, const ckpt_state *s, const char *path) {
   }
   const int64_t S = train_opt_state_elems(kind < 0 ? KERN_OPT_SGD : (kern_opt_kind)kind,
                                           t->layout.total_elems);
+  if (train_ckpt_check_schedule(t, s, path) != 0) return -1;
   if (s->opt_state_elems != S) {
     snprintf(e, eb, "--resume-from %.600s: --optimizer %.40s keeps %lld state floats but the "
              "checkpoint has %lld", path, c->optimizer, (long long)S,

@@ -94,7 +94,14 @@ for args, needle in (
         (["--resume-from", ck_sgd, "--optimizer", "adam", "--learning-rate", "0.01"],
          "--optimizer is 'adam' but the checkpoint has 'sgd'"),
         (["--resume-from", ck] + adam + ["--beta1", "0.8"], "--beta1 is 0.80000000000000004"),
-        (["--resume-from", ck_sgd, "--weight-decay", "0"], "--weight-decay is 0 but")):
+        (["--resume-from", ck_sgd, "--weight-decay", "0"], "--weight-decay is 0 but"),
+        # the schedule too: the same update count must give the same rate
+        (["--resume-from", ck] + adam[:-2], "--warmup-epochs is 0 but the checkpoint has 1.5"),
+        (["--resume-from", ck] + adam[:-4] + ["--lr-decay-epochs", "3", "--warmup-epochs", "1.5"],
+         "--lr-decay-epochs is 3 but the checkpoint has 2.5"),
+        (["--resume-from", ck, "--optimizer", "adam", "--learning-rate", "0.001", "--lr-schedule",
+          "exponential", "--lr-decay-epochs", "2.5", "--warmup-epochs", "1.5"],
+         "--lr-schedule is 'exponential' but the checkpoint has 'cosine'")):
     p = C.train(d, data, os.path.join(d, "bad-out"), ["--epochs", "4"] + args)
     T.check(C.one_error_line(p) and needle in p.stderr,
             f"{args}: expected one error line with {needle!r}: rc {p.returncode}: {p.stderr.strip()}")
