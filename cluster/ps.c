@@ -15,6 +15,7 @@
 typedef struct {
   uint64_t elems;
   uint32_t opt_bytes, ranks;
+  uint32_t state_per_elem; /* optimizer state floats per weight, interleaved */
 } ps_meta;
 
 static void ps_slice(int64_t elems, int nps, int s, int64_t *lo, int64_t *n) {
@@ -37,12 +38,12 @@ static int ps_task(const coll_comm *c, int s) {
   return cluster_tcp_cluster(cluster_comm_mesh(c))->ntrain + s;
 }
 
-int cluster_ps_init(coll_comm *c, const float *params, const float *state, int64_t elems,
-                 const void *opt, uint32_t opt_bytes) {
+int cluster_ps_init(coll_comm *c, const float *params, const float *state, int state_per_elem,
+                 int64_t elems, const void *opt, uint32_t opt_bytes) {
   if (coll_comm_failed(c)) return COLL_ERR;
   if (coll_comm_rank(c) != 0) return COLL_OK;
-  const int S = cluster_ps_count(c);
-  ps_meta meta = {(uint64_t)elems, opt_bytes, (uint32_t)coll_comm_size(c)};
+  const int S = cluster_ps_count(c), k = state_per_elem;
+  ps_meta meta = {(uint64_t)elems, opt_bytes, (uint32_t)coll_comm_size(c), (uint32_t)k};
   for (int s = 0; s < S; s++) {
     int64_t lo, n;
     ps_slice(elems, S, s, &lo, &n);
@@ -51,15 +52,17 @@ int cluster_ps_init(coll_comm *c, const float *params, const float *state, int64
         {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = &meta, .bytes = sizeof meta},
         {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = opt, .bytes = opt_bytes},
         {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = params + lo, .bytes = b},
-        {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = state + lo, .bytes = b}};
+        {.peer = ps_task(c, s), .send = 1, .type = CLUSTER_TCP_PS_INIT, .sbuf = state + k * lo,
+         .bytes = (uint64_t)k * b}};
     if (cluster_tcp_run(cluster_comm_mesh(c), ops, 4) != 0) return ps_fail(c);
   }
   return COLL_OK;
 }
 
 /* Sends a frame of type to every ps (slice s of out, or nothing) and takes
- * its reply into slice s of in (when in is not NULL). */
-static int ps_round(coll_comm *c, uint32_t type, const float *out, float *in, int64_t elems) {
+ * its reply into slice s of in (when in is not NULL), in_k floats per weight. */
+static int ps_round(coll_comm *c, uint32_t type, const float *out, float *in, int64_t elems,
+                    int in_k) {
   if (coll_comm_failed(c)) return COLL_ERR;
   const int S = cluster_ps_count(c);
   cluster_tcp_op ops[PS_BATCH];
@@ -73,8 +76,8 @@ static int ps_round(coll_comm *c, uint32_t type, const float *out, float *in, in
                                .sbuf = out ? (const void *)(out + lo) : NULL, .bytes = b};
       if (in) {
         ops[k++] = (cluster_tcp_op){.peer = ps_task(c, s), .type = CLUSTER_TCP_PS_REPLY,
-                                 .rbuf = n ? (void *)(in + lo) : (void *)in,
-                                 .bytes = (uint64_t)n * sizeof(float)};
+                                 .rbuf = n ? (void *)(in + in_k * lo) : (void *)in,
+                                 .bytes = (uint64_t)(in_k * n) * sizeof(float)};
       }
     }
     if (cluster_tcp_run(cluster_comm_mesh(c), ops, k) != 0) return ps_fail(c);
@@ -83,14 +86,15 @@ static int ps_round(coll_comm *c, uint32_t type, const float *out, float *in, in
 }
 
 int cluster_ps_step(coll_comm *c, const float *grads, float *params, int64_t elems) {
-  return ps_round(c, CLUSTER_TCP_PS_PUSH, grads, params, elems);
+  return ps_round(c, CLUSTER_TCP_PS_PUSH, grads, params, elems, 1);
 }
 
-int cluster_ps_pull_state(coll_comm *c, float *state, int64_t elems) {
-  return ps_round(c, CLUSTER_TCP_PS_PULL, NULL, coll_comm_rank(c) == 0 ? state : NULL, elems);
+int cluster_ps_pull_state(coll_comm *c, float *state, int state_per_elem, int64_t elems) {
+  return ps_round(c, CLUSTER_TCP_PS_PULL, NULL, coll_comm_rank(c) == 0 ? state : NULL, elems,
+                  state_per_elem);
 }
 
-int cluster_ps_finish(coll_comm *c) { return ps_round(c, CLUSTER_TCP_PS_DONE, NULL, NULL, 0); }
+int cluster_ps_finish(coll_comm *c) { return ps_round(c, CLUSTER_TCP_PS_DONE, NULL, NULL, 0, 1); }
 
 /* ---- the ps task ---- */
 
@@ -112,16 +116,18 @@ static int ps_serve_fail(ps_server *p) {
 
 static int ps_serve_init(ps_server *p) {
   if (cluster_tcp_recv(p->m, 0, CLUSTER_TCP_PS_INIT, &p->meta, sizeof p->meta) != 0) return ps_serve_fail(p);
-  if ((int)p->meta.ranks != p->ranks || p->meta.opt_bytes > 4096) {
-    snprintf(p->err, p->err_bytes, "ps: rank 0 sent a bad init (%u ranks, %u bytes of options)",
-             p->meta.ranks, p->meta.opt_bytes);
+  if ((int)p->meta.ranks != p->ranks || p->meta.opt_bytes > 4096 || p->meta.state_per_elem < 1 ||
+      p->meta.state_per_elem > 8) {
+    snprintf(p->err, p->err_bytes, "ps: rank 0 sent a bad init (%u ranks, %u bytes of options, "
+             "%u state floats per weight)", p->meta.ranks, p->meta.opt_bytes,
+             p->meta.state_per_elem);
     return -1;
   }
   ps_slice((int64_t)p->meta.elems, p->nps, p->s, &p->lo, &p->n);
-  const size_t b = (size_t)p->n * sizeof(float);
+  const size_t b = (size_t)p->n * sizeof(float), sb = b * p->meta.state_per_elem;
   p->opt = malloc(p->meta.opt_bytes + 1);
   p->params = malloc(b + 1);
-  p->state = malloc(b + 1);
+  p->state = malloc(sb + 1);
   p->grads = malloc(b * (size_t)p->ranks + 1);
   if (!p->opt || !p->params || !p->state || !p->grads) {
     snprintf(p->err, p->err_bytes, "ps: out of memory for %lld floats", (long long)p->n);
@@ -130,7 +136,7 @@ static int ps_serve_init(ps_server *p) {
   cluster_tcp_op ops[3] = {
       {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->opt, .bytes = p->meta.opt_bytes},
       {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->params, .bytes = b},
-      {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->state, .bytes = b}};
+      {.peer = 0, .type = CLUSTER_TCP_PS_INIT, .rbuf = p->state, .bytes = sb}};
   return cluster_tcp_run(p->m, ops, 3) == 0 ? 0 : ps_serve_fail(p);
 }
 
@@ -191,7 +197,8 @@ static int ps_serve_round(ps_server *p, uint32_t *types, uint64_t *bytes,
   }
   if (types[0] == CLUSTER_TCP_PS_DONE) return 1;
   if (types[0] == CLUSTER_TCP_PS_PULL) {
-    return cluster_tcp_send(p->m, 0, CLUSTER_TCP_PS_REPLY, p->state, (uint64_t)p->n * sizeof(float)) == 0
+    const uint64_t sb = (uint64_t)p->n * p->meta.state_per_elem * sizeof(float);
+    return cluster_tcp_send(p->m, 0, CLUSTER_TCP_PS_REPLY, p->state, sb) == 0
                ? 0 : ps_serve_fail(p);
   }
   if (types[0] != CLUSTER_TCP_PS_PUSH) {

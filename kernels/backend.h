@@ -12,7 +12,15 @@
 typedef enum { KERN_DEVICE_CPU = 0, KERN_DEVICE_CUDA = 1 } kern_device;
 typedef enum { KERN_ACT_NONE = 0, KERN_ACT_RELU = 1 } kern_act;
 typedef enum { KERN_MATH_FP32 = 0, KERN_MATH_TF32 = 1 } kern_math;
-typedef enum { KERN_OPT_SGD = 0, KERN_OPT_MOMENTUM = 1 } kern_opt_kind;
+/* The update rules; kernels/cpu_opt.c writes each one down as a formula. */
+typedef enum {
+  KERN_OPT_SGD = 0,
+  KERN_OPT_MOMENTUM = 1,
+  KERN_OPT_NESTEROV = 2,
+  KERN_OPT_RMSPROP = 3,
+  KERN_OPT_ADAM = 4,
+  KERN_OPT_ADAMW = 5
+} kern_opt_kind;
 /* CUDA GEMMs: cuBLAS, or our small-batch FP32 kernels. AUTO takes the
  * environment's TFDIST_GEMM=cublas|small|auto, else cuBLAS, which measured
  * faster on an H200 (62.4 vs 67.0 us per batch-50 step). TF32 and the
@@ -30,11 +38,23 @@ typedef struct {
   double last_samples;
 } kern_stats;
 
+/* One update's rule and scalars. The trainer fills in lr (the scheduled
+ * rate) and step before every update; the rest is fixed for a run. */
 typedef struct {
   kern_opt_kind kind;
-  float lr;
-  float momentum; /* KERN_OPT_MOMENTUM: v = m*v + g; p -= lr*v */
+  float lr;           /* this update's rate, schedule and --scale-lr applied */
+  float momentum;     /* MOMENTUM, NESTEROV */
+  float beta1, beta2; /* ADAM, ADAMW */
+  float epsilon;      /* RMSPROP, ADAM, ADAMW */
+  float rho;          /* RMSPROP */
+  float weight_decay; /* ADAMW: decoupled; the others: L2 added to the gradient */
+  int64_t step;       /* 1-based count of this update (Adam's bias correction) */
 } kern_opt;
+
+/* Optimizer state floats per parameter (0, 1 or 2). The state buffer holds
+ * them interleaved, parameter by parameter (m0 v0 m1 v1 ...), so the state
+ * of params[lo, lo+n) is state[k*lo, k*(lo+n)): one slice, one pass. */
+int kern_opt_state_per_elem(kern_opt_kind kind);
 
 typedef struct {
   kern_device device;
@@ -101,6 +121,7 @@ int kern_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images
                    const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
                    const int64_t *cursor, int64_t n);
 int kern_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta);
+/* params, grads: elems floats; state: kern_opt_state_per_elem(kind) * elems. */
 int kern_opt_update(kern_backend *be, float *params, const float *grads, float *state,
                     int64_t elems, const kern_opt *opt);
 

@@ -1,6 +1,7 @@
 /* CPU backend: CBLAS sgemm plus plain loops. It is the reference every other
  * backend is tested against, so it favours plain code over cleverness. */
 #include "kernels/backend_impl.h"
+#include "kernels/cpu_opt.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -165,20 +166,7 @@ static int cpu_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta) 
 
 static int cpu_opt_update(kern_backend *be, float *params, const float *grads, float *state,
                           int64_t elems, const kern_opt *opt) {
-  const float lr = opt->lr;
-  switch (opt->kind) {
-  case KERN_OPT_SGD:
-    for (int64_t i = 0; i < elems; i++) params[i] -= lr * grads[i];
-    return 0;
-  case KERN_OPT_MOMENTUM:
-    for (int64_t i = 0; i < elems; i++) {
-      state[i] = opt->momentum * state[i] + grads[i];
-      params[i] -= lr * state[i];
-    }
-    return 0;
-  }
-  snprintf(be->err, sizeof be->err, "cpu: unknown optimizer kind %d", (int)opt->kind);
-  return -1;
+  return cpu_opt_apply(params, grads, state, elems, opt, be->err, sizeof be->err);
 }
 
 const char *kern_blas_info(void) {

@@ -85,7 +85,7 @@ static void ckpt_state_sha256(const ckpt_state *s, char hex[SHA256_HEX_BYTES]) {
   sha256_ctx c;
   sha256_init(&c);
   sha256_update(&c, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
-  sha256_update(&c, s->opt_state, (size_t)s->layout.total_elems * sizeof(float));
+  sha256_update(&c, s->opt_state, (size_t)s->opt_state_elems * sizeof(float));
   const char *texts[2] = {s->hyperparameters ? s->hyperparameters : "",
                           s->metrics ? s->metrics : ""};
   for (int i = 0; i < 2; i++) sha256_update(&c, texts[i], strlen(texts[i]) + 1);
@@ -101,6 +101,35 @@ static char *ckpt_latest_metrics(const char *history) {
   return text;
 }
 
+/* The optimizer's hyper-parameters and its update count (Adam's bias
+ * correction), beside the state. Files from before they were stored lack
+ * them: sgd and momentum then read as 1 state float per parameter. */
+static const char *const ckpt_opt_f64_names[5] = {"beta1", "beta2", "epsilon", "rho",
+                                                  "weight_decay"};
+
+static int ckpt_write_opt_params(hid_t g, const ckpt_state *s, char *err, size_t eb) {
+  const double v[5] = {s->beta1, s->beta2, s->epsilon, s->rho, s->weight_decay};
+  for (int i = 0; i < 5; i++) {
+    if (h5_attr_write_f64(g, ckpt_opt_f64_names[i], v[i], err, eb) != 0) return -1;
+  }
+  return h5_attr_write_i64(g, "step", s->opt_step, err, eb);
+}
+
+static int ckpt_read_opt_params(hid_t g, const char *where, ckpt_state *s, char *err, size_t eb) {
+  double *v[5] = {&s->beta1, &s->beta2, &s->epsilon, &s->rho, &s->weight_decay};
+  for (int i = 0; i < 5; i++) {
+    if (h5_attr_exists(g, ckpt_opt_f64_names[i]) &&
+        h5_attr_read_f64(g, ckpt_opt_f64_names[i], where, v[i], err, eb) != 0) {
+      return -1;
+    }
+  }
+  s->opt_step = s->global_step;
+  if (h5_attr_exists(g, "step") && h5_attr_read_i64(g, "step", where, &s->opt_step, err, eb) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
 static int ckpt_write_optimizer(hid_t f, const ckpt_state *s, char *err, size_t eb) {
   int rc = -1;
   hid_t g = -1;
@@ -110,7 +139,8 @@ static int ckpt_write_optimizer(hid_t f, const ckpt_state *s, char *err, size_t 
       h5_attr_write_f64(g, "learning_rate_effective", s->lr_effective, err, eb) != 0 ||
       h5_attr_write_f64(g, "momentum", s->momentum, err, eb) != 0 ||
       h5_attr_write_i64(g, "scale_lr", s->scale_lr, err, eb) != 0 ||
-      h5_dataset_write_f32(g, "state", s->opt_state, s->layout.total_elems, 0, err, eb) != 0) {
+      ckpt_write_opt_params(g, s, err, eb) != 0 ||
+      h5_dataset_write_f32(g, "state", s->opt_state, s->opt_state_elems, 0, err, eb) != 0) {
     goto out;
   }
   rc = 0;
@@ -227,20 +257,25 @@ static int ckpt_read_optimizer(hid_t f, const char *path, ckpt_state *s, char *e
       h5_attr_read_f64(g, "learning_rate_effective", where, &s->lr_effective, err, eb) != 0 ||
       h5_attr_read_f64(g, "momentum", where, &s->momentum, err, eb) != 0 ||
       h5_attr_read_i64(g, "scale_lr", where, &s->scale_lr, err, eb) != 0 ||
+      ckpt_read_opt_params(g, where, s, err, eb) != 0 ||
       h5_dataset_shape(g, "state", where, &rank, dims, err, eb) != 0) {
     goto out;
   }
-  if (rank != 1 || dims[0] != s->layout.total_elems) {
-    snprintf(err, eb, "%s/state: shape (%lld%s), expected (%lld,) to match the weights", where,
-             (long long)dims[0], rank == 2 ? ", ..." : ",", (long long)s->layout.total_elems);
+  /* k floats per weight, k = 1 (at least: sgd keeps zeros) or 2 (adam, adamw) */
+  const int64_t P = s->layout.total_elems;
+  if (rank != 1 || (dims[0] != P && dims[0] != 2 * P)) {
+    snprintf(err, eb, "%s/state: shape (%lld%s), expected (%lld,) or (%lld,) to match the weights",
+             where, (long long)dims[0], rank == 2 ? ", ..." : ",", (long long)P,
+             (long long)(2 * P));
     goto out;
   }
-  s->opt_state = malloc((size_t)s->layout.total_elems * sizeof(float));
+  s->opt_state_elems = dims[0];
+  s->opt_state = malloc((size_t)s->opt_state_elems * sizeof(float));
   if (!s->opt_state) {
     snprintf(err, eb, "%s: out of memory", where);
     goto out;
   }
-  if (h5_dataset_read_f32(g, "state", where, s->opt_state, s->layout.total_elems, err, eb) != 0) {
+  if (h5_dataset_read_f32(g, "state", where, s->opt_state, s->opt_state_elems, err, eb) != 0) {
     goto out;
   }
   rc = 0;

@@ -28,10 +28,14 @@ typedef struct {
   char data_fingerprint[32]; /* "crc32:xxxxxxxx" over the training images and labels */
   char data_mode[32];      /* --data-mode */
   /* optimizer */
-  char opt_kind[16];       /* "sgd" | "momentum" */
+  char opt_kind[16];       /* --optimizer: "sgd" ... "adamw" */
   double learning_rate;    /* as configured */
-  double lr_effective;     /* after --scale-lr, as the update applies it */
+  double lr_effective;     /* the last update's rate (schedule and --scale-lr applied) */
   double momentum;
+  double beta1, beta2, epsilon, rho, weight_decay;
+  int64_t opt_step;        /* updates applied so far: Adam's bias correction goes on at +1 */
+  int64_t opt_state_elems; /* floats in opt_state: state per parameter (interleaved, at
+                            * least 1) times layout.total_elems */
   int64_t scale_lr;
   /* provenance */
   char run_id[64];
@@ -41,7 +45,7 @@ typedef struct {
   /* tensors */
   model_layout layout;
   float *params;           /* (layout.total_elems), owned */
-  float *opt_state;        /* (layout.total_elems), owned */
+  float *opt_state;        /* (opt_state_elems), owned */
 } ckpt_state;
 
 void ckpt_state_free(ckpt_state *s);

@@ -19,6 +19,7 @@
 #include "train/train_ckpt.h"
 #include "train/train_finite.h"
 #include "train/train_input.h"
+#include "train/train_opt.h"
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
 #include "cluster/ps.h"
@@ -79,8 +80,9 @@ static int train_alloc(trainer *t) {
                            t->data.batch > EVAL_CHUNK ? t->data.batch : EVAL_CHUNK));
   T_TRY(t, kern_mem_alloc_f32(be, &t->step.params, P));
   T_TRY(t, kern_mem_alloc_f32(be, &t->step.grads, P));
-  T_TRY(t, kern_mem_alloc_f32(be, &t->step.opt_state, P));
-  T_TRY(t, kern_mem_zero(be, t->step.opt_state, (size_t)P * sizeof(float)));
+  const int64_t S = train_opt_state_elems(t->step.opt.kind, P);
+  T_TRY(t, kern_mem_alloc_f32(be, &t->step.opt_state, S));
+  T_TRY(t, kern_mem_zero_f32(be, t->step.opt_state, S));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->data.perm_dev, (size_t)ntrain * sizeof(int32_t)));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->data.test_idx_dev, (size_t)ntest * sizeof(int32_t)));
   T_TRY(t, kern_mem_alloc(be, (void **)&t->data.cursor_dev, sizeof(int64_t)));
@@ -406,10 +408,14 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   T_TRY(t, kern_mem_zero(be, t->step.stats_dev, sizeof(kern_stats)));
   t->data.wait_s = 0;
   double t0 = clock_mono_s();
-  const int64_t chain = t->step.fused_ws ? TRAIN_STEP_CHAIN : 1;
+  const int64_t chain =
+      t->step.fused_ws && !train_opt_varies(&t->step.opt, &t->step.sched) ? TRAIN_STEP_CHAIN : 1;
   for (int64_t step = 0, k; step < t->data.steps_per_epoch; step += k) {
     k = t->data.steps_per_epoch - step < chain ? t->data.steps_per_epoch - step : chain;
     train_timeline_steps(&t->out.tl, step);
+    /* k > 1 only where the rule does not vary */
+    train_opt_at(&t->step.opt, &t->step.sched, t->step.global_step);
+    t->step.fused.opt = t->step.opt;
     double s = train_tl_begin(&t->out.tl);
     if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;
     train_tl_end(&t->out.tl, "step", s);
@@ -590,13 +596,6 @@ int trainer_run(trainer *t) {
   return train_finish(t);
 }
 
-static void train_setup_opt(trainer *t) {
-  const train_config *c = t->ctx.cfg;
-  t->step.opt.kind = c->optimizer == TRAIN_OPTIMIZER_MOMENTUM ? KERN_OPT_MOMENTUM : KERN_OPT_SGD;
-  t->step.opt.lr = (float)(c->learning_rate * (c->scale_lr ? t->ctx.world->size : 1));
-  t->step.opt.momentum = (float)c->momentum;
-}
-
 /* The files a run writes into <outputs> and <outputs>/model. */
 static int train_outputs_file(const char *name) {
   return !strcmp(name, "run.json") || !strcmp(name, "metrics.jsonl") || !strcmp(name, "model.h5");
@@ -690,15 +689,17 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     return -1;
   }
   if (train_open_records(t, ranks) != 0) return -1;
-  train_setup_opt(t);
+  train_opt_init(&t->step.opt, &t->step.sched, cfg, world->size, t->data.steps_per_epoch);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 ||
       train_ckpt_resume(t->ckpt, &t->ctx, &t->step, &t->out, &t->err) != 0 ||
       train_tboard_open(t) != 0) {
     return -1;
   }
   t->step.ps = cluster_ps_count(comm) > 0;
+  /* a graph replays the scalars it recorded: not for a rate that moves */
   t->step.use_graph = cfg->graph && kern_has_graphs(be) && !t->step.ps &&
-                 (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
+                      !train_opt_varies(&t->step.opt, &t->step.sched) &&
+                      (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);
 }
 

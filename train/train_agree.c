@@ -6,7 +6,7 @@
 #include "train/train_agree.h"
 #include "train/train_state.h"
 
-#define AGREE_ROWS 20
+#define AGREE_ROWS 32
 #define AGREE_ROW_BYTES 96
 
 /* The flags that change what every rank computes or how often it meets the
@@ -22,6 +22,16 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   ROW("--seed %lld", (long long)c->seed);
   ROW("--optimizer %.40s", train_optimizer_names[c->optimizer]);
   ROW("--momentum %.17g", c->momentum);
+  ROW("--beta1 %.17g", c->beta1);
+  ROW("--beta2 %.17g", c->beta2);
+  ROW("--epsilon %.17g", c->epsilon);
+  ROW("--rho %.17g", c->rho);
+  ROW("--weight-decay %.17g", c->weight_decay);
+  ROW("--lr-schedule %.40s", train_lr_schedule_names[c->lr_schedule]);
+  ROW("--lr-decay-rate %.17g", c->lr_decay_rate);
+  ROW("--lr-decay-epochs %.17g", c->lr_decay_epochs);
+  ROW("--lr-min %.17g", c->lr_min);
+  ROW("--warmup-epochs %.17g", c->warmup_epochs);
   ROW("--scale-lr %d", c->scale_lr);
   ROW("--overlap %d", c->overlap);
   ROW("--data-mode %.40s", train_data_mode_names[c->data_mode]);

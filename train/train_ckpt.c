@@ -1,6 +1,7 @@
 /* The trainer's side of checkpointing: what goes into a ckpt_state, what must
  * match on resume, and how every rank receives rank 0's restored state. */
 #include "train/train_ckpt.h"
+#include "train/train_opt.h"
 
 #include "data/shards.h"
 
@@ -170,6 +171,13 @@ static void train_ckpt_fill(train_ckpt *k, const train_ctx *x, const train_data 
   s->learning_rate = c->learning_rate;
   s->lr_effective = st->opt.lr;
   s->momentum = c->momentum;
+  s->beta1 = c->beta1;
+  s->beta2 = c->beta2;
+  s->epsilon = c->epsilon;
+  s->rho = c->rho;
+  s->weight_decay = c->weight_decay;
+  s->opt_step = st->global_step;
+  s->opt_state_elems = train_opt_state_elems(st->opt.kind, st->layout.total_elems);
   s->scale_lr = c->scale_lr;
   snprintf(s->run_id, sizeof s->run_id, "%s", run_id);
   s->layout = st->layout;
@@ -183,7 +191,7 @@ static int train_ckpt_save(train_ckpt *k, const train_ctx *x, const train_data *
   ckpt_state s;
   char dir[4400];
   train_ckpt_fill(k, x, d, st, o->run.id, &s, epochs_done);
-  s.opt_state = malloc((size_t)P * sizeof(float));
+  s.opt_state = malloc((size_t)s.opt_state_elems * sizeof(float));
   cJSON *hp = opt_to_json(&train_options, x->cfg);
   s.hyperparameters = hp ? cJSON_PrintUnformatted(hp) : NULL;
   s.metrics = cJSON_PrintUnformatted(k->history);
@@ -193,8 +201,8 @@ static int train_ckpt_save(train_ckpt *k, const train_ctx *x, const train_data *
     base_err_set(err, "checkpoint: out of host memory");
     goto out;
   }
-  if (kern_mem_download(be, st->params_host, st->params, (size_t)P * sizeof(float)) != 0 ||
-      kern_mem_download(be, s.opt_state, st->opt_state, (size_t)P * sizeof(float)) != 0) {
+  if (kern_mem_download_f32(be, st->params_host, st->params, P) != 0 ||
+      kern_mem_download_f32(be, s.opt_state, st->opt_state, s.opt_state_elems) != 0) {
     train_err_backend(err, be);
     goto out;
   }
@@ -224,6 +232,35 @@ int train_ckpt_epoch_end(train_ckpt *k, const train_ctx *x, const train_data *d,
 }
 
 /* ---- resuming ---- */
+
+/* The schedule's flags, from the checkpoint's resolved config (older files
+ * lack them: nothing to compare). A rate that changed on resume would not be
+ * the run it continues. */
+static int train_ckpt_check_schedule(const train_config *c, const ckpt_state *s, const char *path,
+                                     base_err *err) {
+  const char *sched = train_lr_schedule_names[c->lr_schedule];
+  cJSON *hp = s->hyperparameters ? cJSON_Parse(s->hyperparameters) : NULL;
+  const cJSON *kind = cJSON_GetObjectItemCaseSensitive(hp, "lr_schedule");
+  int rc = 0;
+  if (cJSON_IsString(kind) && strcmp(kind->valuestring, sched) != 0) {
+    rc = base_err_set(err, "--resume-from %.600s: --lr-schedule is '%.40s' but the checkpoint "
+                      "has '%.40s'", path, sched, kind->valuestring);
+  }
+  const struct { const char *flag, *key; double here; } dbl[] = {
+    {"--warmup-epochs", "warmup_epochs", c->warmup_epochs},
+    {"--lr-decay-rate", "lr_decay_rate", c->lr_decay_rate},
+    {"--lr-decay-epochs", "lr_decay_epochs", c->lr_decay_epochs},
+    {"--lr-min", "lr_min", c->lr_min},
+  };
+  for (size_t i = 0; rc == 0 && i < sizeof dbl / sizeof dbl[0]; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(hp, dbl[i].key);
+    if (!cJSON_IsNumber(v) || v->valuedouble == dbl[i].here) continue;
+    rc = base_err_set(err, "--resume-from %.600s: %s is %.17g but the checkpoint has %.17g",
+                      path, dbl[i].flag, dbl[i].here, v->valuedouble);
+  }
+  cJSON_Delete(hp);
+  return rc;
+}
 
 /* Every flag that changes the math or the data order must agree. */
 static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data *d,
@@ -260,12 +297,31 @@ static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data 
     return base_err_set(err, "--resume-from %.600s: %s is '%.40s' but the checkpoint has '%.40s'",
                         path, strs[i].flag, strs[i].here, strs[i].there);
   }
-  if (c->learning_rate != s->learning_rate ||
-      (c->optimizer == TRAIN_OPTIMIZER_MOMENTUM && c->momentum != s->momentum)) {
-    int lr = c->learning_rate != s->learning_rate;
+  /* the hyper-parameters the rule reads (the optimizer is the same by now) */
+  const kern_opt_kind kind = (kern_opt_kind)c->optimizer;
+  const int mom = kind == KERN_OPT_MOMENTUM || kind == KERN_OPT_NESTEROV;
+  const int adam = kind == KERN_OPT_ADAM || kind == KERN_OPT_ADAMW;
+  const int rms = kind == KERN_OPT_RMSPROP;
+  const struct { const char *flag; int used; double here, there; } dbl[] = {
+    {"--learning-rate", 1, c->learning_rate, s->learning_rate},
+    {"--momentum", mom, c->momentum, s->momentum},
+    {"--beta1", adam, c->beta1, s->beta1},
+    {"--beta2", adam, c->beta2, s->beta2},
+    {"--epsilon", adam || rms, c->epsilon, s->epsilon},
+    {"--rho", rms, c->rho, s->rho},
+    {"--weight-decay", 1, c->weight_decay, s->weight_decay},
+  };
+  for (size_t i = 0; i < sizeof dbl / sizeof dbl[0]; i++) {
+    if (!dbl[i].used || dbl[i].here == dbl[i].there) continue;
     return base_err_set(err, "--resume-from %.600s: %s is %.17g but the checkpoint has %.17g",
-                        path, lr ? "--learning-rate" : "--momentum",
-                        lr ? c->learning_rate : c->momentum, lr ? s->learning_rate : s->momentum);
+                        path, dbl[i].flag, dbl[i].here, dbl[i].there);
+  }
+  const int64_t S = train_opt_state_elems(kind, l->total_elems);
+  if (train_ckpt_check_schedule(c, s, path, err) != 0) return -1;
+  if (s->opt_state_elems != S) {
+    return base_err_set(err, "--resume-from %.600s: --optimizer %.40s keeps %lld state floats but "
+                        "the checkpoint has %lld", path, train_optimizer_names[c->optimizer],
+                        (long long)S, (long long)s->opt_state_elems);
   }
   if (c->epochs < s->epoch) {
     return base_err_set(err, "--resume-from %.600s: --epochs %lld is below the checkpoint's epoch "
@@ -413,7 +469,8 @@ int train_ckpt_precheck(train_ckpt *k, const train_ctx *x, const train_data *d,
 }
 
 /* Rank 0's verdict and state reach every rank, so all fail or all resume. */
-static int train_ckpt_share(const train_ctx *x, int64_t P, ckpt_state *s, int ok, base_err *err) {
+static int train_ckpt_share(const train_ctx *x, int64_t P, int64_t S, ckpt_state *s, int ok,
+                            base_err *err) {
   struct { int64_t ok, epoch, step; char err[1024]; } msg;
   memset(&msg, 0, sizeof msg);
   msg.ok = ok;
@@ -426,11 +483,11 @@ static int train_ckpt_share(const train_ctx *x, int64_t P, ckpt_state *s, int ok
   if (!msg.ok) return base_err_set(err, "%s", msg.err);
   if (x->world->rank != 0) {
     s->params = malloc((size_t)P * sizeof(float));
-    s->opt_state = malloc((size_t)P * sizeof(float));
+    s->opt_state = malloc((size_t)S * sizeof(float));
     if (!s->params || !s->opt_state) return base_err_set(err, "resume: out of host memory");
   }
   if (x->world->size > 1 && (coll_broadcast_f32(x->comm, s->params, P, 0) != COLL_OK ||
-                             coll_broadcast_f32(x->comm, s->opt_state, P, 0) != COLL_OK)) {
+                             coll_broadcast_f32(x->comm, s->opt_state, S, 0) != COLL_OK)) {
     return train_err_coll(err, x->comm);
   }
   s->epoch = msg.epoch;
@@ -443,8 +500,9 @@ static int train_ckpt_apply(const train_ctx *x, train_step_state *st, const ckpt
                             const char *path, rank_log *log, base_err *err) {
   const int64_t P = st->layout.total_elems;
   kern_backend *be = x->be;
-  if (kern_mem_upload(be, st->params, s->params, (size_t)P * sizeof(float)) != 0 ||
-      kern_mem_upload(be, st->opt_state, s->opt_state, (size_t)P * sizeof(float)) != 0) {
+  if (kern_mem_upload_f32(be, st->params, s->params, P) != 0 ||
+      kern_mem_upload_f32(be, st->opt_state, s->opt_state,
+                          train_opt_state_elems(st->opt.kind, P)) != 0) {
     return train_err_backend(err, be);
   }
   memcpy(st->params_host, s->params, (size_t)P * sizeof(float));
@@ -467,7 +525,8 @@ int train_ckpt_resume(train_ckpt *k, const train_ctx *x, train_step_state *st, t
   ckpt_state s = k->pending; /* rank 0's, from train_ckpt_precheck; owned from here */
   memset(&k->pending, 0, sizeof k->pending);
   int ok = x->world->rank != 0 || train_ckpt_load_root(k, x->cfg, o, &s, err) == 0;
-  int rc = train_ckpt_share(x, st->layout.total_elems, &s, ok, err);
+  int rc = train_ckpt_share(x, st->layout.total_elems,
+                            train_opt_state_elems(st->opt.kind, st->layout.total_elems), &s, ok, err);
   if (rc == 0) rc = train_ckpt_apply(x, st, &s, k->path, &o->log, err);
   ckpt_state_free(&s);
   return rc;

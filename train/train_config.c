@@ -15,7 +15,9 @@
 const char *const train_device_names[] = {"auto", "cpu", "cuda", NULL};
 const char *const train_math_names[] = {"fp32", "tf32", NULL};
 const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", NULL};
-const char *const train_optimizer_names[] = {"sgd", "momentum", NULL};
+const char *const train_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
+                                              "adamw", NULL};
+const char *const train_lr_schedule_names[] = {"constant", "step", "exponential", "cosine", NULL};
 const char *const train_data_mode_names[] = {"global", "stream", NULL};
 const char *const train_progress_names[] = {"auto", "on", "off", NULL};
 
@@ -33,7 +35,8 @@ static const opt_spec train_specs[] = {
    "units of the first hidden layer"},
   {"second-layer-neurons", OPT_INT, F(second_layer_neurons), "100", 1, 1 << 16, NULL,
    "units of the second hidden layer"},
-  {"learning-rate", OPT_FLOAT, F(learning_rate), "0.01", 1e-12, 1e3, NULL, "SGD learning rate"},
+  {"learning-rate", OPT_FLOAT, F(learning_rate), "0.01", 1e-12, 1e3, NULL,
+   "base learning rate (the schedule's peak)"},
   {"epochs", OPT_INT, F(epochs), "20", 1, 1e6, NULL, "passes over the training set"},
   {"seed", OPT_INT, F(seed), "1", 0, BIG, NULL, "seed for weights and data order"},
   {"outputs", OPT_STRING, F(outputs), "./outputs", 0, 0, NULL,
@@ -52,8 +55,26 @@ static const opt_spec train_specs[] = {
    "reduce each layer's gradient while backward continues"},
   {"timeout", OPT_FLOAT, F(timeout), "60", 0.1, 1e6, NULL,
    "seconds before a stalled collective ends the job"},
-  {"optimizer", OPT_CHOICE, F(optimizer), "sgd", 0, 0, train_optimizer_names, "update rule"},
-  {"momentum", OPT_FLOAT, F(momentum), "0.9", 0, 1, NULL, "momentum coefficient"},
+  {"optimizer", OPT_CHOICE, F(optimizer), "sgd", 0, 0,
+   train_optimizer_names, "update rule (kernels/cpu_opt.c has each formula)"},
+  {"momentum", OPT_FLOAT, F(momentum), "0.9", 0, 1, NULL, "momentum coefficient (momentum, nesterov)"},
+  {"beta1", OPT_FLOAT, F(beta1), "0.9", 0, 1, NULL, "adam, adamw: first-moment decay, below 1"},
+  {"beta2", OPT_FLOAT, F(beta2), "0.999", 0, 1, NULL, "adam, adamw: second-moment decay, below 1"},
+  {"epsilon", OPT_FLOAT, F(epsilon), "1e-8", 1e-30, 1, NULL,
+   "rmsprop, adam, adamw: added to the root of the second moment"},
+  {"rho", OPT_FLOAT, F(rho), "0.9", 0, 1, NULL, "rmsprop: squared-gradient decay, below 1"},
+  {"weight-decay", OPT_FLOAT, F(weight_decay), "0", 0, 1, NULL,
+   "adamw: decoupled (p -= lr*wd*p); the others: L2, wd*p added to the gradient"},
+  {"lr-schedule", OPT_CHOICE, F(lr_schedule), "constant", 0, 0, train_lr_schedule_names,
+   "learning rate against the global step (train/lr_schedule.c has each formula)"},
+  {"lr-decay-rate", OPT_FLOAT, F(lr_decay_rate), "0", 0, 1, NULL,
+   "step, exponential: factor per --lr-decay-epochs (0: unset, 0.1)"},
+  {"lr-decay-epochs", OPT_FLOAT, F(lr_decay_epochs), "0", 0, 1e6, NULL,
+   "step, exponential: epochs per --lr-decay-rate factor (0: unset, 10); cosine: epochs from "
+   "the end of the warm-up to --lr-min (0: the rest of the run)"},
+  {"lr-min", OPT_FLOAT, F(lr_min), "0", 0, 1e3, NULL, "cosine: the rate at the last update"},
+  {"warmup-epochs", OPT_FLOAT, F(warmup_epochs), "0", 0, 1e6, NULL,
+   "linear ramp of the rate from 0 over these first epochs (at most --epochs)"},
   {"threads", OPT_INT, F(threads), "1", 0, 1024, NULL,
    "BLAS threads per rank (0: the library default)"},
   {"resume-from", OPT_STRING, F(resume_from), NULL, 0, 0, NULL,
@@ -90,6 +111,46 @@ static const opt_spec train_specs[] = {
 const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof train_specs[0]),
                                  "train"};
 
+/* The optimizer's and the schedule's cross-field rules. */
+static int train_config_check_opt(train_config *c, char *err, size_t err_bytes) {
+  const struct { const char *flag; double v; } below1[] = {
+    {"--beta1", c->beta1}, {"--beta2", c->beta2}, {"--rho", c->rho}};
+  for (size_t i = 0; i < sizeof below1 / sizeof below1[0]; i++) {
+    if (below1[i].v >= 1.0) {
+      snprintf(err, err_bytes, "%s: %g must be below 1", below1[i].flag, below1[i].v);
+      return -1;
+    }
+  }
+  if (c->warmup_epochs > (double)c->epochs) {
+    snprintf(err, err_bytes, "--warmup-epochs: %g is beyond --epochs %lld", c->warmup_epochs,
+             (long long)c->epochs);
+    return -1;
+  }
+  const int decays = c->lr_schedule == TRAIN_LR_STEP || c->lr_schedule == TRAIN_LR_EXPONENTIAL;
+  const int cosine = c->lr_schedule == TRAIN_LR_COSINE;
+  if (!decays && c->lr_decay_rate != 0) {
+    snprintf(err, err_bytes, "--lr-decay-rate: given without --lr-schedule step or exponential");
+    return -1;
+  }
+  if (!decays && !cosine && c->lr_decay_epochs != 0) {
+    snprintf(err, err_bytes, "--lr-decay-epochs: given without --lr-schedule step, exponential "
+             "or cosine");
+    return -1;
+  }
+  if (!cosine && c->lr_min != 0) {
+    snprintf(err, err_bytes, "--lr-min: given without --lr-schedule cosine");
+    return -1;
+  }
+  if (c->lr_min > c->learning_rate) {
+    snprintf(err, err_bytes, "--lr-min: %g is above --learning-rate %g", c->lr_min,
+             c->learning_rate);
+    return -1;
+  }
+  if (decays && c->lr_decay_rate == 0) c->lr_decay_rate = 0.1;
+  if (decays && c->lr_decay_epochs == 0) c->lr_decay_epochs = 10;
+  return 0;
+}
+
 int train_config_resolve(train_config *cfg, int argc, char **argv, base_err *err) {
   char *const e = err->msg;
   const size_t eb = sizeof err->msg;
@@ -114,5 +175,5 @@ int train_config_resolve(train_config *cfg, int argc, char **argv, base_err *err
   cfg->resume_mode = !cfg->resume_from[0]                    ? TRAIN_RESUME_NONE
                      : strcmp(cfg->resume_from, "auto") == 0 ? TRAIN_RESUME_AUTO
                                                              : TRAIN_RESUME_GIVEN;
-  return 0;
+  return train_config_check_opt(cfg, e, eb);
 }

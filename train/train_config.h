@@ -14,7 +14,15 @@ typedef enum {
   TRAIN_ALLREDUCE_AUTO, TRAIN_ALLREDUCE_MPI, TRAIN_ALLREDUCE_RING, TRAIN_ALLREDUCE_NCCL,
   TRAIN_ALLREDUCE_TCP
 } train_allreduce;
-typedef enum { TRAIN_OPTIMIZER_SGD, TRAIN_OPTIMIZER_MOMENTUM } train_optimizer;
+/* In kern_opt_kind's order (train_opt.c maps one to the other by value). */
+typedef enum {
+  TRAIN_OPTIMIZER_SGD, TRAIN_OPTIMIZER_MOMENTUM, TRAIN_OPTIMIZER_NESTEROV, TRAIN_OPTIMIZER_RMSPROP,
+  TRAIN_OPTIMIZER_ADAM, TRAIN_OPTIMIZER_ADAMW
+} train_optimizer;
+/* In lr_schedule_kind's order (train/lr_schedule.h). */
+typedef enum {
+  TRAIN_LR_CONSTANT, TRAIN_LR_STEP, TRAIN_LR_EXPONENTIAL, TRAIN_LR_COSINE
+} train_lr_schedule;
 typedef enum { TRAIN_DATA_GLOBAL, TRAIN_DATA_STREAM } train_data_mode;
 typedef enum { TRAIN_PROGRESS_AUTO, TRAIN_PROGRESS_ON, TRAIN_PROGRESS_OFF } train_progress_mode;
 /* --resume-from, parsed: its value stays a path (or "latest") in resume_from. */
@@ -24,6 +32,7 @@ extern const char *const train_device_names[];
 extern const char *const train_math_names[];
 extern const char *const train_allreduce_names[];
 extern const char *const train_optimizer_names[];
+extern const char *const train_lr_schedule_names[];
 extern const char *const train_data_mode_names[];
 extern const char *const train_progress_names[];
 
@@ -48,6 +57,9 @@ typedef struct {
   double timeout;
   train_optimizer optimizer;
   double momentum;
+  double beta1, beta2, epsilon, rho, weight_decay;
+  train_lr_schedule lr_schedule;
+  double lr_decay_rate, lr_decay_epochs, lr_min, warmup_epochs;
   int64_t threads;
   char resume_from[OPT_STR_BYTES];
   train_resume_mode resume_mode; /* not a flag: what resume_from said; AUTO stays AUTO once

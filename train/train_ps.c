@@ -1,5 +1,5 @@
 /* The parameter-server strategy from the trainer's side, and the ps task's
- * own life (collective/ps.h has the protocol). A ps applies the same update
+ * own life (cluster/ps.h has the protocol). A ps applies the same update
  * kernel as a rank would, the CPU backend's. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,25 +7,40 @@
 
 #include "cluster/cluster.h"
 #include "cluster/ps.h"
+#include "train/train_opt.h"
 #include "train/train_ps.h"
+
+/* What rank 0 sends each ps at the start: the rule, the schedule, and the
+ * global step of the first update it will serve (a resume's, or 0). */
+typedef struct {
+  kern_opt opt;
+  lr_schedule sched;
+  int64_t first_step;
+} train_ps_rule;
+
+/* State floats per weight in the trainer's buffer (sgd keeps one). */
+static int64_t train_ps_state_k(const train_step_state *s) {
+  return train_opt_state_elems(s->opt.kind, 1);
+}
 
 /* Rank 0 hands the ps tasks the starting point: fresh or resumed weights
  * and optimizer state. */
 static int train_ps_begin(train_step_state *s, const train_ctx *x, rank_log *log, base_err *err) {
-  const int64_t P = s->layout.total_elems;
+  const int64_t P = s->layout.total_elems, k = train_ps_state_k(s);
   kern_backend *be = x->be;
   float *state = NULL;
   int rc = 0;
   if (x->world->rank == 0) {
-    state = malloc((size_t)P * sizeof(float));
+    state = malloc((size_t)(k * P) * sizeof(float));
     if (!state) return base_err_set(err, "ps: out of host memory");
-    if (kern_mem_download(be, s->params_host, s->params, (size_t)P * sizeof(float)) != 0 ||
-        kern_mem_download(be, state, s->opt_state, (size_t)P * sizeof(float)) != 0) {
+    if (kern_mem_download_f32(be, s->params_host, s->params, P) != 0 ||
+        kern_mem_download_f32(be, state, s->opt_state, k * P) != 0) {
       free(state);
       return train_err_backend(err, be);
     }
   }
-  if (cluster_ps_init(x->comm, s->params_host, state, P, &s->opt, (uint32_t)sizeof s->opt) !=
+  const train_ps_rule rule = {s->opt, s->sched, s->global_step};
+  if (cluster_ps_init(x->comm, s->params_host, state, (int)k, P, &rule, (uint32_t)sizeof rule) !=
       COLL_OK) {
     rc = train_err_coll(err, x->comm);
   }
@@ -42,7 +57,7 @@ int train_ps_step(train_step_state *s, const train_ctx *x, rank_log *log, base_e
   kern_backend *be = x->be;
   if (!s->ps_started && train_ps_begin(s, x, log, err) != 0) return -1;
   if (s->grads_host != s->grads &&
-      kern_mem_download(be, s->grads_host, s->grads, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_download_f32(be, s->grads_host, s->grads, P) != 0) {
     return train_err_backend(err, be);
   }
   float *params = kern_is_host_memory(be) ? s->params : s->params_host;
@@ -50,20 +65,21 @@ int train_ps_step(train_step_state *s, const train_ctx *x, rank_log *log, base_e
     return train_err_coll(err, x->comm);
   }
   if (params != s->params &&
-      kern_mem_upload(be, s->params, params, (size_t)P * sizeof(float)) != 0) {
+      kern_mem_upload_f32(be, s->params, params, P) != 0) {
     return train_err_backend(err, be);
   }
   return 0;
 }
 
 int train_ps_pull_state(train_step_state *s, const train_ctx *x, base_err *err) {
-  const int64_t P = s->layout.total_elems;
+  const int64_t P = s->layout.total_elems, k = train_ps_state_k(s);
   if (!s->ps_started) return 0; /* no step yet: rank 0's own state is current */
-  float *state = x->world->rank == 0 ? malloc((size_t)P * sizeof(float)) : NULL;
+  float *state = x->world->rank == 0 ? malloc((size_t)(k * P) * sizeof(float)) : NULL;
   if (x->world->rank == 0 && !state) return base_err_set(err, "ps: out of host memory");
-  int rc = cluster_ps_pull_state(x->comm, state, P) == COLL_OK ? 0 : train_err_coll(err, x->comm);
-  if (rc == 0 && state &&
-      kern_mem_upload(x->be, s->opt_state, state, (size_t)P * sizeof(float)) != 0) {
+  int rc = cluster_ps_pull_state(x->comm, state, (int)k, P) == COLL_OK
+               ? 0
+               : train_err_coll(err, x->comm);
+  if (rc == 0 && state && kern_mem_upload_f32(x->be, s->opt_state, state, k * P) != 0) {
     rc = train_err_backend(err, x->be);
   }
   free(state);
@@ -100,18 +116,21 @@ cJSON *train_cluster_json(const coll_world *w) {
 
 typedef struct {
   kern_backend *be;
+  int64_t updates; /* served so far: this update is global step first_step + updates */
 } ps_task_ctx;
 
 static int ps_task_update(void *ctx, float *params, const float *grad, float *state, int64_t n,
                           const void *opt, uint32_t opt_bytes, char *err, size_t err_bytes) {
   ps_task_ctx *x = ctx;
-  if (opt_bytes != sizeof(kern_opt)) {
+  if (opt_bytes != sizeof(train_ps_rule)) {
     snprintf(err, err_bytes, "ps: rank 0's update rule has %u bytes, %zu expected (another "
-             "tfdist version?)", opt_bytes, sizeof(kern_opt));
+             "tfdist version?)", opt_bytes, sizeof(train_ps_rule));
     return -1;
   }
-  kern_opt o;
-  memcpy(&o, opt, sizeof o);
+  train_ps_rule rule;
+  memcpy(&rule, opt, sizeof rule);
+  kern_opt o = rule.opt;
+  train_opt_at(&o, &rule.sched, rule.first_step + x->updates++);
   if (n > 0 && kern_opt_update(x->be, params, grad, state, n, &o) != 0) {
     snprintf(err, err_bytes, "ps: update: %s", kern_error(x->be));
     return -1;

@@ -14,6 +14,7 @@
 #include "kernels/backend.h"
 #include "kernels/mlp_step.h"
 #include "model/model.h"
+#include "train/lr_schedule.h"
 #include "train/records.h"
 #include "train/train_config.h"
 
@@ -49,13 +50,15 @@ typedef struct {
 typedef struct {
   model_layout layout;             /* W1 b1 | W2 b2 | W3 b3 offsets into params */
   model_work work;                 /* activations and gradients of one batch, owned */
-  float *params, *grads, *opt_state; /* (layout.total_elems) backend memory, owned */
+  float *params, *grads;           /* (layout.total_elems) backend memory, owned */
+  float *opt_state;                /* (train_opt_state_elems) backend memory, owned */
   float *grads_host;               /* (layout.total_elems) grads itself, or pinned host staging
                                       (owned) when host_staged */
   float *params_host;              /* (layout.total_elems) host copy of params, owned */
   kern_stats *stats_dev;           /* (1) this epoch's training sums, backend memory, owned */
   kern_stats *eval_stats_dev;      /* (1) evaluation's sums, backend memory, owned */
-  kern_opt opt;                    /* the update rule and its effective learning rate */
+  kern_opt opt;                    /* this update's rule and scalars (train_opt_at) */
+  lr_schedule sched;               /* the rate against the global step */
   int64_t start_epoch;             /* 0, or the epoch a resume continues at */
   int64_t global_step;             /* steps taken so far, over all epochs */
   void *graph;                     /* captured step, owned, when the backend has graphs */

@@ -33,18 +33,43 @@ void tune_space_default(tune_space *s) {
   lr->hi = -1;
 }
 
-/* The train option flag names, if it is numeric. */
+/* The train option flag names, if it is numeric or a choice of words. */
 static const opt_spec *tune_train_spec(const char *flag) {
   for (int i = 0; i < train_options.count; i++) {
     const opt_spec *o = &train_options.specs[i];
-    if (!strcmp(o->name, flag)) return o->type == OPT_INT || o->type == OPT_FLOAT ? o : NULL;
+    if (!strcmp(o->name, flag)) {
+      return o->type == OPT_INT || o->type == OPT_FLOAT || o->type == OPT_CHOICE ? o : NULL;
+    }
   }
   return NULL;
+}
+
+/* label is one of the option's names (NULL-terminated). */
+static int tune_label_ok(const char *const *choices, const char *label) {
+  for (const char *const *c = choices; c && *c; c++) {
+    if (!strcmp(*c, label)) return 1;
+  }
+  return 0;
 }
 
 /* Every value the distribution can give must be one the flag accepts. */
 static int tune_param_check(const tune_param *p, const opt_spec *o, const char *where, char *err,
                             size_t eb) {
+  if ((o->type == OPT_CHOICE) != (p->strings != 0)) {
+    snprintf(err, eb, "%s: --%s takes %s", where, p->flag,
+             o->type == OPT_CHOICE ? "one of a set of words: use {\"choice\": [\"...\"]}"
+                                   : "numbers, not words");
+    return -1;
+  }
+  for (int i = 0; p->strings && i < p->nchoices; i++) {
+    if (!tune_label_ok(o->choices, p->labels[i])) {
+      char list[256] = "";
+      opt_choice_list(o, list, sizeof list);
+      snprintf(err, eb, "%s: '%s' is not one of %s", where, p->labels[i], list);
+      return -1;
+    }
+  }
+  if (p->strings) return 0;
   double lo = p->lo, hi = p->hi;
   if (p->kind == TUNE_LOGUNIFORM) lo = exp(lo), hi = exp(hi);
   for (int i = 0; i < (p->kind == TUNE_CHOICE ? p->nchoices : 2); i++) {
@@ -77,7 +102,19 @@ static int tune_param_parse(tune_param *p, const cJSON *spec, const char *where,
   }
   p->kind = (tune_kind)kind;
   int i = 0;
+  p->strings = kind == TUNE_CHOICE && cJSON_IsString(d->child);
   for (const cJSON *v = d->child; v; v = v->next, i++) {
+    if (p->strings) { /* all words, each short enough to be one */
+      if (!cJSON_IsString(v) || strlen(v->valuestring) >= TUNE_LABEL_BYTES) {
+        snprintf(err, eb, "%s.%s[%d]: not a word (a choice of strings takes only words)", where,
+                 d->string, i);
+        return -1;
+      }
+      snprintf(p->labels[p->nchoices], TUNE_LABEL_BYTES, "%s", v->valuestring);
+      p->choices[p->nchoices] = p->nchoices;
+      p->nchoices++;
+      continue;
+    }
     if (!cJSON_IsNumber(v)) {
       snprintf(err, eb, "%s.%s[%d]: not a number", where, d->string, i);
       return -1;
@@ -107,16 +144,17 @@ int tune_space_load(tune_space *s, const char *path, char *err, size_t eb) {
     tune_param *p = &s->params[s->count];
     if (!o || s->count == TUNE_MAX_PARAMS || tune_space_has(s, it->string) == 0) {
       snprintf(err, eb, "%s: %s", where,
-               !o ? "not a numeric tfdist train flag" :
+               !o ? "not a numeric or word-choice tfdist train flag" :
                s->count == TUNE_MAX_PARAMS ? "too many flags (16 at most)" : "given twice");
       rc = -1;
       break;
     }
     snprintf(p->flag, sizeof p->flag, "%s", it->string);
-    p->integer = o->type == OPT_INT;
+    p->integer = o->type == OPT_INT || o->type == OPT_CHOICE;
     rc = tune_param_parse(p, it, where, err, eb);
     if (rc == 0 && p->integer && p->kind != TUNE_CHOICE) {
-      snprintf(err, eb, "%s: --%s takes integers: use \"choice\"", where, p->flag);
+      snprintf(err, eb, "%s: --%s takes %s: use \"choice\"", where, p->flag,
+               o->type == OPT_CHOICE ? "one of a set of words" : "integers");
       rc = -1;
     }
     if (rc == 0) rc = tune_param_check(p, o, where, err, eb);
@@ -151,7 +189,9 @@ void tune_space_sample(const tune_space *s, uint64_t seed, int trial, double *va
 }
 
 void tune_value_format(const tune_param *p, double v, char *out, size_t n) {
-  if (p->integer) snprintf(out, n, "%lld", (long long)v);
+  const int i = (int)v;
+  if (p->strings) snprintf(out, n, "%s", i >= 0 && i < p->nchoices ? p->labels[i] : "?");
+  else if (p->integer) snprintf(out, n, "%lld", (long long)v);
   else snprintf(out, n, "%.17g", v);
 }
 

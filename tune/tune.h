@@ -14,12 +14,16 @@
 
 typedef enum { TUNE_CHOICE, TUNE_UNIFORM, TUNE_LOGUNIFORM } tune_kind;
 
+#define TUNE_LABEL_BYTES 32
+
 typedef struct {
-  char flag[64]; /* a numeric `tfdist train` flag, without "--" */
+  char flag[64]; /* a `tfdist train` flag, without "--": numeric, or a choice of strings */
   tune_kind kind;
   int integer;   /* the flag takes integers */
-  double choices[TUNE_MAX_CHOICES];
+  double choices[TUNE_MAX_CHOICES]; /* strings: 0 .. nchoices-1, indices into labels */
   int nchoices;
+  int strings;   /* a choice of strings (--optimizer, --lr-schedule): values are indices */
+  char labels[TUNE_MAX_CHOICES][TUNE_LABEL_BYTES];
   double lo, hi; /* uniform(lo, hi); loguniform: exp(uniform(lo, hi)) */
 } tune_param;
 
@@ -31,12 +35,13 @@ typedef struct {
 /* SPEC's space: batch-size, first- and second-layer-neurons, learning-rate. */
 void tune_space_default(tune_space *s);
 /* {"flag": {"choice": [..]} | {"uniform": [lo, hi]} | {"loguniform": [lo, hi]}, ...};
- * errors name path and key. */
+ * a choice of strings ({"optimizer": {"choice": ["sgd", "adam"]}}) is for a
+ * flag that takes one of a fixed set of words; errors name path and key. */
 int tune_space_load(tune_space *s, const char *path, char *err, size_t err_bytes);
 /* Trial `trial`'s values (s->count of them), from stream (seed, trial):
  * the same seed gives the same trials, whatever ran before. */
 void tune_space_sample(const tune_space *s, uint64_t seed, int trial, double *values);
-/* A value as its flag takes it ("50", "0.0123456789"). */
+/* A value as its flag takes it ("50", "0.0123456789", "adam"). */
 void tune_value_format(const tune_param *p, double v, char *out, size_t out_bytes);
 /* 0 when flag is one the space tunes (so must not be given to every trial). */
 int tune_space_has(const tune_space *s, const char *flag);

@@ -253,7 +253,14 @@ static cJSON *tune_trial_json(const tune_trials *tt, const tune_trial *t) {
   cJSON *o = cJSON_CreateObject(), *params = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "id", t->id);
   for (int i = 0; i < tt->space->count; i++) {
-    cJSON_AddNumberToObject(params, tt->space->params[i].flag, t->values[i]);
+    const tune_param *p = &tt->space->params[i];
+    if (p->strings) {
+      char w[TUNE_LABEL_BYTES];
+      tune_value_format(p, t->values[i], w, sizeof w);
+      cJSON_AddStringToObject(params, p->flag, w);
+    } else {
+      cJSON_AddNumberToObject(params, p->flag, t->values[i]);
+    }
   }
   cJSON_AddItemToObject(o, "params", params);
   cJSON_AddStringToObject(o, "status", t->status);

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_opt.cuh"
 
 namespace cg = cooperative_groups;
 
@@ -173,10 +174,6 @@ static __device__ void kf_stage_b(kf_mat b, int64_t c0, int64_t k0, int icw, int
   }
 }
 
-__device__ __forceinline__ float kf_sgd1(float p, float g, float lr) {
-  return __fsub_rn(p, __fmul_rn(lr, g));
-}
-
 /* Tile epilogues in two passes, load(r, c) for every output of the thread
  * first, then store(r, c, v, held): the loads overlap instead of each
  * waiting behind the previous output's stores (which may alias them). */
@@ -187,30 +184,25 @@ struct kf_epi_part { /* split-K partials: out[r][c] = v */
   __device__ void store(int64_t r, int64_t c, float v, float2) const { out[r * ld + c] = v; }
 };
 
-/* grads[i] = g, then (update) the rule of kc_sgd_kernel / kc_momentum_kernel. */
+/* grads[i] = g, then (update) the optimizer's rule, kc_opt_elem: the one
+ * the op-by-op kernels apply. */
 struct kf_epi_grad {
   float *params, *grads, *state;
   int64_t off, ld;
   int64_t b_row, b_off; /* row b_row of the tile is the bias: b_off + c */
-  float lr, momentum;
-  int momentum_rule, update;
+  kern_opt_scalars opt;
+  int kind, k, update;
   __device__ int64_t at(int64_t r, int64_t c) const { return r == b_row ? b_off + c : off + r * ld + c; }
   __device__ float2 load(int64_t r, int64_t c) const {
     const int64_t i = at(r, c);
     if (!update) return make_float2(0.0f, 0.0f);
-    return make_float2(params[i], momentum_rule ? state[i] : 0.0f);
+    return make_float2(params[i], 0.0f);
   }
   __device__ void store(int64_t r, int64_t c, float g, float2 h) const {
     const int64_t i = at(r, c);
     grads[i] = g;
     if (!update) return;
-    if (momentum_rule) {
-      const float v = __fadd_rn(__fmul_rn(momentum, h.y), g);
-      state[i] = v;
-      params[i] = kf_sgd1(h.x, v, lr);
-    } else {
-      params[i] = kf_sgd1(h.x, g, lr);
-    }
+    params[i] = kc_opt_elem(kind, opt, h.x, g, state + k * i);
   }
 };
 
@@ -227,8 +219,8 @@ struct kf_epi_din {
 
 static __device__ kf_epi_grad kf_grad_epi(const kc_fused_args &a, int64_t off, int64_t ld,
                                           bool update, int64_t b_row = -1, int64_t b_off = 0) {
-  return kf_epi_grad{a.params, a.grads, a.state, off, ld, b_row, b_off, a.lr, a.momentum,
-                     a.opt_kind == KERN_OPT_MOMENTUM, update};
+  return kf_epi_grad{a.params, a.grads, a.state, off, ld, b_row, b_off, a.opt, a.opt_kind,
+                     a.opt_k, update};
 }
 
 /* C[r0 .. r0+R) x [c0 .. c0+32) = sum over k in [kb, ke) of A(r, k) B(k, c),

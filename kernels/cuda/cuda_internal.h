@@ -12,6 +12,7 @@
 
 #include "kernels/backend_impl.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/opt_rule.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -108,8 +109,9 @@ typedef struct {
   kern_stats *stats;
   float *part1, *part2; /* (ks1, n, d1), (ks2, n, d2) */
   double *row_loss, *row_correct;
-  float grad_scale, lr, momentum;
-  int opt_kind;
+  float grad_scale;
+  kern_opt_scalars opt;  /* this launch's update (kernels/opt_rule.h) */
+  int opt_kind, opt_k;   /* the rule, and its state floats per weight */
   unsigned long long *phase_ns; /* NULL, or KERN_STEP_TIMES timestamps (mlp_step.h) */
 } kc_fused_args;
 cudaError_t kc_launch_fused_step(cudaStream_t s, const kc_fused_args *a, int grid);
@@ -131,8 +133,9 @@ cudaError_t kc_launch_gather_u8(cudaStream_t s, float *x, int32_t *y, const uint
 cudaError_t kc_launch_cursor_advance(cudaStream_t s, int64_t *cursor, int64_t delta);
 cudaError_t kc_launch_sgd(cudaStream_t s, float *params, const float *grads, int64_t elems,
                           float lr);
-cudaError_t kc_launch_momentum(cudaStream_t s, float *params, const float *grads, float *state,
-                               int64_t elems, float lr, float momentum);
+/* Any rule of kern_opt (kernels/cuda/cuda_opt.cuh), one launch. */
+cudaError_t kc_launch_opt(cudaStream_t s, float *params, const float *grads, float *state,
+                          int64_t elems, const kern_opt *opt);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_opt.cuh"
 
 #define KC_THREADS 256
 #define KC_MAX_BLOCKS 8192
@@ -235,22 +236,22 @@ extern "C" cudaError_t kc_launch_sgd(cudaStream_t s, float *params, const float 
   return cudaGetLastError();
 }
 
-/* v = m*v + g; p -= lr*v (KERN_OPT_MOMENTUM), with the CPU's roundings. */
-__global__ void kc_momentum_kernel(float *params, const float *grads, float *state, int64_t elems,
-                                   float lr, float momentum) {
+/* Every rule but plain SGD (kernels/cpu_opt.c), one launch over the flat
+ * buffer; weight i's state is state[k*i .. k*i+k). */
+__global__ void kc_opt_kernel(float *params, const float *grads, float *state, int64_t elems,
+                              int kind, int k, kern_opt_scalars s) {
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < elems; i += stride) {
-    const float v = __fadd_rn(__fmul_rn(momentum, state[i]), grads[i]);
-    state[i] = v;
-    params[i] = kc_sgd1(params[i], v, lr);
+    params[i] = kc_opt_elem(kind, s, params[i], grads[i], state + k * i);
   }
 }
 
-extern "C" cudaError_t kc_launch_momentum(cudaStream_t s, float *params, const float *grads,
-                                          float *state, int64_t elems, float lr,
-                                          float momentum) {
+extern "C" cudaError_t kc_launch_opt(cudaStream_t st, float *params, const float *grads,
+                                     float *state, int64_t elems, const kern_opt *opt) {
   if (elems <= 0) return cudaSuccess;
-  kc_momentum_kernel<<<kc_blocks(elems, KC_THREADS), KC_THREADS, 0, s>>>(params, grads, state,
-                                                                          elems, lr, momentum);
+  const kern_opt_scalars s = kern_opt_scalars_of(opt);
+  const int k = kern_opt_state_per_elem_inline(opt->kind);
+  kc_opt_kernel<<<kc_blocks(elems, KC_THREADS), KC_THREADS, 0, st>>>(params, grads, state, elems,
+                                                                      (int)opt->kind, k, s);
   return cudaGetLastError();
 }

@@ -133,17 +133,15 @@ int kc_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta) {
 int kc_opt_update(kern_backend *be, float *params, const float *grads, float *state,
                   int64_t elems, const kern_opt *opt) {
   kern_cuda *kc = kc_of(be);
-  switch (opt->kind) {
-  case KERN_OPT_SGD:
+  if (kern_opt_state_per_elem_inline(opt->kind) < 0) {
+    snprintf(be->err, sizeof be->err, "cuda: unknown optimizer kind %d", (int)opt->kind);
+    return -1;
+  }
+  if (opt->kind == KERN_OPT_SGD && opt->weight_decay == 0.0f) { /* the vectorized kernel */
     KC_CUDA_CHECK(&kc->where, kc_launch_sgd(kc->stream, params, grads, elems, opt->lr), return -1);
     return 0;
-  case KERN_OPT_MOMENTUM:
-    KC_CUDA_CHECK(
-        &kc->where,
-        kc_launch_momentum(kc->stream, params, grads, state, elems, opt->lr, opt->momentum),
-        return -1);
-    return 0;
   }
-  snprintf(be->err, sizeof be->err, "cuda: unknown optimizer kind %d", (int)opt->kind);
-  return -1;
+  KC_CUDA_CHECK(&kc->where, kc_launch_opt(kc->stream, params, grads, state, elems, opt),
+                return -1);
+  return 0;
 }

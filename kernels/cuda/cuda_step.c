@@ -47,7 +47,7 @@ static int kc_fused_wanted(const kern_cuda *kc, const kern_step *s, int ask_env)
   for (int i = 0; i < 3; i++) {
     if (s->dims[i] < 1 || s->dims[i] > INT32_MAX) return 0;
   }
-  return s->opt.kind == KERN_OPT_SGD || s->opt.kind == KERN_OPT_MOMENTUM;
+  return kern_opt_state_per_elem_inline(s->opt.kind) >= 0;
 }
 
 typedef struct {
@@ -137,8 +137,9 @@ int kc_fused_step(kern_backend *be, const kern_step *s) {
     .cursor = s->cursor, .cursor_delta = s->cursor_delta, .stats = s->stats,
     .part1 = (float *)(ws + p.part1), .part2 = (float *)(ws + p.part2),
     .row_loss = (double *)(ws + p.rows), .row_correct = (double *)(ws + p.rows) + s->n,
-    .grad_scale = s->grad_scale, .lr = s->opt.lr, .momentum = s->opt.momentum,
-    .opt_kind = (int)s->opt.kind, .phase_ns = (unsigned long long *)s->phase_ns,
+    .grad_scale = s->grad_scale, .opt = kern_opt_scalars_of(&s->opt),
+    .opt_kind = (int)s->opt.kind, .opt_k = kern_opt_state_per_elem_inline(s->opt.kind),
+    .phase_ns = (unsigned long long *)s->phase_ns,
   };
   memcpy(a.dims, s->dims, sizeof a.dims);
   memcpy(a.w_off, s->w_off, sizeof a.w_off);

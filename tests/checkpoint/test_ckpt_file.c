@@ -29,9 +29,11 @@ static void make_state(ckpt_state *s, int64_t epoch) {
   model_layout_init(&s->layout, 784, 13, 7, 10);
   const int64_t P = s->layout.total_elems;
   s->params = malloc((size_t)P * sizeof(float));
-  s->opt_state = malloc((size_t)P * sizeof(float));
+  /* odd epochs: adam's two interleaved moments per weight; even: momentum's one */
+  s->opt_state_elems = (epoch % 2 ? 2 : 1) * P;
+  s->opt_state = malloc((size_t)s->opt_state_elems * sizeof(float));
   fill_random(s->params, P, 1 + (uint64_t)epoch);
-  fill_random(s->opt_state, P, 1000 + (uint64_t)epoch);
+  fill_random(s->opt_state, s->opt_state_elems, 1000 + (uint64_t)epoch);
   s->epoch = epoch;
   s->global_step = epoch * 12;
   s->steps_per_epoch = 12;
@@ -42,7 +44,13 @@ static void make_state(ckpt_state *s, int64_t epoch) {
   s->train_count = 600;
   snprintf(s->data_fingerprint, sizeof s->data_fingerprint, "crc32:deadbeef");
   snprintf(s->data_mode, sizeof s->data_mode, "global");
-  snprintf(s->opt_kind, sizeof s->opt_kind, "momentum");
+  snprintf(s->opt_kind, sizeof s->opt_kind, epoch % 2 ? "adam" : "momentum");
+  s->beta1 = 0.8;
+  s->beta2 = 0.99;
+  s->epsilon = 1e-7;
+  s->rho = 0.95;
+  s->weight_decay = 0.001;
+  s->opt_step = s->global_step + 3;
   s->learning_rate = 0.01;
   s->lr_effective = (double)0.02f;
   s->momentum = 0.9;
@@ -58,7 +66,11 @@ static void check_same(const ckpt_state *a, const ckpt_state *b) {
   CHECK_EQ_INT(b->layout.dims[1], 13);
   CHECK_EQ_INT(b->layout.dims[2], 7);
   CHECK(memcmp(a->params, b->params, (size_t)P * sizeof(float)) == 0);
-  CHECK(memcmp(a->opt_state, b->opt_state, (size_t)P * sizeof(float)) == 0);
+  CHECK_EQ_INT(b->opt_state_elems, a->opt_state_elems);
+  CHECK(memcmp(a->opt_state, b->opt_state, (size_t)a->opt_state_elems * sizeof(float)) == 0);
+  CHECK(b->beta1 == a->beta1 && b->beta2 == a->beta2 && b->epsilon == a->epsilon);
+  CHECK(b->rho == a->rho && b->weight_decay == a->weight_decay);
+  CHECK_EQ_INT(b->opt_step, a->opt_step);
   CHECK_EQ_INT(b->epoch, a->epoch);
   CHECK_EQ_INT(b->global_step, a->global_step);
   CHECK_EQ_INT(b->steps_per_epoch, a->steps_per_epoch);

@@ -339,28 +339,36 @@ static void test_gather(kern_backend *gpu, int64_t n, int64_t elems, int64_t row
 }
 
 /* offset shifts the buffers by a few floats, off 16-byte alignment, so the
- * scalar path of the update runs too. */
+ * scalar path of the update runs too. Every rule, 3 updates with a moving
+ * rate and update count: bit-exact against the CPU (the same expressions,
+ * _rn intrinsics, correctly rounded sqrt and division). */
 static void test_opt(kern_backend *gpu, int64_t elems, kern_opt_kind kind, int64_t offset) {
-  const size_t pb = (size_t)(elems + offset) * 4;
-  float *p = gc_xmalloc(pb), *g = gc_xmalloc(pb), *v = gc_xmalloc(pb), *got = gc_xmalloc(pb);
+  const int k = kern_opt_state_per_elem(kind) > 0 ? kern_opt_state_per_elem(kind) : 1;
+  const size_t pb = (size_t)(elems + offset) * 4, sb = (size_t)(k * (elems + offset)) * 4;
+  float *p = gc_xmalloc(pb), *g = gc_xmalloc(pb), *v = gc_xmalloc(sb), *got = gc_xmalloc(sb);
   gc_fill(&rng, p, elems + offset, -0.1f, 0.1f);
   gc_fill(&rng, g, elems + offset, -1.0f, 1.0f);
-  gc_fill(&rng, v, elems + offset, -1.0f, 1.0f);
-  float *d_p = gc_dev(gpu, p, pb), *d_g = gc_dev(gpu, g, pb), *d_v = gc_dev(gpu, v, pb);
-  kern_opt opt = {.kind = kind, .lr = 0.01f, .momentum = 0.9f};
+  /* second moments are never negative */
+  gc_fill(&rng, v, k * (elems + offset), kind >= KERN_OPT_RMSPROP ? 0.0f : -1.0f, 1.0f);
+  float *d_p = gc_dev(gpu, p, pb), *d_g = gc_dev(gpu, g, pb), *d_v = gc_dev(gpu, v, sb);
+  kern_opt opt = {.kind = kind, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f,
+                  .epsilon = 1e-8f, .rho = 0.9f, .weight_decay = offset ? 0.01f : 0.0f};
   for (int step = 0; step < 3; step++) {
-    if (kern_opt_update(cpu, p + offset, g + offset, v + offset, elems, &opt) != 0 ||
-        kern_opt_update(gpu, d_p + offset, d_g + offset, d_v + offset, elems, &opt) != 0) {
+    opt.lr = 0.01f * (float)(step + 1);
+    opt.step = step + 1;
+    if (kern_opt_update(cpu, p + offset, g + offset, v + k * offset, elems, &opt) != 0 ||
+        kern_opt_update(gpu, d_p + offset, d_g + offset, d_v + k * offset, elems, &opt) != 0) {
       gc_die(gpu, "opt_update");
     }
   }
+  static const char *const names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"};
   char what[96];
-  snprintf(what, sizeof what, "%s x3 params (%lld elems, offset %lld)",
-           kind == KERN_OPT_SGD ? "sgd" : "momentum", (long long)elems, (long long)offset);
+  snprintf(what, sizeof what, "%s x3 params (%lld elems, offset %lld)", names[kind],
+           (long long)elems, (long long)offset);
   if (gc_fetch(gpu, what, got, d_p, pb, 1)) gc_exact(what, got, p, pb);
-  if (kind == KERN_OPT_MOMENTUM) {
-    snprintf(what, sizeof what, "momentum x3 state (%lld elems)", (long long)elems);
-    if (gc_fetch(gpu, what, got, d_v, pb, 1)) gc_exact(what, got, v, pb);
+  if (kern_opt_state_per_elem(kind) > 0) {
+    snprintf(what, sizeof what, "%s x3 state (%lld elems)", names[kind], (long long)elems);
+    if (gc_fetch(gpu, what, got, d_v, sb, 1)) gc_exact(what, got, v, sb);
   }
   inputs_unchanged(gpu, "opt grads", d_g, g, pb);
   kern_mem_free(gpu, d_p), kern_mem_free(gpu, d_g), kern_mem_free(gpu, d_v);
@@ -447,7 +455,9 @@ int main(void) {
   for (size_t i = 0; i < sizeof es / sizeof es[0]; i++) {
     test_opt(gpu, es[i], KERN_OPT_SGD, 0);
     test_opt(gpu, es[i], KERN_OPT_SGD, 1);
-    test_opt(gpu, es[i], KERN_OPT_MOMENTUM, i % 2);
+    for (int kind = KERN_OPT_MOMENTUM; kind <= KERN_OPT_ADAMW; kind++) {
+      test_opt(gpu, es[i], (kern_opt_kind)kind, (i + (size_t)kind) % 2);
+    }
   }
   test_empty(gpu);
   test_host_alloc(gpu);

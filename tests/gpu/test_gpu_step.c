@@ -61,14 +61,27 @@ static void stepper_init(stepper *s, kern_backend *be, const model_layout *L, co
   s->be = be;
   s->L = L;
   s->batch = batch;
-  s->opt = (kern_opt){.kind = opt, .lr = 0.01f, .momentum = 0.9f};
+  /* adam and rmsprop at rates that suit them; adamw with its decay; step: the
+   * 1-based update count, advanced by step() (no graph may then replay it) */
+  const int adaptive = opt == KERN_OPT_RMSPROP || opt == KERN_OPT_ADAM || opt == KERN_OPT_ADAMW;
+  s->opt = (kern_opt){.kind = opt, .lr = adaptive ? 0.001f : 0.01f, .momentum = 0.9f,
+                      .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f, .rho = 0.9f,
+                      .weight_decay = opt == KERN_OPT_ADAMW ? 0.01f : 0.0f, .step = 0};
   const size_t P = (size_t)L->total_elems * 4;
   const kern_stats zero = {0};
   const int64_t cursor0 = 0;
   if (model_work_init(&s->w, be, L, batch) != 0) gc_die(be, "model_work_init");
   s->params = to_be(be, params, P);
   s->grads = to_be(be, params, P); /* overwritten by the step's zeroing */
-  s->state = to_be(be, params, P);
+  /* momentum starts from non-zero state; the squared-gradient moments from 0 */
+  if (adaptive) {
+    float *zero = gc_xmalloc(2 * P);
+    memset(zero, 0, 2 * P);
+    s->state = to_be(be, zero, 2 * P);
+    free(zero);
+  } else {
+    s->state = to_be(be, params, P);
+  }
   s->images = to_be(be, img, (size_t)(rows * L->dims[0]));
   s->labels = to_be(be, lab, (size_t)rows);
   s->perm = to_be(be, perm, (size_t)rows * 4);
@@ -107,6 +120,8 @@ static int step_ops(stepper *s) {
 }
 
 static void step(stepper *s, int use_graph) {
+  s->opt.step++;
+  s->fs.opt = s->opt;
   if (!use_graph) {
     if (step_ops(s) != 0) gc_die(s->be, "step");
     return;
@@ -220,11 +235,14 @@ static int compare_run_opt(const net_case *nc, kern_backend *cpu, kern_backend *
   fetch(&c, yc, c.w.labels, (size_t)nb * 4);
   fetch(&g, yg, g.w.labels, (size_t)nb * 4);
   CHECK(memcmp(yc, yg, (size_t)nb * 4) == 0);
-  if (opt == KERN_OPT_MOMENTUM) {
-    fetch(&c, gc_, c.state, (size_t)P * 4);
-    fetch(&g, gg, g.state, (size_t)P * 4);
-    snprintf(what, sizeof what, "%s %s momentum after %d steps", nc->name, tag, STEPS);
-    gc_close(what, gg, gc_, P, rtol_g, rtol_g);
+  const int k = kern_opt_state_per_elem(opt);
+  if (k > 0) {
+    float *sc_ = gc_xmalloc((size_t)(k * P) * 4), *sg_ = gc_xmalloc((size_t)(k * P) * 4);
+    fetch(&c, sc_, c.state, (size_t)(k * P) * 4);
+    fetch(&g, sg_, g.state, (size_t)(k * P) * 4);
+    snprintf(what, sizeof what, "%s %s optimizer state after %d steps", nc->name, tag, STEPS);
+    gc_close(what, sg_, sc_, k * P, rtol_g, rtol_g);
+    free(sc_), free(sg_);
   }
   free(ac), free(ag);
   stepper_free(&c);
@@ -249,6 +267,14 @@ static void check_fused(const net_case *nc, kern_backend *cpu, kern_backend *gpu
                                KERN_OPT_SGD), 1);
   compare_run_opt(nc, cpu, gpu, "fused chain momentum eager", 0, 1e-4, 1e-5, RUN_FUSED_CHAIN,
                   KERN_OPT_MOMENTUM);
+  /* every other rule in the fused epilogue, one launch per step (their
+   * scalars change each step, so no graph and no chain, as in train.c) */
+  const kern_opt_kind rules[] = {KERN_OPT_NESTEROV, KERN_OPT_RMSPROP, KERN_OPT_ADAM, KERN_OPT_ADAMW};
+  const char *const names[] = {"fused nesterov eager", "fused rmsprop eager", "fused adam eager",
+                               "fused adamw eager"};
+  for (int i = 0; i < 4; i++) {
+    CHECK_EQ_INT(compare_run_opt(nc, cpu, gpu, names[i], 0, 1e-4, 1e-5, RUN_FUSED, rules[i]), 1);
+  }
 }
 
 /* --fused-only: the fused cases of the first two shapes alone, short enough
@@ -294,6 +320,10 @@ int main(int argc, char **argv) {
     compare_run(&cases[i], cpu, small, "small-gemm graph", 1, 1e-4, 1e-5);
     compare_run(&cases[i], cpu, small, "small-gemm eager", 0, 1e-4, 1e-5);
     compare_run(&cases[i], cpu, cublas, "cublas graph", 1, 1e-4, 1e-5);
+    /* the op-by-op step with an adaptive rule: the one-launch update kernel */
+    compare_run_opt(&cases[i], cpu, gpu, "adamw eager", 0, 1e-4, 1e-5, RUN_OPS, KERN_OPT_ADAMW);
+    compare_run_opt(&cases[i], cpu, gpu, "rmsprop eager", 0, 1e-4, 1e-5, RUN_OPS,
+                    KERN_OPT_RMSPROP);
     /* The fused step (one launch) applies up to batch 128 and 128 units in
      * the second hidden layer, graph and eager, with either update rule;
      * beyond, the backend must decline it. */

@@ -74,6 +74,30 @@ expect_error("empty file", ["--data-folder", f], t)
 expect_error("batch 0", ["--data-folder", good, "--batch-size", "0"], "--batch-size")
 expect_error("negative rate", ["--data-folder", good, "--learning-rate", "-1"], "--learning-rate")
 expect_error("non-numeric", ["--data-folder", good, "--epochs", "abc"], "--epochs", "abc")
+# The optimizer's and the schedule's flags (exit 2: a usage error, like every flag error).
+for label, args, needles in (
+        ("beta1 1", ["--optimizer", "adam", "--beta1", "1"], ["--beta1", "below 1"]),
+        ("beta2 1", ["--optimizer", "adam", "--beta2", "1"], ["--beta2", "below 1"]),
+        ("rho 1", ["--optimizer", "rmsprop", "--rho", "1"], ["--rho", "below 1"]),
+        ("negative decay", ["--weight-decay", "-0.1"], ["--weight-decay"]),
+        ("epsilon 0", ["--optimizer", "adam", "--epsilon", "0"], ["--epsilon"]),
+        ("unknown optimizer", ["--optimizer", "adagrad"], ["--optimizer", "adagrad"]),
+        ("unknown schedule", ["--lr-schedule", "linear"], ["--lr-schedule", "linear"]),
+        ("warm-up beyond epochs", ["--warmup-epochs", "1.5"], ["--warmup-epochs", "beyond --epochs 1"]),
+        ("decay rate without schedule", ["--lr-decay-rate", "0.5"],
+         ["--lr-decay-rate", "without --lr-schedule step or exponential"]),
+        ("decay epochs without schedule", ["--lr-decay-epochs", "2"],
+         ["--lr-decay-epochs", "without"]),
+        ("decay rate with cosine", ["--lr-schedule", "cosine", "--lr-decay-rate", "0.5"],
+         ["--lr-decay-rate", "without"]),
+        ("lr-min without cosine", ["--lr-schedule", "step", "--lr-min", "0.001"],
+         ["--lr-min", "without --lr-schedule cosine"]),
+        ("lr-min above the rate", ["--lr-schedule", "cosine", "--lr-min", "0.5"],
+         ["--lr-min", "above --learning-rate"]),
+        ("negative lr-min", ["--lr-schedule", "cosine", "--lr-min", "-1"], ["--lr-min"])):
+    expect_error(label, ["--data-folder", good] + args, *needles)
+    q = T.run(["train", "--data-folder", good] + args + base)
+    T.check(q.returncode == 2, f"{label}: exit {q.returncode}, expected 2 (a usage error)")
 expect_error("unknown flag", ["--data-folder", good, "--bogus", "1"], "--bogus")
 expect_error("missing value", ["--data-folder", good, "--seed"], "--seed")
 expect_error("bad choice", ["--data-folder", good, "--device", "tpu"], "--device", "tpu")

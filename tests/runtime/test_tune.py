@@ -63,6 +63,36 @@ T.check(all(set(t) == {"learning-rate", "batch-size", "momentum"} for t in own.v
 T.check(all(0.02 <= t["learning-rate"] <= 0.3 and t["batch-size"] in (20, 40)
             and t["momentum"] in (0.5, 0.9) for t in own.values()), "own space: value outside")
 
+# a space with choices of strings (--optimizer, --lr-schedule): words on the
+# command line, each about equally often, and trials that run with them
+words = {"optimizer": ["sgd", "adam", "nesterov"], "lr-schedule": ["constant", "cosine"]}
+with open(space, "w") as f:
+    json.dump({k: {"choice": v} for k, v in words.items()} |
+              {"learning-rate": {"loguniform": [-7, -3]}}, f)
+p = T.run(["tune", "--dry-run", "--trials", "300", "--seed", "5", "--space", space, "--",
+           "--data-folder", data])
+T.check(p.returncode == 0, f"word space: {p.returncode} {p.stderr.strip()}")
+rows = [line.split()[1:] for line in p.stdout.splitlines()]
+planned = [dict(zip(r[0::2], r[1::2])) for r in rows]
+for flag, choices in words.items():
+    vals = [t.get("--" + flag) for t in planned]
+    T.check(set(vals) == set(choices), f"{flag}: planned {sorted(set(map(str, vals)))}")
+    pr = 1 / len(choices)
+    for c in choices:
+        T.check(abs(vals.count(c) - 300 * pr) < 5 * math.sqrt(300 * pr * (1 - pr)),
+                f"{flag}={c}: {vals.count(c)} of 300")
+out = os.path.join(d, "tune-words")
+p = T.run(["tune", "--trials", "3", "--concurrent", "1", "--seed", "5", "--space", space,
+           "--outputs", out, "--", "--data-folder", data, "--epochs", "1"], timeout=300)
+T.check(p.returncode == 0, f"word tune: {p.returncode} {p.stderr.strip()[-500:]}")
+if p.returncode == 0:
+    for t in json.load(open(os.path.join(out, "tune.json")))["trials"]:
+        cfg = json.load(open(os.path.join(t["outputs"], "outputs", "run.json")))["config"]
+        T.check(t["params"]["optimizer"] == cfg["optimizer"] and
+                t["params"]["lr-schedule"] == cfg["lr_schedule"] and
+                t["params"]["optimizer"] in words["optimizer"],
+                f"{t['id']}: params {t['params']} vs config {cfg['optimizer']}, {cfg['lr_schedule']}")
+
 # ---- a real tune, one trial at a time: the policy replays exactly ----
 out = os.path.join(d, "tune")
 p = T.run(["tune", "--trials", "6", "--concurrent", "1", "--seed", "3", "--slack-factor", "0.02",
@@ -296,6 +326,10 @@ def bad(args, *needles, files=None):
 
 for name, sp, needle in (("unknown", {"no-such-flag": {"choice": [1]}}, '"no-such-flag"'),
                          ("string", {"device": {"choice": [1]}}, '"device"'),
+                         ("word", {"optimizer": {"choice": ["sgd", "adagrad"]}}, "adagrad"),
+                         ("mixed", {"optimizer": {"choice": ["sgd", 1]}}, "not a word"),
+                         ("word for a number", {"epochs": {"choice": ["many"]}}, "not words"),
+                         ("word range", {"optimizer": {"uniform": [0, 1]}}, "set of words"),
                          ("intuniform", {"epochs": {"uniform": [1, 5]}}, "choice"),
                          ("range", {"batch-size": {"choice": [0, 5]}}, "batch-size"),
                          ("shape", {"learning-rate": {"normal": [0, 1]}}, "loguniform"),
