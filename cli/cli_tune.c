@@ -108,7 +108,7 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
     return -1;
   }
   char e[4400];
-  base_err resolve_err = {{0}};
+  base_err resolve_err = {.msg = {0}};
   int rc = train_config_resolve(&cfg, argc - 2, argv + 2, &resolve_err);
   if (rc != 0) snprintf(e, sizeof e, "%s", resolve_err.msg);
   tune_trial_argv_free(argv);
