@@ -117,6 +117,14 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
              "folder", cfg.config);
     rc = -1;
   }
+  /* momentum is read by --optimizer momentum alone: tuning it under sgd would
+   * vary nothing, and the trials would differ only by chance */
+  if (rc == 0 && tune_space_has(tt->space, "momentum") == 0 &&
+      cfg.optimizer != TRAIN_OPTIMIZER_MOMENTUM) {
+    snprintf(e, sizeof e, "--space tunes momentum, which only --optimizer momentum uses: add "
+             "'-- --optimizer momentum'");
+    rc = -1;
+  }
   if (rc == 0 && cli_check_default_data(cfg.data_folder, e, sizeof e) != 0) rc = -1;
   static data_files files;
   if (rc == 0 && (cfg.data_mode == TRAIN_DATA_STREAM ? data_files_find_stream : data_files_find)(
