@@ -23,6 +23,15 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 def run_one(args, np_, overlap, workdir):
     out = os.path.join(workdir, "outputs")
     cmd = ["timeout", "-k", "5", str(args.limit), "mpirun", "--oversubscribe", "--bind-to", "none",
@@ -54,7 +63,8 @@ def best_rate(outputs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--tfdist", default=os.environ.get("TFDIST", os.path.join(
         HERE, "..", "..", "build", "cli", "tfdist")))
     ap.add_argument("--np", default="1,2,4")
