@@ -211,7 +211,8 @@ static int cli_data_inspect(int argc, char **argv) {
   static inspect_opts o;
   const char *pos[1];
   int npos = 0, rc;
-  if (cli_data_parse(&inspect_table, "usage: tfdist data inspect FILE [--sample K] [--out F.png [--scale N]]\n"
+  if (cli_data_parse(&inspect_table,
+                     "usage: tfdist data inspect FILE [--sample K] [--out F.png [--scale N]]\n"
                      "  Header, counts, label histogram and a picture of sample K of an idx\n"
                      "  file (raw or .gz), or the table of a shard index.",
                      &o, argc, argv, pos, 1, &npos, &rc)) {
