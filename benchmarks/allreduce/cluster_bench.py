@@ -147,6 +147,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.repeat):
             for k, (name, fn) in enumerate(configs):
+                # progress on stderr: a whole benchmark takes minutes
+                print("[repeat %d/%d] %s" % (rep + 1, a.repeat, name), file=sys.stderr, flush=True)
                 results[name].append(fn(os.path.join(tmp, "r%d-c%d" % (rep, k))))
     peer = statistics.median(results[configs[-1][0]])
     print("# %d training processes, batch %d per rank, %d steps, 1 thread each, tfdist --overlap "

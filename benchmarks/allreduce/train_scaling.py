@@ -95,6 +95,9 @@ def main():
         for rep in range(args.repeat):
             for n in nps:
                 for o in overlaps:
+                    # progress on stderr: a whole benchmark takes minutes
+                    print("[repeat %d/%d] %d rank(s), overlap %s" % (rep + 1, args.repeat, n, o),
+                          file=sys.stderr, flush=True)
                     results[(n, o)].append(run_one(args, n, o, os.path.join(tmp, "r%d-%d-%s" % (rep, n, o))))
         for n in nps:
             for o in overlaps:

@@ -146,7 +146,9 @@ def main():
     peer, peer_port = peer_server(layers)
     rows = {"tfdist": [], "python": []}
     try:
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
+            # progress on stderr: each round takes 2 x --seconds
+            print(f"[round {r + 1}/{args.rounds}] tfdist, then python", file=sys.stderr, flush=True)
             rows["tfdist"].append(load(port, body, want, args))
             rows["python"].append(load(peer_port, body, want, args))
     finally:
