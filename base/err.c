@@ -14,6 +14,16 @@ int base_err_set(base_err *e, const char *fmt, ...) {
   return -1;
 }
 
+int base_err_bad_input(base_err *e, const char *fmt, ...) {
+  if (e->msg[0]) return -1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  e->bad_input = 1;
+  return -1;
+}
+
 int base_err_prefix(base_err *e, const char *fmt, ...) {
   char ctx[sizeof e->msg], old[sizeof e->msg];
   va_list ap;
@@ -35,4 +45,7 @@ int base_err_prefix(base_err *e, const char *fmt, ...) {
   return -1;
 }
 
-void base_err_clear(base_err *e) { e->msg[0] = '\0'; }
+void base_err_clear(base_err *e) {
+  e->msg[0] = '\0';
+  e->bad_input = 0;
+}

@@ -8,6 +8,7 @@
 
 typedef struct {
   char msg[1024]; /* "" while nothing has failed */
+  int bad_input;  /* 1: the failure is the user's flags, config or data (exit 2), not the run's */
 } base_err;
 
 /* Sets the message unless one is already set (the first failure is the
@@ -15,6 +16,8 @@ typedef struct {
 int base_err_set(base_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "<context>: <message>"; with no message yet, the context alone. Returns -1. */
 int base_err_prefix(base_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* base_err_set, and marks the failure as bad input. Returns -1. */
+int base_err_bad_input(base_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Forgets the message: the failure was handled (a file rotated away, say). */
 void base_err_clear(base_err *e);
 static inline int base_err_is_set(const base_err *e) { return e->msg[0] != '\0'; }

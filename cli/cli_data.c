@@ -47,7 +47,7 @@ static int cli_data_parse(const opt_table *t, const char *usage, void *obj, int 
 /* ---- inspect ---- */
 
 typedef struct {
-  int64_t sample;
+  int64_t sample, scale;
   char out[OPT_STR_BYTES];
 } inspect_opts;
 
@@ -56,8 +56,10 @@ static const opt_spec inspect_specs[] = {
    "which sample to render (images files)"},
   {"out", OPT_STRING, F(inspect_opts, out), NULL, 0, 0, NULL,
    "write the sample as a picture: FILE.pgm or FILE.png"},
+  {"scale", OPT_INT, F(inspect_opts, scale), "1", 1, 64, NULL,
+   "--out: each pixel as an NxN block (28x28 at 10: 280x280)"},
 };
-static const opt_table inspect_table = {inspect_specs, 2, "data inspect"};
+static const opt_table inspect_table = {inspect_specs, 3, "data inspect"};
 
 /* Reads `bytes` of body, keeping the part at [keep_at, keep_at + keep_len). */
 static int cli_data_pass(data_idx_reader *r, uint8_t *buf, int64_t bytes, uint8_t *keep,
@@ -183,11 +185,19 @@ static int cli_data_inspect_file(const inspect_opts *o, const char *path) {
   printf("sample %lld (%ux%u):\n", (long long)o->sample, h->dims[1], h->dims[2]);
   data_render_ascii(stdout, px, h->dims[1], h->dims[2]);
   if (o->out[0]) {
-    if (data_render_file(o->out, px, h->dims[1], h->dims[2], err, sizeof err) != 0) {
+    const uint32_t k = (uint32_t)o->scale, rows = h->dims[1] * k, cols = h->dims[2] * k;
+    uint8_t *big = data_render_scale(px, h->dims[1], h->dims[2], k);
+    if (!big) {
+      rc = cli_data_error("--scale: out of memory");
+      goto out;
+    }
+    int bad = data_render_file(o->out, big, rows, cols, err, sizeof err);
+    free(big);
+    if (bad) {
       rc = cli_data_error(err);
       goto out;
     }
-    printf("wrote %s\n", o->out);
+    printf("wrote %s (%ux%u)\n", o->out, cols, rows);
   }
   rc = CLI_OK;
 out:
@@ -201,7 +211,8 @@ static int cli_data_inspect(int argc, char **argv) {
   static inspect_opts o;
   const char *pos[1];
   int npos = 0, rc;
-  if (cli_data_parse(&inspect_table, "usage: tfdist data inspect FILE [--sample K] [--out F.png]\n"
+  if (cli_data_parse(&inspect_table,
+                     "usage: tfdist data inspect FILE [--sample K] [--out F.png [--scale N]]\n"
                      "  Header, counts, label histogram and a picture of sample K of an idx\n"
                      "  file (raw or .gz), or the table of a shard index.",
                      &o, argc, argv, pos, 1, &npos, &rc)) {
@@ -282,7 +293,11 @@ static int cli_data_verify(int argc, char **argv) {
     return rc;
   }
   if (npos != 1) return cli_data_error("tfdist data verify: needs one DIR");
-  if (data_files_find_stream(&files, pos[0], err, sizeof err) != 0) return cli_data_error(err);
+  if (data_files_find_stream(&files, pos[0], err, sizeof err) != 0) {
+    /* DIR came as an argument here, not as --data-folder */
+    const char *flag = "--data-folder ";
+    return cli_data_error(strncmp(err, flag, strlen(flag)) == 0 ? err + strlen(flag) : err);
+  }
   const char *pairs[2][3] = {{"train", files.train_images, files.train_labels},
                              {"t10k", files.test_images, files.test_labels}};
   for (int i = 0; i < 2; i++) {
@@ -331,6 +346,21 @@ static const opt_spec synth_specs[] = {
 };
 static const opt_table synth_table = {synth_specs, 7, "data synth"};
 
+/* A line on stderr every 2 s once a write has run 2 s: a million samples take
+ * several seconds, and silence reads as a hang. */
+typedef struct {
+  double t0, next;
+} synth_progress;
+
+static void cli_data_synth_progress(void *ctx, int64_t done, int64_t total) {
+  synth_progress *p = ctx;
+  const double now = clock_mono_s();
+  if (now < p->next || done >= total) return;
+  p->next = now + 2.0;
+  fprintf(stderr, "data synth: %lld of %lld train samples (%.0f%%), %.1f s\n", (long long)done,
+          (long long)total, 100.0 * (double)done / (double)total, now - p->t0);
+}
+
 static int cli_data_synth(int argc, char **argv) {
   static synth_opts o;
   static data_synth s;
@@ -349,6 +379,9 @@ static int cli_data_synth(int argc, char **argv) {
   data_synth_init(&s, (uint64_t)o.seed, o.pattern == SYNTH_PATTERN_INDEX ? DATA_SYNTH_INDEX
                                                                           : DATA_SYNTH_CLASSES);
   double t0 = clock_mono_s();
+  synth_progress prog = {t0, t0 + 2.0};
+  s.progress = cli_data_synth_progress;
+  s.progress_ctx = &prog;
   if (data_synth_write(o.out, &s, o.count, test, o.shards, o.gzip ? 6 : 0, err, sizeof err) != 0) {
     return cli_data_error(err);
   }

@@ -242,9 +242,9 @@ static int model_export(const char *root, const model_args *a) {
   }
   h5model m;
   memset(&m, 0, sizeof m);
-  if (h5model_load(&m, path, err, sizeof err) != 0) {
+  if (h5model_load(&m, path, err, sizeof err) != 0) { /* not a model: bad input */
     fprintf(stderr, "tfdist: error: %s\n", err);
-    return CLI_FAIL;
+    return CLI_USAGE;
   }
   int rc = onnx_model_save(a->out, &m.layout, m.params, err, sizeof err);
   if (rc == 0) {

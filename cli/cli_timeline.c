@@ -137,6 +137,10 @@ static int timeline_main(int argc, char **argv, const char **args) {
   if (timeline_collect(args, nargs, &paths, &n, err, sizeof err) == 0) {
     if (!strcmp(verb, "summary")) rc = timeline_summary_run(&o, paths, n, err, sizeof err);
     else rc = timeline_merge(o.out, paths, n, err, sizeof err) == 0 ? CLI_OK : CLI_USAGE;
+    if (merge && rc == CLI_OK) { /* a success says what it wrote */
+      printf("wrote %s: %d rank trace(s) merged (open in chrome://tracing or ui.perfetto.dev)\n",
+             o.out, n);
+    }
   }
   timeline_paths_free(paths, n);
   if (rc != CLI_OK) fprintf(stderr, "tfdist: error: %s\n", err);

@@ -18,23 +18,30 @@ static const char train_usage[] =
     "  tasks hold the weights (parameter-server strategy).";
 
 /* One line to stderr; with several ranks the whole job must end, not just
- * us (a failure in training first goes to rank 0). */
-static int cli_train_fail(train_job *job, const char *msg) {
+ * us (a failure in training first goes to rank 0). Bad input found after
+ * start-up (data, a checkpoint that does not fit, flags that differ between
+ * ranks) exits 2 as a bad flag does; rank 0's verdict reaches every rank, so
+ * every rank aborts with the same code. */
+static int cli_train_fail(train_job *job, const char *msg, int code) {
   const int size = train_job_size(job);
   if (size > 1) fprintf(stderr, "tfdist: error: rank %d: %s\n", train_job_rank(job), msg);
   else fprintf(stderr, "tfdist: error: %s\n", msg);
   fflush(stderr);
   train_job_tell_rank0(job, msg);
-  if (size > 1) train_job_abort(job, CLI_FAIL);
-  return CLI_FAIL;
+  if (size > 1) train_job_abort(job, code);
+  return code;
 }
 
 /* Rank 0, stopped by a signal: one line, exit 128 + the signal, as a shell
  * reports a killed command; with several ranks the job ends with it. */
 static int cli_train_canceled(train_job *job, const char *msg) {
   const int code = 128 + train_job_signal(job);
-  fprintf(stderr, "tfdist: %s; %s records the run as Canceled\n", msg,
-          train_job_record_path(job));
+  if (train_job_rank(job) != 0) {
+    fprintf(stderr, "tfdist: rank %d: %s\n", train_job_rank(job), msg);
+  } else {
+    fprintf(stderr, "tfdist: %s; %s records the run as Canceled\n", msg,
+            train_job_record_path(job));
+  }
   fflush(stderr);
   if (train_job_size(job) > 1) train_job_abort(job, code);
   return code;
@@ -47,7 +54,8 @@ static int cli_train_report(train_job *job, train_job_status st, const base_err 
   case TRAIN_JOB_NOT_STARTED:
     fprintf(stderr, "tfdist: error: %s\n", err->msg);
     return st == TRAIN_JOB_BAD_INPUT ? CLI_USAGE : CLI_FAIL;
-  case TRAIN_JOB_FAILED: return cli_train_fail(job, err->msg);
+  case TRAIN_JOB_FAILED:
+    return cli_train_fail(job, err->msg, err->bad_input ? CLI_USAGE : CLI_FAIL);
   case TRAIN_JOB_CANCELED: return cli_train_canceled(job, err->msg);
   }
   return CLI_FAIL;
@@ -63,7 +71,7 @@ int cli_check_default_data(const char *data_folder, char *err, size_t err_bytes)
 
 int cli_train(int argc, char **argv) {
   static train_config cfg;
-  base_err err = {{0}};
+  base_err err = {.msg = {0}};
   if (opt_wants_help(argc - 1, argv + 1)) {
     opt_print_help(&train_options, train_usage, stdout);
     return CLI_OK;

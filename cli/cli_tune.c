@@ -108,13 +108,21 @@ static int tune_check_train_flags(const tune_trials *tt, char *err, size_t eb) {
     return -1;
   }
   char e[4400];
-  base_err resolve_err = {{0}};
+  base_err resolve_err = {.msg = {0}};
   int rc = train_config_resolve(&cfg, argc - 2, argv + 2, &resolve_err);
   if (rc != 0) snprintf(e, sizeof e, "%s", resolve_err.msg);
   tune_trial_argv_free(argv);
   if (rc == 0 && cfg.resume_from[0]) {
     snprintf(e, sizeof e, "--config %s: sets resume_from; each trial starts afresh in its own "
              "folder", cfg.config);
+    rc = -1;
+  }
+  /* momentum is read by --optimizer momentum alone: tuning it under sgd would
+   * vary nothing, and the trials would differ only by chance */
+  if (rc == 0 && tune_space_has(tt->space, "momentum") == 0 &&
+      cfg.optimizer != TRAIN_OPTIMIZER_MOMENTUM) {
+    snprintf(e, sizeof e, "--space tunes momentum, which only --optimizer momentum uses: add "
+             "'-- --optimizer momentum'");
     rc = -1;
   }
   if (rc == 0 && cli_check_default_data(cfg.data_folder, e, sizeof e) != 0) rc = -1;

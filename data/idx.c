@@ -187,7 +187,14 @@ static int idx_search_run(idx_search *s, data_files *out, const char *dir, char 
 static int idx_check_found(const idx_search *s, const data_files *out, const char *dir, int stream,
                            char *err, size_t err_bytes) {
   for (int k = stream ? 2 : 0; k < 4; k++) {
-    if (idx_slot(s->f, k)[0] == '\0') return idx_missing(s, dir, k, err, err_bytes);
+    if (idx_slot(s->f, k)[0] != '\0') continue;
+    idx_missing(s, dir, k, err, err_bytes);
+    if (k < 2 && out->train_shards[0]) { /* a folder made by `tfdist data shard` */
+      size_t len = strlen(err);
+      snprintf(err + len, err_bytes - len, "; it holds the shard index %s: add --data-mode stream "
+               "to train on the shards", out->train_shards);
+    }
+    return -1;
   }
   if (!stream || out->train_shards[0]) return 0;
   for (int k = 0; k < 2; k++) {

@@ -20,6 +20,16 @@ void data_render_ascii(FILE *out, const uint8_t *px, uint32_t rows, uint32_t col
   }
 }
 
+uint8_t *data_render_scale(const uint8_t *px, uint32_t rows, uint32_t cols, uint32_t scale) {
+  const size_t w = (size_t)cols * scale, h = (size_t)rows * scale;
+  uint8_t *out = scale && w > 0 && h > 0 ? malloc(w * h) : NULL;
+  if (!out) return NULL;
+  for (size_t y = 0; y < h; y++) {
+    for (size_t x = 0; x < w; x++) out[y * w + x] = px[(y / scale) * cols + x / scale];
+  }
+  return out;
+}
+
 static uint8_t *render_put32(uint8_t *p, uint32_t v) {
   p[0] = (uint8_t)(v >> 24);
   p[1] = (uint8_t)(v >> 16);

@@ -12,4 +12,8 @@ void data_render_ascii(FILE *out, const uint8_t *pixels, uint32_t rows, uint32_t
 int data_render_file(const char *path, const uint8_t *pixels, uint32_t rows, uint32_t cols,
                      char *err, size_t err_bytes);
 
+/* Each pixel as a scale x scale block (nearest neighbour), so a 28x28 sample
+ * can be seen: a new (rows*scale) x (cols*scale) buffer to free, or NULL. */
+uint8_t *data_render_scale(const uint8_t *pixels, uint32_t rows, uint32_t cols, uint32_t scale);
+
 #endif

@@ -112,6 +112,7 @@ static int synth_generate(const data_synth *s, int split, int64_t n, synth_sink 
       data_synth_sample(s, split, at + i, images + i * DATA_SYNTH_PIXELS, labels + i);
     }
     if (sink(ctx, images, labels, m, err, err_bytes) != 0) goto out;
+    if (split == 0 && s->progress) s->progress(s->progress_ctx, at + m, n);
   }
   rc = 0;
 out:

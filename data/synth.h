@@ -21,6 +21,10 @@ typedef struct {
   uint64_t seed;
   data_synth_pattern pattern;
   uint8_t proto[DATA_CLASSES][DATA_SYNTH_PIXELS];
+  /* optional: called after each chunk of the train split with the samples
+   * written so far, so a long write can show progress */
+  void (*progress)(void *ctx, int64_t done, int64_t total);
+  void *progress_ctx;
 } data_synth;
 
 void data_synth_init(data_synth *s, uint64_t seed, data_synth_pattern pattern);

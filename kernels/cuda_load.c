@@ -23,7 +23,7 @@
 #if TFDIST_HAVE_CUDA
 
 /* What cudaGetDeviceCount said without a driver: the message users know. */
-static const char kern_no_driver[] = "CUDA driver version is insufficient for CUDA runtime version";
+static const char kern_no_driver[] = "no NVIDIA driver on this machine";
 
 /* Defined where an executable links the CUDA code itself; else NULL. */
 #pragma weak kern_cuda_module_get
@@ -172,13 +172,16 @@ int kern_cuda_device_count(char *why, size_t why_bytes) {
     return 0;
   }
   int rc = init(0), n = 0;
-  if (rc != 0) {
-    snprintf(why, why_bytes, "%s", kern_cu_error(cu, rc));
+  const int driver = kern_cu_driver_version(cu);
+  /* a toolkit's stub libcuda answers, but no driver stands behind it */
+  if (rc != 0 || driver == 0) {
+    snprintf(why, why_bytes, "%s", driver == 0 ? kern_no_driver : kern_cu_error(cu, rc));
     return 0;
   }
   /* The runtime in the module needs a driver of its major version or newer. */
-  if (kern_cu_driver_version(cu) < TFDIST_CUDART_VERSION / 1000 * 1000) {
-    snprintf(why, why_bytes, "%s", kern_no_driver);
+  if (driver < TFDIST_CUDART_VERSION / 1000 * 1000) {
+    snprintf(why, why_bytes, "the NVIDIA driver runs CUDA %d.%d, older than this build's CUDA %d",
+             driver / 1000, driver % 1000 / 10, TFDIST_CUDART_VERSION / 1000);
     return 0;
   }
   rc = count(&n);
@@ -219,7 +222,7 @@ int kern_cuda_load(char *err, size_t err_bytes) {
 }
 
 int kern_cuda_device_count(char *why, size_t why_bytes) {
-  if (why) snprintf(why, why_bytes, "built without CUDA");
+  if (why) snprintf(why, why_bytes, "no GPU support in this build (built without CUDA)");
   return 0;
 }
 

@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 passed=0 failed=0 skipped=0
+t_start=$SECONDS
+
+# One line per step with the time since the start, so minutes of building
+# are not silence: "[  95 s] build-ci: built (159 steps)".
+step() { printf '[%4d s] %s\n' "$((SECONDS - t_start))" "$*"; }
 
 # Adds a meson build dir's results (testlog.json) to the totals.
 tally() {
@@ -40,21 +45,26 @@ suite() {
   local again=""
   [ -f "$dir/build.ninja" ] && again=--reconfigure
   # shellcheck disable=SC2086
+  step "$dir: configuring (log: .logs/$dir.setup.log)"
   meson setup $again "$dir" $opts >".logs/$dir.setup.log" 2>&1 || { tail -30 ".logs/$dir.setup.log"; failed=$((failed + 1)); return; }
+  step "$dir: building (log: .logs/$dir.build.log)"
   if ! ninja -C "$dir" >".logs/$dir.build.log" 2>&1; then
     tail -40 ".logs/$dir.build.log"
     echo "BUILD FAILED: $dir"
     failed=$((failed + 1))
     return
   fi
+  step "$dir: built ($(grep -c '^\[' ".logs/$dir.build.log") steps); testing"
   rm -f "$dir/meson-logs/testlog.json"
   meson test -C "$dir" --print-errorlogs "$@"
   tally "$dir"
+  step "$dir: tested"
 }
 
 suite build-ci "-Dwerror=true -Dgpu=auto -Dbuildtype=release"
 suite build-asan "-Dwerror=true -Dgpu=disabled -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug" --suite unit
 for target in idx serve; do
+  step "fuzzing $target for 45 s"
   if tests/fuzz.sh "$target" 45; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -674,8 +674,16 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   }
   model_layout_init(&t->step.layout, 784, cfg->first_layer_neurons, cfg->second_layer_neurons,
                     DATA_CLASSES);
-  if (train_ckpt_init(&t->ckpt, &t->err) != 0 || train_load_data(t) != 0 ||
-      train_ckpt_check_data(t->ckpt, &t->ctx, &t->data, t->step.layout.dims[0], &t->err) != 0) {
+  if (train_ckpt_init(&t->ckpt, &t->err) != 0) {
+    cJSON_Delete(ranks);
+    return -1;
+  }
+  if (train_load_data(t) != 0) {
+    t->err.bad_input = 1; /* a missing or malformed data set: the user's input */
+    cJSON_Delete(ranks);
+    return -1;
+  }
+  if (train_ckpt_check_data(t->ckpt, &t->ctx, &t->data, t->step.layout.dims[0], &t->err) != 0) {
     cJSON_Delete(ranks);
     return -1;
   }

@@ -70,11 +70,11 @@ int train_agree_check(const train_config *cfg, coll_comm *comm, int rank, int si
   if (who >= 0) {
     const int i = (int)first[who] - 1;
     if (who == rank) {
-      base_err_set(e, "this rank has %s where rank 0 has %s: every task of the job must "
+      base_err_bad_input(e, "this rank has %s where rank 0 has %s: every task of the job must "
                    "be given the same training flags", mine[i], root[i]);
     } else {
       const char *flag = root[i], *sp = strchr(flag, ' ');
-      base_err_set(e, "rank %d's %.*s differs from rank 0's (%s): every task of the "
+      base_err_bad_input(e, "rank %d's %.*s differs from rank 0's (%s): every task of the "
                    "job must be given the same training flags", who,
                    (int)(sp ? sp - flag : (ptrdiff_t)strlen(flag)), flag, root[i]);
     }

@@ -123,11 +123,11 @@ int train_ckpt_check_data(train_ckpt *k, const train_ctx *x, const train_data *d
   free(bad);
   if (!which[0]) return 0;
   if (train_ok && test_ok) {
-    return base_err_set(err, "--data-folder %.600s: rank(s) %s read training or test data "
+    return base_err_bad_input(err, "--data-folder %.600s: rank(s) %s read training or test data "
                         "that differs from rank 0's; every rank must read the same files",
                         x->cfg->data_folder, which);
   }
-  return base_err_set(err, "--data-folder %.600s: this rank's %s data (%lld samples, %s) "
+  return base_err_bad_input(err, "--data-folder %.600s: this rank's %s data (%lld samples, %s) "
                       "differs from rank 0's (%lld samples, %s); every rank must read the same "
                       "files", x->cfg->data_folder, train_ok ? "test" : "training",
                       (long long)(train_ok ? mine.test_samples : mine.train_samples),
@@ -449,7 +449,9 @@ static int train_ckpt_coll_failed(coll_comm *comm, base_err *err) {
   return train_err_coll(err, comm);
 }
 
-/* Rank 0's verdict on the checkpoint reaches every rank, so all fail alike. */
+/* Rank 0's verdict on the checkpoint reaches every rank, so all fail alike;
+ * a rejected --resume-from (missing, corrupt, or not this run's flags) is bad
+ * input on every rank. */
 static int train_ckpt_share_verdict(const train_ctx *x, int ok, base_err *err) {
   struct { int64_t ok; char err[1024]; } msg;
   memset(&msg, 0, sizeof msg);
@@ -458,7 +460,10 @@ static int train_ckpt_share_verdict(const train_ctx *x, int ok, base_err *err) {
   if (x->world->size > 1 && coll_broadcast_bytes(x->comm, &msg, sizeof msg, 0) != COLL_OK) {
     return train_ckpt_coll_failed(x->comm, err);
   }
-  return msg.ok ? 0 : base_err_set(err, "%s", msg.err);
+  if (msg.ok) return 0;
+  base_err_set(err, "%s", msg.err);
+  err->bad_input = 1;
+  return -1;
 }
 
 int train_ckpt_precheck(train_ckpt *k, const train_ctx *x, const train_data *d,

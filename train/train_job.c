@@ -4,6 +4,7 @@
 #include "train/train_job.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,10 +65,15 @@ static int train_job_pick_device(const train_config *cfg, const coll_world *w, k
     return 0;
   }
   if (cfg->device == TRAIN_DEVICE_CUDA) {
-    return base_err_set(err, "--device cuda: no usable GPU (%s)", why);
+    return base_err_bad_input(err, "--device cuda: no usable GPU (%s)", why);
   }
   kc->device = KERN_DEVICE_CPU;
-  if (w->rank == 0) printf("tfdist: no GPU found (%s); running on the CPU\n", why);
+  /* "no NVIDIA driver on this machine": said plainly, it is not an error */
+  if (w->rank == 0 && strncmp(why, "no ", 3) == 0) {
+    printf("tfdist: %s; running on the CPU\n", why);
+  } else if (w->rank == 0) {
+    printf("tfdist: no usable GPU (%s); running on the CPU\n", why);
+  }
   return 0;
 }
 
@@ -101,7 +107,7 @@ static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w
   }
   *b = given[cfg->allreduce];
   if (*b == COLL_BACKEND_NCCL && kc->device != KERN_DEVICE_CUDA) {
-    return base_err_set(err, "--allreduce nccl: needs --device cuda (this rank runs on the CPU)");
+    return base_err_bad_input(err, "--allreduce nccl: needs --device cuda (this rank runs on the CPU)");
   }
   return 0;
 }
@@ -259,7 +265,18 @@ static train_job_status train_job_train(train_job *j, base_err *err) {
     run_record_stage(&t->out.run, t->out.canceled ? RUN_CANCELED : RUN_FAILED, ignored,
                      sizeof ignored);
   }
+  const int sig = run_cancel_signal();
+  if (!t->out.canceled && sig && j->world.rank != 0) {
+    /* this rank was signalled alone and passed it on: rank 0 ended the job,
+     * so the lost connection that follows is no failure of ours */
+    t->out.canceled = sig;
+    base_err_set(err, "stopped by %s, passed on to rank 0, which records the run as Canceled "
+                 "(this rank's last error: %.400s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 t->err.msg);
+    return TRAIN_JOB_CANCELED;
+  }
   base_err_set(err, "%s", t->err.msg);
+  err->bad_input = t->err.bad_input;
   return t->out.canceled ? TRAIN_JOB_CANCELED : TRAIN_JOB_FAILED;
 }
 

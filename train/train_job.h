@@ -14,7 +14,8 @@ typedef enum {
   TRAIN_JOB_BAD_INPUT,   /* a flag or TF_CONFIG does not fit the launch: nothing started */
   TRAIN_JOB_NOT_STARTED, /* this process could not join a job (or an evaluator task
                             failed): nothing to end elsewhere */
-  TRAIN_JOB_FAILED,      /* failed inside the world: with several ranks the job must end */
+  TRAIN_JOB_FAILED,      /* failed inside the world: with several ranks the job must end;
+                            err->bad_input says whether flags, config or data were the cause */
   TRAIN_JOB_CANCELED,    /* rank 0 stopped by a signal; run.json says Canceled */
 } train_job_status;
 

@@ -236,6 +236,12 @@ static void tune_trial_status(tune_trial *t) {
   free(text);
 }
 
+/* "0.8659", or "-" for a trial with no report yet (NaN inside). */
+static void tune_value_str(double v, char *out, size_t bytes) {
+  if (isnan(v)) snprintf(out, bytes, "-");
+  else snprintf(out, bytes, "%.4f", v);
+}
+
 static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_config *cfg,
                             int wstatus) {
   t->state = TUNE_DONE; /* first: its pid may be another process's now, never signal it */
@@ -245,8 +251,11 @@ static void tune_trial_reap(tune_trial *t, tune_board *board, const tune_run_con
   tune_trial_status(t);
   char see[4300] = "";
   if (!strcmp(t->status, "Failed")) snprintf(see, sizeof see, "; see %s/train.log", t->dir);
-  fprintf(cfg->log, "%s %s after %.1f s: %s %.4f (best %.4f, %d reports)%s\n", t->id, t->status,
-          t->ended - t->started, cfg->metric, t->last, t->best, t->reports, see);
+  char last[32], best[32];
+  tune_value_str(t->last, last, sizeof last);
+  tune_value_str(t->best, best, sizeof best);
+  fprintf(cfg->log, "%s %s after %.1f s: %s %s (best %s, %d reports)%s\n", t->id, t->status,
+          t->ended - t->started, cfg->metric, last, best, t->reports, see);
 }
 
 static cJSON *tune_trial_json(const tune_trials *tt, const tune_trial *t) {
@@ -451,7 +460,10 @@ void tune_trials_report(const tune_trials *tt, const char *metric, FILE *out) {
     const tune_trial *t = &tt->trial[order[i]];
     char flags[2048];
     tune_trial_flags(tt, t, flags, sizeof flags);
-    fprintf(out, "%-10s %-16s %8.4f %8.4f  %s\n", t->id, t->status, t->last, t->best, flags);
+    char last[32], best[32]; /* a trial canceled before its first report has no value */
+    tune_value_str(t->last, last, sizeof last);
+    tune_value_str(t->best, best, sizeof best);
+    fprintf(out, "%-10s %-16s %8s %8s  %s\n", t->id, t->status, last, best, flags);
   }
   int best = tune_best(tt);
   if (best >= 0) {

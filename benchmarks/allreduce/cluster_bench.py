@@ -30,6 +30,15 @@ import train_scaling  # noqa: E402  (its metrics reader)
 PEER = os.path.join(HERE, "..", "peers", "pytorch_ddp.py")
 
 
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 def free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -112,7 +121,8 @@ def run_peer(a):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--tfdist", default=os.environ.get("TFDIST", os.path.join(
         HERE, "..", "..", "build", "cli", "tfdist")))
     ap.add_argument("--ranks", type=int, default=2)
@@ -137,6 +147,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.repeat):
             for k, (name, fn) in enumerate(configs):
+                # progress on stderr: a whole benchmark takes minutes
+                print("[repeat %d/%d] %s" % (rep + 1, a.repeat, name), file=sys.stderr, flush=True)
                 results[name].append(fn(os.path.join(tmp, "r%d-c%d" % (rep, k))))
     peer = statistics.median(results[configs[-1][0]])
     print("# %d training processes, batch %d per rank, %d steps, 1 thread each, tfdist --overlap "

@@ -23,6 +23,15 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 def run_one(args, np_, overlap, workdir):
     out = os.path.join(workdir, "outputs")
     cmd = ["timeout", "-k", "5", str(args.limit), "mpirun", "--oversubscribe", "--bind-to", "none",
@@ -54,7 +63,8 @@ def best_rate(outputs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--tfdist", default=os.environ.get("TFDIST", os.path.join(
         HERE, "..", "..", "build", "cli", "tfdist")))
     ap.add_argument("--np", default="1,2,4")
@@ -85,6 +95,9 @@ def main():
         for rep in range(args.repeat):
             for n in nps:
                 for o in overlaps:
+                    # progress on stderr: a whole benchmark takes minutes
+                    print("[repeat %d/%d] %d rank(s), overlap %s" % (rep + 1, args.repeat, n, o),
+                          file=sys.stderr, flush=True)
                     results[(n, o)].append(run_one(args, n, o, os.path.join(tmp, "r%d-%d-%s" % (rep, n, o))))
         for n in nps:
             for o in overlaps:

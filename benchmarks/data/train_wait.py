@@ -12,7 +12,17 @@ import subprocess
 import sys
 import tempfile
 
-ap = argparse.ArgumentParser()
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
+ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=HelpFormat)
 ap.add_argument("--tfdist", default="build/cli/tfdist")
 ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
 ap.add_argument("--epochs", type=int, default=3)

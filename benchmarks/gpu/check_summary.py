@@ -8,6 +8,15 @@ import sys
 ACC_BAND = (0.874 - 0.01, 0.874 + 0.01)
 
 
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 def metrics_json(path):
     rows = {}
     last_time = {}
@@ -179,7 +188,8 @@ def table(path, elapsed):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--metrics")
     ap.add_argument("--results")
     ap.add_argument("--elapsed", default="?")

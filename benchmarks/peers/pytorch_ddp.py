@@ -22,8 +22,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pytorch_mnist import Net, read_idx  # noqa: E402  (the same model and reader)
 
 
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--rank", type=int, required=True)
     ap.add_argument("--world", type=int, required=True)
     ap.add_argument("--port", type=int, required=True)

@@ -25,6 +25,15 @@ import torch
 import torch.nn.functional as F
 
 
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
 def read_idx(folder, stem):
     """The idx file stem(.gz) anywhere under folder; checks the magic."""
     for root, _, files in os.walk(folder):
@@ -187,7 +196,8 @@ def load(args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--data-folder", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--batch", type=int, default=50)

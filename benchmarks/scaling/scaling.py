@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Scaling benchmark: tfdist over K simulated hosts (network namespaces joined
 by a bridge, links shaped with tc tbf), against an alpha-beta model of ring
 allreduce combined with the measured compute time per step, and a projection

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Two `tfdist serve` binaries on one load, alternated in one run: requests/s
 and latency of POST /score at 32 kept-alive connections, over plain HTTP for
 both and over HTTPS (and HTTPS with a Bearer key) for the one that has it.
@@ -25,6 +25,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_bench import load_weights, logits, train_model  # noqa: E402
+
+
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
 
 
 def client(port, tls_ca, key, body, want, seconds, q):
@@ -91,7 +100,8 @@ def start(binary, model, threads, extra):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--model")

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Scoring throughput and latency: `tfdist serve` against a peer, the same
 /score endpoint in Python (the standard library's ThreadingHTTPServer and a
 numpy float32 forward pass, the shape of an Azure ML scoring script), on the
@@ -30,6 +30,15 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
 
 
 def load_weights(path):
@@ -114,7 +123,8 @@ def train_model(tfdist, d):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--tfdist", default="build/cli/tfdist")
     ap.add_argument("--model")
     ap.add_argument("--clients", type=int, default=4)
@@ -136,7 +146,9 @@ def main():
     peer, peer_port = peer_server(layers)
     rows = {"tfdist": [], "python": []}
     try:
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
+            # progress on stderr: each round takes 2 x --seconds
+            print(f"[round {r + 1}/{args.rounds}] tfdist, then python", file=sys.stderr, flush=True)
             rows["tfdist"].append(load(port, body, want, args))
             rows["python"].append(load(peer_port, body, want, args))
     finally:

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Issue 19's probes (tests/serveprobes.py) on two `tfdist serve` binaries,
 one after the other in one run, each on a fresh server per probe: 40
 connections holding bodies just under 16 MiB; slow-loris clients from four
@@ -20,6 +20,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serveclient  # noqa: E402
 import serveprobes as P  # noqa: E402
 from serve_bench import train_model  # noqa: E402
+
+
+class HelpFormat(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help gives the whole docstring, and every flag's default."""
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and action.default is not None:
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
 
 
 def four_at_once(srv, body):
@@ -52,7 +61,8 @@ def four_at_once(srv, body):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormat)
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", required=True)
     ap.add_argument("--model")

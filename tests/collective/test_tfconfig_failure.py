@@ -135,6 +135,11 @@ def cancel_case(C, tmp, data):
     C.check(status == "Canceled", "%s: run.json status %s, want Canceled" % (name, status))
     for t in c.tasks[1:]:
         C.check(t.rc not in (0, None), "%s: %s exit %s, want non-zero" % (name, t.name, t.rc))
+    # the signalled worker says it was stopped, and exits as a signalled command does
+    w0 = c.task("worker", 0)
+    C.check(w0.rc == 143 and "rank 1: stopped by SIGTERM, passed on to rank 0" in w0.stderr(),
+            "%s: worker 0 exit %s, want 143 and a 'stopped by SIGTERM' line" % (name, w0.rc),
+            w0.stderr())
     if chief.rc == 143 and status == "Canceled":
         C.ok("%s: the chief recorded Canceled and exit 143 after %.1f s" % (name, took))
 

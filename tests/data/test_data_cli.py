@@ -80,6 +80,11 @@ T.check(rows[::29] == b"\0" * 28, "PNG rows must use filter 0")
 T.check(bytes(b for i, b in enumerate(rows) if i % 29) == x[5].tobytes(), "PNG pixels differ")
 data_cmd("inspect", os.path.join(syn, names[2]), "--sample", 7, "--out", pgm)
 T.check(open(pgm, "rb").read() == b"P5\n28 28\n255\n" + x[7].tobytes(), "PGM differs")
+# --scale 3: each pixel a 3x3 block
+p = data_cmd("inspect", os.path.join(syn, names[2]), "--sample", 7, "--out", pgm, "--scale", 3)
+big = x[7].reshape(28, 28).repeat(3, axis=0).repeat(3, axis=1)
+T.check(open(pgm, "rb").read() == b"P5\n84 84\n255\n" + big.tobytes() and "(84x84)" in p.stdout,
+        "--scale 3: PGM differs")
 p = data_cmd("inspect", os.path.join(syn3, names[3] + ".gz"))
 T.check("format:  gzip" in p.stdout and "labels" in p.stdout, "inspect labels.gz")
 

@@ -21,8 +21,8 @@ SPACE = {"batch-size": [25, 50, 100], "first-layer-neurons": [10, 50, 200, 300, 
          "second-layer-neurons": [10, 50, 200, 500]}
 
 
-def plan(*args):
-    p = T.run(["tune", "--dry-run"] + list(args) + ["--", "--data-folder", data])
+def plan(*args, train=()):
+    p = T.run(["tune", "--dry-run"] + list(args) + ["--", "--data-folder", data] + list(train))
     T.check(p.returncode == 0, f"dry run {args}: {p.returncode} {p.stderr.strip()}")
     out = {}
     for line in p.stdout.splitlines():
@@ -57,7 +57,11 @@ space = os.path.join(d, "space.json")
 with open(space, "w") as f:
     json.dump({"learning-rate": {"uniform": [0.02, 0.3]}, "batch-size": {"choice": [20, 40]},
                "momentum": {"choice": [0.5, 0.9]}}, f)
-own = plan("--trials", "50", "--space", space)
+own = plan("--trials", "50", "--space", space, train=["--optimizer", "momentum"])
+# momentum is read by --optimizer momentum alone: tuning it under sgd is refused
+p = T.run(["tune", "--dry-run", "--space", space, "--", "--data-folder", data])
+T.check(p.returncode == 2 and "only --optimizer momentum uses" in p.stderr,
+        f"momentum under sgd: {p.returncode} {p.stderr.strip()}")
 T.check(all(set(t) == {"learning-rate", "batch-size", "momentum"} for t in own.values()),
         "own space: wrong flags")
 T.check(all(0.02 <= t["learning-rate"] <= 0.3 and t["batch-size"] in (20, 40)
@@ -175,6 +179,7 @@ while time.time() - t0 < 60 and not (trial_running(1) and trial_running(2)):
 proc.send_signal(signal.SIGINT)
 so, se = proc.communicate(timeout=60)
 T.check(proc.returncode == 130, f"Ctrl-C: exit {proc.returncode}: {se.strip()[-300:]}")
+T.check("nan" not in so, f"Ctrl-C: a trial with no report prints nan: {so[-600:]}")
 tj = json.load(open(os.path.join(out2, "tune.json")))
 st = [t["status"] for t in tj["trials"]]
 T.check(tj["status"] == "Canceled" and st == ["Canceled"] * 2 + ["NotStarted"] * 3,
