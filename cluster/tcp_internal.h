@@ -13,6 +13,7 @@
 #define TCP_MAGIC 0x31444654u /* "TFD1" little-endian */
 #define TCP_HELLO 0x48u
 #define TCP_NOTE_MAX 4096
+#define TCP_EARLY_MAX (1ull << 30) /* bytes of a point-to-point frame that came before its receive */
 
 /* A frame that came before its receive was posted (point to point). */
 typedef struct tcp_early {
