@@ -51,6 +51,7 @@ struct cluster_tcp {
   uint64_t p2p_order;    /* posting order of point-to-point transfers */
   cluster_tcp_op *p2p_slots; /* the slots testsome saw last (for a stall's diagnosis) */
   int p2p_n;
+  int drops_logged;      /* start-up: connections dropped and said so on stderr */
   char err[1024];
 };
 

@@ -298,12 +298,11 @@ static void tcp_pending_drop(tcp_pending *p, int *np, int i) {
 /* Drops pending connection i, saying why on stderr (the first few drops:
  * a flood of strangers must not flood the log). */
 static void tcp_pending_reject(cluster_tcp *m, tcp_pending *p, int *np, int i, const char *why) {
-  static int logged;
-  if (logged < TCP_DROPS_LOGGED) {
+  if (m->drops_logged < TCP_DROPS_LOGGED) {
     char me[400];
     cluster_tcp_peer_name(m, m->tf->self, me, sizeof me);
     fprintf(stderr, "tfdist: TF_CONFIG: %s dropped a connection: %s%s\n", me, why,
-            ++logged == TCP_DROPS_LOGGED ? " (further drops are not logged)" : "");
+            ++m->drops_logged == TCP_DROPS_LOGGED ? " (further drops are not logged)" : "");
   }
   tcp_pending_drop(p, np, i);
 }

@@ -18,7 +18,8 @@ replayed against a chief + worker + ps cluster of plain processes on
 - no secret and a non-loopback address in the cluster: refused at once
   (exit 2, naming TFDIST_SECRET and --secret-file), before it listens;
   --insecure-cluster lets it start; a bad --secret-file (mode 644, a
-  folder, 8 bytes) is a one-line error, exit 2;
+  folder, 8 bytes), or one given to a run without TF_CONFIG, is a one-line
+  error, exit 2;
 - with the secret, a cluster on this host's own non-loopback address trains
   to the oracle's weights (skipped when the host has none)."""
 import os
@@ -260,6 +261,11 @@ def refusal_case(C, tmp, data):
                 "--insecure-cluster: exit %s" % t.rc, t.stderr())
     finally:
         c.kill()
+    rc, _, err = TC.run_plain(os.path.join(tmp, "plain-sf"), data, ["--secret-file", "x"])
+    err = err.strip()
+    if C.check(rc == 2 and "TF_CONFIG" in err and len(err.splitlines()) == 1,
+               "--secret-file without TF_CONFIG: exit %s" % rc, err):
+        C.ok("--secret-file without TF_CONFIG: exit 2: %s" % err)
     sf = os.path.join(tmp, "secret")
     cases = [("mode 644", 0o644, SECRET, "group or others"), ("8 bytes", 0o600, "12345678",
              "shorter than 16 bytes"), ("a folder", None, None, "not a regular file")]
