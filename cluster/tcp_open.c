@@ -70,6 +70,18 @@ static int tcp_listen_on(const struct addrinfo *a, int backlog) {
   return -1;
 }
 
+/* Whether every address of res is loopback. */
+static int tcp_all_loopback(const struct addrinfo *res) {
+  for (const struct addrinfo *a = res; a; a = a->ai_next) {
+    char host[64];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, host, sizeof host, NULL, 0, NI_NUMERICHOST) != 0 ||
+        !cluster_tf_host_is_loopback(host)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
 static int tcp_listen(cluster_tcp *m, char *err, size_t err_bytes) {
   const cluster_tf_task *me = &m->tf->tasks[m->tf->self];
   /* Only this task's own address: a task listed as 127.0.0.1 is not
@@ -78,11 +90,24 @@ static int tcp_listen(cluster_tcp *m, char *err, size_t err_bytes) {
                            .ai_flags = AI_NUMERICSERV};
   struct addrinfo *res = NULL;
   int rc = getaddrinfo(me->host, me->port, &hints, &res);
+  /* A host name that its own host maps to loopback (Debian's 127.0.1.1 for
+   * the host's name) is how the other hosts reach it through their own
+   * resolver: that one listens on every interface, as before. Such a name
+   * is not loopback to the rule, so the cluster has a secret (or says
+   * --insecure-cluster). */
+  if (rc == 0 && !cluster_tf_host_is_loopback(me->host) && tcp_all_loopback(res)) {
+    freeaddrinfo(res);
+    res = NULL;
+    hints.ai_flags |= AI_PASSIVE;
+    rc = getaddrinfo(NULL, me->port, &hints, &res);
+  }
   if (rc != 0) {
     snprintf(err, err_bytes, "TF_CONFIG: %s:%s: %s", me->host, me->port, gai_strerror(rc));
     return -1;
   }
-  /* A name may resolve to both families: IPv6 first, as peers try it first. */
+  /* IPv6 first: a name may resolve to both families and peers try IPv6
+   * first; and with every interface, glibc lists 0.0.0.0 before ::, and a
+   * socket on 0.0.0.0 alone refused the peers of a "[::1]:port" cluster. */
   int saved = 0;
   for (int pass = 0; pass < 2 && m->listen_fd < 0; pass++) {
     for (struct addrinfo *a = res; a && m->listen_fd < 0; a = a->ai_next) {

@@ -21,7 +21,11 @@ replayed against a chief + worker + ps cluster of plain processes on
   folder, 8 bytes), or one given to a run without TF_CONFIG, is a one-line
   error, exit 2;
 - with the secret, a cluster on this host's own non-loopback address trains
-  to the oracle's weights (skipped when the host has none)."""
+  to the oracle's weights, and its chief listens on that address only, not
+  on 127.0.0.1 (skipped when the host has none);
+- a host name that maps to loopback here (Debian's /etc/hosts) is refused
+  without a secret, and with one listens on every interface: the other
+  hosts reach it by that name (skipped where the name maps elsewhere)."""
 import os
 import socket
 import stat
@@ -321,6 +325,36 @@ def non_loopback_case(C, tmp, data, oracle):
         c.kill()
 
 
+def hostname_case(C, tmp, data):
+    """A host name its own host maps to loopback (Debian's /etc/hosts) is how
+    the other hosts reach it: that task listens on every interface; without
+    a secret it is refused like any name that is not loopback."""
+    name, addr = socket.gethostname(), local_address()
+    try:
+        mapped = {ai[4][0] for ai in socket.getaddrinfo(name, None)}
+    except OSError:
+        mapped = set()
+    if not mapped or not all(a.startswith("127.") or a == "::1" for a in mapped) or addr is None:
+        print("skip: %s does not resolve to loopback only here" % name, flush=True)
+        return
+    p = TC.free_ports(2)
+    spec = {"chief": ["%s:%d" % (name, p[0])], "worker": ["%s:%d" % (name, p[1])]}
+    c = TC.Cluster(os.path.join(tmp, "hostname"), spec)
+    try:
+        c.start(args(c.folder, data), limit_s=LIMIT_S, env_extra={"TFDIST_SECRET": ""},
+                which=[("chief", 0)])
+        c.wait(10)
+        C.check(c.tasks[0].rc == 2 and "TFDIST_SECRET" in c.tasks[0].stderr(),
+                "host name %s without a secret: exit %s" % (name, c.tasks[0].rc), c.tasks[0].stderr())
+        c.start(args(c.folder, data), limit_s=LIMIT_S, env_extra=ENV, which=[("chief", 0)])
+        if C.check(wait_listening(addr, p[0]), "host name %s (%s here): the chief does not listen "
+                   "on %s" % (name, sorted(mapped), addr), c.summary()):
+            C.ok("host name %s (%s here): refused without a secret; with one it listens on %s too"
+                 % (name, ", ".join(sorted(mapped)), addr))
+    finally:
+        c.kill()
+
+
 def main():
     C = TC.Checks()
     with tempfile.TemporaryDirectory() as tmp:
@@ -335,6 +369,7 @@ def main():
         huge_init_case(C, tmp, data)
         refusal_case(C, tmp, data)
         non_loopback_case(C, tmp, data, oracle)
+        hostname_case(C, tmp, data)
     return C.verdict()
 
 
