@@ -10,6 +10,9 @@
  *                          the rank a launcher gave this process, read before
  *                          MPI starts so only rank 0 reports a bad flag
  *                          (train_job_launcher_rank; Open MPI's first).
+ *   TFDIST_SECRET          the TF_CONFIG job's secret (16 to 1024 bytes): the key
+ *                          of the mesh's authenticated hello, unless
+ *                          --secret-file is given (cluster/secret.c).
  *   TFDIST_REGISTRY        the model registry's folder when --registry is not
  *                          given (registry/registry.c).
  *   HOME                   the registry's default folder, $HOME/.tfdist/registry.

@@ -111,6 +111,38 @@ void sha256_hex(const void *data, size_t len, char hex[SHA256_HEX_BYTES]) {
   sha256_final_hex(&c, hex);
 }
 
+void sha256_hmac(const void *key, size_t key_bytes, const void *msg, size_t msg_bytes,
+                 uint8_t mac[32]) {
+  uint8_t k[64] = {0}, pad[64], inner[32];
+  sha256_ctx c;
+  if (key_bytes > sizeof k) { /* a long key is hashed first */
+    sha256_init(&c);
+    sha256_update(&c, key, key_bytes);
+    sha256_final(&c, k);
+  } else if (key_bytes > 0) {
+    memcpy(k, key, key_bytes);
+  }
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+  sha256_init(&c);
+  sha256_update(&c, pad, sizeof pad);
+  sha256_update(&c, msg, msg_bytes);
+  sha256_final(&c, inner);
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+  sha256_init(&c);
+  sha256_update(&c, pad, sizeof pad);
+  sha256_update(&c, inner, sizeof inner);
+  sha256_final(&c, mac);
+  explicit_bzero(k, sizeof k);
+  explicit_bzero(pad, sizeof pad);
+}
+
+int sha256_equal_ct(const void *a, const void *b, size_t n) {
+  const volatile uint8_t *x = a, *y = b;
+  uint8_t d = 0;
+  for (size_t i = 0; i < n; i++) d |= (uint8_t)(x[i] ^ y[i]);
+  return d == 0;
+}
+
 int sha256_file_hex(const char *path, char hex[SHA256_HEX_BYTES], char *err, size_t err_bytes) {
   FILE *f = fopen(path, "rb");
   if (!f) {

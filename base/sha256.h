@@ -22,6 +22,13 @@ void sha256_update(sha256_ctx *c, const void *data, size_t len);
 void sha256_final(sha256_ctx *c, uint8_t digest[32]);
 void sha256_final_hex(sha256_ctx *c, char hex[SHA256_HEX_BYTES]);
 void sha256_hex(const void *data, size_t len, char hex[SHA256_HEX_BYTES]);
+/* HMAC-SHA256 (RFC 2104) of msg under key (any length): 32 bytes into mac.
+ * Keys the TF_CONFIG mesh's hello (cluster/tcp_auth.c). */
+void sha256_hmac(const void *key, size_t key_bytes, const void *msg, size_t msg_bytes,
+                 uint8_t mac[32]);
+/* 1 when a and b hold the same n bytes, in a time that does not depend on
+ * where they differ (a MAC compare must not tell an attacker how far it got). */
+int sha256_equal_ct(const void *a, const void *b, size_t n);
 /* Whole file, streamed. Returns 0, or -1 with err naming the file. */
 int sha256_file_hex(const char *path, char hex[SHA256_HEX_BYTES], char *err, size_t err_bytes);
 

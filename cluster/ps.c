@@ -114,16 +114,38 @@ static int ps_serve_fail(ps_server *p) {
   return -1;
 }
 
+int cluster_ps_meta_check(uint64_t elems, uint32_t opt_bytes, uint32_t ranks, int want_ranks,
+                          int nps, char *err, size_t err_bytes) {
+  const char *why = NULL;
+  size_t all = 0;
+  if ((int64_t)ranks != want_ranks) why = "its rank count is not the cluster's";
+  else if (opt_bytes > CLUSTER_PS_OPT_MAX) why = "over 4096 bytes of options";
+  else if (elems > CLUSTER_PS_ELEMS_MAX) why = "more than 2^40 elements";
+  /* The slice's grads buffer, one row per rank: the largest thing a ps
+   * allocates; its size must not wrap (2^62 elements * 4 bytes is 0). */
+  else if (__builtin_mul_overflow((size_t)(elems / (uint64_t)nps + 1), sizeof(float), &all) ||
+           __builtin_mul_overflow(all, (size_t)want_ranks + 2, &all)) {
+    why = "its buffers' size overflows";
+  }
+  if (!why) return 0;
+  snprintf(err, err_bytes, "ps: rank 0 sent a bad init (%llu elements, %u ranks, %u bytes of "
+           "options): %s", (unsigned long long)elems, ranks, opt_bytes, why);
+  return -1;
+}
+
 static int ps_serve_init(ps_server *p) {
   if (cluster_tcp_recv(p->m, 0, CLUSTER_TCP_PS_INIT, &p->meta, sizeof p->meta) != 0) return ps_serve_fail(p);
-  if ((int)p->meta.ranks != p->ranks || p->meta.opt_bytes > 4096 || p->meta.state_per_elem < 1 ||
-      p->meta.state_per_elem > 8) {
-    snprintf(p->err, p->err_bytes, "ps: rank 0 sent a bad init (%u ranks, %u bytes of options, "
-             "%u state floats per weight)", p->meta.ranks, p->meta.opt_bytes,
+  if (cluster_ps_meta_check(p->meta.elems, p->meta.opt_bytes, p->meta.ranks, p->ranks, p->nps,
+                            p->err, p->err_bytes) != 0) {
+    return -1;
+  }
+  if (p->meta.state_per_elem < 1 || p->meta.state_per_elem > 8) {
+    snprintf(p->err, p->err_bytes, "ps: rank 0 sent a bad init (%u state floats per weight)",
              p->meta.state_per_elem);
     return -1;
   }
   ps_slice((int64_t)p->meta.elems, p->nps, p->s, &p->lo, &p->n);
+  /* bounded by the checks: 2^40 elements over the servers, 8 floats each */
   const size_t b = (size_t)p->n * sizeof(float), sb = b * p->meta.state_per_elem;
   p->opt = malloc(p->meta.opt_bytes + 1);
   p->params = malloc(b + 1);

@@ -11,8 +11,13 @@
 #include "cluster/tcp.h"
 
 #define TCP_MAGIC 0x31444654u /* "TFD1" little-endian */
-#define TCP_HELLO 0x48u
+#define TCP_HELLO 0x48u     /* connector -> acceptor: who it is, its nonce */
+#define TCP_CHALLENGE 0x49u /* acceptor -> connector: its nonce and MAC */
+#define TCP_RESPONSE 0x4au  /* connector -> acceptor: its MAC */
+#define TCP_NONCE_BYTES 16
+#define TCP_MAC_BYTES 32
 #define TCP_NOTE_MAX 4096
+#define TCP_EARLY_MAX (1ull << 30) /* bytes of a point-to-point frame that came before its receive */
 
 /* A frame that came before its receive was posted (point to point). */
 typedef struct tcp_early {
@@ -46,6 +51,7 @@ struct cluster_tcp {
   uint64_t p2p_order;    /* posting order of point-to-point transfers */
   cluster_tcp_op *p2p_slots; /* the slots testsome saw last (for a stall's diagnosis) */
   int p2p_n;
+  int drops_logged;      /* start-up: connections dropped and said so on stderr */
   char err[1024];
 };
 
@@ -55,9 +61,39 @@ typedef struct {
 } tcp_header;
 
 typedef struct {
-  uint64_t fingerprint;
+  uint64_t fingerprint;  /* of the sender's cluster list */
   uint32_t from, to;
+  uint8_t nonce[TCP_NONCE_BYTES];
 } tcp_hello;
+
+typedef struct {
+  uint64_t fingerprint;  /* of the acceptor's cluster list */
+  uint8_t nonce[TCP_NONCE_BYTES];
+  uint8_t mac[TCP_MAC_BYTES];
+} tcp_challenge;
+
+typedef struct {
+  uint8_t mac[TCP_MAC_BYTES];
+} tcp_response;
+
+/* tcp_auth.c: the hello's challenge-response (see there). */
+enum { TCP_AUTH_ACCEPTOR = 'A', TCP_AUTH_CONNECTOR = 'C' };
+/* Fresh random bytes (getrandom): 0, or -1 with errno. */
+int cluster_tcp_nonce(uint8_t *out, size_t n);
+/* The MAC that side (TCP_AUTH_*) sends on the link between h->from (the
+ * connector) and h->to (the acceptor), keyed by tf's secret (an empty key
+ * without one): it binds both cluster fingerprints, both tasks and both
+ * nonces. */
+void cluster_tcp_auth_mac(const cluster_tf_config *tf, int side, const tcp_hello *h,
+                          const tcp_challenge *c, uint8_t mac[TCP_MAC_BYTES]);
+/* Whether mac is that side's MAC, compared in constant time. */
+int cluster_tcp_auth_check(const cluster_tf_config *tf, int side, const tcp_hello *h,
+                           const tcp_challenge *c, const uint8_t *mac);
+/* Parses a frame of type and exactly body_bytes from n bytes of buf:
+ * 1 with the body copied to body, 0 when more bytes are needed, -1 when it
+ * is not such a frame (bytes of a stranger). */
+int cluster_tcp_frame_parse(const unsigned char *buf, size_t n, uint32_t type, void *body,
+                            size_t body_bytes);
 
 /* "worker 1 (host:port, rank 2)" */
 void cluster_tcp_peer_name(const cluster_tcp *m, int peer, char *out, size_t bytes);

@@ -70,16 +70,43 @@ static int tcp_listen_on(const struct addrinfo *a, int backlog) {
   return -1;
 }
 
+/* Whether every address of res is loopback. */
+static int tcp_all_loopback(const struct addrinfo *res) {
+  for (const struct addrinfo *a = res; a; a = a->ai_next) {
+    char host[64];
+    if (getnameinfo(a->ai_addr, a->ai_addrlen, host, sizeof host, NULL, 0, NI_NUMERICHOST) != 0 ||
+        !cluster_tf_host_is_loopback(host)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
 static int tcp_listen(cluster_tcp *m, char *err, size_t err_bytes) {
   const cluster_tf_task *me = &m->tf->tasks[m->tf->self];
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+  /* Only this task's own address: a task listed as 127.0.0.1 is not
+   * reachable from other hosts, whatever else it would accept. */
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICSERV};
   struct addrinfo *res = NULL;
-  int rc = getaddrinfo(NULL, me->port, &hints, &res);
+  int rc = getaddrinfo(me->host, me->port, &hints, &res);
+  /* A host name that its own host maps to loopback (Debian's 127.0.1.1 for
+   * the host's name) is how the other hosts reach it through their own
+   * resolver: that one listens on every interface, as before. Such a name
+   * is not loopback to the rule, so the cluster has a secret (or says
+   * --insecure-cluster). */
+  if (rc == 0 && !cluster_tf_host_is_loopback(me->host) && tcp_all_loopback(res)) {
+    freeaddrinfo(res);
+    res = NULL;
+    hints.ai_flags |= AI_PASSIVE;
+    rc = getaddrinfo(NULL, me->port, &hints, &res);
+  }
   if (rc != 0) {
-    snprintf(err, err_bytes, "TF_CONFIG: port %s: %s", me->port, gai_strerror(rc));
+    snprintf(err, err_bytes, "TF_CONFIG: %s:%s: %s", me->host, me->port, gai_strerror(rc));
     return -1;
   }
-  /* The dual-stack IPv6 socket first: glibc lists 0.0.0.0 before ::, and a
+  /* IPv6 first: a name may resolve to both families and peers try IPv6
+   * first; and with every interface, glibc lists 0.0.0.0 before ::, and a
    * socket on 0.0.0.0 alone refused the peers of a "[::1]:port" cluster. */
   int saved = 0;
   for (int pass = 0; pass < 2 && m->listen_fd < 0; pass++) {
@@ -93,8 +120,8 @@ static int tcp_listen(cluster_tcp *m, char *err, size_t err_bytes) {
   if (m->listen_fd < 0) {
     char me_name[320];
     cluster_tf_task_name(m->tf, m->tf->self, me_name, sizeof me_name);
-    snprintf(err, err_bytes, "TF_CONFIG: cannot listen on port %s for %s: %s", me->port, me_name,
-             strerror(saved));
+    snprintf(err, err_bytes, "TF_CONFIG: cannot listen on %s:%s for %s: %s", me->host, me->port,
+             me_name, strerror(saved));
     return -1;
   }
   fcntl(m->listen_fd, F_SETFL, fcntl(m->listen_fd, F_GETFL) | O_NONBLOCK);
@@ -136,48 +163,96 @@ static int tcp_connect_once(const cluster_tf_task *t, double wait_s) {
   return fd;
 }
 
-static int tcp_connect_peer(cluster_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
-  const cluster_tf_task *t = &m->tf->tasks[peer];
-  int fd = -1;
-  while ((fd = tcp_connect_once(t, deadline - clock_mono_s())) < 0) {
-    int e = errno;
-    if (clock_mono_s() + 0.1 >= deadline) {
-      char name[400];
-      cluster_tcp_peer_name(m, peer, name, sizeof name);
-      snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
-               m->timeout_s, strerror(e));
-      return -1;
-    }
-    struct timespec ts = {0, 100000000L};
-    nanosleep(&ts, NULL);
-  }
-  tcp_socket_tune(fd);
-  tcp_header h = {TCP_MAGIC, TCP_HELLO, sizeof(tcp_hello)};
-  tcp_hello hello = {m->tf->fingerprint, (uint32_t)m->tf->self, (uint32_t)peer};
-  if (cluster_tcp_io_all(fd, &h, sizeof h, 1, deadline) != 0 ||
-      cluster_tcp_io_all(fd, &hello, sizeof hello, 1, deadline) != 0) {
-    snprintf(err, err_bytes, "TF_CONFIG: hello to task %d failed: %s", peer, strerror(errno));
-    close(fd);
+/* Once per peer: a process on its port that failed the hello. */
+static void tcp_log_drop(const cluster_tcp *m, int peer, const char *why) {
+  char name[400];
+  cluster_tcp_peer_name(m, peer, name, sizeof name);
+  fprintf(stderr, "tfdist: TF_CONFIG: the process at %s's address %s: dropped, still waiting for "
+          "the real task\n", name, why);
+}
+
+/* The connector's side of the hello on a fresh link fd (tcp_auth.c): 0 when
+ * the peer proved it holds the secret, 1 when it did not (the link is to be
+ * dropped; why says how), -1 on a local error (err set). */
+static int tcp_connect_hello(cluster_tcp *m, int fd, int peer, double deadline, const char **why,
+                             char *err, size_t err_bytes) {
+  struct {
+    tcp_header h;
+    tcp_hello hello;
+  } out = {{TCP_MAGIC, TCP_HELLO, sizeof(tcp_hello)},
+           {m->tf->fingerprint, (uint32_t)m->tf->self, (uint32_t)peer, {0}}};
+  if (cluster_tcp_nonce(out.hello.nonce, sizeof out.hello.nonce) != 0) {
+    snprintf(err, err_bytes, "TF_CONFIG: getrandom: %s", strerror(errno));
     return -1;
   }
-  m->fd[peer] = fd;
+  unsigned char in[sizeof(tcp_header) + sizeof(tcp_challenge)];
+  tcp_challenge c;
+  if (cluster_tcp_io_all(fd, &out, sizeof out, 1, deadline) != 0 ||
+      cluster_tcp_io_all(fd, in, sizeof in, 0, deadline) != 0) {
+    *why = errno == ETIMEDOUT ? "did not answer the hello" : "closed the link during the hello";
+    return 1;
+  }
+  if (cluster_tcp_frame_parse(in, sizeof in, TCP_CHALLENGE, &c, sizeof c) != 1) {
+    *why = "answered the hello with something else than a challenge";
+    return 1;
+  }
+  if (!cluster_tcp_auth_check(m->tf, TCP_AUTH_ACCEPTOR, &out.hello, &c, c.mac)) {
+    *why = "failed authentication (not this job's secret)";
+    return 1;
+  }
+  struct {
+    tcp_header h;
+    tcp_response r;
+  } resp = {{TCP_MAGIC, TCP_RESPONSE, sizeof(tcp_response)}, {{0}}};
+  cluster_tcp_auth_mac(m->tf, TCP_AUTH_CONNECTOR, &out.hello, &c, resp.r.mac);
+  if (cluster_tcp_io_all(fd, &resp, sizeof resp, 1, deadline) != 0) {
+    *why = "closed the link during the hello";
+    return 1;
+  }
   return 0;
 }
 
-/* A complete hello: the peer's task, or -1 (not one of ours: dropped), or
- * -2 (ours, but with another cluster: a config error). */
-static int tcp_check_hello(cluster_tcp *m, const unsigned char *buf, char *err, size_t err_bytes) {
-  tcp_hello hello;
-  memcpy(&hello, buf + sizeof(tcp_header), sizeof hello);
-  int from = (int)hello.from;
-  if (hello.fingerprint != m->tf->fingerprint) {
-    snprintf(err, err_bytes,
-             "TF_CONFIG: task %d connected with a different cluster list: every task must get "
-             "the same \"cluster\"", from);
-    return -2;
+static int tcp_connect_peer(cluster_tcp *m, int peer, double deadline, char *err, size_t err_bytes) {
+  const cluster_tf_task *t = &m->tf->tasks[peer];
+  const char *why = NULL, *logged = NULL;
+  for (;;) {
+    int fd = tcp_connect_once(t, deadline - clock_mono_s());
+    int e = errno, rc = 1;
+    if (fd >= 0) {
+      tcp_socket_tune(fd);
+      rc = tcp_connect_hello(m, fd, peer, deadline, &why, err, err_bytes);
+      if (rc == 0) {
+        m->fd[peer] = fd;
+        return 0;
+      }
+      close(fd);
+      if (rc < 0) return -1;
+      if (why != logged) tcp_log_drop(m, peer, why);
+      logged = why;
+    }
+    if (clock_mono_s() + 0.1 >= deadline) {
+      char name[400];
+      cluster_tcp_peer_name(m, peer, name, sizeof name);
+      if (fd >= 0 || why) {
+        snprintf(err, err_bytes, "TF_CONFIG: no authenticated link to %s within %.0f s: the process "
+                 "at its address %s", name, m->timeout_s, why ? why : "did not answer");
+      } else {
+        snprintf(err, err_bytes, "TF_CONFIG: could not reach %s within %.0f s: %s", name,
+                 m->timeout_s, strerror(e));
+      }
+      return -1;
+    }
+    struct timespec ts = {0, fd >= 0 ? 300000000L : 100000000L};
+    nanosleep(&ts, NULL);
   }
-  if ((int)hello.to != m->tf->self || from <= m->tf->self || from >= m->tf->ntasks ||
-      !tcp_linked(m->tf, from, m->tf->self) || m->fd[from] >= 0) {
+}
+
+/* Whether hello names a task that may connect to us and has not yet:
+ * its task, or -1 (not one of ours). */
+static int tcp_hello_task(const cluster_tcp *m, const tcp_hello *hello) {
+  const int from = hello->from < (uint32_t)m->tf->ntasks ? (int)hello->from : -1;
+  if ((int)hello->to != m->tf->self || from <= m->tf->self || !tcp_linked(m->tf, from, m->tf->self) ||
+      m->fd[from] >= 0) {
     return -1;
   }
   return from;
@@ -228,47 +303,101 @@ static int tcp_check_answer(cluster_tcp *m, int peer, int *quiet, char *err, siz
  * holding its connection) must not hold up the peers queued behind it. */
 #define TCP_PENDING 32
 #define TCP_HELLO_S 5.0
+#define TCP_DROPS_LOGGED 16
 typedef struct {
   int fd;
+  int challenged;       /* the hello came and our challenge went: the response is due */
   size_t got;
   double until;
-  unsigned char buf[sizeof(tcp_header) + sizeof(tcp_hello)];
+  tcp_hello hello;
+  tcp_challenge chal;
+  unsigned char buf[sizeof(tcp_header) + sizeof(tcp_hello)]; /* a response is as long */
 } tcp_pending;
+_Static_assert(sizeof(tcp_hello) == sizeof(tcp_response), "hello and response frames alike");
 
 static void tcp_pending_drop(tcp_pending *p, int *np, int i) {
   close(p[i].fd);
   p[i] = p[--*np];
 }
 
-/* Reads what pending connection i has sent: 1 when it was a peer's whole
- * hello (taken), -1 on a config error (err set), else 0 (incomplete, or
- * not ours and dropped). */
+/* Drops pending connection i, saying why on stderr (the first few drops:
+ * a flood of strangers must not flood the log). */
+static void tcp_pending_reject(cluster_tcp *m, tcp_pending *p, int *np, int i, const char *why) {
+  if (m->drops_logged < TCP_DROPS_LOGGED) {
+    char me[400];
+    cluster_tcp_peer_name(m, m->tf->self, me, sizeof me);
+    fprintf(stderr, "tfdist: TF_CONFIG: %s dropped a connection: %s%s\n", me, why,
+            ++m->drops_logged == TCP_DROPS_LOGGED ? " (further drops are not logged)" : "");
+  }
+  tcp_pending_drop(p, np, i);
+}
+
+/* A whole hello in c: our challenge goes back. 0, or -1: dropped (why set). */
+static int tcp_pending_challenge(cluster_tcp *m, tcp_pending *c, const char **why) {
+  if (tcp_hello_task(m, &c->hello) < 0) {
+    *why = "its hello names no task that may connect here now";
+    return -1;
+  }
+  struct {
+    tcp_header h;
+    tcp_challenge c;
+  } out = {{TCP_MAGIC, TCP_CHALLENGE, sizeof(tcp_challenge)}, {m->tf->fingerprint, {0}, {0}}};
+  if (cluster_tcp_nonce(out.c.nonce, sizeof out.c.nonce) != 0) {
+    *why = "getrandom failed";
+    return -1;
+  }
+  cluster_tcp_auth_mac(m->tf, TCP_AUTH_ACCEPTOR, &c->hello, &out.c, out.c.mac);
+  c->chal = out.c;
+  if (cluster_tcp_io_all(c->fd, &out, sizeof out, 1, clock_mono_s() + 1.0) != 0) {
+    *why = "closed during the hello";
+    return -1;
+  }
+  c->challenged = 1;
+  c->got = 0;
+  return 0;
+}
+
+/* Reads what pending connection i has sent: 1 when it was a peer that
+ * proved itself (taken), -1 on a config error (err set), else 0
+ * (incomplete, or not ours and dropped). */
 static int tcp_pending_read(cluster_tcp *m, tcp_pending *p, int *np, int i, char *err,
                             size_t err_bytes) {
   tcp_pending *c = &p[i];
   ssize_t k = recv(c->fd, c->buf + c->got, sizeof c->buf - c->got, 0);
   if (k < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
   if (k <= 0) {
-    tcp_pending_drop(p, np, i);
+    tcp_pending_drop(p, np, i); /* gone: a port scan, or a peer that retried */
     return 0;
   }
   c->got += (size_t)k;
-  tcp_header h;
-  if (c->got >= sizeof h) {
-    memcpy(&h, c->buf, sizeof h);
-    if (h.magic != TCP_MAGIC || h.type != TCP_HELLO || h.bytes != sizeof(tcp_hello)) {
-      tcp_pending_drop(p, np, i); /* garbage: not one of ours */
-      return 0;
-    }
+  const char *why = NULL;
+  tcp_response r;
+  int f = c->challenged ? cluster_tcp_frame_parse(c->buf, c->got, TCP_RESPONSE, &r, sizeof r)
+                        : cluster_tcp_frame_parse(c->buf, c->got, TCP_HELLO, &c->hello, sizeof c->hello);
+  if (f < 0) why = c->challenged ? "no response to the challenge" : "not a tfdist hello";
+  if (f == 0) return 0;
+  if (f > 0 && !c->challenged) {
+    if (tcp_pending_challenge(m, c, &why) == 0) return 0;
+  } else if (f > 0 && !cluster_tcp_auth_check(m->tf, TCP_AUTH_CONNECTOR, &c->hello, &c->chal, r.mac)) {
+    why = "it failed authentication (not this job's secret, or a replayed hello)";
   }
-  if (c->got < sizeof c->buf) return 0;
-  int from = tcp_check_hello(m, c->buf, err, err_bytes);
-  if (from == -2) tcp_reject(m, c->fd);
+  if (why) {
+    tcp_pending_reject(m, p, np, i, why);
+    return 0;
+  }
+  const int from = tcp_hello_task(m, &c->hello);
   if (from < 0) {
-    tcp_pending_drop(p, np, i);
-    return from == -2 ? -1 : 0;
+    tcp_pending_reject(m, p, np, i, "a second link from one task");
+    return 0;
   }
-  tcp_socket_tune(c->fd);
+  if (c->hello.fingerprint != m->tf->fingerprint) { /* a task of this job, with another list */
+    snprintf(err, err_bytes,
+             "TF_CONFIG: task %d connected with a different cluster list: every task must get "
+             "the same \"cluster\"", from);
+    tcp_reject(m, c->fd);
+    tcp_pending_drop(p, np, i);
+    return -1;
+  }
   m->fd[from] = c->fd;
   p[i] = p[--*np];
   return 1;
@@ -375,7 +504,11 @@ int cluster_tcp_open(cluster_tcp **out, const cluster_tf_config *tf, double time
   m->torn = torn;
   for (int k = 0; k < tf->ntasks; k++) fd[k] = -1;
   const double deadline = clock_mono_s() + m->timeout_s;
-  int rc = tcp_listen(m, err, err_bytes);
+  /* A task no one connects to (a ps, the last worker) listens on nothing:
+   * its port stays free, and a stranger who took it gains nothing. */
+  int accepts = 0;
+  for (int k = tf->self + 1; k < tf->ntasks; k++) accepts += tcp_linked(tf, k, tf->self);
+  int rc = accepts ? tcp_listen(m, err, err_bytes) : 0;
   for (int k = 0; rc == 0 && k < tf->self; k++) {
     if (tcp_linked(tf, k, tf->self)) rc = tcp_connect_peer(m, k, deadline, err, err_bytes);
   }
@@ -384,7 +517,7 @@ int cluster_tcp_open(cluster_tcp **out, const cluster_tf_config *tf, double time
     cluster_tcp_close(m);
     return -1;
   }
-  close(m->listen_fd); /* every peer is in: the port is free again */
+  if (m->listen_fd >= 0) close(m->listen_fd); /* every peer is in: the port is free again */
   m->listen_fd = -1;
   *out = m;
   return 0;

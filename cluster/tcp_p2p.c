@@ -150,6 +150,11 @@ static int p2p_header(cluster_tcp *m, cluster_tcp_op *slots, int n, int peer) {
   }
   x->op = p2p_match(slots, n, peer, h.type);
   if (x->op && h.bytes != x->op->bytes) return p2p_size_error(m, peer, h.bytes, x->op->bytes);
+  if (!x->op && h.bytes > TCP_EARLY_MAX) { /* nothing posted bounds it: ours does */
+    return cluster_tcp_fail(m, "a point-to-point frame of %llu bytes from %s (at most %llu before "
+                            "its receive is posted)", (unsigned long long)h.bytes, name,
+                            (unsigned long long)TCP_EARLY_MAX);
+  }
   if (!x->op) {
     x->early = malloc(sizeof *x->early + (size_t)h.bytes);
     if (!x->early) return cluster_tcp_fail(m, "out of memory for a frame of %s", name);

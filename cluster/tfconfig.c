@@ -233,6 +233,8 @@ int cluster_tf_config_parse(const char *json, cluster_tf_config *out, char *err,
 }
 
 void cluster_tf_config_free(cluster_tf_config *c) {
+  explicit_bzero(c->secret, sizeof c->secret);
+  c->secret_bytes = 0;
   free(c->tasks);
   memset(c, 0, sizeof *c);
 }

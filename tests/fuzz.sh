@@ -3,6 +3,8 @@
 # folder, and runs it for a fixed time from its seed corpus:
 #   idx    tests/data/fuzz_idx.c      the idx reader, loader, verifier, shard index
 #   serve  tests/runtime/fuzz_serve.c tfdist serve's routes, request JSON and key check
+#   hello  tests/collective/fuzz_hello.c the TF_CONFIG mesh's hello, MAC check, ps INIT
+#          check and frame reading
 # Exit status: 0 when it found nothing, non-zero otherwise (the crashing input
 # is left as ./crash-* or in the artifact folder given by FUZZ_ARTIFACTS).
 # Usage: tests/fuzz.sh [TARGET=idx] [SECONDS=60] [BUILD_DIR=build-fuzz]
@@ -13,7 +15,8 @@ bdir=${3:-build-fuzz}
 case $target in
   idx) exe=tests/data/fuzz_idx corpus=tests/data/fuzz_corpus max_len=8192 ;;
   serve) exe=tests/runtime/fuzz_serve corpus=tests/runtime/fuzz_serve_corpus max_len=16384 ;;
-  *) echo "tests/fuzz.sh: unknown target '$target' (idx or serve)" >&2; exit 2 ;;
+  hello) exe=tests/collective/fuzz_hello corpus=tests/collective/fuzz_hello_corpus max_len=4096 ;;
+  *) echo "tests/fuzz.sh: unknown target '$target' (idx, serve or hello)" >&2; exit 2 ;;
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: a -Werror build (with CUDA when the toolkit is there;
 # GPU tests skip with 77 without a GPU), every test, then the unit tests again
-# under AddressSanitizer + UndefinedBehaviorSanitizer, then the idx and serve fuzzers.
+# under AddressSanitizer + UndefinedBehaviorSanitizer, then the idx, serve and hello fuzzers.
 # Ends with one line: "N passed, N failed, N skipped".
 set -u
 cd "$(dirname "$0")/.."
@@ -63,7 +63,7 @@ suite() {
 
 suite build-ci "-Dwerror=true -Dgpu=auto -Dbuildtype=release"
 suite build-asan "-Dwerror=true -Dgpu=disabled -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug" --suite unit
-for target in idx serve; do
+for target in idx serve hello; do
   step "fuzzing $target for 45 s"
   if tests/fuzz.sh "$target" 45; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done

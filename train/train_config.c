@@ -53,6 +53,12 @@ static const opt_spec train_specs[] = {
    "multiply the learning rate by the number of ranks"},
   {"overlap", OPT_BOOL, F(overlap), "on", 0, 0, NULL,
    "reduce each layer's gradient while backward continues"},
+  {"secret-file", OPT_STRING, F(secret_file), NULL, 0, 0, NULL,
+   "TF_CONFIG: file holding the job's secret (mode 600, 16 bytes or more), in place of "
+   "TFDIST_SECRET; every task of the job must hold the same"},
+  {"insecure-cluster", OPT_BOOL, F(insecure_cluster), "off", 0, 0, NULL,
+   "TF_CONFIG: let a cluster beyond loopback start without a secret (anyone who reaches its "
+   "ports can join)"},
   {"timeout", OPT_FLOAT, F(timeout), "60", 0.1, 1e6, NULL,
    "seconds before a stalled collective ends the job"},
   {"optimizer", OPT_CHOICE, F(optimizer), "sgd", 0, 0,

@@ -55,6 +55,8 @@ typedef struct {
   int scale_lr;
   int overlap;
   double timeout;
+  char secret_file[OPT_STR_BYTES]; /* TF_CONFIG: the mesh's secret; "" = TFDIST_SECRET */
+  int insecure_cluster;            /* TF_CONFIG beyond loopback without a secret */
   train_optimizer optimizer;
   double momentum;
   double beta1, beta2, epsilon, rho, weight_decay;

@@ -157,6 +157,17 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
       train_job_check_allreduce(cfg, j->in_cluster, err) != 0) {
     return TRAIN_JOB_BAD_INPUT;
   }
+  if (!j->in_cluster && (cfg->secret_file[0] || cfg->insecure_cluster)) {
+    base_err_set(err, "%s: only for a TF_CONFIG task (MPI keeps Open MPI's trust in its "
+                 "network: README, \"Security\")",
+                 cfg->secret_file[0] ? "--secret-file" : "--insecure-cluster");
+    return TRAIN_JOB_BAD_INPUT;
+  }
+  if (j->in_cluster && !j->tf.evaluator &&
+      cluster_tf_config_secure(&j->tf, cfg->secret_file, cfg->insecure_cluster, err->msg,
+                               sizeof err->msg) != 0) {
+    return TRAIN_JOB_BAD_INPUT;
+  }
   if (j->in_cluster && j->tf.evaluator) {
     *task_done = 1;
     return train_job_evaluator(j, err);

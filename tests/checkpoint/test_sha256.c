@@ -31,7 +31,48 @@ static void check_hex(const char *what, const char *got, const char *want) {
   }
 }
 
+/* RFC 4231 section 4: HMAC-SHA-256 test cases 1-4, 6 and 7 (5 is truncated). */
+static void check_hmac(void) {
+  uint8_t k20[20], aa131[131], k25[25], dd50[50], cd50[50], mac[32];
+  char hex[SHA256_HEX_BYTES];
+  memset(k20, 0x0b, sizeof k20);
+  memset(aa131, 0xaa, sizeof aa131);
+  memset(dd50, 0xdd, sizeof dd50);
+  memset(cd50, 0xcd, sizeof cd50);
+  for (int i = 0; i < 25; i++) k25[i] = (uint8_t)(i + 1);
+  const char *t6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+  const char *t7 = "This is a test using a larger than block-size key and a larger than block-size "
+                   "data. The key needs to be hashed before being used by the HMAC algorithm.";
+  const struct { const char *what; const void *key; size_t kb; const void *msg; size_t mb;
+                 const char *hex; } v[] = {
+    {"rfc4231 case 1", k20, 20, "Hi There", 8,
+     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+    {"rfc4231 case 2", "Jefe", 4, "what do ya want for nothing?", 28,
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+    {"rfc4231 case 3", aa131, 20, dd50, 50,
+     "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
+    {"rfc4231 case 4", k25, 25, cd50, 50,
+     "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+    {"rfc4231 case 6", aa131, 131, t6, strlen(t6),
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+    {"rfc4231 case 7", aa131, 131, t7, strlen(t7),
+     "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+  };
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+    sha256_hmac(v[i].key, v[i].kb, v[i].msg, v[i].mb, mac);
+    for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", mac[j]);
+    check_hex(v[i].what, hex, v[i].hex);
+  }
+  uint8_t a[32] = {0}, b[32] = {0};
+  CHECK(sha256_equal_ct(a, b, 32));
+  b[31] = 1;
+  CHECK(!sha256_equal_ct(a, b, 32));
+  b[31] = 0, b[0] = 0x80;
+  CHECK(!sha256_equal_ct(a, b, 32));
+}
+
 int main(void) {
+  check_hmac();
   char hex[SHA256_HEX_BYTES];
   sha256_hex("abc", 3, hex);
   check_hex("abc", hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

@@ -38,7 +38,12 @@ def test_dry_run():
         assert head == "%s %d on %s" % (kind, index, host), line
         words = shlex.split(cmd)
         assert words[:3] == ["/opt/rsh", "-q", host], words
-        remote = shlex.split(words[3])
+        # The job's secret comes on the remote shell's stdin, never in a command line.
+        assert "TFDIST_SECRET=" not in line, line
+        shell = shlex.split(words[3])
+        assert shell[:9] == ["IFS=", "read", "-r", "TFDIST_SECRET", "&&", "export", "TFDIST_SECRET",
+                             "&&", "exec"], shell
+        remote = shell[9:]
         assert remote[0] == "env" and remote[1].startswith("TF_CONFIG="), remote
         conf = json.loads(remote[1][len("TF_CONFIG="):])
         assert conf == {"cluster": cluster, "task": {"type": kind, "index": index}}, conf
@@ -133,9 +138,30 @@ def test_failing_task(tmp, data):
     print("failing task: launcher exit 1 after %.1f s, nothing left running" % took)
 
 
+def test_secret():
+    """Each job's tasks get one random secret (64 hex digits), a new one per job;
+    a TFDIST_SECRET the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "TFDIST_SECRET"}
+    seen = []
+    for _ in range(2):
+        r = launch(["--chief", "1", "--workers", "1", "sh", "-c", "echo secret $TFDIST_SECRET"],
+                   env=env)
+        got = sorted(set(w for line in r.stdout.splitlines() if "secret" in line
+                         for w in line.split()[-1:]))
+        assert r.returncode == 0 and len(got) == 1 and len(got[0]) == 64, (r.stdout, r.stderr)
+        int(got[0], 16)
+        seen.append(got[0])
+    assert seen[0] != seen[1], seen
+    r = launch(["--chief", "1", "--workers", "0", "sh", "-c", "echo secret $TFDIST_SECRET"],
+               env=dict(env, TFDIST_SECRET="mine-0123456789abcdef"))
+    assert "secret mine-0123456789abcdef" in r.stdout, r.stdout
+    print("secret: one per job, 64 hex digits, the same for every task; the user's kept")
+
+
 def main():
     test_dry_run()
     test_errors()
+    test_secret()
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
         lu.write_learnable_set(data, 5, 600, 100)
