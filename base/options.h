@@ -17,7 +17,7 @@ typedef struct {
   size_t offset;       /* into the options struct: int64_t, double, char[OPT_STR_BYTES] or int */
   const char *defval;  /* as text; NULL means "unset" (empty string) */
   double min, max;     /* inclusive bounds for OPT_INT / OPT_FLOAT */
-  const char *choices; /* "a|b|c" for OPT_CHOICE */
+  const char *choices; /* "a|b|c" for OPT_CHOICE; OPT_INT: a word that stands for 0 ("auto") */
   const char *help;
 } opt_spec;
 

@@ -29,7 +29,7 @@ static int cli_pick_device(const train_config *cfg, const coll_world *w, kern_co
                            char *err, size_t err_bytes) {
   char why[256] = "";
   memset(kc, 0, sizeof *kc);
-  kc->threads = (int)cfg->threads;
+  kc->threads = cfg->threads_run;
   kc->rank = w->rank;
   kc->math = strcmp(cfg->math, "tf32") == 0 ? KERN_MATH_TF32 : KERN_MATH_FP32;
   if (strcmp(cfg->device, "cpu") == 0) {
@@ -234,6 +234,7 @@ int cli_train(int argc, char **argv) {
   coll_backend cb;
   kern_backend *be = NULL;
   coll_comm *comm = NULL;
+  train_threads_resolve(&cfg, w.local_size);
   if (cli_pick_device(&cfg, &w, &kc, err, sizeof err) != 0 ||
       cli_pick_allreduce(&cfg, &w, &kc, &cb, err, sizeof err) != 0 ||
       kern_backend_init(&be, &kc, err, sizeof err) != 0) {

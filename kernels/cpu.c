@@ -1,6 +1,7 @@
 /* CPU backend: CBLAS sgemm plus plain loops. It is the reference every other
  * backend is tested against, so it favours plain code over cleverness. */
 #include "kernels/backend_impl.h"
+#include "kernels/cpu_team.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -41,29 +42,130 @@ static int cpu_mem_copy(kern_backend *be, void *dst, const void *src, size_t byt
   return 0;
 }
 
-static int cpu_mem_zero(kern_backend *be, void *dst, size_t bytes) {
-  (void)be;
-  if (bytes) memset(dst, 0, bytes);
-  return 0;
-}
-
 static int cpu_sync(kern_backend *be) {
   (void)be;
   return 0;
+}
+
+/* The back end's own state behind the opaque handle: the team that splits
+ * one rank's step over cfg.threads cores (1: no threads, jobs run inline). */
+typedef struct {
+  kern_backend base; /* first: a kern_backend * is a cpu_backend * */
+  cpu_team *team;
+} cpu_backend;
+
+static cpu_team *cpu_team_of(kern_backend *be) { return ((cpu_backend *)be)->team; }
+
+/* Element-wise work (zeroing, the update) is split in 16-float-aligned
+ * ranges above this size; below it a job costs more than it saves. Each
+ * element's result does not depend on the split. */
+#define CPU_SPLIT_MIN_ELEMS 16384
+
+typedef struct {
+  float *dst;
+  int64_t elems;
+} cpu_zero_job;
+
+static void cpu_zero_range(void *ctx, int tid, int nt) {
+  const cpu_zero_job *j = ctx;
+  int64_t lo, hi;
+  cpu_team_range(j->elems, tid, nt, 16, &lo, &hi);
+  if (hi > lo) memset(j->dst + lo, 0, (size_t)(hi - lo) * sizeof(float));
+}
+
+static int cpu_mem_zero(kern_backend *be, void *dst, size_t bytes) {
+  cpu_team *t = cpu_team_of(be);
+  if (cpu_team_size(t) > 1 && bytes % sizeof(float) == 0 &&
+      bytes / sizeof(float) >= CPU_SPLIT_MIN_ELEMS) {
+    cpu_zero_job j = {dst, (int64_t)(bytes / sizeof(float))};
+    cpu_team_run(t, cpu_zero_range, &j);
+  } else if (bytes) {
+    memset(dst, 0, bytes);
+  }
+  return 0;
+}
+
+/* Column slices: each member owns a fixed range of a layer's output columns
+ * (of out, W and dW alike) and, for din, of its input columns; M stays the
+ * whole batch, so each GEMM keeps its full-batch speed, and no member's
+ * partial sum needs adding to another's. Ranges are 16 floats (one cache
+ * line) apart where a layer is wide enough, so members never write the same
+ * line of W, dW or the activations. */
+static int64_t cpu_col_align(int64_t cols, int n) { return cols >= 32 * (int64_t)n ? 16 : 1; }
+
+typedef struct {
+  float *out;
+  const float *in, *w, *b;
+  int64_t n, in_dim, out_dim;
+  kern_act act;
+} cpu_fwd_job;
+
+static void cpu_dense_forward_cols(void *ctx, int tid, int nt) {
+  const cpu_fwd_job *j = ctx;
+  int64_t c0, c1;
+  cpu_team_range(j->out_dim, tid, nt, cpu_col_align(j->out_dim, nt), &c0, &c1);
+  const int64_t cw = c1 - c0, ld = j->out_dim;
+  if (cw <= 0) return;
+  for (int64_t i = 0; i < j->n; i++) memcpy(j->out + i * ld + c0, j->b + c0, (size_t)cw * sizeof(float));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->n, (int)cw, (int)j->in_dim,
+              1.0f, j->in, (int)j->in_dim, j->w + c0, (int)ld, 1.0f, j->out + c0, (int)ld);
+  if (j->act == KERN_ACT_RELU) {
+    for (int64_t i = 0; i < j->n; i++) {
+      float *row = j->out + i * ld;
+      for (int64_t c = c0; c < c1; c++) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+    }
+  }
 }
 
 /* out = act(in . w + b) */
 static int cpu_dense_forward(kern_backend *be, float *out, const float *in, const float *w,
                              const float *b, int64_t n, int64_t in_dim, int64_t out_dim,
                              kern_act act) {
-  (void)be;
-  for (int64_t i = 0; i < n; i++) memcpy(out + i * out_dim, b, (size_t)out_dim * sizeof *b);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)out_dim, (int)in_dim,
-              1.0f, in, (int)in_dim, w, (int)out_dim, 1.0f, out, (int)out_dim);
-  if (act == KERN_ACT_RELU) {
-    for (int64_t i = 0; i < n * out_dim; i++) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
-  }
+  cpu_fwd_job j = {out, in, w, b, n, in_dim, out_dim, act};
+  cpu_team_run(cpu_team_of(be), cpu_dense_forward_cols, &j);
   return 0;
+}
+
+typedef struct {
+  float *din, *dw, *db, *dout;
+  const float *in, *w, *out;
+  int64_t n, in_dim, out_dim;
+  kern_act act;
+  cpu_team *team;
+} cpu_bwd_job;
+
+/* Member tid: its output columns of dz (masked), dW and db; then, after a
+ * barrier (din needs every column of dz), its input columns of din. */
+static void cpu_dense_backward_cols(void *ctx, int tid, int nt) {
+  const cpu_bwd_job *j = ctx;
+  const int64_t ld = j->out_dim;
+  int64_t c0, c1;
+  cpu_team_range(ld, tid, nt, cpu_col_align(ld, nt), &c0, &c1);
+  const int64_t cw = c1 - c0;
+  if (cw > 0) {
+    if (j->act == KERN_ACT_RELU) {
+      for (int64_t i = 0; i < j->n; i++) {
+        float *d = j->dout + i * ld;
+        const float *o = j->out + i * ld;
+        for (int64_t c = c0; c < c1; c++) d[c] = o[c] > 0.0f ? d[c] : 0.0f;
+      }
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)j->in_dim, (int)cw, (int)j->n,
+                1.0f, j->in, (int)j->in_dim, j->dout + c0, (int)ld, 1.0f, j->dw + c0, (int)ld);
+    for (int64_t i = 0; i < j->n; i++) {
+      const float *row = j->dout + i * ld;
+      for (int64_t c = c0; c < c1; c++) j->db[c] += row[c];
+    }
+  }
+  if (!j->din) return;
+  cpu_team_barrier(j->team);
+  int64_t i0, i1;
+  cpu_team_range(j->in_dim, tid, nt, cpu_col_align(j->in_dim, nt), &i0, &i1);
+  if (i1 > i0) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)(i1 - i0), (int)ld,
+                1.0f, j->dout, (int)ld, j->w + i0 * ld, (int)ld, 0.0f, j->din + i0,
+                (int)j->in_dim);
+  }
 }
 
 /* dout is the gradient w.r.t. the layer's (post-activation) output; with ReLU
@@ -72,20 +174,8 @@ static int cpu_dense_forward(kern_backend *be, float *out, const float *in, cons
 static int cpu_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
                               const float *in, const float *w, const float *out, int64_t n,
                               int64_t in_dim, int64_t out_dim, kern_act act) {
-  (void)be;
-  if (act == KERN_ACT_RELU) {
-    for (int64_t i = 0; i < n * out_dim; i++) dout[i] = out[i] > 0.0f ? dout[i] : 0.0f;
-  }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in_dim, (int)out_dim, (int)n,
-              1.0f, in, (int)in_dim, dout, (int)out_dim, 1.0f, dw, (int)out_dim);
-  for (int64_t i = 0; i < n; i++) {
-    const float *row = dout + i * out_dim;
-    for (int64_t j = 0; j < out_dim; j++) db[j] += row[j];
-  }
-  if (din) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)in_dim, (int)out_dim,
-                1.0f, dout, (int)out_dim, w, (int)out_dim, 0.0f, din, (int)in_dim);
-  }
+  cpu_bwd_job j = {din, dw, db, dout, in, w, out, n, in_dim, out_dim, act, cpu_team_of(be)};
+  cpu_team_run(j.team, cpu_dense_backward_cols, &j);
   return 0;
 }
 
@@ -163,22 +253,48 @@ static int cpu_cursor_advance(kern_backend *be, int64_t *cursor, int64_t delta) 
   return 0;
 }
 
+static void cpu_opt_apply(float *params, const float *grads, float *state, int64_t lo,
+                          int64_t hi, const kern_opt *opt) {
+  const float lr = opt->lr;
+  if (opt->kind == KERN_OPT_SGD) {
+    for (int64_t i = lo; i < hi; i++) params[i] -= lr * grads[i];
+    return;
+  }
+  for (int64_t i = lo; i < hi; i++) {
+    state[i] = opt->momentum * state[i] + grads[i];
+    params[i] -= lr * state[i];
+  }
+}
+
+typedef struct {
+  float *params;
+  const float *grads;
+  float *state;
+  int64_t elems;
+  const kern_opt *opt;
+} cpu_opt_job;
+
+static void cpu_opt_range(void *ctx, int tid, int nt) {
+  const cpu_opt_job *j = ctx;
+  int64_t lo, hi;
+  cpu_team_range(j->elems, tid, nt, 16, &lo, &hi);
+  cpu_opt_apply(j->params, j->grads, j->state, lo, hi, j->opt);
+}
+
 static int cpu_opt_update(kern_backend *be, float *params, const float *grads, float *state,
                           int64_t elems, const kern_opt *opt) {
-  const float lr = opt->lr;
-  switch (opt->kind) {
-  case KERN_OPT_SGD:
-    for (int64_t i = 0; i < elems; i++) params[i] -= lr * grads[i];
-    return 0;
-  case KERN_OPT_MOMENTUM:
-    for (int64_t i = 0; i < elems; i++) {
-      state[i] = opt->momentum * state[i] + grads[i];
-      params[i] -= lr * state[i];
-    }
-    return 0;
+  if (opt->kind != KERN_OPT_SGD && opt->kind != KERN_OPT_MOMENTUM) {
+    snprintf(be->err, sizeof be->err, "cpu: unknown optimizer kind %d", (int)opt->kind);
+    return -1;
   }
-  snprintf(be->err, sizeof be->err, "cpu: unknown optimizer kind %d", (int)opt->kind);
-  return -1;
+  cpu_team *t = cpu_team_of(be);
+  if (cpu_team_size(t) > 1 && elems >= CPU_SPLIT_MIN_ELEMS) {
+    cpu_opt_job j = {params, grads, state, elems, opt};
+    cpu_team_run(t, cpu_opt_range, &j);
+  } else {
+    cpu_opt_apply(params, grads, state, 0, elems, opt);
+  }
+  return 0;
 }
 
 const char *kern_blas_info(void) {
@@ -189,7 +305,11 @@ const char *kern_blas_info(void) {
 #endif
 }
 
-static void cpu_destroy(kern_backend *be) { free(be); }
+static void cpu_destroy(kern_backend *be) {
+  if (!be) return;
+  cpu_team_free(cpu_team_of(be));
+  free(be);
+}
 
 static const kern_ops cpu_ops = {
   .name = "cpu",
@@ -214,16 +334,24 @@ static const kern_ops cpu_ops = {
 };
 
 int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes) {
-  kern_backend *be = calloc(1, sizeof *be);
-  if (!be) {
+  cpu_backend *cb = calloc(1, sizeof *cb);
+  if (!cb) {
     snprintf(err, err_bytes, "cpu: out of memory");
     return -1;
   }
+  kern_backend *be = &cb->base;
   be->ops = &cpu_ops;
   be->cfg = *cfg;
+  if (be->cfg.threads < 1) be->cfg.threads = 1;
 #if TFDIST_BLAS_IS_OPENBLAS
-  if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
+  /* The team is the only parallelism: OpenBLAS's own threads inside one
+   * batch-50 GEMM made a step 2.4x slower (README, "Threads"). */
+  openblas_set_num_threads(1);
 #endif
+  if (cpu_team_init(&cb->team, be->cfg.threads, err, err_bytes) != 0) {
+    free(cb);
+    return -1;
+  }
   *out = be;
   return 0;
 }

@@ -33,6 +33,7 @@ typedef struct {
   double lr_effective;     /* after --scale-lr, as the update applies it */
   double momentum;
   int64_t scale_lr;
+  int64_t threads;         /* CPU threads per rank's step (column slices); 0: not recorded */
   /* provenance */
   char run_id[64];
   char tfdist_version[32]; /* of the writer; filled in by ckpt_read */

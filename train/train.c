@@ -554,6 +554,10 @@ static int train_open_records(trainer *t, cJSON *ranks) {
     return train_coll_fail(t);
   }
   rank_log_printf(&t->log, "run %s", id);
+  if (kern_is_host_memory(t->be)) {
+    rank_log_printf(&t->log, "threads: %d (%s); column slices of every GEMM, BLAS single-threaded",
+                    kern_config_of(t->be)->threads, c->threads_why);
+  }
   if (t->world->rank != 0) {
     cJSON_Delete(ranks);
     return 0;
@@ -578,6 +582,13 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   run_record_set(&t->run, "world_size", cJSON_CreateNumber(t->world->size));
   run_record_set(&t->run, "ranks", ranks);
   run_record_set(&t->run, "device", cJSON_CreateString(kern_name(t->be)));
+  if (kern_is_host_memory(t->be)) {
+    cJSON *th = cJSON_CreateObject();
+    cJSON_AddNumberToObject(th, "count", kern_config_of(t->be)->threads);
+    cJSON_AddStringToObject(th, "why", c->threads_why);
+    cJSON_AddStringToObject(th, "how", "column slices of every GEMM, one team per rank");
+    run_record_set(&t->run, "threads", th);
+  }
   run_record_set(&t->run, "allreduce", cJSON_CreateString(coll_backend_name(coll_comm_backend(t->comm))));
   cJSON *cluster = train_cluster_json(t->world);
   if (cluster) run_record_set(&t->run, "cluster", cluster);

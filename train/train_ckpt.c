@@ -176,6 +176,7 @@ static void train_ckpt_fill(trainer *t, ckpt_state *s, int64_t epochs_done) {
   s->lr_effective = t->opt.lr;
   s->momentum = c->momentum;
   s->scale_lr = c->scale_lr;
+  s->threads = kern_is_host_memory(t->be) ? kern_config_of(t->be)->threads : 0;
   snprintf(s->run_id, sizeof s->run_id, "%s", t->run.id);
   s->layout = t->layout;
 }
@@ -244,6 +245,13 @@ static int train_ckpt_check(trainer *t, const ckpt_state *s, const char *path) {
     snprintf(e, eb, "--resume-from %.600s: world size is %d ranks but the checkpoint was written by "
              "%lld; an exact resume needs the same ranks and --batch-size", path, t->world->size,
              (long long)s->world_size);
+    return -1;
+  }
+  const int threads = kern_is_host_memory(t->be) ? kern_config_of(t->be)->threads : 0;
+  if (s->threads > 0 && threads > 0 && s->threads != threads) {
+    snprintf(e, eb, "--resume-from %.600s: --threads is %d but the checkpoint was written with %lld; "
+             "an exact resume needs the same threads per rank (each splits the sums its own way)",
+             path, threads, (long long)s->threads);
     return -1;
   }
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include "tfdist_config.h"
 
@@ -40,8 +42,8 @@ static const opt_spec train_specs[] = {
    "seconds before a stalled collective ends the job"},
   {"optimizer", OPT_CHOICE, F(optimizer), "sgd", 0, 0, "sgd|momentum", "update rule"},
   {"momentum", OPT_FLOAT, F(momentum), "0.9", 0, 1, NULL, "momentum coefficient"},
-  {"threads", OPT_INT, F(threads), "1", 0, 1024, NULL,
-   "BLAS threads per rank (0: the library default)"},
+  {"threads", OPT_INT, F(threads), "auto", 1, 1024, "auto",
+   "CPU threads splitting each rank's step (auto: the rank's share of its usable cores)"},
   {"resume-from", OPT_STRING, F(resume_from), NULL, 0, 0, NULL,
    "checkpoint file, checkpoints folder, 'latest', or 'auto' (latest if there is one, else a "
    "fresh start: for jobs that are restarted or requeued)"},
@@ -67,6 +69,32 @@ static const opt_spec train_specs[] = {
   {"timeline-steps", OPT_INT, F(timeline_steps), "100", 0, BIG, NULL,
    "steps per epoch the timeline records (0: all; epochs are always recorded)"},
 };
+
+void train_threads_resolve(train_config *cfg, int local_ranks) {
+  if (cfg->threads > 0) {
+    cfg->threads_run = (int)cfg->threads;
+    snprintf(cfg->threads_why, sizeof cfg->threads_why, "--threads %d", cfg->threads_run);
+    return;
+  }
+  const char *env = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const char *from = "ranks on this node";
+  if (local_ranks <= 0) {
+    local_ranks = env && atoi(env) > 0 ? atoi(env) : 1;
+    from = env && atoi(env) > 0 ? "OMPI_COMM_WORLD_LOCAL_SIZE" : "ranks on this node (none said)";
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  const char *cores_from = "sched_getaffinity";
+  if (cores <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cores = n > 0 ? (int)n : 1;
+    cores_from = "online cores";
+  }
+  cfg->threads_run = cores / local_ranks > 0 ? cores / local_ranks : 1;
+  snprintf(cfg->threads_why, sizeof cfg->threads_why,
+           "auto: %d usable cores (%s) / %d %s", cores, cores_from, local_ranks, from);
+}
 
 const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof train_specs[0]),
                                  "train"};

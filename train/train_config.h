@@ -26,7 +26,9 @@ typedef struct {
   double timeout;
   char optimizer[OPT_STR_BYTES]; /* sgd|momentum */
   double momentum;
-  int64_t threads;
+  int64_t threads;               /* 0: auto (train_threads_resolve) */
+  int threads_run;               /* not a flag: the threads this rank runs, resolved */
+  char threads_why[160];         /* not a flag: why that many, for the log and run.json */
   char resume_from[OPT_STR_BYTES];
   int resume_auto;               /* not a flag: resume_from was "auto", resolved (run.json keeps "auto") */
   int64_t checkpoint_every;
@@ -43,6 +45,11 @@ typedef struct {
 } train_config;
 
 extern const opt_table train_options;
+
+/* --threads N|auto -> cfg->threads_run and threads_why. auto is this
+ * process's usable cores (its affinity mask) divided by the ranks on its
+ * node (local_ranks; <= 0: OMPI_COMM_WORLD_LOCAL_SIZE, else 1), at least 1. */
+void train_threads_resolve(train_config *cfg, int local_ranks);
 
 /* Defaults, then --config FILE, then the flags. Checks cross-field rules. */
 int train_config_resolve(train_config *cfg, int argc, char **argv, char *err, size_t err_bytes);
