@@ -132,33 +132,34 @@ typedef struct {
   int64_t n, in_dim, out_dim;
   kern_act act;
   cpu_team *team;
+  int overwrite; /* the fused step: dw and db written (beta 0), not added to */
 } cpu_bwd_job;
 
-/* Member tid: its output columns of dz (masked), dW and db; then, after a
- * barrier (din needs every column of dz), its input columns of din. */
-static void cpu_dense_backward_cols(void *ctx, int tid, int nt) {
-  const cpu_bwd_job *j = ctx;
-  const int64_t ld = j->out_dim;
-  int64_t c0, c1;
-  cpu_team_range(ld, tid, nt, cpu_col_align(ld, nt), &c0, &c1);
-  const int64_t cw = c1 - c0;
-  if (cw > 0) {
-    if (j->act == KERN_ACT_RELU) {
-      for (int64_t i = 0; i < j->n; i++) {
-        float *d = j->dout + i * ld;
-        const float *o = j->out + i * ld;
-        for (int64_t c = c0; c < c1; c++) d[c] = o[c] > 0.0f ? d[c] : 0.0f;
-      }
-    }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)j->in_dim, (int)cw, (int)j->n,
-                1.0f, j->in, (int)j->in_dim, j->dout + c0, (int)ld, 1.0f, j->dw + c0, (int)ld);
+/* Member tid's output columns [c0, c1): dz masked, its dW and db columns. */
+static void cpu_backward_weights(const cpu_bwd_job *j, int64_t c0, int64_t c1) {
+  const int64_t ld = j->out_dim, cw = c1 - c0;
+  if (cw <= 0) return;
+  if (j->act == KERN_ACT_RELU) {
     for (int64_t i = 0; i < j->n; i++) {
-      const float *row = j->dout + i * ld;
-      for (int64_t c = c0; c < c1; c++) j->db[c] += row[c];
+      float *d = j->dout + i * ld;
+      const float *o = j->out + i * ld;
+      for (int64_t c = c0; c < c1; c++) d[c] = o[c] > 0.0f ? d[c] : 0.0f;
     }
   }
-  if (!j->din) return;
-  cpu_team_barrier(j->team);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)j->in_dim, (int)cw, (int)j->n,
+              1.0f, j->in, (int)j->in_dim, j->dout + c0, (int)ld, j->overwrite ? 0.0f : 1.0f,
+              j->dw + c0, (int)ld);
+  /* written, the sum starts at row 0: 0 + x is x, so these are the accumulated values */
+  for (int64_t i = 0; i < j->n; i++) {
+    const float *row = j->dout + i * ld;
+    if (i == 0 && j->overwrite) memcpy(j->db + c0, row + c0, (size_t)cw * sizeof(float));
+    else for (int64_t c = c0; c < c1; c++) j->db[c] += row[c];
+  }
+}
+
+/* Member tid's input columns of din = dz w^T; needs every column of dz. */
+static void cpu_backward_input(const cpu_bwd_job *j, int tid, int nt) {
+  const int64_t ld = j->out_dim;
   int64_t i0, i1;
   cpu_team_range(j->in_dim, tid, nt, cpu_col_align(j->in_dim, nt), &i0, &i1);
   if (i1 > i0) {
@@ -168,13 +169,25 @@ static void cpu_dense_backward_cols(void *ctx, int tid, int nt) {
   }
 }
 
+/* Member tid: its output columns of dz (masked), dW and db; then, after a
+ * barrier (din needs every column of dz), its input columns of din. */
+static void cpu_dense_backward_cols(void *ctx, int tid, int nt) {
+  const cpu_bwd_job *j = ctx;
+  int64_t c0, c1;
+  cpu_team_range(j->out_dim, tid, nt, cpu_col_align(j->out_dim, nt), &c0, &c1);
+  cpu_backward_weights(j, c0, c1);
+  if (!j->din) return;
+  cpu_team_barrier(j->team);
+  cpu_backward_input(j, tid, nt);
+}
+
 /* dout is the gradient w.r.t. the layer's (post-activation) output; with ReLU
  * it is masked in place by out > 0, which makes it dL/dz. Then
  * dw += in^T dz, db += colsum(dz), din = dz w^T (skipped when din is NULL). */
 static int cpu_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
                               const float *in, const float *w, const float *out, int64_t n,
                               int64_t in_dim, int64_t out_dim, kern_act act) {
-  cpu_bwd_job j = {din, dw, db, dout, in, w, out, n, in_dim, out_dim, act, cpu_team_of(be)};
+  cpu_bwd_job j = {din, dw, db, dout, in, w, out, n, in_dim, out_dim, act, cpu_team_of(be), 0};
   cpu_team_run(j.team, cpu_dense_backward_cols, &j);
   return 0;
 }
@@ -233,17 +246,21 @@ static int cpu_softmax(kern_backend *be, float *probs, const float *logits, int6
 }
 
 /* x[i,:] = images[idx[c+i],:] / 255, y[i] = labels[idx[c+i]], c = *cursor. */
-static int cpu_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
-                         const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
-                         const int64_t *cursor, int64_t n) {
-  (void)be;
-  const int32_t *rows = idx + (cursor ? *cursor : 0);
-  for (int64_t i = 0; i < n; i++) {
+static void cpu_gather_rows(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                            int64_t sample_elems, const int32_t *rows, int64_t lo, int64_t hi) {
+  for (int64_t i = lo; i < hi; i++) {
     const uint8_t *src = images + (int64_t)rows[i] * sample_elems;
     float *dst = x + i * sample_elems;
     for (int64_t j = 0; j < sample_elems; j++) dst[j] = (float)src[j] * (1.0f / 255.0f);
     y[i] = labels[rows[i]];
   }
+}
+
+static int cpu_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
+                         const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
+                         const int64_t *cursor, int64_t n) {
+  (void)be;
+  cpu_gather_rows(x, y, images, labels, sample_elems, idx + (cursor ? *cursor : 0), 0, n);
   return 0;
 }
 
@@ -305,6 +322,90 @@ const char *kern_blas_info(void) {
 #endif
 }
 
+/* The fused step (kernels/mlp_step.h) on the CPU: the op-by-op step's math
+ * in one team job, with less work around the GEMMs. dW and db are written
+ * (beta 0) instead of zeroed and then accumulated into (the same values,
+ * and no 1 MB memset), and each layer's update runs right after its
+ * gradient, on the member's own columns while they are still in cache.
+ * Between layers only a barrier. The loss runs on member 0 alone (50 x 10). */
+typedef struct {
+  kern_backend *be;
+  const kern_step *s;
+  cpu_team *team;
+  int failed; /* member 0's loss failed (a bad label); read after a barrier */
+} cpu_step_job;
+
+/* The update of W's columns [c0, c1) (rows of in_dim) and of b's. */
+static void cpu_step_update(const kern_step *s, int k, int64_t c0, int64_t c1) {
+  const int64_t in = s->dims[k], out = s->dims[k + 1];
+  if (c1 <= c0) return;
+  for (int64_t p = 0; p < in; p++) {
+    const int64_t off = s->w_off[k] + p * out;
+    cpu_opt_apply(s->params + off, s->grads + off, s->opt_state + off, c0, c1, &s->opt);
+  }
+  const int64_t boff = s->b_off[k];
+  cpu_opt_apply(s->params + boff, s->grads + boff, s->opt_state + boff, c0, c1, &s->opt);
+}
+
+static void cpu_step_member(void *ctx, int tid, int nt) {
+  cpu_step_job *j = ctx;
+  const kern_step *s = j->s;
+  const int64_t n = s->n, steps = s->steps > 0 ? s->steps : 1;
+  for (int64_t st = 0; st < steps; st++) {
+    if (s->images) {
+      int64_t r0, r1;
+      cpu_team_range(n, tid, nt, 1, &r0, &r1);
+      cpu_gather_rows(s->act[0], s->labels, s->images, s->image_labels, s->dims[0],
+                      s->perm + *s->cursor, r0, r1);
+      cpu_team_barrier(j->team);
+    }
+    for (int k = 0; k < 3; k++) {
+      cpu_fwd_job f = {s->act[k + 1], s->act[k], s->params + s->w_off[k], s->params + s->b_off[k],
+                       n, s->dims[k], s->dims[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE};
+      cpu_dense_forward_cols(&f, tid, nt);
+      cpu_team_barrier(j->team);
+    }
+    if (tid == 0) {
+      j->failed = cpu_xent(j->be, s->dact[3], s->stats, s->act[3], s->labels, n, s->dims[3],
+                           s->grad_scale) != 0;
+    }
+    cpu_team_barrier(j->team);
+    if (j->failed) return;
+    for (int k = 2; k >= 0; k--) {
+      cpu_bwd_job b = {k ? s->dact[k] : NULL, s->grads + s->w_off[k], s->grads + s->b_off[k],
+                       s->dact[k + 1], s->act[k], s->params + s->w_off[k], s->act[k + 1], n,
+                       s->dims[k], s->dims[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE,
+                       j->team, 1};
+      int64_t c0, c1;
+      cpu_team_range(b.out_dim, tid, nt, cpu_col_align(b.out_dim, nt), &c0, &c1);
+      cpu_backward_weights(&b, c0, c1);
+      if (b.din) {
+        cpu_team_barrier(j->team); /* din needs every column of dz */
+        cpu_backward_input(&b, tid, nt);
+        cpu_team_barrier(j->team); /* and W_k as it was, until every member is done */
+      }
+      cpu_step_update(s, k, c0, c1);
+    }
+    cpu_team_barrier(j->team); /* the next step reads every W, and the cursor */
+    if (tid == 0) *s->cursor += s->cursor_delta;
+    cpu_team_barrier(j->team);
+  }
+}
+
+static int cpu_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
+  (void)be;
+  if (s->opt.kind != KERN_OPT_SGD && s->opt.kind != KERN_OPT_MOMENTUM) return 1;
+  if (!s->images && s->steps > 1) return 1;
+  *bytes = 0;
+  return 0;
+}
+
+static int cpu_fused_step(kern_backend *be, const kern_step *s) {
+  cpu_step_job j = {be, s, cpu_team_of(be), 0};
+  cpu_team_run(j.team, cpu_step_member, &j);
+  return j.failed ? -1 : 0;
+}
+
 static void cpu_destroy(kern_backend *be) {
   if (!be) return;
   cpu_team_free(cpu_team_of(be));
@@ -331,6 +432,8 @@ static const kern_ops cpu_ops = {
   .gather_u8 = cpu_gather_u8,
   .cursor_advance = cpu_cursor_advance,
   .opt_update = cpu_opt_update,
+  .fused_step_ws = cpu_fused_step_ws,
+  .fused_step = cpu_fused_step,
 };
 
 int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes) {

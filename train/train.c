@@ -299,13 +299,21 @@ static int train_fault_maybe(trainer *t, int64_t k) {
   return 0;
 }
 
-/* One rank, data on the device, the backend can fuse the shape: the step is
- * one launch instead of ~20, and a launch runs a chain of up to
- * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h). */
+/* Steps per launch: a chain where the fused step gathers its own batches;
+ * one where a loader fills each (the CPU). */
+static int64_t train_step_chain(const trainer *t) {
+  return t->fused_ws && !kern_is_host_memory(t->be) ? KERN_STEP_CHAIN : 1;
+}
+
+/* One rank, data in backend memory, the backend can fuse the shape: the step
+ * is one launch instead of ~20, and a launch runs a chain of up to
+ * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
+ * On the CPU the op-by-op step stays where the timeline is on, so its spans
+ * still name each op. */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
-  if (!t->cfg->fused_step || t->world->size > 1 || t->ps ||
-      kern_is_host_memory(be) || train_input_streaming(t)) {
+  if (!t->cfg->fused_step || t->world->size > 1 || t->ps || train_input_streaming(t) ||
+      (kern_is_host_memory(be) && t->cfg->timeline)) {
     rank_log_printf(&t->log, "step: op by op");
     return 0;
   }
@@ -315,6 +323,11 @@ static int train_setup_fused(trainer *t) {
                    .image_labels = t->train_labels_dev, .perm = t->perm_dev,
                    .cursor = t->cursor_dev, .cursor_delta = t->global_batch,
                    .stats = t->stats_dev, .grad_scale = 1.0f / (float)t->batch, .opt = t->opt};
+  if (kern_is_host_memory(be)) { /* the loader fills act[0] and labels: one step a launch */
+    s->images = NULL;
+    s->image_labels = NULL;
+    s->perm = NULL;
+  }
   model_step_shape(s, &t->layout, &t->work);
   size_t bytes = 0;
   int rc = kern_fused_step_ws(be, s, &bytes);
@@ -326,7 +339,7 @@ static int train_setup_fused(trainer *t) {
   T_TRY(t, kern_mem_alloc(be, &t->fused_ws, bytes));
   s->ws = t->fused_ws;
   rank_log_printf(&t->log, "step: fused, up to %d steps per launch (%zu bytes of workspace)",
-                  KERN_STEP_CHAIN, bytes);
+                  (int)train_step_chain(t), bytes);
   return 0;
 }
 
@@ -399,7 +412,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
   T_TRY(t, kern_mem_zero(be, t->stats_dev, sizeof(kern_stats)));
   t->data_wait_s = 0;
   double t0 = clock_mono_s();
-  const int64_t chain = t->fused_ws ? KERN_STEP_CHAIN : 1;
+  const int64_t chain = train_step_chain(t);
   for (int64_t step = 0, k; step < t->steps_per_epoch; step += k) {
     k = t->steps_per_epoch - step < chain ? t->steps_per_epoch - step : chain;
     train_timeline_steps(t, step);
