@@ -308,12 +308,13 @@ static int64_t train_step_chain(const trainer *t) {
 /* One rank, data in backend memory, the backend can fuse the shape: the step
  * is one launch instead of ~20, and a launch runs a chain of up to
  * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
- * On the CPU the op-by-op step stays where the timeline is on, so its spans
- * still name each op. */
+ * The CPU back end has a fused step too (one team job), but it measured 4-8%
+ * slower than op by op (benchmarks/train/bench_threads: 675 vs 647 us a
+ * step on 1 thread, 935 vs 887 on 2), so the CPU runs op by op. */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
   if (!t->cfg->fused_step || t->world->size > 1 || t->ps || train_input_streaming(t) ||
-      (kern_is_host_memory(be) && t->cfg->timeline)) {
+      kern_is_host_memory(be)) {
     rank_log_printf(&t->log, "step: op by op");
     return 0;
   }

@@ -61,7 +61,7 @@ static const opt_spec train_specs[] = {
    "progress line with ETA (auto: on a TTY)"},
   {"graph", OPT_BOOL, F(graph), "on", 0, 0, NULL, "GPU: replay each step as a CUDA graph"},
   {"fused-step", OPT_BOOL, F(fused_step), "on", 0, 0, NULL,
-   "one rank: the whole step as one launch (GPU) or one team job (CPU, timeline off)"},
+   "GPU, one rank: the whole step in one kernel launch"},
   {"max-steps", OPT_INT, F(max_steps), "0", 0, BIG, NULL,
    "stop each epoch after this many steps (0: whole epochs)"},
   {"timeline", OPT_BOOL, F(timeline), "off", 0, 0, NULL,

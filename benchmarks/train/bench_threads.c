@@ -17,6 +17,7 @@
 #include "base/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cpu_team.h"
+#include "kernels/mlp_step.h"
 #include "tfdist_config.h"
 #include TFDIST_CBLAS_H
 
@@ -75,6 +76,65 @@ static void step_cols(kern_backend *be, net *m, float *grads) {
                         m->dact[k + 1], m->act[k], m->params + m->w_off[k], m->act[k + 1],
                         m->B, D[k], D[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE);
   }
+}
+
+/* The whole training step as train/ runs it on the CPU, op by op (gather,
+ * forward, loss, zero, backward, update) or fused (one team job). */
+typedef struct {
+  kern_step s;
+  const uint8_t *images, *labels;
+  const int32_t *perm;
+  int64_t cursor;
+  float *state;
+  kern_stats stats;
+  int32_t *y;
+} full_step;
+
+static void full_init(full_step *f, net *m, float *grads, base_rng *r) {
+  const int64_t ntrain = 6000;
+  uint8_t *img = malloc((size_t)(ntrain * D[0])), *lab = malloc((size_t)ntrain);
+  int32_t *perm = malloc((size_t)ntrain * sizeof(int32_t));
+  for (int64_t i = 0; i < ntrain * D[0]; i++) img[i] = (uint8_t)(base_rng_uniform(r) * 256.0f);
+  for (int64_t i = 0; i < ntrain; i++) {
+    lab[i] = (uint8_t)((int)(base_rng_uniform(r) * 10.0f) % 10);
+    perm[i] = (int32_t)((i * 7919) % ntrain);
+  }
+  memset(f, 0, sizeof *f);
+  f->images = img, f->labels = lab, f->perm = perm;
+  f->state = calloc((size_t)m->P, sizeof(float));
+  f->y = calloc((size_t)m->B, sizeof(int32_t));
+  kern_step *s = &f->s;
+  *s = (kern_step){.n = m->B, .steps = 1, .params = m->params, .grads = grads,
+                   .opt_state = f->state, .labels = f->y, .images = img, .image_labels = lab,
+                   .perm = perm, .cursor = &f->cursor, .cursor_delta = 0, .stats = &f->stats,
+                   .grad_scale = 1.0f / (float)m->B, .opt = {KERN_OPT_SGD, 1e-6f, 0.0f}};
+  for (int k = 0; k < 4; k++) {
+    s->dims[k] = D[k];
+    s->act[k] = m->act[k];
+    s->dact[k] = m->dact[k];
+  }
+  for (int k = 0; k < 3; k++) {
+    s->w_off[k] = m->w_off[k];
+    s->b_off[k] = m->b_off[k];
+  }
+}
+
+static void step_full_ops(kern_backend *be, net *m, full_step *f) {
+  const kern_step *s = &f->s;
+  kern_gather_u8(be, m->act[0], f->y, f->images, f->labels, D[0], f->perm, &f->cursor, m->B);
+  for (int k = 0; k < 3; k++) {
+    kern_dense_forward(be, m->act[k + 1], m->act[k], m->params + m->w_off[k],
+                       m->params + m->b_off[k], m->B, D[k], D[k + 1],
+                       k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE);
+  }
+  kern_xent(be, m->dact[3], &f->stats, m->act[3], f->y, m->B, D[3], s->grad_scale);
+  kern_mem_zero_f32(be, s->grads, m->P);
+  for (int k = 2; k >= 0; k--) {
+    kern_dense_backward(be, k ? m->dact[k] : NULL, s->grads + m->w_off[k], s->grads + m->b_off[k],
+                        m->dact[k + 1], m->act[k], m->params + m->w_off[k], m->act[k + 1],
+                        m->B, D[k], D[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE);
+  }
+  kern_opt_update(be, m->params, s->grads, f->state, m->P, &s->opt);
 }
 
 typedef struct {
@@ -158,17 +218,25 @@ int main(int argc, char **argv) {
   float *grads = rnd(&r, m.P), **gcopy = calloc((size_t)threads, sizeof *gcopy);
   for (int t = 0; t < threads; t++) gcopy[t] = rnd(&r, m.P);
   batch_job bj = {&m, team, be1, gcopy, grads};
-  const char *names[3] = {"1 thread", "cols", "batch"};
-  double *med[3];
-  for (int w = 0; w < 3; w++) med[w] = calloc((size_t)rounds, sizeof(double));
+  full_step full;
+  full_init(&full, &m, grads, &r);
+  enum { WAYS = 7 };
+  const char *names[WAYS] = {"1 thread", "cols", "batch", "step ops 1", "step fused 1",
+                             "step ops N", "step fused N"};
+  double *med[WAYS];
+  for (int w = 0; w < WAYS; w++) med[w] = calloc((size_t)rounds, sizeof(double));
   double *t_step = malloc(sizeof(double) * (size_t)steps);
   for (int round = -1; round < rounds; round++) { /* round -1 warms up */
-    for (int w = 0; w < 3; w++) {
+    for (int w = 0; w < WAYS; w++) {
       for (int s = 0; s < steps; s++) {
         double t0 = now();
         if (w == 0) step_cols(one, &m, grads);
         else if (w == 1) step_cols(cols, &m, grads);
-        else cpu_team_run(team, batch_member, &bj);
+        else if (w == 2) cpu_team_run(team, batch_member, &bj);
+        else if (w == 3) step_full_ops(one, &m, &full);
+        else if (w == 4) kern_fused_step(one, &full.s);
+        else if (w == 5) step_full_ops(cols, &m, &full);
+        else kern_fused_step(cols, &full.s);
         t_step[s] = now() - t0;
       }
       qsort(t_step, (size_t)steps, sizeof *t_step, cmp);
@@ -178,13 +246,15 @@ int main(int argc, char **argv) {
   printf("# forward + backward of one batch-%lld step (784-300-100-10), %d threads; median of "
          "%d steps per round, median of %d alternating rounds\n", (long long)B, threads, steps,
          rounds);
-  printf("# %-10s %10s %12s %8s\n", "way", "us/step", "samples/s", "vs 1");
+  printf("# the first three: forward + backward only; \"step\": the whole step as train/ runs "
+         "it (gather, loss, zeroing, update too), op by op or fused, 1 or N threads\n");
+  printf("# %-12s %10s %12s %8s\n", "way", "us/step", "samples/s", "vs 1");
   double base = 0.0;
-  for (int w = 0; w < 3; w++) {
+  for (int w = 0; w < WAYS; w++) {
     qsort(med[w], (size_t)rounds, sizeof(double), cmp);
     double us = med[w][rounds / 2] * 1e6;
     if (w == 0) base = us;
-    printf("  %-10s %10.1f %12.0f %8.2f\n", names[w], us, (double)B / (us * 1e-6), base / us);
+    printf("  %-12s %10.1f %12.0f %8.2f\n", names[w], us, (double)B / (us * 1e-6), base / us);
   }
   for (int t = 0; t < threads; t++) kern_backend_free(be1[t]);
   kern_backend_free(one);

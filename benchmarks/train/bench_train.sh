@@ -99,12 +99,13 @@ for a in sys.argv[6:]:
     k, s = a.split("=", 1)
     v[k] = [float(x) for x in s.split()]
 m = {k: statistics.median(x) for k, x in v.items()}
-label = {"t1": "tfdist train --threads 1", "auto": f"tfdist train (threads auto: {threads_auto})",
+label = {"t1": "tfdist train --threads 1", "auto": "tfdist train (defaults: threads auto)",
          "np2": "mpirun -np 2 tfdist train (defaults)", "floor": "GEMM floor, 1 thread (bench_gemm_floor)",
          "torch1": "PyTorch eager, 1 thread", "torch2": "PyTorch eager, 2 threads",
          "ddp": "PyTorch DDP gloo, 2 ranks x 50"}
 print(f"# batch 50 per rank, {steps} steps per run, medians of {rounds} alternating rounds; "
       f"{cores} cores, load average at the end {load}")
+print(f"# threads auto ran {threads_auto}")
 print(f"# {'run':48s} {'samples/s':>10s} {'vs t1':>7s}   rounds")
 for k in v:
     print(f"  {label[k]:48s} {m[k]:10.0f} {m[k] / m['t1']:7.2f}   " + ", ".join(f"{x:.0f}" for x in v[k]))
