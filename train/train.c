@@ -308,9 +308,10 @@ static int64_t train_step_chain(const trainer *t) {
 /* One rank, data in backend memory, the backend can fuse the shape: the step
  * is one launch instead of ~20, and a launch runs a chain of up to
  * KERN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
- * The CPU back end has a fused step too (one team job), but it measured 4-8%
- * slower than op by op (benchmarks/train/bench_threads: 675 vs 647 us a
- * step on 1 thread, 935 vs 887 on 2), so the CPU runs op by op. */
+ * The CPU back end has a fused step too (one team job), but it was no clear
+ * gain over op by op (benchmarks/train/bench_threads on the busy 2-core
+ * machine: 675 vs 647 us a step on 1 thread in one run, 610 vs 606 in
+ * another), so the CPU runs op by op and keeps the timeline's op spans. */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->be;
   if (!t->cfg->fused_step || t->world->size > 1 || t->ps || train_input_streaming(t) ||
