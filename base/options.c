@@ -39,9 +39,14 @@ static int opt_set_text(const opt_spec *s, void *obj, const char *text, const ch
   errno = 0;
   switch (s->type) {
   case OPT_INT: {
+    if (s->choices && strcmp(text, s->choices[0]) == 0) { /* the word that stands for 0 */
+      *(int64_t *)field = 0;
+      return 0;
+    }
     long long v = strtoll(text, &end, 10);
     if (!*text || *end || errno) {
-      snprintf(err, err_bytes, "%s: '%s' is not an integer", where, text);
+      snprintf(err, err_bytes, "%s: '%s' is not an integer%s%s", where, text,
+               s->choices ? " or " : "", s->choices ? s->choices[0] : "");
       return -1;
     }
     if ((double)v < s->min || (double)v > s->max) {
@@ -290,7 +295,8 @@ void opt_print_help(const opt_table *t, const char *usage, void *out_file) {
     const opt_spec *s = &t->specs[i];
     char list[256] = "", left[sizeof list + 96];
     if (s->type == OPT_CHOICE) opt_choice_list(s, list, sizeof list);
-    const char *meta = s->type == OPT_INT ? "N" : s->type == OPT_FLOAT ? "X"
+    if (s->type == OPT_INT && s->choices) snprintf(list, sizeof list, "N|%s", s->choices[0]);
+    const char *meta = s->type == OPT_INT ? (s->choices ? list : "N") : s->type == OPT_FLOAT ? "X"
                      : s->type == OPT_BOOL ? "on|off" : s->type == OPT_CHOICE ? list
                      : "VALUE";
     snprintf(left, sizeof left, "--%s %s", s->name, meta);
@@ -308,7 +314,10 @@ cJSON *opt_to_json(const opt_table *t, const void *obj) {
     char key[128];
     opt_json_key(s->name, key, sizeof key);
     switch (s->type) {
-    case OPT_INT: cJSON_AddNumberToObject(o, key, (double)*(const int64_t *)field); break;
+    case OPT_INT:
+      if (s->choices && *(const int64_t *)field == 0) cJSON_AddStringToObject(o, key, s->choices[0]);
+      else cJSON_AddNumberToObject(o, key, (double)*(const int64_t *)field);
+      break;
     case OPT_FLOAT: cJSON_AddNumberToObject(o, key, *(const double *)field); break;
     case OPT_BOOL: cJSON_AddBoolToObject(o, key, *(const int *)field); break;
     case OPT_CHOICE: {

@@ -19,7 +19,8 @@ typedef struct {
                           size of an int (OPT_CHOICE: the value's index in choices) */
   const char *defval;  /* as text; NULL means "unset" (empty string) */
   double min, max;     /* inclusive bounds for OPT_INT / OPT_FLOAT */
-  const char *const *choices; /* OPT_CHOICE: the names, NULL-terminated; shown as "a|b|c" */
+  const char *const *choices; /* OPT_CHOICE: the names, NULL-terminated; shown as "a|b|c";
+                               OPT_INT: choices[0] is a word that stands for 0 ("auto") */
   const char *help;
 } opt_spec;
 

@@ -2,6 +2,7 @@
  * backend is tested against, so it favours plain code over cleverness. */
 #include "kernels/backend_impl.h"
 #include "kernels/cpu_opt.h"
+#include "kernels/cpu_team.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -42,29 +43,143 @@ static int cpu_mem_copy(kern_backend *be, void *dst, const void *src, size_t byt
   return 0;
 }
 
-static int cpu_mem_zero(kern_backend *be, void *dst, size_t bytes) {
-  (void)be;
-  if (bytes) memset(dst, 0, bytes);
-  return 0;
-}
-
 static int cpu_sync(kern_backend *be) {
   (void)be;
   return 0;
+}
+
+/* The back end's own state behind the opaque handle: the team that splits
+ * one rank's step over cfg.threads cores (1: no threads, jobs run inline). */
+typedef struct {
+  kern_backend base; /* first: a kern_backend * is a cpu_backend * */
+  cpu_team *team;
+} cpu_backend;
+
+static cpu_team *cpu_team_of(kern_backend *be) { return ((cpu_backend *)be)->team; }
+
+/* Element-wise work (zeroing, the update) is split in 16-float-aligned
+ * ranges above this size; below it a job costs more than it saves. Each
+ * element's result does not depend on the split. */
+#define CPU_SPLIT_MIN_ELEMS 16384
+
+typedef struct {
+  float *dst;
+  int64_t elems;
+} cpu_zero_job;
+
+static void cpu_zero_range(void *ctx, int tid, int nt) {
+  const cpu_zero_job *j = ctx;
+  int64_t lo, hi;
+  cpu_team_range(j->elems, tid, nt, 16, &lo, &hi);
+  if (hi > lo) memset(j->dst + lo, 0, (size_t)(hi - lo) * sizeof(float));
+}
+
+static int cpu_mem_zero(kern_backend *be, void *dst, size_t bytes) {
+  cpu_team *t = cpu_team_of(be);
+  if (cpu_team_size(t) > 1 && bytes % sizeof(float) == 0 &&
+      bytes / sizeof(float) >= CPU_SPLIT_MIN_ELEMS) {
+    cpu_zero_job j = {dst, (int64_t)(bytes / sizeof(float))};
+    cpu_team_run(t, cpu_zero_range, &j);
+  } else if (bytes) {
+    memset(dst, 0, bytes);
+  }
+  return 0;
+}
+
+/* Column slices: each member owns a fixed range of a layer's output columns
+ * (of out, W and dW alike) and, for din, of its input columns; M stays the
+ * whole batch, so each GEMM keeps its full-batch speed, and no member's
+ * partial sum needs adding to another's. Ranges are 16 floats (one cache
+ * line) apart where a layer is wide enough, so members never write the same
+ * line of W, dW or the activations. */
+static int64_t cpu_col_align(int64_t cols, int n) { return cols >= 32 * (int64_t)n ? 16 : 1; }
+
+typedef struct {
+  float *out;
+  const float *in, *w, *b;
+  int64_t n, in_dim, out_dim;
+  kern_act act;
+} cpu_fwd_job;
+
+static void cpu_dense_forward_cols(void *ctx, int tid, int nt) {
+  const cpu_fwd_job *j = ctx;
+  int64_t c0, c1;
+  cpu_team_range(j->out_dim, tid, nt, cpu_col_align(j->out_dim, nt), &c0, &c1);
+  const int64_t cw = c1 - c0, ld = j->out_dim;
+  if (cw <= 0) return;
+  for (int64_t i = 0; i < j->n; i++) memcpy(j->out + i * ld + c0, j->b + c0, (size_t)cw * sizeof(float));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->n, (int)cw, (int)j->in_dim,
+              1.0f, j->in, (int)j->in_dim, j->w + c0, (int)ld, 1.0f, j->out + c0, (int)ld);
+  if (j->act == KERN_ACT_RELU) {
+    for (int64_t i = 0; i < j->n; i++) {
+      float *row = j->out + i * ld;
+      for (int64_t c = c0; c < c1; c++) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+    }
+  }
 }
 
 /* out = act(in . w + b) */
 static int cpu_dense_forward(kern_backend *be, float *out, const float *in, const float *w,
                              const float *b, int64_t n, int64_t in_dim, int64_t out_dim,
                              kern_act act) {
-  (void)be;
-  for (int64_t i = 0; i < n; i++) memcpy(out + i * out_dim, b, (size_t)out_dim * sizeof *b);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)out_dim, (int)in_dim,
-              1.0f, in, (int)in_dim, w, (int)out_dim, 1.0f, out, (int)out_dim);
-  if (act == KERN_ACT_RELU) {
-    for (int64_t i = 0; i < n * out_dim; i++) out[i] = out[i] > 0.0f ? out[i] : 0.0f;
-  }
+  cpu_fwd_job j = {out, in, w, b, n, in_dim, out_dim, act};
+  cpu_team_run(cpu_team_of(be), cpu_dense_forward_cols, &j);
   return 0;
+}
+
+typedef struct {
+  float *din, *dw, *db, *dout;
+  const float *in, *w, *out;
+  int64_t n, in_dim, out_dim;
+  kern_act act;
+  cpu_team *team;
+  int overwrite; /* the fused step: dw and db written (beta 0), not added to */
+} cpu_bwd_job;
+
+/* Member tid's output columns [c0, c1): dz masked, its dW and db columns. */
+static void cpu_backward_weights(const cpu_bwd_job *j, int64_t c0, int64_t c1) {
+  const int64_t ld = j->out_dim, cw = c1 - c0;
+  if (cw <= 0) return;
+  if (j->act == KERN_ACT_RELU) {
+    for (int64_t i = 0; i < j->n; i++) {
+      float *d = j->dout + i * ld;
+      const float *o = j->out + i * ld;
+      for (int64_t c = c0; c < c1; c++) d[c] = o[c] > 0.0f ? d[c] : 0.0f;
+    }
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)j->in_dim, (int)cw, (int)j->n,
+              1.0f, j->in, (int)j->in_dim, j->dout + c0, (int)ld, j->overwrite ? 0.0f : 1.0f,
+              j->dw + c0, (int)ld);
+  /* written, the sum starts at row 0: 0 + x is x, so these are the accumulated values */
+  for (int64_t i = 0; i < j->n; i++) {
+    const float *row = j->dout + i * ld;
+    if (i == 0 && j->overwrite) memcpy(j->db + c0, row + c0, (size_t)cw * sizeof(float));
+    else for (int64_t c = c0; c < c1; c++) j->db[c] += row[c];
+  }
+}
+
+/* Member tid's input columns of din = dz w^T; needs every column of dz. */
+static void cpu_backward_input(const cpu_bwd_job *j, int tid, int nt) {
+  const int64_t ld = j->out_dim;
+  int64_t i0, i1;
+  cpu_team_range(j->in_dim, tid, nt, cpu_col_align(j->in_dim, nt), &i0, &i1);
+  if (i1 > i0) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)(i1 - i0), (int)ld,
+                1.0f, j->dout, (int)ld, j->w + i0 * ld, (int)ld, 0.0f, j->din + i0,
+                (int)j->in_dim);
+  }
+}
+
+/* Member tid: its output columns of dz (masked), dW and db; then, after a
+ * barrier (din needs every column of dz), its input columns of din. */
+static void cpu_dense_backward_cols(void *ctx, int tid, int nt) {
+  const cpu_bwd_job *j = ctx;
+  int64_t c0, c1;
+  cpu_team_range(j->out_dim, tid, nt, cpu_col_align(j->out_dim, nt), &c0, &c1);
+  cpu_backward_weights(j, c0, c1);
+  if (!j->din) return;
+  cpu_team_barrier(j->team);
+  cpu_backward_input(j, tid, nt);
 }
 
 /* dout is the gradient w.r.t. the layer's (post-activation) output; with ReLU
@@ -73,20 +188,8 @@ static int cpu_dense_forward(kern_backend *be, float *out, const float *in, cons
 static int cpu_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
                               const float *in, const float *w, const float *out, int64_t n,
                               int64_t in_dim, int64_t out_dim, kern_act act) {
-  (void)be;
-  if (act == KERN_ACT_RELU) {
-    for (int64_t i = 0; i < n * out_dim; i++) dout[i] = out[i] > 0.0f ? dout[i] : 0.0f;
-  }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in_dim, (int)out_dim, (int)n,
-              1.0f, in, (int)in_dim, dout, (int)out_dim, 1.0f, dw, (int)out_dim);
-  for (int64_t i = 0; i < n; i++) {
-    const float *row = dout + i * out_dim;
-    for (int64_t j = 0; j < out_dim; j++) db[j] += row[j];
-  }
-  if (din) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)in_dim, (int)out_dim,
-                1.0f, dout, (int)out_dim, w, (int)out_dim, 0.0f, din, (int)in_dim);
-  }
+  cpu_bwd_job j = {din, dw, db, dout, in, w, out, n, in_dim, out_dim, act, cpu_team_of(be), 0};
+  cpu_team_run(j.team, cpu_dense_backward_cols, &j);
   return 0;
 }
 
@@ -144,17 +247,21 @@ static int cpu_softmax(kern_backend *be, float *probs, const float *logits, int6
 }
 
 /* x[i,:] = images[idx[c+i],:] / 255, y[i] = labels[idx[c+i]], c = *cursor. */
-static int cpu_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
-                         const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
-                         const int64_t *cursor, int64_t n) {
-  (void)be;
-  const int32_t *rows = idx + (cursor ? *cursor : 0);
-  for (int64_t i = 0; i < n; i++) {
+static void cpu_gather_rows(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                            int64_t sample_elems, const int32_t *rows, int64_t lo, int64_t hi) {
+  for (int64_t i = lo; i < hi; i++) {
     const uint8_t *src = images + (int64_t)rows[i] * sample_elems;
     float *dst = x + i * sample_elems;
     for (int64_t j = 0; j < sample_elems; j++) dst[j] = (float)src[j] * (1.0f / 255.0f);
     y[i] = labels[rows[i]];
   }
+}
+
+static int cpu_gather_u8(kern_backend *be, float *x, int32_t *y, const uint8_t *images,
+                         const uint8_t *labels, int64_t sample_elems, const int32_t *idx,
+                         const int64_t *cursor, int64_t n) {
+  (void)be;
+  cpu_gather_rows(x, y, images, labels, sample_elems, idx + (cursor ? *cursor : 0), 0, n);
   return 0;
 }
 
@@ -177,7 +284,101 @@ const char *kern_blas_info(void) {
 #endif
 }
 
-static void cpu_destroy(kern_backend *be) { free(be); }
+/* The fused step (kernels/mlp_step.h) on the CPU: the op-by-op step's math
+ * in one team job, with less work around the GEMMs. dW and db are written
+ * (beta 0) instead of zeroed and then accumulated into (the same values,
+ * and no 1 MB memset), and each layer's update runs right after its
+ * gradient, on the member's own columns while they are still in cache.
+ * Between layers only a barrier. The loss runs on member 0 alone (50 x 10). */
+typedef struct {
+  kern_backend *be;
+  const kern_step *s;
+  cpu_team *team;
+  int failed; /* member 0's loss failed (a bad label); read after a barrier */
+} cpu_step_job;
+
+/* The update of W's columns [c0, c1) (rows of in_dim) and of b's. */
+static void cpu_step_update(const kern_step *s, int k, int64_t c0, int64_t c1) {
+  const int64_t in = s->dims[k], out = s->dims[k + 1];
+  if (c1 <= c0) return;
+  /* the state holds sk interleaved floats a weight (cpu_opt.c); no error
+   * is possible here: the kind was checked when the step was set up */
+  const int64_t sk = kern_opt_state_per_elem(s->opt.kind) > 1 ? kern_opt_state_per_elem(s->opt.kind) : 1;
+  char ignored[64];
+  for (int64_t p = 0; p < in; p++) {
+    const int64_t off = s->w_off[k] + p * out + c0;
+    cpu_opt_apply(s->params + off, s->grads + off, s->opt_state + sk * off, c1 - c0, &s->opt,
+                  ignored, sizeof ignored);
+  }
+  const int64_t boff = s->b_off[k] + c0;
+  cpu_opt_apply(s->params + boff, s->grads + boff, s->opt_state + sk * boff, c1 - c0, &s->opt,
+                ignored, sizeof ignored);
+}
+
+static void cpu_step_member(void *ctx, int tid, int nt) {
+  cpu_step_job *j = ctx;
+  const kern_step *s = j->s;
+  const int64_t n = s->n, steps = s->steps > 0 ? s->steps : 1;
+  for (int64_t st = 0; st < steps; st++) {
+    if (s->images) {
+      int64_t r0, r1;
+      cpu_team_range(n, tid, nt, 1, &r0, &r1);
+      cpu_gather_rows(s->act[0], s->labels, s->images, s->image_labels, s->dims[0],
+                      s->perm + *s->cursor, r0, r1);
+      cpu_team_barrier(j->team);
+    }
+    for (int k = 0; k < 3; k++) {
+      cpu_fwd_job f = {s->act[k + 1], s->act[k], s->params + s->w_off[k], s->params + s->b_off[k],
+                       n, s->dims[k], s->dims[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE};
+      cpu_dense_forward_cols(&f, tid, nt);
+      cpu_team_barrier(j->team);
+    }
+    if (tid == 0) {
+      j->failed = cpu_xent(j->be, s->dact[3], s->stats, s->act[3], s->labels, n, s->dims[3],
+                           s->grad_scale) != 0;
+    }
+    cpu_team_barrier(j->team);
+    if (j->failed) return;
+    for (int k = 2; k >= 0; k--) {
+      cpu_bwd_job b = {k ? s->dact[k] : NULL, s->grads + s->w_off[k], s->grads + s->b_off[k],
+                       s->dact[k + 1], s->act[k], s->params + s->w_off[k], s->act[k + 1], n,
+                       s->dims[k], s->dims[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE,
+                       j->team, 1};
+      int64_t c0, c1;
+      cpu_team_range(b.out_dim, tid, nt, cpu_col_align(b.out_dim, nt), &c0, &c1);
+      cpu_backward_weights(&b, c0, c1);
+      if (b.din) {
+        cpu_team_barrier(j->team); /* din needs every column of dz */
+        cpu_backward_input(&b, tid, nt);
+        cpu_team_barrier(j->team); /* and W_k as it was, until every member is done */
+      }
+      cpu_step_update(s, k, c0, c1);
+    }
+    cpu_team_barrier(j->team); /* the next step reads every W, and the cursor */
+    if (tid == 0) *s->cursor += s->cursor_delta;
+    cpu_team_barrier(j->team);
+  }
+}
+
+static int cpu_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
+  (void)be;
+  if (s->opt.kind != KERN_OPT_SGD && s->opt.kind != KERN_OPT_MOMENTUM) return 1;
+  if (!s->images && s->steps > 1) return 1;
+  *bytes = 0;
+  return 0;
+}
+
+static int cpu_fused_step(kern_backend *be, const kern_step *s) {
+  cpu_step_job j = {be, s, cpu_team_of(be), 0};
+  cpu_team_run(j.team, cpu_step_member, &j);
+  return j.failed ? -1 : 0;
+}
+
+static void cpu_destroy(kern_backend *be) {
+  if (!be) return;
+  cpu_team_free(cpu_team_of(be));
+  free(be);
+}
 
 static const kern_ops cpu_ops = {
   .name = "cpu",
@@ -199,19 +400,29 @@ static const kern_ops cpu_ops = {
   .gather_u8 = cpu_gather_u8,
   .cursor_advance = cpu_cursor_advance,
   .opt_update = cpu_opt_update,
+  .fused_step_ws = cpu_fused_step_ws,
+  .fused_step = cpu_fused_step,
 };
 
 int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_t err_bytes) {
-  kern_backend *be = calloc(1, sizeof *be);
-  if (!be) {
+  cpu_backend *cb = calloc(1, sizeof *cb);
+  if (!cb) {
     snprintf(err, err_bytes, "cpu: out of memory");
     return -1;
   }
+  kern_backend *be = &cb->base;
   be->ops = &cpu_ops;
   be->cfg = *cfg;
+  if (be->cfg.threads < 1) be->cfg.threads = 1;
 #if TFDIST_BLAS_IS_OPENBLAS
-  if (cfg->threads > 0) openblas_set_num_threads(cfg->threads);
+  /* The team is the only parallelism: OpenBLAS's own threads inside one
+   * batch-50 GEMM made a step 2.4x slower (README, "Threads"). */
+  openblas_set_num_threads(1);
 #endif
+  if (cpu_team_init(&cb->team, be->cfg.threads, err, err_bytes) != 0) {
+    free(cb);
+    return -1;
+  }
   *out = be;
   return 0;
 }

@@ -25,7 +25,9 @@ typedef struct {
   float *act[4];              /* x, h1, h2, logits */
   float *dact[4];             /* dact[1..3]: dL/dz of each layer */
   int32_t *labels;            /* the batch's labels, written */
-  const uint8_t *images, *image_labels;
+  const uint8_t *images, *image_labels; /* images NULL: act[0] and labels already hold
+                                         * the batch (a loader filled them; CPU only), so
+                                         * no gather; steps must then be 1 */
   const int32_t *perm;
   int64_t *cursor, cursor_delta;
   kern_stats *stats;

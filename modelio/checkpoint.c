@@ -82,6 +82,9 @@ static void ckpt_state_sha256(const ckpt_state *s, char hex[SHA256_HEX_BYTES]) {
                    (long long)s->seed, (long long)s->train_count, s->data_fingerprint,
                    s->data_mode, s->opt_kind, s->learning_rate, s->lr_effective, s->momentum,
                    (long long)s->scale_lr, s->run_id);
+  if (s->threads > 0 && n > 0 && (size_t)n < sizeof text) { /* older files: no threads */
+    n += snprintf(text + n, sizeof text - (size_t)n, ";threads=%lld", (long long)s->threads);
+  }
   sha256_ctx c;
   sha256_init(&c);
   sha256_update(&c, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
@@ -158,6 +161,7 @@ static int ckpt_write_attrs(hid_t f, const ckpt_state *s, char *err, size_t eb) 
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (h5_attr_write_i64(f, ints[i].name, ints[i].v, err, eb) != 0) return -1;
   }
+  if (s->threads > 0 && h5_attr_write_i64(f, "threads", s->threads, err, eb) != 0) return -1;
   char *rng = ckpt_rng_json(s), *latest = ckpt_latest_metrics(s->metrics);
   int rc = -1;
   if (!rng) {
@@ -240,6 +244,11 @@ static int ckpt_read_attrs(hid_t f, const char *where, ckpt_state *s, char *err,
       ckpt_attr_str_into(f, H5MODEL_ATTR_VERSION, where, s->tfdist_version,
                          sizeof s->tfdist_version, err, eb) != 0 ||
       h5_attr_read_str(f, "hyperparameters", where, &s->hyperparameters, err, eb) != 0) {
+    return -1;
+  }
+  s->threads = 0; /* written since --threads split the step; older files lack it */
+  if (H5Aexists(f, "threads") > 0 &&
+      h5_attr_read_i64(f, "threads", where, &s->threads, err, eb) != 0) {
     return -1;
   }
   return 0;

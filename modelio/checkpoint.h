@@ -37,6 +37,7 @@ typedef struct {
   int64_t opt_state_elems; /* floats in opt_state: state per parameter (interleaved, at
                             * least 1) times layout.total_elems */
   int64_t scale_lr;
+  int64_t threads;         /* CPU threads per rank's step (column slices); 0: not recorded */
   /* provenance */
   char run_id[64];
   char tfdist_version[32]; /* of the writer; filled in by ckpt_read */

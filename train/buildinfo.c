@@ -7,6 +7,7 @@
 #include "collective/coll.h"
 #include "kernels/backend.h"
 #include "tfdist_config.h"
+#include "train/train_config.h"
 
 cJSON *buildinfo_json(void) {
   cJSON *o = cJSON_CreateObject();
@@ -36,6 +37,10 @@ void buildinfo_print(FILE *out) {
   int gpus = kern_cuda_device_count(why, sizeof why);
   fprintf(out, "tfdist %s build:\n", TFDIST_VERSION);
   fprintf(out, "  [X] CPU backend     BLAS: %s\n", cJSON_GetObjectItem(o, "blas")->valuestring);
+  static train_config auto_cfg; /* --threads auto, as a run here would resolve it */
+  train_threads_resolve(&auto_cfg, 0);
+  fprintf(out, "  [X] CPU threads     %d per rank by default (%s); column slices of every "
+          "GEMM, BLAS single-threaded\n", auto_cfg.threads_run, auto_cfg.threads_why);
   fprintf(out, "  [X] MPI             %s\n", cJSON_GetObjectItem(o, "mpi")->valuestring);
   fprintf(out, "  [X] ring allreduce  (over MPI point-to-point)\n");
   fprintf(out, "  [X] HDF5            %s\n", cJSON_GetObjectItem(o, "hdf5")->valuestring);

@@ -610,6 +610,10 @@ static int train_open_records(trainer *t, cJSON *ranks) {
     return train_coll_fail(t);
   }
   rank_log_printf(&t->out.log, "run %s", id);
+  if (kern_is_host_memory(t->ctx.be)) {
+    rank_log_printf(&t->out.log, "threads: %d (%s); column slices of every GEMM, BLAS single-threaded",
+                    kern_config_of(t->ctx.be)->threads, t->ctx.cfg->threads_why);
+  }
   if (t->ctx.world->rank != 0) {
     cJSON_Delete(ranks);
     return 0;
@@ -635,6 +639,13 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   run_record_set(&t->out.run, "world_size", cJSON_CreateNumber(t->ctx.world->size));
   run_record_set(&t->out.run, "ranks", ranks);
   run_record_set(&t->out.run, "device", cJSON_CreateString(kern_name(t->ctx.be)));
+  if (kern_is_host_memory(t->ctx.be)) {
+    cJSON *th = cJSON_CreateObject();
+    cJSON_AddNumberToObject(th, "count", kern_config_of(t->ctx.be)->threads);
+    cJSON_AddStringToObject(th, "why", t->ctx.cfg->threads_why);
+    cJSON_AddStringToObject(th, "how", "column slices of every GEMM, one team per rank");
+    run_record_set(&t->out.run, "threads", th);
+  }
   run_record_set(&t->out.run, "allreduce",
                  cJSON_CreateString(coll_backend_name(coll_comm_backend(t->ctx.comm))));
   cJSON *cluster = train_cluster_json(t->ctx.world);

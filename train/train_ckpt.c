@@ -179,6 +179,7 @@ static void train_ckpt_fill(train_ckpt *k, const train_ctx *x, const train_data 
   s->opt_step = st->global_step;
   s->opt_state_elems = train_opt_state_elems(st->opt.kind, st->layout.total_elems);
   s->scale_lr = c->scale_lr;
+  s->threads = kern_is_host_memory(x->be) ? kern_config_of(x->be)->threads : 0;
   snprintf(s->run_id, sizeof s->run_id, "%s", run_id);
   s->layout = st->layout;
 }
@@ -280,6 +281,12 @@ static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data 
     return base_err_set(err, "--resume-from %.600s: world size is %d ranks but the checkpoint was "
                         "written by %lld; an exact resume needs the same ranks and --batch-size",
                         path, x->world->size, (long long)s->world_size);
+  }
+  const int threads = kern_is_host_memory(x->be) ? kern_config_of(x->be)->threads : 0;
+  if (s->threads > 0 && threads > 0 && s->threads != threads) {
+    return base_err_set(err, "--resume-from %.600s: --threads is %d but the checkpoint was written "
+                        "with %lld; an exact resume needs the same threads per rank (each splits "
+                        "the sums its own way)", path, threads, (long long)s->threads);
   }
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (ints[i].here == ints[i].there) continue;

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include "tfdist_config.h"
 
@@ -17,6 +19,7 @@ const char *const train_math_names[] = {"fp32", "tf32", NULL};
 const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", NULL};
 const char *const train_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                               "adamw", NULL};
+const char *const train_threads_words[] = {"auto", NULL};
 const char *const train_lr_schedule_names[] = {"constant", "step", "exponential", "cosine", NULL};
 const char *const train_data_mode_names[] = {"global", "stream", NULL};
 const char *const train_progress_names[] = {"auto", "on", "off", NULL};
@@ -81,8 +84,8 @@ static const opt_spec train_specs[] = {
   {"lr-min", OPT_FLOAT, F(lr_min), "0", 0, 1e3, NULL, "cosine: the rate at the last update"},
   {"warmup-epochs", OPT_FLOAT, F(warmup_epochs), "0", 0, 1e6, NULL,
    "linear ramp of the rate from 0 over these first epochs (at most --epochs)"},
-  {"threads", OPT_INT, F(threads), "1", 0, 1024, NULL,
-   "BLAS threads per rank (0: the library default)"},
+  {"threads", OPT_INT, F(threads), "auto", 1, 1024, train_threads_words,
+   "CPU threads splitting each rank's step (auto: the rank's share of its usable cores)"},
   {"resume-from", OPT_STRING, F(resume_from), NULL, 0, 0, NULL,
    "checkpoint file, checkpoints folder, 'latest', or 'auto' (latest if there is one, else a "
    "fresh start: for jobs that are restarted or requeued)"},
@@ -113,6 +116,32 @@ static const opt_spec train_specs[] = {
    "rank 0 writes every metric as a TensorBoard scalar to an event file in this folder (a "
    "TF_CONFIG evaluator: to <folder>/eval); empty: none"},
 };
+
+void train_threads_resolve(train_config *cfg, int local_ranks) {
+  if (cfg->threads > 0) {
+    cfg->threads_run = (int)cfg->threads;
+    snprintf(cfg->threads_why, sizeof cfg->threads_why, "--threads %d", cfg->threads_run);
+    return;
+  }
+  const char *env = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const char *from = "ranks on this node";
+  if (local_ranks <= 0) {
+    local_ranks = env && atoi(env) > 0 ? atoi(env) : 1;
+    from = env && atoi(env) > 0 ? "OMPI_COMM_WORLD_LOCAL_SIZE" : "ranks on this node (none said)";
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  const char *cores_from = "sched_getaffinity";
+  if (cores <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cores = n > 0 ? (int)n : 1;
+    cores_from = "online cores";
+  }
+  cfg->threads_run = cores / local_ranks > 0 ? cores / local_ranks : 1;
+  snprintf(cfg->threads_why, sizeof cfg->threads_why,
+           "auto: %d usable cores (%s) / %d %s", cores, cores_from, local_ranks, from);
+}
 
 const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof train_specs[0]),
                                  "train"};

@@ -33,6 +33,7 @@ extern const char *const train_math_names[];
 extern const char *const train_allreduce_names[];
 extern const char *const train_optimizer_names[];
 extern const char *const train_lr_schedule_names[];
+extern const char *const train_threads_words[]; /* --threads: "auto" stands for 0 */
 extern const char *const train_data_mode_names[];
 extern const char *const train_progress_names[];
 
@@ -62,7 +63,9 @@ typedef struct {
   double beta1, beta2, epsilon, rho, weight_decay;
   train_lr_schedule lr_schedule;
   double lr_decay_rate, lr_decay_epochs, lr_min, warmup_epochs;
-  int64_t threads;
+  int64_t threads;               /* 0: auto (train_threads_resolve) */
+  int threads_run;               /* not a flag: the threads this rank runs, resolved */
+  char threads_why[160];         /* not a flag: why that many, for the log and run.json */
   char resume_from[OPT_STR_BYTES];
   train_resume_mode resume_mode; /* not a flag: what resume_from said; AUTO stays AUTO once
                                     train_ckpt_resolve_auto has replaced "auto" in resume_from
@@ -83,6 +86,11 @@ typedef struct {
 } train_config;
 
 extern const opt_table train_options;
+
+/* --threads N|auto -> cfg->threads_run and threads_why. auto is this
+ * process's usable cores (its affinity mask) divided by the ranks on its
+ * node (local_ranks; <= 0: OMPI_COMM_WORLD_LOCAL_SIZE, else 1), at least 1. */
+void train_threads_resolve(train_config *cfg, int local_ranks);
 
 /* Defaults, then --config FILE, then the flags. Checks cross-field rules. */
 int train_config_resolve(train_config *cfg, int argc, char **argv, base_err *err);

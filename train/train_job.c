@@ -51,7 +51,7 @@ static int train_job_pick_device(const train_config *cfg, const coll_world *w, k
                                  base_err *err) {
   char why[256] = "";
   memset(kc, 0, sizeof *kc);
-  kc->threads = (int)cfg->threads;
+  kc->threads = cfg->threads_run;
   kc->rank = w->rank;
   kc->math = cfg->math == TRAIN_MATH_TF32 ? KERN_MATH_TF32 : KERN_MATH_FP32;
   if (cfg->device == TRAIN_DEVICE_CPU) {
@@ -186,6 +186,7 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
     *task_done = 1;
     return st;
   }
+  train_threads_resolve(j->cfg, j->world.local_size);
   coll_backend cb;
   if (train_job_pick_device(cfg, &j->world, &j->kc, err) != 0 ||
       train_job_pick_allreduce(cfg, &j->world, &j->kc, &cb, err) != 0 ||

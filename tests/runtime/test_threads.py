@@ -1,0 +1,112 @@
+"""--threads (the CPU back end's team, column slices): 1 rank x batch 100
+after 30 steps gives the weights of 1 thread with 2 and with 4 threads
+(max |dw| <= 1e-6: compared early, a ReLU net is chaotic); the same seed and
+threads give bit-identical weights; an exact resume with --threads 2 is
+bit-identical and one with another count is a one-line error; run.json, the
+rank log and --check-build say how many threads run and why; bad values
+are usage errors."""
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+import idxgen
+import tfdtest as T
+
+TOL = 1e-6
+d = T.tmpdir()
+rng = np.random.default_rng(16)
+data = os.path.join(d, "data")
+idxgen.write_shared_set(data, rng, rng.integers(0, 256, size=(10, 784)), 200, 3000, 200)
+
+
+def train(out, extra, check_rc=True):
+    p = T.run(["train", "--data-folder", data, "--outputs", out, "--logs", out + "-logs",
+               "--progress", "off", "--seed", "3", "--device", "cpu"] + extra)
+    if check_rc:
+        T.check(p.returncode == 0, f"{out}: exit {p.returncode}: {p.stderr.strip()[-600:]}")
+    return p
+
+
+def weights(out):
+    return T.weights(os.path.join(out, "model", "model.h5"))
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(a, b))
+
+
+def bits_equal(a, b):
+    return len(a) == len(b) == 6 and all(np.array_equal(x.view(np.uint32), y.view(np.uint32))
+                                         for x, y in zip(a, b))
+
+
+# Equivalence and determinism: 30 steps of batch 100, the model's own sizes.
+short = ["--epochs", "1", "--max-steps", "30", "--batch-size", "100", "--learning-rate", "0.05",
+         "--checkpoint-every", "0"]
+w = {}
+runs = (("t1", 1), ("t2", 2), ("t4", 4), ("t2b", 2), ("t3", 3), ("t3b", 3))
+for name, th in runs:
+    out = os.path.join(d, name)
+    if train(out, short + ["--threads", str(th)]).returncode == 0:
+        w[name] = weights(out)
+if T.check(len(w) == len(runs), "equivalence: a run failed"):
+    T.check(np.any(w["t1"][5]), "equivalence: the last bias is still zero: nothing was trained")
+    for name in ("t2", "t4", "t3"):
+        diff = max_diff(w["t1"], w[name])
+        print(f"{name} vs t1 after 30 steps: max |dw| = {diff:.3g}")
+        T.check(diff <= TOL, f"{name} differs from 1 thread by {diff:.3g} > {TOL}")
+    for a, b in (("t2", "t2b"), ("t3", "t3b")):
+        same = bits_equal(w[a], w[b])
+        print(f"{a} vs {b} (same seed, same threads): {'bit-identical' if same else 'DIFFERENT'}")
+        T.check(same, f"{a} vs {b}: same seed and threads, other bits")
+
+# What runs and why: the rank log, run.json, --check-build.
+log = open(os.path.join(d, "t2-logs", "rank-0.log")).read()
+T.check(re.search(r"threads: 2 \(--threads 2\)", log) is not None, f"rank log: no threads line: {log[-400:]}")
+run = json.load(open(os.path.join(d, "t2", "run.json")))
+T.check(run.get("threads", {}).get("count") == 2 and run["threads"].get("why") == "--threads 2",
+        f"run.json threads: {run.get('threads')}")
+T.check(run["config"]["threads"] == 2, f"run.json config threads: {run['config'].get('threads')}")
+auto = os.path.join(d, "auto")
+if train(auto, short).returncode == 0:
+    run = json.load(open(os.path.join(auto, "run.json")))
+    th = run.get("threads", {})
+    cores = len(os.sched_getaffinity(0))
+    T.check(th.get("count") == max(cores, 1) and th.get("why", "").startswith("auto: "),
+            f"--threads auto on {cores} cores, 1 rank: run.json says {th}")
+    T.check(run["config"]["threads"] == "auto", f"run.json config keeps auto: {run['config'].get('threads')}")
+    cfg = os.path.join(d, "auto-config.json")  # run.json's config reruns the job: auto stays auto
+    json.dump(run["config"], open(cfg, "w"))
+    again = os.path.join(d, "auto-again")
+    if train(again, ["--config", cfg, "--outputs", again, "--logs", again + "-logs"]).returncode == 0:
+        T.check(json.load(open(os.path.join(again, "run.json")))["threads"] == th,
+                "--config of run.json's config: threads resolved otherwise")
+p = T.run(["--check-build"])
+T.check(p.returncode == 0 and re.search(r"CPU threads +\d+ per rank by default \(auto: ", p.stdout),
+        f"--check-build: no threads line: {p.stdout}")
+
+# Exact resume with --threads 2; another count is a one-line error.
+ck = ["--batch-size", "50", "--learning-rate", "0.05", "--max-steps", "20", "--checkpoint-every", "1"]
+straight, resumed = os.path.join(d, "straight"), os.path.join(d, "resumed")
+train(straight, ck + ["--epochs", "3", "--threads", "2"])
+train(resumed, ck + ["--epochs", "2", "--threads", "2"])
+p = train(resumed, ck + ["--epochs", "3", "--threads", "2", "--resume-from", "latest"])
+if p.returncode == 0:
+    T.check(bits_equal(weights(straight), weights(resumed)),
+            "resume with --threads 2: weights differ from the straight run's")
+p = train(resumed, ck + ["--epochs", "3", "--threads", "1", "--resume-from",
+                         os.path.join(resumed, "checkpoints", "ckpt-epoch-2.h5")], check_rc=False)
+lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+T.check(p.returncode != 0 and len(lines) == 1 and lines[0].startswith("tfdist: error:") and
+        "--threads is 1 but the checkpoint was written with 2" in lines[0],
+        f"resume with another thread count: rc {p.returncode}, stderr {p.stderr.strip()}")
+
+# Bad values: usage errors naming the flag.
+for bad in ("0", "abc", "1025", "-2"):
+    p = train(os.path.join(d, "bad"), short + ["--threads", bad], check_rc=False)
+    T.check(p.returncode == 2 and "--threads" in p.stderr, f"--threads {bad}: rc {p.returncode}, {p.stderr.strip()}")
+
+T.done()
