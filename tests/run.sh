@@ -63,9 +63,11 @@ suite() {
 
 suite build-ci "-Dwerror=true -Dgpu=auto -Dbuildtype=release"
 suite build-asan "-Dwerror=true -Dgpu=disabled -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug" --suite unit
-for target in idx serve hello; do
-  step "fuzzing $target for 45 s"
-  if tests/fuzz.sh "$target" 45; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+# The network-facing parsers (serve's requests, the mesh's hello) get 60 s each.
+for spec in idx:45 serve:60 hello:60; do
+  target=${spec%%:*} secs=${spec##*:}
+  step "fuzzing $target for $secs s"
+  if tests/fuzz.sh "$target" "$secs"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -129,7 +129,7 @@ for src_tag, src in (("model", model), ("ckpt", ckpt)):
         if src_tag == "ckpt":
             refused(C.train_args(d, data, os.path.join(d, "resume-out"),
                                  ["--epochs", "2", "--learning-rate", "0.01", "--resume-from", path]),
-                    needle, what + " resume", rc=1)
+                    needle, what + " resume", rc=2)
 T.check(not os.path.exists(os.path.join(reg, "x")), "a refused register left an entry")
 
 

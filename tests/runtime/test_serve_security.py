@@ -167,10 +167,16 @@ shutil.copy(os.path.join(MODEL, "model.h5"), os.path.join(nan_dir, "model.h5"))
 with h5py.File(os.path.join(nan_dir, "model.h5"), "r+") as f:
     g = f["model_weights"]
     last = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["layer_names"]][-1]
-    bias = g[last][last]["bias:0"]
-    bias[3] = np.nan
-    for a in list(f.attrs):  # without tfdist's checksum, as a file Keras wrote
-        if "sha256" in a:
+    # Finite weights (a model with NaN or Inf weights is refused at load) whose
+    # outputs overflow: the logits of classes 3 and 4 are 3e38 plus a positive
+    # sum of 3e38s, +inf, so the softmax is inf - inf = NaN.
+    kernel, bias = g[last][last]["kernel:0"], g[last][last]["bias:0"]
+    k, b = kernel[...], bias[...]
+    k[:, 3:5] = 3e38
+    b[3:5] = 3e38
+    kernel[...], bias[...] = k, b
+    for a in list(f.attrs):  # without tfdist's attributes, as a file Keras wrote
+        if a.startswith("tfdist"):
             del f.attrs[a]
 srv = None
 try:
