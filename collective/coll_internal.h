@@ -53,6 +53,7 @@ typedef struct coll_backend_ops {
 
 extern const coll_backend_ops coll_mpi_ops;
 extern const coll_backend_ops coll_ring_ops;
+extern const coll_backend_ops coll_shm_ops;
 /* The nccl back end's one symbol, looked up in coll.c's table alone. */
 #if TFDIST_HAVE_CUDA
 extern const coll_backend_ops coll_nccl_ops;
@@ -66,6 +67,7 @@ struct coll_comm {
   const coll_transport_ops *tp; /* the control plane (transport.h) */
   void *tp_state;         /* the transport's per-comm state */
   int rank, size;
+  int local_rank, local_size; /* on this node (shm needs local_size == size) */
   char host[64];
   void *impl;             /* the back end's per-comm state */
 

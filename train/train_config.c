@@ -14,7 +14,8 @@
 /* In each enum's order (train_config.h). */
 const char *const train_device_names[] = {"auto", "cpu", "cuda", NULL};
 const char *const train_math_names[] = {"fp32", "tf32", NULL};
-const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", NULL};
+const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", "shm",
+                                             NULL};
 const char *const train_optimizer_names[] = {"sgd", "momentum", NULL};
 const char *const train_data_mode_names[] = {"global", "stream", NULL};
 const char *const train_progress_names[] = {"auto", "on", "off", NULL};

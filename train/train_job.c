@@ -90,7 +90,8 @@ static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w
                                     const kern_config *kc, coll_backend *b, base_err *err) {
   static const coll_backend given[] = {
     [TRAIN_ALLREDUCE_MPI] = COLL_BACKEND_MPI, [TRAIN_ALLREDUCE_RING] = COLL_BACKEND_RING,
-    [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP};
+    [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP,
+    [TRAIN_ALLREDUCE_SHM] = COLL_BACKEND_SHM};
   if (cluster_world_tf(w)) {
     *b = COLL_BACKEND_TCP;
     return 0;
