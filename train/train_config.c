@@ -46,11 +46,13 @@ static const opt_spec train_specs[] = {
    "compute device; auto uses a GPU when present"},
   {"math", OPT_CHOICE, F(math), "fp32", 0, 0, train_math_names, "GPU GEMM precision"},
   {"allreduce", OPT_CHOICE, F(allreduce), "auto", 0, 0, train_allreduce_names,
-   "gradient averaging back end (auto: nccl on GPUs, ring on CPUs, tcp under TF_CONFIG)"},
+   "gradient averaging back end (auto: nccl on GPUs; on CPUs shm when every rank is on one "
+   "node, else ring; tcp under TF_CONFIG)"},
   {"scale-lr", OPT_BOOL, F(scale_lr), "off", 0, 0, NULL,
    "multiply the learning rate by the number of ranks"},
-  {"overlap", OPT_BOOL, F(overlap), "on", 0, 0, NULL,
-   "reduce each layer's gradient while backward continues"},
+  {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,
+   "reduce each layer's gradient while backward continues (auto: on where the node has a core "
+   "to spare)"},
   {"timeout", OPT_FLOAT, F(timeout), "60", 0.1, 1e6, NULL,
    "seconds before a stalled collective ends the job"},
   {"optimizer", OPT_CHOICE, F(optimizer), "sgd", 0, 0, train_optimizer_names, "update rule"},

@@ -44,7 +44,7 @@ typedef struct {
   train_math math;
   train_allreduce allreduce;
   int scale_lr;
-  int overlap;
+  int overlap;         /* OPT_AUTO until train_job decides */
   double timeout;
   train_optimizer optimizer;
   double momentum;

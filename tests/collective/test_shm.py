@@ -3,7 +3,10 @@ against 1 rank x 100 after 30 steps, max |dw| <= 1e-6, and a repeat
 bit-identical); failure (kill -9 of one rank of 2 and of 4: a bounded
 non-zero exit naming the rank; a stalled rank named by the watchdog within
 --timeout), with nothing of ours left in /dev/shm after each; and two jobs at
-once on this node giving the weights each gives alone."""
+once on this node giving the weights each gives alone. And the defaults:
+--allreduce auto takes shm on CPUs when every rank is on this node, and
+--overlap auto turns overlap on only where usable cores exceed the local
+ranks' compute threads; the rank log says what was chosen and why."""
 import os
 import re
 import signal
@@ -164,12 +167,43 @@ def two_jobs(tmp, data):
     return fails
 
 
+def rank_log(folder, rank):
+    with open(os.path.join(folder, "logs", "rank-%d.log" % rank)) as f:
+        return f.read()
+
+
+def auto_case(tmp, data):
+    cores = len(os.sched_getaffinity(0))
+    fails = 0
+    for np_, extra in ((1, []), (2, []), (4, []), (2, ["--overlap", "on"])):
+        name = "auto-np%d%s" % (np_, "".join(extra))
+        folder = os.path.join(tmp, name)
+        rc, out = mpitest.run_train(np_, folder, data, ["--epochs", "1", "--max-steps", "3",
+                                                        "--threads", "1"] + extra)
+        if rc != 0:
+            fails += verdict(name, False, "exit %d" % rc, out)
+            continue
+        want_ar = "shm (auto: CPU, and every rank is on this node)" if np_ > 1 else "ring (auto: one rank)"
+        on = cores > np_
+        want_ov = None if extra else "%s (auto: %d usable cores %s %d compute threads of %d local rank(s))" % (
+            "on" if on else "off", cores, ">" if on else "<=", np_, np_)
+        for r in range(np_):
+            log = rank_log(folder, r)
+            ok = ("allreduce: " + want_ar) in log and (
+                ("overlap: " + want_ov) in log if want_ov else "overlap: " not in log)
+            fails += verdict("%s rank %d" % (name, r), ok,
+                             "want 'allreduce: %s', overlap %s; log:\n%s" % (want_ar, want_ov, log))
+    print("auto: %d usable cores" % cores)
+    return fails
+
+
 def main():
     before = shm_entries()
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
         idxgen.write_set(data, np.random.default_rng(11), n_train=3200, n_test=200)
-        fails = equivalence(tmp, data)
+        fails = auto_case(tmp, data)
+        fails += equivalence(tmp, data)
         fails += two_jobs(tmp, data)
         fails += kill_case(tmp, data, 2, 1, before)
         fails += kill_case(tmp, data, 4, 2, before)
