@@ -24,9 +24,12 @@
 
 #include "collective/coll_internal.h"
 
-/* 2 MiB per rank and chunk: the trainer's 1.07 MB gradient is one chunk
- * (two barriers per allreduce); the segment is (ranks + 1) chunks. */
-#define SHM_CHUNK_ELEMS ((int64_t)512 * 1024)
+/* 512 KiB per rank and chunk: a chunk's slots stay in cache between the
+ * copy in, the reduction and the copy out. 2 ranks, 1 MiB, median of 100,
+ * 3 rounds taking turns (2-core EPYC, load 9-10): 40-41 us against 83-1117 us
+ * with 2 MiB chunks (MPI_Allreduce in the same runs: 100-102 us, and 651-1003
+ * us in the noisier 2 MiB runs). The segment is (ranks + 1) chunks. */
+#define SHM_CHUNK_ELEMS ((int64_t)128 * 1024)
 #define SHM_PREFIX "tfdist-shm."
 #define SHM_MAGIC 0x74666473686d3031ULL /* "tfdshm01" */
 #define SHM_LINE 64
@@ -264,23 +267,48 @@ static int shm_all_arrived(coll_comm *c, shm_comm *s, int *yes) {
   return COLL_OK;
 }
 
-/* This rank's slice of chunk [0, len): the sum over ranks, in rank order. */
-static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, int64_t len, int avg) {
+/* This rank's slice [lo, hi) of a chunk of len elements. */
+static void shm_slice(const coll_comm *c, int64_t len, int64_t *lo, int64_t *hi) {
+  *lo = len * c->rank / c->size;
+  *hi = len * (c->rank + 1) / c->size;
+}
+
+/* This rank's slice of the chunk at off: the sum over ranks, in rank order,
+ * into the result area (for the peers) and into recv (for this rank). Its
+ * own term comes straight from send: only the peers' slices were copied in. */
+static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_request *r,
+                             int64_t off, int64_t len) {
   const int n = c->size;
-  const int64_t lo = len * c->rank / n, hi = len * (c->rank + 1) / n;
-  float *restrict out = s->result + lo;
-  const float *restrict a = s->data + lo;
-  const float *restrict b = s->data + SHM_CHUNK_ELEMS + lo;
+  int64_t lo, hi;
+  shm_slice(c, len, &lo, &hi);
   const int64_t m = hi - lo;
-  for (int64_t i = 0; i < m; i++) out[i] = a[i] + b[i];
+  const float div = (float)n;
+  float *restrict res = s->result + lo;
+  const float *src[2];
+  for (int p = 0; p < 2; p++) {
+    src[p] = p == c->rank ? r->send + off + lo : s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
+  }
+  if (n == 2) { /* one pass, both stores (in place, recv[i] is read before it is written) */
+    const float *a = src[0], *b = src[1]; /* one of them may be out: no restrict */
+    float *out = r->recv + off + lo;
+    for (int64_t i = 0; i < m; i++) {
+      float v = a[i] + b[i];
+      if (r->avg) v /= div;
+      res[i] = v;
+      out[i] = v;
+    }
+    return;
+  }
+  for (int64_t i = 0; i < m; i++) res[i] = src[0][i] + src[1][i];
   for (int p = 2; p < n; p++) {
-    const float *restrict x = s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
-    for (int64_t i = 0; i < m; i++) out[i] += x[i];
+    const float *restrict x = p == c->rank ? r->send + off + lo
+                                           : s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
+    for (int64_t i = 0; i < m; i++) res[i] += x[i];
   }
-  if (avg) {
-    const float div = (float)n;
-    for (int64_t i = 0; i < m; i++) out[i] /= div;
+  if (r->avg) {
+    for (int64_t i = 0; i < m; i++) res[i] /= div;
   }
+  memcpy(r->recv + off + lo, res, (size_t)m * sizeof(float));
 }
 
 static int shm_start(coll_comm *c, coll_request *r) {
@@ -305,19 +333,23 @@ static int shm_test(coll_comm *c, coll_request *r, int *done) {
   while (q->off < r->elems) {
     const int64_t left = r->elems - q->off;
     const int64_t len = left < SHM_CHUNK_ELEMS ? left : SHM_CHUNK_ELEMS;
+    int64_t lo, hi;
+    shm_slice(c, len, &lo, &hi);
     int ready = 1;
     switch (q->step) {
-    case SHM_STEP_COPY_IN:
-      memcpy(s->data + (int64_t)c->rank * SHM_CHUNK_ELEMS, r->send + q->off,
-             (size_t)len * sizeof(float));
+    case SHM_STEP_COPY_IN: { /* the peers' slices; this rank's own stays in send */
+      float *mine = s->data + (int64_t)c->rank * SHM_CHUNK_ELEMS;
+      memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
+      memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
       shm_arrive(s, c->rank);
       q->step = SHM_STEP_REDUCE;
       break;
+    }
     case SHM_STEP_REDUCE:
       if (shm_all_arrived(c, s, &ready) != COLL_OK) return COLL_ERR;
       if (!ready) return COLL_OK;
       coll_req_touch(r);
-      shm_reduce_slice(c, s, len, r->avg);
+      shm_reduce_slice(c, s, r, q->off, len);
       shm_arrive(s, c->rank);
       q->step = SHM_STEP_COPY_OUT;
       break;
@@ -325,7 +357,8 @@ static int shm_test(coll_comm *c, coll_request *r, int *done) {
       if (shm_all_arrived(c, s, &ready) != COLL_OK) return COLL_ERR;
       if (!ready) return COLL_OK;
       coll_req_touch(r);
-      memcpy(r->recv + q->off, s->result, (size_t)len * sizeof(float));
+      memcpy(r->recv + q->off, s->result, (size_t)lo * sizeof(float));
+      memcpy(r->recv + q->off + hi, s->result + hi, (size_t)(len - hi) * sizeof(float));
       q->off += len;
       q->step = SHM_STEP_COPY_IN;
       break;
