@@ -184,8 +184,18 @@ static void coll_req_fill(coll_request *r, int64_t seq, const float *send, float
   r->t_start = r->t_progress = clock_mono_s();
 }
 
+static int coll_iallreduce_f32(coll_comm *c, const float *send, float *recv, int64_t elems,
+                               int avg, coll_request **req);
+
 static int coll_allreduce_f32(coll_comm *c, const float *send, float *recv, int64_t elems,
                               int avg) {
+  if (c->ops->blocking) {
+    /* On the heap: a wait that times out leaves the request to the thread
+     * still inside the blocking call. */
+    coll_request *req = NULL;
+    int rc = coll_iallreduce_f32(c, send, recv, elems, avg, &req);
+    return rc == COLL_OK ? coll_wait(c, req) : rc;
+  }
   if (coll_check_count(c, elems, "allreduce") != COLL_OK) return COLL_ERR;
   coll_request r;
   coll_req_fill(&r, coll_enter(c), send, recv, elems, avg);

@@ -33,6 +33,9 @@ typedef struct coll_backend_ops {
   const char *name;
   /* ops advanced by the progress thread (mpi, ring); nccl is stream-ordered */
   int threaded;
+  /* start may block (mpi: MPI_Allreduce) where a progress thread runs it:
+   * every request goes to that thread, and the waiter keeps the timeout */
+  int blocking;
   int (*init)(coll_comm *c, char *err, size_t err_bytes);
   void (*free)(coll_comm *c);
   /* Begins r without blocking; COLL_OK or COLL_ERR with c->err set. */
