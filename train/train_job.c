@@ -234,9 +234,9 @@ static cJSON *train_job_rank_table(const coll_world *w, const kern_backend *be,
 /* --overlap auto: a progress thread that reduces while backward runs pays
  * only where it has a core of its own: usable cores (the affinity mask) more
  * than the compute threads of this node's ranks. On a GPU the host is idle. */
-static void train_job_pick_overlap(train_config *cfg, const coll_world *w, const kern_config *kc,
-                                   char *why, size_t why_bytes) {
-  if (cfg->overlap != OPT_AUTO) return;
+static int train_job_pick_overlap(train_config *cfg, const coll_world *w, const kern_config *kc,
+                                  coll_comm *comm, char *why, size_t why_bytes, base_err *err) {
+  if (cfg->overlap != OPT_AUTO) return 0;
   cpu_set_t set;
   const int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
   const long per_rank = cfg->threads > 0 ? (long)cfg->threads : cores; /* 0: BLAS takes all */
@@ -250,6 +250,17 @@ static void train_job_pick_overlap(train_config *cfg, const coll_world *w, const
              "local rank(s))", cfg->overlap ? "on" : "off", cores, cfg->overlap ? ">" : "<=",
              compute, w->local_size);
   }
+  /* Every rank must issue the same collectives: off if any rank says off
+   * (ranks bound to fewer cores than others). */
+  double off = cfg->overlap ? 0.0 : 1.0;
+  if (w->size > 1 && coll_allreduce_sum_f64(comm, &off, 1) != COLL_OK) {
+    return train_err_coll(err, comm);
+  }
+  if (cfg->overlap && off > 0) {
+    cfg->overlap = 0;
+    snprintf(why, why_bytes, "overlap: off (auto: another rank has no core to spare)");
+  }
+  return 0;
 }
 
 /* Rank 0's flags on every rank, then --resume-from auto's verdict. */
@@ -311,7 +322,10 @@ train_job_status train_job_run(train_job **out, train_config *cfg, int *argc, ch
   train_job_status st = train_job_world_setup(j, argc, argv, &task_done, err);
   if (st != TRAIN_JOB_OK || task_done) return st;
   if (train_job_agree(j, err) != 0) return TRAIN_JOB_FAILED;
-  train_job_pick_overlap(cfg, &j->world, &j->kc, j->auto_why[1], sizeof j->auto_why[1]);
+  if (train_job_pick_overlap(cfg, &j->world, &j->kc, j->comm, j->auto_why[1],
+                             sizeof j->auto_why[1], err) != 0) {
+    return TRAIN_JOB_FAILED;
+  }
   return train_job_train(j, err);
 }
 
