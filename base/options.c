@@ -32,6 +32,10 @@ void opt_choice_list(const opt_spec *s, char *out, size_t out_bytes) {
 
 /* Parses text into the field; `where` names the source ("--batch-size" or
  * "config.json: batch_size") for the error line. */
+static int opt_bool_takes_auto(const opt_spec *s) {
+  return s->type == OPT_BOOL && s->defval && strcmp(s->defval, "auto") == 0;
+}
+
 static int opt_set_text(const opt_spec *s, void *obj, const char *text, const char *where,
                         char *err, size_t err_bytes) {
   char *field = (char *)obj + s->offset;
@@ -70,12 +74,15 @@ static int opt_set_text(const opt_spec *s, void *obj, const char *text, const ch
     return 0;
   }
   case OPT_BOOL:
-    if (!strcmp(text, "on") || !strcmp(text, "true") || !strcmp(text, "1")) {
+    if (opt_bool_takes_auto(s) && !strcmp(text, "auto")) {
+      *(int *)field = OPT_AUTO;
+    } else if (!strcmp(text, "on") || !strcmp(text, "true") || !strcmp(text, "1")) {
       *(int *)field = 1;
     } else if (!strcmp(text, "off") || !strcmp(text, "false") || !strcmp(text, "0")) {
       *(int *)field = 0;
     } else {
-      snprintf(err, err_bytes, "%s: '%s' is not on/off", where, text);
+      snprintf(err, err_bytes, "%s: '%s' is not %s", where, text,
+               opt_bool_takes_auto(s) ? "auto/on/off" : "on/off");
       return -1;
     }
     return 0;
@@ -230,7 +237,8 @@ out:
 }
 
 /* The words a boolean flag takes as its own next argument. */
-static int opt_bool_word(const char *w) {
+static int opt_bool_word(const opt_spec *s, const char *w) {
+  if (opt_bool_takes_auto(s) && strcmp(w, "auto") == 0) return 1;
   static const char *const words[] = {"on", "off", "true", "false", "1", "0"};
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
     if (strcmp(w, words[i]) == 0) return 1;
@@ -260,7 +268,7 @@ int opt_apply_argv(const opt_table *t, void *obj, int argc, char **argv, const c
       return -1;
     }
     const char *val = eq ? eq + 1 : NULL;
-    if (!val && s->type == OPT_BOOL && (i + 1 >= argc || !opt_bool_word(argv[i + 1]))) {
+    if (!val && s->type == OPT_BOOL && (i + 1 >= argc || !opt_bool_word(s, argv[i + 1]))) {
       val = "on"; /* a bare boolean flag switches it on */
     }
     if (!val) {
@@ -297,7 +305,8 @@ void opt_print_help(const opt_table *t, const char *usage, void *out_file) {
     if (s->type == OPT_CHOICE) opt_choice_list(s, list, sizeof list);
     if (s->type == OPT_INT && s->choices) snprintf(list, sizeof list, "N|%s", s->choices[0]);
     const char *meta = s->type == OPT_INT ? (s->choices ? list : "N") : s->type == OPT_FLOAT ? "X"
-                     : s->type == OPT_BOOL ? "on|off" : s->type == OPT_CHOICE ? list
+                     : s->type == OPT_BOOL ? (opt_bool_takes_auto(s) ? "auto|on|off" : "on|off")
+                     : s->type == OPT_CHOICE ? list
                      : "VALUE";
     snprintf(left, sizeof left, "--%s %s", s->name, meta);
     fprintf(out, "  %-34s %s", left, s->help);
@@ -319,7 +328,10 @@ cJSON *opt_to_json(const opt_table *t, const void *obj) {
       else cJSON_AddNumberToObject(o, key, (double)*(const int64_t *)field);
       break;
     case OPT_FLOAT: cJSON_AddNumberToObject(o, key, *(const double *)field); break;
-    case OPT_BOOL: cJSON_AddBoolToObject(o, key, *(const int *)field); break;
+    case OPT_BOOL:
+      if (*(const int *)field == OPT_AUTO) cJSON_AddStringToObject(o, key, "auto");
+      else cJSON_AddBoolToObject(o, key, *(const int *)field);
+      break;
     case OPT_CHOICE: {
       const int k = *(const int *)field;
       cJSON_AddStringToObject(o, key, k >= 0 ? s->choices[k] : "");

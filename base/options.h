@@ -25,6 +25,9 @@ typedef struct {
 } opt_spec;
 
 #define OPT_STR_BYTES 4096
+/* An OPT_BOOL whose default is "auto" also takes "auto", stored as OPT_AUTO:
+ * the caller decides once it knows the machine. */
+#define OPT_AUTO (-1)
 
 typedef struct {
   const opt_spec *specs;

@@ -1,5 +1,5 @@
 /* The collective front end: typed calls, the back-end table, errors. The
- * allreduce of each back end lives in its own file (mpi.c, ring.c, nccl.c);
+ * allreduce of each back end lives in its own file (mpi.c, ring.c, shm.c, nccl.c);
  * host broadcasts, metric sums, barriers and notices go over the world's
  * transport (transport.h) for every back end. */
 #include <dlfcn.h>
@@ -43,12 +43,13 @@ const char *coll_backend_name(coll_backend b) {
   case COLL_BACKEND_RING: return "ring";
   case COLL_BACKEND_NCCL: return "nccl";
   case COLL_BACKEND_TCP: return "tcp";
+  case COLL_BACKEND_SHM: return "shm";
   }
   return "?";
 }
 
 int coll_backend_parse(const char *name, coll_backend *out) {
-  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_TCP; b++) {
+  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_SHM; b++) {
     if (strcmp(name, coll_backend_name((coll_backend)b)) == 0) {
       *out = (coll_backend)b;
       return 0;
@@ -66,6 +67,7 @@ static const coll_backend_ops *coll_backend_table(coll_backend b) {
      * back end) or in an executable that links it; NULL without either. */
     return (const coll_backend_ops *)dlsym(RTLD_DEFAULT, "coll_nccl_ops");
   case COLL_BACKEND_TCP: return &coll_ring_ops; /* the ring over a cluster's transport */
+  case COLL_BACKEND_SHM: return &coll_shm_ops;
   }
   return NULL;
 }
@@ -96,6 +98,8 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
   c->ops = ops;
   c->rank = w->rank;
   c->size = w->size;
+  c->local_rank = w->local_rank;
+  c->local_size = w->local_size;
   snprintf(c->host, sizeof c->host, "%.63s", w->host);
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->diag_mu, NULL);
@@ -180,8 +184,18 @@ static void coll_req_fill(coll_request *r, int64_t seq, const float *send, float
   r->t_start = r->t_progress = clock_mono_s();
 }
 
+static int coll_iallreduce_f32(coll_comm *c, const float *send, float *recv, int64_t elems,
+                               int avg, coll_request **req);
+
 static int coll_allreduce_f32(coll_comm *c, const float *send, float *recv, int64_t elems,
                               int avg) {
+  if (c->ops->blocking) {
+    /* On the heap: a wait that times out leaves the request to the thread
+     * still inside the blocking call. */
+    coll_request *req = NULL;
+    int rc = coll_iallreduce_f32(c, send, recv, elems, avg, &req);
+    return rc == COLL_OK ? coll_wait(c, req) : rc;
+  }
   if (coll_check_count(c, elems, "allreduce") != COLL_OK) return COLL_ERR;
   coll_request r;
   coll_req_fill(&r, coll_enter(c), send, recv, elems, avg);

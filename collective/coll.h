@@ -11,12 +11,14 @@
 
 enum { COLL_OK = 0, COLL_ERR = -1, COLL_ETIMEOUT = -2 };
 
-/* tcp: the ring (ring.c) over the TCP mesh of a TF_CONFIG cluster (cluster/). */
+/* tcp: the ring (ring.c) over the TCP mesh of a TF_CONFIG cluster (cluster/).
+ * shm: the ranks of one node reduce through one shared segment (shm.c). */
 typedef enum {
   COLL_BACKEND_MPI = 0,
   COLL_BACKEND_RING = 1,
   COLL_BACKEND_NCCL = 2,
-  COLL_BACKEND_TCP = 3
+  COLL_BACKEND_TCP = 3,
+  COLL_BACKEND_SHM = 4
 } coll_backend;
 
 struct coll_transport_ops;

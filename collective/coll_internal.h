@@ -33,6 +33,9 @@ typedef struct coll_backend_ops {
   const char *name;
   /* ops advanced by the progress thread (mpi, ring); nccl is stream-ordered */
   int threaded;
+  /* start may block (mpi: MPI_Allreduce) where a progress thread runs it:
+   * every request goes to that thread, and the waiter keeps the timeout */
+  int blocking;
   int (*init)(coll_comm *c, char *err, size_t err_bytes);
   void (*free)(coll_comm *c);
   /* Begins r without blocking; COLL_OK or COLL_ERR with c->err set. */
@@ -53,6 +56,7 @@ typedef struct coll_backend_ops {
 
 extern const coll_backend_ops coll_mpi_ops;
 extern const coll_backend_ops coll_ring_ops;
+extern const coll_backend_ops coll_shm_ops;
 /* The nccl back end's one symbol, looked up in coll.c's table alone. */
 #if TFDIST_HAVE_CUDA
 extern const coll_backend_ops coll_nccl_ops;
@@ -66,6 +70,7 @@ struct coll_comm {
   const coll_transport_ops *tp; /* the control plane (transport.h) */
   void *tp_state;         /* the transport's per-comm state */
   int rank, size;
+  int local_rank, local_size; /* on this node (shm needs local_size == size) */
   char host[64];
   void *impl;             /* the back end's per-comm state */
 

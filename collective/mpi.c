@@ -1,5 +1,10 @@
-/* The mpi back end: MPI_Iallreduce, polled, in pieces of at most 2^30
- * elements (MPI counts are int). The average divides after the sum. */
+/* The mpi back end, in pieces of at most 2^30 elements (MPI counts are
+ * int); the average divides after the sum. With a progress thread it calls
+ * MPI_Allreduce there, and the waiter keeps the timeout (progress.c). 2 ranks,
+ * 1 MiB, median of 100, 3 rounds taking turns (2-core EPYC, load 6-9):
+ * 1.13-1.23x MPI_Allreduce's time, against 4.1-8.8x for MPI_Iallreduce polled
+ * (with the waiter on a condition variable instead of polling: 0.93-8.8x).
+ * Without a thread (no MPI_THREAD_MULTIPLE) it polls MPI_Iallreduce. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +27,18 @@ static int mpi_post(coll_comm *c, coll_request *r, mpi_req *m) {
   return COLL_OK;
 }
 
+/* On the progress thread only (ops.blocking): the caller's wait bounds it. */
+static int mpi_blocking(coll_comm *c, coll_request *r) {
+  for (int64_t off = 0; off < r->elems; off += MPI_PIECE_ELEMS) {
+    const int64_t piece = r->elems - off < MPI_PIECE_ELEMS ? r->elems - off : MPI_PIECE_ELEMS;
+    const void *send = r->send == r->recv ? MPI_IN_PLACE : (const void *)(r->send + off);
+    COLL_MPI_TRY(c, MPI_Allreduce(send, r->recv + off, (int)piece, MPI_FLOAT, MPI_SUM,
+                                  coll_mpi_state(c)->comm_async));
+    coll_req_touch(r);
+  }
+  return COLL_OK;
+}
+
 static int mpi_start(coll_comm *c, coll_request *r) {
   mpi_req *m = calloc(1, sizeof *m);
   if (!m) {
@@ -34,6 +51,10 @@ static int mpi_start(coll_comm *c, coll_request *r) {
   if (c->size == 1) { /* the sum of one rank, with or without MPI (the self transport) */
     if (r->send != r->recv) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
     return COLL_OK;
+  }
+  if (c->thread_on) {
+    m->off = r->elems; /* done here: mpi_test only averages */
+    return mpi_blocking(c, r);
   }
   return mpi_post(c, r, m);
 }
@@ -73,6 +94,7 @@ static void mpi_abandon(coll_comm *c, coll_request *r) {
 const coll_backend_ops coll_mpi_ops = {
   .name = "mpi",
   .threaded = 1,
+  .blocking = 1,
   .start = mpi_start,
   .test = mpi_test,
   .abandon = mpi_abandon,

@@ -121,7 +121,7 @@ static void progress_enqueue(coll_comm *c, coll_request *r) {
 
 static void progress_finish(coll_comm *c, coll_request *r) {
   pthread_mutex_lock(&c->mu);
-  r->state = COLL_REQ_DONE;
+  __atomic_store_n(&r->state, COLL_REQ_DONE, __ATOMIC_RELEASE); /* after r->status */
   c->active = NULL;
   pthread_cond_broadcast(&c->done_cv);
   pthread_mutex_unlock(&c->mu);
@@ -193,9 +193,36 @@ int coll_progress_submit(coll_comm *c, coll_request *r) {
   return COLL_OK;
 }
 
+/* A blocking back end's request, waited for: the thread cannot look up
+ * while it is inside the call, so the waiter answers peers' queries, gives
+ * up on a peer's failure notice, and names the stalled ranks at timeout_s.
+ * It polls (spin, yield, short naps) rather than sleeping on done_cv: a
+ * condition-variable wake-up on loaded cores cost up to milliseconds. */
+static int progress_wait_blocked(coll_comm *c, coll_request *r) {
+  const double t0 = clock_mono_s();
+  int idle = 0;
+  while (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != COLL_REQ_DONE) {
+    const double now = clock_mono_s();
+    if ((idle & 255) == 255) {
+      coll_diag_serve(c);
+      if (coll_peer_has_failed(c)) return COLL_ERR;
+    }
+    const double quiet = now - coll_req_last(r);
+    if (quiet > c->cfg.timeout_s) {
+      char what[128];
+      progress_describe(c, r, what, sizeof what);
+      coll_diag_stall(c, r->seq, what, quiet);
+      return COLL_ETIMEOUT; /* r stays the thread's */
+    }
+    coll_backoff(&idle, now - t0);
+  }
+  return r->status;
+}
+
 /* The thread ends every request within timeout_s of its last progress (plus
  * a diagnosis); this guard only catches a thread that itself got stuck. */
 int coll_progress_wait(coll_comm *c, coll_request *r) {
+  if (c->ops->blocking && c->thread_on) return progress_wait_blocked(c, r);
   pthread_mutex_lock(&c->mu);
   while (r->state != COLL_REQ_DONE) {
     struct timespec until;
@@ -217,8 +244,9 @@ int coll_progress_wait(coll_comm *c, coll_request *r) {
 int coll_progress_run(coll_comm *c, coll_request *r) {
   if (c->thread_on) {
     pthread_mutex_lock(&c->mu);
-    if (c->queue_head || c->active) {
-      /* Behind earlier requests: every rank must run them in the same order. */
+    if (c->queue_head || c->active || c->ops->blocking) {
+      /* Behind earlier requests: every rank must run them in the same order.
+       * A blocking back end's always goes to the thread (the wait is bounded). */
       progress_enqueue(c, r);
       pthread_mutex_unlock(&c->mu);
       return coll_progress_wait(c, r);

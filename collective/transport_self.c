@@ -85,7 +85,8 @@ static void self_p2p_abandon(coll_comm *c, void *reqs, int slot, int recv) {
 const coll_transport_ops coll_self_transport = {
   .name = "self",
   .caps = 0,
-  .backends = 1u << COLL_BACKEND_MPI | 1u << COLL_BACKEND_RING | 1u << COLL_BACKEND_NCCL,
+  .backends = 1u << COLL_BACKEND_MPI | 1u << COLL_BACKEND_RING | 1u << COLL_BACKEND_NCCL |
+              1u << COLL_BACKEND_SHM,
   .backends_why = "tcp needs a TF_CONFIG cluster",
   .p2p_req_bytes = 1,
   .gather = self_gather,

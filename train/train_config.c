@@ -16,7 +16,8 @@
 /* In each enum's order (train_config.h). */
 const char *const train_device_names[] = {"auto", "cpu", "cuda", NULL};
 const char *const train_math_names[] = {"fp32", "tf32", NULL};
-const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", NULL};
+const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", "shm",
+                                             NULL};
 const char *const train_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                               "adamw", NULL};
 const char *const train_threads_words[] = {"auto", NULL};
@@ -51,11 +52,13 @@ static const opt_spec train_specs[] = {
    "compute device; auto uses a GPU when present"},
   {"math", OPT_CHOICE, F(math), "fp32", 0, 0, train_math_names, "GPU GEMM precision"},
   {"allreduce", OPT_CHOICE, F(allreduce), "auto", 0, 0, train_allreduce_names,
-   "gradient averaging back end (auto: nccl on GPUs, ring on CPUs, tcp under TF_CONFIG)"},
+   "gradient averaging back end (auto: nccl on GPUs; on CPUs shm when every rank is on one "
+   "node, else ring; tcp under TF_CONFIG)"},
   {"scale-lr", OPT_BOOL, F(scale_lr), "off", 0, 0, NULL,
    "multiply the learning rate by the number of ranks"},
-  {"overlap", OPT_BOOL, F(overlap), "on", 0, 0, NULL,
-   "reduce each layer's gradient while backward continues"},
+  {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,
+   "reduce each layer's gradient while backward continues (auto: on where the node has a core "
+   "to spare)"},
   {"secret-file", OPT_STRING, F(secret_file), NULL, 0, 0, NULL,
    "TF_CONFIG: file holding the job's secret (mode 600, 16 bytes or more), in place of "
    "TFDIST_SECRET; every task of the job must hold the same"},

@@ -12,7 +12,7 @@ typedef enum { TRAIN_DEVICE_AUTO, TRAIN_DEVICE_CPU, TRAIN_DEVICE_CUDA } train_de
 typedef enum { TRAIN_MATH_FP32, TRAIN_MATH_TF32 } train_math;
 typedef enum {
   TRAIN_ALLREDUCE_AUTO, TRAIN_ALLREDUCE_MPI, TRAIN_ALLREDUCE_RING, TRAIN_ALLREDUCE_NCCL,
-  TRAIN_ALLREDUCE_TCP
+  TRAIN_ALLREDUCE_TCP, TRAIN_ALLREDUCE_SHM
 } train_allreduce;
 /* In kern_opt_kind's order (train_opt.c maps one to the other by value). */
 typedef enum {
@@ -54,7 +54,7 @@ typedef struct {
   train_math math;
   train_allreduce allreduce;
   int scale_lr;
-  int overlap;
+  int overlap;         /* OPT_AUTO until train_job decides */
   double timeout;
   char secret_file[OPT_STR_BYTES]; /* TF_CONFIG: the mesh's secret; "" = TFDIST_SECRET */
   int insecure_cluster;            /* TF_CONFIG beyond loopback without a secret */

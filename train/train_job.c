@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct train_job {
   kern_backend *be;    /* owned */
   coll_comm *comm;     /* owned */
   trainer t;
+  char auto_why[2][256]; /* what --allreduce and --overlap auto chose and why, for the rank log */
   int training;        /* trainer_init was called: a failure goes through comm to rank 0 */
 };
 
@@ -93,16 +95,24 @@ static int train_job_check_allreduce(const train_config *cfg, int in_cluster, ba
 }
 
 static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w,
-                                    const kern_config *kc, coll_backend *b, base_err *err) {
+                                    const kern_config *kc, coll_backend *b, char *why,
+                                    size_t why_bytes, base_err *err) {
   static const coll_backend given[] = {
     [TRAIN_ALLREDUCE_MPI] = COLL_BACKEND_MPI, [TRAIN_ALLREDUCE_RING] = COLL_BACKEND_RING,
-    [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP};
+    [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP,
+    [TRAIN_ALLREDUCE_SHM] = COLL_BACKEND_SHM};
   if (cluster_world_tf(w)) {
     *b = COLL_BACKEND_TCP;
     return 0;
   }
   if (cfg->allreduce == TRAIN_ALLREDUCE_AUTO) {
-    *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL : COLL_BACKEND_RING;
+    const int one_node = w->size > 1 && w->local_size == w->size;
+    *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL
+       : one_node ? COLL_BACKEND_SHM : COLL_BACKEND_RING;
+    snprintf(why, why_bytes, "allreduce: %s (auto: %s)", coll_backend_name(*b),
+             kc->device == KERN_DEVICE_CUDA ? "this rank runs on a GPU"
+             : one_node ? "CPU, and every rank is on this node"
+             : w->size > 1 ? "CPU, ranks on more than one node" : "one rank");
     return 0;
   }
   *b = given[cfg->allreduce];
@@ -189,7 +199,8 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
   train_threads_resolve(j->cfg, j->world.local_size);
   coll_backend cb;
   if (train_job_pick_device(cfg, &j->world, &j->kc, err) != 0 ||
-      train_job_pick_allreduce(cfg, &j->world, &j->kc, &cb, err) != 0 ||
+      train_job_pick_allreduce(cfg, &j->world, &j->kc, &cb, j->auto_why[0],
+                               sizeof j->auto_why[0], err) != 0 ||
       kern_backend_init(&j->be, &j->kc, err->msg, sizeof err->msg) != 0) {
     return TRAIN_JOB_FAILED;
   }
@@ -238,6 +249,38 @@ static cJSON *train_job_rank_table(const coll_world *w, const kern_backend *be,
   return arr;
 }
 
+/* --overlap auto: a progress thread that reduces while backward runs pays
+ * only where it has a core of its own: usable cores (the affinity mask) more
+ * than the compute threads of this node's ranks. On a GPU the host is idle. */
+static int train_job_pick_overlap(train_config *cfg, const coll_world *w, const kern_config *kc,
+                                  coll_comm *comm, char *why, size_t why_bytes, base_err *err) {
+  if (cfg->overlap != OPT_AUTO) return 0;
+  cpu_set_t set;
+  const int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  const long per_rank = cfg->threads > 0 ? (long)cfg->threads : cores; /* 0: BLAS takes all */
+  const long compute = per_rank * (w->local_size > 0 ? w->local_size : 1);
+  if (kc->device == KERN_DEVICE_CUDA) {
+    cfg->overlap = 1;
+    snprintf(why, why_bytes, "overlap: on (auto: compute runs on the GPU)");
+  } else {
+    cfg->overlap = cores > compute;
+    snprintf(why, why_bytes, "overlap: %s (auto: %d usable cores %s %ld compute threads of %d "
+             "local rank(s))", cfg->overlap ? "on" : "off", cores, cfg->overlap ? ">" : "<=",
+             compute, w->local_size);
+  }
+  /* Every rank must issue the same collectives: off if any rank says off
+   * (ranks bound to fewer cores than others). */
+  double off = cfg->overlap ? 0.0 : 1.0;
+  if (w->size > 1 && coll_allreduce_sum_f64(comm, &off, 1) != COLL_OK) {
+    return train_err_coll(err, comm);
+  }
+  if (cfg->overlap && off > 0) {
+    cfg->overlap = 0;
+    snprintf(why, why_bytes, "overlap: off (auto: another rank has no core to spare)");
+  }
+  return 0;
+}
+
 /* Rank 0's flags on every rank, then --resume-from auto's verdict. */
 static int train_job_agree(train_job *j, base_err *err) {
   train_config *cfg = j->cfg;
@@ -264,6 +307,9 @@ static train_job_status train_job_train(train_job *j, base_err *err) {
   cJSON *ranks = train_job_rank_table(&j->world, j->be, &j->kc);
   j->training = 1;
   int ok = trainer_init(t, j->cfg, &j->world, j->comm, j->be, ranks) == 0;
+  for (int k = 0; ok && k < 2; k++) {
+    if (j->auto_why[k][0]) rank_log_printf(&t->out.log, "%s", j->auto_why[k]);
+  }
   if (ok) {
     run_cancel_install(); /* from here a signal is recorded as Canceled */
     ok = trainer_run(t) == 0;
@@ -305,6 +351,10 @@ train_job_status train_job_run(train_job **out, train_config *cfg, int *argc, ch
   train_job_status st = train_job_world_setup(j, argc, argv, &task_done, err);
   if (st != TRAIN_JOB_OK || task_done) return st;
   if (train_job_agree(j, err) != 0) return TRAIN_JOB_FAILED;
+  if (train_job_pick_overlap(cfg, &j->world, &j->kc, j->comm, j->auto_why[1],
+                             sizeof j->auto_why[1], err) != 0) {
+    return TRAIN_JOB_FAILED;
+  }
   return train_job_train(j, err);
 }
 

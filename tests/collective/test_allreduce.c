@@ -171,7 +171,7 @@ static void run_identical(ctx *x, int ring) {
     CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, x->send, x->recv, n), COLL_OK);
     h[rep] = coll_test_fnv1a(x->recv, (size_t)n * sizeof(float));
   }
-  if (ring) { /* MPI_Allreduce promises no fixed order; our rings do */
+  if (ring) { /* MPI_Allreduce promises no fixed order; our ring and shm do */
     CHECK(h[0] == h[1]);
     if (coll_comm_backend(x->c) == COLL_BACKEND_TCP) {
       uint64_t h0 = h[0]; /* no MPI world: rank 0's hash comes over the mesh */
@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
   char err[512];
   coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
   if (argc < 2 || coll_backend_parse(argv[1], &cfg.backend) != 0) {
-    fprintf(stderr, "usage: test_allreduce mpi|ring [chunk_bytes] | tcp N [chunk_bytes]\n");
+    fprintf(stderr, "usage: test_allreduce mpi|ring|shm [chunk_bytes] | tcp N [chunk_bytes]\n");
     return 2;
   }
   const int tcp = cfg.backend == COLL_BACKEND_TCP;

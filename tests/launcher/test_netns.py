@@ -78,7 +78,9 @@ def test_6rank(prefix, tmp, flags):
                        capture_output=True, text=True).stdout
     if "tbf" not in q or "10Gbit" not in q:
         raise AssertionError("link not shaped: " + q)
-    flags = flags + ["--allreduce", "ring"]
+    # --overlap fixed: auto decides per node's ranks, and per-layer reductions
+    # group the ring's sums differently from one whole-buffer reduction.
+    flags = flags + ["--allreduce", "ring", "--overlap", "on"]
     out, logs = run_multihost(prefix, tmp, "3host", [2, 2, 2], flags)
     check_hosts(out, [(prefix + "h%d" % (r // 2), r % 2) for r in range(6)])
     lu.check_rank_logs(logs, 6, 2)
@@ -117,6 +119,7 @@ def run_tf_cluster(prefix, tmp, name, kinds, flags, port=2222):
 
 def test_tfconfig(prefix, tmp, flags):
     lu.run([lu.SIMHOSTS, "up", prefix, "3", "10gbit"], 60)
+    flags = flags + ["--overlap", "on"]  # as above: the same reductions in both runs
     ring = flags + ["--allreduce", "ring"]
     out, logs = run_tf_cluster(prefix, tmp, "tf-ring", ["chief", "worker", "worker"], flags)
     check_hosts(out, [(prefix + "h%d" % r, 0) for r in range(3)])

@@ -100,7 +100,8 @@ os.makedirs(stale)
 for name in ("timeline-2.json", "timeline-3.json.part", "timeline-1.json"):
     with open(os.path.join(stale, name), "w") as f:
         f.write('[\n{"name":"step","ph":"X","ts":1,"dur":2,"pid":%s,"tid":0}\n]\n' % name[9])
-p, logs2 = train("two", ["--epochs", "1", "--timeline-steps", "12", "--allreduce", "ring"], mpi=2)
+p, logs2 = train("two", ["--epochs", "1", "--timeline-steps", "12", "--allreduce", "ring",
+                         "--overlap", "on"], mpi=2)  # not the default on 2 cores
 T.check(p.returncode == 0, f"2-rank run failed: {p.stderr.strip()}")
 ranks = [json.load(open(os.path.join(logs2, f"timeline-{r}.json"))) for r in (0, 1)]
 for r, ev in enumerate(ranks):

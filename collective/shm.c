@@ -1,0 +1,390 @@
+/* The shm back end: the ranks of one node reduce through one POSIX shared
+ * segment. Per chunk, every rank copies its piece into its own slot; after a
+ * barrier each rank sums its slice of the chunk over every rank's slot, in
+ * rank order, into the result area; after a second barrier every rank
+ * copies the whole result out. So the sum of element i is always
+ * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
+ *
+ * Barriers are counters in shared memory, one cache line per rank, polled
+ * through the progress loop (progress.c): nothing blocks, the --timeout
+ * watchdog sees a stalled peer, and a peer whose pid is gone is named at once.
+ * The segment is named per job (rank 0's pid and a random tag), unlinked as
+ * soon as every rank has mapped it; a start removes what killed jobs left. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "collective/coll_internal.h"
+
+/* 512 KiB per rank and chunk: a chunk's slots stay in cache between the
+ * copy in, the reduction and the copy out. 2 ranks, 1 MiB, median of 100,
+ * 3 rounds taking turns (2-core EPYC, load 9-10): 40-41 us against 83-1117 us
+ * with 2 MiB chunks (MPI_Allreduce in the same runs: 100-102 us, and 651-1003
+ * us in the noisier 2 MiB runs). The segment is (ranks + 1) chunks. */
+#define SHM_CHUNK_ELEMS ((int64_t)128 * 1024)
+#define SHM_PREFIX "tfdist-shm."
+#define SHM_MAGIC 0x74666473686d3031ULL /* "tfdshm01" */
+#define SHM_LINE 64
+#define SHM_PID_CHECK_S 0.01 /* how often a waiting rank looks for dead peers */
+
+typedef struct {
+  _Alignas(SHM_LINE) int64_t arrive; /* barriers this rank has reached */
+  int32_t pid;
+  int32_t mapped;
+} shm_slot;
+
+typedef struct {
+  uint64_t magic;
+  int32_t ranks;
+  int64_t chunk_elems;
+} shm_head;
+
+typedef struct {
+  void *base;
+  size_t bytes;
+  shm_slot *slot;    /* (ranks) per-rank barrier counters and pids, in the segment */
+  float *data;       /* (ranks) chunks of SHM_CHUNK_ELEMS, rank-major, in the segment */
+  float *result;     /* (SHM_CHUNK_ELEMS) reduced chunk, in the segment */
+  int64_t phase;     /* barriers this rank has reached (mirrors slot[rank].arrive) */
+  int pid_check;     /* peers' pids are visible here (same pid namespace) */
+  double pid_checked; /* last look for dead peers */
+} shm_comm;
+
+typedef enum { SHM_STEP_COPY_IN = 0, SHM_STEP_REDUCE, SHM_STEP_COPY_OUT } shm_step;
+
+typedef struct {
+  int64_t off;   /* first element of the current chunk */
+  shm_step step; /* what comes next for the current chunk */
+} shm_req;
+
+/* ---- naming, stale segments ---- */
+
+/* A segment of ours whose creator (rank 0 of its job) is gone. */
+static int shm_name_is_stale(const char *name) {
+  if (strncmp(name, SHM_PREFIX, strlen(SHM_PREFIX)) != 0) return 0;
+  char *end = NULL;
+  long pid = strtol(name + strlen(SHM_PREFIX), &end, 10);
+  if (!end || *end != '.' || pid <= 0) return 0;
+  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* What killed jobs left in /dev/shm (between creation and unlink). */
+static void shm_sweep_stale(void) {
+  DIR *d = opendir("/dev/shm");
+  if (!d) return;
+  struct dirent *e;
+  struct stat st;
+  char path[300];
+  while ((e = readdir(d)) != NULL) {
+    if (!shm_name_is_stale(e->d_name)) continue;
+    snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+    if (stat(path, &st) == 0 && st.st_uid == getuid()) {
+      char name[300];
+      snprintf(name, sizeof name, "/%s", e->d_name);
+      shm_unlink(name);
+    }
+  }
+  closedir(d);
+}
+
+static size_t shm_round(size_t b) { return (b + 4095) & ~(size_t)4095; }
+
+static size_t shm_bytes(int ranks, size_t *head_bytes) {
+  *head_bytes = shm_round(SHM_LINE + (size_t)ranks * sizeof(shm_slot));
+  return *head_bytes + (size_t)(ranks + 1) * (size_t)SHM_CHUNK_ELEMS * sizeof(float);
+}
+
+/* Rank 0: creates and sizes the segment; name gets its name. */
+static int shm_create(char *name, size_t name_bytes, size_t bytes, char *err, size_t err_bytes) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  unsigned long tag = (unsigned long)ts.tv_nsec ^ ((unsigned long)ts.tv_sec << 20) ^
+                      ((unsigned long)getpid() << 8);
+  for (int tries = 0; tries < 16; tries++, tag = tag * 6364136223846793005UL + 1442695040888963407UL) {
+    snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)getpid(), tag & 0xffffffffUL);
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0 && errno == EEXIST) continue;
+    if (fd < 0) {
+      snprintf(err, err_bytes, "--allreduce shm: shm_open(%s): %s", name, strerror(errno));
+      return -1;
+    }
+    /* posix_fallocate, not ftruncate alone: a full /dev/shm is an error
+     * here, not a SIGBUS at the first touch. */
+    int rc = ftruncate(fd, (off_t)bytes) != 0 ? errno : posix_fallocate(fd, 0, (off_t)bytes);
+    close(fd);
+    if (rc != 0) {
+      shm_unlink(name);
+      snprintf(err, err_bytes, "--allreduce shm: sizing %s to %zu bytes: %s", name, bytes,
+               strerror(rc));
+      return -1;
+    }
+    return 0;
+  }
+  snprintf(err, err_bytes, "--allreduce shm: no free segment name");
+  return -1;
+}
+
+static int shm_map(shm_comm *s, const char *name, size_t bytes, char *err, size_t err_bytes) {
+  int fd = shm_open(name, O_RDWR, 0600);
+  if (fd < 0) {
+    snprintf(err, err_bytes, "--allreduce shm: shm_open(%s): %s", name, strerror(errno));
+    return -1;
+  }
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) {
+    snprintf(err, err_bytes, "--allreduce shm: mmap(%s, %zu bytes): %s", name, bytes,
+             strerror(errno));
+    return -1;
+  }
+  s->base = p;
+  s->bytes = bytes;
+  return 0;
+}
+
+/* ---- set-up: collective over the world's transport ---- */
+
+static void shm_free(coll_comm *c) {
+  shm_comm *s = c->impl;
+  if (!s) return;
+  if (s->base) munmap(s->base, s->bytes);
+  free(s);
+  c->impl = NULL;
+}
+
+/* Every rank learns whether every rank got this far (0 on all of them). */
+static int shm_agree(coll_comm *c, int failed) {
+  double f = failed ? 1.0 : 0.0;
+  if (c->tp->sum_f64(c, 0, &f, 1) != COLL_OK) return -1;
+  return f == 0.0 ? 0 : -1;
+}
+
+static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
+  shm_comm *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, err_bytes, "collective: out of memory");
+    return COLL_ERR;
+  }
+  c->impl = s;
+  if (c->size == 1) return COLL_OK; /* nothing to share */
+  if (c->local_size != c->size) {
+    snprintf(err, err_bytes, "--allreduce shm: needs every rank on one node (this node has %d "
+             "of %d ranks); use ring across nodes", c->local_size, c->size);
+    return COLL_ERR; /* every rank sees the same split: all fail alike */
+  }
+  size_t head_bytes, bytes = shm_bytes(c->size, &head_bytes);
+  /* name[0] == '\0' from rank 0: its creation failed (every rank fails). */
+  char name[64] = "";
+  char my_err[256] = "";
+  if (c->rank == 0) {
+    shm_sweep_stale();
+    if (shm_create(name, sizeof name, bytes, my_err, sizeof my_err) != 0) name[0] = '\0';
+  }
+  if (c->tp->broadcast(c, 0, name, sizeof name, 0) != COLL_OK) {
+    if (c->rank == 0 && name[0]) shm_unlink(name);
+    snprintf(err, err_bytes, "--allreduce shm: %s", coll_comm_error(c));
+    return COLL_ERR;
+  }
+  int failed = 0;
+  if (!name[0]) {
+    if (!my_err[0]) snprintf(my_err, sizeof my_err, "--allreduce shm: rank 0 could not create the segment");
+    failed = 1;
+  } else if (shm_map(s, name, bytes, my_err, sizeof my_err) != 0) {
+    failed = 1;
+  } else {
+    s->slot = (shm_slot *)((char *)s->base + SHM_LINE);
+    s->data = (float *)((char *)s->base + head_bytes);
+    s->result = s->data + (int64_t)c->size * SHM_CHUNK_ELEMS;
+    if (c->rank == 0) {
+      shm_head *h = s->base;
+      h->magic = SHM_MAGIC;
+      h->ranks = c->size;
+      h->chunk_elems = SHM_CHUNK_ELEMS;
+    }
+    s->slot[c->rank].pid = (int32_t)getpid();
+    __atomic_store_n(&s->slot[c->rank].mapped, 1, __ATOMIC_RELEASE);
+  }
+  /* Every rank has mapped it (or failed): the name can go, so a killed job
+   * leaves nothing behind. */
+  int agreed = shm_agree(c, failed);
+  if (c->rank == 0 && name[0]) shm_unlink(name);
+  if (agreed != 0) {
+    if (my_err[0]) snprintf(err, err_bytes, "%s", my_err);
+    else snprintf(err, err_bytes, "--allreduce shm: another rank could not map the segment");
+    return COLL_ERR;
+  }
+  const shm_head *h = s->base;
+  if (h->magic != SHM_MAGIC || h->ranks != c->size) {
+    snprintf(err, err_bytes, "--allreduce shm: segment %s is not this job's", name);
+    return COLL_ERR;
+  }
+  /* A peer in another pid namespace cannot be watched by pid. */
+  s->pid_check = 1;
+  for (int p = 0; p < c->size; p++) {
+    if (kill((pid_t)s->slot[p].pid, 0) != 0 && errno == ESRCH) s->pid_check = 0;
+  }
+  return COLL_OK;
+}
+
+/* ---- the allreduce ---- */
+
+static void shm_arrive(shm_comm *s, int rank) {
+  s->phase++;
+  __atomic_store_n(&s->slot[rank].arrive, s->phase, __ATOMIC_RELEASE);
+}
+
+/* Whether every rank has reached this rank's last barrier; a dead peer is
+ * an error (COLL_ERR, with the comm's error set). */
+static int shm_all_arrived(coll_comm *c, shm_comm *s, int *yes) {
+  *yes = 1;
+  for (int p = 0; p < c->size; p++) {
+    if (__atomic_load_n(&s->slot[p].arrive, __ATOMIC_ACQUIRE) < s->phase) {
+      *yes = 0;
+      break;
+    }
+  }
+  if (*yes || !s->pid_check) return COLL_OK;
+  const double now = clock_mono_s();
+  if (now - s->pid_checked < SHM_PID_CHECK_S) return COLL_OK;
+  s->pid_checked = now;
+  for (int p = 0; p < c->size; p++) {
+    if (__atomic_load_n(&s->slot[p].arrive, __ATOMIC_ACQUIRE) >= s->phase) continue;
+    pid_t pid = (pid_t)s->slot[p].pid;
+    if (kill(pid, 0) != 0 && errno == ESRCH) {
+      coll_set_error(c, "allreduce(shm) on %s: rank %d (pid %d) died; missing rank(s) %d",
+                     c->host, p, (int)pid, p);
+      return COLL_ERR;
+    }
+  }
+  return COLL_OK;
+}
+
+/* This rank's slice [lo, hi) of a chunk of len elements. */
+static void shm_slice(const coll_comm *c, int64_t len, int64_t *lo, int64_t *hi) {
+  *lo = len * c->rank / c->size;
+  *hi = len * (c->rank + 1) / c->size;
+}
+
+/* This rank's slice of the chunk at off: the sum over ranks, in rank order,
+ * into the result area (for the peers) and into recv (for this rank). Its
+ * own term comes straight from send: only the peers' slices were copied in. */
+static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_request *r,
+                             int64_t off, int64_t len) {
+  const int n = c->size;
+  int64_t lo, hi;
+  shm_slice(c, len, &lo, &hi);
+  const int64_t m = hi - lo;
+  const float div = (float)n;
+  float *restrict res = s->result + lo;
+  const float *src[2];
+  for (int p = 0; p < 2; p++) {
+    src[p] = p == c->rank ? r->send + off + lo : s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
+  }
+  if (n == 2) { /* one pass, both stores (in place, recv[i] is read before it is written) */
+    const float *a = src[0], *b = src[1]; /* one of them may be out: no restrict */
+    float *out = r->recv + off + lo;
+    for (int64_t i = 0; i < m; i++) {
+      float v = a[i] + b[i];
+      if (r->avg) v /= div;
+      res[i] = v;
+      out[i] = v;
+    }
+    return;
+  }
+  for (int64_t i = 0; i < m; i++) res[i] = src[0][i] + src[1][i];
+  for (int p = 2; p < n; p++) {
+    const float *restrict x = p == c->rank ? r->send + off + lo
+                                           : s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
+    for (int64_t i = 0; i < m; i++) res[i] += x[i];
+  }
+  if (r->avg) {
+    for (int64_t i = 0; i < m; i++) res[i] /= div;
+  }
+  memcpy(r->recv + off + lo, res, (size_t)m * sizeof(float));
+}
+
+static int shm_start(coll_comm *c, coll_request *r) {
+  shm_req *q = calloc(1, sizeof *q);
+  if (!q) {
+    coll_set_error(c, "collective: out of memory");
+    return COLL_ERR;
+  }
+  r->impl = q;
+  return COLL_OK;
+}
+
+/* Runs the chunks' steps as far as the peers allow, without blocking. */
+static int shm_test(coll_comm *c, coll_request *r, int *done) {
+  shm_comm *s = c->impl;
+  shm_req *q = r->impl;
+  *done = 0;
+  if (c->size == 1 || r->elems == 0) {
+    if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
+    goto finished; /* the average of one rank is itself */
+  }
+  while (q->off < r->elems) {
+    const int64_t left = r->elems - q->off;
+    const int64_t len = left < SHM_CHUNK_ELEMS ? left : SHM_CHUNK_ELEMS;
+    int64_t lo, hi;
+    shm_slice(c, len, &lo, &hi);
+    int ready = 1;
+    switch (q->step) {
+    case SHM_STEP_COPY_IN: { /* the peers' slices; this rank's own stays in send */
+      float *mine = s->data + (int64_t)c->rank * SHM_CHUNK_ELEMS;
+      memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
+      memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
+      shm_arrive(s, c->rank);
+      q->step = SHM_STEP_REDUCE;
+      break;
+    }
+    case SHM_STEP_REDUCE:
+      if (shm_all_arrived(c, s, &ready) != COLL_OK) return COLL_ERR;
+      if (!ready) return COLL_OK;
+      coll_req_touch(r);
+      shm_reduce_slice(c, s, r, q->off, len);
+      shm_arrive(s, c->rank);
+      q->step = SHM_STEP_COPY_OUT;
+      break;
+    case SHM_STEP_COPY_OUT:
+      if (shm_all_arrived(c, s, &ready) != COLL_OK) return COLL_ERR;
+      if (!ready) return COLL_OK;
+      coll_req_touch(r);
+      memcpy(r->recv + q->off, s->result, (size_t)lo * sizeof(float));
+      memcpy(r->recv + q->off + hi, s->result + hi, (size_t)(len - hi) * sizeof(float));
+      q->off += len;
+      q->step = SHM_STEP_COPY_IN;
+      break;
+    }
+  }
+finished:
+  free(q);
+  r->impl = NULL;
+  *done = 1;
+  return COLL_OK;
+}
+
+/* The peers' counters no longer match ours: the comm is broken (every
+ * later collective fails), so nothing needs to be undone. */
+static void shm_abandon(coll_comm *c, coll_request *r) {
+  (void)c;
+  free(r->impl);
+  r->impl = NULL;
+}
+
+const coll_backend_ops coll_shm_ops = {
+  .name = "shm",
+  .threaded = 1,
+  .init = shm_init,
+  .free = shm_free,
+  .start = shm_start,
+  .test = shm_test,
+  .abandon = shm_abandon,
+};
