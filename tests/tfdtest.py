@@ -65,3 +65,18 @@ def weights(path):
             for name in g[layer].attrs["weight_names"]:
                 out.append(np.array(g[layer][name.decode()]))
     return out
+
+
+def small_model(d, seed):
+    """A 784-16-8-10 model trained one epoch on 300 synthetic samples under d
+    (the serving tests' model); returns its folder. Ends the test if it fails."""
+    import idxgen
+    idxgen.write_set(os.path.join(d, "data"), np.random.default_rng(seed), 300, 50, gz=True)
+    out = os.path.join(d, "out")
+    p = run(["train", "--data-folder", os.path.join(d, "data"), "--epochs", "1", "--outputs", out,
+             "--logs", os.path.join(d, "logs"), "--first-layer-neurons", "16",
+             "--second-layer-neurons", "8", "--progress", "off"], timeout=120)
+    check(p.returncode == 0, f"train failed: {p.stderr.strip()}")
+    if failures:
+        done()
+    return os.path.join(out, "model")

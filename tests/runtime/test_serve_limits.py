@@ -12,23 +12,13 @@ import socket
 import threading
 import time
 
-import numpy as np
 
-import idxgen
 import tfdtest as T
 import serveclient
 import serveprobes as P
 
 d = T.tmpdir()
-idxgen.write_set(os.path.join(d, "data"), np.random.default_rng(3), 300, 50, gz=True)
-out = os.path.join(d, "out")
-p = T.run(["train", "--data-folder", os.path.join(d, "data"), "--epochs", "1", "--outputs", out,
-           "--logs", os.path.join(d, "logs"), "--first-layer-neurons", "16",
-           "--second-layer-neurons", "8", "--progress", "off"], timeout=120)
-T.check(p.returncode == 0, f"train failed: {p.stderr.strip()}")
-if T.failures:
-    T.done()
-MODEL = os.path.join(out, "model")
+MODEL = T.small_model(d, 3)
 METADATA = b"GET /v1/models/model/metadata HTTP/1.1\r\nHost: t\r\n\r\n"
 
 

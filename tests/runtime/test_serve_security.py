@@ -10,22 +10,12 @@ import shutil
 import subprocess
 
 import h5py
-import numpy as np
 
-import idxgen
 import tfdtest as T
 import serveclient
 
 d = T.tmpdir()
-idxgen.write_set(os.path.join(d, "data"), np.random.default_rng(4), 300, 50, gz=True)
-out = os.path.join(d, "out")
-p = T.run(["train", "--data-folder", os.path.join(d, "data"), "--epochs", "1", "--outputs", out,
-           "--logs", os.path.join(d, "logs"), "--first-layer-neurons", "16",
-           "--second-layer-neurons", "8", "--progress", "off"], timeout=120)
-T.check(p.returncode == 0, f"train failed: {p.stderr.strip()}")
-if T.failures:
-    T.done()
-MODEL = os.path.join(out, "model")
+MODEL = T.small_model(d, 4)
 KEY1, KEY2 = "primary-0123456789abcdefghijklmnop", "secondary-zyxwvutsrqponmlkjihgfedc"
 ROW = json.dumps({"data": [[0.25] * 784]})
 
