@@ -39,8 +39,9 @@ void buildinfo_print(FILE *out) {
   fprintf(out, "  [X] CPU backend     BLAS: %s\n", cJSON_GetObjectItem(o, "blas")->valuestring);
   static train_config auto_cfg; /* --threads auto, as a run here would resolve it */
   train_threads_resolve(&auto_cfg, 0);
-  fprintf(out, "  [X] CPU threads     %d per rank by default (%s); column slices of every "
-          "GEMM, BLAS single-threaded\n", auto_cfg.threads_run, auto_cfg.threads_why);
+  fprintf(out, "  [X] CPU threads     1 per rank by default; --threads auto runs %d here (%s); "
+          "column slices of every GEMM, BLAS single-threaded\n", auto_cfg.threads_run,
+          auto_cfg.threads_why);
   fprintf(out, "  [X] MPI             %s\n", cJSON_GetObjectItem(o, "mpi")->valuestring);
   fprintf(out, "  [X] ring allreduce  (over MPI point-to-point)\n");
   fprintf(out, "  [X] HDF5            %s\n", cJSON_GetObjectItem(o, "hdf5")->valuestring);

@@ -71,7 +71,7 @@ T.check(run.get("threads", {}).get("count") == 2 and run["threads"].get("why") =
         f"run.json threads: {run.get('threads')}")
 T.check(run["config"]["threads"] == 2, f"run.json config threads: {run['config'].get('threads')}")
 auto = os.path.join(d, "auto")
-if train(auto, short).returncode == 0:
+if train(auto, short + ["--threads", "auto"]).returncode == 0:
     run = json.load(open(os.path.join(auto, "run.json")))
     th = run.get("threads", {})
     cores = len(os.sched_getaffinity(0))
@@ -85,7 +85,7 @@ if train(auto, short).returncode == 0:
         T.check(json.load(open(os.path.join(again, "run.json")))["threads"] == th,
                 "--config of run.json's config: threads resolved otherwise")
 p = T.run(["--check-build"])
-T.check(p.returncode == 0 and re.search(r"CPU threads +\d+ per rank by default \(auto: ", p.stdout),
+T.check(p.returncode == 0 and re.search(r"CPU threads +1 per rank by default; --threads auto runs \d+ here \(auto: ", p.stdout),
         f"--check-build: no threads line: {p.stdout}")
 
 # Exact resume with --threads 2; another count is a one-line error.
