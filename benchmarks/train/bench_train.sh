@@ -8,6 +8,8 @@
 # (bench_threads), against the floor measured the same way.
 # Prints medians, each ratio, a PASS/FAIL line per target, and the peak RSS
 # of a 2-thread run against a 1-thread run.
+# With TFDIST_BENCH_JSON=FILE.json it also writes the rows there and, where
+# matplotlib is, the bar chart FILE.png beside it (plot_train.py).
 # Usage: benchmarks/train/bench_train.sh [BUILD_DIR] [ROUNDS]
 # Environment: TFDIST_BENCH_STEPS (steps per tfdist run and per peer timing,
 # default 600); TFDIST_PEERS_VENV (a venv with torch; default
@@ -84,7 +86,7 @@ declare -A got
 for name in "${names[@]}"; do got[$name]=""; done
 for i in $(seq "$rounds"); do
   got[t1]+=" $(train t1 "" --threads 1)"
-  got[auto]+=" $(train auto "")"
+  got[auto]+=" $(train auto "" --threads auto)"
   got[np2]+=" $(train np2 "$mpirun")"
   got[floor]+=" $("$floor" | awk '/floor_samples_per_s/ {print $2}')"
   got[step1]+=" $(stepmed)"
@@ -98,15 +100,16 @@ threads_auto=$(/usr/bin/python3 -c "import json;t=json.load(open('$tmp/auto/run.
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 args=()
 for name in "${names[@]}"; do args+=("$name=${got[$name]}"); done
-/usr/bin/python3 - "$rounds" "$steps" "$threads_auto" "$load" "$(nproc)" "${args[@]}" <<'PY'
-import statistics, sys
-rounds, steps, threads_auto, load, cores = sys.argv[1:6]
+/usr/bin/python3 - "$rounds" "$steps" "$threads_auto" "$load" "$(nproc)" "${TFDIST_BENCH_JSON:-}" \
+  "${args[@]}" <<'PY'
+import json, os, statistics, sys
+rounds, steps, threads_auto, load, cores, js = sys.argv[1:7]
 v = {}
-for a in sys.argv[6:]:
+for a in sys.argv[7:]:
     k, s = a.split("=", 1)
     v[k] = [float(x) for x in s.split()]
 m = {k: statistics.median(x) for k, x in v.items()}
-label = {"t1": "tfdist train --threads 1", "auto": "tfdist train (defaults: threads auto)",
+label = {"t1": "tfdist train --threads 1", "auto": "tfdist train --threads auto",
          "np2": "mpirun -np 2 tfdist train (defaults)", "floor": "GEMM floor, 1 thread (bench_gemm_floor)",
          "step1": "whole step, 1 thread (bench_threads)",
          "torch1": "PyTorch eager, 1 thread", "torch2": "PyTorch eager, 2 threads",
@@ -120,7 +123,7 @@ for k in v:
 def target(name, ratio, op, want):
     ok = ratio >= want if op == ">=" else ratio <= want
     print(f"{'PASS' if ok else 'FAIL'}  {name}: {ratio:.2f} (target {op} {want})")
-target("train defaults (threads auto) / --threads 1", m["auto"] / m["t1"], ">=", 1.6)
+target("train --threads auto / --threads 1", m["auto"] / m["t1"], ">=", 1.6)
 target("mpirun -np 2 defaults / --threads 1", m["np2"] / m["t1"], ">=", 1.7)
 target("--threads 1 / its GEMM floor", m["t1"] / m["floor"], ">=", 0.85)
 # Both per-step medians: a busy machine's preemptions, which the floor's median drops and an
@@ -128,10 +131,23 @@ target("--threads 1 / its GEMM floor", m["t1"] / m["floor"], ">=", 0.85)
 target("whole step / GEMM floor, both medians of step times", m["step1"] / m["floor"], ">=", 0.85)
 if "ddp" in m:
     target("mpirun -np 2 / PyTorch DDP 2x50", m["np2"] / m["ddp"], ">=", 5.5)
-    target("train defaults / PyTorch 2 threads", m["auto"] / m["torch2"], ">=", 2.8)
+    target("train --threads auto / PyTorch 2 threads", m["auto"] / m["torch2"], ">=", 2.8)
 else:
     print("SKIP  the PyTorch targets: no peers")
+if js:
+    doc = {"batch": 50, "steps": int(steps), "rounds": int(rounds), "cores": int(cores),
+           "load": load, "threads_auto": threads_auto,
+           "rows": [{"key": k, "label": label[k], "samples_per_s": m[k], "rounds": v[k]}
+                    for k in v]}
+    tmp = js + ".tmp.%d" % os.getpid()
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, js)
+    print(f"# wrote {js}")
 PY
+if [ -n "${TFDIST_BENCH_JSON:-}" ] && /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
+  /usr/bin/python3 "$here/plot_train.py" "$TFDIST_BENCH_JSON" | sed 's/^/# wrote /'
+fi
 
 # Peak RSS: the same 1-epoch run with 2 threads and with 1.
 for th in 1 2; do

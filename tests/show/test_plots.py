@@ -72,10 +72,22 @@ spng = os.path.join(d, "sc.png")
 T.check(q.returncode == 0 and os.path.exists(spng) and png_size(spng) == (1000, 720),
         f"plot_scaling: {q.returncode} {q.stderr.strip()} {png_size(spng) if os.path.exists(spng) else None}")
 
+# plot_train.py on a made-up bench_train.sh document.
+tr = {"batch": 50, "steps": 600, "rounds": 3, "cores": 2, "load": "1.20 1.10 1.00",
+      "threads_auto": "2 (auto)",
+      "rows": [{"key": k, "label": k, "samples_per_s": 1000.0 * (i + 1), "rounds": [1.0]}
+               for i, k in enumerate(("t1", "auto", "np2", "floor", "torch1", "ddp"))]}
+tj = os.path.join(d, "tr.json")
+json.dump(tr, open(tj, "w"))
+q = plot("train/plot_train.py", tj)
+tpng = os.path.join(d, "tr.png")
+T.check(q.returncode == 0 and q.stdout.strip() == tpng and png_size(tpng) == (800, 420),
+        f"plot_train: {q.returncode} {q.stderr.strip()} {png_size(tpng) if os.path.exists(tpng) else None}")
+
 # Not their files: one line, exit 1, no PNG.
 bad = os.path.join(d, "bad.json")
 open(bad, "w").write('{"rows": 3}')
-for script in ("allreduce/plot_allreduce.py", "scaling/plot_scaling.py"):
+for script in ("allreduce/plot_allreduce.py", "scaling/plot_scaling.py", "train/plot_train.py"):
     q = plot(script, bad)
     lines = q.stderr.strip().splitlines()
     T.check(q.returncode == 1 and len(lines) == 1 and "error:" in lines[0],
