@@ -21,6 +21,11 @@
  *                          sleeps (collective/progress.c; default 200).
  *   TFDIST_CUDA_MODULE     the CUDA module's path, in place of the search
  *                          beside the executable (kernels/cuda_load.c).
+ *   TFDIST_TEAM_SPIN_US    microseconds a CPU team member spins before it
+ *                          sleeps (kernels/cpu_team.c; default 5).
+ *   OMPI_COMM_WORLD_LOCAL_SIZE
+ *                          the ranks on this node, for --threads auto where
+ *                          no world says (train/train_config.c).
  *
  * Read by the CUDA module itself (kernels/cuda/), with getenv: the module
  * takes no symbol from base/, so that it loads into any host binary:

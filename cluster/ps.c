@@ -115,12 +115,15 @@ static int ps_serve_fail(ps_server *p) {
 }
 
 int cluster_ps_meta_check(uint64_t elems, uint32_t opt_bytes, uint32_t ranks, int want_ranks,
-                          int nps, char *err, size_t err_bytes) {
+                          int nps, uint32_t state_per_elem, char *err, size_t err_bytes) {
   const char *why = NULL;
   size_t all = 0;
   if ((int64_t)ranks != want_ranks) why = "its rank count is not the cluster's";
   else if (opt_bytes > CLUSTER_PS_OPT_MAX) why = "over 4096 bytes of options";
   else if (elems > CLUSTER_PS_ELEMS_MAX) why = "more than 2^40 elements";
+  else if (state_per_elem < 1 || state_per_elem > CLUSTER_PS_STATE_MAX) {
+    why = "not 1 to 8 state floats per weight";
+  }
   /* The slice's grads buffer, one row per rank: the largest thing a ps
    * allocates; its size must not wrap (2^62 elements * 4 bytes is 0). */
   else if (__builtin_mul_overflow((size_t)(elems / (uint64_t)nps + 1), sizeof(float), &all) ||
@@ -136,12 +139,7 @@ int cluster_ps_meta_check(uint64_t elems, uint32_t opt_bytes, uint32_t ranks, in
 static int ps_serve_init(ps_server *p) {
   if (cluster_tcp_recv(p->m, 0, CLUSTER_TCP_PS_INIT, &p->meta, sizeof p->meta) != 0) return ps_serve_fail(p);
   if (cluster_ps_meta_check(p->meta.elems, p->meta.opt_bytes, p->meta.ranks, p->ranks, p->nps,
-                            p->err, p->err_bytes) != 0) {
-    return -1;
-  }
-  if (p->meta.state_per_elem < 1 || p->meta.state_per_elem > 8) {
-    snprintf(p->err, p->err_bytes, "ps: rank 0 sent a bad init (%u state floats per weight)",
-             p->meta.state_per_elem);
+                            p->meta.state_per_elem, p->err, p->err_bytes) != 0) {
     return -1;
   }
   ps_slice((int64_t)p->meta.elems, p->nps, p->s, &p->lo, &p->n);

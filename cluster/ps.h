@@ -37,11 +37,13 @@ typedef int (*cluster_ps_update_fn)(void *ctx, float *params, const float *grad,
                                  size_t err_bytes);
 /* A ps's check of rank 0's INIT before it allocates anything: the
  * element count (at most CLUSTER_PS_ELEMS_MAX), the options' size, the rank
- * count, and that no buffer size wraps. 0, or -1 with err naming what. */
+ * count, the optimizer's state floats per weight, and that no buffer size
+ * wraps. 0, or -1 with err naming what. */
 #define CLUSTER_PS_ELEMS_MAX (1ull << 40)
 #define CLUSTER_PS_OPT_MAX 4096u
+#define CLUSTER_PS_STATE_MAX 8u
 int cluster_ps_meta_check(uint64_t elems, uint32_t opt_bytes, uint32_t ranks, int want_ranks,
-                          int nps, char *err, size_t err_bytes);
+                          int nps, uint32_t state_per_elem, char *err, size_t err_bytes);
 typedef struct {
   int64_t elems, lo, n;  /* the whole buffer, and this ps's slice */
   int64_t steps;

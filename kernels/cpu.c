@@ -303,7 +303,8 @@ static void cpu_step_update(const kern_step *s, int k, int64_t c0, int64_t c1) {
   if (c1 <= c0) return;
   /* the state holds sk interleaved floats a weight (cpu_opt.c); no error
    * is possible here: the kind was checked when the step was set up */
-  const int64_t sk = kern_opt_state_per_elem(s->opt.kind) > 1 ? kern_opt_state_per_elem(s->opt.kind) : 1;
+  const int k_state = kern_opt_state_per_elem(s->opt.kind);
+  const int64_t sk = k_state > 1 ? k_state : 1;
   char ignored[64];
   for (int64_t p = 0; p < in; p++) {
     const int64_t off = s->w_off[k] + p * out + c0;

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/env.h"
+
 /* How long a waiter spins before it sleeps. Short: on a node whose cores
  * are all busy (the 2-core development machine at load 10-17), a waiter
  * that spins holds the core its partner needs; there an empty 2-thread job
@@ -29,9 +31,7 @@ static uint64_t team_spin_ns(void) {
   static _Atomic int64_t spin = -1; /* racing readers compute the same value */
   int64_t v = atomic_load_explicit(&spin, memory_order_relaxed);
   if (v < 0) {
-    const char *e = getenv("TFDIST_TEAM_SPIN_US");
-    v = e && *e ? (int64_t)atoll(e) * 1000 : TEAM_SPIN_NS_DEFAULT;
-    if (v < 0) v = 0;
+    v = (int64_t)base_env_int("TFDIST_TEAM_SPIN_US", 0, 1000000, TEAM_SPIN_NS_DEFAULT / 1000) * 1000;
     atomic_store_explicit(&spin, v, memory_order_relaxed);
   }
   return (uint64_t)v;

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include "base/env.h"
 #include "tfdist_config.h"
 
 #define F(field) offsetof(train_config, field)
@@ -127,11 +128,11 @@ void train_threads_resolve(train_config *cfg, int local_ranks) {
     snprintf(cfg->threads_why, sizeof cfg->threads_why, "--threads %d", cfg->threads_run);
     return;
   }
-  const char *env = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
   const char *from = "ranks on this node";
   if (local_ranks <= 0) {
-    local_ranks = env && atoi(env) > 0 ? atoi(env) : 1;
-    from = env && atoi(env) > 0 ? "OMPI_COMM_WORLD_LOCAL_SIZE" : "ranks on this node (none said)";
+    const long said = base_env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1, 1 << 20, 0);
+    local_ranks = said > 0 ? (int)said : 1;
+    from = said > 0 ? "OMPI_COMM_WORLD_LOCAL_SIZE" : "ranks on this node (none said)";
   }
   cpu_set_t set;
   CPU_ZERO(&set);

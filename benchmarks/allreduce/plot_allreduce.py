@@ -6,14 +6,12 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import plotlib as P  # noqa: E402
+
 
 def main(argv):
-    args = [a for a in argv[1:] if not a.startswith("--out=")]
-    outs = [a[6:] for a in argv[1:] if a.startswith("--out=")]
-    if len(args) != 1:
-        print("usage: plot_allreduce.py FILE.json [--out=FILE.png]", file=sys.stderr)
-        return 2
-    src = args[0]
+    src, out = P.parse_args(argv, "plot_allreduce.py")
     try:
         with open(src, encoding="utf-8") as f:
             doc = json.load(f)
@@ -40,11 +38,7 @@ def main(argv):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = outs[0] if outs else os.path.splitext(src)[0] + ".png"
-    tmp = out + ".tmp.%d.png" % os.getpid()
-    fig.savefig(tmp)
-    os.replace(tmp, out)
-    print(out)
+    P.save_png(fig, out)
     return 0
 
 

@@ -9,6 +9,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import plotlib as P  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import scaling as S  # noqa: E402
 
@@ -37,12 +40,7 @@ def curves(res):
 
 
 def main(argv):
-    args = [a for a in argv[1:] if not a.startswith("--out=")]
-    outs = [a[6:] for a in argv[1:] if a.startswith("--out=")]
-    if len(args) != 1:
-        print("usage: plot_scaling.py FILE.json [--out=FILE.png]", file=sys.stderr)
-        return 2
-    src = args[0]
+    src, out = P.parse_args(argv, "plot_scaling.py")
     try:
         with open(src, encoding="utf-8") as f:
             res = json.load(f)
@@ -81,11 +79,7 @@ def main(argv):
     fig.suptitle(f"tfdist on {o['hosts']} simulated hosts, --allreduce {o['allreduce']}, batch "
                  f"{o['batch_size']}/rank (model: scaling.py)", fontsize=10)
     fig.tight_layout()
-    out = outs[0] if outs else os.path.splitext(src)[0] + ".png"
-    tmp = out + ".tmp.%d.png" % os.getpid()
-    fig.savefig(tmp)
-    os.replace(tmp, out)
-    print(out)
+    P.save_png(fig, out)
     return 0
 
 

@@ -8,6 +8,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import plotlib as P  # noqa: E402
+
 
 def load(src):
     with open(src, encoding="utf-8") as f:
@@ -19,12 +22,7 @@ def load(src):
 
 
 def main(argv):
-    args = [a for a in argv[1:] if not a.startswith("--out=")]
-    outs = [a[6:] for a in argv[1:] if a.startswith("--out=")]
-    if len(args) != 1:
-        print("usage: plot_train.py FILE.json [--out=FILE.png]", file=sys.stderr)
-        return 2
-    src = args[0]
+    src, out = P.parse_args(argv, "plot_train.py")
     try:
         doc, rows = load(src)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -53,11 +51,7 @@ def main(argv):
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
-    out = outs[0] if outs else os.path.splitext(src)[0] + ".png"
-    tmp = out + ".tmp.%d.png" % os.getpid()
-    fig.savefig(tmp)
-    os.replace(tmp, out)
-    print(out)
+    P.save_png(fig, out)
     return 0
 
 

@@ -70,9 +70,11 @@ static void fuzz_parsers(const uint8_t *data, size_t size) {
     memcpy(&opt, data + 8, 4);
     memcpy(&ranks, data + 12, 4);
     const int want = 1 + data[0] % 64, nps = 1 + data[1] % 8;
-    if (cluster_ps_meta_check(elems, opt, ranks, want, nps, err, sizeof err) == 0) {
+    const uint32_t k = data[2];
+    if (cluster_ps_meta_check(elems, opt, ranks, want, nps, k, err, sizeof err) == 0) {
       /* What the ps then allocates must be what the check allowed. */
-      if (elems > CLUSTER_PS_ELEMS_MAX || opt > CLUSTER_PS_OPT_MAX || ranks != (uint32_t)want) {
+      if (elems > CLUSTER_PS_ELEMS_MAX || opt > CLUSTER_PS_OPT_MAX || ranks != (uint32_t)want ||
+          k < 1 || k > CLUSTER_PS_STATE_MAX) {
         abort();
       }
     }
