@@ -22,6 +22,7 @@ const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp
 const char *const train_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                               "adamw", NULL};
 const char *const train_threads_words[] = {"auto", NULL};
+const char *const train_keep_words[] = {"all", NULL};
 const char *const train_lr_schedule_names[] = {"constant", "step", "exponential", "cosine", NULL};
 const char *const train_data_mode_names[] = {"global", "stream", NULL};
 const char *const train_progress_names[] = {"auto", "on", "off", NULL};
@@ -96,8 +97,9 @@ static const opt_spec train_specs[] = {
    "fresh start: for jobs that are restarted or requeued)"},
   {"checkpoint-every", OPT_INT, F(checkpoint_every), "2", 0, 1e6, NULL,
    "epochs between checkpoints (0: none)"},
-  {"keep-checkpoints", OPT_INT, F(keep_checkpoints), "0", 0, 1e6, NULL,
-   "keep only the newest K checkpoints (0: all)"},
+  {"keep-checkpoints", OPT_INT, F(keep_checkpoints), "3", 0, 1e6, train_keep_words,
+   "keep only the newest K checkpoints, deleting older ones once a new one is written "
+   "(all or 0: keep every one)"},
   {"data-mode", OPT_CHOICE, F(data_mode), "global", 0, 0, train_data_mode_names,
    "global permutation (exact) or streaming shards (larger than memory)"},
   {"shuffle-buffer", OPT_INT, F(shuffle_buffer), "10000", 1, 1e9, NULL,

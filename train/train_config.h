@@ -34,6 +34,7 @@ extern const char *const train_allreduce_names[];
 extern const char *const train_optimizer_names[];
 extern const char *const train_lr_schedule_names[];
 extern const char *const train_threads_words[]; /* --threads: "auto" stands for 0 */
+extern const char *const train_keep_words[];    /* --keep-checkpoints: "all" stands for 0 */
 extern const char *const train_data_mode_names[];
 extern const char *const train_progress_names[];
 

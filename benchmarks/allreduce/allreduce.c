@@ -6,6 +6,7 @@
  *   mpi   tfdist's mpi back end (MPI_Iallreduce, polled with a timeout)
  *   ring  tfdist's ring back end (reduce-scatter + allgather over MPI p2p)
  *   shm   tfdist's shm back end (one shared segment per node; one node only)
+ *   winshm shm's reduction over an MPI-3 shared window, for comparison (winshm.c)
  * Correctness (-c 1) is checked outside the timed loop, bit-exact, on small
  * integer-valued inputs; any wrong element makes the exit code non-zero.
  * -j FILE also writes every row as JSON (for plot_allreduce.py). */
@@ -18,8 +19,9 @@
 
 #include "base/fsutil.h"
 #include "collective/coll.h"
+#include "winshm.h"
 
-#define MAX_ALGOS 4
+#define MAX_ALGOS 5
 
 typedef struct {
   int64_t min_bytes, max_bytes;
@@ -34,12 +36,13 @@ typedef struct {
 
 typedef struct {
   const char *name;
-  coll_comm *comm; /* NULL for ompi */
+  coll_comm *comm;   /* NULL for ompi and winshm */
+  bench_winshm *win; /* winshm only */
 } bench_algo;
 
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-    "                              [-c 0|1] [-a ompi,mpi,ring,shm] [-C RING_CHUNK] [-t TIMEOUT_S]\n"
+    "                              [-c 0|1] [-a ompi,mpi,ring,shm,winshm] [-C RING_CHUNK] [-t TIMEOUT_S]\n"
     "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
     "  -n 20 -w 5 -c 1 -a ompi,mpi,ring -C 0 (ring default) -t 60\n";
@@ -63,8 +66,9 @@ static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_by
   snprintf(buf, sizeof buf, "%s", list);
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm")) {
-      snprintf(err, err_bytes, "-a: unknown algorithm '%s' (ompi, mpi, ring, shm)", tok);
+    if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
+        strcmp(tok, "winshm")) {
+      snprintf(err, err_bytes, "-a: unknown algorithm '%s' (ompi, mpi, ring, shm, winshm)", tok);
       return -1;
     }
     if (o->nalgos == MAX_ALGOS) {
@@ -143,6 +147,7 @@ static int parse_args(bench_opts *o, int argc, char **argv, char *err, size_t er
 
 static int bench_allreduce(const bench_algo *a, float *buf, int64_t count, char *err,
                            size_t err_bytes) {
+  if (a->win) return bench_winshm_allreduce(a->win, buf, count);
   if (!a->comm) {
     int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) snprintf(err, err_bytes, "MPI_Allreduce failed (%d)", rc);
@@ -303,8 +308,16 @@ int main(int argc, char **argv) {
   for (int k = 0; k < o.nalgos; k++) {
     algos[k].name = o.algos[k];
     algos[k].comm = NULL;
+    algos[k].win = NULL;
     coll_config cfg = {.timeout_s = o.timeout_s, .ring_chunk_bytes = o.chunk_bytes};
     if (!strcmp(o.algos[k], "ompi")) continue;
+    if (!strcmp(o.algos[k], "winshm")) {
+      if (bench_winshm_init(&algos[k].win, err, sizeof err) != 0) {
+        fprintf(stderr, "allreduce: rank %d: %s\n", w.rank, err);
+        coll_world_abort(&w, 1);
+      }
+      continue;
+    }
     coll_backend_parse(o.algos[k], &cfg.backend);
     if (coll_comm_init(&algos[k].comm, &w, &cfg, err, sizeof err) != 0) {
       fprintf(stderr, "allreduce: rank %d: %s\n", w.rank, err);
@@ -353,7 +366,10 @@ int main(int argc, char **argv) {
   }
   free(buf);
   free(fresh);
-  for (int k = 0; k < o.nalgos; k++) coll_comm_free(algos[k].comm);
+  for (int k = 0; k < o.nalgos; k++) {
+    coll_comm_free(algos[k].comm);
+    bench_winshm_free(algos[k].win);
+  }
   coll_world_finalize(&w);
   return rc;
 }
