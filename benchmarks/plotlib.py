@@ -8,10 +8,14 @@ import tempfile
 
 def parse_args(argv, name):
     """(FILE.json, FILE.png): the PNG goes beside the JSON unless --out= says."""
+    usage = f"usage: {name} FILE.json [--out=FILE.png]"
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print(f"{usage}\n  draws FILE.json into FILE.png beside it (or --out=FILE.png)")
+        sys.exit(0)
     args = [a for a in argv[1:] if not a.startswith("--out=")]
     outs = [a[6:] for a in argv[1:] if a.startswith("--out=")]
     if len(args) != 1:
-        print(f"usage: {name} FILE.json [--out=FILE.png]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         sys.exit(2)
     return args[0], outs[0] if outs else os.path.splitext(args[0])[0] + ".png"
 

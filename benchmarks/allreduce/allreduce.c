@@ -190,7 +190,9 @@ static double median(double *t, int n) {
 
 /* Median over iterations of the slowest rank's time, in seconds, per
  * algorithm. The algorithms take turns within each iteration, so a noisy
- * neighbour slows all of them alike. Each timed call starts from a barrier and
+ * neighbour slows all of them alike, and the turn order rotates from one
+ * iteration to the next, so none always runs first (or right after another
+ * algorithm's cache traffic). Each timed call starts from a barrier and
  * from fresh inputs copied outside the timing, so sums never grow into
  * infinities and every algorithm sees the same cache. */
 static int bench_time(const bench_opts *o, const bench_algo *algos, float *buf,
@@ -199,7 +201,8 @@ static int bench_time(const bench_opts *o, const bench_algo *algos, float *buf,
   double *t = malloc((size_t)(o->iters * o->nalgos) * sizeof *t);
   if (!t) return -1;
   for (int it = -o->warmup; it < o->iters; it++) {
-    for (int k = 0; k < o->nalgos; k++) {
+    for (int turn = 0; turn < o->nalgos; turn++) {
+      const int k = (turn + it + o->warmup) % o->nalgos;
       memcpy(buf, fresh, (size_t)count * sizeof(float));
       MPI_Barrier(MPI_COMM_WORLD);
       double t0 = MPI_Wtime();

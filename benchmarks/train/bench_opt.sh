@@ -10,10 +10,19 @@
 #   reports it (noisy under load).
 # Usage: benchmarks/train/bench_opt.sh [BUILD_DIR] [ROUNDS] [LONG] [SHORT]
 set -euo pipefail
+case ${1:-} in -h | --help) sed -n '2,/^# Usage/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 build=${1:-build}
 rounds=${2:-5}
 long=${3:-1200}
 short=${4:-200}
+if [ ! -x "$build/cli/tfdist" ]; then
+  echo "bench_opt: error: BUILD_DIR $build: no $build/cli/tfdist (build it: ninja -C $build)" >&2
+  exit 2
+fi
+for n in "$rounds" "$long" "$short"; do
+  case $n in '' | *[!0-9]* | 0) echo "bench_opt: error: '$n' is not a positive integer" >&2; exit 2 ;; esac
+done
+if [ "$long" -le "$short" ]; then echo "bench_opt: error: LONG $long must exceed SHORT $short" >&2; exit 2; fi
 tfdist=$build/cli/tfdist
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

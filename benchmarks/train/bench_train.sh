@@ -18,8 +18,17 @@
 # measures what --timeline on costs; TFDIST_DATA (default the Debian set).
 # The exit status is 0 when every run ran (a FAIL target is not an error).
 set -euo pipefail
+case ${1:-} in -h | --help)
+  sed -n '2,/^# The exit status/p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0 ;;
+esac
 build=${1:-build}
 rounds=${2:-3}
+if [ ! -x "$build/cli/tfdist" ]; then
+  echo "bench_train: error: BUILD_DIR $build: no $build/cli/tfdist (build it: ninja -C $build)" >&2
+  exit 2
+fi
+case $rounds in '' | *[!0-9]* | 0) echo "bench_train: error: ROUNDS '$rounds' is not a positive integer" >&2; exit 2 ;; esac
 steps=${TFDIST_BENCH_STEPS:-600}
 data=${TFDIST_DATA:-/usr/share/datasets/fashion-mnist}
 here=$(cd "$(dirname "$0")" && pwd)
