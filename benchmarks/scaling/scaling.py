@@ -205,7 +205,8 @@ def print_tables(o, res):
     print("# 1 rank: %.0f samples/s, step %.3f ms (efficiency 100%%)" % (sps1, 1e3 * B / sps1))
     print("# step_ms: time per n x %d samples (one micro-batch per rank) = n*B / samples/s; t_c: "
           "compute per step with n concurrent ranks; ar_ms: the back end's allreduce of %d bytes "
-          "measured by scaling_probe (uncompressed); ar_mod: the model's allreduce for the row; "
+          "measured by scaling_probe (uncompressed); ar_mod: the model's allreduce for the row, at "
+          "the link probe's effective rate (beta); "
           "step_mod = t_c + ar_mod/K (overlap: see the model); fit = step_mod/step_ms - 1, "
           "within 15%% where ranks <= cores" % (B, sum(layer_bytes())))
     over = False
