@@ -155,12 +155,12 @@ def sweep(o, prefix, tfdist, probe_bin, tmp, caps):
     res = {"tc_s": {}, "rates": {}, "local": {}, "caps": {k: sorted(v) if isinstance(v, set) else v
                                                           for k, v in caps.items()},
            "loadavg_start": open("/proc/loadavg").read().split()[:3]}
-    for n in o["ranks"]:
+    for n in sorted(set(o["ranks"]) | {1}):  # 1: the efficiency's reference, always
         res["tc_s"][n] = R.compute_time(o, tfdist, data, tmp, n)
         print("# compute time per step with %d concurrent ranks: %.3f ms"
               % (n, 1e3 * res["tc_s"][n]), flush=True)
     vs = variants(o)
-    plain = {"allreduce": o["allreduce"][0], "compression": "none", "k": 1}
+    plain = {"allreduce": "ring", "compression": "none", "k": 1}  # 1 rank: no allreduce runs
     base = None
     if 1 in o["ranks"]:
         base = R.train_run(o, prefix, tfdist, data, tmp, 1, "off", plain, "base")
@@ -181,13 +181,23 @@ def sweep(o, prefix, tfdist, probe_bin, tmp, caps):
             rr["probe"][n] = R.probe(prefix, o["hosts"], probe_bin, n, "ring")
             for a in o["allreduce"]:
                 if a != "ring":
-                    rr["probe_ar"]["%d/%s" % (n, a)] = R.probe(prefix, o["hosts"], probe_bin, n, a)
+                    try:
+                        rr["probe_ar"]["%d/%s" % (n, a)] = R.probe(prefix, o["hosts"], probe_bin,
+                                                                   n, a)
+                    except RuntimeError:  # e.g. shm across hosts: the training row says why
+                        rr["probe_ar"]["%d/%s" % (n, a)] = None
             for v in vs:
                 why = R.not_built(caps, v)
                 for ov in o["overlap"]:
-                    rr["runs"][run_key(n, ov, v)] = (
-                        {"not_built": why} if why else
-                        R.train_run(o, prefix, tfdist, data, tmp, n, ov, v, rate))
+                    if why:
+                        rr["runs"][run_key(n, ov, v)] = {"not_built": why}
+                        continue
+                    try:
+                        rr["runs"][run_key(n, ov, v)] = R.train_run(o, prefix, tfdist, data, tmp,
+                                                                    n, ov, v, rate)
+                    except RuntimeError as e:  # one broken row must not lose the others
+                        rr["runs"][run_key(n, ov, v)] = {
+                            "not_built": R.failure_line(e)}
             print("# %s: %d ranks done" % (rate, n), flush=True)
     res["base"] = base
     res["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
@@ -229,8 +239,10 @@ def print_tables(o, res):
                 for ov in o["overlap"]:
                     m = rr["runs"][run_key(n, ov, v)]
                     if "not_built" in m:
-                        print("%5d %5d %4s %-18s   not built: %s" % (n, hosts, ov, R.vlabel(v),
-                                                                   m["not_built"]))
+                        why = m["not_built"]
+                        print("%5d %5d %4s %-18s   %s" % (n, hosts, ov, R.vlabel(v), why if
+                                                        why.startswith("run failed") else
+                                                        "not built: " + why))
                         continue
                     t_mod, ar_mod, tc, p = row_model(res, rate, n, hosts, per_host, v, ov, B)
                     pa = rr["probe_ar"].get("%d/%s" % (n, v["allreduce"])) if v["allreduce"] != \

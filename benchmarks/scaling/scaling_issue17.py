@@ -65,7 +65,7 @@ def run(o, prefix, tfdist, probe_bin, tmp, caps):
                     m = R.train_run(o, prefix, tfdist, data, tmp, n, "off", row["variant"],
                                     "i17", hosts=HOSTS)
                 except RuntimeError as e:  # one broken row must not lose the others
-                    row["not_built"] = "run failed: " + str(e).splitlines()[0][:200]
+                    row["not_built"] = R.failure_line(e)
                     print("# %s: %s" % (R.vlabel(row["variant"]), row["not_built"]), flush=True)
                     continue
                 row["sps"].append(m["samples_per_s"])

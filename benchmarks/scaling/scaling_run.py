@@ -103,6 +103,13 @@ def metrics(outputs):
     return statistics.median(sps), acc
 
 
+def failure_line(e):
+    """The last line a failed run printed (the error), for a row's report."""
+    lines = [x for x in str(e).splitlines() if x.strip()]
+    errs = [x for x in lines if "error" in x.lower() and "orte_base_help" not in x]
+    return "run failed: " + ((errs or lines or ["?"])[-1]).strip()[:200]
+
+
 def run_checked(cmd, timeout, env=None):
     r = subprocess.run(["timeout", "-k", "5", str(timeout)] + cmd, capture_output=True,
                        text=True, env=env)
