@@ -1,8 +1,11 @@
 """samples/s and efficiency against ranks, measured (solid, markers) and
-modelled (dashed), one colour per link rate and one panel row per overlap
-option, from the JSON that `scaling.py --json FILE.json` writes; the PNG
-goes beside it (FILE.png), or to --out. The model is scaling.py's own
-(t_step_model at the nominal link rate and the probe's alpha). Needs
+modelled (dashed), one colour per link rate and variant (--allreduce,
+--compression, K) and one panel row per overlap option, from the JSON that
+`scaling.py --json FILE.json` writes (a sweep, not --issue17); the PNG goes
+beside it (FILE.png), or to --out. The model is scaling.py's own
+(scaling_model.row_model at the nominal link rate, the probe's alpha and the
+measured node-local phase). Rows that were not built are left out. Older
+files (one --allreduce name, runs keyed "ranks/overlap") still plot. Needs
 matplotlib (Debian: python3-matplotlib).
   /usr/bin/python3 benchmarks/scaling/plot_scaling.py scaling.json"""
 import json
@@ -13,29 +16,43 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..
 import plotlib as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-import scaling as S  # noqa: E402
+import scaling_model as M  # noqa: E402
+import scaling_run as R  # noqa: E402
+
+
+def variants(o):
+    """[(label, variant, run key suffix)]; the old format had one back end and no suffix."""
+    if isinstance(o["allreduce"], str):
+        return [(o["allreduce"], {"allreduce": o["allreduce"], "compression": "none", "k": 1}, "")]
+    return [(R.vlabel(v), v, "/" + R.vkey(v))
+            for v in ({"allreduce": a, "compression": c, "k": k} for a in o["allreduce"]
+                      for c in o.get("compression", ["none"]) for k in o.get("bpps", [1]))]
 
 
 def curves(res):
-    """{(rate, overlap): (ranks, measured sps, model sps)} and the 1-rank samples/s."""
+    """{(rate, variant label, overlap): (ranks, measured sps, model sps)} and the 1-rank samples/s."""
     o = res["options"]
     B = o["batch_size"]
     sps1 = res["base"]["samples_per_s"] if res.get("base") else B / res["tc_s"]["1"]
     out = {}
     for rate in o["rates"]:
         rr = res["rates"][rate]
-        for ov in o["overlap"]:
-            ns, meas, mod = [1], [sps1], [sps1]
-            for n in o["ranks"]:
-                if n == 1:
-                    continue
-                m = rr["runs"]["%d/%s" % (n, ov)]
-                alpha = rr["probe"][str(n)]["alpha_us"] / 1e6
-                t = S.t_step_model(res["tc_s"][str(n)], n, S.rate_bits(rate), alpha, ov == "on")
-                ns.append(n)
-                meas.append(m["samples_per_s"])
-                mod.append(n * B / t)
-            out[(rate, ov)] = (ns, meas, mod)
+        for label, v, suffix in variants(o):
+            for ov in o["overlap"]:
+                ns, meas, mod = [1], [sps1], [sps1]
+                for n in o["ranks"]:
+                    if n == 1:
+                        continue
+                    m = rr["runs"]["%d/%s%s" % (n, ov, suffix)]
+                    if "not_built" in m:
+                        continue
+                    _, hosts, per_host = R.placement("x", o["hosts"], n)
+                    t = M.row_model(res, rate, n, hosts, per_host, v, ov, B)[0]
+                    ns.append(n)
+                    meas.append(m["samples_per_s"])
+                    mod.append(n * B / t)
+                if len(ns) > 1:
+                    out[(rate, label, ov)] = (ns, meas, mod)
     return out, sps1
 
 
@@ -57,15 +74,17 @@ def main(argv):
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row, ov in enumerate(o["overlap"]):
         ax_sps, ax_eff = axes[row]
-        for i, rate in enumerate(o["rates"]):
-            ns, meas, mod = data[(rate, ov)]
+        keys = [k for k in data if k[2] == ov]
+        for i, (rate, label, _) in enumerate(keys):
+            ns, meas, mod = data[(rate, label, ov)]
             c = colours[i % len(colours)]
-            ax_sps.plot(ns, meas, "o-", color=c, label=f"{rate} measured")
-            ax_sps.plot(ns, mod, "--", color=c, label=f"{rate} model")
+            name = rate if len(variants(o)) == 1 else f"{rate} {label}"
+            ax_sps.plot(ns, meas, "o-", color=c, label=f"{name} measured")
+            ax_sps.plot(ns, mod, "--", color=c, label=f"{name} model")
             ax_eff.plot(ns, [100 * v / (n * sps1) for n, v in zip(ns, meas)], "o-", color=c,
-                        label=f"{rate} measured")
+                        label=f"{name} measured")
             ax_eff.plot(ns, [100 * v / (n * sps1) for n, v in zip(ns, mod)], "--", color=c,
-                        label=f"{rate} model")
+                        label=f"{name} model")
         ax_sps.set_title(f"samples/s, --overlap {ov}")
         ax_eff.set_title(f"efficiency, --overlap {ov}")
         ax_sps.set_ylabel("samples/s")
@@ -76,7 +95,8 @@ def main(argv):
             ax.grid(True, alpha=0.3)
         ax_eff.set_ylim(bottom=0)
         ax_sps.legend(fontsize=7)
-    fig.suptitle(f"tfdist on {o['hosts']} simulated hosts, --allreduce {o['allreduce']}, batch "
+    ar = o["allreduce"] if isinstance(o["allreduce"], str) else ",".join(o["allreduce"])
+    fig.suptitle(f"tfdist on {o['hosts']} simulated hosts, --allreduce {ar}, batch "
                  f"{o['batch_size']}/rank (model: scaling.py)", fontsize=10)
     fig.tight_layout()
     P.save_png(fig, out)

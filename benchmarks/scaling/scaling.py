@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Scaling benchmark: tfdist over K simulated hosts (network namespaces joined
-by a bridge, links shaped with tc tbf), against an alpha-beta model of ring
-allreduce combined with the measured compute time per step, and a projection
-of efficiency to 8..256 GPUs on InfiniBand and NVLink.
+by a bridge, links shaped with tc tbf), against an alpha-beta model of the
+allreduce (flat ring, hierarchical, 16-bit wire, K micro-batches per
+allreduce; scaling_model.py) combined with the measured compute time per
+step, and a projection of efficiency to 8, 64 and 256 GPUs.
 
     sudo benchmarks/scaling/scaling.py                 # the full sweep (root)
+    sudo benchmarks/scaling/scaling.py --issue17       # issue 17's targets
     benchmarks/scaling/scaling.py --model-only         # the projection only
 
-Model (per step, per rank; S = gradient bytes, n = ranks, BW = link rate):
+Model (per step, per rank; S = gradient bytes, n = ranks, BW = link rate;
+hier, 16-bit and K: see scaling_model.py):
     t_ar(S, n)   = 2(n-1)/n * S/BW + 2(n-1) * alpha           ring allreduce
     overlap off:   t_step = t_compute(n) + t_ar(S, n)
     overlap on:    t_step = t_compute(n) + t_ar(S1, n)
@@ -20,66 +23,61 @@ t_compute(n) is measured: n single-rank tfdist processes run at once on this
 machine, so it carries the same CPU sharing as the n-rank run. alpha is the
 measured one-way latency of an 8-byte message between hosts (scaling_probe).
 Efficiency = samples/s(n) / (n * samples/s(1))."""
-import gzip
 import json
 import os
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.realpath(__file__))
-ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-SIMHOSTS = os.path.join(ROOT, "launcher", "netns", "simhosts")
-NSRSH = os.path.join(ROOT, "launcher", "netns", "nsrsh")
-TFDISTRUN = os.path.join(ROOT, "launcher", "tfdistrun")
-DATA_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import scaling_issue17 as I17  # noqa: E402
+import scaling_run as R  # noqa: E402
+from scaling_model import (GPU_STEP_MS, ALPHA_IB_US, ALPHA_NVLINK_US,  # noqa: E402,F401
+                           OVERSUBSCRIBED, fit_label, hidden_fraction, layer_bytes, link_bits,
+                           projection_lines, rate_bits, row_model, t_ring, t_step_model)
+from scaling_run import UsageError  # noqa: E402
 
-# ASSUMPTION until the GPU step time is measured on a real GPU: one training
-# step (batch 50, 784-300-100-10, forward + backward + SGD, CUDA graph replay)
-# on one H100. Replace with --gpu-step-ms once measured.
-GPU_STEP_MS_PLACEHOLDER = 0.10
-# ASSUMPTIONS for the projection: per-message latency of one ring hop.
-ALPHA_IB_US = 5.0        # NCCL ring over InfiniBand, host-to-host
-ALPHA_NVLINK_US = 2.0    # NCCL ring over NVLink/NVSwitch
-NETWORKS = [("IB 100G", 100e9, "ib"), ("IB 200G", 200e9, "ib"), ("IB 400G", 400e9, "ib"),
-            ("NVLink4 450GB/s", 3600e9, "nvlink")]
-PROJ_RANKS = [8, 16, 32, 64, 128, 256]
-
+ALLREDUCE = ("ring", "hier", "mpi", "shm", "tcp")
+COMPRESSION = ("none", "bf16", "fp16")
 USAGE = """usage: scaling.py [options]
   --hosts K            simulated hosts (default 3)
   --ranks LIST         rank counts (default 1,2,3,4,5,6), placed round-robin over the hosts
+                       (tfdistrun fills each host in turn: ranks 0..R-1 on h0)
   --rates LIST         tbf link rates (default 1gbit,10gbit,25gbit)
   --overlap LIST       on,off (default on,off)
-  --allreduce NAME     tfdist back end (default ring)
+  --allreduce LIST     tfdist back ends, e.g. ring,hier (default ring)
+  --compression LIST   none,bf16,fp16 (default none)
+  --bpps LIST          --backward-passes-per-step K values, e.g. 1,2,4 (default 1)
   --epochs N           epochs per run; the first is warm-up (default 4)
   --max-steps N        steps per epoch (default 60)
   --batch-size N       per rank (default 50)
   --data-folder DIR    idx files (default /usr/share/datasets/fashion-mnist)
   --json FILE          also write every measurement as JSON
-  --gpu-step-ms X      measured GPU step time for the projection (default: placeholder %.2f ms)
+  --issue17            the targets of issue 17 instead of the sweep: 2 hosts at 1 Gbit/s,
+                       hier vs ring (2x2), bf16/fp16 vs none (2x1, plus final_acc after
+                       --acc-epochs whole epochs), K=2,4 vs K=1 (2x1); PASS/FAIL per target
+  --rounds N           --issue17: runs of each row, taking turns (default 3)
+  --acc-epochs N       --issue17: epochs of the final_acc comparison (default 2, at least 2;
+                       0: skip)
+  --gpu-step-ms X      GPU step time for the projection (default %.4f: the fused step
+                       measured on an H200, benchmarks/gpu/README.md)
   --alpha-ib-us X      assumed InfiniBand hop latency (default %.1f)
   --alpha-nvlink-us X  assumed NVLink hop latency (default %.1f)
   --model-only         print the projection only (no root, no runs)
-""" % (GPU_STEP_MS_PLACEHOLDER, ALPHA_IB_US, ALPHA_NVLINK_US)
-
-
-class UsageError(Exception):
-    pass
+""" % (GPU_STEP_MS, ALPHA_IB_US, ALPHA_NVLINK_US)
 
 
 def parse_args(argv):
     o = {"hosts": 3, "ranks": [1, 2, 3, 4, 5, 6], "rates": ["1gbit", "10gbit", "25gbit"],
-         "overlap": ["on", "off"], "allreduce": "ring", "epochs": 4, "max_steps": 60,
+         "overlap": ["on", "off"], "allreduce": ["ring"], "compression": ["none"], "bpps": [1],
+         "epochs": 4, "max_steps": 60, "rounds": 3, "acc_epochs": 2,
          "batch_size": 50, "data_folder": "/usr/share/datasets/fashion-mnist", "json": None,
          "gpu_step_ms": None, "alpha_ib_us": ALPHA_IB_US, "alpha_nvlink_us": ALPHA_NVLINK_US,
-         "model_only": False}
+         "model_only": False, "issue17": False}
     ints = {"--hosts": "hosts", "--epochs": "epochs", "--max-steps": "max_steps",
-            "--batch-size": "batch_size"}
+            "--batch-size": "batch_size", "--rounds": "rounds"}
     floats = {"--gpu-step-ms": "gpu_step_ms", "--alpha-ib-us": "alpha_ib_us",
               "--alpha-nvlink-us": "alpha_nvlink_us"}
     i = 0
@@ -88,8 +86,8 @@ def parse_args(argv):
         if f in ("-h", "--help"):
             sys.stdout.write(USAGE)
             sys.exit(0)
-        if f == "--model-only":
-            o["model_only"] = True
+        if f in ("--model-only", "--issue17"):
+            o[f[2:].replace("-", "_")] = True
             i += 1
             continue
         if i + 1 >= len(argv):
@@ -117,7 +115,23 @@ def parse_args(argv):
                 o["overlap"] = v.split(",")
                 if not set(o["overlap"]) <= {"on", "off"}:
                     raise ValueError
-            elif f in ("--allreduce", "--data-folder", "--json"):
+            elif f == "--acc-epochs":
+                o["acc_epochs"] = int(v)
+                if o["acc_epochs"] < 0 or o["acc_epochs"] == 1:
+                    raise ValueError
+            elif f == "--allreduce":
+                o["allreduce"] = v.split(",")
+                if not set(o["allreduce"]) <= set(ALLREDUCE):
+                    raise ValueError
+            elif f == "--compression":
+                o["compression"] = v.split(",")
+                if not set(o["compression"]) <= set(COMPRESSION):
+                    raise ValueError
+            elif f == "--bpps":
+                o["bpps"] = [int(x) for x in v.split(",")]
+                if min(o["bpps"]) < 1:
+                    raise ValueError
+            elif f in ("--data-folder", "--json"):
                 o[f[2:].replace("-", "_")] = v
             else:
                 raise UsageError("unknown flag '%s' (see --help)" % f)
@@ -127,189 +141,63 @@ def parse_args(argv):
     return o
 
 
-# ---------------------------------------------------------------- the model
-
-def layer_bytes(h1=300, h2=100):
-    dims = [784, h1, h2, 10]
-    return [4 * (dims[k] * dims[k + 1] + dims[k + 1]) for k in range(3)]
+def variants(o):
+    return [{"allreduce": a, "compression": c, "k": k}
+            for a in o["allreduce"] for c in o["compression"] for k in o["bpps"]]
 
 
-def hidden_fraction(h1=300, h2=100):
-    """Share of a step's FLOPs in the first layer's weight gradient: the
-    backward work that runs after the two small layers' gradients are ready."""
-    fwd = 2 * (784 * h1 + h1 * h2 + h2 * 10)
-    bwd = fwd + 2 * (h1 * h2 + h2 * 10)   # dW for all, dX for layers 2 and 3
-    return 2 * 784 * h1 / (fwd + bwd)
+def run_key(n, ov, v):
+    return "%d/%s/%s" % (n, ov, R.vkey(v))
 
 
-def t_ring(nbytes, n, bw_bits, alpha_s):
-    if n < 2:
-        return 0.0
-    return 2.0 * (n - 1) / n * nbytes * 8.0 / bw_bits + 2.0 * (n - 1) * alpha_s
-
-
-def t_step_model(tc_s, n, bw_bits, alpha_s, overlap, sizes=None, f=None):
-    sizes = sizes or layer_bytes()
-    f = hidden_fraction() if f is None else f
-    if not overlap:
-        return tc_s + t_ring(sum(sizes), n, bw_bits, alpha_s)
-    small = t_ring(sizes[1], n, bw_bits, alpha_s) + t_ring(sizes[2], n, bw_bits, alpha_s)
-    return tc_s + t_ring(sizes[0], n, bw_bits, alpha_s) + max(0.0, small - f * tc_s)
-
-
-def print_projection(gpu_step_ms, measured, alpha_ib_us, alpha_nvlink_us):
-    label = ("measured" if measured else
-             "ASSUMPTION: placeholder, not measured; rerun with --gpu-step-ms")
-    S = sum(layer_bytes())
-    print("\n# Projection: ring allreduce of %d bytes per step, GPU step time %.3f ms (%s)"
-          % (S, gpu_step_ms, label))
-    print("# alpha (assumed): InfiniBand %.1f us, NVLink %.1f us per hop. Efficiency = "
-          "t_gpu / t_step; 'ovl' uses the overlap model above." % (alpha_ib_us, alpha_nvlink_us))
-    print("# NVLink rates beyond 8 GPUs assume one NVLink-switch domain (e.g. NVL72/256-GPU systems).")
-    hdr = "%-16s" % "network" + "".join("%14s" % ("%d GPUs" % n) for n in PROJ_RANKS)
-    print(hdr)
-    t_gpu = gpu_step_ms / 1e3
-    for name, bw, kind in NETWORKS:
-        alpha = (alpha_ib_us if kind == "ib" else alpha_nvlink_us) / 1e6
-        row = "%-16s" % name
-        for n in PROJ_RANKS:
-            e_off = t_gpu / t_step_model(t_gpu, n, bw, alpha, False)
-            e_on = t_gpu / t_step_model(t_gpu, n, bw, alpha, True)
-            row += "%14s" % ("%4.1f%%/%4.1f%%" % (100 * e_off, 100 * e_on))
-        print(row + "   (no overlap / ovl)")
-    print("# allreduce time (ms), bandwidth term + latency term:")
-    for name, bw, kind in NETWORKS:
-        alpha = (alpha_ib_us if kind == "ib" else alpha_nvlink_us) / 1e6
-        row = "%-16s" % name
-        for n in PROJ_RANKS:
-            row += "%14s" % ("%.3f+%.3f" % (1e3 * t_ring(S, n, bw, 0.0), 1e3 * 2 * (n - 1) * alpha))
-        print(row)
-
-
-# ----------------------------------------------------------- the measurements
-
-def find_data(folder, tmp):
-    """Raw copies of the four idx files (decoding gz once, not in every rank)."""
-    found = {}
-    for d, _, files in os.walk(folder):
-        for f in files:
-            base = f[:-3] if f.endswith(".gz") else f
-            if base in DATA_FILES and base not in found:
-                found[base] = os.path.join(d, f)
-    missing = [f for f in DATA_FILES if f not in found]
-    if missing:
-        raise UsageError("--data-folder %s: missing %s" % (folder, ", ".join(missing)))
-    out = os.path.join(tmp, "data")
-    os.makedirs(out)
-    for base, path in found.items():
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as src, open(os.path.join(out, base), "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return out
-
-
-def epoch_medians(outputs):
-    sps, step = [], []
-    with open(os.path.join(outputs, "metrics.jsonl"), encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if r["epoch"] >= 2 and r["name"] == "samples_per_s":
-                sps.append(r["value"])
-            if r["epoch"] >= 2 and r["name"] == "step_time_ms":
-                step.append(r["value"])
-    if not sps:
-        raise RuntimeError("%s: no epoch >= 2 metrics (use --epochs >= 2)" % outputs)
-    return statistics.median(sps), statistics.median(step)
-
-
-def run_checked(cmd, timeout, env=None):
-    r = subprocess.run(["timeout", "-k", "5", str(timeout)] + cmd, capture_output=True,
-                       text=True, env=env)
-    if r.returncode != 0:
-        raise RuntimeError("exit %d: %s\n%s%s" % (r.returncode, " ".join(cmd), r.stdout[-2000:],
-                                                  r.stderr[-2000:]))
-    return r.stdout
-
-
-def train_flags(o, data):
-    return ["--data-folder", data, "--epochs", str(o["epochs"]), "--max-steps", str(o["max_steps"]),
-            "--batch-size", str(o["batch_size"]), "--progress", "off", "--checkpoint-every", "0",
-            "--threads", "1"]
-
-
-def compute_time(o, tfdist, data, tmp, n):
-    """Median step time of n single-rank processes running at once (no comm)."""
-    procs, outs = [], []
-    for i in range(n):
-        out = os.path.join(tmp, "tc%d-%d" % (n, i))
-        outs.append(out)
-        procs.append(subprocess.Popen(
-            ["timeout", "-k", "5", "600", tfdist, "train"] + train_flags(o, data)
-            + ["--outputs", out, "--logs", out + "-logs"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate()
-        if p.returncode != 0:
-            raise RuntimeError("single-rank run failed: %s" % err[-1000:])
-    return statistics.mean(epoch_medians(out)[1] for out in outs) / 1e3
-
-
-def placement(prefix, hosts, n):
-    slots = [0] * hosts
-    for r in range(n):
-        slots[r % hosts] += 1
-    used = [(i, s) for i, s in enumerate(slots) if s]
-    return ",".join("%sh%d:%d" % (prefix, i, s) for i, s in used), len(used)
-
-
-def mpirun_in(prefix, hosts_spec, n, cmd):
-    return [SIMHOSTS, "exec", prefix, "h0", sys.executable, TFDISTRUN, "-np", str(n),
-            "-H", hosts_spec, "--network-interface", "eth1", "--rsh-agent", NSRSH] + cmd
-
-
-def probe(o, prefix, probe_bin, n):
-    spec, used = placement(prefix, o["hosts"], n)
-    out = run_checked(mpirun_in(prefix, spec, n, [probe_bin, "--allreduce", o["allreduce"]]), 300)
-    r = json.loads(out.strip().splitlines()[-1])
-    if r["wrong"] != 0:
-        raise RuntimeError("scaling_probe: wrong allreduce sums: %s" % r)
-    return r
-
-
-def train_run(o, prefix, tfdist, data, tmp, n, overlap, tag):
-    spec, used = placement(prefix, o["hosts"], n)
-    out = os.path.join(tmp, "run-%s-%d-%s" % (tag, n, overlap))
-    run_checked(mpirun_in(prefix, spec, n, ["--tfdist", tfdist, "train"] + train_flags(o, data)
-                          + ["--allreduce", o["allreduce"], "--overlap", overlap,
-                             "--outputs", out, "--logs", out + "-logs"]), 600)
-    sps, step_ms = epoch_medians(out)
-    return {"samples_per_s": sps, "step_ms": step_ms, "hosts": used}
-
-
-def rate_bits(rate):
-    return float(rate[:-4]) * (1e9 if rate.endswith("gbit") else 1e6)
-
-
-def sweep(o, prefix, tfdist, probe_bin, tmp):
-    data = find_data(o["data_folder"], tmp)
-    res = {"tc_s": {}, "rates": {}, "loadavg_start": open("/proc/loadavg").read().split()[:3]}
-    for n in o["ranks"]:
-        res["tc_s"][n] = compute_time(o, tfdist, data, tmp, n)
+def sweep(o, prefix, tfdist, probe_bin, tmp, caps):
+    data = R.find_data(o["data_folder"], tmp)
+    res = {"tc_s": {}, "rates": {}, "local": {}, "caps": {k: sorted(v) if isinstance(v, set) else v
+                                                          for k, v in caps.items()},
+           "loadavg_start": open("/proc/loadavg").read().split()[:3]}
+    for n in sorted(set(o["ranks"]) | {1}):  # 1: the efficiency's reference, always
+        res["tc_s"][n] = R.compute_time(o, tfdist, data, tmp, n)
         print("# compute time per step with %d concurrent ranks: %.3f ms"
               % (n, 1e3 * res["tc_s"][n]), flush=True)
+    vs = variants(o)
+    plain = {"allreduce": "ring", "compression": "none", "k": 1}  # 1 rank: no allreduce runs
     base = None
     if 1 in o["ranks"]:
-        base = train_run(o, prefix, tfdist, data, tmp, 1, "off", "base")
+        base = R.train_run(o, prefix, tfdist, data, tmp, 1, "off", plain, "base")
+    if any(v["allreduce"] == "hier" for v in vs):
+        for n in o["ranks"]:
+            r = R.placement(prefix, o["hosts"], n)[2]
+            if r > 1 and str(r) not in res["local"]:
+                res["local"][str(r)] = R.probe_local(prefix, probe_bin, r)
     for rate in o["rates"]:
-        run_checked([SIMHOSTS, "shape", prefix, rate], 60)
-        rr = {"probe": {}, "runs": {}}
+        R.run_checked([R.SIMHOSTS, "shape", prefix, rate], 60)
+        rr = {"probe": {}, "probe_ar": {}, "runs": {}}
         res["rates"][rate] = rr
+        # beta: 2 ranks, one on each of two hosts, the ring moves S each way
+        rr["link"] = R.probe(prefix, o["hosts"], probe_bin, 2, "ring")
         for n in o["ranks"]:
             if n == 1:
                 continue
-            rr["probe"][n] = probe(o, prefix, probe_bin, n)
-            for ov in o["overlap"]:
-                rr["runs"]["%d/%s" % (n, ov)] = train_run(o, prefix, tfdist, data, tmp, n, ov, rate)
+            rr["probe"][n] = R.probe(prefix, o["hosts"], probe_bin, n, "ring")
+            for a in o["allreduce"]:
+                if a != "ring":
+                    try:
+                        rr["probe_ar"]["%d/%s" % (n, a)] = R.probe(prefix, o["hosts"], probe_bin,
+                                                                   n, a)
+                    except RuntimeError:  # e.g. shm across hosts: the training row says why
+                        rr["probe_ar"]["%d/%s" % (n, a)] = None
+            for v in vs:
+                why = R.not_built(caps, v)
+                for ov in o["overlap"]:
+                    if why:
+                        rr["runs"][run_key(n, ov, v)] = {"not_built": why}
+                        continue
+                    try:
+                        rr["runs"][run_key(n, ov, v)] = R.train_run(o, prefix, tfdist, data, tmp,
+                                                                    n, ov, v, rate)
+                    except RuntimeError as e:  # one broken row must not lose the others
+                        rr["runs"][run_key(n, ov, v)] = {
+                            "not_built": R.failure_line(e)}
             print("# %s: %d ranks done" % (rate, n), flush=True)
     res["base"] = base
     res["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
@@ -320,41 +208,64 @@ def print_tables(o, res):
     B = o["batch_size"]
     base = res["base"]
     sps1 = base["samples_per_s"] if base else B / res["tc_s"][1]
-    t1 = B / sps1
-    print("\n# tfdist scaling on %d simulated hosts (netns + bridge, tc tbf), --allreduce %s, "
-          "batch %d/rank, %d steps/epoch, median of epochs 2..%d"
-          % (o["hosts"], o["allreduce"], B, o["max_steps"], o["epochs"]))
+    print("\n# tfdist scaling on %d simulated hosts (netns + bridge, tc tbf), batch %d/rank, "
+          "%d steps/epoch, median of epochs 2..%d" % (o["hosts"], B, o["max_steps"], o["epochs"]))
     print("# machine: %d CPUs, load average %s at start, %s at end (other jobs share it)"
           % (os.cpu_count(), "/".join(res["loadavg_start"]), "/".join(res["loadavg_end"])))
-    print("# 1 rank: %.0f samples/s, step %.3f ms (efficiency 100%%)" % (sps1, 1e3 * t1))
-    print("# t_c: compute per step with n concurrent ranks; ar_ms: allreduce of %d bytes measured "
-          "by scaling_probe; ar_mod: ring model at the nominal link rate and measured alpha; "
-          "ar_p2p: the same model at the measured point-to-point bandwidth; step_mod = t_c + "
-          "ar_mod (overlap: see the model); eff = samples/s / (n * samples/s of 1 rank)"
-          % sum(layer_bytes()))
+    print("# 1 rank: %.0f samples/s, step %.3f ms (efficiency 100%%)" % (sps1, 1e3 * B / sps1))
+    print("# step_ms: time per n x %d samples (one micro-batch per rank) = n*B / samples/s; t_c: "
+          "compute per step with n concurrent ranks; ar_ms: the back end's allreduce of %d bytes "
+          "measured by scaling_probe (uncompressed); ar_mod: the model's allreduce for the row, at "
+          "the link probe's effective rate (beta); "
+          "step_mod = t_c + ar_mod/K (overlap: see the model); fit = step_mod/step_ms - 1, "
+          "within 15%% where ranks <= cores" % (B, sum(layer_bytes())))
+    over = False
     for rate in o["rates"]:
         rr = res["rates"][rate]
-        bw = rate_bits(rate)
         print("\n# link %s" % rate)
-        print("%5s %5s %4s %11s %7s %9s %8s %8s %8s %9s %9s %9s %9s %9s %9s"
-              % ("ranks", "hosts", "ovl", "samples/s", "eff", "step_ms", "t_c_ms", "alpha_us",
-                 "p2p_Gb/s", "ar_ms", "ar_mod_ms", "ar_p2p_ms", "step_mod", "mod_sps", "mod_eff"))
+        if rr.get("link"):
+            print("# link probe (2 ranks on 2 hosts, ring): allreduce %.3f ms, alpha %.1f us -> "
+                  "beta: %.3f Gbit/s effective, the model's link rate"
+                  % (rr["link"]["allreduce_ms"], rr["link"]["alpha_us"],
+                     link_bits(rr["link"], sum(layer_bytes())) / 1e9))
+        print("%5s %5s %4s %-18s %11s %7s %9s %8s %8s %8s %9s %9s %9s %9s %10s"
+              % ("ranks", "hosts", "ovl", "variant", "samples/s", "eff", "step_ms", "t_c_ms",
+                 "alpha_us", "p2p_Gb/s", "ar_ms", "ar_mod_ms", "step_mod", "mod_sps", "fit"))
         for n in o["ranks"]:
             if n == 1:
                 continue
-            p = rr["probe"][n]
-            alpha = p["alpha_us"] / 1e6
-            tc = res["tc_s"][n]
-            for ov in o["overlap"]:
-                m = rr["runs"]["%d/%s" % (n, ov)]
-                t_model = t_step_model(tc, n, bw, alpha, ov == "on")
-                sps_model = n * B / t_model
-                ar_p2p = t_ring(sum(layer_bytes()), n, p["p2p_gbps"] * 1e9, alpha)
-                print("%5d %5d %4s %11.0f %6.1f%% %9.3f %8.3f %8.1f %8.2f %9.3f %9.3f %9.3f %9.3f %9.0f %8.1f%%"
-                      % (n, m["hosts"], ov, m["samples_per_s"], 100 * m["samples_per_s"] / (n * sps1),
-                         m["step_ms"], 1e3 * tc, p["alpha_us"], p["p2p_gbps"], p["allreduce_ms"],
-                         1e3 * t_ring(sum(layer_bytes()), n, bw, alpha), 1e3 * ar_p2p,
-                         1e3 * t_model, sps_model, 100 * sps_model / (n * sps1)))
+            _, hosts, per_host = R.placement("x", o["hosts"], n)
+            for v in variants(o):
+                for ov in o["overlap"]:
+                    m = rr["runs"][run_key(n, ov, v)]
+                    if "not_built" in m:
+                        why = m["not_built"]
+                        print("%5d %5d %4s %-18s   %s" % (n, hosts, ov, R.vlabel(v), why if
+                                                        why.startswith("run failed") else
+                                                        "not built: " + why))
+                        continue
+                    t_mod, ar_mod, tc, p = row_model(res, rate, n, hosts, per_host, v, ov, B)
+                    pa = rr["probe_ar"].get("%d/%s" % (n, v["allreduce"])) if v["allreduce"] != \
+                        "ring" else p
+                    ar_ms = ("%9.3f" % pa["allreduce_ms"]) if pa and v["compression"] == "none" \
+                        else "%9s" % "-"
+                    t_meas = n * B / m["samples_per_s"]
+                    over = over or n > (os.cpu_count() or 1)
+                    print("%5d %5d %4s %-18s %11.0f %6.1f%% %9.3f %8.3f %8.1f %8.2f %s %9.3f %9.3f "
+                          "%9.0f %10s"
+                          % (n, hosts, ov, R.vlabel(v), m["samples_per_s"],
+                             100 * m["samples_per_s"] / (n * sps1), 1e3 * t_meas, 1e3 * tc,
+                             p["alpha_us"], p["p2p_gbps"], ar_ms, 1e3 * ar_mod, 1e3 * t_mod,
+                             n * B / t_mod, fit_label(n, t_meas, t_mod)))
+    if over:
+        print("\n# n>cores: " + OVERSUBSCRIBED)
+
+
+def print_projection(o):
+    gpu_ms = o["gpu_step_ms"] or GPU_STEP_MS
+    print()
+    print("\n".join(projection_lines(gpu_ms, o["gpu_step_ms"] is None, o["alpha_ib_us"],
+                                     o["alpha_nvlink_us"])))
 
 
 def main(argv):
@@ -363,23 +274,22 @@ def main(argv):
     except UsageError as e:
         print("scaling.py: error: %s" % e, file=sys.stderr)
         return 2
-    gpu_ms = o["gpu_step_ms"] or GPU_STEP_MS_PLACEHOLDER
     if o["model_only"]:
-        print_projection(gpu_ms, o["gpu_step_ms"] is not None, o["alpha_ib_us"], o["alpha_nvlink_us"])
+        print_projection(o)
         return 0
     if os.geteuid() != 0:
         print("scaling.py: error: the sweep needs root for network namespaces "
               "(or use --model-only)", file=sys.stderr)
         return 2
-    build = os.environ.get("TFDIST_BUILD", os.path.join(ROOT, "build"))
+    build = os.environ.get("TFDIST_BUILD", os.path.join(R.ROOT, "build"))
     tfdist = os.environ.get("TFDIST", os.path.join(build, "cli", "tfdist"))
     probe_bin = os.path.join(build, "benchmarks", "scaling", "scaling_probe")
     for path in (tfdist, probe_bin):
         if not os.access(path, os.X_OK):
             print("scaling.py: error: %s not built (ninja -C build)" % path, file=sys.stderr)
             return 2
-    prefix = "sc%x" % os.getpid()
-    prefix = prefix[:10]
+    caps = R.train_caps(tfdist)
+    prefix = ("sc%x" % os.getpid())[:10]
 
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)
@@ -391,19 +301,30 @@ def main(argv):
     # a 3-rank 1 MiB allreduce took 60-90 ms spinning, 4 ms yielding).
     os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
     t0 = time.time()
+    hosts = 2 if o["issue17"] else o["hosts"]
     try:
         with tempfile.TemporaryDirectory(prefix="tfdist-scaling.") as tmp:
-            run_checked([SIMHOSTS, "up", prefix, str(o["hosts"])], 60)
-            res = sweep(o, prefix, tfdist, probe_bin, tmp)
+            R.run_checked([R.SIMHOSTS, "up", prefix, str(hosts)], 60)
+            if o["issue17"]:
+                res = I17.run(o, prefix, tfdist, probe_bin, tmp, caps)
+            else:
+                res = sweep(o, prefix, tfdist, probe_bin, tmp, caps)
     finally:
-        subprocess.run([SIMHOSTS, "down", prefix], check=False)
-    print_tables(o, res)
-    print_projection(gpu_ms, o["gpu_step_ms"] is not None, o["alpha_ib_us"], o["alpha_nvlink_us"])
-    print("\n# sweep took %.0f s" % (time.time() - t0))
+        subprocess.run([R.SIMHOSTS, "down", prefix], check=False)
+    if o["issue17"]:
+        I17.report(o, res)
+    else:
+        print_tables(o, res)
+    print_projection(o)
+    print("\n# %s took %.0f s" % ("--issue17" if o["issue17"] else "sweep", time.time() - t0))
     if o["json"]:
         res["options"] = o
-        with open(o["json"], "w", encoding="utf-8") as f:
+        tmpname = o["json"] + ".tmp.%d" % os.getpid()
+        with open(tmpname, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmpname, o["json"])
     return 0
 
 

@@ -1,7 +1,9 @@
 /* Measures what the scaling model needs on the links in use: small-message
  * one-way latency (alpha) and point-to-point bandwidth between rank 0 and the
- * last rank, and the time of one gradient-sized allreduce on a tfdist back
- * end. Rank 0 prints one JSON line; a wrong allreduce sum exits 1. */
+ * last rank, the time of one gradient-sized allreduce on a tfdist back end,
+ * and the CPU cost of a 16-bit wire codec (bf16, fp16) on the same gradient.
+ * Rank 0 prints one JSON line; a wrong allreduce sum exits 1. */
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +117,74 @@ done:
   return med;
 }
 
+/* bf16: the top half of the float, rounded to nearest even (finite inputs). */
+static uint16_t probe_bf16_encode(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float probe_bf16_decode(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+/* fp16 of a normal-range float, rounded to nearest even; what a scaled fp16
+ * codec does per element (the scale keeps the gradient in range). */
+static uint16_t probe_fp16_encode(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  uint32_t sign = (u >> 16) & 0x8000u, mag = u & 0x7fffffffu;
+  if (mag < 0x38800000u) return (uint16_t)sign; /* below fp16's normal range: flush */
+  if (mag >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+  uint32_t r = mag - 0x38000000u; /* rebias the exponent: 127 -> 15 */
+  r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
+  return (uint16_t)(sign | r);
+}
+
+static float probe_fp16_decode(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t u = e == 0 ? sign : sign | ((e + 112u) << 23) | (m << 13);
+  float x;
+  memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+/* Median time to encode elems floats to 16 bits and decode them into an fp32
+ * sum, the work a 16-bit ring does per element it sends and receives. */
+static double probe_codec(int fp16, int64_t elems, int iters) {
+  float *src = malloc((size_t)elems * sizeof *src), *acc = malloc((size_t)elems * sizeof *acc);
+  uint16_t *wire = malloc((size_t)elems * sizeof *wire);
+  double *t = calloc((size_t)iters, sizeof *t), med = -1.0;
+  if (!src || !acc || !wire || !t) goto done;
+  for (int64_t i = 0; i < elems; i++) src[i] = (float)sin((double)i) * 1e-3f;
+  for (int it = 0; it < iters; it++) {
+    memset(acc, 0, (size_t)elems * sizeof *acc);
+    double t0 = MPI_Wtime();
+    if (fp16) {
+      for (int64_t i = 0; i < elems; i++) wire[i] = probe_fp16_encode(src[i] * 1024.0f);
+      for (int64_t i = 0; i < elems; i++) acc[i] += probe_fp16_decode(wire[i]) * (1.0f / 1024.0f);
+    } else {
+      for (int64_t i = 0; i < elems; i++) wire[i] = probe_bf16_encode(src[i]);
+      for (int64_t i = 0; i < elems; i++) acc[i] += probe_bf16_decode(wire[i]);
+    }
+    t[it] = MPI_Wtime() - t0;
+  }
+  /* Checked outside the timed loop: bf16 keeps 8 bits, fp16 11 (flushed below 2^-14 / scale). */
+  double rel = fp16 ? 1.0 / 2048.0 : 1.0 / 256.0, floor = fp16 ? 6.2e-5 / 1024.0 : 0.0;
+  for (int64_t i = 0; i < elems; i++)
+    if (!(fabs((double)acc[i] - (double)src[i]) <= rel * fabs((double)src[i]) + floor)) goto done;
+  med = probe_median(t, iters);
+done:
+  free(src);
+  free(acc);
+  free(wire);
+  free(t);
+  return med;
+}
+
 int main(int argc, char **argv) {
   probe_opts o;
   if (probe_parse(argc, argv, &o) != 0) return 2;
@@ -150,16 +220,23 @@ int main(int argc, char **argv) {
   int64_t wrong = w.size > 1 ? probe_check(c, buf, o.elems, w.rank, w.size) : 0;
   MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   double ar_s = w.size > 1 ? probe_allreduce(c, buf, &o) : 0.0;
+  double bf16_s = 0.0, fp16_s = 0.0;
+  if (w.rank == 0) { /* alone on the CPU: the other ranks wait in the barrier below */
+    bf16_s = probe_codec(0, o.elems, o.iters);
+    fp16_s = probe_codec(1, o.elems, o.iters);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
   if (w.rank == 0) {
     printf("{\"ranks\": %d, \"hosts\": %d, \"backend\": \"%s\", \"elems\": %lld, "
-           "\"alpha_us\": %.3f, \"p2p_gbps\": %.3f, \"allreduce_ms\": %.4f, \"wrong\": %lld}\n",
+           "\"alpha_us\": %.3f, \"p2p_gbps\": %.3f, \"allreduce_ms\": %.4f, "
+           "\"codec_bf16_ms\": %.4f, \"codec_fp16_ms\": %.4f, \"wrong\": %lld}\n",
            w.size, hosts, o.backend, (long long)o.elems, alpha_s * 1e6, bw_gbps, ar_s * 1e3,
-           (long long)wrong);
+           bf16_s * 1e3, fp16_s * 1e3, (long long)wrong);
     fflush(stdout);
   }
   free(pp);
   free(buf);
   coll_comm_free(c);
   coll_world_finalize(&w);
-  return wrong == 0 && ar_s >= 0.0 ? 0 : 1;
+  return wrong == 0 && ar_s >= 0.0 && bf16_s >= 0.0 && fp16_s >= 0.0 ? 0 : 1;
 }

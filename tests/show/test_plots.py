@@ -72,6 +72,29 @@ spng = os.path.join(d, "sc.png")
 T.check(q.returncode == 0 and os.path.exists(spng) and png_size(spng) == (1000, 720),
         f"plot_scaling: {q.returncode} {q.stderr.strip()} {png_size(spng) if os.path.exists(spng) else None}")
 
+# The same sweep in the format with variants (--allreduce ring,hier --bpps 1,4): one
+# variant's rows not built, which the plot leaves out; the probe carries the codec
+# times and a node-local (shm) probe the hier model reads.
+res2 = json.loads(json.dumps(res))
+res2["options"].update({"allreduce": ["ring", "hier"], "compression": ["none"], "bpps": [1, 4]})
+res2["local"] = {"2": {"allreduce_ms": 0.3}}
+for rate in res2["rates"]:
+    rr = res2["rates"][rate]
+    for p in rr["probe"].values():
+        p.update({"codec_bf16_ms": 0.1, "codec_fp16_ms": 0.3})
+    rr["probe_ar"] = {}
+    rr["runs"] = {f"{n}/{ov}/{a}/none/{k}": ({"not_built": "--allreduce hier not built"}
+                                             if a == "hier" and k == 4 else
+                                             {"samples_per_s": 9000.0 * n * k, "hosts": n,
+                                              "per_host": 1})
+                  for n in (2, 3) for ov in ("on", "off") for a in ("ring", "hier") for k in (1, 4)}
+sj2 = os.path.join(d, "sc2.json")
+json.dump(res2, open(sj2, "w"))
+q = plot("scaling/plot_scaling.py", sj2)
+spng2 = os.path.join(d, "sc2.png")
+T.check(q.returncode == 0 and os.path.exists(spng2) and png_size(spng2) == (1000, 720),
+        f"plot_scaling (variants): {q.returncode} {q.stderr.strip()}")
+
 # plot_train.py on a made-up bench_train.sh document.
 tr = {"batch": 50, "steps": 600, "rounds": 3, "cores": 2, "load": "1.20 1.10 1.00",
       "threads_auto": "2 (auto)",
