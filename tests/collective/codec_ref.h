@@ -17,13 +17,13 @@ typedef struct {
 static const ref_fmt ref_bf16 = {"bf16", 8, 7};
 static const ref_fmt ref_fp16 = {"fp16", 5, 10};
 
-static int ref_bias(const ref_fmt *f) { return (1 << (f->ebits - 1)) - 1; }
+static inline int ref_bias(const ref_fmt *f) { return (1 << (f->ebits - 1)) - 1; }
 /* The largest finite code; the one after it is +inf. */
-static uint16_t ref_max_code(const ref_fmt *f) {
+static inline uint16_t ref_max_code(const ref_fmt *f) {
   return (uint16_t)((((1u << f->ebits) - 1u) << f->mbits) - 1u);
 }
 
-static double ref_decode(const ref_fmt *f, uint16_t h) {
+static inline double ref_decode(const ref_fmt *f, uint16_t h) {
   const int bias = ref_bias(f);
   const int e = (h >> f->mbits) & ((1 << f->ebits) - 1), m = h & ((1 << f->mbits) - 1);
   double v;
@@ -35,16 +35,16 @@ static double ref_decode(const ref_fmt *f, uint16_t h) {
 
 /* The value just past the largest finite code, had the exponent room:
  * the tie point with it is where rounding reaches inf. */
-static double ref_next(const ref_fmt *f, uint16_t p) {
+static inline double ref_next(const ref_fmt *f, uint16_t p) {
   return p == ref_max_code(f) ? ldexp(1.0, ref_bias(f) + 1) : ref_decode(f, (uint16_t)(p + 1));
 }
 
-static int ref_is_nan(const ref_fmt *f, uint16_t h) {
+static inline int ref_is_nan(const ref_fmt *f, uint16_t h) {
   return (h & 0x7fffu) > (uint16_t)(ref_max_code(f) + 1u);
 }
 
 /* x (not NaN) rounded to the nearest code, ties to the even code. */
-static uint16_t ref_encode(const ref_fmt *f, double x) {
+static inline uint16_t ref_encode(const ref_fmt *f, double x) {
   const uint16_t sign = signbit(x) ? 0x8000u : 0;
   const double a = fabs(x);
   const uint16_t top = ref_max_code(f);
@@ -62,7 +62,7 @@ static uint16_t ref_encode(const ref_fmt *f, double x) {
 }
 
 /* The value a term takes through the wire: R(v) = decode(encode(v*S))/S. */
-static float ref_round(const ref_fmt *f, float v, float scale) {
+static inline float ref_round(const ref_fmt *f, float v, float scale) {
   if (isnan(v)) return v;
   return (float)(ref_decode(f, ref_encode(f, (double)v * scale)) / scale);
 }
