@@ -59,17 +59,18 @@ int train_scaler_after(train_scaler *s, const float *grads, int64_t elems, int64
   s->consecutive++;
   s->clean_steps = 0;
   const int was = train_scaler_log2(s->scale);
-  s->scale *= 0.5f;
+  if (was > TRAIN_SCALER_MIN_LOG2) s->scale *= 0.5f;
   rank_log_printf(log, "step %lld: fp16 overflow in the averaged gradient at scale 2^%d: update "
                   "skipped on every rank (%lld so far), scale now 2^%d", (long long)global_step,
-                  was, (long long)s->overflows, was - 1);
+                  was, (long long)s->overflows, train_scaler_log2(s->scale));
   metrics_write(metrics, "fp16_overflow_steps", (double)s->overflows, epoch, global_step);
   if (s->consecutive < TRAIN_SCALER_MAX_OVERFLOWS) return 0;
   return base_err_set(err, "--compression fp16: %lld steps in a row overflowed (last at global "
                       "step %lld, scale down to 2^%d): the gradient is not finite at any scale; "
                       "the run is Failed and no update was applied from them (lower "
                       "--learning-rate, or use --compression bf16)",
-                      (long long)s->consecutive, (long long)global_step, was - 1);
+                      (long long)s->consecutive, (long long)global_step,
+                      train_scaler_log2(s->scale));
 }
 
 void train_scaler_metrics(const train_scaler *s, metrics_log *metrics, int64_t epoch,

@@ -6,7 +6,7 @@
  * rank skips that step together: the weights never see inf or NaN.
  *
  *   start at 2^10; on an overflow (any non-finite element of the averaged
- *   gradient) skip the update, halve the scale; after 2000 clean steps in a
+ *   gradient) skip the update, halve the scale (not below 2^-24); after 2000 clean steps in a
  *   row double it, up to 2^24; after 24 overflows in a row (the scale is then
  *   2^-14, so a term beyond 65504 * 2^14 ~ 1e9: the gradient is not finite at
  *   any scale) the run stops as Failed, exit 1.
@@ -24,13 +24,14 @@
 #include "train/records.h"
 
 #define TRAIN_SCALER_INIT_LOG2 10
+#define TRAIN_SCALER_MIN_LOG2 (-24)
 #define TRAIN_SCALER_MAX_LOG2 24
 #define TRAIN_SCALER_GROWTH_STEPS 2000
 #define TRAIN_SCALER_MAX_OVERFLOWS 24 /* in a row */
 
 typedef struct {
   int on;                  /* fp16 over a ring that compresses: the scale is used */
-  float scale;             /* a power of two, 2^-14 .. 2^24 */
+  float scale;             /* a power of two, 2^-24 .. 2^24 */
   int64_t clean_steps;     /* applied steps since the last overflow or growth */
   int64_t overflows;       /* skipped steps over the run (checkpointed) */
   int64_t consecutive;     /* overflows in a row */
