@@ -18,7 +18,9 @@
   line, run.json Failed, no model);
 - determinism: two bf16 runs of 30 steps are bit-identical, and differ from
   --compression none; a resume with another --compression is refused (exit
-  2, one line); --allreduce mpi with compression is refused (exit 2)."""
+  2, one line); --allreduce mpi with compression is refused (exit 2);
+- tcp: a chief + worker TF_CONFIG cluster with fp16 gives the weights of
+  mpirun -np 2 --allreduce ring, bit for bit."""
 import json
 import os
 import sys
@@ -29,6 +31,7 @@ import numpy as np
 
 import idxgen
 import mpitest
+import tfcluster as TC
 
 LR = 0.5
 B = 25
@@ -254,6 +257,24 @@ def determinism_check(tmp, data_dir):
           "--allreduce mpi --compression bf16: exit %d" % rc)
 
 
+def tcp_check(tmp):
+    """A TF_CONFIG cluster's tcp ring compresses as the MPI ring does: bit for bit."""
+    data = TC.make_data(os.path.join(tmp, "tcp-data"))
+    args = ["--seed", "4", "--batch-size", "10", "--max-steps", "15", "--epochs", "2",
+            "--compression", "fp16", "--overlap", "on"]
+    fm, fc = os.path.join(tmp, "tcp-mpi"), os.path.join(tmp, "tcp-cluster")
+    rc, out = TC.run_mpi(2, fm, data, args + ["--allreduce", "ring"])
+    ref, why = TC.try_weights(os.path.join(fm, "outputs", "model", "model.h5")) if rc == 0 else (None, out[-600:])
+    if not check(ref is not None, "mpirun -np 2 ring fp16: %s" % why):
+        return
+    c = TC.run_cluster(fc, TC.cluster_spec(1, 1), TC.train_args(fc, data, args), limit_s=60)
+    w, why = TC.try_weights(os.path.join(fc, "outputs", "model", "model.h5"))
+    if not check(w is not None, "chief+worker tcp fp16: %s\n%s" % (why, c.summary())):
+        return
+    same = all(np.array_equal(w[k].view(np.uint32), ref[k].view(np.uint32)) for k in w)
+    check(same, "tcp ring fp16 (chief+worker) = mpirun -np 2 ring fp16, 30 steps, bit for bit")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = os.path.join(tmp, "data")
@@ -267,6 +288,7 @@ def main():
             oracle_check(tmp, data_dir, (imgs, labels), comp)
         overflow_check(tmp, data_dir)
         determinism_check(tmp, data_dir)
+        tcp_check(tmp)
     print("FAILED: %d check(s)" % len(failures) if failures else "all checks passed")
     return 1 if failures else 0
 
