@@ -63,7 +63,11 @@ static inline float codec_fp16_to(uint16_t h) {
   return codec_float(sign | codec_pick(two_w < (1u << 27), codec_bits(sub), codec_bits(norm)));
 }
 
-void coll_codec_encode(coll_compression k, uint16_t *restrict out, const float *restrict in,
+/* AVX2 where the CPU has it (8 lanes and a true blend), SSE2 otherwise:
+ * the build sets no -march, so the loader picks the clone at start-up. */
+#define CODEC_CLONES __attribute__((target_clones("avx2", "default")))
+
+CODEC_CLONES void coll_codec_encode(coll_compression k, uint16_t *restrict out, const float *restrict in,
                        int64_t n, float scale) {
   if (k == COLL_COMP_BF16) {
     for (int64_t i = 0; i < n; i++) out[i] = codec_bf16_from(in[i]);
@@ -72,7 +76,7 @@ void coll_codec_encode(coll_compression k, uint16_t *restrict out, const float *
   }
 }
 
-void coll_codec_decode(coll_compression k, float *restrict out, const uint16_t *restrict in,
+CODEC_CLONES void coll_codec_decode(coll_compression k, float *restrict out, const uint16_t *restrict in,
                        int64_t n, float scale) {
   const float inv = 1.0f / scale; /* exact: scale is a power of two */
   if (k == COLL_COMP_BF16) {
@@ -82,7 +86,7 @@ void coll_codec_decode(coll_compression k, float *restrict out, const uint16_t *
   }
 }
 
-void coll_codec_add(coll_compression k, float *out, const float *a, const uint16_t *restrict h,
+CODEC_CLONES void coll_codec_add(coll_compression k, float *out, const float *a, const uint16_t *restrict h,
                     int64_t n, float scale) {
   const float inv = 1.0f / scale;
   if (k == COLL_COMP_BF16) {
