@@ -88,7 +88,7 @@ static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
 static void ring_free(coll_comm *c) {
   ring_comm *rc = c->impl;
   if (!rc) return;
-  /* After a timeout, sends may still read tmp: the job is ending, leave it. */
+  /* After a timeout, sends may still read tmp or wire: the job is ending, leave them. */
   if (!coll_comm_failed(c)) {
     free(rc->tmp);
     free(rc->wire);

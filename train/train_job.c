@@ -123,6 +123,10 @@ static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w
   return 0;
 }
 
+_Static_assert((int)TRAIN_COMPRESSION_NONE == (int)COLL_COMP_NONE &&
+               (int)TRAIN_COMPRESSION_BF16 == (int)COLL_COMP_BF16 &&
+               (int)TRAIN_COMPRESSION_FP16 == (int)COLL_COMP_FP16, "one order for both enums");
+
 /* --compression against the back end: mpi and nccl refuse it (bad input);
  * shm, and a world of one, move no bytes between nodes: said in the log. */
 static int train_job_check_compression(const train_config *cfg, const coll_world *w,
