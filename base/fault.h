@@ -7,6 +7,11 @@
  *       (the watchdog and the launcher must end the job).
  *   TFDIST_FAULT_FAIL_RANK=r TFDIST_FAULT_FAIL_STEP=s
  *       rank r fails with an error at global step s, as a bad shard would.
+ *   TFDIST_FAULT_INFLATE_RANK=r TFDIST_FAULT_INFLATE_STEP=s
+ *   [TFDIST_FAULT_INFLATE_STEPS=k] [TFDIST_FAULT_INFLATE_FACTOR=f]
+ *       rank r multiplies its gradient by f (default 1e6) before the
+ *       allreduce of global steps s .. s+k-1 (k default 1): an fp16 overflow
+ *       (--compression fp16) the trainer must report and skip.
  *   TFDIST_FAULT_CKPT_SLOW_MS=ms
  *       a checkpoint save sleeps ms between its phases, so a test's kill -9
  *       lands inside one (modelio/checkpoint.c). */
@@ -20,6 +25,13 @@ typedef struct {
 
 base_fault_at base_fault_stall(void);
 base_fault_at base_fault_fail(void);
+
+typedef struct {
+  base_fault_at at; /* rank -1: off */
+  long steps;       /* from at.step on */
+  float factor;
+} base_fault_inflate_spec;
+base_fault_inflate_spec base_fault_inflate(void);
 /* 0: off. */
 long base_fault_ckpt_slow_ms(void);
 

@@ -152,6 +152,26 @@ static int tcpt_irecv_f32(coll_comm *c, void *reqs, int slot, float *buf, int64_
   return COLL_OK;
 }
 
+static int tcpt_isend_u16(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
+                          int peer, int tag) {
+  cluster_tcp *m = coll_comm_transport_state(c);
+  if (cluster_tcp_isend(m, (cluster_tcp_op *)reqs + slot, peer, tag, buf,
+                        (uint64_t)elems * sizeof(uint16_t)) != 0) {
+    return tcpt_fail(c, m);
+  }
+  return COLL_OK;
+}
+
+static int tcpt_irecv_u16(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems,
+                          int peer, int tag) {
+  cluster_tcp *m = coll_comm_transport_state(c);
+  if (cluster_tcp_irecv(m, (cluster_tcp_op *)reqs + slot, peer, tag, buf,
+                        (uint64_t)elems * sizeof(uint16_t)) != 0) {
+    return tcpt_fail(c, m);
+  }
+  return COLL_OK;
+}
+
 static int tcpt_p2p_testsome(coll_comm *c, void *reqs, int n, int *done_n, int *idx) {
   cluster_tcp *m = coll_comm_transport_state(c);
   return cluster_tcp_testsome(m, reqs, n, done_n, idx) == 0 ? COLL_OK : tcpt_fail(c, m);
@@ -191,6 +211,8 @@ const coll_transport_ops cluster_tcp_transport = {
   .p2p_clear = tcpt_p2p_clear,
   .isend_f32 = tcpt_isend_f32,
   .irecv_f32 = tcpt_irecv_f32,
+  .isend_u16 = tcpt_isend_u16,
+  .irecv_u16 = tcpt_irecv_u16,
   .p2p_testsome = tcpt_p2p_testsome,
   .p2p_abandon = tcpt_p2p_abandon,
 };

@@ -74,6 +74,36 @@ static const coll_backend_ops *coll_backend_table(coll_backend b) {
 
 int coll_backend_available(coll_backend b) { return coll_backend_table(b) != NULL; }
 
+const char *coll_compression_name(coll_compression k) {
+  switch (k) {
+  case COLL_COMP_NONE: return "none";
+  case COLL_COMP_BF16: return "bf16";
+  case COLL_COMP_FP16: return "fp16";
+  }
+  return "?";
+}
+
+int coll_compression_parse(const char *name, coll_compression *out) {
+  for (int k = COLL_COMP_NONE; k <= COLL_COMP_FP16; k++) {
+    if (strcmp(name, coll_compression_name((coll_compression)k)) == 0) {
+      *out = (coll_compression)k;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int coll_compression_applies(coll_backend b, coll_compression k, char *err, size_t err_bytes) {
+  if (k == COLL_COMP_NONE || b == COLL_BACKEND_SHM) return 0;
+  if (b == COLL_BACKEND_RING || b == COLL_BACKEND_TCP) return 1;
+  snprintf(err, err_bytes, "--compression %s: the %s back end sums inside %s, in fp32; use "
+           "--allreduce ring (or tcp, shm)", coll_compression_name(k), coll_backend_name(b),
+           b == COLL_BACKEND_NCCL ? "NCCL" : "MPI_Allreduce");
+  return -1;
+}
+
+void coll_comm_set_fp16_scale(coll_comm *c, float scale) { c->fp16_scale = scale; }
+
 int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg, char *err,
                    size_t err_bytes) {
   *out = NULL;
@@ -88,12 +118,16 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
              coll_backend_name(cfg->backend));
     return COLL_ERR;
   }
+  if (coll_compression_applies(cfg->backend, cfg->compression, err, err_bytes) < 0) {
+    return COLL_ERR;
+  }
   coll_comm *c = calloc(1, sizeof *c);
   if (!c) {
     snprintf(err, err_bytes, "collective: out of memory");
     return COLL_ERR;
   }
   c->cfg = *cfg;
+  c->fp16_scale = 1.0f;
   if (!(c->cfg.timeout_s > 0)) c->cfg.timeout_s = 60.0;
   c->ops = ops;
   c->rank = w->rank;
@@ -173,9 +207,10 @@ static int coll_check_count(coll_comm *c, int64_t elems, const char *call) {
   return COLL_OK;
 }
 
-static void coll_req_fill(coll_request *r, int64_t seq, const float *send, float *recv,
-                          int64_t elems, int avg) {
+static void coll_req_fill(const coll_comm *c, coll_request *r, int64_t seq, const float *send,
+                          float *recv, int64_t elems, int avg) {
   memset(r, 0, sizeof *r);
+  r->fp16_scale = c->fp16_scale;
   r->seq = seq;
   r->send = send;
   r->recv = recv;
@@ -198,7 +233,7 @@ static int coll_allreduce_f32(coll_comm *c, const float *send, float *recv, int6
   }
   if (coll_check_count(c, elems, "allreduce") != COLL_OK) return COLL_ERR;
   coll_request r;
-  coll_req_fill(&r, coll_enter(c), send, recv, elems, avg);
+  coll_req_fill(c, &r, coll_enter(c), send, recv, elems, avg);
   int rc;
   if (c->ops->threaded) {
     rc = coll_progress_run(c, &r);
@@ -228,7 +263,7 @@ static int coll_iallreduce_f32(coll_comm *c, const float *send, float *recv, int
     coll_set_error(c, "collective: out of memory");
     return COLL_ERR;
   }
-  coll_req_fill(r, coll_enter(c), send, recv, elems, avg);
+  coll_req_fill(c, r, coll_enter(c), send, recv, elems, avg);
   r->heap = 1;
   int rc = c->ops->threaded ? coll_progress_submit(c, r) : c->ops->start(c, r);
   if (rc != COLL_OK && !c->ops->threaded) c->ops->abandon(c, r);

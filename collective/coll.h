@@ -21,6 +21,10 @@ typedef enum {
   COLL_BACKEND_SHM = 4
 } coll_backend;
 
+/* --compression: the bytes that cross nodes are 16-bit; every sum is in
+ * fp32 (collective/codec.h has the formats, ring.c the rounding points). */
+typedef enum { COLL_COMP_NONE = 0, COLL_COMP_BF16 = 1, COLL_COMP_FP16 = 2 } coll_compression;
+
 struct coll_transport_ops;
 
 /* Who this process is, and the transport its collectives run over (see
@@ -42,6 +46,10 @@ typedef struct {
   void *stream;      /* NCCL: the cudaStream_t the caller orders work on */
   int device;        /* NCCL: CUDA device index */
   int64_t ring_chunk_bytes; /* ring: pipeline chunk per step and rank (0: default, 4 MiB) */
+  /* the bytes that cross nodes are 16-bit; every sum is in fp32. The ring
+   * (and tcp) compress every transfer; shm moves no bytes across nodes and
+   * ignores it; mpi and nccl refuse it (coll_comm_init). */
+  coll_compression compression;
 } coll_config;
 
 typedef struct coll_comm coll_comm;
@@ -96,6 +104,15 @@ const char *coll_backend_name(coll_backend b);
 int coll_backend_parse(const char *name, coll_backend *out);
 /* Whether this build has the back end (nccl needs CUDA). */
 int coll_backend_available(coll_backend b);
+const char *coll_compression_name(coll_compression k);
+int coll_compression_parse(const char *name, coll_compression *out);
+/* Whether back end b applies compression k (shm: never, nothing crosses a
+ * node); -1 when it refuses it (mpi, nccl), with why in err. */
+int coll_compression_applies(coll_backend b, coll_compression k, char *err, size_t err_bytes);
+/* fp16: the power of two each term is multiplied by before it is rounded to
+ * fp16, the sum divided by after (1 at first). The trainer sets it between
+ * collectives; a request keeps the value it was started with. */
+void coll_comm_set_fp16_scale(coll_comm *c, float scale);
 
 /* In place; buf holds elems floats (device memory for NCCL, host otherwise).
  * The average is the sum divided by the number of ranks. */

@@ -21,6 +21,7 @@ struct coll_request {
   float *recv;
   int64_t elems;
   int avg;                /* divide the sum by the number of ranks */
+  float fp16_scale;       /* --compression fp16: the comm's scale when this was started */
   int heap;               /* allocated by an i* call, freed by coll_wait */
   coll_req_state state;
   int status;             /* COLL_OK, COLL_ERR or COLL_ETIMEOUT once done */
@@ -89,6 +90,7 @@ struct coll_comm {
   pthread_mutex_t diag_mu;        /* one diagnosis at a time */
   pthread_mutex_t serve_mu;       /* one thread answers queries at a time */
 
+  float fp16_scale;               /* coll_comm_set_fp16_scale; caller's thread, read at submit */
   coll_trace_fn trace;            /* timelines: see coll_comm_set_trace */
   void *trace_ctx;
 

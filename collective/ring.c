@@ -8,12 +8,29 @@
  * Fixed reduction order: segment j is summed as ((x_j + x_j+1) + x_j+2)...
  * around the ring, whatever the timing, and then copied to every rank; so
  * the result is bit-identical on every rank and from run to run (for a given
- * number of ranks, count and chunk size). */
+ * number of ranks, count and chunk size).
+ *
+ * --compression bf16|fp16: every transfer carries 16-bit codes (codec.h)
+ * and every sum is in fp32. Segment j = [elems*j/n, elems*(j+1)/n) starts at
+ * rank j; with R() the round trip through the code (fp16: R(v) =
+ * fp16(v*S)/S, S the request's scale), each element of it is
+ *   p_1 = x_j;  p_m = fl(x_(j+m-1 mod n) + R(p_(m-1))), m = 2..n
+ *   (the receiving rank adds the decoded partial sum to its own fp32 term);
+ *   s = p_n, or fl(p_n / n) for an average (in fp32, on the segment's owner);
+ *   result = R(s) on every rank, the owner included (it keeps the value of
+ *   the code it sends round the allgather, not its unrounded sum), so the
+ *   bits agree everywhere. The allgather forwards codes as received.
+ * So each rank's term is rounded once where it enters (p_1) or joins a
+ * partial sum that is rounded as it leaves, and the result once more; the
+ * rounding points do not depend on the chunk size. One rank sends nothing
+ * and rounds nothing. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "collective/codec.h"
 #include "collective/coll_internal.h"
 
 /* On one host each chunk is a rendezvous that both sides must progress,
@@ -27,6 +44,8 @@ typedef struct {
   int64_t chunk_elems;     /* target chunk size */
   float *tmp;              /* (K * cap) received partial sums, one slot per chunk */
   int64_t tmp_elems;
+  uint16_t *wire;          /* --compression: (elems) codes, at each element's own offset */
+  int64_t wire_elems;
   void *req;               /* (2 * K) transport slots: send, recv per chunk */
   int *step, *pending;     /* (K) current step; requests still open in it */
   int chunks_cap;
@@ -37,6 +56,8 @@ typedef struct {
   int K;
   int64_t cap;             /* elements in the largest chunk */
   int chunks_left;
+  coll_compression comp;   /* COLL_COMP_NONE: fp32 transfers */
+  float scale;             /* fp16: the request's scale */
 } ring_req;
 
 static int64_t ring_seg_lo(int64_t elems, int n, int j) { return elems * j / n; }
@@ -67,13 +88,26 @@ static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
 static void ring_free(coll_comm *c) {
   ring_comm *rc = c->impl;
   if (!rc) return;
-  /* After a timeout, sends may still read tmp: the job is ending, leave it. */
-  if (!coll_comm_failed(c)) free(rc->tmp);
+  /* After a timeout, sends may still read tmp or wire: the job is ending, leave them. */
+  if (!coll_comm_failed(c)) {
+    free(rc->tmp);
+    free(rc->wire);
+  }
   free(rc->req);
   free(rc->step);
   free(rc->pending);
   free(rc);
   c->impl = NULL;
+}
+
+static int ring_reserve_wire(coll_comm *c, ring_comm *rc, int64_t elems) {
+  if (elems <= rc->wire_elems) return COLL_OK;
+  free(rc->wire);
+  rc->wire = malloc((size_t)elems * sizeof(uint16_t));
+  rc->wire_elems = rc->wire ? elems : 0;
+  if (rc->wire) return COLL_OK;
+  coll_set_error(c, "ring allreduce: out of memory (%lld 16-bit codes)", (long long)elems);
+  return COLL_ERR;
 }
 
 static int ring_reserve(coll_comm *c, ring_comm *rc, int K, int64_t tmp_elems) {
@@ -107,8 +141,18 @@ static int ring_post(coll_comm *c, coll_request *r, ring_req *q, int k) {
   int64_t slo, slen, rlo, rlen;
   ring_piece(r, q, send_seg, k, &slo, &slen);
   ring_piece(r, q, recv_seg, k, &rlo, &rlen);
-  float *rbuf = rs ? rc->tmp + (int64_t)k * q->cap : r->recv + rlo;
   const float *sbuf = (s == 0 ? r->send : r->recv) + slo;
+  if (q->comp != COLL_COMP_NONE) {
+    /* the allgather's codes are in place already: made by ring_fold, or received */
+    if (rs) coll_codec_encode(q->comp, rc->wire + slo, sbuf, slen, q->scale);
+    if (c->tp->irecv_u16(c, rc->req, 2 * k + 1, rc->wire + rlo, rlen, q->left, k) != COLL_OK ||
+        c->tp->isend_u16(c, rc->req, 2 * k, rc->wire + slo, slen, q->right, k) != COLL_OK) {
+      return COLL_ERR;
+    }
+    rc->pending[k] = 2;
+    return COLL_OK;
+  }
+  float *rbuf = rs ? rc->tmp + (int64_t)k * q->cap : r->recv + rlo;
   if (c->tp->irecv_f32(c, rc->req, 2 * k + 1, rbuf, rlen, q->left, k) != COLL_OK ||
       c->tp->isend_f32(c, rc->req, 2 * k, sbuf, slen, q->right, k) != COLL_OK) {
     return COLL_ERR;
@@ -138,9 +182,40 @@ static void ring_fold(coll_comm *c, coll_request *r, ring_req *q, int k) {
   int64_t lo, len;
   ring_piece(r, q, q->r - s - 1, k, &lo, &len);
   const float *part = rc->tmp + (int64_t)k * q->cap;
-  if (r->send == r->recv) ring_add(r->recv + lo, part, len);
-  else ring_add_to(r->recv + lo, r->send + lo, part, len);
+  if (q->comp != COLL_COMP_NONE) {
+    coll_codec_add(q->comp, r->recv + lo, (r->send == r->recv ? r->recv : r->send) + lo,
+                   rc->wire + lo, len, q->scale);
+  } else if (r->send == r->recv) {
+    ring_add(r->recv + lo, part, len);
+  } else {
+    ring_add_to(r->recv + lo, r->send + lo, part, len);
+  }
   if (s == q->n - 2 && r->avg) ring_scale(r->recv + lo, len, (float)q->n);
+  /* the owner keeps what its code says, as its receivers will */
+  if (s == q->n - 2 && q->comp != COLL_COMP_NONE) {
+    coll_codec_round(q->comp, rc->wire + lo, r->recv + lo, len, q->scale);
+  }
+}
+
+/* Allgather step of chunk k received (compressed): its codes, decoded. */
+static void ring_unpack(coll_comm *c, coll_request *r, ring_req *q, int k) {
+  ring_comm *rc = c->impl;
+  int64_t lo, len;
+  ring_piece(r, q, q->r - (rc->step[k] - (q->n - 1)), k, &lo, &len);
+  coll_codec_decode(q->comp, r->recv + lo, rc->wire + lo, len, q->scale);
+}
+
+/* --compression: the request's format and scale (fp16: a power of two). */
+static int ring_compression(coll_comm *c, coll_request *r, ring_req *q) {
+  int e = 0;
+  q->comp = c->cfg.compression;
+  q->scale = q->comp == COLL_COMP_FP16 ? r->fp16_scale : 1.0f;
+  if (!(q->scale > 0) || frexpf(q->scale, &e) != 0.5f || e < -40 || e > 40) {
+    coll_set_error(c, "ring allreduce: fp16 scale %g is not a power of two in 2^-40..2^40",
+                   (double)q->scale);
+    return COLL_ERR;
+  }
+  return q->comp == COLL_COMP_NONE ? COLL_OK : ring_reserve_wire(c, c->impl, r->elems);
 }
 
 static int ring_start(coll_comm *c, coll_request *r) {
@@ -168,7 +243,10 @@ static int ring_start(coll_comm *c, coll_request *r) {
     coll_set_error(c, "ring allreduce: %lld elements is too many", (long long)r->elems);
     return COLL_ERR;
   }
-  if (ring_reserve(c, rc, (int)K, K * cap) != COLL_OK) return COLL_ERR;
+  if (ring_compression(c, r, q) != COLL_OK ||
+      ring_reserve(c, rc, (int)K, q->comp == COLL_COMP_NONE ? K * cap : 0) != COLL_OK) {
+    return COLL_ERR;
+  }
   q->K = (int)K; /* only now may ring_abandon look at rc->req */
   q->cap = cap;
   q->chunks_left = q->K;
@@ -186,6 +264,7 @@ static int ring_complete(coll_comm *c, coll_request *r, ring_req *q, int idx) {
   ring_comm *rc = c->impl;
   const int k = idx / 2;
   if ((idx & 1) && rc->step[k] < q->n - 1) ring_fold(c, r, q, k);
+  else if ((idx & 1) && q->comp != COLL_COMP_NONE) ring_unpack(c, r, q, k);
   if (--rc->pending[k] > 0) return COLL_OK;
   if (++rc->step[k] < 2 * (q->n - 1)) return ring_post(c, r, q, k);
   q->chunks_left--;

@@ -73,6 +73,11 @@ typedef struct coll_transport_ops {
                    int tag);
   int (*irecv_f32)(coll_comm *c, void *reqs, int slot, float *buf, int64_t elems, int peer,
                    int tag);
+  /* --compression: 16-bit codes (codec.h), otherwise as the f32 pair */
+  int (*isend_u16)(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
+                   int peer, int tag);
+  int (*irecv_u16)(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems, int peer,
+                   int tag);
   /* Advances the open slots without blocking; the ones that finished (now
    * empty) in idx, their number in *done_n (0 when none). */
   int (*p2p_testsome)(coll_comm *c, void *reqs, int n, int *done_n, int *idx);

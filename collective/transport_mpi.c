@@ -137,6 +137,22 @@ static int mpi_irecv_f32(coll_comm *c, void *reqs, int slot, float *buf, int64_t
   return COLL_OK;
 }
 
+static int mpi_isend_u16(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
+                         int peer, int tag) {
+  MPI_Request *r = reqs;
+  COLL_MPI_TRY(c, MPI_Isend(buf, (int)elems, MPI_UINT16_T, peer, tag,
+                            coll_mpi_state(c)->comm_async, &r[slot]));
+  return COLL_OK;
+}
+
+static int mpi_irecv_u16(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems, int peer,
+                         int tag) {
+  MPI_Request *r = reqs;
+  COLL_MPI_TRY(c, MPI_Irecv(buf, (int)elems, MPI_UINT16_T, peer, tag,
+                            coll_mpi_state(c)->comm_async, &r[slot]));
+  return COLL_OK;
+}
+
 static int mpi_p2p_testsome(coll_comm *c, void *reqs, int n, int *done_n, int *idx) {
   COLL_MPI_TRY(c, MPI_Testsome(n, reqs, done_n, idx, MPI_STATUSES_IGNORE));
   if (*done_n == MPI_UNDEFINED) *done_n = 0;
@@ -197,6 +213,8 @@ const coll_transport_ops coll_mpi_transport = {
   .p2p_clear = mpi_p2p_clear,
   .isend_f32 = mpi_isend_f32,
   .irecv_f32 = mpi_irecv_f32,
+  .isend_u16 = mpi_isend_u16,
+  .irecv_u16 = mpi_irecv_u16,
   .p2p_testsome = mpi_p2p_testsome,
   .p2p_abandon = mpi_p2p_abandon,
 };

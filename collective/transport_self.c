@@ -72,6 +72,18 @@ static int self_irecv_f32(coll_comm *c, void *reqs, int slot, float *buf, int64_
   return COLL_ERR;
 }
 
+static int self_isend_u16(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
+                          int peer, int tag) {
+  (void)buf;
+  return self_isend_f32(c, reqs, slot, NULL, elems, peer, tag);
+}
+
+static int self_irecv_u16(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems,
+                          int peer, int tag) {
+  (void)buf;
+  return self_irecv_f32(c, reqs, slot, NULL, elems, peer, tag);
+}
+
 static int self_p2p_testsome(coll_comm *c, void *reqs, int n, int *done_n, int *idx) {
   (void)c, (void)reqs, (void)n, (void)idx;
   *done_n = 0;
@@ -102,6 +114,8 @@ const coll_transport_ops coll_self_transport = {
   .p2p_clear = self_p2p_clear,
   .isend_f32 = self_isend_f32,
   .irecv_f32 = self_irecv_f32,
+  .isend_u16 = self_isend_u16,
+  .irecv_u16 = self_irecv_u16,
   .p2p_testsome = self_p2p_testsome,
   .p2p_abandon = self_p2p_abandon,
 };

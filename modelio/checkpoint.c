@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,11 @@ static void ckpt_state_sha256(const ckpt_state *s, char hex[SHA256_HEX_BYTES]) {
   if (s->threads > 0 && n > 0 && (size_t)n < sizeof text) { /* older files: no threads */
     n += snprintf(text + n, sizeof text - (size_t)n, ";threads=%lld", (long long)s->threads);
   }
+  if (s->compression[0] && n > 0 && (size_t)n < sizeof text) { /* older files: no compression */
+    n += snprintf(text + n, sizeof text - (size_t)n, ";comp=%s;fp16=%a,%lld,%lld,%lld",
+                  s->compression, s->fp16_scale, (long long)s->fp16_clean_steps,
+                  (long long)s->fp16_overflows, (long long)s->fp16_consecutive);
+  }
   sha256_ctx c;
   sha256_init(&c);
   sha256_update(&c, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
@@ -152,6 +158,24 @@ out:
   return rc;
 }
 
+/* --compression, and fp16's scale with its counters (an exact resume goes on
+ * with the same scale). */
+static const char *const ckpt_fp16_names[3] = {"fp16_clean_steps", "fp16_overflow_steps",
+                                               "fp16_consecutive_overflows"};
+
+static int ckpt_write_compression(hid_t f, const ckpt_state *s, char *err, size_t eb) {
+  if (!s->compression[0]) return 0;
+  const int64_t v[3] = {s->fp16_clean_steps, s->fp16_overflows, s->fp16_consecutive};
+  if (h5_attr_write_str(f, "compression", s->compression, err, eb) != 0 ||
+      h5_attr_write_f64(f, "fp16_scale", s->fp16_scale, err, eb) != 0) {
+    return -1;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (h5_attr_write_i64(f, ckpt_fp16_names[i], v[i], err, eb) != 0) return -1;
+  }
+  return 0;
+}
+
 static int ckpt_write_attrs(hid_t f, const ckpt_state *s, char *err, size_t eb) {
   const struct { const char *name; int64_t v; } ints[] = {
     {"epoch", s->epoch}, {"global_step", s->global_step}, {"steps_per_epoch", s->steps_per_epoch},
@@ -162,6 +186,7 @@ static int ckpt_write_attrs(hid_t f, const ckpt_state *s, char *err, size_t eb) 
     if (h5_attr_write_i64(f, ints[i].name, ints[i].v, err, eb) != 0) return -1;
   }
   if (s->threads > 0 && h5_attr_write_i64(f, "threads", s->threads, err, eb) != 0) return -1;
+  if (ckpt_write_compression(f, s, err, eb) != 0) return -1;
   char *rng = ckpt_rng_json(s), *latest = ckpt_latest_metrics(s->metrics);
   int rc = -1;
   if (!rng) {
@@ -223,6 +248,35 @@ static int ckpt_attr_str_into(hid_t obj, const char *name, const char *where, ch
   return ok ? 0 : -1;
 }
 
+static int ckpt_read_compression(hid_t f, const char *where, ckpt_state *s, char *err, size_t eb) {
+  if (!h5_attr_exists(f, "compression")) return 0; /* older files: none */
+  int64_t *v[3] = {&s->fp16_clean_steps, &s->fp16_overflows, &s->fp16_consecutive};
+  int e = 0;
+  if (ckpt_attr_str_into(f, "compression", where, s->compression, sizeof s->compression, err,
+                         eb) != 0 ||
+      h5_attr_read_f64(f, "fp16_scale", where, &s->fp16_scale, err, eb) != 0) {
+    return -1;
+  }
+  if (strcmp(s->compression, "none") && strcmp(s->compression, "bf16") &&
+      strcmp(s->compression, "fp16")) {
+    snprintf(err, eb, "%s: attribute 'compression' is not none, bf16 or fp16", where);
+    return -1;
+  }
+  if (!(s->fp16_scale > 0) || frexp(s->fp16_scale, &e) != 0.5 || e < -30 || e > 30) {
+    snprintf(err, eb, "%s: attribute 'fp16_scale' %g is not a power of two in 2^-31..2^29", where,
+             s->fp16_scale);
+    return -1;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (h5_attr_read_i64(f, ckpt_fp16_names[i], where, v[i], err, eb) != 0) return -1;
+    if (*v[i] < 0) {
+      snprintf(err, eb, "%s: attribute '%s' is negative", where, ckpt_fp16_names[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static int ckpt_read_attrs(hid_t f, const char *where, ckpt_state *s, char *err, size_t eb) {
   struct { const char *name; int64_t *v; } ints[] = {
     {"epoch", &s->epoch}, {"global_step", &s->global_step},
@@ -251,7 +305,7 @@ static int ckpt_read_attrs(hid_t f, const char *where, ckpt_state *s, char *err,
       h5_attr_read_i64(f, "threads", where, &s->threads, err, eb) != 0) {
     return -1;
   }
-  return 0;
+  return ckpt_read_compression(f, where, s, err, eb);
 }
 
 static int ckpt_read_optimizer(hid_t f, const char *path, ckpt_state *s, char *err, size_t eb) {

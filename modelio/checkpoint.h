@@ -38,6 +38,9 @@ typedef struct {
                             * least 1) times layout.total_elems */
   int64_t scale_lr;
   int64_t threads;         /* CPU threads per rank's step (column slices); 0: not recorded */
+  char compression[8];     /* --compression: "none", "bf16" or "fp16"; "" in older files (none) */
+  double fp16_scale;       /* fp16: the dynamic scale and its counters (train/train_scaler.h) */
+  int64_t fp16_clean_steps, fp16_overflows, fp16_consecutive;
   /* provenance */
   char run_id[64];
   char tfdist_version[32]; /* of the writer; filled in by ckpt_read */

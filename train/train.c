@@ -148,6 +148,7 @@ static int train_reduce_layer(void *ctx, int k) {
     T_TRY(t, kern_mem_download(t->ctx.be, t->step.grads_host + off, t->step.grads + off,
                                       (size_t)n * sizeof(float)));
   }
+  train_scaler_fault(t->ctx.world->rank, t->step.global_step, t->step.grads_host + off, n);
   if (coll_iallreduce_avg_f32(t->ctx.comm, t->step.grads_host + off, n, &t->step.pending[k]) !=
       COLL_OK) {
     return train_coll_fail(t);
@@ -180,6 +181,7 @@ static int train_reduce_finish(trainer *t) {
       T_TRY(t, kern_mem_download(t->ctx.be, t->step.grads_host, t->step.grads,
                                             (size_t)P * sizeof(float)));
     }
+    train_scaler_fault(t->ctx.world->rank, t->step.global_step, t->step.grads_host, P);
     if (coll_allreduce_avg_f32(t->ctx.comm, t->step.grads_host, P) != COLL_OK) {
       return train_coll_fail(t);
     }
@@ -209,6 +211,7 @@ static int train_step_ops(trainer *t) {
                                 t->data.cursor_dev, B));
     train_tl_end(&t->out.tl, "gather", s);
   }
+  train_scaler_begin(&t->step.scaler, t->ctx.comm);
   s = train_tl_begin(&t->out.tl);
   T_TRY(t, model_forward(w, t->step.params, B));
   train_tl_end(&t->out.tl, "forward", s);
@@ -230,9 +233,16 @@ static int train_step_ops(trainer *t) {
   } else {
     if (reduce && train_reduce_finish(t) != 0) return -1;
     if (reduce) train_tl_end(&t->out.tl, "allreduce wait", s);
+    int apply = 1; /* fp16: not after an overflow */
+    if (reduce && train_scaler_after(&t->step.scaler, t->step.grads_host, P, t->step.global_step,
+                                     &t->out.log, &t->out.metrics,
+                                     t->step.global_step / t->data.steps_per_epoch + 1, &apply,
+                                     &t->err) != 0) {
+      return -1;
+    }
     s = train_tl_begin(&t->out.tl);
-    T_TRY(t, kern_opt_update(be, t->step.params, t->step.grads, t->step.opt_state, P,
-                                 &t->step.opt));
+    if (apply) T_TRY(t, kern_opt_update(be, t->step.params, t->step.grads, t->step.opt_state, P,
+                                        &t->step.opt));
     train_tl_end(&t->out.tl, "update", s);
   }
   T_TRY(t, kern_cursor_advance(be, t->data.cursor_dev, t->data.global_batch));
@@ -478,6 +488,7 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
     metrics_write(&t->out.metrics, rows[i].name, rows[i].v, epoch + 1, step);
     tboard_writer_scalar(t->out.tb, rows[i].name, rows[i].v, step);
   }
+  train_scaler_metrics(&t->step.scaler, &t->out.metrics, epoch + 1, step);
   if (metrics_sync(&t->out.metrics, t->err.msg, sizeof t->err.msg) != 0 ||
       tboard_writer_flush(t->out.tb, t->err.msg, sizeof t->err.msg) != 0) {
     return -1;
@@ -709,6 +720,10 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   }
   if (train_open_records(t, ranks) != 0) return -1;
   train_opt_init(&t->step.opt, &t->step.sched, cfg, world->size, t->data.steps_per_epoch);
+  train_scaler_init(&t->step.scaler, cfg->compression == TRAIN_COMPRESSION_FP16 &&
+                                         world->size > 1 && cluster_ps_count(comm) == 0 &&
+                                         coll_compression_applies(coll_comm_backend(comm),
+                                                                  COLL_COMP_FP16, NULL, 0) > 0);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 ||
       train_ckpt_resume(t->ckpt, &t->ctx, &t->step, &t->out, &t->err) != 0 ||
       train_tboard_open(t) != 0) {

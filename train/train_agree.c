@@ -34,6 +34,7 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   ROW("--warmup-epochs %.17g", c->warmup_epochs);
   ROW("--scale-lr %d", c->scale_lr);
   ROW("--overlap %d", c->overlap);
+  ROW("--compression %.8s", train_compression_names[c->compression]); /* the ring's wire format */
   ROW("--data-mode %.40s", train_data_mode_names[c->data_mode]);
   ROW("--shuffle-buffer %lld", (long long)c->shuffle_buffer);
   ROW("--checkpoint-every %lld", (long long)c->checkpoint_every);

@@ -180,6 +180,11 @@ static void train_ckpt_fill(train_ckpt *k, const train_ctx *x, const train_data 
   s->opt_state_elems = train_opt_state_elems(st->opt.kind, st->layout.total_elems);
   s->scale_lr = c->scale_lr;
   s->threads = kern_is_host_memory(x->be) ? kern_config_of(x->be)->threads : 0;
+  snprintf(s->compression, sizeof s->compression, "%s", train_compression_names[c->compression]);
+  s->fp16_scale = st->scaler.scale;
+  s->fp16_clean_steps = st->scaler.clean_steps;
+  s->fp16_overflows = st->scaler.overflows;
+  s->fp16_consecutive = st->scaler.consecutive;
   snprintf(s->run_id, sizeof s->run_id, "%s", run_id);
   s->layout = st->layout;
 }
@@ -296,6 +301,9 @@ static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data 
   const struct { const char *flag; const char *here, *there; } strs[] = {
     {"--optimizer", train_optimizer_names[c->optimizer], s->opt_kind},
     {"--data-mode", train_data_mode_names[c->data_mode], s->data_mode},
+    /* the rounding of every reduced gradient; older files: none */
+    {"--compression", train_compression_names[c->compression],
+     s->compression[0] ? s->compression : "none"},
     {"--data-folder (training data crc32)", train_ckpt_fingerprint(k, d, l->dims[0]),
      s->data_fingerprint},
   };
@@ -483,11 +491,15 @@ int train_ckpt_precheck(train_ckpt *k, const train_ctx *x, const train_data *d,
 /* Rank 0's verdict and state reach every rank, so all fail or all resume. */
 static int train_ckpt_share(const train_ctx *x, int64_t P, int64_t S, ckpt_state *s, int ok,
                             base_err *err) {
-  struct { int64_t ok, epoch, step; char err[1024]; } msg;
+  struct { int64_t ok, epoch, step, fp16[3]; double scale; char err[1024]; } msg;
   memset(&msg, 0, sizeof msg);
   msg.ok = ok;
   msg.epoch = s->epoch;
   msg.step = s->global_step;
+  msg.fp16[0] = s->fp16_clean_steps;
+  msg.fp16[1] = s->fp16_overflows;
+  msg.fp16[2] = s->fp16_consecutive;
+  msg.scale = s->fp16_scale;
   snprintf(msg.err, sizeof msg.err, "%s", err->msg);
   if (x->world->size > 1 && coll_broadcast_bytes(x->comm, &msg, sizeof msg, 0) != COLL_OK) {
     return train_ckpt_coll_failed(x->comm, err);
@@ -504,6 +516,10 @@ static int train_ckpt_share(const train_ctx *x, int64_t P, int64_t S, ckpt_state
   }
   s->epoch = msg.epoch;
   s->global_step = msg.step;
+  s->fp16_clean_steps = msg.fp16[0];
+  s->fp16_overflows = msg.fp16[1];
+  s->fp16_consecutive = msg.fp16[2];
+  s->fp16_scale = msg.scale;
   return 0;
 }
 
@@ -520,6 +536,12 @@ static int train_ckpt_apply(const train_ctx *x, train_step_state *st, const ckpt
   memcpy(st->params_host, s->params, (size_t)P * sizeof(float));
   st->start_epoch = s->epoch;
   st->global_step = s->global_step;
+  if (s->fp16_scale > 0) { /* older files: the scaler starts afresh */
+    st->scaler.scale = (float)s->fp16_scale;
+    st->scaler.clean_steps = s->fp16_clean_steps;
+    st->scaler.overflows = s->fp16_overflows;
+    st->scaler.consecutive = s->fp16_consecutive;
+  }
   rank_log_printf(log, "resumed from %s at epoch %lld, step %lld",
                   path[0] ? path : "rank 0's checkpoint", (long long)s->epoch,
                   (long long)s->global_step);

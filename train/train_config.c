@@ -26,11 +26,13 @@ const char *const train_keep_words[] = {"all", NULL};
 const char *const train_lr_schedule_names[] = {"constant", "step", "exponential", "cosine", NULL};
 const char *const train_data_mode_names[] = {"global", "stream", NULL};
 const char *const train_progress_names[] = {"auto", "on", "off", NULL};
+const char *const train_compression_names[] = {"none", "bf16", "fp16", NULL};
 
 /* The parser writes a choice as an int. */
 _Static_assert(sizeof(train_device) == sizeof(int) && sizeof(train_math) == sizeof(int) &&
                sizeof(train_allreduce) == sizeof(int) && sizeof(train_optimizer) == sizeof(int) &&
-               sizeof(train_data_mode) == sizeof(int) && sizeof(train_progress_mode) == sizeof(int),
+               sizeof(train_data_mode) == sizeof(int) && sizeof(train_progress_mode) == sizeof(int) &&
+               sizeof(train_compression) == sizeof(int),
                "choice enums are ints");
 
 static const opt_spec train_specs[] = {
@@ -56,6 +58,11 @@ static const opt_spec train_specs[] = {
   {"allreduce", OPT_CHOICE, F(allreduce), "auto", 0, 0, train_allreduce_names,
    "gradient averaging back end (auto: nccl on GPUs; on CPUs shm when every rank is on one "
    "node, else ring; tcp under TF_CONFIG)"},
+  {"compression", OPT_CHOICE, F(compression), "none", 0, 0, train_compression_names,
+   "gradient bytes between ranks: bf16 or fp16 halve them, and change the math: each rank's "
+   "term and each partial sum is rounded to 16 bits as it is sent, sums stay fp32; fp16 is "
+   "scaled by a dynamic power of two and skips a step that overflows (README, \"Gradient "
+   "compression\"); ring and tcp only (shm: no effect)"},
   {"scale-lr", OPT_BOOL, F(scale_lr), "off", 0, 0, NULL,
    "multiply the learning rate by the number of ranks"},
   {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,

@@ -24,6 +24,8 @@ typedef enum {
   TRAIN_LR_CONSTANT, TRAIN_LR_STEP, TRAIN_LR_EXPONENTIAL, TRAIN_LR_COSINE
 } train_lr_schedule;
 typedef enum { TRAIN_DATA_GLOBAL, TRAIN_DATA_STREAM } train_data_mode;
+/* In coll_compression's order (train_job.c maps one to the other by value). */
+typedef enum { TRAIN_COMPRESSION_NONE, TRAIN_COMPRESSION_BF16, TRAIN_COMPRESSION_FP16 } train_compression;
 typedef enum { TRAIN_PROGRESS_AUTO, TRAIN_PROGRESS_ON, TRAIN_PROGRESS_OFF } train_progress_mode;
 /* --resume-from, parsed: its value stays a path (or "latest") in resume_from. */
 typedef enum { TRAIN_RESUME_NONE, TRAIN_RESUME_GIVEN, TRAIN_RESUME_AUTO } train_resume_mode;
@@ -37,6 +39,7 @@ extern const char *const train_threads_words[]; /* --threads: "auto" stands for 
 extern const char *const train_keep_words[];    /* --keep-checkpoints: "all" stands for 0 */
 extern const char *const train_data_mode_names[];
 extern const char *const train_progress_names[];
+extern const char *const train_compression_names[];
 
 typedef struct {
   /* the tutorial's own */
@@ -57,6 +60,7 @@ typedef struct {
   int scale_lr;
   int overlap;         /* OPT_AUTO until train_job decides */
   double timeout;
+  train_compression compression; /* the gradient's bytes on the ring: 16-bit, sums in fp32 */
   char secret_file[OPT_STR_BYTES]; /* TF_CONFIG: the mesh's secret; "" = TFDIST_SECRET */
   int insecure_cluster;            /* TF_CONFIG beyond loopback without a secret */
   train_optimizer optimizer;

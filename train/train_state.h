@@ -17,6 +17,7 @@
 #include "train/lr_schedule.h"
 #include "train/records.h"
 #include "train/train_config.h"
+#include "train/train_scaler.h"
 
 /* What the job lends the trainer: all borrowed, all outlive it. */
 typedef struct {
@@ -70,6 +71,7 @@ typedef struct {
   int ps;                          /* ps tasks hold the weights and apply the updates */
   int ps_started;                  /* they have rank 0's starting point */
   coll_request *pending[MODEL_LAYERS]; /* each layer's in-flight average (overlap on) */
+  train_scaler scaler;             /* --compression fp16's dynamic scale */
 } train_step_state;
 
 /* Per-epoch results, reduced over ranks. */

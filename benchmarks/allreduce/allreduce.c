@@ -7,6 +7,8 @@
  *   ring  tfdist's ring back end (reduce-scatter + allgather over MPI p2p)
  *   shm   tfdist's shm back end (one shared segment per node; one node only)
  *   winshm shm's reduction over an MPI-3 shared window, for comparison (winshm.c)
+ *   ring-bf16, ring-fp16  the ring with --compression (16-bit transfers, fp32
+ *         sums; fp16 at scale 1); the check's small integers are exact in both
  * Correctness (-c 1) is checked outside the timed loop, bit-exact, on small
  * integer-valued inputs; any wrong element makes the exit code non-zero.
  * -j FILE also writes every row as JSON (for plot_allreduce.py). */
@@ -21,7 +23,7 @@
 #include "collective/coll.h"
 #include "winshm.h"
 
-#define MAX_ALGOS 5
+#define MAX_ALGOS 8
 
 typedef struct {
   int64_t min_bytes, max_bytes;
@@ -30,7 +32,7 @@ typedef struct {
   double timeout_s;
   int64_t chunk_bytes;
   int nalgos;
-  char algos[MAX_ALGOS][8];
+  char algos[MAX_ALGOS][16];
   const char *json; /* -j: rows as JSON, written by rank 0 at the end; NULL: none */
 } bench_opts;
 
@@ -42,7 +44,8 @@ typedef struct {
 
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-    "                              [-c 0|1] [-a ompi,mpi,ring,shm,winshm] [-C RING_CHUNK] [-t TIMEOUT_S]\n"
+    "                              [-c 0|1] [-a ompi,mpi,ring,shm,winshm,ring-bf16,ring-fp16]\n"
+    "                              [-C RING_CHUNK] [-t TIMEOUT_S]\n"
     "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
     "  -n 20 -w 5 -c 1 -a ompi,mpi,ring -C 0 (ring default) -t 60\n";
@@ -62,13 +65,14 @@ static int64_t parse_size(const char *s) {
 }
 
 static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_bytes) {
-  char buf[64];
+  char buf[128];
   snprintf(buf, sizeof buf, "%s", list);
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
-        strcmp(tok, "winshm")) {
-      snprintf(err, err_bytes, "-a: unknown algorithm '%s' (ompi, mpi, ring, shm, winshm)", tok);
+        strcmp(tok, "winshm") && strcmp(tok, "ring-bf16") && strcmp(tok, "ring-fp16")) {
+      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, winshm, "
+               "ring-bf16, ring-fp16)", tok);
       return -1;
     }
     if (o->nalgos == MAX_ALGOS) {
@@ -321,7 +325,12 @@ int main(int argc, char **argv) {
       }
       continue;
     }
-    coll_backend_parse(o.algos[k], &cfg.backend);
+    if (!strncmp(o.algos[k], "ring-", 5)) {
+      cfg.backend = COLL_BACKEND_RING;
+      coll_compression_parse(o.algos[k] + 5, &cfg.compression);
+    } else {
+      coll_backend_parse(o.algos[k], &cfg.backend);
+    }
     if (coll_comm_init(&algos[k].comm, &w, &cfg, err, sizeof err) != 0) {
       fprintf(stderr, "allreduce: rank %d: %s\n", w.rank, err);
       coll_world_abort(&w, 1);
