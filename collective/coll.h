@@ -12,13 +12,15 @@
 enum { COLL_OK = 0, COLL_ERR = -1, COLL_ETIMEOUT = -2 };
 
 /* tcp: the ring (ring.c) over the TCP mesh of a TF_CONFIG cluster (cluster/).
- * shm: the ranks of one node reduce through one shared segment (shm.c). */
+ * shm: the ranks of one node reduce through one shared segment (shm.c).
+ * hier: shm within each node, the ring across nodes on each rank's slice (hier.c). */
 typedef enum {
   COLL_BACKEND_MPI = 0,
   COLL_BACKEND_RING = 1,
   COLL_BACKEND_NCCL = 2,
   COLL_BACKEND_TCP = 3,
-  COLL_BACKEND_SHM = 4
+  COLL_BACKEND_SHM = 4,
+  COLL_BACKEND_HIER = 5
 } coll_backend;
 
 struct coll_transport_ops;
@@ -29,6 +31,7 @@ struct coll_transport_ops;
 typedef struct {
   int rank, size;
   int local_rank, local_size; /* MPI: from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) */
+  int node_first;             /* the lowest rank on this node: names the node (hier) */
   char host[256];
   int thread_level;           /* what MPI granted; 0 where MPI never started */
   int async;                  /* collectives may progress on a thread of their own */

@@ -23,7 +23,9 @@
 #define RING_DEFAULT_CHUNK_BYTES ((int64_t)4 * 1024 * 1024)
 #define RING_MAX_CHUNKS 4096 /* chunk index is the tag; MPI guarantees 32767 */
 
-typedef struct {
+typedef struct coll_ring {
+  const int *ranks;        /* (n) the ring's ranks in order, the caller's; NULL: 0..n-1 */
+  int n, me;               /* ranks in the ring, this rank's place */
   int64_t chunk_elems;     /* target chunk size */
   float *tmp;              /* (K * cap) received partial sums, one slot per chunk */
   int64_t tmp_elems;
@@ -33,7 +35,8 @@ typedef struct {
 } ring_comm;
 
 typedef struct {
-  int n, r, left, right;
+  ring_comm *rc;
+  int n, r, left, right;   /* r: place in the ring; left, right: comm ranks */
   int K;
   int64_t cap;             /* elements in the largest chunk */
   int chunks_left;
@@ -51,21 +54,37 @@ static void ring_piece(const coll_request *r, const ring_req *q, int j, int k, i
   *len = s0 + seg * (k + 1) / q->K - *lo;
 }
 
-static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
+int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me) {
   ring_comm *rc = calloc(1, sizeof *rc);
-  if (!rc) {
-    snprintf(err, err_bytes, "collective: out of memory");
-    return COLL_ERR;
-  }
+  *out = rc;
+  if (!rc) return COLL_ERR;
+  rc->ranks = ranks;
+  rc->n = n;
+  rc->me = me;
   rc->chunk_elems = (c->cfg.ring_chunk_bytes > 0 ? c->cfg.ring_chunk_bytes
                                                  : RING_DEFAULT_CHUNK_BYTES) / (int64_t)sizeof(float);
   if (rc->chunk_elems < 1) rc->chunk_elems = 1;
+  return COLL_OK;
+}
+
+static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
+  ring_comm *rc = NULL;
+  if (coll_ring_open(c, &rc, NULL, c->size, c->rank) != COLL_OK) {
+    snprintf(err, err_bytes, "collective: out of memory");
+    return COLL_ERR;
+  }
   c->impl = rc;
   return COLL_OK;
 }
 
+static int ring_start(coll_comm *c, coll_request *r) { return coll_ring_start(c, c->impl, r); }
+
 static void ring_free(coll_comm *c) {
-  ring_comm *rc = c->impl;
+  coll_ring_close(c, c->impl);
+  c->impl = NULL;
+}
+
+void coll_ring_close(coll_comm *c, coll_ring *rc) {
   if (!rc) return;
   /* After a timeout, sends may still read tmp: the job is ending, leave it. */
   if (!coll_comm_failed(c)) free(rc->tmp);
@@ -73,7 +92,6 @@ static void ring_free(coll_comm *c) {
   free(rc->step);
   free(rc->pending);
   free(rc);
-  c->impl = NULL;
 }
 
 static int ring_reserve(coll_comm *c, ring_comm *rc, int K, int64_t tmp_elems) {
@@ -100,7 +118,7 @@ static int ring_reserve(coll_comm *c, ring_comm *rc, int K, int64_t tmp_elems) {
 
 /* Posts chunk k's receive then send for its current step. */
 static int ring_post(coll_comm *c, coll_request *r, ring_req *q, int k) {
-  ring_comm *rc = c->impl;
+  ring_comm *rc = q->rc;
   const int s = rc->step[k], n = q->n, rs = s < n - 1;
   const int t = s - (n - 1);
   const int send_seg = rs ? q->r - s : q->r + 1 - t, recv_seg = rs ? q->r - s - 1 : q->r - t;
@@ -133,7 +151,8 @@ static void ring_scale(float *restrict out, int64_t n, float div) {
 /* Reduce-scatter step s of chunk k received: fold the partial sum in; the
  * last step leaves this rank's own segment complete (averaged if asked). */
 static void ring_fold(coll_comm *c, coll_request *r, ring_req *q, int k) {
-  ring_comm *rc = c->impl;
+  (void)c;
+  ring_comm *rc = q->rc;
   const int s = rc->step[k];
   int64_t lo, len;
   ring_piece(r, q, q->r - s - 1, k, &lo, &len);
@@ -143,18 +162,22 @@ static void ring_fold(coll_comm *c, coll_request *r, ring_req *q, int k) {
   if (s == q->n - 2 && r->avg) ring_scale(r->recv + lo, len, (float)q->n);
 }
 
-static int ring_start(coll_comm *c, coll_request *r) {
-  ring_comm *rc = c->impl;
+int coll_ring_start(coll_comm *c, coll_ring *rc, coll_request *r) {
   ring_req *q = calloc(1, sizeof *q);
   if (!q) {
     coll_set_error(c, "collective: out of memory");
     return COLL_ERR;
   }
   r->impl = q;
-  q->n = c->size;
-  q->r = c->rank;
-  q->left = (c->rank + c->size - 1) % c->size;
-  q->right = (c->rank + 1) % c->size;
+  q->rc = rc;
+  q->n = rc->n;
+  q->r = rc->me;
+  q->left = (rc->me + rc->n - 1) % rc->n;
+  q->right = (rc->me + 1) % rc->n;
+  if (rc->ranks) {
+    q->left = rc->ranks[q->left];
+    q->right = rc->ranks[q->right];
+  }
   if (q->n == 1 || r->elems == 0) {
     if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
     return COLL_OK; /* the average of one rank is itself */
@@ -183,7 +206,7 @@ static int ring_start(coll_comm *c, coll_request *r) {
 /* One request of chunk k finished; a finished receive of the reduce-scatter
  * is folded in; with both done the chunk moves to its next step. */
 static int ring_complete(coll_comm *c, coll_request *r, ring_req *q, int idx) {
-  ring_comm *rc = c->impl;
+  ring_comm *rc = q->rc;
   const int k = idx / 2;
   if ((idx & 1) && rc->step[k] < q->n - 1) ring_fold(c, r, q, k);
   if (--rc->pending[k] > 0) return COLL_OK;
@@ -192,9 +215,9 @@ static int ring_complete(coll_comm *c, coll_request *r, ring_req *q, int idx) {
   return COLL_OK;
 }
 
-static int ring_test(coll_comm *c, coll_request *r, int *done) {
-  ring_comm *rc = c->impl;
+int coll_ring_test(coll_comm *c, coll_request *r, int *done) {
   ring_req *q = r->impl;
+  ring_comm *rc = q->rc;
   *done = 0;
   if (q->n > 1 && r->elems > 0 && q->chunks_left > 0) {
     int outcount = 0;
@@ -215,10 +238,10 @@ static int ring_test(coll_comm *c, coll_request *r, int *done) {
 
 /* Receives are cancelled; sends cannot be, and keep reading the buffers
  * (the caller's and tmp) until the job ends. */
-static void ring_abandon(coll_comm *c, coll_request *r) {
-  ring_comm *rc = c->impl;
+void coll_ring_abandon(coll_comm *c, coll_request *r) {
   ring_req *q = r->impl;
   if (!q) return;
+  ring_comm *rc = q->rc;
   for (int k = 0; q->n > 1 && k < q->K; k++) {
     c->tp->p2p_abandon(c, rc->req, 2 * k + 1, 1);
     c->tp->p2p_abandon(c, rc->req, 2 * k, 0);
@@ -233,6 +256,6 @@ const coll_backend_ops coll_ring_ops = {
   .init = ring_init,
   .free = ring_free,
   .start = ring_start,
-  .test = ring_test,
-  .abandon = ring_abandon,
+  .test = coll_ring_test,
+  .abandon = coll_ring_abandon,
 };
