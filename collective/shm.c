@@ -1,8 +1,8 @@
 /* Shared-memory groups (shm_group.h): the ranks of one node and one segment,
  * used by the shm back end here (one group of every rank) and by hier.c
  * (one group per node). The shm back end: the ranks of one node reduce
- * through one POSIX shared segment. Per chunk, every rank copies its piece into its own slot; after a
- * barrier each rank sums its slice of the chunk over every rank's slot, in
+ * through one POSIX shared segment. Per chunk, every rank copies its piece
+ * into its own slot; after a barrier each rank sums its slice of the chunk over every rank's slot, in
  * rank order, into the result area; after a second barrier every rank
  * copies the whole result out. So the sum of element i is always
  * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
@@ -10,7 +10,8 @@
  * Barriers are counters in shared memory, one cache line per rank, polled
  * through the progress loop (progress.c): nothing blocks, the --timeout
  * watchdog sees a stalled peer, and a peer whose pid is gone is named at once.
- * The segment is named per job (rank 0's pid and a random tag), unlinked as
+ * A segment is named per job and group (its first member's pid and a random
+ * tag, exchanged as a sum over the comm's transport), unlinked as
  * soon as every rank has mapped it; a start removes what killed jobs left. */
 #include <dirent.h>
 #include <errno.h>

@@ -18,7 +18,7 @@
 const char *const train_device_names[] = {"auto", "cpu", "cuda", NULL};
 const char *const train_math_names[] = {"fp32", "tf32", NULL};
 const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", "shm",
-                                             NULL};
+                                             "hier", NULL};
 const char *const train_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                               "adamw", NULL};
 const char *const train_threads_words[] = {"auto", NULL};
@@ -54,7 +54,8 @@ static const opt_spec train_specs[] = {
   {"math", OPT_CHOICE, F(math), "fp32", 0, 0, train_math_names, "GPU GEMM precision"},
   {"allreduce", OPT_CHOICE, F(allreduce), "auto", 0, 0, train_allreduce_names,
    "gradient averaging back end (auto: nccl on GPUs; on CPUs shm when every rank is on one "
-   "node, else ring; tcp under TF_CONFIG)"},
+   "node, else hier (shm within each node, a ring across nodes); tcp under TF_CONFIG, where "
+   "hier may be asked for)"},
   {"scale-lr", OPT_BOOL, F(scale_lr), "off", 0, 0, NULL,
    "multiply the learning rate by the number of ranks"},
   {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,

@@ -274,7 +274,8 @@ int main(int argc, char **argv) {
     fails = 1;
   }
   if (w.rank == 0) {
-    printf("%s, %d rank(s): %s\n", argv[1], w.size, fails == 0 ? "all exact" : "FAILED");
+    printf("%s, %d rank(s), %d on rank 0's node: %s\n", argv[1], w.size, w.local_size,
+           fails == 0 ? "all exact" : "FAILED");
   }
   free(x.send);
   free(x.recv);
