@@ -8,9 +8,10 @@
                        a repeat of the MPI run too
   test_hier.py kill    a rank of the second host killed (SIGKILL) mid-run under
                        mpirun (--allreduce auto, which picks hier across hosts:
-                       the rank log says so), and a task of the second host of a
-                       TF_CONFIG cluster: the job ends within a bound, non-zero,
-                       naming the rank (task)
+                       the rank log says so), the same rank stalled (a test
+                       fault: the --timeout watchdog names it), and a task of
+                       the second host of a TF_CONFIG cluster killed: the job
+                       ends within a bound, non-zero, naming the rank (task)
 
 Nothing of ours may be left in /dev/shm after each. Exit 77 when not root or
 namespaces cannot be made; everything is torn down afterwards."""
@@ -234,6 +235,23 @@ def test_kill(prefix, tmp, data):
     if p.returncode == 0 or took > LIMIT_S or not named:
         raise AssertionError("%s: exit %d after %.1f s (limit %d), rank 3 named: %s\n%s"
                              % (name, p.returncode, took, LIMIT_S, bool(named), out[-3000:]))
+    check_shm_clean(before, name)
+    # mpirun: rank 3 stalls (a test fault): the --timeout watchdog names it
+    name = "stall-mpi"
+    t0 = time.monotonic()
+    cmd = ["timeout", "-k", "5", "150", "env", "TFDIST_FAULT_STALL_RANK=3",
+           "TFDIST_FAULT_STALL_STEP=5"] + tfdistrun(prefix, [2, 2], [
+               "-x", "TFDIST_FAULT_STALL_RANK", "-x", "TFDIST_FAULT_STALL_STEP"]
+               + long_flags(data, tmp, name, ["--allreduce", "hier"]))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                       timeout=LIMIT_S + 90)
+    took = time.monotonic() - t0
+    named = re.search(r"allreduce\(hier.*stalled rank\(s\) 3 never reached it", r.stdout)
+    print("%s: exit %d after %.1f s; %s" % (name, r.returncode, took,
+                                           named.group(0) if named else "not named"))
+    if r.returncode == 0 or not named or took > LIMIT_S + 30:  # + start-up and 5 steps
+        raise AssertionError("%s: exit %d after %.1f s, named: %s\n%s"
+                             % (name, r.returncode, took, bool(named), r.stdout[-3000:]))
     check_shm_clean(before, name)
     # TF_CONFIG: worker 2 (rank 3, the second host) of 2 x 2
     name = "kill-tf"
