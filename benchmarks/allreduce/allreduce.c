@@ -6,6 +6,7 @@
  *   mpi   tfdist's mpi back end (MPI_Iallreduce, polled with a timeout)
  *   ring  tfdist's ring back end (reduce-scatter + allgather over MPI p2p)
  *   shm   tfdist's shm back end (one shared segment per node; one node only)
+ *   hier  tfdist's hier back end (shm within each node, the ring across nodes)
  * Correctness (-c 1) is checked outside the timed loop, bit-exact, on small
  * integer-valued inputs; any wrong element makes the exit code non-zero.
  * -j FILE also writes every row as JSON (for plot_allreduce.py). */
@@ -39,7 +40,7 @@ typedef struct {
 
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-    "                              [-c 0|1] [-a ompi,mpi,ring,shm] [-C RING_CHUNK] [-t TIMEOUT_S]\n"
+    "                              [-c 0|1] [-a ompi,mpi,ring,shm,hier] [-C RING_CHUNK] [-t TIMEOUT_S]\n"
     "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
     "  -n 20 -w 5 -c 1 -a ompi,mpi,ring -C 0 (ring default) -t 60\n";
@@ -63,8 +64,9 @@ static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_by
   snprintf(buf, sizeof buf, "%s", list);
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm")) {
-      snprintf(err, err_bytes, "-a: unknown algorithm '%s' (ompi, mpi, ring, shm)", tok);
+    if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
+        strcmp(tok, "hier")) {
+      snprintf(err, err_bytes, "-a: unknown algorithm '%s' (ompi, mpi, ring, shm, hier)", tok);
       return -1;
     }
     if (o->nalgos == MAX_ALGOS) {
