@@ -43,7 +43,9 @@ static void hier_free(coll_comm *c) {
   hier_comm *h = c->impl;
   if (!h) return;
   coll_ring_close(c, h->ring);
-  shm_group_close(&h->g);
+  /* After a failure the ring's sends may still read the segment: the job is
+   * ending, leave it mapped (its name is long gone from /dev/shm). */
+  if (!coll_comm_failed(c)) shm_group_close(&h->g);
   free(h->members);
   free(h->across);
   free(h);
@@ -257,7 +259,9 @@ finished:
 /* The ring's receives are cancelled (its sends read the segment until the
  * job ends); the node's counters no longer match: the comm is broken. */
 static void hier_abandon(coll_comm *c, coll_request *r) {
+  hier_comm *h = c->impl;
   hier_req *q = r->impl;
+  shm_group_fail(c, &h->g);
   if (q && q->step == HIER_RING) coll_ring_abandon(c, &q->sub);
   free(q);
   r->impl = NULL;

@@ -36,6 +36,8 @@ struct shm_slot {
   _Alignas(SHM_LINE) int64_t arrive; /* barriers this rank has reached */
   int32_t pid;
   int32_t mapped;
+  int32_t failed;                    /* this rank gave up: why says why */
+  char why[180];
 };
 
 typedef struct {
@@ -268,27 +270,53 @@ void shm_group_arrive(shm_group *g) {
   __atomic_store_n(&g->slot[g->me].arrive, g->phase, __ATOMIC_RELEASE);
 }
 
+void shm_group_fail(coll_comm *c, shm_group *g) {
+  if (!g->base || g->n < 2) return;
+  shm_slot *s = &g->slot[g->me];
+  if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) return;
+  snprintf(s->why, sizeof s->why, "%s", coll_comm_error(c));
+  __atomic_store_n(&s->failed, 1, __ATOMIC_RELEASE); /* after the text */
+}
+
+/* A member that gave up (its why, in the segment) or died (its pid gone):
+ * COLL_ERR with the comm's error naming it. The one that gave up first
+ * says more than its death, which follows. */
+static int shm_group_check_member(coll_comm *c, shm_group *g, int p, int look_pid) {
+  const int rank = shm_member_rank(g, p);
+  const char *what = coll_backend_name(c->cfg.backend);
+  if (__atomic_load_n(&g->slot[p].failed, __ATOMIC_ACQUIRE)) {
+    coll_set_error(c, "allreduce(%s) on %s: rank %d failed: %.180s", what, c->host, rank,
+                   g->slot[p].why);
+    return COLL_ERR;
+  }
+  pid_t pid = (pid_t)g->slot[p].pid;
+  if (look_pid && kill(pid, 0) != 0 && errno == ESRCH) {
+    coll_set_error(c, "allreduce(%s) on %s: rank %d (pid %d) died; missing rank(s) %d", what,
+                   c->host, rank, (int)pid, rank);
+    return COLL_ERR;
+  }
+  return COLL_OK;
+}
+
 int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes) {
   *yes = 1;
+  int late = -1;
   for (int p = 0; p < g->n; p++) {
     if (__atomic_load_n(&g->slot[p].arrive, __ATOMIC_ACQUIRE) < g->phase) {
       *yes = 0;
+      late = p;
       break;
     }
   }
-  if (*yes || !g->pid_check) return COLL_OK;
+  if (*yes) return COLL_OK;
+  if (shm_group_check_member(c, g, late, 0) != COLL_OK) return COLL_ERR;
+  if (!g->pid_check) return COLL_OK;
   const double now = clock_mono_s();
   if (now - g->pid_checked < SHM_PID_CHECK_S) return COLL_OK;
   g->pid_checked = now;
   for (int p = 0; p < g->n; p++) {
     if (__atomic_load_n(&g->slot[p].arrive, __ATOMIC_ACQUIRE) >= g->phase) continue;
-    pid_t pid = (pid_t)g->slot[p].pid;
-    if (kill(pid, 0) != 0 && errno == ESRCH) {
-      const int rank = shm_member_rank(g, p);
-      coll_set_error(c, "allreduce(%s) on %s: rank %d (pid %d) died; missing rank(s) %d",
-                     coll_backend_name(c->cfg.backend), c->host, rank, (int)pid, rank);
-      return COLL_ERR;
-    }
+    if (shm_group_check_member(c, g, p, 1) != COLL_OK) return COLL_ERR;
   }
   return COLL_OK;
 }
@@ -426,9 +454,11 @@ finished:
 }
 
 /* The peers' counters no longer match ours: the comm is broken (every
- * later collective fails), so nothing needs to be undone. */
+ * later collective fails), so nothing needs to be undone; the peers
+ * waiting on this rank read why in its slot. */
 static void shm_abandon(coll_comm *c, coll_request *r) {
-  (void)c;
+  shm_comm *s = c->impl;
+  shm_group_fail(c, &s->g);
   free(r->impl);
   r->impl = NULL;
 }

@@ -40,9 +40,14 @@ int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, 
 void shm_group_close(shm_group *g);
 /* This rank reaches its next barrier. */
 void shm_group_arrive(shm_group *g);
-/* Whether every member reached this rank's last barrier; a dead member is
- * an error (COLL_ERR, with the comm's error naming its rank). */
+/* Whether every member reached this rank's last barrier; a member that
+ * gave up (shm_group_fail) or died is an error (COLL_ERR, with the comm's
+ * error naming its rank). */
 int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes);
+/* This rank gives up (after an error or a timeout): its members waiting at
+ * a barrier fail at once with its error, where no transport notice of its
+ * would reach them (a TF_CONFIG mesh reads only the links a transfer uses). */
+void shm_group_fail(coll_comm *c, shm_group *g);
 static inline float *shm_group_data(const shm_group *g, int member) {
   return g->data + (int64_t)member * SHM_CHUNK_ELEMS;
 }
