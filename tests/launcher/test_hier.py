@@ -1,7 +1,8 @@
 """--allreduce hier on 2 simulated hosts (network namespaces, launcher/netns):
 
   test_hier.py exact   the exact allreduce test (tests/collective/test_allreduce.c)
-                       on 2 hosts x 1 and 2 hosts x 2 ranks, started by tfdistrun
+                       on 2 hosts x 1 and 2 hosts x 2 ranks, and 2 + 1 ranks (hosts
+                       of different sizes), started by tfdistrun
   test_hier.py equiv   hier 2 hosts x 2 ranks x batch 25 = 1 rank x 100 after 30
                        steps (max |dw| <= 1e-6, h5py); a TF_CONFIG cluster of 2
                        tasks on each host gives the MPI run's weights bit for bit;
@@ -85,13 +86,13 @@ def test_exact(prefix, tmp, data):
     before = shm_entries()
     lu.run([lu.SIMHOSTS, "up", prefix, "2"], 60)
     prog = os.path.join(os.path.dirname(lu.TFDIST), "..", "tests", "collective", "test_allreduce")
-    for hosts in ([1, 1], [2, 2]):
+    for hosts in ([1, 1], [2, 2], [2, 1]):  # [2, 1]: the first host's rank 1 owns no slice
         out = lu.run(tfdistrun(prefix, hosts, [os.path.abspath(prog), "hier"]), 100)
         want = "hier, %d rank(s), %d on rank 0's node: all exact" % (sum(hosts), hosts[0])
         if want not in out:
             raise AssertionError("no '%s' line" % want)
-        print("2 hosts x %d rank(s): %s" % (hosts[0], want))
-        check_shm_clean(before, "hier on 2 hosts x %d" % hosts[0])
+        print("2 hosts, %s rank(s): %s" % (hosts, want))
+        check_shm_clean(before, "hier on 2 hosts, %s rank(s)" % hosts)
 
 
 def start_tf_cluster(prefix, tmp, name, per_host, flags):
