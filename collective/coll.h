@@ -1,6 +1,7 @@
 /* Collectives for data-parallel training: allreduce and broadcast over one of
- * four back ends (MPI_Allreduce, our own ring over the transport's
- * point-to-point, NCCL, and in a TF_CONFIG cluster the same ring over TCP).
+ * the back ends (MPI_Allreduce, our own ring over the transport's
+ * point-to-point, NCCL, in a TF_CONFIG cluster the same ring over TCP, shared
+ * memory within a node, and hier: shared memory within nodes, the ring across).
  * Typed calls take element counts, never byte counts. A comm is used by one
  * thread at a time (the caller's); the library runs its own progress thread. */
 #ifndef TFDIST_COLLECTIVE_COLL_H

@@ -8,7 +8,8 @@
  * Fixed reduction order: segment j is summed as ((x_j + x_j+1) + x_j+2)...
  * around the ring, whatever the timing, and then copied to every rank; so
  * the result is bit-identical on every rank and from run to run (for a given
- * number of ranks, count and chunk size). */
+ * number of ranks, count and chunk size). The ring runs over the comm's
+ * ranks, or over a list of them (coll_ring_open: hier's ring across nodes). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
