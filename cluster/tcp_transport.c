@@ -194,8 +194,8 @@ static void tcpt_diagnose_stall(coll_comm *c, int64_t seq, char *msg, size_t msg
 const coll_transport_ops cluster_tcp_transport = {
   .name = "tcp",
   .caps = COLL_TP_ASYNC | COLL_TP_SHARED_LINKS | COLL_TP_PARTIAL_VIEW,
-  .backends = 1u << COLL_BACKEND_TCP,
-  .backends_why = "a TF_CONFIG cluster reduces over tcp",
+  .backends = 1u << COLL_BACKEND_TCP | 1u << COLL_BACKEND_HIER,
+  .backends_why = "a TF_CONFIG cluster reduces over tcp or hier",
   .p2p_req_bytes = sizeof(cluster_tcp_op),
   .gather = tcpt_world_gather,
   .finalize = tcpt_finalize,
@@ -226,6 +226,7 @@ int cluster_world_join(coll_world *w, const cluster_tf_config *tf, double timeou
   const int local_rank = cluster_tf_local_rank(tf, &local_size);
   coll_world_init_transport(w, &cluster_tcp_transport, m, tf->self < tf->ntrain ? tf->self : -1,
                             tf->ntrain, local_rank, local_size);
+  w->node_first = cluster_tf_node_first(tf);
   return COLL_OK;
 }
 

@@ -250,3 +250,11 @@ int cluster_tf_local_rank(const cluster_tf_config *c, int *local_size) {
   if (local_size) *local_size = size ? size : 1;
   return c->self < c->ntrain ? local : 0;
 }
+
+int cluster_tf_node_first(const cluster_tf_config *c) {
+  const char *me = c->tasks[c->self].host;
+  for (int k = 0; k < c->ntrain; k++) {
+    if (strcmp(c->tasks[k].host, me) == 0) return k;
+  }
+  return c->self;
+}

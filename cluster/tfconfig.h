@@ -55,5 +55,8 @@ const char *cluster_tf_type_name(cluster_tf_type t);
 void cluster_tf_task_name(const cluster_tf_config *c, int task, char *out, size_t out_bytes);
 /* Training ranks on the same host before this task's: its local rank (GPU). */
 int cluster_tf_local_rank(const cluster_tf_config *c, int *local_size);
+/* The first training task on this task's host (the host part of its
+ * address): the node hier groups it into. */
+int cluster_tf_node_first(const cluster_tf_config *c);
 
 #endif

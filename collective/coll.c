@@ -1,5 +1,6 @@
 /* The collective front end: typed calls, the back-end table, errors. The
- * allreduce of each back end lives in its own file (mpi.c, ring.c, shm.c, nccl.c);
+ * allreduce of each back end lives in its own file (mpi.c, ring.c, shm.c, hier.c,
+ * nccl.c);
  * host broadcasts, metric sums, barriers and notices go over the world's
  * transport (transport.h) for every back end. */
 #include <dlfcn.h>
@@ -44,12 +45,13 @@ const char *coll_backend_name(coll_backend b) {
   case COLL_BACKEND_NCCL: return "nccl";
   case COLL_BACKEND_TCP: return "tcp";
   case COLL_BACKEND_SHM: return "shm";
+  case COLL_BACKEND_HIER: return "hier";
   }
   return "?";
 }
 
 int coll_backend_parse(const char *name, coll_backend *out) {
-  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_SHM; b++) {
+  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_HIER; b++) {
     if (strcmp(name, coll_backend_name((coll_backend)b)) == 0) {
       *out = (coll_backend)b;
       return 0;
@@ -68,6 +70,7 @@ static const coll_backend_ops *coll_backend_table(coll_backend b) {
     return (const coll_backend_ops *)dlsym(RTLD_DEFAULT, "coll_nccl_ops");
   case COLL_BACKEND_TCP: return &coll_ring_ops; /* the ring over a cluster's transport */
   case COLL_BACKEND_SHM: return &coll_shm_ops;
+  case COLL_BACKEND_HIER: return &coll_hier_ops;
   }
   return NULL;
 }
@@ -95,9 +98,9 @@ int coll_compression_parse(const char *name, coll_compression *out) {
 
 int coll_compression_applies(coll_backend b, coll_compression k, char *err, size_t err_bytes) {
   if (k == COLL_COMP_NONE || b == COLL_BACKEND_SHM) return 0;
-  if (b == COLL_BACKEND_RING || b == COLL_BACKEND_TCP) return 1;
+  if (b == COLL_BACKEND_RING || b == COLL_BACKEND_TCP || b == COLL_BACKEND_HIER) return 1;
   snprintf(err, err_bytes, "--compression %s: the %s back end sums inside %s, in fp32; use "
-           "--allreduce ring (or tcp, shm)", coll_compression_name(k), coll_backend_name(b),
+           "--allreduce ring or hier (or tcp, shm)", coll_compression_name(k), coll_backend_name(b),
            b == COLL_BACKEND_NCCL ? "NCCL" : "MPI_Allreduce");
   return -1;
 }
@@ -134,6 +137,7 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
   c->size = w->size;
   c->local_rank = w->local_rank;
   c->local_size = w->local_size;
+  c->node_first = w->node_first;
   snprintf(c->host, sizeof c->host, "%.63s", w->host);
   pthread_mutex_init(&c->mu, NULL);
   pthread_mutex_init(&c->diag_mu, NULL);

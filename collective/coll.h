@@ -1,6 +1,7 @@
 /* Collectives for data-parallel training: allreduce and broadcast over one of
- * four back ends (MPI_Allreduce, our own ring over the transport's
- * point-to-point, NCCL, and in a TF_CONFIG cluster the same ring over TCP).
+ * the back ends (MPI_Allreduce, our own ring over the transport's
+ * point-to-point, NCCL, in a TF_CONFIG cluster the same ring over TCP, shared
+ * memory within a node, and hier: shared memory within nodes, the ring across).
  * Typed calls take element counts, never byte counts. A comm is used by one
  * thread at a time (the caller's); the library runs its own progress thread. */
 #ifndef TFDIST_COLLECTIVE_COLL_H
@@ -12,13 +13,15 @@
 enum { COLL_OK = 0, COLL_ERR = -1, COLL_ETIMEOUT = -2 };
 
 /* tcp: the ring (ring.c) over the TCP mesh of a TF_CONFIG cluster (cluster/).
- * shm: the ranks of one node reduce through one shared segment (shm.c). */
+ * shm: the ranks of one node reduce through one shared segment (shm.c).
+ * hier: shm within each node, the ring across nodes on each rank's slice (hier.c). */
 typedef enum {
   COLL_BACKEND_MPI = 0,
   COLL_BACKEND_RING = 1,
   COLL_BACKEND_NCCL = 2,
   COLL_BACKEND_TCP = 3,
-  COLL_BACKEND_SHM = 4
+  COLL_BACKEND_SHM = 4,
+  COLL_BACKEND_HIER = 5
 } coll_backend;
 
 /* --compression: the bytes that cross nodes are 16-bit; every sum is in
@@ -33,6 +36,7 @@ struct coll_transport_ops;
 typedef struct {
   int rank, size;
   int local_rank, local_size; /* MPI: from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) */
+  int node_first;             /* the lowest rank on this node: names the node (hier) */
   char host[256];
   int thread_level;           /* what MPI granted; 0 where MPI never started */
   int async;                  /* collectives may progress on a thread of their own */

@@ -58,6 +58,7 @@ typedef struct coll_backend_ops {
 extern const coll_backend_ops coll_mpi_ops;
 extern const coll_backend_ops coll_ring_ops;
 extern const coll_backend_ops coll_shm_ops;
+extern const coll_backend_ops coll_hier_ops;
 /* The nccl back end's one symbol, looked up in coll.c's table alone. */
 #if TFDIST_HAVE_CUDA
 extern const coll_backend_ops coll_nccl_ops;
@@ -72,6 +73,7 @@ struct coll_comm {
   void *tp_state;         /* the transport's per-comm state */
   int rank, size;
   int local_rank, local_size; /* on this node (shm needs local_size == size) */
+  int node_first;             /* the lowest rank on this node (hier's node grouping) */
   char host[64];
   void *impl;             /* the back end's per-comm state */
 
@@ -108,6 +110,17 @@ static inline double coll_req_last(coll_request *r) {
   __atomic_load(&r->t_progress, &v, __ATOMIC_RELAXED);
   return v;
 }
+/* ring.c: the ring over a list of the comm's ranks (hier's ring across
+ * nodes; the ring back end's list is every rank). ranks (n entries, NULL
+ * for 0..n-1) stays the caller's and must outlive the ring; me is this
+ * rank's place in it. r->impl is the ring's until test says done. */
+typedef struct coll_ring coll_ring;
+int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me);
+void coll_ring_close(coll_comm *c, coll_ring *g);
+int coll_ring_start(coll_comm *c, coll_ring *g, coll_request *r);
+int coll_ring_test(coll_comm *c, coll_request *r, int *done);
+void coll_ring_abandon(coll_comm *c, coll_request *r);
+
 /* progress.c */
 int coll_progress_start(coll_comm *c, char *err, size_t err_bytes);
 void coll_progress_stop(coll_comm *c);

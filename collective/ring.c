@@ -8,7 +8,8 @@
  * Fixed reduction order: segment j is summed as ((x_j + x_j+1) + x_j+2)...
  * around the ring, whatever the timing, and then copied to every rank; so
  * the result is bit-identical on every rank and from run to run (for a given
- * number of ranks, count and chunk size).
+ * number of ranks, count and chunk size). The ring runs over the comm's
+ * ranks, or over a list of them (coll_ring_open: hier's ring across nodes).
  *
  * --compression bf16|fp16: every transfer carries 16-bit codes (codec.h)
  * and every sum is in fp32. Segment j = [elems*j/n, elems*(j+1)/n) starts at
@@ -40,7 +41,9 @@
 #define RING_DEFAULT_CHUNK_BYTES ((int64_t)4 * 1024 * 1024)
 #define RING_MAX_CHUNKS 4096 /* chunk index is the tag; MPI guarantees 32767 */
 
-typedef struct {
+typedef struct coll_ring {
+  const int *ranks;        /* (n) the ring's ranks in order, the caller's; NULL: 0..n-1 */
+  int n, me;               /* ranks in the ring, this rank's place */
   int64_t chunk_elems;     /* target chunk size */
   float *tmp;              /* (K * cap) received partial sums, one slot per chunk */
   int64_t tmp_elems;
@@ -52,7 +55,8 @@ typedef struct {
 } ring_comm;
 
 typedef struct {
-  int n, r, left, right;
+  ring_comm *rc;
+  int n, r, left, right;   /* r: place in the ring; left, right: comm ranks */
   int K;
   int64_t cap;             /* elements in the largest chunk */
   int chunks_left;
@@ -72,21 +76,37 @@ static void ring_piece(const coll_request *r, const ring_req *q, int j, int k, i
   *len = s0 + seg * (k + 1) / q->K - *lo;
 }
 
-static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
+int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me) {
   ring_comm *rc = calloc(1, sizeof *rc);
-  if (!rc) {
-    snprintf(err, err_bytes, "collective: out of memory");
-    return COLL_ERR;
-  }
+  *out = rc;
+  if (!rc) return COLL_ERR;
+  rc->ranks = ranks;
+  rc->n = n;
+  rc->me = me;
   rc->chunk_elems = (c->cfg.ring_chunk_bytes > 0 ? c->cfg.ring_chunk_bytes
                                                  : RING_DEFAULT_CHUNK_BYTES) / (int64_t)sizeof(float);
   if (rc->chunk_elems < 1) rc->chunk_elems = 1;
+  return COLL_OK;
+}
+
+static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
+  ring_comm *rc = NULL;
+  if (coll_ring_open(c, &rc, NULL, c->size, c->rank) != COLL_OK) {
+    snprintf(err, err_bytes, "collective: out of memory");
+    return COLL_ERR;
+  }
   c->impl = rc;
   return COLL_OK;
 }
 
+static int ring_start(coll_comm *c, coll_request *r) { return coll_ring_start(c, c->impl, r); }
+
 static void ring_free(coll_comm *c) {
-  ring_comm *rc = c->impl;
+  coll_ring_close(c, c->impl);
+  c->impl = NULL;
+}
+
+void coll_ring_close(coll_comm *c, coll_ring *rc) {
   if (!rc) return;
   /* After a timeout, sends may still read tmp or wire: the job is ending, leave them. */
   if (!coll_comm_failed(c)) {
@@ -97,7 +117,6 @@ static void ring_free(coll_comm *c) {
   free(rc->step);
   free(rc->pending);
   free(rc);
-  c->impl = NULL;
 }
 
 static int ring_reserve_wire(coll_comm *c, ring_comm *rc, int64_t elems) {
@@ -134,7 +153,7 @@ static int ring_reserve(coll_comm *c, ring_comm *rc, int K, int64_t tmp_elems) {
 
 /* Posts chunk k's receive then send for its current step. */
 static int ring_post(coll_comm *c, coll_request *r, ring_req *q, int k) {
-  ring_comm *rc = c->impl;
+  ring_comm *rc = q->rc;
   const int s = rc->step[k], n = q->n, rs = s < n - 1;
   const int t = s - (n - 1);
   const int send_seg = rs ? q->r - s : q->r + 1 - t, recv_seg = rs ? q->r - s - 1 : q->r - t;
@@ -177,7 +196,8 @@ static void ring_scale(float *restrict out, int64_t n, float div) {
 /* Reduce-scatter step s of chunk k received: fold the partial sum in; the
  * last step leaves this rank's own segment complete (averaged if asked). */
 static void ring_fold(coll_comm *c, coll_request *r, ring_req *q, int k) {
-  ring_comm *rc = c->impl;
+  (void)c;
+  ring_comm *rc = q->rc;
   const int s = rc->step[k];
   int64_t lo, len;
   ring_piece(r, q, q->r - s - 1, k, &lo, &len);
@@ -198,8 +218,8 @@ static void ring_fold(coll_comm *c, coll_request *r, ring_req *q, int k) {
 }
 
 /* Allgather step of chunk k received (compressed): its codes, decoded. */
-static void ring_unpack(coll_comm *c, coll_request *r, ring_req *q, int k) {
-  ring_comm *rc = c->impl;
+static void ring_unpack(coll_request *r, ring_req *q, int k) {
+  ring_comm *rc = q->rc;
   int64_t lo, len;
   ring_piece(r, q, q->r - (rc->step[k] - (q->n - 1)), k, &lo, &len);
   coll_codec_decode(q->comp, r->recv + lo, rc->wire + lo, len, q->scale);
@@ -215,21 +235,25 @@ static int ring_compression(coll_comm *c, coll_request *r, ring_req *q) {
                    (double)q->scale);
     return COLL_ERR;
   }
-  return q->comp == COLL_COMP_NONE ? COLL_OK : ring_reserve_wire(c, c->impl, r->elems);
+  return q->comp == COLL_COMP_NONE ? COLL_OK : ring_reserve_wire(c, q->rc, r->elems);
 }
 
-static int ring_start(coll_comm *c, coll_request *r) {
-  ring_comm *rc = c->impl;
+int coll_ring_start(coll_comm *c, coll_ring *rc, coll_request *r) {
   ring_req *q = calloc(1, sizeof *q);
   if (!q) {
     coll_set_error(c, "collective: out of memory");
     return COLL_ERR;
   }
   r->impl = q;
-  q->n = c->size;
-  q->r = c->rank;
-  q->left = (c->rank + c->size - 1) % c->size;
-  q->right = (c->rank + 1) % c->size;
+  q->rc = rc;
+  q->n = rc->n;
+  q->r = rc->me;
+  q->left = (rc->me + rc->n - 1) % rc->n;
+  q->right = (rc->me + 1) % rc->n;
+  if (rc->ranks) {
+    q->left = rc->ranks[q->left];
+    q->right = rc->ranks[q->right];
+  }
   if (q->n == 1 || r->elems == 0) {
     if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
     return COLL_OK; /* the average of one rank is itself */
@@ -261,19 +285,19 @@ static int ring_start(coll_comm *c, coll_request *r) {
 /* One request of chunk k finished; a finished receive of the reduce-scatter
  * is folded in; with both done the chunk moves to its next step. */
 static int ring_complete(coll_comm *c, coll_request *r, ring_req *q, int idx) {
-  ring_comm *rc = c->impl;
+  ring_comm *rc = q->rc;
   const int k = idx / 2;
   if ((idx & 1) && rc->step[k] < q->n - 1) ring_fold(c, r, q, k);
-  else if ((idx & 1) && q->comp != COLL_COMP_NONE) ring_unpack(c, r, q, k);
+  else if ((idx & 1) && q->comp != COLL_COMP_NONE) ring_unpack(r, q, k);
   if (--rc->pending[k] > 0) return COLL_OK;
   if (++rc->step[k] < 2 * (q->n - 1)) return ring_post(c, r, q, k);
   q->chunks_left--;
   return COLL_OK;
 }
 
-static int ring_test(coll_comm *c, coll_request *r, int *done) {
-  ring_comm *rc = c->impl;
+int coll_ring_test(coll_comm *c, coll_request *r, int *done) {
   ring_req *q = r->impl;
+  ring_comm *rc = q->rc;
   *done = 0;
   if (q->n > 1 && r->elems > 0 && q->chunks_left > 0) {
     int outcount = 0;
@@ -294,10 +318,10 @@ static int ring_test(coll_comm *c, coll_request *r, int *done) {
 
 /* Receives are cancelled; sends cannot be, and keep reading the buffers
  * (the caller's and tmp) until the job ends. */
-static void ring_abandon(coll_comm *c, coll_request *r) {
-  ring_comm *rc = c->impl;
+void coll_ring_abandon(coll_comm *c, coll_request *r) {
   ring_req *q = r->impl;
   if (!q) return;
+  ring_comm *rc = q->rc;
   for (int k = 0; q->n > 1 && k < q->K; k++) {
     c->tp->p2p_abandon(c, rc->req, 2 * k + 1, 1);
     c->tp->p2p_abandon(c, rc->req, 2 * k, 0);
@@ -312,6 +336,6 @@ const coll_backend_ops coll_ring_ops = {
   .init = ring_init,
   .free = ring_free,
   .start = ring_start,
-  .test = ring_test,
-  .abandon = ring_abandon,
+  .test = coll_ring_test,
+  .abandon = coll_ring_abandon,
 };

@@ -1,6 +1,8 @@
-/* The shm back end: the ranks of one node reduce through one POSIX shared
- * segment. Per chunk, every rank copies its piece into its own slot; after a
- * barrier each rank sums its slice of the chunk over every rank's slot, in
+/* Shared-memory groups (shm_group.h): the ranks of one node and one segment,
+ * used by the shm back end here (one group of every rank) and by hier.c
+ * (one group per node). The shm back end: the ranks of one node reduce
+ * through one POSIX shared segment. Per chunk, every rank copies its piece
+ * into its own slot; after a barrier each rank sums its slice of the chunk over every rank's slot, in
  * rank order, into the result area; after a second barrier every rank
  * copies the whole result out. So the sum of element i is always
  * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
@@ -8,7 +10,8 @@
  * Barriers are counters in shared memory, one cache line per rank, polled
  * through the progress loop (progress.c): nothing blocks, the --timeout
  * watchdog sees a stalled peer, and a peer whose pid is gone is named at once.
- * The segment is named per job (rank 0's pid and a random tag), unlinked as
+ * A segment is named per job and group (its first member's pid and a random
+ * tag, exchanged as a sum over the comm's transport), unlinked as
  * soon as every rank has mapped it; a start removes what killed jobs left. */
 #include <dirent.h>
 #include <errno.h>
@@ -22,24 +25,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "collective/coll_internal.h"
+#include "collective/shm_group.h"
 
-/* 512 KiB per rank and chunk: a chunk's slots stay in cache between the
- * copy in, the reduction and the copy out. 2 ranks, 1 MiB, median of 100,
- * 3 rounds taking turns (2-core EPYC, load 9-10): 40-41 us against 83-1117 us
- * with 2 MiB chunks (MPI_Allreduce in the same runs: 100-102 us, and 651-1003
- * us in the noisier 2 MiB runs). The segment is (ranks + 1) chunks. */
-#define SHM_CHUNK_ELEMS ((int64_t)128 * 1024)
 #define SHM_PREFIX "tfdist-shm."
 #define SHM_MAGIC 0x74666473686d3031ULL /* "tfdshm01" */
 #define SHM_LINE 64
 #define SHM_PID_CHECK_S 0.01 /* how often a waiting rank looks for dead peers */
 
-typedef struct {
+struct shm_slot {
   _Alignas(SHM_LINE) int64_t arrive; /* barriers this rank has reached */
   int32_t pid;
   int32_t mapped;
-} shm_slot;
+  int32_t failed;                    /* this rank gave up: why says why */
+  char why[180];
+};
 
 typedef struct {
   uint64_t magic;
@@ -48,14 +47,7 @@ typedef struct {
 } shm_head;
 
 typedef struct {
-  void *base;
-  size_t bytes;
-  shm_slot *slot;    /* (ranks) per-rank barrier counters and pids, in the segment */
-  float *data;       /* (ranks) chunks of SHM_CHUNK_ELEMS, rank-major, in the segment */
-  float *result;     /* (SHM_CHUNK_ELEMS) reduced chunk, in the segment */
-  int64_t phase;     /* barriers this rank has reached (mirrors slot[rank].arrive) */
-  int pid_check;     /* peers' pids are visible here (same pid namespace) */
-  double pid_checked; /* last look for dead peers */
+  shm_group g;       /* every rank of the comm */
 } shm_comm;
 
 typedef enum { SHM_STEP_COPY_IN = 0, SHM_STEP_REDUCE, SHM_STEP_COPY_OUT } shm_step;
@@ -103,17 +95,19 @@ static size_t shm_bytes(int ranks, size_t *head_bytes) {
 }
 
 /* Rank 0: creates and sizes the segment; name gets its name. */
-static int shm_create(char *name, size_t name_bytes, size_t bytes, char *err, size_t err_bytes) {
+static int shm_create(char *name, size_t name_bytes, unsigned long *tag_out, size_t bytes,
+                      const char *what, char *err, size_t err_bytes) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   unsigned long tag = (unsigned long)ts.tv_nsec ^ ((unsigned long)ts.tv_sec << 20) ^
                       ((unsigned long)getpid() << 8);
   for (int tries = 0; tries < 16; tries++, tag = tag * 6364136223846793005UL + 1442695040888963407UL) {
-    snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)getpid(), tag & 0xffffffffUL);
+    *tag_out = tag & 0xffffffffUL;
+    snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)getpid(), *tag_out);
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0 && errno == EEXIST) continue;
     if (fd < 0) {
-      snprintf(err, err_bytes, "--allreduce shm: shm_open(%s): %s", name, strerror(errno));
+      snprintf(err, err_bytes, "--allreduce %s: shm_open(%s): %s", what, name, strerror(errno));
       return -1;
     }
     /* posix_fallocate, not ftruncate alone: a full /dev/shm is an error
@@ -122,26 +116,27 @@ static int shm_create(char *name, size_t name_bytes, size_t bytes, char *err, si
     close(fd);
     if (rc != 0) {
       shm_unlink(name);
-      snprintf(err, err_bytes, "--allreduce shm: sizing %s to %zu bytes: %s", name, bytes,
+      snprintf(err, err_bytes, "--allreduce %s: sizing %s to %zu bytes: %s", what, name, bytes,
                strerror(rc));
       return -1;
     }
     return 0;
   }
-  snprintf(err, err_bytes, "--allreduce shm: no free segment name");
+  snprintf(err, err_bytes, "--allreduce %s: no free segment name", what);
   return -1;
 }
 
-static int shm_map(shm_comm *s, const char *name, size_t bytes, char *err, size_t err_bytes) {
+static int shm_map(shm_group *s, const char *name, size_t bytes, const char *what, char *err,
+                   size_t err_bytes) {
   int fd = shm_open(name, O_RDWR, 0600);
   if (fd < 0) {
-    snprintf(err, err_bytes, "--allreduce shm: shm_open(%s): %s", name, strerror(errno));
+    snprintf(err, err_bytes, "--allreduce %s: shm_open(%s): %s", what, name, strerror(errno));
     return -1;
   }
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (p == MAP_FAILED) {
-    snprintf(err, err_bytes, "--allreduce shm: mmap(%s, %zu bytes): %s", name, bytes,
+    snprintf(err, err_bytes, "--allreduce %s: mmap(%s, %zu bytes): %s", what, name, bytes,
              strerror(errno));
     return -1;
   }
@@ -150,21 +145,190 @@ static int shm_map(shm_comm *s, const char *name, size_t bytes, char *err, size_
   return 0;
 }
 
-/* ---- set-up: collective over the world's transport ---- */
-
-static void shm_free(coll_comm *c) {
-  shm_comm *s = c->impl;
-  if (!s) return;
-  if (s->base) munmap(s->base, s->bytes);
-  free(s);
-  c->impl = NULL;
-}
+/* ---- a group's set-up: collective over the comm's transport ---- */
 
 /* Every rank learns whether every rank got this far (0 on all of them). */
 static int shm_agree(coll_comm *c, int failed) {
   double f = failed ? 1.0 : 0.0;
   if (c->tp->sum_f64(c, 0, &f, 1) != COLL_OK) return -1;
   return f == 0.0 ? 0 : -1;
+}
+
+static int shm_member_rank(const shm_group *g, int m) { return g->ranks ? g->ranks[m] : m; }
+
+/* Lays the group out on a mapped segment. */
+static void shm_group_layout(shm_group *g, size_t head_bytes) {
+  g->slot = (shm_slot *)((char *)g->base + SHM_LINE);
+  g->data = (float *)((char *)g->base + head_bytes);
+  g->result = g->data + (int64_t)g->n * SHM_CHUNK_ELEMS;
+  if (g->me == 0) {
+    shm_head *h = g->base;
+    h->magic = SHM_MAGIC;
+    h->ranks = g->n;
+    h->chunk_elems = SHM_CHUNK_ELEMS;
+  }
+  g->slot[g->me].pid = (int32_t)getpid();
+  __atomic_store_n(&g->slot[g->me].mapped, 1, __ATOMIC_RELEASE);
+}
+
+/* Every group's member 0 publishes its segment's name as (pid, tag + 1) in
+ * its rank's row of a sum over the comm (the other rows stay 0); the other
+ * members read their member 0's row. 0 on success; name[0] == '\0' when
+ * member 0 could not create it. */
+static int shm_names_exchange(coll_comm *c, shm_group *g, char *name, size_t name_bytes,
+                              unsigned long tag) {
+  double *rows = calloc((size_t)c->size * 2, sizeof *rows);
+  if (!rows) return -1;
+  if (g->me == 0 && name[0]) {
+    rows[2 * c->rank] = (double)getpid();
+    rows[2 * c->rank + 1] = (double)tag + 1.0;
+  }
+  int rc = c->tp->sum_f64(c, 0, rows, (int64_t)c->size * 2);
+  if (rc == COLL_OK && g->me != 0) {
+    const int first = shm_member_rank(g, 0);
+    const double pid = rows[2 * first], t = rows[2 * first + 1];
+    name[0] = '\0';
+    if (t > 0) {
+      snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)pid, (unsigned long)(t - 1.0));
+    }
+  }
+  free(rows);
+  return rc == COLL_OK ? 0 : -1;
+}
+
+int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, char *err,
+                   size_t err_bytes) {
+  const char *what = coll_backend_name(c->cfg.backend);
+  memset(g, 0, sizeof *g);
+  g->ranks = ranks;
+  g->n = n;
+  g->me = me;
+  size_t head_bytes, bytes = shm_bytes(n, &head_bytes);
+  char name[64] = "";
+  char my_err[256] = "";
+  unsigned long tag = 0;
+  int failed = 0;
+  if (n == 1) { /* nothing to share: private memory, the same layout */
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      snprintf(my_err, sizeof my_err, "--allreduce %s: mmap(%zu bytes): %s", what, bytes,
+               strerror(errno));
+      failed = 1;
+    } else {
+      g->base = p;
+      g->bytes = bytes;
+    }
+  } else if (me == 0) {
+    shm_sweep_stale();
+    if (shm_create(name, sizeof name, &tag, bytes, what, my_err, sizeof my_err) != 0) name[0] = '\0';
+  }
+  /* Every rank joins the exchange, a group of one too: it is over the comm. */
+  if (shm_names_exchange(c, g, name, sizeof name, tag) != 0) {
+    if (n > 1 && me == 0 && name[0]) shm_unlink(name);
+    snprintf(err, err_bytes, "--allreduce %s: %s", what, coll_comm_error(c));
+    return COLL_ERR;
+  }
+  if (n > 1 && !name[0]) {
+    if (!my_err[0]) {
+      snprintf(my_err, sizeof my_err, "--allreduce %s: rank %d could not create the segment",
+               what, shm_member_rank(g, 0));
+    }
+    failed = 1;
+  } else if (n > 1 && shm_map(g, name, bytes, what, my_err, sizeof my_err) != 0) {
+    failed = 1;
+  }
+  if (!failed) shm_group_layout(g, head_bytes);
+  /* Every rank has mapped it (or failed): the name can go, so a killed job
+   * leaves nothing behind. */
+  int agreed = shm_agree(c, failed);
+  if (n > 1 && me == 0 && name[0]) shm_unlink(name);
+  if (agreed != 0) {
+    if (my_err[0]) snprintf(err, err_bytes, "%s", my_err);
+    else snprintf(err, err_bytes, "--allreduce %s: another rank could not map its segment", what);
+    return COLL_ERR;
+  }
+  const shm_head *h = g->base;
+  if (h->magic != SHM_MAGIC || h->ranks != n) {
+    snprintf(err, err_bytes, "--allreduce %s: segment %s is not this job's", what, name);
+    return COLL_ERR;
+  }
+  /* A member in another pid namespace cannot be watched by pid. */
+  g->pid_check = n > 1;
+  for (int p = 0; p < n; p++) {
+    if (kill((pid_t)g->slot[p].pid, 0) != 0 && errno == ESRCH) g->pid_check = 0;
+  }
+  return COLL_OK;
+}
+
+void shm_group_close(shm_group *g) {
+  if (g->base) munmap(g->base, g->bytes);
+  g->base = NULL;
+}
+
+void shm_group_arrive(shm_group *g) {
+  g->phase++;
+  __atomic_store_n(&g->slot[g->me].arrive, g->phase, __ATOMIC_RELEASE);
+}
+
+void shm_group_fail(coll_comm *c, shm_group *g) {
+  if (!g->base || g->n < 2) return;
+  shm_slot *s = &g->slot[g->me];
+  if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) return;
+  snprintf(s->why, sizeof s->why, "%s", coll_comm_error(c));
+  __atomic_store_n(&s->failed, 1, __ATOMIC_RELEASE); /* after the text */
+}
+
+/* A member that gave up (its why, in the segment) or died (its pid gone):
+ * COLL_ERR with the comm's error naming it. The one that gave up first
+ * says more than its death, which follows. */
+static int shm_group_check_member(coll_comm *c, shm_group *g, int p, int look_pid) {
+  const int rank = shm_member_rank(g, p);
+  const char *what = coll_backend_name(c->cfg.backend);
+  if (__atomic_load_n(&g->slot[p].failed, __ATOMIC_ACQUIRE)) {
+    coll_set_error(c, "allreduce(%s) on %s: rank %d failed: %.180s", what, c->host, rank,
+                   g->slot[p].why);
+    return COLL_ERR;
+  }
+  pid_t pid = (pid_t)g->slot[p].pid;
+  if (look_pid && kill(pid, 0) != 0 && errno == ESRCH) {
+    coll_set_error(c, "allreduce(%s) on %s: rank %d (pid %d) died; missing rank(s) %d", what,
+                   c->host, rank, (int)pid, rank);
+    return COLL_ERR;
+  }
+  return COLL_OK;
+}
+
+int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes) {
+  *yes = 1;
+  int late = -1;
+  for (int p = 0; p < g->n; p++) {
+    if (__atomic_load_n(&g->slot[p].arrive, __ATOMIC_ACQUIRE) < g->phase) {
+      *yes = 0;
+      late = p;
+      break;
+    }
+  }
+  if (*yes) return COLL_OK;
+  if (shm_group_check_member(c, g, late, 0) != COLL_OK) return COLL_ERR;
+  if (!g->pid_check) return COLL_OK;
+  const double now = clock_mono_s();
+  if (now - g->pid_checked < SHM_PID_CHECK_S) return COLL_OK;
+  g->pid_checked = now;
+  for (int p = 0; p < g->n; p++) {
+    if (__atomic_load_n(&g->slot[p].arrive, __ATOMIC_ACQUIRE) >= g->phase) continue;
+    if (shm_group_check_member(c, g, p, 1) != COLL_OK) return COLL_ERR;
+  }
+  return COLL_OK;
+}
+
+/* ---- the shm back end: one group of every rank ---- */
+
+static void shm_free(coll_comm *c) {
+  shm_comm *s = c->impl;
+  if (!s) return;
+  shm_group_close(&s->g);
+  free(s);
+  c->impl = NULL;
 }
 
 static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
@@ -177,95 +341,13 @@ static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
   if (c->size == 1) return COLL_OK; /* nothing to share */
   if (c->local_size != c->size) {
     snprintf(err, err_bytes, "--allreduce shm: needs every rank on one node (this node has %d "
-             "of %d ranks); use ring across nodes", c->local_size, c->size);
+             "of %d ranks); use hier or ring across nodes", c->local_size, c->size);
     return COLL_ERR; /* every rank sees the same split: all fail alike */
   }
-  size_t head_bytes, bytes = shm_bytes(c->size, &head_bytes);
-  /* name[0] == '\0' from rank 0: its creation failed (every rank fails). */
-  char name[64] = "";
-  char my_err[256] = "";
-  if (c->rank == 0) {
-    shm_sweep_stale();
-    if (shm_create(name, sizeof name, bytes, my_err, sizeof my_err) != 0) name[0] = '\0';
-  }
-  if (c->tp->broadcast(c, 0, name, sizeof name, 0) != COLL_OK) {
-    if (c->rank == 0 && name[0]) shm_unlink(name);
-    snprintf(err, err_bytes, "--allreduce shm: %s", coll_comm_error(c));
-    return COLL_ERR;
-  }
-  int failed = 0;
-  if (!name[0]) {
-    if (!my_err[0]) snprintf(my_err, sizeof my_err, "--allreduce shm: rank 0 could not create the segment");
-    failed = 1;
-  } else if (shm_map(s, name, bytes, my_err, sizeof my_err) != 0) {
-    failed = 1;
-  } else {
-    s->slot = (shm_slot *)((char *)s->base + SHM_LINE);
-    s->data = (float *)((char *)s->base + head_bytes);
-    s->result = s->data + (int64_t)c->size * SHM_CHUNK_ELEMS;
-    if (c->rank == 0) {
-      shm_head *h = s->base;
-      h->magic = SHM_MAGIC;
-      h->ranks = c->size;
-      h->chunk_elems = SHM_CHUNK_ELEMS;
-    }
-    s->slot[c->rank].pid = (int32_t)getpid();
-    __atomic_store_n(&s->slot[c->rank].mapped, 1, __ATOMIC_RELEASE);
-  }
-  /* Every rank has mapped it (or failed): the name can go, so a killed job
-   * leaves nothing behind. */
-  int agreed = shm_agree(c, failed);
-  if (c->rank == 0 && name[0]) shm_unlink(name);
-  if (agreed != 0) {
-    if (my_err[0]) snprintf(err, err_bytes, "%s", my_err);
-    else snprintf(err, err_bytes, "--allreduce shm: another rank could not map the segment");
-    return COLL_ERR;
-  }
-  const shm_head *h = s->base;
-  if (h->magic != SHM_MAGIC || h->ranks != c->size) {
-    snprintf(err, err_bytes, "--allreduce shm: segment %s is not this job's", name);
-    return COLL_ERR;
-  }
-  /* A peer in another pid namespace cannot be watched by pid. */
-  s->pid_check = 1;
-  for (int p = 0; p < c->size; p++) {
-    if (kill((pid_t)s->slot[p].pid, 0) != 0 && errno == ESRCH) s->pid_check = 0;
-  }
-  return COLL_OK;
+  return shm_group_open(c, &s->g, NULL, c->size, c->rank, err, err_bytes);
 }
 
 /* ---- the allreduce ---- */
-
-static void shm_arrive(shm_comm *s, int rank) {
-  s->phase++;
-  __atomic_store_n(&s->slot[rank].arrive, s->phase, __ATOMIC_RELEASE);
-}
-
-/* Whether every rank has reached this rank's last barrier; a dead peer is
- * an error (COLL_ERR, with the comm's error set). */
-static int shm_all_arrived(coll_comm *c, shm_comm *s, int *yes) {
-  *yes = 1;
-  for (int p = 0; p < c->size; p++) {
-    if (__atomic_load_n(&s->slot[p].arrive, __ATOMIC_ACQUIRE) < s->phase) {
-      *yes = 0;
-      break;
-    }
-  }
-  if (*yes || !s->pid_check) return COLL_OK;
-  const double now = clock_mono_s();
-  if (now - s->pid_checked < SHM_PID_CHECK_S) return COLL_OK;
-  s->pid_checked = now;
-  for (int p = 0; p < c->size; p++) {
-    if (__atomic_load_n(&s->slot[p].arrive, __ATOMIC_ACQUIRE) >= s->phase) continue;
-    pid_t pid = (pid_t)s->slot[p].pid;
-    if (kill(pid, 0) != 0 && errno == ESRCH) {
-      coll_set_error(c, "allreduce(shm) on %s: rank %d (pid %d) died; missing rank(s) %d",
-                     c->host, p, (int)pid, p);
-      return COLL_ERR;
-    }
-  }
-  return COLL_OK;
-}
 
 /* This rank's slice [lo, hi) of a chunk of len elements. */
 static void shm_slice(const coll_comm *c, int64_t len, int64_t *lo, int64_t *hi) {
@@ -283,10 +365,10 @@ static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_r
   shm_slice(c, len, &lo, &hi);
   const int64_t m = hi - lo;
   const float div = (float)n;
-  float *restrict res = s->result + lo;
+  float *restrict res = s->g.result + lo;
   const float *src[2];
   for (int p = 0; p < 2; p++) {
-    src[p] = p == c->rank ? r->send + off + lo : s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
+    src[p] = p == c->rank ? r->send + off + lo : shm_group_data(&s->g, p) + lo;
   }
   if (n == 2) { /* one pass, both stores (in place, recv[i] is read before it is written) */
     const float *a = src[0], *b = src[1]; /* one of them may be out: no restrict */
@@ -302,7 +384,7 @@ static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_r
   for (int64_t i = 0; i < m; i++) res[i] = src[0][i] + src[1][i];
   for (int p = 2; p < n; p++) {
     const float *restrict x = p == c->rank ? r->send + off + lo
-                                           : s->data + (int64_t)p * SHM_CHUNK_ELEMS + lo;
+                                           : shm_group_data(&s->g, p) + lo;
     for (int64_t i = 0; i < m; i++) res[i] += x[i];
   }
   if (r->avg) {
@@ -338,27 +420,27 @@ static int shm_test(coll_comm *c, coll_request *r, int *done) {
     int ready = 1;
     switch (q->step) {
     case SHM_STEP_COPY_IN: { /* the peers' slices; this rank's own stays in send */
-      float *mine = s->data + (int64_t)c->rank * SHM_CHUNK_ELEMS;
+      float *mine = shm_group_data(&s->g, c->rank);
       memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
       memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
-      shm_arrive(s, c->rank);
+      shm_group_arrive(&s->g);
       q->step = SHM_STEP_REDUCE;
       break;
     }
     case SHM_STEP_REDUCE:
-      if (shm_all_arrived(c, s, &ready) != COLL_OK) return COLL_ERR;
+      if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
       if (!ready) return COLL_OK;
       coll_req_touch(r);
       shm_reduce_slice(c, s, r, q->off, len);
-      shm_arrive(s, c->rank);
+      shm_group_arrive(&s->g);
       q->step = SHM_STEP_COPY_OUT;
       break;
     case SHM_STEP_COPY_OUT:
-      if (shm_all_arrived(c, s, &ready) != COLL_OK) return COLL_ERR;
+      if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
       if (!ready) return COLL_OK;
       coll_req_touch(r);
-      memcpy(r->recv + q->off, s->result, (size_t)lo * sizeof(float));
-      memcpy(r->recv + q->off + hi, s->result + hi, (size_t)(len - hi) * sizeof(float));
+      memcpy(r->recv + q->off, s->g.result, (size_t)lo * sizeof(float));
+      memcpy(r->recv + q->off + hi, s->g.result + hi, (size_t)(len - hi) * sizeof(float));
       q->off += len;
       q->step = SHM_STEP_COPY_IN;
       break;
@@ -372,9 +454,11 @@ finished:
 }
 
 /* The peers' counters no longer match ours: the comm is broken (every
- * later collective fails), so nothing needs to be undone. */
+ * later collective fails), so nothing needs to be undone; the peers
+ * waiting on this rank read why in its slot. */
 static void shm_abandon(coll_comm *c, coll_request *r) {
-  (void)c;
+  shm_comm *s = c->impl;
+  shm_group_fail(c, &s->g);
   free(r->impl);
   r->impl = NULL;
 }

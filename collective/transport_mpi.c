@@ -194,7 +194,7 @@ const coll_transport_ops coll_mpi_transport = {
   .name = "mpi",
   .caps = 0, /* COLL_TP_ASYNC comes with MPI_THREAD_MULTIPLE: coll_world.async */
   .backends = 1u << COLL_BACKEND_MPI | 1u << COLL_BACKEND_RING | 1u << COLL_BACKEND_NCCL |
-              1u << COLL_BACKEND_SHM,
+              1u << COLL_BACKEND_SHM | 1u << COLL_BACKEND_HIER,
   .backends_why = "tcp needs a TF_CONFIG cluster",
   .p2p_req_bytes = sizeof(MPI_Request),
   .gather = mpi_gather,

@@ -98,7 +98,7 @@ const coll_transport_ops coll_self_transport = {
   .name = "self",
   .caps = 0,
   .backends = 1u << COLL_BACKEND_MPI | 1u << COLL_BACKEND_RING | 1u << COLL_BACKEND_NCCL |
-              1u << COLL_BACKEND_SHM,
+              1u << COLL_BACKEND_SHM | 1u << COLL_BACKEND_HIER,
   .backends_why = "tcp needs a TF_CONFIG cluster",
   .p2p_req_bytes = 1,
   .gather = self_gather,

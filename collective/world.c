@@ -142,7 +142,12 @@ int coll_world_init(coll_world *w, int *argc, char ***argv, char *err, size_t er
   }
   MPI_Comm_rank(local, &w->local_rank);
   MPI_Comm_size(local, &w->local_size);
+  rc = MPI_Allreduce(&w->rank, &w->node_first, 1, MPI_INT, MPI_MIN, local);
   MPI_Comm_free(&local);
+  if (rc != MPI_SUCCESS) {
+    world_mpi_error(rc, err, err_bytes, "MPI_Allreduce(node)");
+    return COLL_ERR;
+  }
   if (gethostname(w->host, sizeof w->host - 1) != 0) snprintf(w->host, sizeof w->host, "?");
   /* Only with MPI_THREAD_MULTIPLE may a second thread call MPI; without it
    * non-blocking calls run to completion when started. */
@@ -169,6 +174,7 @@ void coll_world_init_transport(coll_world *w, const coll_transport_ops *ops, voi
   w->size = size;
   w->local_rank = local_rank;
   w->local_size = local_size;
+  w->node_first = rank - local_rank; /* the transport sets it where its ranks interleave */
   w->async = (ops->caps & COLL_TP_ASYNC) != 0;
   w->tp = ops;
   w->tp_state = state;

@@ -18,7 +18,7 @@
 const char *const train_device_names[] = {"auto", "cpu", "cuda", NULL};
 const char *const train_math_names[] = {"fp32", "tf32", NULL};
 const char *const train_allreduce_names[] = {"auto", "mpi", "ring", "nccl", "tcp", "shm",
-                                             NULL};
+                                             "hier", NULL};
 const char *const train_optimizer_names[] = {"sgd", "momentum", "nesterov", "rmsprop", "adam",
                                               "adamw", NULL};
 const char *const train_threads_words[] = {"auto", NULL};
@@ -57,12 +57,13 @@ static const opt_spec train_specs[] = {
   {"math", OPT_CHOICE, F(math), "fp32", 0, 0, train_math_names, "GPU GEMM precision"},
   {"allreduce", OPT_CHOICE, F(allreduce), "auto", 0, 0, train_allreduce_names,
    "gradient averaging back end (auto: nccl on GPUs; on CPUs shm when every rank is on one "
-   "node, else ring; tcp under TF_CONFIG)"},
+   "node, else hier (shm within each node, a ring across nodes); tcp under TF_CONFIG, where "
+   "hier may be asked for)"},
   {"compression", OPT_CHOICE, F(compression), "none", 0, 0, train_compression_names,
    "gradient bytes between ranks: bf16 or fp16 halve them, and change the math: each rank's "
    "term and each partial sum is rounded to 16 bits as it is sent, sums stay fp32; fp16 is "
    "scaled by a dynamic power of two and skips a step that overflows (README, \"Gradient "
-   "compression\"); ring and tcp only (shm: no effect)"},
+   "compression\"); ring, tcp and hier's ring across nodes (shm: no effect)"},
   {"scale-lr", OPT_BOOL, F(scale_lr), "off", 0, 0, NULL,
    "multiply the learning rate by the number of ranks"},
   {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,

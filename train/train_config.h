@@ -12,7 +12,7 @@ typedef enum { TRAIN_DEVICE_AUTO, TRAIN_DEVICE_CPU, TRAIN_DEVICE_CUDA } train_de
 typedef enum { TRAIN_MATH_FP32, TRAIN_MATH_TF32 } train_math;
 typedef enum {
   TRAIN_ALLREDUCE_AUTO, TRAIN_ALLREDUCE_MPI, TRAIN_ALLREDUCE_RING, TRAIN_ALLREDUCE_NCCL,
-  TRAIN_ALLREDUCE_TCP, TRAIN_ALLREDUCE_SHM
+  TRAIN_ALLREDUCE_TCP, TRAIN_ALLREDUCE_SHM, TRAIN_ALLREDUCE_HIER
 } train_allreduce;
 /* In kern_opt_kind's order (train_opt.c maps one to the other by value). */
 typedef enum {

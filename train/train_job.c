@@ -80,14 +80,14 @@ static int train_job_pick_device(const train_config *cfg, const coll_world *w, k
   return 0;
 }
 
-/* tcp goes with a TF_CONFIG cluster, and a cluster with tcp alone: a bad
- * pair is bad input, found before anything starts. */
+/* tcp goes with a TF_CONFIG cluster, and a cluster with tcp or hier alone:
+ * a bad pair is bad input, found before anything starts. */
 static int train_job_check_allreduce(const train_config *cfg, int in_cluster, base_err *err) {
   const int tcp = cfg->allreduce == TRAIN_ALLREDUCE_TCP;
-  const int any = cfg->allreduce == TRAIN_ALLREDUCE_AUTO;
+  const int any = cfg->allreduce == TRAIN_ALLREDUCE_AUTO || cfg->allreduce == TRAIN_ALLREDUCE_HIER;
   if (in_cluster && !tcp && !any) {
-    return base_err_set(err, "--allreduce %.32s: a TF_CONFIG cluster reduces over tcp (auto or "
-                        "tcp)", train_allreduce_names[cfg->allreduce]);
+    return base_err_set(err, "--allreduce %.32s: a TF_CONFIG cluster reduces over tcp or hier "
+                        "(auto, tcp or hier)", train_allreduce_names[cfg->allreduce]);
   }
   if (!in_cluster && tcp) {
     return base_err_set(err, "--allreduce tcp: needs a TF_CONFIG cluster (TF_CONFIG is not set)");
@@ -101,19 +101,22 @@ static int train_job_pick_allreduce(const train_config *cfg, const coll_world *w
   static const coll_backend given[] = {
     [TRAIN_ALLREDUCE_MPI] = COLL_BACKEND_MPI, [TRAIN_ALLREDUCE_RING] = COLL_BACKEND_RING,
     [TRAIN_ALLREDUCE_NCCL] = COLL_BACKEND_NCCL, [TRAIN_ALLREDUCE_TCP] = COLL_BACKEND_TCP,
-    [TRAIN_ALLREDUCE_SHM] = COLL_BACKEND_SHM};
+    [TRAIN_ALLREDUCE_SHM] = COLL_BACKEND_SHM, [TRAIN_ALLREDUCE_HIER] = COLL_BACKEND_HIER};
   if (cluster_world_tf(w)) {
-    *b = COLL_BACKEND_TCP;
+    *b = cfg->allreduce == TRAIN_ALLREDUCE_HIER ? COLL_BACKEND_HIER : COLL_BACKEND_TCP;
     return 0;
   }
   if (cfg->allreduce == TRAIN_ALLREDUCE_AUTO) {
+    /* NCCL does its own hierarchy (NVLink within a node, the network across). */
     const int one_node = w->size > 1 && w->local_size == w->size;
     *b = kc->device == KERN_DEVICE_CUDA ? COLL_BACKEND_NCCL
-       : one_node ? COLL_BACKEND_SHM : COLL_BACKEND_RING;
+       : one_node ? COLL_BACKEND_SHM : w->size > 1 ? COLL_BACKEND_HIER : COLL_BACKEND_RING;
     snprintf(why, why_bytes, "allreduce: %s (auto: %s)", coll_backend_name(*b),
              kc->device == KERN_DEVICE_CUDA ? "this rank runs on a GPU"
              : one_node ? "CPU, and every rank is on this node"
-             : w->size > 1 ? "CPU, ranks on more than one node" : "one rank");
+             : w->size > 1 ? "CPU, ranks on more than one node: shm within each node, a ring "
+                             "across nodes"
+                           : "one rank");
     return 0;
   }
   *b = given[cfg->allreduce];

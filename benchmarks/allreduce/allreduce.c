@@ -9,6 +9,7 @@
  *   winshm shm's reduction over an MPI-3 shared window, for comparison (winshm.c)
  *   ring-bf16, ring-fp16  the ring with --compression (16-bit transfers, fp32
  *         sums; fp16 at scale 1); the check's small integers are exact in both
+ *   hier  tfdist's hier back end (shm within each node, the ring across nodes)
  * Correctness (-c 1) is checked outside the timed loop, bit-exact, on small
  * integer-valued inputs; any wrong element makes the exit code non-zero.
  * -j FILE also writes every row as JSON (for plot_allreduce.py). */
@@ -44,7 +45,7 @@ typedef struct {
 
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-    "                              [-c 0|1] [-a ompi,mpi,ring,shm,winshm,ring-bf16,ring-fp16]\n"
+    "                              [-c 0|1] [-a ompi,mpi,ring,shm,hier,winshm,ring-bf16,ring-fp16]\n"
     "                              [-C RING_CHUNK] [-t TIMEOUT_S]\n"
     "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
@@ -70,8 +71,9 @@ static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_by
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
-        strcmp(tok, "winshm") && strcmp(tok, "ring-bf16") && strcmp(tok, "ring-fp16")) {
-      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, winshm, "
+        strcmp(tok, "hier") && strcmp(tok, "winshm") && strcmp(tok, "ring-bf16") &&
+        strcmp(tok, "ring-fp16")) {
+      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, hier, winshm, "
                "ring-bf16, ring-fp16)", tok);
       return -1;
     }

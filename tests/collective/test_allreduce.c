@@ -7,7 +7,10 @@
  * on every rank and on a repeat (the ring's fixed order).
  * `test_allreduce tcp N` runs the same checks on a TF_CONFIG cluster of N
  * forked tasks: the same ring over the TCP mesh instead of MPI, and no MPI
- * started at all. */
+ * started at all. `test_allreduce hier-tcp N H` runs them with the hier back
+ * end over such a cluster whose tasks are spread over H loopback hosts
+ * (127.0.0.1..H): nodes by the host part of the address. Under mpirun, hier
+ * on one node must give shm's bits. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +51,7 @@ static int compare(const char *what, const float *got, int64_t n, int size, int 
 typedef struct {
   coll_comm *c;
   int rank, size;
+  int tcp;              /* a TF_CONFIG cluster: no MPI */
   float *send, *recv;
 } ctx;
 
@@ -173,7 +177,7 @@ static void run_identical(ctx *x, int ring) {
   }
   if (ring) { /* MPI_Allreduce promises no fixed order; our ring and shm do */
     CHECK(h[0] == h[1]);
-    if (coll_comm_backend(x->c) == COLL_BACKEND_TCP) {
+    if (x->tcp) {
       uint64_t h0 = h[0]; /* no MPI world: rank 0's hash comes over the mesh */
       CHECK_EQ_INT(coll_broadcast_bytes(x->c, &h0, sizeof h0, 0), COLL_OK);
       CHECK(h0 == h[0]);
@@ -183,16 +187,57 @@ static void run_identical(ctx *x, int ring) {
   }
 }
 
+/* hier on one node is shm: the same real-valued sums, bit for bit, from a
+ * shm comm on the same world. */
+static void run_same_as_shm(ctx *x, const coll_world *w) {
+  const int64_t n = 300007; /* three chunks of the segment, the last one short */
+  coll_config cfg = {.backend = COLL_BACKEND_SHM, .timeout_s = 60};
+  coll_comm *shm = NULL;
+  char err[512];
+  if (coll_comm_init(&shm, w, &cfg, err, sizeof err) != COLL_OK) {
+    fprintf(stderr, "rank %d: %s\n", x->rank, err);
+    check_failures++;
+    return;
+  }
+  float *a = malloc((size_t)n * sizeof *a);
+  if (!a) abort();
+  uint64_t seed = 0x51ed270b27f0ad3bULL ^ (uint64_t)(x->rank + 1);
+  for (int64_t i = 0; i < n; i++) x->send[i] = (float)coll_test_uniform(&seed) * 2.3f - 1.1f;
+  for (int avg = 0; avg < 2; avg++) {
+    memcpy(a, x->send, (size_t)n * sizeof *a);
+    memcpy(x->recv, x->send, (size_t)n * sizeof *a);
+    if (avg) {
+      CHECK_EQ_INT(coll_allreduce_avg_f32(x->c, x->recv, n), COLL_OK);
+      CHECK_EQ_INT(coll_allreduce_avg_f32(shm, a, n), COLL_OK);
+    } else {
+      CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, x->send, x->recv, n), COLL_OK);
+      CHECK_EQ_INT(coll_allreduce_sum_f32(shm, x->send, a, n), COLL_OK);
+    }
+    if (memcmp(a, x->recv, (size_t)n * sizeof *a) != 0) {
+      fprintf(stderr, "rank %d: hier %s differs from shm's bits on one node\n", x->rank,
+              avg ? "avg" : "sum");
+      check_failures++;
+    }
+  }
+  free(a);
+  coll_comm_free(shm);
+}
+
 int main(int argc, char **argv) {
   coll_world w;
   char err[512];
   coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
-  if (argc < 2 || coll_backend_parse(argv[1], &cfg.backend) != 0) {
-    fprintf(stderr, "usage: test_allreduce mpi|ring|shm [chunk_bytes] | tcp N [chunk_bytes]\n");
+  const int hier_tcp = argc > 1 && strcmp(argv[1], "hier-tcp") == 0;
+  if (hier_tcp) {
+    cfg.backend = COLL_BACKEND_HIER;
+  } else if (argc < 2 || coll_backend_parse(argv[1], &cfg.backend) != 0) {
+    fprintf(stderr, "usage: test_allreduce mpi|ring|shm|hier [chunk_bytes] | tcp N [chunk_bytes]"
+            " | hier-tcp N HOSTS\n");
     return 2;
   }
-  const int tcp = cfg.backend == COLL_BACKEND_TCP;
-  if (tcp) tf_spawn_cluster(argc > 2 ? atoi(argv[2]) : 2, 100);
+  const int tcp = cfg.backend == COLL_BACKEND_TCP || hier_tcp;
+  if (hier_tcp) tf_spawn_cluster_hosts(argc > 2 ? atoi(argv[2]) : 2, argc > 3 ? atoi(argv[3]) : 1, 100);
+  else if (tcp) tf_spawn_cluster(argc > 2 ? atoi(argv[2]) : 2, 100);
   static cluster_tf_config tf;
   if (!tcp) coll_test_world_init(&w, &argc, &argv);
   else if (cluster_tf_config_parse(getenv("TF_CONFIG"), &tf, err, sizeof err) != 0 ||
@@ -201,8 +246,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (argc > 2 && !tcp) cfg.ring_chunk_bytes = atoll(argv[2]);
-  if (argc > 3 && tcp) cfg.ring_chunk_bytes = atoll(argv[3]);
-  ctx x = {.rank = w.rank, .size = w.size};
+  if (argc > 3 && tcp && !hier_tcp) cfg.ring_chunk_bytes = atoll(argv[3]);
+  ctx x = {.rank = w.rank, .size = w.size, .tcp = tcp};
   if (coll_comm_init(&x.c, &w, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
@@ -222,13 +267,15 @@ int main(int argc, char **argv) {
   run_overlapped(&x);
   if (w.size > 1 && w.async) run_async_progress(&x);
   run_identical(&x, cfg.backend != COLL_BACKEND_MPI);
+  if (cfg.backend == COLL_BACKEND_HIER && !tcp && w.local_size == w.size) run_same_as_shm(&x, &w);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) {
     fprintf(stderr, "rank %d: %s\n", w.rank, coll_comm_error(x.c));
     fails = 1;
   }
   if (w.rank == 0) {
-    printf("%s, %d rank(s): %s\n", argv[1], w.size, fails == 0 ? "all exact" : "FAILED");
+    printf("%s, %d rank(s), %d on rank 0's node: %s\n", argv[1], w.size, w.local_size,
+           fails == 0 ? "all exact" : "FAILED");
   }
   free(x.send);
   free(x.recv);

@@ -29,13 +29,16 @@ static int tf_spawn_free_port(void) {
 
 /* In the parent: forks n children and returns only in them (with TF_CONFIG
  * set); the parent waits for all, at most limit_s, and exits with the first
- * non-zero status (a child killed by the limit counts as 1). */
-static void tf_spawn_cluster(int n, int limit_s) {
+ * non-zero status (a child killed by the limit counts as 1). The tasks are
+ * spread over `hosts` loopback addresses (127.0.0.1, .2, ...), task k on
+ * 127.0.0.(1 + k * hosts / n): hosts of their own by the host part of the
+ * address, as a node grouping sees them. */
+static void tf_spawn_cluster_hosts(int n, int hosts, int limit_s) {
   char cluster[4096];
   int at = snprintf(cluster, sizeof cluster, "{\"chief\": [\"127.0.0.1:%d\"]", tf_spawn_free_port());
   for (int k = 1; k < n; k++) {
-    at += snprintf(cluster + at, sizeof cluster - (size_t)at, "%s\"127.0.0.1:%d\"",
-                   k == 1 ? ", \"worker\": [" : ", ", tf_spawn_free_port());
+    at += snprintf(cluster + at, sizeof cluster - (size_t)at, "%s\"127.0.0.%d:%d\"",
+                   k == 1 ? ", \"worker\": [" : ", ", 1 + k * hosts / n, tf_spawn_free_port());
   }
   snprintf(cluster + at, sizeof cluster - (size_t)at, "%s}", n > 1 ? "]" : "");
   pid_t pids[64];
@@ -64,5 +67,7 @@ static void tf_spawn_cluster(int n, int limit_s) {
   }
   exit(worst);
 }
+
+static void tf_spawn_cluster(int n, int limit_s) { tf_spawn_cluster_hosts(n, 1, limit_s); }
 
 #endif

@@ -1,0 +1,279 @@
+/* The hier back end (Horovod's hierarchical allreduce): the ranks of each
+ * node reduce through one shared segment (shm.c's group), member m of the
+ * node owning slice m of every chunk; the members with the same slice index
+ * run the ring (ring.c) across nodes on their slice of the node's sum, in
+ * place in the segment; then every member copies the whole chunk out. Each
+ * node sends the gradient over its link once, not once per rank.
+ *
+ * Nodes are named by their lowest rank (MPI: the shared-memory split; a
+ * TF_CONFIG cluster: the host part of the task's address) and ordered by it.
+ * Nodes may hold different numbers of ranks: the slices are as many as the
+ * smallest node's ranks, and a node's further ranks own none (they copy in
+ * and out only).
+ *
+ * Fixed reduction order: element i is ((x_0 + x_1) + ...) over the node's
+ * ranks in rank order, then summed around the ring in node order (ring.c),
+ * then divided by the number of ranks for an average: bit-identical on
+ * every rank and from run to run. On one node there is no ring, and the
+ * bits are shm's. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collective/shm_group.h"
+
+typedef struct {
+  shm_group g;     /* this node's ranks */
+  int *members;    /* (g.n) comm ranks on this node, ascending */
+  int *across;     /* (nodes) comm ranks holding this rank's slice index, in node order */
+  int nodes, node; /* nodes in the job; this node's place among them */
+  int slices;      /* the fewest ranks on any node: members below this own a slice */
+  coll_ring *ring; /* across nodes on this rank's slice; NULL: one node, or no slice */
+} hier_comm;
+
+typedef enum { HIER_COPY_IN = 0, HIER_REDUCE, HIER_RING, HIER_SHARE, HIER_COPY_OUT } hier_step;
+
+typedef struct {
+  int64_t off;     /* first element of the current chunk */
+  hier_step step;  /* what comes next for the current chunk */
+  coll_request sub; /* the ring's request on this rank's slice of the segment */
+} hier_req;
+
+static void hier_free(coll_comm *c) {
+  hier_comm *h = c->impl;
+  if (!h) return;
+  coll_ring_close(c, h->ring);
+  /* After a failure the ring's sends may still read the segment: the job is
+   * ending, leave it mapped (its name is long gone from /dev/shm). */
+  if (!coll_comm_failed(c)) shm_group_close(&h->g);
+  free(h->members);
+  free(h->across);
+  free(h);
+  c->impl = NULL;
+}
+
+/* From every rank's node (its lowest rank, in first[]): this node's
+ * members, the nodes in order, and the ranks that share this rank's slice. */
+static int hier_layout(coll_comm *c, hier_comm *h, const int *first, char *err, size_t err_bytes) {
+  const size_t n = (size_t)(unsigned)c->size;
+  int *count = calloc(n, sizeof *count); /* ranks per node, indexed by its lowest rank */
+  h->members = malloc(n * sizeof *h->members);
+  h->across = malloc(n * sizeof *h->across);
+  if (!count || !h->members || !h->across) {
+    free(count);
+    snprintf(err, err_bytes, "collective: out of memory");
+    return COLL_ERR;
+  }
+  int me = -1, members = 0;
+  for (int r = 0; r < c->size; r++) {
+    if (first[r] < 0 || first[r] > r || first[first[r]] != first[r]) {
+      free(count);
+      snprintf(err, err_bytes, "--allreduce hier: rank %d names node %d, which is no node's "
+               "lowest rank", r, first[r]);
+      return COLL_ERR;
+    }
+    count[first[r]]++;
+    if (first[r] != first[c->rank]) continue;
+    if (r == c->rank) me = members;
+    h->members[members++] = r;
+  }
+  h->slices = c->size;
+  for (int r = 0; r < c->size; r++) {
+    if (first[r] != r) continue;
+    if (r == first[c->rank]) h->node = h->nodes;
+    h->nodes++;
+    if (count[r] < h->slices) h->slices = count[r];
+  }
+  /* This rank's slice index me, on every node: that node's me-th rank. */
+  if (me < h->slices) {
+    int k = 0;
+    for (int r = 0; r < c->size; r++) {
+      if (first[r] != r) continue;
+      int seen = 0;
+      for (int q = r; q < c->size; q++) {
+        if (first[q] == r && seen++ == me) {
+          h->across[k++] = q;
+          break;
+        }
+      }
+    }
+  }
+  free(count);
+  h->g.n = members;
+  h->g.me = me;
+  return COLL_OK;
+}
+
+static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
+  hier_comm *h = calloc(1, sizeof *h);
+  if (!h) {
+    snprintf(err, err_bytes, "collective: out of memory");
+    return COLL_ERR;
+  }
+  c->impl = h;
+  if (c->size == 1) return COLL_OK; /* nothing to share */
+  /* Every rank's node, as a sum of rows that are 0 but for the owner's. */
+  const size_t n = (size_t)(unsigned)c->size;
+  double *rows = calloc(n, sizeof *rows);
+  int *first = malloc(n * sizeof *first);
+  int rc = rows && first ? COLL_OK : COLL_ERR;
+  if (rc != COLL_OK) snprintf(err, err_bytes, "collective: out of memory");
+  if (rc == COLL_OK) {
+    rows[c->rank] = (double)c->node_first + 1.0;
+    rc = c->tp->sum_f64(c, 0, rows, c->size);
+    if (rc != COLL_OK) snprintf(err, err_bytes, "--allreduce hier: %s", coll_comm_error(c));
+  }
+  for (int r = 0; rc == COLL_OK && r < c->size; r++) first[r] = (int)rows[r] - 1;
+  free(rows);
+  if (rc == COLL_OK) rc = hier_layout(c, h, first, err, err_bytes);
+  free(first);
+  /* Every rank saw the same rows: the layout fails everywhere or nowhere. */
+  if (rc != COLL_OK) return rc;
+  rc = shm_group_open(c, &h->g, h->members, h->g.n, h->g.me, err, err_bytes);
+  if (rc != COLL_OK) return rc;
+  if (h->nodes > 1 && h->g.me < h->slices &&
+      coll_ring_open(c, &h->ring, h->across, h->nodes, h->node) != COLL_OK) {
+    snprintf(err, err_bytes, "collective: out of memory");
+    return COLL_ERR;
+  }
+  return COLL_OK;
+}
+
+/* This rank's slice [lo, hi) of a chunk of len elements (empty for a rank
+ * beyond the smallest node's count). */
+static void hier_slice(const hier_comm *h, int64_t len, int64_t *lo, int64_t *hi) {
+  const int m = h->g.me < h->slices ? h->g.me : h->slices;
+  *lo = len * m / h->slices;
+  *hi = h->g.me < h->slices ? len * (m + 1) / h->slices : *lo;
+}
+
+/* The node's sum of this rank's slice, in member order, into the segment's
+ * result (this rank's own term straight from send). */
+static void hier_reduce_slice(const hier_comm *h, const coll_request *r, int64_t off, int64_t lo,
+                              int64_t hi) {
+  const shm_group *g = &h->g;
+  const int64_t m = hi - lo;
+  float *restrict res = g->result + lo;
+  const float *x0 = g->me == 0 ? r->send + off + lo : shm_group_data(g, 0) + lo;
+  if (g->n == 1) {
+    memcpy(res, x0, (size_t)m * sizeof(float));
+    return;
+  }
+  const float *x1 = g->me == 1 ? r->send + off + lo : shm_group_data(g, 1) + lo;
+  for (int64_t i = 0; i < m; i++) res[i] = x0[i] + x1[i];
+  for (int p = 2; p < g->n; p++) {
+    const float *restrict x = p == g->me ? r->send + off + lo : shm_group_data(g, p) + lo;
+    for (int64_t i = 0; i < m; i++) res[i] += x[i];
+  }
+}
+
+static int hier_start(coll_comm *c, coll_request *r) {
+  hier_req *q = calloc(1, sizeof *q);
+  if (!q) {
+    coll_set_error(c, "collective: out of memory");
+    return COLL_ERR;
+  }
+  r->impl = q;
+  return COLL_OK;
+}
+
+/* Starts the ring on this rank's slice of the node's sum, in place. */
+static int hier_ring_start(coll_comm *c, hier_comm *h, coll_request *r, hier_req *q, int64_t lo,
+                           int64_t hi) {
+  coll_request *s = &q->sub;
+  memset(s, 0, sizeof *s);
+  s->seq = r->seq;
+  s->send = s->recv = h->g.result + lo;
+  s->elems = hi - lo;
+  s->fp16_scale = r->fp16_scale; /* --compression: only the ring across nodes is 16-bit */
+  s->t_start = s->t_progress = clock_mono_s();
+  if (coll_ring_start(c, h->ring, s) != COLL_OK) return COLL_ERR;
+  q->step = HIER_RING;
+  return COLL_OK;
+}
+
+/* Runs the chunks' steps as far as the peers allow, without blocking. */
+static int hier_test(coll_comm *c, coll_request *r, int *done) {
+  hier_comm *h = c->impl;
+  hier_req *q = r->impl;
+  *done = 0;
+  if (c->size == 1 || r->elems == 0) {
+    if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
+    goto finished; /* the average of one rank is itself */
+  }
+  while (q->off < r->elems) {
+    const int64_t left = r->elems - q->off;
+    const int64_t len = left < SHM_CHUNK_ELEMS ? left : SHM_CHUNK_ELEMS;
+    int64_t lo, hi;
+    hier_slice(h, len, &lo, &hi);
+    int ready = 1, ring_done = 0;
+    switch (q->step) {
+    case HIER_COPY_IN: { /* the others' slices; this rank's own stays in send */
+      float *mine = shm_group_data(&h->g, h->g.me);
+      memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
+      memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
+      shm_group_arrive(&h->g);
+      q->step = HIER_REDUCE;
+      break;
+    }
+    case HIER_REDUCE:
+      if (shm_group_all_arrived(c, &h->g, &ready) != COLL_OK) return COLL_ERR;
+      if (!ready) return COLL_OK;
+      coll_req_touch(r);
+      hier_reduce_slice(h, r, q->off, lo, hi);
+      q->step = HIER_SHARE;
+      if (h->ring && hier_ring_start(c, h, r, q, lo, hi) != COLL_OK) return COLL_ERR;
+      break;
+    case HIER_RING: {
+      const double before = coll_req_last(&q->sub);
+      if (coll_ring_test(c, &q->sub, &ring_done) != COLL_OK) return COLL_ERR;
+      if (coll_req_last(&q->sub) != before) coll_req_touch(r);
+      if (!ring_done) return COLL_OK;
+      q->step = HIER_SHARE;
+      break;
+    }
+    case HIER_SHARE:
+      if (r->avg) {
+        const float div = (float)c->size;
+        for (int64_t i = lo; i < hi; i++) h->g.result[i] /= div;
+      }
+      shm_group_arrive(&h->g);
+      q->step = HIER_COPY_OUT;
+      break;
+    case HIER_COPY_OUT:
+      if (shm_group_all_arrived(c, &h->g, &ready) != COLL_OK) return COLL_ERR;
+      if (!ready) return COLL_OK;
+      coll_req_touch(r);
+      memcpy(r->recv + q->off, h->g.result, (size_t)len * sizeof(float));
+      q->off += len;
+      q->step = HIER_COPY_IN;
+      break;
+    }
+  }
+finished:
+  free(q);
+  r->impl = NULL;
+  *done = 1;
+  return COLL_OK;
+}
+
+/* The ring's receives are cancelled (its sends read the segment until the
+ * job ends); the node's counters no longer match: the comm is broken. */
+static void hier_abandon(coll_comm *c, coll_request *r) {
+  hier_comm *h = c->impl;
+  hier_req *q = r->impl;
+  shm_group_fail(c, &h->g);
+  if (q && q->step == HIER_RING) coll_ring_abandon(c, &q->sub);
+  free(q);
+  r->impl = NULL;
+}
+
+const coll_backend_ops coll_hier_ops = {
+  .name = "hier",
+  .threaded = 1,
+  .init = hier_init,
+  .free = hier_free,
+  .start = hier_start,
+  .test = hier_test,
+  .abandon = hier_abandon,
+};
