@@ -60,10 +60,11 @@ static int train_load_data(trainer *t) {
                     sizeof t->err.msg) != 0) {
     return -1;
   }
-  if (t->data.train.count < t->data.global_batch) {
-    return base_err_set(&t->err, "--batch-size: global batch %lld (%d ranks x %lld) exceeds the "
-                        "%lld training samples", (long long)t->data.global_batch,
-                        t->ctx.world->size, (long long)t->data.batch,
+  if (t->data.train.count / t->data.global_batch < t->data.micro) {
+    return base_err_set(&t->err, "--batch-size: %lld x global batch %lld (%d ranks x %lld, "
+                        "--backward-passes-per-step %lld) exceeds the %lld training samples",
+                        (long long)t->data.micro, (long long)t->data.global_batch,
+                        t->ctx.world->size, (long long)t->data.batch, (long long)t->data.micro,
                         (long long)t->data.train.count);
   }
   rank_log_printf(&t->out.log, "data: %s (%lld train), %s (%lld test)", files.train_images,
@@ -161,7 +162,8 @@ static int train_layer_done(void *ctx, int k) {
                                             "backward dense_2"};
   trainer *t = ctx;
   train_tl_end(&t->out.tl, names[k], t->out.tl.mark);
-  const int reduce = t->ctx.world->size > 1 && !t->step.ps && t->ctx.cfg->overlap;
+  const int reduce = t->ctx.world->size > 1 && !t->step.ps && t->ctx.cfg->overlap &&
+                     t->step.reduce_now;
   if (reduce && train_reduce_layer(t, k) != 0) return -1;
   t->out.tl.mark = train_tl_begin(&t->out.tl); /* the next layer's span starts after the submit */
   return 0;
@@ -191,14 +193,13 @@ static int train_reduce_finish(trainer *t) {
   return 0;
 }
 
-/* One step as backend ops only, so a GPU backend can record it as a graph:
- * the batch's rows come from *cursor_dev, which the step itself advances. */
-static int train_step_ops(trainer *t) {
+/* One micro-batch of an update as backend ops: forward, and backward adding
+ * into grads (zeroed before the first), each sample's gradient scaled by
+ * 1/(B*K) so that the sum over K micro-batches is the mean over K*B samples;
+ * the last (the only one when K is 1) then averages over ranks and updates.
+ * The rows come from *cursor_dev, which each micro-batch advances. */
+static int train_micro_ops(trainer *t, int first, int last) {
   kern_backend *be = t->ctx.be;
-  if (t->step.fused_ws) {
-    T_TRY(t, kern_fused_step(be, &t->step.fused));
-    return 0;
-  }
   model_work *w = &t->step.work;
   const int64_t B = t->data.batch, P = t->step.layout.total_elems;
   const int reduce = t->ctx.world->size > 1 && !t->step.ps;
@@ -214,20 +215,24 @@ static int train_step_ops(trainer *t) {
   train_tl_end(&t->out.tl, "forward", s);
   s = train_tl_begin(&t->out.tl);
   T_TRY(t, kern_xent(be, w->dact[MODEL_LAYERS], t->step.stats_dev, w->act[MODEL_LAYERS],
-                         w->labels, B, t->step.layout.dims[MODEL_LAYERS], 1.0f / (float)B));
+                         w->labels, B, t->step.layout.dims[MODEL_LAYERS],
+                         1.0f / (float)(B * t->data.micro)));
   train_tl_end(&t->out.tl, "loss", s);
-  s = train_tl_begin(&t->out.tl);
-  T_TRY(t, kern_mem_zero(be, t->step.grads, (size_t)P * sizeof(float)));
-  train_tl_end(&t->out.tl, "zero gradients", s);
+  if (first) {
+    s = train_tl_begin(&t->out.tl);
+    T_TRY(t, kern_mem_zero(be, t->step.grads, (size_t)P * sizeof(float)));
+    train_tl_end(&t->out.tl, "zero gradients", s);
+  }
   t->out.tl.mark = train_tl_begin(&t->out.tl);
+  t->step.reduce_now = last;
   model_layer_done_fn done =
-      (reduce && t->ctx.cfg->overlap) || t->out.tl.rec ? train_layer_done : NULL;
+      (reduce && t->ctx.cfg->overlap && last) || t->out.tl.rec ? train_layer_done : NULL;
   T_TRY(t, model_backward(w, t->step.params, t->step.grads, B, done, t));
   s = train_tl_begin(&t->out.tl);
-  if (t->step.ps) {
+  if (last && t->step.ps) {
     if (train_ps_step(&t->step, &t->ctx, &t->out.log, &t->err) != 0) return -1;
     train_tl_end(&t->out.tl, "ps push and pull", s);
-  } else {
+  } else if (last) {
     if (reduce && train_reduce_finish(t) != 0) return -1;
     if (reduce) train_tl_end(&t->out.tl, "allreduce wait", s);
     s = train_tl_begin(&t->out.tl);
@@ -239,8 +244,28 @@ static int train_step_ops(trainer *t) {
   return 0;
 }
 
+/* One update as backend ops only, so a GPU backend can record it as a graph
+ * (K > 1 with a loader is never recorded: its batches arrive between the
+ * micro-batches). The first micro-batch's loader batch is train_step's. */
+static int train_step_ops(trainer *t) {
+  if (t->step.fused_ws) {
+    T_TRY(t, kern_fused_step(t->ctx.be, &t->step.fused));
+    return 0;
+  }
+  for (int64_t j = 0; j < t->data.micro; j++) {
+    double s = train_tl_begin(&t->out.tl);
+    if (j > 0 && t->data.input) {
+      if (train_input_next(&t->data, t->ctx.be, &t->step.work, &t->err) != 0) return -1;
+      train_tl_end(&t->out.tl, "data", s);
+    }
+    if (train_micro_ops(t, j == 0, j == t->data.micro - 1) != 0) return -1;
+  }
+  return 0;
+}
+
 /* k steps: one launch runs them all when the step is fused, else k is 1
- * (so a loader, which never goes with the fused step, gives one batch). */
+ * (a loader, which never goes with the fused step, gives the first
+ * micro-batch here, train_step_ops the others). */
 static int train_step(trainer *t, int64_t k) {
   double s = train_tl_begin(&t->out.tl);
   if (t->data.input && train_input_next(&t->data, t->ctx.be, &t->step.work, &t->err) != 0) {
@@ -298,6 +323,11 @@ static int train_setup_fused(trainer *t) {
   if (!t->ctx.cfg->fused_step || t->ctx.world->size > 1 || t->step.ps ||
       kern_is_host_memory(be) || train_input_streaming(t->ctx.cfg)) {
     rank_log_printf(&t->out.log, "step: op by op");
+    return 0;
+  }
+  if (t->data.micro > 1) { /* the fused step overwrites the gradient: no accumulation */
+    rank_log_printf(&t->out.log, "step: op by op (--backward-passes-per-step %lld)",
+                    (long long)t->data.micro);
     return 0;
   }
   kern_step *s = &t->step.fused;
@@ -454,7 +484,8 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   res->training_acc = sums[3] / sums[4];
   res->epoch_time_s = seconds;
   res->data_wait_s = t->data.wait_s;
-  res->samples_per_s = (double)(t->data.steps_per_epoch * t->data.global_batch) / seconds;
+  res->samples_per_s =
+      (double)(t->data.steps_per_epoch * t->data.micro * t->data.global_batch) / seconds;
   res->step_time_ms = seconds * 1e3 / (double)t->data.steps_per_epoch;
   s = train_tl_epoch_begin(&t->out.tl);
   if (trainer_evaluate(t, &res->validation_acc, &res->validation_loss) != 0) return -1;
@@ -679,6 +710,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   t->ctx.be = be;
   t->data.batch = cfg->batch_size;
   t->data.global_batch = cfg->batch_size * world->size;
+  t->data.micro = cfg->backward_passes_per_step;
   if (rank_log_open(&t->out.log, cfg->logs, world->rank, t->err.msg, sizeof t->err.msg) != 0) {
     cJSON_Delete(ranks); /* owned from here on, on every path */
     return -1;
@@ -698,10 +730,15 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     cJSON_Delete(ranks);
     return -1;
   }
-  if (!t->data.shards) t->data.steps_per_epoch = t->data.train.count / t->data.global_batch;
+  if (!t->data.shards) {
+    t->data.steps_per_epoch = t->data.train.count / (t->data.global_batch * t->data.micro);
+  }
   if (cfg->max_steps > 0 && cfg->max_steps < t->data.steps_per_epoch) {
     t->data.steps_per_epoch = cfg->max_steps;
   }
+  rank_log_printf(&t->out.log, "steps: %lld per epoch, each an update after %lld micro-batch(es) "
+                  "of %d ranks x %lld", (long long)t->data.steps_per_epoch,
+                  (long long)t->data.micro, world->size, (long long)t->data.batch);
   /* a rejected resume leaves <outputs> as it was */
   if (train_ckpt_precheck(t->ckpt, &t->ctx, &t->data, &t->step.layout, &t->err) != 0) {
     cJSON_Delete(ranks);
@@ -718,6 +755,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   /* a graph replays the scalars it recorded: not for a rate that moves */
   t->step.use_graph = cfg->graph && kern_has_graphs(be) && !t->step.ps &&
                       !train_opt_varies(&t->step.opt, &t->step.sched) &&
+                      (t->data.micro == 1 || !train_input_streaming(cfg)) &&
                       (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);
 }
