@@ -3,6 +3,8 @@
   K=2 x batch 25 (shm and overlap on; ring and overlap off) and 1 rank with
   K=4 x batch 25 against 1 rank x batch 100, the same seed and permutation;
   1 rank x batch 25 with K=1 is the control that must differ;
+- --data-mode stream (2 epochs) and a TF_CONFIG chief + worker + 1 ps (the
+  workers push after K micro-batches) likewise against their batch-100 runs;
 - a step is an update: metrics.jsonl's step is 30 after 30 updates, run.json's
   config and the rank log say K; the timeline has each micro-batch's phases,
   the zeroing once and the update (and each layer's allreduce) once a step;
@@ -17,6 +19,7 @@ import sys
 import numpy as np
 
 import idxgen
+import tfcluster as TC
 import tfdtest as T
 
 TOL = 1e-6
@@ -86,6 +89,31 @@ for a, b in (("k4", "k4b"), ("n2k2", "n2k2b")):
     same = bits_equal(w[a], w[b])
     print(f"{a} vs {b} (same seed, same K): {'bit-identical' if same else 'DIFFERENT'}")
     T.check(same, f"{a} vs {b}: same seed and K, other bits")
+
+# The streaming loader gives K micro-batches a step, epoch after epoch.
+stream = ["--epochs", "2", "--max-steps", "15", "--learning-rate", "0.05", "--checkpoint-every",
+          "0", "--data-mode", "stream"]
+if (train("s100", stream + ["--batch-size", "100"]).returncode == 0 and
+        train("s25k4", stream + ["--batch-size", "25", "--backward-passes-per-step", "4"])
+        .returncode == 0):
+    diff = max_diff(weights("s100"), weights("s25k4"))
+    print(f"stream: K=4 x 25 vs batch 100 after 2 x 15 updates: max |dw| = {diff:.3g}")
+    T.check(diff <= TOL, f"stream: K=4 x 25 differs from batch 100 by {diff:.3g} > {TOL}")
+
+# Parameter servers: each worker pushes once per update, after K micro-batches.
+ps_flags = short + ["--seed", "5", "--optimizer", "momentum", "--learning-rate", "0.01"]
+rc, _, err = TC.run_plain(os.path.join(d, "ps-ref"), data, ps_flags + ["--batch-size", "100"])
+c = TC.run_cluster(os.path.join(d, "ps"), TC.cluster_spec(1, 1, 1), TC.train_args(
+    os.path.join(d, "ps"), data, ps_flags + ["--batch-size", "25", "--backward-passes-per-step", "2"]),
+    limit_s=60)
+if T.check(rc == 0 and all(t.rc == 0 for t in c.tasks), f"ps runs: plain rc {rc} {err[-300:]}; "
+           f"cluster:\n{c.summary()}"):
+    ref = TC.weights(os.path.join(d, "ps-ref", "outputs", "model", "model.h5"))
+    got = TC.weights(os.path.join(d, "ps", "outputs", "model", "model.h5"))
+    diff = TC.max_abs_diff(ref, got)
+    print(f"chief+worker+1ps, K=2 x 25 vs 1 process x 100 (momentum): max |dw| = {diff:.3g}")
+    T.check(diff <= TOL, f"ps: K=2 x 25 differs from batch 100 by {diff:.3g} > {TOL}")
+    T.check(np.any(ref["dense_2/bias:0"]), "ps: the last bias is still zero")
 
 # A step is an update; run.json and the rank log say K.
 steps = {r["step"] for r in T.metrics(os.path.join(d, "k4")) if r["name"] == "loss"}
