@@ -61,10 +61,10 @@ static int train_load_data(trainer *t) {
     return -1;
   }
   if (t->data.train.count / t->data.global_batch < t->data.micro) {
-    return base_err_set(&t->err, "--batch-size: %lld x global batch %lld (%d ranks x %lld, "
-                        "--backward-passes-per-step %lld) exceeds the %lld training samples",
-                        (long long)t->data.micro, (long long)t->data.global_batch,
-                        t->ctx.world->size, (long long)t->data.batch, (long long)t->data.micro,
+    return base_err_set(&t->err, "--batch-size: global batch %lld (%d ranks x %lld) x "
+                        "--backward-passes-per-step %lld exceeds the %lld training samples",
+                        (long long)t->data.global_batch, t->ctx.world->size,
+                        (long long)t->data.batch, (long long)t->data.micro,
                         (long long)t->data.train.count);
   }
   rank_log_printf(&t->out.log, "data: %s (%lld train), %s (%lld test)", files.train_images,
