@@ -1,6 +1,6 @@
 /* The training loop of ../shared/SPEC.md: per-epoch shuffle, floor(N/global
- * batch) steps, gradients averaged over ranks every step, evaluation on the
- * test set every epoch. */
+ * batch) steps, gradients averaged over ranks every step (a step: K micro-
+ * batches under --backward-passes-per-step K), evaluation every epoch. */
 #include "train/train.h"
 
 #include <math.h>
