@@ -1,6 +1,6 @@
 /* The training loop of ../shared/SPEC.md: per-epoch shuffle, floor(N/global
- * batch) steps, gradients averaged over ranks every step, evaluation on the
- * test set every epoch. */
+ * batch) steps, gradients averaged over ranks every step (a step: K micro-
+ * batches under --backward-passes-per-step K), evaluation every epoch. */
 #include "train/train.h"
 
 #include <math.h>
@@ -20,6 +20,7 @@
 #include "train/train_finite.h"
 #include "train/train_input.h"
 #include "train/train_opt.h"
+#include "train/train_outputs.h"
 #include "train/train_ps.h"
 #include "train/train_timeline.h"
 #include "cluster/ps.h"
@@ -60,10 +61,11 @@ static int train_load_data(trainer *t) {
                     sizeof t->err.msg) != 0) {
     return -1;
   }
-  if (t->data.train.count < t->data.global_batch) {
-    return base_err_set(&t->err, "--batch-size: global batch %lld (%d ranks x %lld) exceeds the "
-                        "%lld training samples", (long long)t->data.global_batch,
-                        t->ctx.world->size, (long long)t->data.batch,
+  if (t->data.train.count / t->data.global_batch < t->data.micro) {
+    return base_err_set(&t->err, "--batch-size: global batch %lld (%d ranks x %lld) x "
+                        "--backward-passes-per-step %lld exceeds the %lld training samples",
+                        (long long)t->data.global_batch, t->ctx.world->size,
+                        (long long)t->data.batch, (long long)t->data.micro,
                         (long long)t->data.train.count);
   }
   rank_log_printf(&t->out.log, "data: %s (%lld train), %s (%lld test)", files.train_images,
@@ -162,7 +164,8 @@ static int train_layer_done(void *ctx, int k) {
                                             "backward dense_2"};
   trainer *t = ctx;
   train_tl_end(&t->out.tl, names[k], t->out.tl.mark);
-  const int reduce = t->ctx.world->size > 1 && !t->step.ps && t->ctx.cfg->overlap;
+  const int reduce = t->ctx.world->size > 1 && !t->step.ps && t->ctx.cfg->overlap &&
+                     t->step.reduce_now;
   if (reduce && train_reduce_layer(t, k) != 0) return -1;
   t->out.tl.mark = train_tl_begin(&t->out.tl); /* the next layer's span starts after the submit */
   return 0;
@@ -193,14 +196,13 @@ static int train_reduce_finish(trainer *t) {
   return 0;
 }
 
-/* One step as backend ops only, so a GPU backend can record it as a graph:
- * the batch's rows come from *cursor_dev, which the step itself advances. */
-static int train_step_ops(trainer *t) {
+/* One micro-batch of an update as backend ops: forward, and backward adding
+ * into grads (zeroed before the first), each sample's gradient scaled by
+ * 1/(B*K) so that the sum over K micro-batches is the mean over K*B samples;
+ * the last (the only one when K is 1) then averages over ranks and updates.
+ * The rows come from *cursor_dev, which each micro-batch advances. */
+static int train_micro_ops(trainer *t, int first, int last) {
   kern_backend *be = t->ctx.be;
-  if (t->step.fused_ws) {
-    T_TRY(t, kern_fused_step(be, &t->step.fused));
-    return 0;
-  }
   model_work *w = &t->step.work;
   const int64_t B = t->data.batch, P = t->step.layout.total_elems;
   const int reduce = t->ctx.world->size > 1 && !t->step.ps;
@@ -217,20 +219,24 @@ static int train_step_ops(trainer *t) {
   train_tl_end(&t->out.tl, "forward", s);
   s = train_tl_begin(&t->out.tl);
   T_TRY(t, kern_xent(be, w->dact[MODEL_LAYERS], t->step.stats_dev, w->act[MODEL_LAYERS],
-                         w->labels, B, t->step.layout.dims[MODEL_LAYERS], 1.0f / (float)B));
+                         w->labels, B, t->step.layout.dims[MODEL_LAYERS],
+                         1.0f / (float)(B * t->data.micro)));
   train_tl_end(&t->out.tl, "loss", s);
-  s = train_tl_begin(&t->out.tl);
-  T_TRY(t, kern_mem_zero(be, t->step.grads, (size_t)P * sizeof(float)));
-  train_tl_end(&t->out.tl, "zero gradients", s);
+  if (first) {
+    s = train_tl_begin(&t->out.tl);
+    T_TRY(t, kern_mem_zero(be, t->step.grads, (size_t)P * sizeof(float)));
+    train_tl_end(&t->out.tl, "zero gradients", s);
+  }
   t->out.tl.mark = train_tl_begin(&t->out.tl);
+  t->step.reduce_now = last;
   model_layer_done_fn done =
-      (reduce && t->ctx.cfg->overlap) || t->out.tl.rec ? train_layer_done : NULL;
+      (reduce && t->ctx.cfg->overlap && last) || t->out.tl.rec ? train_layer_done : NULL;
   T_TRY(t, model_backward(w, t->step.params, t->step.grads, B, done, t));
   s = train_tl_begin(&t->out.tl);
-  if (t->step.ps) {
+  if (last && t->step.ps) {
     if (train_ps_step(&t->step, &t->ctx, &t->out.log, &t->err) != 0) return -1;
     train_tl_end(&t->out.tl, "ps push and pull", s);
-  } else {
+  } else if (last) {
     if (reduce && train_reduce_finish(t) != 0) return -1;
     if (reduce) train_tl_end(&t->out.tl, "allreduce wait", s);
     int apply = 1; /* fp16: not after an overflow */
@@ -249,8 +255,28 @@ static int train_step_ops(trainer *t) {
   return 0;
 }
 
+/* One update as backend ops only, so a GPU backend can record it as a graph
+ * (K > 1 with a loader is never recorded: its batches arrive between the
+ * micro-batches). The first micro-batch's loader batch is train_step's. */
+static int train_step_ops(trainer *t) {
+  if (t->step.fused_ws) {
+    T_TRY(t, kern_fused_step(t->ctx.be, &t->step.fused));
+    return 0;
+  }
+  for (int64_t j = 0; j < t->data.micro; j++) {
+    double s = train_tl_begin(&t->out.tl);
+    if (j > 0 && t->data.input) {
+      if (train_input_next(&t->data, t->ctx.be, &t->step.work, &t->err) != 0) return -1;
+      train_tl_end(&t->out.tl, "data", s);
+    }
+    if (train_micro_ops(t, j == 0, j == t->data.micro - 1) != 0) return -1;
+  }
+  return 0;
+}
+
 /* k steps: one launch runs them all when the step is fused, else k is 1
- * (so a loader, which never goes with the fused step, gives one batch). */
+ * (a loader, which never goes with the fused step, gives the first
+ * micro-batch here, train_step_ops the others). */
 static int train_step(trainer *t, int64_t k) {
   double s = train_tl_begin(&t->out.tl);
   if (t->data.input && train_input_next(&t->data, t->ctx.be, &t->step.work, &t->err) != 0) {
@@ -308,6 +334,11 @@ static int train_setup_fused(trainer *t) {
   if (!t->ctx.cfg->fused_step || t->ctx.world->size > 1 || t->step.ps ||
       kern_is_host_memory(be) || train_input_streaming(t->ctx.cfg)) {
     rank_log_printf(&t->out.log, "step: op by op");
+    return 0;
+  }
+  if (t->data.micro > 1) { /* the fused step overwrites the gradient: no accumulation */
+    rank_log_printf(&t->out.log, "step: op by op (--backward-passes-per-step %lld)",
+                    (long long)t->data.micro);
     return 0;
   }
   kern_step *s = &t->step.fused;
@@ -464,7 +495,8 @@ static int train_epoch_finish(trainer *t, int64_t epoch, double seconds) {
   res->training_acc = sums[3] / sums[4];
   res->epoch_time_s = seconds;
   res->data_wait_s = t->data.wait_s;
-  res->samples_per_s = (double)(t->data.steps_per_epoch * t->data.global_batch) / seconds;
+  res->samples_per_s =
+      (double)(t->data.steps_per_epoch * t->data.micro * t->data.global_batch) / seconds;
   res->step_time_ms = seconds * 1e3 / (double)t->data.steps_per_epoch;
   s = train_tl_epoch_begin(&t->out.tl);
   if (trainer_evaluate(t, &res->validation_acc, &res->validation_loss) != 0) return -1;
@@ -607,80 +639,6 @@ int trainer_run(trainer *t) {
   return train_finish(t);
 }
 
-/* The files a run writes into <outputs> and <outputs>/model. */
-static int train_outputs_file(const char *name) {
-  return !strcmp(name, "run.json") || !strcmp(name, "metrics.jsonl") || !strcmp(name, "model.h5");
-}
-
-static int train_open_records(trainer *t, cJSON *ranks) {
-  const train_config *c = t->ctx.cfg;
-  char id[64] = {0};
-  if (t->ctx.world->rank == 0) run_id_make(id, sizeof id);
-  if (t->ctx.world->size > 1 && coll_broadcast_bytes(t->ctx.comm, id, sizeof id, 0) != COLL_OK) {
-    cJSON_Delete(ranks);
-    return train_coll_fail(t);
-  }
-  rank_log_printf(&t->out.log, "run %s", id);
-  if (kern_is_host_memory(t->ctx.be)) {
-    rank_log_printf(&t->out.log, "threads: %d (%s); column slices of every GEMM, BLAS single-threaded",
-                    kern_config_of(t->ctx.be)->threads, t->ctx.cfg->threads_why);
-  }
-  if (t->ctx.world->rank != 0) {
-    cJSON_Delete(ranks);
-    return 0;
-  }
-  if (fs_mkdirs(c->outputs, t->err.msg, sizeof t->err.msg) != 0) {
-    cJSON_Delete(ranks);
-    return -1;
-  }
-  cJSON *config = opt_to_json(&train_options, c);
-  if (config &&
-      c->resume_mode == TRAIN_RESUME_AUTO) { /* the job's own flag: its config reruns as the job */
-    cJSON_ReplaceItemInObjectCaseSensitive(config, "resume_from", cJSON_CreateString("auto"));
-  }
-  if (run_record_init(&t->out.run, id, c->outputs, config, t->err.msg, sizeof t->err.msg) != 0) {
-    cJSON_Delete(ranks);
-    return -1;
-  }
-  /* Under the lock: temp files of a run killed mid-save are nobody's now. */
-  char model_dir[4200];
-  snprintf(model_dir, sizeof model_dir, "%s/model", c->outputs);
-  fs_remove_stale_tmp(c->outputs, train_outputs_file);
-  fs_remove_stale_tmp(model_dir, train_outputs_file);
-  run_record_set(&t->out.run, "world_size", cJSON_CreateNumber(t->ctx.world->size));
-  run_record_set(&t->out.run, "ranks", ranks);
-  run_record_set(&t->out.run, "device", cJSON_CreateString(kern_name(t->ctx.be)));
-  if (kern_is_host_memory(t->ctx.be)) {
-    cJSON *th = cJSON_CreateObject();
-    cJSON_AddNumberToObject(th, "count", kern_config_of(t->ctx.be)->threads);
-    cJSON_AddStringToObject(th, "why", t->ctx.cfg->threads_why);
-    cJSON_AddStringToObject(th, "how", "column slices of every GEMM, one team per rank");
-    run_record_set(&t->out.run, "threads", th);
-  }
-  run_record_set(&t->out.run, "allreduce",
-                 cJSON_CreateString(coll_backend_name(coll_comm_backend(t->ctx.comm))));
-  cJSON *cluster = train_cluster_json(t->ctx.world);
-  if (cluster) run_record_set(&t->out.run, "cluster", cluster);
-  run_record_set(&t->out.run, "versions", buildinfo_json());
-  return metrics_open(&t->out.metrics, c->outputs, c->resume_from[0] != '\0', t->err.msg,
-                      sizeof t->err.msg);
-}
-
-/* --tensorboard: rank 0's event file, a new one each run (a resumed run's
- * too, in the same folder); opened once the resume has set the step. */
-static int train_tboard_open(trainer *t) {
-  if (t->ctx.world->rank != 0 || !t->ctx.cfg->tensorboard[0]) return 0;
-  char e[sizeof t->err.msg - 32];
-  if (tboard_writer_open(&t->out.tb, t->ctx.cfg->tensorboard, e, sizeof e) != 0) {
-    base_err_set(&t->err, "--tensorboard: %s", e);
-    return -1;
-  }
-  rank_log_printf(&t->out.log, "tensorboard: %s", tboard_writer_path(t->out.tb));
-  /* TensorBoard then drops the resumed-from run's rows past the checkpoint */
-  if (t->step.start_epoch > 0) tboard_writer_restart(t->out.tb, t->step.global_step + 1);
-  return 0;
-}
-
 int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, coll_comm *comm,
                  kern_backend *be, cJSON *ranks) {
   memset(t, 0, sizeof *t);
@@ -690,6 +648,7 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   t->ctx.be = be;
   t->data.batch = cfg->batch_size;
   t->data.global_batch = cfg->batch_size * world->size;
+  t->data.micro = cfg->backward_passes_per_step;
   if (rank_log_open(&t->out.log, cfg->logs, world->rank, t->err.msg, sizeof t->err.msg) != 0) {
     cJSON_Delete(ranks); /* owned from here on, on every path */
     return -1;
@@ -709,16 +668,21 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
     cJSON_Delete(ranks);
     return -1;
   }
-  if (!t->data.shards) t->data.steps_per_epoch = t->data.train.count / t->data.global_batch;
+  if (!t->data.shards) {
+    t->data.steps_per_epoch = t->data.train.count / (t->data.global_batch * t->data.micro);
+  }
   if (cfg->max_steps > 0 && cfg->max_steps < t->data.steps_per_epoch) {
     t->data.steps_per_epoch = cfg->max_steps;
   }
+  rank_log_printf(&t->out.log, "steps: %lld per epoch, each an update after %lld micro-batch(es) "
+                  "of %d ranks x %lld", (long long)t->data.steps_per_epoch,
+                  (long long)t->data.micro, world->size, (long long)t->data.batch);
   /* a rejected resume leaves <outputs> as it was */
   if (train_ckpt_precheck(t->ckpt, &t->ctx, &t->data, &t->step.layout, &t->err) != 0) {
     cJSON_Delete(ranks);
     return -1;
   }
-  if (train_open_records(t, ranks) != 0) return -1;
+  if (train_outputs_open(&t->out, &t->ctx, ranks, &t->err) != 0) return -1;
   train_opt_init(&t->step.opt, &t->step.sched, cfg, world->size, t->data.steps_per_epoch);
   train_scaler_init(&t->step.scaler, cfg->compression == TRAIN_COMPRESSION_FP16 &&
                                          world->size > 1 && cluster_ps_count(comm) == 0 &&
@@ -726,13 +690,14 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
                                                                   COLL_COMP_FP16, NULL, 0) > 0);
   if (train_alloc(t) != 0 || train_init_params(t) != 0 ||
       train_ckpt_resume(t->ckpt, &t->ctx, &t->step, &t->out, &t->err) != 0 ||
-      train_tboard_open(t) != 0) {
+      train_outputs_tboard_open(&t->out, &t->ctx, &t->step, &t->err) != 0) {
     return -1;
   }
   t->step.ps = cluster_ps_count(comm) > 0;
   /* a graph replays the scalars it recorded: not for a rate that moves */
   t->step.use_graph = cfg->graph && kern_has_graphs(be) && !t->step.ps &&
                       !train_opt_varies(&t->step.opt, &t->step.sched) &&
+                      (t->data.micro == 1 || !train_input_streaming(cfg)) &&
                       (world->size == 1 || coll_comm_backend(comm) == COLL_BACKEND_NCCL);
   return train_setup_fused(t);
 }

@@ -15,6 +15,7 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   int n = 0;
 #define ROW(...) snprintf(rows[n++], AGREE_ROW_BYTES, __VA_ARGS__)
   ROW("--batch-size %lld", (long long)c->batch_size);
+  ROW("--backward-passes-per-step %lld", (long long)c->backward_passes_per_step);
   ROW("--first-layer-neurons %lld", (long long)c->first_layer_neurons);
   ROW("--second-layer-neurons %lld", (long long)c->second_layer_neurons);
   ROW("--learning-rate %.17g", c->learning_rate);

@@ -268,6 +268,22 @@ static int train_ckpt_check_schedule(const train_config *c, const ckpt_state *s,
   return rc;
 }
 
+/* --backward-passes-per-step, from the checkpoint's resolved config (older
+ * files lack it: they ran 1). Another K is another batch per update, and the
+ * step counts it stored would mean other samples. */
+static int train_ckpt_check_micro(const train_config *c, const ckpt_state *s, const char *path,
+                                  base_err *err) {
+  cJSON *hp = s->hyperparameters ? cJSON_Parse(s->hyperparameters) : NULL;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(hp, "backward_passes_per_step");
+  const double there = cJSON_IsNumber(v) ? v->valuedouble : 1;
+  cJSON_Delete(hp);
+  if ((double)c->backward_passes_per_step == there) return 0;
+  return base_err_set(err, "--resume-from %.600s: --backward-passes-per-step is %lld but the "
+                      "checkpoint was written with %.0f; an exact resume needs the same "
+                      "micro-batches per step", path, (long long)c->backward_passes_per_step,
+                      there);
+}
+
 /* Every flag that changes the math or the data order must agree. */
 static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data *d,
                             const model_layout *l, const ckpt_state *s, const char *path,
@@ -293,6 +309,7 @@ static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data 
                         "with %lld; an exact resume needs the same threads per rank (each splits "
                         "the sums its own way)", path, threads, (long long)s->threads);
   }
+  if (train_ckpt_check_micro(c, s, path, err) != 0) return -1;
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (ints[i].here == ints[i].there) continue;
     return base_err_set(err, "--resume-from %.600s: %s is %lld but the checkpoint has %lld", path,

@@ -39,6 +39,10 @@ static const opt_spec train_specs[] = {
   {"data-folder", OPT_STRING, F(data_folder), TFDIST_DEFAULT_DATA, 0, 0, NULL,
    "folder searched recursively for the four idx files (.gz or raw)"},
   {"batch-size", OPT_INT, F(batch_size), "50", 1, 1 << 20, NULL, "mini-batch size per rank"},
+  {"backward-passes-per-step", OPT_INT, F(backward_passes_per_step), "1", 1, 1024, NULL,
+   "K: each rank runs K micro-batches of --batch-size, adding up their gradients, then one "
+   "allreduce and one update: the math of a batch K times larger; a step (--max-steps, the "
+   "schedule) is one update; an epoch's last partial group of micro-batches is dropped"},
   {"first-layer-neurons", OPT_INT, F(first_layer_neurons), "300", 1, 1 << 16, NULL,
    "units of the first hidden layer"},
   {"second-layer-neurons", OPT_INT, F(second_layer_neurons), "100", 1, 1 << 16, NULL,

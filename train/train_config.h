@@ -45,6 +45,7 @@ typedef struct {
   /* the tutorial's own */
   char data_folder[OPT_STR_BYTES];
   int64_t batch_size;          /* per rank */
+  int64_t backward_passes_per_step; /* K micro-batches per update (Horovod's name) */
   int64_t first_layer_neurons;
   int64_t second_layer_neurons;
   double learning_rate;

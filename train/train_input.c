@@ -25,7 +25,7 @@ static data_loader_config train_input_config(const train_data *d, const train_ct
       .rank = x->world->rank,
       .world = x->world->size,
       .batch = d->batch,
-      .steps_per_epoch = d->steps_per_epoch,
+      .steps_per_epoch = d->steps_per_epoch * d->micro, /* micro-batches */
       .first_epoch = start_epoch,
       .first_step = 0,
       .epochs = c->epochs,
@@ -65,10 +65,11 @@ int train_input_load_stream(train_data *d, const train_ctx *x, int64_t px, rank_
                         (long long)s->count);
   }
   data_loader_config lc = train_input_config(d, x, px, 0);
-  d->steps_per_epoch = data_loader_max_steps(&lc);
+  d->steps_per_epoch = data_loader_max_steps(&lc) / d->micro;
   if (d->steps_per_epoch < 1) {
-    return base_err_set(err, "--batch-size: %lld is more than some rank's shards of %.600s "
-                        "hold (%d ranks, %lld samples in all)", (long long)d->batch, s->path, N,
+    return base_err_set(err, "--batch-size: %lld x --backward-passes-per-step %lld is more than "
+                        "some rank's shards of %.600s hold (%d ranks, %lld samples in all)",
+                        (long long)d->batch, (long long)d->micro, s->path, N,
                         (long long)s->samples);
   }
   rank_log_printf(log, "data: streaming %s (%lld train in %lld shards, rank %d reads %lld), "

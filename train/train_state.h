@@ -38,9 +38,11 @@ typedef struct {
   int32_t *test_idx_dev;           /* (test.count) 0..test.count-1, backend memory, owned */
   int64_t *cursor_dev;             /* (1) first row of this rank's slice of the next batch, owned */
   int64_t *eval_cursor_dev;        /* (1) evaluation's own cursor, owned */
-  int64_t batch;                   /* samples per rank per step */
-  int64_t global_batch;            /* batch x ranks */
-  int64_t steps_per_epoch;
+  int64_t batch;                   /* samples per rank per micro-batch */
+  int64_t global_batch;            /* batch x ranks: one micro-batch of every rank */
+  int64_t micro;                   /* --backward-passes-per-step: micro-batches per update */
+  int64_t steps_per_epoch;         /* updates: floor(samples / (global_batch x micro)) or
+                                      --max-steps; the loader gives micro x this batches */
   data_loader *input;              /* batches for the CPU and stream mode, owned; NULL: the
                                       backend gathers them itself */
   data_shards *shards;             /* --data-mode stream: the shard index, owned; else NULL */
@@ -70,6 +72,7 @@ typedef struct {
   int host_staged;                 /* gradients cross to the host for the collective */
   int ps;                          /* ps tasks hold the weights and apply the updates */
   int ps_started;                  /* they have rank 0's starting point */
+  int reduce_now;                  /* this micro-batch is its update's last: overlap reduces */
   coll_request *pending[MODEL_LAYERS]; /* each layer's in-flight average (overlap on) */
   train_scaler scaler;             /* --compression fp16's dynamic scale */
 } train_step_state;

@@ -1,6 +1,7 @@
 """`tfdist train` on the GPU against the CPU on the same synthetic data and
 seed: 1 rank (the fused step as a graph and eagerly, op by op, TF32) and 2 ranks sharing the one
-GPU over the ring back end (host-staged). Per-epoch loss and accuracy and the
+GPU over the ring back end (host-staged); --backward-passes-per-step 4 (op by
+op, as a graph of the 4 micro-batches and eagerly) against the CPU's. Per-epoch loss and accuracy and the
 final weights must agree within tolerance. Exits 77 without a GPU.
 
 Env: TFDIST (the binary or the bundle's wrapper), MPIRUN (default mpirun)."""
@@ -118,10 +119,19 @@ def main():
         compare("2 ranks 1 gpu ring vs cpu 2 ranks", cpu2,
                 train(tmp, "gpu2", data, ["--device", "cuda", "--allreduce", "ring"], ranks=2),
                 1e-4, 0.0041, 1e-4)
+        # K micro-batches accumulate: the fused step (which overwrites the
+        # gradient) steps aside; the graph records all K.
+        k4 = ["--batch-size", "25", "--backward-passes-per-step", "4"]
+        cpu_k4 = train(tmp, "cpuk4", data, ["--device", "cpu"] + k4)
+        compare("1 rank cuda graph K=4 vs cpu K=4", cpu_k4,
+                train(tmp, "gpuk4", data, ["--device", "cuda"] + k4), 1e-4, 0.0041, 1e-4)
+        compare("1 rank cuda eager K=4 vs cpu K=4", cpu_k4,
+                train(tmp, "gpuk4e", data, ["--device", "cuda", "--graph", "off"] + k4),
+                1e-4, 0.0041, 1e-4)
         # The fused step runs where promised (one rank, FP32, graph or
-        # eager) and nowhere else (off, TF32, two ranks).
+        # eager, K=1) and nowhere else (off, TF32, two ranks, K=4).
         for tag, want in (("gpu1", True), ("gpu1e", True), ("gpu1o", False), ("gpu1t", False),
-                          ("gpu2", False)):
+                          ("gpu2", False), ("gpuk4", False), ("gpuk4e", False)):
             log = os.path.join(tmp, tag, "logs", "rank-0.log")
             text = open(log).read() if os.path.exists(log) else ""
             fused = "step: fused" in text
