@@ -292,11 +292,18 @@ static int train_fault_maybe(trainer *t, int64_t k) {
 
 /* One rank, data on the device, the backend can fuse the shape: the step is
  * one launch instead of ~20, and a launch runs a chain of up to
- * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h). */
+ * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
+ * On the CPU only with a team: its fused step has 2 barriers a step where
+ * op by op has ~12 team jobs, and its members gather their own rows where
+ * op by op has a loader thread beside the team. With 1 thread, op by op
+ * and its loader on a spare core measured as fast. The timeline needs the
+ * ops' own spans, so it keeps op by op. */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->ctx.be;
-  if (!t->ctx.cfg->fused_step || t->ctx.world->size > 1 || t->step.ps ||
-      kern_is_host_memory(be) || train_input_streaming(t->ctx.cfg)) {
+  const int cpu_op_by_op =
+      kern_is_host_memory(be) && (kern_config_of(be)->threads <= 1 || t->ctx.cfg->timeline);
+  if (!t->ctx.cfg->fused_step || t->ctx.world->size > 1 || t->step.ps || cpu_op_by_op ||
+      train_input_streaming(t->ctx.cfg)) {
     rank_log_printf(&t->out.log, "step: op by op");
     return 0;
   }
@@ -577,8 +584,11 @@ int trainer_run(trainer *t) {
   const train_progress_mode p = t->ctx.cfg->progress;
   const int show = t->ctx.world->rank == 0 &&
                    (p == TRAIN_PROGRESS_ON || (p == TRAIN_PROGRESS_AUTO && isatty(2)));
-  /* first, so its start-up overlaps the record write */
-  if (train_input_start(&t->data, &t->ctx, t->step.layout.dims[0], t->step.start_epoch,
+  /* first, so its start-up overlaps the record write; none for the CPU's
+   * fused step: its team gathers the rows itself (a loader thread there
+   * would take a core from the team) */
+  if (!(t->step.fused_ws && train_is_cpu(t)) &&
+      train_input_start(&t->data, &t->ctx, t->step.layout.dims[0], t->step.start_epoch,
                         &t->err) != 0) {
     return -1;
   }
