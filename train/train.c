@@ -290,6 +290,22 @@ static int train_fault_maybe(trainer *t, int64_t k) {
   return 0;
 }
 
+/* How the CPU team splits the step, op by op and fused (run.json, rank log). */
+#define TRAIN_THREADS_OPS "column slices of every GEMM, one team job an op"
+#define TRAIN_THREADS_FUSED                                                              \
+  "fused step: rows of the batch through forward, loss and input gradients, then rows " \
+  "of every dW and their update; 2 barriers a step"
+
+/* run.json's threads: how many, why, and how they split the step (rank 0). */
+static void train_record_threads(trainer *t, const char *how) {
+  if (t->ctx.world->rank != 0 || !kern_is_host_memory(t->ctx.be)) return;
+  cJSON *th = cJSON_CreateObject();
+  cJSON_AddNumberToObject(th, "count", kern_config_of(t->ctx.be)->threads);
+  cJSON_AddStringToObject(th, "why", t->ctx.cfg->threads_why);
+  cJSON_AddStringToObject(th, "how", how);
+  run_record_set(&t->out.run, "threads", th);
+}
+
 /* One rank, data on the device, the backend can fuse the shape: the step is
  * one launch instead of ~20, and a launch runs a chain of up to
  * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
@@ -333,6 +349,10 @@ static int train_setup_fused(trainer *t) {
   s->ws = t->step.fused_ws;
   rank_log_printf(&t->out.log, "step: fused, up to %d steps per launch (%zu bytes of workspace)",
                   TRAIN_STEP_CHAIN, bytes);
+  if (kern_is_host_memory(be)) {
+    rank_log_printf(&t->out.log, "threads: %s", TRAIN_THREADS_FUSED);
+    train_record_threads(t, TRAIN_THREADS_FUSED);
+  }
   return 0;
 }
 
@@ -621,7 +641,7 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   }
   rank_log_printf(&t->out.log, "run %s", id);
   if (kern_is_host_memory(t->ctx.be)) {
-    rank_log_printf(&t->out.log, "threads: %d (%s); column slices of every GEMM, BLAS single-threaded",
+    rank_log_printf(&t->out.log, "threads: %d (%s); one team per rank, BLAS single-threaded",
                     kern_config_of(t->ctx.be)->threads, t->ctx.cfg->threads_why);
   }
   if (t->ctx.world->rank != 0) {
@@ -649,13 +669,7 @@ static int train_open_records(trainer *t, cJSON *ranks) {
   run_record_set(&t->out.run, "world_size", cJSON_CreateNumber(t->ctx.world->size));
   run_record_set(&t->out.run, "ranks", ranks);
   run_record_set(&t->out.run, "device", cJSON_CreateString(kern_name(t->ctx.be)));
-  if (kern_is_host_memory(t->ctx.be)) {
-    cJSON *th = cJSON_CreateObject();
-    cJSON_AddNumberToObject(th, "count", kern_config_of(t->ctx.be)->threads);
-    cJSON_AddStringToObject(th, "why", t->ctx.cfg->threads_why);
-    cJSON_AddStringToObject(th, "how", "column slices of every GEMM, one team per rank");
-    run_record_set(&t->out.run, "threads", th);
-  }
+  train_record_threads(t, TRAIN_THREADS_OPS);
   run_record_set(&t->out.run, "allreduce",
                  cJSON_CreateString(coll_backend_name(coll_comm_backend(t->ctx.comm))));
   cJSON *cluster = train_cluster_json(t->ctx.world);
