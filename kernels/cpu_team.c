@@ -111,18 +111,12 @@ void cpu_team_barrier(cpu_team *t) {
   }
 }
 
-/* An open job's member: joins unless the caller has closed the job (or
- * posted another) already. The seq_cst increment of active, then the loads,
- * pair with the caller's store of closed, then its load of active: either
- * the member sees the job closed or the caller waits for it to leave. */
-static void team_member_open(cpu_team *t, int tid, uint32_t seen) {
-  atomic_fetch_add(&t->active, 1);
-  if (atomic_load(&t->job.word) == seen && atomic_load(&t->closed) != seen) {
-    t->fn(t->ctx, tid, t->n);
-  }
-  atomic_fetch_sub(&t->active, 1);
-}
-
+/* A member joins job `seen` only if the caller has not closed it (nor
+ * posted another) yet. The seq_cst increment of active, then the loads,
+ * pair with cpu_team_run_open's store of closed, then its load of active:
+ * either the member sees the job closed or the caller waits for it to
+ * leave. Past that check the job's fields are stable: an open job's caller
+ * waits for active members, a plain job's for every member at its barrier. */
 static void *team_member_main(void *p) {
   team_member_arg a = *(team_member_arg *)p;
   free(p);
@@ -132,12 +126,18 @@ static void *team_member_main(void *p) {
     team_event_wait(&t->job, seen);
     seen = atomic_load_explicit(&t->job.word, memory_order_acquire);
     if (t->stop) return NULL;
-    if (t->open) {
-      team_member_open(t, a.tid, seen);
+    atomic_fetch_add(&t->active, 1);
+    if (atomic_load(&t->job.word) != seen || atomic_load(&t->closed) == seen) {
+      atomic_fetch_sub(&t->active, 1); /* a late member: that open job is over */
       continue;
     }
-    t->fn(t->ctx, a.tid, t->n);
-    cpu_team_barrier(t);
+    const int open = t->open;
+    if (open) t->fn(t->ctx, a.tid, t->n);
+    atomic_fetch_sub(&t->active, 1);
+    if (!open) {
+      t->fn(t->ctx, a.tid, t->n);
+      cpu_team_barrier(t);
+    }
   }
 }
 

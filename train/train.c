@@ -290,11 +290,12 @@ static int train_fault_maybe(trainer *t, int64_t k) {
   return 0;
 }
 
-/* How the CPU team splits the step, op by op and fused (run.json, rank log). */
+/* How the CPU team splits the step, op by op and fused (run.json, rank log;
+ * kernels/cpu.c has the why). */
 #define TRAIN_THREADS_OPS "column slices of every GEMM, one team job an op"
 #define TRAIN_THREADS_FUSED                                                              \
   "fused step: rows of the batch through forward, loss and input gradients, then rows " \
-  "of every dW and their update; 2 barriers a step"
+  "of every dW and their update, in pieces any member takes"
 
 /* run.json's threads: how many, why, and how they split the step (rank 0). */
 static void train_record_threads(trainer *t, const char *how) {
@@ -309,9 +310,10 @@ static void train_record_threads(trainer *t, const char *how) {
 /* One rank, data on the device, the backend can fuse the shape: the step is
  * one launch instead of ~20, and a launch runs a chain of up to
  * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
- * On the CPU only with a team: its fused step has 2 barriers a step where
- * op by op has ~12 team jobs, and its members gather their own rows where
- * op by op has a loader thread beside the team. With 1 thread, op by op
+ * On the CPU only with a team: its fused step waits twice a step, and for
+ * pieces only, where op by op has ~12 team jobs with a barrier each, and
+ * its members gather their own rows where op by op has a loader thread
+ * beside the team. With 1 thread, op by op
  * and its loader on a spare core measured as fast. The timeline needs the
  * ops' own spans, so it keeps op by op. */
 static int train_setup_fused(trainer *t) {
