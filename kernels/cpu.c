@@ -345,7 +345,7 @@ static void cpu_relu_mask(float *d, const float *o, int64_t elems) {
   for (int64_t i = 0; i < elems; i++) d[i] = o[i] > 0.0f ? d[i] : 0.0f;
 }
 
-/* Member tid's rows [r0, r1): gather, forward, loss, input gradients. */
+/* Piece tid of phase 1, rows [r0, r1): gather, forward, loss, input gradients. */
 static void cpu_step_rows(cpu_step_job *j, int tid, int64_t r0, int64_t r1) {
   const kern_step *s = j->s;
   const int64_t rows = r1 - r0;
@@ -383,8 +383,8 @@ static void cpu_step_rows(cpu_step_job *j, int tid, int64_t r0, int64_t r1) {
   }
 }
 
-/* Member tid's rows of every dW and columns of every db, then their update.
- * The state holds sk interleaved floats a weight (cpu_opt.c); no error is
+/* Piece tid of phase 2: its rows of every dW and columns of every db, then
+ * their update. The state holds sk interleaved floats a weight (cpu_opt.c); no error is
  * possible: the kind was checked when the step was set up. */
 static void cpu_step_weights(const kern_step *s, int tid, int nt) {
   const int k_state = kern_opt_state_per_elem(s->opt.kind);
