@@ -325,9 +325,9 @@ const char *kern_blas_info(void) {
  *     for all of phase 2.
  * Pieces are tickets from one counter, taken by whichever member comes
  * (cpu_team_run_open): with a member held off its core by another process
- * (2 cores at load 8-14 here), the caller takes its pieces instead of
- * waiting at a barrier; barriers made such a step 1.5-4x slower than one
- * thread. Each output element is the same sum over the same K as with one
+ * (2 cores at load 8-17 here), the caller takes its pieces instead of
+ * waiting at a barrier (measured: README, "Threads within a rank"). Each
+ * output element is the same sum over the same K as with one
  * thread, and a piece is the same work whoever runs it. */
 typedef struct {
   kern_backend *be;
