@@ -313,9 +313,8 @@ static void train_record_threads(trainer *t, const char *how) {
  * On the CPU only with a team: its fused step waits twice a step, and for
  * pieces only, where op by op has ~12 team jobs with a barrier each, and
  * its members gather their own rows where op by op has a loader thread
- * beside the team. With 1 thread, op by op
- * and its loader on a spare core measured as fast. The timeline needs the
- * ops' own spans, so it keeps op by op. */
+ * beside the team. With 1 thread, op by op and its loader on a spare core
+ * measured as fast. The timeline needs the ops' own spans: op by op. */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->ctx.be;
   const int cpu_op_by_op =
