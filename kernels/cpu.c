@@ -48,11 +48,20 @@ static int cpu_sync(kern_backend *be) {
   return 0;
 }
 
+/* One member's loss over its rows in the fused step, read by member 0. */
+typedef struct {
+  double loss, correct;
+  int failed;
+  char err[128];
+  char pad[64]; /* members' slots on separate cache lines */
+} cpu_step_slot;
+
 /* The back end's own state behind the opaque handle: the team that splits
  * one rank's step over cfg.threads cores (1: no threads, jobs run inline). */
 typedef struct {
   kern_backend base; /* first: a kern_backend * is a cpu_backend * */
   cpu_team *team;
+  cpu_step_slot *slots; /* cfg.threads of them */
 } cpu_backend;
 
 static cpu_team *cpu_team_of(kern_backend *be) { return ((cpu_backend *)be)->team; }
@@ -194,16 +203,18 @@ static int cpu_dense_backward(kern_backend *be, float *din, float *dw, float *db
 }
 
 /* Stable softmax cross-entropy per row: loss = logsumexp(z) - z[y],
- * dz = (softmax(z) - onehot(y)) * grad_scale. Argmax ties go to the lower class. */
-static int cpu_xent(kern_backend *be, float *dlogits, kern_stats *stats, const float *logits,
-                    const int32_t *labels, int64_t n, int64_t classes, float grad_scale) {
+ * dz = (softmax(z) - onehot(y)) * grad_scale. Argmax ties go to the lower
+ * class. Rows [0, n) of the pointers; row0 only names a bad row. */
+static int cpu_xent_rows(char *err, size_t err_bytes, float *dlogits, double *loss_out,
+                         double *correct_out, const float *logits, const int32_t *labels,
+                         int64_t n, int64_t classes, float grad_scale, int64_t row0) {
   double loss = 0.0, correct = 0.0;
   for (int64_t i = 0; i < n; i++) {
     const float *z = logits + i * classes;
     int32_t y = labels[i];
     if (y < 0 || y >= classes) {
-      snprintf(be->err, sizeof be->err, "cpu xent: label %d out of range at row %lld", (int)y,
-               (long long)i);
+      snprintf(err, err_bytes, "cpu xent: label %d out of range at row %lld", (int)y,
+               (long long)(row0 + i));
       return -1;
     }
     int64_t arg = 0;
@@ -221,14 +232,29 @@ static int cpu_xent(kern_backend *be, float *dlogits, kern_stats *stats, const f
       }
     }
   }
-  if (stats) {
-    stats->loss_sum += loss;
-    stats->correct += correct;
-    stats->samples += (double)n;
-    stats->last_loss_sum = loss;
-    stats->last_correct = correct;
-    stats->last_samples = (double)n;
+  *loss_out = loss;
+  *correct_out = correct;
+  return 0;
+}
+
+static void cpu_stats_add(kern_stats *stats, double loss, double correct, double n) {
+  if (!stats) return;
+  stats->loss_sum += loss;
+  stats->correct += correct;
+  stats->samples += n;
+  stats->last_loss_sum = loss;
+  stats->last_correct = correct;
+  stats->last_samples = n;
+}
+
+static int cpu_xent(kern_backend *be, float *dlogits, kern_stats *stats, const float *logits,
+                    const int32_t *labels, int64_t n, int64_t classes, float grad_scale) {
+  double loss, correct;
+  if (cpu_xent_rows(be->err, sizeof be->err, dlogits, &loss, &correct, logits, labels, n,
+                    classes, grad_scale, 0) != 0) {
+    return -1;
   }
+  cpu_stats_add(stats, loss, correct, (double)n);
   return 0;
 }
 
@@ -285,80 +311,170 @@ const char *kern_blas_info(void) {
 }
 
 /* The fused step (kernels/mlp_step.h) on the CPU: the op-by-op step's math
- * in one team job, with less work around the GEMMs. dW and db are written
- * (beta 0) instead of zeroed and then accumulated into (the same values,
- * and no 1 MB memset), and each layer's update runs right after its
- * gradient, on the member's own columns while they are still in cache.
- * Between layers only a barrier. The loss runs on member 0 alone (50 x 10). */
+ * in one team job. dW and db are written (beta 0) instead of zeroed and
+ * then accumulated into (the same values, and no 1 MB memset). Each step
+ * is two phases, each cut in P pieces (P: the team's size):
+ *   Phase 1, rows: piece c takes its rows of the batch through gather,
+ *     forward, loss and the input gradients (dz3 -> dz2 -> dz1): every one of
+ *     those is row by row, so it needs no other piece's rows.
+ *   Phase 2, weights (after all of phase 1: dW needs every row of dz):
+ *     piece c takes its rows of every W (input units) and its columns of
+ *     every b: dW = act^T dz with M its rows and N the full width, then the
+ *     update of those rows while they are in cache. Only phase 1 reads W,
+ *     so the update waits for nothing more; the next step's phase 1 waits
+ *     for all of phase 2.
+ * Pieces are tickets from one counter, taken by whichever member comes
+ * (cpu_team_run_open): with a member held off its core by another process
+ * (2 cores at load 8-17 here), the caller takes its pieces instead of
+ * waiting at a barrier (measured: README, "Threads within a rank"). Each
+ * output element is the same sum over the same K as with one
+ * thread, and a piece is the same work whoever runs it. */
 typedef struct {
   kern_backend *be;
   const kern_step *s;
-  cpu_team *team;
-  int failed; /* member 0's loss failed (a bad label); read after a barrier */
+  cpu_step_slot *slot;   /* one per piece of phase 1 */
+  int pieces;            /* per phase: the team's size */
+  uint32_t total;        /* tickets: steps x 2 phases x pieces */
+  _Atomic uint32_t next; /* the next ticket to hand out */
+  cpu_team_count done;   /* tickets finished */
+  _Atomic int stop;      /* a loss failed: the tickets left do nothing */
+  int failed;
 } cpu_step_job;
 
-/* The update of W's columns [c0, c1) (rows of in_dim) and of b's. */
-static void cpu_step_update(const kern_step *s, int k, int64_t c0, int64_t c1) {
-  const int64_t in = s->dims[k], out = s->dims[k + 1];
-  if (c1 <= c0) return;
-  /* the state holds sk interleaved floats a weight (cpu_opt.c); no error
-   * is possible here: the kind was checked when the step was set up */
-  const int k_state = kern_opt_state_per_elem(s->opt.kind);
-  const int64_t sk = k_state > 1 ? k_state : 1;
-  char ignored[64];
-  for (int64_t p = 0; p < in; p++) {
-    const int64_t off = s->w_off[k] + p * out + c0;
-    cpu_opt_apply(s->params + off, s->grads + off, s->opt_state + sk * off, c1 - c0, &s->opt,
-                  ignored, sizeof ignored);
+static void cpu_relu_mask(float *d, const float *o, int64_t elems) {
+  for (int64_t i = 0; i < elems; i++) d[i] = o[i] > 0.0f ? d[i] : 0.0f;
+}
+
+/* Piece tid of phase 1, rows [r0, r1): gather, forward, loss, input gradients. */
+static void cpu_step_rows(cpu_step_job *j, int tid, int64_t r0, int64_t r1) {
+  const kern_step *s = j->s;
+  const int64_t rows = r1 - r0;
+  cpu_step_slot *me = &j->slot[tid];
+  me->failed = 0;
+  me->loss = me->correct = 0.0;
+  if (rows <= 0) return;
+  if (s->images) {
+    cpu_gather_rows(s->act[0], s->labels, s->images, s->image_labels, s->dims[0],
+                    s->perm + *s->cursor, r0, r1);
   }
-  const int64_t boff = s->b_off[k] + c0;
-  cpu_opt_apply(s->params + boff, s->grads + boff, s->opt_state + sk * boff, c1 - c0, &s->opt,
-                ignored, sizeof ignored);
+  for (int k = 0; k < 3; k++) {
+    const int64_t in = s->dims[k], out = s->dims[k + 1];
+    float *o = s->act[k + 1] + r0 * out;
+    const float *b = s->params + s->b_off[k];
+    for (int64_t i = 0; i < rows; i++) memcpy(o + i * out, b, (size_t)out * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)out, (int)in, 1.0f,
+                s->act[k] + r0 * in, (int)in, s->params + s->w_off[k], (int)out, 1.0f, o,
+                (int)out);
+    if (k < 2) for (int64_t i = 0; i < rows * out; i++) o[i] = o[i] > 0.0f ? o[i] : 0.0f;
+  }
+  const int64_t C = s->dims[3];
+  if (cpu_xent_rows(me->err, sizeof me->err, s->dact[3] + r0 * C, &me->loss, &me->correct,
+                    s->act[3] + r0 * C, s->labels + r0, rows, C, s->grad_scale, r0) != 0) {
+    me->failed = 1;
+    return;
+  }
+  for (int k = 2; k >= 1; k--) { /* dz_k = (dz_{k+1} W_k^T) masked by act_k > 0 */
+    const int64_t in = s->dims[k], out = s->dims[k + 1];
+    float *d = s->dact[k] + r0 * in;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)in, (int)out, 1.0f,
+                s->dact[k + 1] + r0 * out, (int)out, s->params + s->w_off[k], (int)out, 0.0f, d,
+                (int)in);
+    cpu_relu_mask(d, s->act[k] + r0 * in, rows * in);
+  }
+}
+
+/* Piece tid of phase 2: its rows of every dW and columns of every db, then
+ * their update. The state holds sk interleaved floats a weight (cpu_opt.c); no error is
+ * possible: the kind was checked when the step was set up. */
+static void cpu_step_weights(const kern_step *s, int tid, int nt) {
+  const int k_state = kern_opt_state_per_elem(s->opt.kind);
+  const int64_t sk = k_state > 1 ? k_state : 1, n = s->n;
+  char ignored[64];
+  for (int k = 2; k >= 0; k--) {
+    const int64_t in = s->dims[k], out = s->dims[k + 1];
+    const float *dz = s->dact[k + 1];
+    int64_t p0, p1, c0, c1;
+    /* row boundaries on 64-byte multiples of the row length, so members'
+     * rows of dW and W share no cache line (given an aligned W) */
+    int64_t align = 16;
+    while (align > 1 && (out * (align / 2)) % 16 == 0) align /= 2;
+    cpu_team_range(in, tid, nt, align, &p0, &p1);
+    if (p1 > p0) {
+      const int64_t off = s->w_off[k] + p0 * out, elems = (p1 - p0) * out;
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(p1 - p0), (int)out, (int)n,
+                  1.0f, s->act[k] + p0, (int)in, dz, (int)out, 0.0f, s->grads + off, (int)out);
+      cpu_opt_apply(s->params + off, s->grads + off, s->opt_state + sk * off, elems, &s->opt,
+                    ignored, sizeof ignored);
+    }
+    cpu_team_range(out, tid, nt, cpu_col_align(out, nt), &c0, &c1);
+    if (c1 > c0) {
+      const int64_t off = s->b_off[k] + c0;
+      float *db = s->grads + off;
+      /* written, the sum starts at row 0: 0 + x is x, so these are the accumulated values */
+      memcpy(db, dz + c0, (size_t)(c1 - c0) * sizeof(float));
+      for (int64_t i = 1; i < n; i++) {
+        const float *row = dz + i * out;
+        for (int64_t c = c0; c < c1; c++) db[c - c0] += row[c];
+      }
+      cpu_opt_apply(s->params + off, s->grads + off, s->opt_state + sk * off, c1 - c0, &s->opt,
+                    ignored, sizeof ignored);
+    }
+  }
+}
+
+/* After phase 1 of a step (every piece done): the loss in piece order
+ * (fixed for a given team size), or the first failed piece's error. */
+static void cpu_step_combine(cpu_step_job *j) {
+  const kern_step *s = j->s;
+  double loss = 0.0, correct = 0.0;
+  for (int c = 0; c < j->pieces; c++) {
+    if (j->slot[c].failed) {
+      snprintf(j->be->err, sizeof j->be->err, "%s", j->slot[c].err);
+      j->failed = 1;
+      atomic_store(&j->stop, 1);
+      return;
+    }
+    loss += j->slot[c].loss;
+    correct += j->slot[c].correct;
+  }
+  cpu_stats_add(s->stats, loss, correct, (double)s->n);
+  *s->cursor += s->cursor_delta; /* every piece of phase 1 has read it */
+}
+
+/* Ticket k: step k / (2P), phase (k / P) % 2, piece k % P. It waits for
+ * every ticket of the phases before its own, so whichever member runs it
+ * sees their results; piece c of a phase is the same work whoever runs it,
+ * so the result is the same bits however tickets fall to members. */
+static void cpu_step_ticket(cpu_step_job *j, uint32_t k) {
+  const uint32_t P = (uint32_t)j->pieces, phase = (k / P) % 2, c = k % P;
+  cpu_team_count_wait(&j->done, k - c);
+  if (atomic_load_explicit(&j->stop, memory_order_relaxed)) return;
+  if (phase == 0) {
+    int64_t r0, r1;
+    cpu_team_range(j->s->n, (int)c, (int)P, 1, &r0, &r1);
+    cpu_step_rows(j, (int)c, r0, r1);
+    return;
+  }
+  for (uint32_t i = 0; i < P; i++) { /* each piece sees the failure: none updates */
+    if (j->slot[i].failed) {
+      if (c == 0) cpu_step_combine(j);
+      return;
+    }
+  }
+  if (c == 0) cpu_step_combine(j);
+  cpu_step_weights(j->s, (int)c, (int)P);
 }
 
 static void cpu_step_member(void *ctx, int tid, int nt) {
   cpu_step_job *j = ctx;
-  const kern_step *s = j->s;
-  const int64_t n = s->n, steps = s->steps > 0 ? s->steps : 1;
-  for (int64_t st = 0; st < steps; st++) {
-    if (s->images) {
-      int64_t r0, r1;
-      cpu_team_range(n, tid, nt, 1, &r0, &r1);
-      cpu_gather_rows(s->act[0], s->labels, s->images, s->image_labels, s->dims[0],
-                      s->perm + *s->cursor, r0, r1);
-      cpu_team_barrier(j->team);
-    }
-    for (int k = 0; k < 3; k++) {
-      cpu_fwd_job f = {s->act[k + 1], s->act[k], s->params + s->w_off[k], s->params + s->b_off[k],
-                       n, s->dims[k], s->dims[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE};
-      cpu_dense_forward_cols(&f, tid, nt);
-      cpu_team_barrier(j->team);
-    }
-    if (tid == 0) {
-      j->failed = cpu_xent(j->be, s->dact[3], s->stats, s->act[3], s->labels, n, s->dims[3],
-                           s->grad_scale) != 0;
-    }
-    cpu_team_barrier(j->team);
-    if (j->failed) return;
-    for (int k = 2; k >= 0; k--) {
-      cpu_bwd_job b = {k ? s->dact[k] : NULL, s->grads + s->w_off[k], s->grads + s->b_off[k],
-                       s->dact[k + 1], s->act[k], s->params + s->w_off[k], s->act[k + 1], n,
-                       s->dims[k], s->dims[k + 1], k < 2 ? KERN_ACT_RELU : KERN_ACT_NONE,
-                       j->team, 1};
-      int64_t c0, c1;
-      cpu_team_range(b.out_dim, tid, nt, cpu_col_align(b.out_dim, nt), &c0, &c1);
-      cpu_backward_weights(&b, c0, c1);
-      if (b.din) {
-        cpu_team_barrier(j->team); /* din needs every column of dz */
-        cpu_backward_input(&b, tid, nt);
-        cpu_team_barrier(j->team); /* and W_k as it was, until every member is done */
-      }
-      cpu_step_update(s, k, c0, c1);
-    }
-    cpu_team_barrier(j->team); /* the next step reads every W, and the cursor */
-    if (tid == 0) *s->cursor += s->cursor_delta;
-    cpu_team_barrier(j->team);
+  (void)nt;
+  for (;;) {
+    uint32_t k = atomic_fetch_add(&j->next, 1);
+    if (k >= j->total) break;
+    cpu_step_ticket(j, k);
+    cpu_team_count_add(&j->done);
   }
+  if (tid == 0) cpu_team_count_wait(&j->done, j->total);
 }
 
 static int cpu_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
@@ -370,14 +486,19 @@ static int cpu_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes
 }
 
 static int cpu_fused_step(kern_backend *be, const kern_step *s) {
-  cpu_step_job j = {be, s, cpu_team_of(be), 0};
-  cpu_team_run(j.team, cpu_step_member, &j);
+  cpu_team *team = cpu_team_of(be);
+  const int pieces = cpu_team_size(team);
+  const int64_t steps = s->steps > 0 ? s->steps : 1;
+  cpu_step_job j = {.be = be, .s = s, .slot = ((cpu_backend *)be)->slots, .pieces = pieces,
+                    .total = (uint32_t)(steps * 2 * pieces)};
+  cpu_team_run_open(team, cpu_step_member, &j);
   return j.failed ? -1 : 0;
 }
 
 static void cpu_destroy(kern_backend *be) {
   if (!be) return;
   cpu_team_free(cpu_team_of(be));
+  free(((cpu_backend *)be)->slots);
   free(be);
 }
 
@@ -420,7 +541,14 @@ int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_
    * batch-50 GEMM made a step 2.4x slower (README, "Threads"). */
   openblas_set_num_threads(1);
 #endif
+  cb->slots = calloc((size_t)be->cfg.threads, sizeof *cb->slots);
+  if (!cb->slots) {
+    snprintf(err, err_bytes, "cpu: out of memory for %d threads", be->cfg.threads);
+    free(cb);
+    return -1;
+  }
   if (cpu_team_init(&cb->team, be->cfg.threads, err, err_bytes) != 0) {
+    free(cb->slots);
     free(cb);
     return -1;
   }

@@ -37,10 +37,7 @@ static uint64_t team_spin_ns(void) {
   return (uint64_t)v;
 }
 
-typedef struct {
-  _Atomic uint32_t word; /* the futex word: bumped on each event */
-  _Atomic int sleepers;  /* waiters inside futex_wait, so a waker skips the syscall when 0 */
-} team_event;
+typedef cpu_team_count team_event; /* word: bumped on each event */
 
 struct cpu_team {
   int n;
@@ -52,6 +49,9 @@ struct cpu_team {
   team_event bar;           /* bumped when the last member reaches the barrier */
   _Atomic int bar_arrived;
   int started;
+  int open;                 /* the job is cpu_team_run_open's: no barrier at its end */
+  _Atomic uint32_t closed;  /* the job word of the last open job closed */
+  _Atomic int active;       /* members inside an open job */
 };
 
 typedef struct {
@@ -111,6 +111,12 @@ void cpu_team_barrier(cpu_team *t) {
   }
 }
 
+/* A member joins job `seen` only if the caller has not closed it (nor
+ * posted another) yet. The seq_cst increment of active, then the loads,
+ * pair with cpu_team_run_open's store of closed, then its load of active:
+ * either the member sees the job closed or the caller waits for it to
+ * leave. Past that check the job's fields are stable: an open job's caller
+ * waits for active members, a plain job's for every member at its barrier. */
 static void *team_member_main(void *p) {
   team_member_arg a = *(team_member_arg *)p;
   free(p);
@@ -120,8 +126,18 @@ static void *team_member_main(void *p) {
     team_event_wait(&t->job, seen);
     seen = atomic_load_explicit(&t->job.word, memory_order_acquire);
     if (t->stop) return NULL;
-    t->fn(t->ctx, a.tid, t->n);
-    cpu_team_barrier(t);
+    atomic_fetch_add(&t->active, 1);
+    if (atomic_load(&t->job.word) != seen || atomic_load(&t->closed) == seen) {
+      atomic_fetch_sub(&t->active, 1); /* a late member: that open job is over */
+      continue;
+    }
+    const int open = t->open;
+    if (open) t->fn(t->ctx, a.tid, t->n);
+    atomic_fetch_sub(&t->active, 1);
+    if (!open) {
+      t->fn(t->ctx, a.tid, t->n);
+      cpu_team_barrier(t);
+    }
   }
 }
 
@@ -132,9 +148,35 @@ void cpu_team_run(cpu_team *t, cpu_team_fn fn, void *ctx) {
   }
   t->fn = fn;
   t->ctx = ctx;
+  t->open = 0;
   team_event_signal(&t->job); /* the seq_cst bump publishes fn and ctx */
   fn(ctx, 0, t->n);
   cpu_team_barrier(t);
+}
+
+void cpu_team_run_open(cpu_team *t, cpu_team_fn fn, void *ctx) {
+  if (t->n <= 1) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  t->fn = fn;
+  t->ctx = ctx;
+  t->open = 1;
+  team_event_signal(&t->job);
+  const uint32_t word = atomic_load(&t->job.word);
+  fn(ctx, 0, t->n);
+  atomic_store(&t->closed, word);
+  while (atomic_load(&t->active) > 0) team_relax(); /* members finishing their last ticket */
+}
+
+void cpu_team_count_add(cpu_team_count *c) { team_event_signal(c); }
+
+void cpu_team_count_wait(cpu_team_count *c, uint32_t target) {
+  for (;;) {
+    uint32_t v = atomic_load_explicit(&c->word, memory_order_acquire);
+    if ((int32_t)(v - target) >= 0) return;
+    team_event_wait(c, v);
+  }
 }
 
 int cpu_team_init(cpu_team **out, int threads, char *err, size_t err_bytes) {

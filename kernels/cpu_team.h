@@ -7,7 +7,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdatomic.h>
+
 typedef struct cpu_team cpu_team;
+/* A counter members wait on: spins briefly, then sleeps on a futex. */
+typedef struct {
+  _Atomic uint32_t word;
+  _Atomic int sleepers; /* waiters inside futex_wait, so an add skips the syscall when 0 */
+} cpu_team_count;
 /* One member's share of a job: tid in [0, n); tid 0 is the calling thread. */
 typedef void (*cpu_team_fn)(void *ctx, int tid, int n);
 
@@ -21,6 +28,16 @@ int cpu_team_size(const cpu_team *t);
 void cpu_team_run(cpu_team *t, cpu_team_fn fn, void *ctx);
 /* Inside a job: waits until every member has reached it. */
 void cpu_team_barrier(cpu_team *t);
+/* A job no member is waited for: fn runs on the caller and on whichever
+ * members wake before the caller's fn returns; returns once those have
+ * left. So fn must finish the whole job on the caller alone when need be
+ * (work handed out in fixed pieces from a shared counter): a member that
+ * another process holds off its core delays nobody. No cpu_team_barrier
+ * inside it. */
+void cpu_team_run_open(cpu_team *t, cpu_team_fn fn, void *ctx);
+/* Adds 1 and wakes the waiters; waits until the count reaches target. */
+void cpu_team_count_add(cpu_team_count *c);
+void cpu_team_count_wait(cpu_team_count *c, uint32_t target);
 
 /* [lo, hi) of total items for member tid of n; boundaries are multiples of
  * align (the last member takes the rest), so members write separate cache

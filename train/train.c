@@ -328,11 +328,18 @@ static int train_fault_maybe(trainer *t, int64_t k) {
 
 /* One rank, data on the device, the backend can fuse the shape: the step is
  * one launch instead of ~20, and a launch runs a chain of up to
- * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h). */
+ * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
+ * On the CPU only with a team: its fused step waits twice a step, and for
+ * pieces only, where op by op has ~12 team jobs with a barrier each, and
+ * its members gather their own rows where op by op has a loader thread
+ * beside the team. With 1 thread, op by op and its loader on a spare core
+ * measured as fast. The timeline needs the ops' own spans: op by op. */
 static int train_setup_fused(trainer *t) {
   kern_backend *be = t->ctx.be;
-  if (!t->ctx.cfg->fused_step || t->ctx.world->size > 1 || t->step.ps ||
-      kern_is_host_memory(be) || train_input_streaming(t->ctx.cfg)) {
+  const int cpu_op_by_op =
+      kern_is_host_memory(be) && (kern_config_of(be)->threads <= 1 || t->ctx.cfg->timeline);
+  if (!t->ctx.cfg->fused_step || t->ctx.world->size > 1 || t->step.ps || cpu_op_by_op ||
+      train_input_streaming(t->ctx.cfg)) {
     rank_log_printf(&t->out.log, "step: op by op");
     return 0;
   }
@@ -367,6 +374,10 @@ static int train_setup_fused(trainer *t) {
   s->ws = t->step.fused_ws;
   rank_log_printf(&t->out.log, "step: fused, up to %d steps per launch (%zu bytes of workspace)",
                   TRAIN_STEP_CHAIN, bytes);
+  if (kern_is_host_memory(be)) {
+    rank_log_printf(&t->out.log, "threads: %s", TRAIN_THREADS_FUSED);
+    train_outputs_record_threads(&t->out, &t->ctx, TRAIN_THREADS_FUSED);
+  }
   return 0;
 }
 
@@ -620,8 +631,11 @@ int trainer_run(trainer *t) {
   const train_progress_mode p = t->ctx.cfg->progress;
   const int show = t->ctx.world->rank == 0 &&
                    (p == TRAIN_PROGRESS_ON || (p == TRAIN_PROGRESS_AUTO && isatty(2)));
-  /* first, so its start-up overlaps the record write */
-  if (train_input_start(&t->data, &t->ctx, t->step.layout.dims[0], t->step.start_epoch,
+  /* first, so its start-up overlaps the record write; none for the CPU's
+   * fused step: its team gathers the rows itself (a loader thread there
+   * would take a core from the team) */
+  if (!(t->step.fused_ws && train_is_cpu(t)) &&
+      train_input_start(&t->data, &t->ctx, t->step.layout.dims[0], t->step.start_epoch,
                         &t->err) != 0) {
     return -1;
   }

@@ -16,6 +16,16 @@ static int train_outputs_is_ours(const char *name) {
   return !strcmp(name, "run.json") || !strcmp(name, "metrics.jsonl") || !strcmp(name, "model.h5");
 }
 
+/* run.json's threads: how many, why, and how they split the step (rank 0). */
+void train_outputs_record_threads(train_outputs *out, const train_ctx *ctx, const char *how) {
+  if (ctx->world->rank != 0 || !kern_is_host_memory(ctx->be)) return;
+  cJSON *th = cJSON_CreateObject();
+  cJSON_AddNumberToObject(th, "count", kern_config_of(ctx->be)->threads);
+  cJSON_AddStringToObject(th, "why", ctx->cfg->threads_why);
+  cJSON_AddStringToObject(th, "how", how);
+  run_record_set(&out->run, "threads", th);
+}
+
 int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, base_err *err) {
   const train_config *c = ctx->cfg;
   char id[64] = {0};
@@ -26,7 +36,7 @@ int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, b
   }
   rank_log_printf(&out->log, "run %s", id);
   if (kern_is_host_memory(ctx->be)) {
-    rank_log_printf(&out->log, "threads: %d (%s); column slices of every GEMM, BLAS single-threaded",
+    rank_log_printf(&out->log, "threads: %d (%s); one team per rank, BLAS single-threaded",
                     kern_config_of(ctx->be)->threads, ctx->cfg->threads_why);
   }
   if (ctx->world->rank != 0) {
@@ -54,13 +64,7 @@ int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, b
   run_record_set(&out->run, "world_size", cJSON_CreateNumber(ctx->world->size));
   run_record_set(&out->run, "ranks", ranks);
   run_record_set(&out->run, "device", cJSON_CreateString(kern_name(ctx->be)));
-  if (kern_is_host_memory(ctx->be)) {
-    cJSON *th = cJSON_CreateObject();
-    cJSON_AddNumberToObject(th, "count", kern_config_of(ctx->be)->threads);
-    cJSON_AddStringToObject(th, "why", ctx->cfg->threads_why);
-    cJSON_AddStringToObject(th, "how", "column slices of every GEMM, one team per rank");
-    run_record_set(&out->run, "threads", th);
-  }
+  train_outputs_record_threads(out, ctx, TRAIN_THREADS_OPS);
   run_record_set(&out->run, "allreduce",
                  cJSON_CreateString(coll_backend_name(coll_comm_backend(ctx->comm))));
   cJSON *cluster = train_cluster_json(ctx->world);

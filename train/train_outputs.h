@@ -6,6 +6,15 @@
 
 #include "train/train_state.h"
 
+/* How the CPU team splits the step, op by op and fused (run.json, rank log;
+ * kernels/cpu.c has the why). */
+#define TRAIN_THREADS_OPS "column slices of every GEMM, one team job an op"
+#define TRAIN_THREADS_FUSED                                                              \
+  "fused step: rows of the batch through forward, loss and input gradients, then rows " \
+  "of every dW and their update, in pieces any member takes"
+
+/* run.json's threads (rank 0; a later call replaces it). */
+void train_outputs_record_threads(train_outputs *out, const train_ctx *ctx, const char *how);
 /* Every rank: the run id into its log; rank 0 also run.json (with ranks,
  * which it owns from here on, on every path) and metrics.jsonl. -1 with err set. */
 int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, base_err *err);

@@ -1,13 +1,17 @@
-/* The two ways of splitting one rank's batch-50 step over N threads, timed
+/* The ways of splitting one rank's batch-50 step over N threads, timed
  * side by side in alternating rounds (issue 16, part 2):
- *   cols  the back end's own way (kernels/cpu.c): every GEMM in column slices
+ *   cols  the op-by-op back end (kernels/cpu.c): every GEMM in column slices
  *         over a persistent team, M the whole batch, no gradient reduction;
  *   batch each thread runs the whole forward and backward on its slice of the
  *         batch into its own gradient copy, then the copies are summed in a
  *         fixed order (each thread sums its range of all copies).
- * Both run on the same team (kernels/cpu_team.h) so only the split differs.
- * The loss, the update and the gather are left out: they are the same serial
- * work either way. Prints median us per step and samples/s; exit 2 on a bad
+ * Both run on the same team (kernels/cpu_team.h) so only the split differs;
+ * the loss, the update and the gather are left out of these two.
+ * Then the whole step as train/ runs it: op by op (1 thread: what
+ * --threads 1 runs; N: column slices) and fused (kern_fused_step; with N
+ * threads what --threads N runs for 1 rank: rows of the batch through the
+ * forward and the input gradients, then rows of every dW, in pieces any
+ * member takes). Prints median us per step and samples/s; exit 2 on a bad
  * flag. Usage: bench_threads [-t THREADS] [-b BATCH] [-n STEPS] [-r ROUNDS] */
 #include <stdio.h>
 #include <stdlib.h>

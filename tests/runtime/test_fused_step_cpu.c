@@ -3,7 +3,8 @@
  * the same weights, momentum state, stats and cursor after 3 steps, as one
  * launch of 3 steps; bit-identical with 1 thread (writing the gradient is
  * adding it to zero), within float rounding with 2-4 threads, and the same
- * bits on a repeat with the same threads. */
+ * bits on a repeat with the same threads. A bad label fails the step with
+ * the loss's error, naming the row, whichever member owns it. */
 #include <stdio.h>
 #include <string.h>
 
@@ -92,7 +93,61 @@ static double max_diff(const float *a, const float *b, int64_t n) {
   return m;
 }
 
+/* A bad label in the batch: the fused step fails with the op-by-op loss's
+ * one-line error naming the same row, leaves the cursor where it was, and
+ * the team is still usable (a second call fails the same way). The bad row
+ * is in the last member's rows. */
+static void bad_label(int threads) {
+  kern_backend *be = NULL;
+  kern_config kc = {.device = KERN_DEVICE_CPU, .threads = threads};
+  char err[256];
+  if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
+    fprintf(stderr, "backend: %s\n", err);
+    check_failures++;
+    return;
+  }
+  model_layout l;
+  model_layout_init(&l, 784, 45, 23, 10);
+  enum { B = 40, BAD_ROW = 37 }; /* two batches of rows, the bad one in the first */
+  const int64_t P = l.total_elems;
+  model_work w;
+  CHECK(model_work_init(&w, be, &l, B) == 0);
+  static uint8_t images[2 * B * 784], labels[2 * B];
+  static int32_t perm[2 * B];
+  for (int64_t i = 0; i < 2 * B * 784; i++) images[i] = (uint8_t)(i * 31 % 251);
+  for (int64_t i = 0; i < 2 * B; i++) {
+    labels[i] = (uint8_t)(i % 10);
+    perm[i] = (int32_t)i;
+  }
+  labels[BAD_ROW] = 11;
+  float *params = malloc((size_t)P * sizeof(float)), *grads = malloc((size_t)P * sizeof(float));
+  float *state = calloc((size_t)P, sizeof(float));
+  model_init_params(&l, params, 5);
+  kern_stats stats = {0};
+  int64_t cursor = 0;
+  kern_step s = {.n = B, .steps = 2, .params = params, .grads = grads, .opt_state = state,
+                 .images = images, .image_labels = labels, .perm = perm, .cursor = &cursor,
+                 .cursor_delta = B, .stats = &stats, .grad_scale = 1.0f / (float)B,
+                 .opt = {.kind = KERN_OPT_SGD, .lr = 0.05f}};
+  model_step_shape(&s, &l, &w);
+  for (int again = 0; again < 2; again++) {
+    CHECK(kern_fused_step(be, &s) == -1);
+    if (!strstr(kern_error(be), "label 11 out of range at row 37")) {
+      fprintf(stderr, "%d threads: bad label: error \"%s\"\n", threads, kern_error(be));
+      check_failures++;
+    }
+    CHECK_EQ_INT(cursor, 0);
+    CHECK(stats.samples == 0.0);
+  }
+  free(params);
+  free(grads);
+  free(state);
+  model_work_free(&w);
+  kern_backend_free(be);
+}
+
 int main(void) {
+  for (int t = 1; t <= 4; t++) bad_label(t);
   model_layout l;
   model_layout_init(&l, 784, 45, 23, 10);
   const int64_t P = l.total_elems;

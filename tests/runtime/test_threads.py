@@ -1,6 +1,7 @@
-"""--threads (the CPU back end's team, column slices): 1 rank x batch 100
-after 30 steps gives the weights of 1 thread with 2 and with 4 threads
-(max |dw| <= 1e-6: compared early, a ReLU net is chaotic); the same seed and
+"""--threads (the CPU back end's team): 1 rank x batch 100 after 30 steps
+gives the weights of 1 thread with 2, 3 and 4 threads, and so do 2 ranks x
+batch 50 with 2 threads each (max |dw| <= 1e-6: compared early, a ReLU net
+is chaotic); the same seed and
 threads give bit-identical weights; an exact resume with --threads 2 is
 bit-identical and one with another count is a one-line error; run.json, the
 rank log and --check-build say how many threads run and why; bad values
@@ -52,12 +53,34 @@ for name, th in runs:
     out = os.path.join(d, name)
     if train(out, short + ["--threads", str(th)]).returncode == 0:
         w[name] = weights(out)
-if T.check(len(w) == len(runs), "equivalence: a run failed"):
+# 2 ranks x batch 50 with 2 threads each (oversubscribed on 2 cores: the
+# math, not the speed), the default allreduce (shm on one host), against
+# 1 rank x batch 100 with 1 thread.
+np2 = os.path.join(d, "np2t2")
+half = [a if a != "100" else "50" for a in short]
+p = T.run(["train", "--data-folder", data, "--outputs", np2, "--logs", np2 + "-logs", "--progress",
+           "off", "--seed", "3", "--device", "cpu", "--threads", "2"] + half, mpi=2)
+np2_allreduce = "?"
+if T.check(p.returncode == 0, f"mpirun -np 2 --threads 2: exit {p.returncode}: {p.stderr.strip()[-600:]}"):
+    w["np2t2"] = weights(np2)
+    np2_run = json.load(open(os.path.join(np2, "run.json")))
+    np2_allreduce = np2_run.get("allreduce")
+    T.check(np2_allreduce == "shm", f"np2t2: the default allreduce on one host is {np2_allreduce}, not shm")
+    T.check(np2_run.get("threads", {}).get("count") == 2, f"np2t2 run.json threads: {np2_run.get('threads')}")
+    log1 = open(os.path.join(np2 + "-logs", "rank-1.log")).read()
+    T.check(re.search(r"threads: 2 \(--threads 2\)", log1) is not None,
+            f"np2t2 rank 1 log: no threads line: {log1[-400:]}")
+if T.check(len(w) == len(runs) + 1, "equivalence: a run failed"):
     T.check(np.any(w["t1"][5]), "equivalence: the last bias is still zero: nothing was trained")
     for name in ("t2", "t4", "t3"):
         diff = max_diff(w["t1"], w[name])
         print(f"{name} vs t1 after 30 steps: max |dw| = {diff:.3g}")
         T.check(diff <= TOL, f"{name} differs from 1 thread by {diff:.3g} > {TOL}")
+    if "np2t2" in w:
+        diff = max_diff(w["t1"], w["np2t2"])
+        print(f"2 ranks x 50, 2 threads each ({np2_allreduce}) vs 1 rank x 100, 1 thread, "
+              f"after 30 steps: max |dw| = {diff:.3g}")
+        T.check(diff <= TOL, f"2 ranks x 2 threads differ from 1 rank x 1 thread by {diff:.3g} > {TOL}")
     for a, b in (("t2", "t2b"), ("t3", "t3b")):
         same = bits_equal(w[a], w[b])
         print(f"{a} vs {b} (same seed, same threads): {'bit-identical' if same else 'DIFFERENT'}")
@@ -66,8 +89,11 @@ if T.check(len(w) == len(runs), "equivalence: a run failed"):
 # What runs and why: the rank log, run.json, --check-build.
 log = open(os.path.join(d, "t2-logs", "rank-0.log")).read()
 T.check(re.search(r"threads: 2 \(--threads 2\)", log) is not None, f"rank log: no threads line: {log[-400:]}")
+T.check(re.search(r"step: fused.*\n.*threads: fused step: rows of the batch", log) is not None,
+        f"rank log: 1 rank with 2 threads should run the fused step and say how it splits: {log[-600:]}")
 run = json.load(open(os.path.join(d, "t2", "run.json")))
-T.check(run.get("threads", {}).get("count") == 2 and run["threads"].get("why") == "--threads 2",
+T.check(run.get("threads", {}).get("count") == 2 and run["threads"].get("why") == "--threads 2"
+        and run["threads"].get("how", "").startswith("fused step: rows of the batch"),
         f"run.json threads: {run.get('threads')}")
 T.check(run["config"]["threads"] == 2, f"run.json config threads: {run['config'].get('threads')}")
 auto = os.path.join(d, "auto")
