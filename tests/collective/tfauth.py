@@ -112,16 +112,21 @@ def record_join(host, port, frm, to, key):
 
 def replay(host, port, recorded):
     """Sends a recorded hello, reads the fresh challenge, sends the recorded
-    response. True when the link was dropped."""
+    response: "dropped" when a challenge came and then the link closed; else
+    what happened. A link reset before any challenge is no verdict: nothing
+    judged the replay (a killed task's port still open, say)."""
     h, r = recorded
     with connect(host, port) as s:
         try:
             s.sendall(h)
             read_challenge(s)
+        except (ConnectionError, OSError) as e:
+            return "not challenged (%s)" % e
+        try:
             s.sendall(r)
-            return closed_by_peer(s)
+            return "dropped" if closed_by_peer(s) else "accepted (the link stayed open)"
         except (ConnectionError, OSError):
-            return True
+            return "dropped"
 
 
 def accept_as(listener, key, wait_s=20.0):

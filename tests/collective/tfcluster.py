@@ -124,6 +124,28 @@ class Task:
             pass
 
 
+def running_sessions(sids):
+    """Those of sessions sids with a thread that has not yet exited (a
+    zombie has closed its files)."""
+    left = set()
+    for pid in os.listdir("/proc"):
+        try:
+            sid = int(proc_stat("/proc/%s" % pid)[3])
+            if sid in sids and any(proc_stat("/proc/%s/task/%s" % (pid, tid))[0] not in "ZX"
+                                   for tid in os.listdir("/proc/%s/task" % pid)):
+                left.add(sid)
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or it ended while we looked
+    return left
+
+
+def proc_stat(folder):
+    """The fields of folder/stat after the command name: state, ppid, pgrp, session, ..."""
+    with open(folder + "/stat") as f:
+        st = f.read()
+    return st[st.rindex(")") + 2:].split()
+
+
 def read_text(path):
     try:
         with open(path, errors="replace") as f:
@@ -179,16 +201,24 @@ class Cluster:
         return all(t.poll() is not None for t in tasks)
 
     def kill(self):
-        """Ends every task still running (SIGKILL to each session) and reaps it."""
-        for t in self.tasks:
-            if t.poll() is None:
-                t.kill()
+        """Ends every task still running (SIGKILL to each session) and reaps it.
+        Returns once no thread of those sessions runs: the SIGKILL orphans
+        tfdist, which keeps its sockets (its listening port too) until it has
+        died, after its `timeout` wrapper was reaped."""
+        killed = [t for t in self.tasks if t.poll() is None]
+        for t in killed:
+            t.kill()
         for t in self.tasks:
             try:
                 t.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
             t.poll()
+        t0 = time.monotonic()
+        sessions = running_sessions({t.proc.pid for t in killed}) if killed else set()
+        while sessions and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+            sessions = running_sessions(sessions)
 
     def summary(self):
         lines = []
