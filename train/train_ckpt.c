@@ -176,7 +176,7 @@ static void train_ckpt_fill(train_ckpt *k, const train_ctx *x, const train_data 
   s->epsilon = c->epsilon;
   s->rho = c->rho;
   s->weight_decay = c->weight_decay;
-  s->opt_step = st->global_step;
+  s->opt_step = st->global_step - st->scaler.overflows; /* updates applied */
   s->opt_state_elems = train_opt_state_elems(st->opt.kind, st->layout.total_elems);
   s->scale_lr = c->scale_lr;
   s->threads = kern_is_host_memory(x->be) ? kern_config_of(x->be)->threads : 0;
