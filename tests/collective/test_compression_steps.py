@@ -8,7 +8,10 @@ not apply, under real mpirun -np 2 (h5py reads the checkpoints):
   optimizer/step (Adam's t: 2, not 3) equal bit for bit those of a run of 2
   steps with no fault; after epoch 2 optimizer/step is 5 (6 steps, 1
   skipped); an exact resume from the epoch-1 checkpoint (after the skip)
-  ends bit-identical to the straight run;
+  ends bit-identical to the straight run; and in the math: with one step
+  per epoch, the second overflowed, the third step's weight changes are
+  Adam's with t = 2 (from its m and v, as kernels/cpu_opt.c computes them),
+  not t = 3;
 - --backward-passes-per-step 2 with fp16: the overflow at global step 2
   skips that whole update (epoch-1 weights equal a 2-step run's), the next
   update accumulates from zero: the log counts exactly 1 overflow, the
@@ -100,6 +103,50 @@ def skip_check(tmp, data_dir, what, extra):
               "%s: resumed after the skip = the straight run, bit for bit" % what)
 
 
+def adam_state(path):
+    """Weights (flat, float64), m, v (float64) and the optimizer's attributes."""
+    with h5py.File(path, "r") as f:
+        g = f["model_weights"]
+        w = np.concatenate([np.array(g[l][l][k], np.float64).ravel() for l in mpitest.LAYERS
+                            for k in ("kernel:0", "bias:0")])
+        st = np.array(f["optimizer"]["state"], np.float64)
+        attrs = {k: f["optimizer"].attrs[k] for k in ("step", "beta1", "beta2", "epsilon",
+                                                      "learning_rate_effective")}
+    return w, st[0::2], st[1::2], attrs
+
+
+def adam_t_check(tmp, data_dir):
+    """One step per epoch, the second overflowed: the third applies Adam with
+    t = 2 (the updates applied), not 3 (the steps taken). The change of each
+    weight is -lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) with the m and
+    v after it (cpu_opt.c); the checkpoint's weights and state are in their
+    own orders, so the sorted changes are compared with the sorted model's."""
+    fault = ["-x", "TFDIST_FAULT_INFLATE_RANK=1", "-x", "TFDIST_FAULT_INFLATE_STEP=1"]
+    f = train(tmp, "adam-t", data_dir, ["--seed", "6", "--batch-size", "10", "--allreduce",
+              "ring", "--compression", "fp16", "--checkpoint-every", "1", "--optimizer", "adam",
+              "--max-steps", "1", "--epochs", "3"], fault)
+    if not f:
+        return
+    path = lambda e: os.path.join(f, "outputs", "checkpoints", "ckpt-epoch-%d.h5" % e)
+    w1, m1, v1, a1 = adam_state(path(1))
+    w2, m2, v2, a2 = adam_state(path(2))
+    w3, m3, v3, a3 = adam_state(path(3))
+    check(np.array_equal(w1, w2) and np.array_equal(m1, m2) and np.array_equal(v1, v2),
+          "adam t: the skipped step 1 leaves weights, m and v as step 0 left them")
+    check((a1["step"], a2["step"], a3["step"]) == (1, 1, 2),
+          "adam t: optimizer/step 1, 1 (skipped), 2: %s" % [a1["step"], a2["step"], a3["step"]])
+    dw = np.sort(w3 - w2)
+    err = {}
+    for t in (2, 3):
+        step = np.float64(np.float32(a3["learning_rate_effective"] / (1 - a3["beta1"] ** t)))
+        bc2 = np.float64(np.float32(np.sqrt(1 - a3["beta2"] ** t)))
+        model = -step * (m3 / (np.sqrt(v3) / bc2 + np.float64(np.float32(a3["epsilon"]))))
+        err[t] = float(np.abs(dw - np.sort(model)).max())
+    check(np.abs(dw).max() > 1e-4 and err[2] <= 1e-6 and err[3] > 1e-5,
+          "adam t: step 2's weight changes match Adam with t=2 (max err %.3g; with t=3: %.3g; "
+          "max |dw| %.3g)" % (err[2], err[3], np.abs(dw).max()))
+
+
 def hier_one_node_check(tmp, data_dir):
     common = ["--seed", "7", "--batch-size", "10", "--epochs", "1", "--max-steps", "15"]
     fh = train(tmp, "hier-bf16", data_dir, common + ["--allreduce", "hier", "--compression", "bf16"])
@@ -136,6 +183,7 @@ def main():
         data_dir = os.path.join(tmp, "data")
         idxgen.write_set(data_dir, np.random.default_rng(31), n_train=200, n_test=50, gz=False)
         skip_check(tmp, data_dir, "adam", ["--optimizer", "adam"])
+        adam_t_check(tmp, data_dir)
         skip_check(tmp, data_dir, "K=2", ["--backward-passes-per-step", "2"])
         hier_one_node_check(tmp, data_dir)
         ps_check(tmp)
