@@ -8,7 +8,8 @@ not apply, under real mpirun -np 2 (h5py reads the checkpoints):
   optimizer/step (Adam's t: 2, not 3) equal bit for bit those of a run of 2
   steps with no fault; after epoch 2 optimizer/step is 5 (6 steps, 1
   skipped); an exact resume from the epoch-1 checkpoint (after the skip)
-  ends bit-identical to the straight run; and in the math: with one step
+  ends bit-identical to the straight run, and one from a file whose
+  optimizer/step counts the skipped step is refused (exit 2); in the math: with one step
   per epoch, the second overflowed, the third step's weight changes are
   Adam's with t = 2 (from its m and v, as kernels/cpu_opt.c computes them),
   not t = 3;
@@ -23,6 +24,7 @@ not apply, under real mpirun -np 2 (h5py reads the checkpoints):
 - a TF_CONFIG cluster with ps tasks refuses --compression on every task
   (chief, worker, ps): one line, exit 2."""
 import os
+import shutil
 import sys
 import tempfile
 
@@ -101,6 +103,18 @@ def skip_check(tmp, data_dir, what, extra):
     if fr:
         check(same_bits(mpitest.weights(fa), mpitest.weights(fr)),
               "%s: resumed after the skip = the straight run, bit for bit" % what)
+    # a file whose optimizer/step counts the skipped step (as before the fix)
+    bad = os.path.join(tmp, what + "-old-step.h5")
+    shutil.copyfile(path, bad)
+    with h5py.File(bad, "r+") as f:
+        f["optimizer"].attrs["step"] = np.int64(3)
+    rc, out = mpitest.run_train(2, os.path.join(tmp, what + "-old"), data_dir,
+                                common + ["3", "--epochs", "2", "--resume-from", bad])
+    want = "optimizer/step is 3 but the checkpoint's 3 steps less 1 skipped fp16 steps make 2"
+    lines = [l for l in out.splitlines() if want in l]
+    check(rc == 2 and lines and all(len(l) < 1000 for l in lines),
+          "%s: resume from a file whose optimizer/step counts the skip: exit %d, %s"
+          % (what, rc, lines[:1] or out[-300:]))
 
 
 def adam_state(path):
