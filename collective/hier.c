@@ -15,7 +15,16 @@
  * ranks in rank order, then summed around the ring in node order (ring.c),
  * then divided by the number of ranks for an average: bit-identical on
  * every rank and from run to run. On one node there is no ring, and the
- * bits are shm's. */
+ * bits are shm's.
+ *
+ * --compression bf16|fp16: only the ring across nodes is 16-bit. The node
+ * sums above are fp32, unrounded; in each chunk (SHM_CHUNK_ELEMS), slice m
+ * goes round the ring with ring.c's rounding points, the node sums in the
+ * place of the ranks' terms (segment j of the slice starts at node j): each
+ * partial sum rounded as it leaves a node, the ring's sum R(s) at the end
+ * (the sub-request sums, it does not average). The average then divides
+ * R(s) by the ranks in fp32, after the last rounding. On one node nothing is
+ * rounded: shm's fp32 bits (tests/collective/test_allreduce_comp.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -29,6 +29,26 @@ cJSON *buildinfo_json(void) {
   return o;
 }
 
+/* The --allreduce back ends this build carries (nccl: the CUDA module's,
+ * once loaded), in coll_backend's order, and where --compression applies. */
+static void buildinfo_print_allreduce(FILE *out) {
+  static const char *const how[] = {
+    [COLL_BACKEND_MPI] = "MPI_Allreduce",
+    [COLL_BACKEND_RING] = "ring over MPI point-to-point",
+    [COLL_BACKEND_NCCL] = "NCCL, --device cuda",
+    [COLL_BACKEND_TCP] = "ring over a TF_CONFIG cluster's TCP mesh",
+    [COLL_BACKEND_SHM] = "shared memory, ranks of one node",
+    [COLL_BACKEND_HIER] = "shm within each node, a ring across nodes",
+  };
+  for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_HIER; b++) {
+    const int have = coll_backend_available((coll_backend)b);
+    fprintf(out, "  [%c] allreduce %-5s %s%s\n", have ? 'X' : ' ',
+            coll_backend_name((coll_backend)b), how[b], have ? "" : " (not in this build)");
+  }
+  fprintf(out, "  [X] compression     --compression none|bf16|fp16: 16-bit transfers on ring, "
+          "tcp and hier's ring across nodes, every sum fp32\n");
+}
+
 void buildinfo_print(FILE *out) {
   char why[256] = "", load_err[512] = "";
   /* Versions as linked: load the CUDA module (a training run on the CPU never does). */
@@ -44,7 +64,7 @@ void buildinfo_print(FILE *out) {
           "more: column slices of every GEMM), BLAS single-threaded\n", auto_cfg.threads_run,
           auto_cfg.threads_why);
   fprintf(out, "  [X] MPI             %s\n", cJSON_GetObjectItem(o, "mpi")->valuestring);
-  fprintf(out, "  [X] ring allreduce  (over MPI point-to-point)\n");
+  buildinfo_print_allreduce(out);
   fprintf(out, "  [X] HDF5            %s\n", cJSON_GetObjectItem(o, "hdf5")->valuestring);
   fprintf(out, "  [X] cJSON           %s\n", cJSON_GetObjectItem(o, "cjson")->valuestring);
   fprintf(out, "  [X] zlib            %s\n", cJSON_GetObjectItem(o, "zlib")->valuestring);

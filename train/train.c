@@ -466,7 +466,7 @@ static int train_epoch_steps(trainer *t, int64_t epoch, int show_progress) {
     k = t->data.steps_per_epoch - step < chain ? t->data.steps_per_epoch - step : chain;
     train_timeline_steps(&t->out.tl, step);
     /* k > 1 only where the rule does not vary */
-    train_opt_at(&t->step.opt, &t->step.sched, t->step.global_step);
+    train_opt_at(&t->step.opt, &t->step.sched, t->step.global_step, t->step.scaler.overflows);
     t->step.fused.opt = t->step.opt;
     double s = train_tl_begin(&t->out.tl);
     if (train_fault_maybe(t, k) != 0 || train_step(t, k) != 0) return -1;

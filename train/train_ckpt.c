@@ -176,7 +176,7 @@ static void train_ckpt_fill(train_ckpt *k, const train_ctx *x, const train_data 
   s->epsilon = c->epsilon;
   s->rho = c->rho;
   s->weight_decay = c->weight_decay;
-  s->opt_step = st->global_step;
+  s->opt_step = st->global_step - st->scaler.overflows; /* updates applied */
   s->opt_state_elems = train_opt_state_elems(st->opt.kind, st->layout.total_elems);
   s->scale_lr = c->scale_lr;
   s->threads = kern_is_host_memory(x->be) ? kern_config_of(x->be)->threads : 0;
@@ -284,6 +284,19 @@ static int train_ckpt_check_micro(const train_config *c, const ckpt_state *s, co
                       there);
 }
 
+/* Adam's t goes on from the checkpoint's steps less its skipped fp16 steps:
+ * the file's optimizer/step must say the same (one written before a skipped
+ * step left t alone counted them). */
+static int train_ckpt_check_opt_step(const ckpt_state *s, const char *path, base_err *err) {
+  const int64_t skipped = s->fp16_scale > 0 ? s->fp16_overflows : 0;
+  if (s->opt_step == s->global_step - skipped) return 0;
+  return base_err_set(err, "--resume-from %.600s: optimizer/step is %lld but the checkpoint's %lld "
+                      "steps less %lld skipped fp16 steps make %lld; an exact resume needs the "
+                      "optimizer's update count", path, (long long)s->opt_step,
+                      (long long)s->global_step, (long long)skipped,
+                      (long long)(s->global_step - skipped));
+}
+
 /* Every flag that changes the math or the data order must agree. */
 static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data *d,
                             const model_layout *l, const ckpt_state *s, const char *path,
@@ -309,7 +322,10 @@ static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data 
                         "with %lld; an exact resume needs the same threads per rank (each splits "
                         "the sums its own way)", path, threads, (long long)s->threads);
   }
-  if (train_ckpt_check_micro(c, s, path, err) != 0) return -1;
+  if (train_ckpt_check_micro(c, s, path, err) != 0 ||
+      train_ckpt_check_opt_step(s, path, err) != 0) {
+    return -1;
+  }
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (ints[i].here == ints[i].there) continue;
     return base_err_set(err, "--resume-from %.600s: %s is %lld but the checkpoint has %lld", path,

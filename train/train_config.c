@@ -67,7 +67,8 @@ static const opt_spec train_specs[] = {
    "gradient bytes between ranks: bf16 or fp16 halve them, and change the math: each rank's "
    "term and each partial sum is rounded to 16 bits as it is sent, sums stay fp32; fp16 is "
    "scaled by a dynamic power of two and skips a step that overflows (README, \"Gradient "
-   "compression\"); ring, tcp and hier's ring across nodes (shm: no effect)"},
+   "compression\"); ring, tcp and hier's ring across nodes (shm, hier on one node: no "
+   "effect; a TF_CONFIG cluster with ps tasks refuses it)"},
   {"scale-lr", OPT_BOOL, F(scale_lr), "off", 0, 0, NULL,
    "multiply the learning rate by the number of ranks"},
   {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,

@@ -141,10 +141,16 @@ static int train_job_check_compression(const train_config *cfg, const coll_world
   const int applies = coll_compression_applies(b, k, e, sizeof e);
   if (applies < 0) return base_err_bad_input(err, "%s", e);
   if (k == COLL_COMP_NONE) return 0;
+  const int one_node = w->local_size >= w->size; /* the same on every rank */
   snprintf(why, why_bytes, "compression: %s %s", coll_compression_name(k),
            !applies ? "does not apply to shm (no bytes cross a node: fp32 throughout)"
            : w->size == 1 ? "has nothing to do (one rank sends nothing)"
-           : "(every ring transfer 16-bit, every sum fp32)");
+           : b == COLL_BACKEND_HIER && one_node
+               ? "does not apply: hier on one node has no ring across nodes (shm's fp32 sums, "
+                 "shm's bits)"
+           : b == COLL_BACKEND_HIER
+               ? "(hier: the ring across nodes 16-bit, every sum fp32; within a node fp32)"
+               : "(every ring transfer 16-bit, every sum fp32)");
   return 0;
 }
 
@@ -191,6 +197,14 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
   j->in_cluster = tf_json != NULL;
   if ((j->in_cluster && cluster_tf_config_parse(tf_json, &j->tf, err->msg, sizeof err->msg) != 0) ||
       train_job_check_allreduce(cfg, j->in_cluster, err) != 0) {
+    return TRAIN_JOB_BAD_INPUT;
+  }
+  if (j->in_cluster && j->tf.nps > 0 && cfg->compression != TRAIN_COMPRESSION_NONE) {
+    /* the workers push fp32 gradients to the ps tasks: no ring to compress */
+    base_err_set(err, "--compression %s: this TF_CONFIG cluster has %d ps task(s): the workers "
+                 "push fp32 gradients to them and run no allreduce; use --compression none, or "
+                 "a cluster without ps tasks", train_compression_names[cfg->compression],
+                 j->tf.nps);
     return TRAIN_JOB_BAD_INPUT;
   }
   if (!j->in_cluster && (cfg->secret_file[0] || cfg->insecure_cluster)) {

@@ -21,9 +21,9 @@ void train_opt_init(kern_opt *opt, lr_schedule *sched, const train_config *c, in
                          .total_steps = c->epochs * steps_per_epoch};
 }
 
-void train_opt_at(kern_opt *opt, const lr_schedule *sched, int64_t step) {
+void train_opt_at(kern_opt *opt, const lr_schedule *sched, int64_t step, int64_t skipped) {
   opt->lr = (float)lr_schedule_rate(sched, step);
-  opt->step = step + 1;
+  opt->step = step - skipped + 1;
 }
 
 int train_opt_varies(const kern_opt *opt, const lr_schedule *sched) {

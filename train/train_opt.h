@@ -12,8 +12,10 @@
 /* The rule and schedule of c for ranks ranks and steps_per_epoch steps. */
 void train_opt_init(kern_opt *opt, lr_schedule *sched, const train_config *c, int ranks,
                     int64_t steps_per_epoch);
-/* Sets the rate and update count of the update at global step (0-based). */
-void train_opt_at(kern_opt *opt, const lr_schedule *sched, int64_t step);
+/* Sets the rate and update count of the update at global step (0-based),
+ * skipped steps (fp16 overflows) before it: the schedule counts every step,
+ * Adam's t only the updates applied (PyTorch's GradScaler skips step()). */
+void train_opt_at(kern_opt *opt, const lr_schedule *sched, int64_t step, int64_t skipped);
 /* 1 when updates differ from step to step (a schedule, a warm-up or a bias
  * correction): a recorded step (a CUDA graph, a fused chain) cannot then
  * replay one step's scalars for another. */

@@ -130,7 +130,7 @@ static int ps_task_update(void *ctx, float *params, const float *grad, float *st
   train_ps_rule rule;
   memcpy(&rule, opt, sizeof rule);
   kern_opt o = rule.opt;
-  train_opt_at(&o, &rule.sched, rule.first_step + x->updates++);
+  train_opt_at(&o, &rule.sched, rule.first_step + x->updates++, 0);
   if (n > 0 && kern_opt_update(x->be, params, grad, state, n, &o) != 0) {
     snprintf(err, err_bytes, "ps: update: %s", kern_error(x->be));
     return -1;

@@ -12,7 +12,8 @@
  *   any scale) the run stops as Failed, exit 1.
  *
  * A skipped step still consumes its batch and counts as a step (the
- * learning-rate schedule goes on). Inactive (every step applied, scale
+ * learning-rate schedule goes on), but the optimizer does not see it: its
+ * state and Adam's step count t stay as they were (train_opt_at). Inactive (every step applied, scale
  * unused) unless fp16 is on and a ring carries the gradient. */
 #ifndef TFDIST_TRAIN_TRAIN_SCALER_H
 #define TFDIST_TRAIN_TRAIN_SCALER_H

@@ -1,5 +1,9 @@
 /* --compression over the ring, under mpirun -np 1..4 (`ring bf16|fp16`), or
- * over a TF_CONFIG cluster's TCP mesh (`tcp bf16|fp16 N`):
+ * over a TF_CONFIG cluster's TCP mesh (`tcp bf16|fp16 N`); over hier, on one
+ * node under mpirun (`hier bf16|fp16`: nothing crosses a node, so shm's fp32
+ * bits, checked against an shm comm too) or over the TCP mesh spread on
+ * loopback hosts (`hier-tcp bf16|fp16 N HOSTS`: the ring across nodes is
+ * 16-bit):
  * - exact: values k/4 with small k are codes of both formats, and so is
  *   every partial sum, so sum and average (the average rounded as the ring
  *   documents) must match integer sums bit for bit; counts 0 to 2^20+3, in
@@ -7,7 +11,10 @@
  *   the send buffer untouched;
  * - the rounding points: real-valued inputs against a model of ring.c's
  *   documented rounding (codec_ref.h's oracle, segment by segment), bit for
- *   bit, on every rank (every rank derives every rank's inputs);
+ *   bit, on every rank (every rank derives every rank's inputs); for hier,
+ *   of hier.c's: fp32 node sums in rank order, then the ring's rounding
+ *   points on the node sums across nodes (per chunk and slice), the average
+ *   divided in fp32 after the last rounding;
  * - the same bits on every rank and on a repeat;
  * - fp16: one rank's term beyond the range makes that element inf or NaN on
  *   every rank, and only that one. */
@@ -24,9 +31,17 @@
 #define GUARD 8
 static const float guard_value = -12345.5f;
 
+/* hier.c's chunk (shm_group.h's SHM_CHUNK_ELEMS): slices are cut per chunk. */
+#define HIER_CHUNK ((int64_t)128 * 1024)
+
 typedef struct {
   coll_comm *c;
   int rank, size;
+  int hier;        /* the hier back end: node sums, then the ring across nodes */
+  int nodes;       /* hier: nodes, in order of their lowest rank */
+  int *node_rank;  /* hier: (size) the ranks of node 0, then node 1, ... in rank order */
+  int *node_start; /* hier: (nodes + 1) where each node's ranks start in node_rank */
+  int slices;      /* hier: the fewest ranks on any node */
   const ref_fmt *f;
   float scale;
   float *send, *recv;
@@ -59,9 +74,38 @@ static float model(const ctx *x, float (*v)(int64_t, int), int64_t i, int64_t n,
   return ref_round(x->f, p, x->scale);
 }
 
+/* hier.c's documented rounding of element i: each node's fp32 sum in rank
+ * order; in chunk i / HIER_CHUNK, slice m of the chunk goes round the ring
+ * across nodes, its segment j starting at node j, with ring.c's rounding
+ * points on the node sums (the ring sums, R once more at the end); an
+ * average divides that by the ranks in fp32. One node: no ring, no rounding. */
+static float hier_model(const ctx *x, float (*v)(int64_t, int), int64_t i, int64_t n, int avg) {
+  const int64_t c0 = i / HIER_CHUNK * HIER_CHUNK, t = i - c0;
+  const int64_t len = n - c0 < HIER_CHUNK ? n - c0 : HIER_CHUNK;
+  const int S = x->slices, N = x->nodes;
+  int m = 0;
+  while (m + 1 < S && len * (m + 1) / S <= t) m++;
+  const int64_t lo = len * m / S, L = len * (m + 1) / S - lo;
+  float s[64] = {0};
+  for (int k = 0; k < N; k++) {
+    const int *r = x->node_rank + x->node_start[k];
+    s[k] = v(i, r[0]);
+    for (int q = 1; q < x->node_start[k + 1] - x->node_start[k]; q++) s[k] += v(i, r[q]);
+  }
+  float p = s[0];
+  if (N > 1) {
+    int j = 0;
+    while (j + 1 < N && L * (j + 1) / N <= t - lo) j++;
+    p = s[j];
+    for (int k = 1; k < N; k++) p = s[(j + k) % N] + ref_round(x->f, p, x->scale);
+    p = ref_round(x->f, p, x->scale);
+  }
+  return avg ? p / (float)x->size : p;
+}
+
 static int compare(ctx *x, const char *what, float (*v)(int64_t, int), int64_t n, int avg) {
   for (int64_t i = 0; i < n; i++) {
-    const float want = model(x, v, i, n, avg);
+    const float want = x->hier ? hier_model(x, v, i, n, avg) : model(x, v, i, n, avg);
     if (memcmp(&x->recv[i], &want, sizeof want) != 0) {
       fprintf(stderr, "rank %d: %s %s: element %lld of %lld: got %.9g want %.9g\n", x->rank,
               x->f->name, what, (long long)i, (long long)n, (double)x->recv[i], (double)want);
@@ -77,7 +121,9 @@ static int compare_exact(ctx *x, const char *what, int64_t n, int avg) {
     int64_t q = 0; /* quarters */
     for (int r = 0; r < x->size; r++) q += (int64_t)(exact_value(i, r) * 4.0f);
     float want = (float)q / 4.0f;
-    if (avg) want = ref_round(x->f, want / (float)x->size, x->scale);
+    /* the ring rounds the average; hier divides the (exact) rounded sum */
+    if (avg && x->hier) want = want / (float)x->size;
+    else if (avg) want = ref_round(x->f, want / (float)x->size, x->scale);
     if (memcmp(&x->recv[i], &want, sizeof want) != 0) {
       fprintf(stderr, "rank %d: %s %s: element %lld of %lld: got %.9g want %.9g (integer sum)\n",
               x->rank, x->f->name, what, (long long)i, (long long)n, (double)x->recv[i],
@@ -179,6 +225,66 @@ static void run_overflow(ctx *x) {
   same_everywhere(x, fnv1a(x->recv, (size_t)n * sizeof(float)), "overflowed result");
 }
 
+/* Every rank's node (coll_world.node_first) over the control plane, as
+ * hier.c groups them: nodes in order of their lowest rank, ranks in order. */
+static void hier_nodes(ctx *x, int node_first) {
+  double *rows = calloc((size_t)x->size, sizeof *rows);
+  x->node_rank = malloc((size_t)x->size * sizeof *x->node_rank);
+  x->node_start = malloc((size_t)(x->size + 1) * sizeof *x->node_start);
+  if (!rows || !x->node_rank || !x->node_start) abort();
+  rows[x->rank] = node_first + 1.0;
+  CHECK_EQ_INT(coll_allreduce_sum_f64(x->c, rows, x->size), COLL_OK);
+  int at = 0;
+  x->slices = x->size;
+  for (int f = 0; f < x->size; f++) {
+    const int start = at;
+    for (int r = 0; r < x->size; r++) {
+      if ((int)rows[r] - 1 == f) x->node_rank[at++] = r;
+    }
+    if (at == start) continue;
+    x->node_start[x->nodes++] = start;
+    if (at - start < x->slices) x->slices = at - start;
+  }
+  x->node_start[x->nodes] = at;
+  CHECK_EQ_INT(at, x->size);
+  free(rows);
+}
+
+/* On one node hier sends nothing across nodes: its bits are shm's in fp32
+ * (no compression), here against an shm comm on the same inputs. */
+static void hier_same_as_shm(ctx *x, const coll_world *w) {
+  coll_config cfg = {.backend = COLL_BACKEND_SHM, .timeout_s = 60};
+  coll_comm *shm = NULL;
+  char err[512];
+  if (coll_comm_init(&shm, w, &cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "rank %d: shm comm: %s\n", x->rank, err);
+    check_failures++;
+    return;
+  }
+  const int64_t n = 266610;
+  float *ref = malloc((size_t)n * sizeof *ref);
+  if (!ref) abort();
+  for (int64_t i = 0; i < n; i++) x->send[i] = real_value(i, x->rank);
+  CHECK_EQ_INT(coll_allreduce_sum_f32(shm, x->send, ref, n), COLL_OK);
+  CHECK(reduce(x, x->send, n, 0, 0));
+  if (memcmp(ref, x->recv, (size_t)n * sizeof *ref) != 0) {
+    fprintf(stderr, "rank %d: hier %s on one node differs from shm's fp32 sum\n", x->rank,
+            x->f->name);
+    check_failures++;
+  }
+  memcpy(ref, x->send, (size_t)n * sizeof *ref);
+  CHECK_EQ_INT(coll_allreduce_avg_f32(shm, ref, n), COLL_OK);
+  memcpy(x->recv, x->send, (size_t)n * sizeof *ref);
+  CHECK(reduce(x, x->recv, n, 1, 0));
+  if (memcmp(ref, x->recv, (size_t)n * sizeof *ref) != 0) {
+    fprintf(stderr, "rank %d: hier %s on one node: average differs from shm's\n", x->rank,
+            x->f->name);
+    check_failures++;
+  }
+  free(ref);
+  coll_comm_free(shm);
+}
+
 static int join(coll_world *w, int tcp, int *argc, char ***argv, cluster_tf_config *tf) {
   char err[512];
   int rc = tcp ? cluster_tf_config_parse(getenv("TF_CONFIG"), tf, err, sizeof err) != 0 ||
@@ -195,19 +301,23 @@ int main(int argc, char **argv) {
   coll_world w;
   char err[512];
   coll_config cfg = {.backend = COLL_BACKEND_RING, .timeout_s = 60};
-  if (argc < 3 || coll_backend_parse(argv[1], &cfg.backend) != 0 ||
+  const int hier_tcp = argc > 1 && strcmp(argv[1], "hier-tcp") == 0;
+  if (hier_tcp) cfg.backend = COLL_BACKEND_HIER;
+  if (argc < 3 || (!hier_tcp && coll_backend_parse(argv[1], &cfg.backend) != 0) ||
       coll_compression_parse(argv[2], &cfg.compression) != 0 ||
       cfg.compression == COLL_COMP_NONE) {
-    fprintf(stderr, "usage: test_allreduce_comp ring|tcp bf16|fp16 [N tasks (tcp)] [chunk_bytes]\n");
+    fprintf(stderr, "usage: test_allreduce_comp ring|tcp|hier|hier-tcp bf16|fp16 [N tasks (tcp, "
+            "hier-tcp)] [chunk_bytes (ring, tcp) | HOSTS (hier-tcp)]\n");
     return 2;
   }
-  const int tcp = cfg.backend == COLL_BACKEND_TCP;
-  if (tcp) tf_spawn_cluster(argc > 3 ? atoi(argv[3]) : 2, 100);
+  const int tcp = cfg.backend == COLL_BACKEND_TCP || hier_tcp;
+  if (hier_tcp) tf_spawn_cluster_hosts(argc > 3 ? atoi(argv[3]) : 2, argc > 4 ? atoi(argv[4]) : 2, 100);
+  else if (tcp) tf_spawn_cluster(argc > 3 ? atoi(argv[3]) : 2, 100);
   static cluster_tf_config tf;
   if (join(&w, tcp, &argc, &argv, &tf) != 0) return 1;
   const int chunk_arg = tcp ? 4 : 3;
-  if (argc > chunk_arg) cfg.ring_chunk_bytes = atoll(argv[chunk_arg]);
-  ctx x = {.rank = w.rank, .size = w.size};
+  if (argc > chunk_arg && !hier_tcp) cfg.ring_chunk_bytes = atoll(argv[chunk_arg]);
+  ctx x = {.rank = w.rank, .size = w.size, .hier = cfg.backend == COLL_BACKEND_HIER};
   x.f = cfg.compression == COLL_COMP_BF16 ? &ref_bf16 : &ref_fp16;
   x.scale = cfg.compression == COLL_COMP_FP16 ? 8.0f : 1.0f; /* a scale that is not 1 */
   if (coll_comm_init(&x.c, &w, &cfg, err, sizeof err) != 0) {
@@ -215,6 +325,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (cfg.compression == COLL_COMP_FP16) coll_comm_set_fp16_scale(x.c, x.scale);
+  if (x.hier) hier_nodes(&x, w.node_first);
+  if (x.hier && x.nodes > 64) abort(); /* hier_model's node sums */
   const int64_t counts[] = {0, 1, 2, 3, 7, 1000, 266610, (1 << 20) + 3};
   const int64_t max_n = (1 << 20) + 3;
   x.send = malloc((size_t)(max_n + GUARD) * sizeof(float));
@@ -233,15 +345,20 @@ int main(int argc, char **argv) {
     run_case(&x, real_counts[i], 0, 0, 0, 1);
   }
   run_repeat(&x);
-  if (cfg.compression == COLL_COMP_FP16 && w.size > 1) run_overflow(&x);
+  /* hier: only the ring across nodes is 16-bit (one node: fp32, shm's bits) */
+  const int crosses = x.hier ? x.nodes > 1 : w.size > 1;
+  if (cfg.compression == COLL_COMP_FP16 && crosses) run_overflow(&x);
+  if (x.hier && x.nodes == 1 && w.size > 1) hier_same_as_shm(&x, &w);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) fails = 1;
   if (w.rank == 0) {
-    printf("%s %s, %d rank(s): %s\n", argv[1], argv[2], w.size,
+    printf("%s %s, %d rank(s) on %d node(s): %s\n", argv[1], argv[2], w.size, x.hier ? x.nodes : 0,
            fails == 0 ? "as modelled, bit for bit" : "FAILED");
   }
   free(x.send);
   free(x.recv);
+  free(x.node_rank);
+  free(x.node_start);
   coll_comm_free(x.c);
   coll_world_finalize(&w);
   if (tcp) cluster_tf_config_free(&tf);

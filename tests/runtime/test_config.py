@@ -70,4 +70,9 @@ T.check(v.returncode == 0 and v.stdout.startswith("tfdist "), "--version")
 cb = T.run(["--check-build"])
 for lib in ("BLAS", "MPI", "HDF5", "CUDA"):
     T.check(lib in cb.stdout, f"--check-build lacks {lib}")
+# every allreduce back end a CPU build carries, hier included, and compression
+for b in ("mpi", "ring", "tcp", "shm", "hier"):
+    T.check(f"[X] allreduce {b:<5} " in cb.stdout, f"--check-build lacks allreduce {b}")
+T.check("[X] compression     --compression none|bf16|fp16" in cb.stdout,
+        "--check-build lacks --compression")
 T.done()
