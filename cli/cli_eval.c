@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data/idx.h"
+#include "data/render.h"
 #include "cli/cli.h"
 #include "model/evaluate.h"
 #include "modelio/infer.h"
@@ -23,8 +24,11 @@ typedef struct {
   char data_folder[OPT_STR_BYTES];
   eval_split split;
   int json;
+  char confusion_png[OPT_STR_BYTES];
   int64_t max_params;
 } eval_opts;
+
+#define EVAL_PNG_CELL_PX 32 /* 10 cells + 11 grid lines: 331 x 331 px */
 
 #define F(field) offsetof(eval_opts, field)
 static const opt_spec eval_specs[] = {
@@ -34,6 +38,8 @@ static const opt_spec eval_specs[] = {
    "folder searched recursively for the idx files"},
   {"split", OPT_CHOICE, F(split), "test", 0, 0, eval_split_names, "which split to evaluate"},
   {"json", OPT_BOOL, F(json), "off", 0, 0, NULL, "print one JSON object instead of tables"},
+  {"confusion-png", OPT_STRING, F(confusion_png), NULL, 0, 0, NULL,
+   "also write the confusion matrix as a heat-map PNG (rows true, columns predicted)"},
   {"max-params", OPT_INT, F(max_params), "50000000", 1, 1e12, NULL, H5MODEL_MAX_PARAMS_HELP},
 };
 #undef F
@@ -41,7 +47,7 @@ static const opt_table eval_options = {eval_specs, (int)(sizeof eval_specs / siz
                                        "eval"};
 
 static const char eval_usage[] =
-    "usage: tfdist eval --model PATH [--data-folder DIR] [--json]\n"
+    "usage: tfdist eval --model PATH [--data-folder DIR] [--json] [--confusion-png FILE]\n"
     "  Evaluates a saved model: accuracy, loss, per-class accuracy, confusion matrix.";
 
 typedef struct {
@@ -61,11 +67,12 @@ static int eval_tally_chunk(void *ctx, int64_t start, int64_t n, const float *lo
   return 0;
 }
 
-static cJSON *eval_json(const char *model, const char *images, const kern_stats *st,
-                        const eval_tally *t) {
+static cJSON *eval_json(const char *model, const char *images, const char *png,
+                        const kern_stats *st, const eval_tally *t) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "model", model);
   cJSON_AddStringToObject(o, "data", images);
+  if (png[0]) cJSON_AddStringToObject(o, "confusion_png", png);
   cJSON_AddNumberToObject(o, "samples", st->samples);
   cJSON_AddNumberToObject(o, "accuracy", st->correct / st->samples);
   cJSON_AddNumberToObject(o, "loss", st->loss_sum / st->samples);
@@ -140,6 +147,10 @@ int cli_eval(int argc, char **argv) {
     return CLI_USAGE;
   }
   h5model_max_params_set(o.max_params);
+  if (o.confusion_png[0] && data_render_path_check(o.confusion_png, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: --confusion-png: %s\n", err); /* before the work, not after */
+    return CLI_USAGE;
+  }
   if (!o.model[0]) {
     fprintf(stderr, "tfdist: error: --model: required (a model.h5, a checkpoint or a folder)\n");
     return CLI_USAGE;
@@ -154,14 +165,23 @@ int cli_eval(int argc, char **argv) {
   eval_tally tally;
   memset(&ds, 0, sizeof ds);
   int rc = eval_run(&o, &s, &ds, &st, &tally, images, sizeof images, err, sizeof err);
-  if (rc == CLI_OK && o.json) {
-    cJSON *j = eval_json(s.path, images, &st, &tally);
+  if (rc == CLI_OK && o.confusion_png[0] &&
+      data_render_heatmap(o.confusion_png, &tally.conf[0][0], DATA_CLASSES, DATA_CLASSES,
+                          EVAL_PNG_CELL_PX, err, sizeof err) != 0) {
+    fprintf(stderr, "tfdist: error: --confusion-png: %s\n", err);
+    rc = CLI_FAIL;
+  } else if (rc == CLI_OK && o.json) {
+    cJSON *j = eval_json(s.path, images, o.confusion_png, &st, &tally);
     char *text = cJSON_PrintUnformatted(j);
     printf("%s\n", text ? text : "{}");
     free(text);
     cJSON_Delete(j);
   } else if (rc == CLI_OK) {
     eval_print_text(s.path, images, &st, &tally);
+    if (o.confusion_png[0]) {
+      const int px = DATA_CLASSES * (EVAL_PNG_CELL_PX + 1) + 1;
+      printf("\nwrote %s (%dx%d)\n", o.confusion_png, px, px);
+    }
   } else {
     fprintf(stderr, "tfdist: error: %s\n", err);
   }
