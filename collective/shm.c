@@ -7,6 +7,13 @@
  * copies the whole result out. So the sum of element i is always
  * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
  *
+ * Zero copy: coll_comm_buffer gives each rank its part of a second segment
+ * (the trainer's gradients, which backward writes straight into). An
+ * in-place allreduce of a span of it, the same span on every rank, takes
+ * no chunks and copies nothing: a barrier, each rank sums its slice of the
+ * span over every rank's part in the same order and stores it into every
+ * part, a barrier. Same bits; ranks that disagree on the path fail, named.
+ *
  * Barriers are counters in shared memory, one cache line per rank, polled
  * through the progress loop (progress.c): nothing blocks, the --timeout
  * watchdog sees a stalled peer, and a peer whose pid is gone is named at once.
