@@ -137,7 +137,8 @@ int coll_barrier(coll_comm *c);
  * segment; an in-place allreduce of a span of it, the same span on every
  * rank, sums straight from the peers' buffers and writes the result into
  * every rank's). Owned by the comm until coll_comm_free; one per comm.
- * COLL_OK with *out NULL where the back end has none: allocate your own. */
+ * COLL_OK with *out NULL where the back end has none, or where no rank could
+ * get one and the comm still works (err then says why): allocate your own. */
 int coll_comm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes);
 
 /* Non-blocking allreduces, for overlapping a layer's reduction with the rest

@@ -418,7 +418,11 @@ static int shm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_
   const int64_t stride = (int64_t)(shm_round((size_t)elems * sizeof(float)) / sizeof(float));
   const size_t bytes = (size_t)stride * sizeof(float) * (size_t)c->size;
   void *base = NULL;
-  if (shm_group_share(c, &s->g, bytes, &base, err, err_bytes) != COLL_OK) return COLL_ERR;
+  if (shm_group_share(c, &s->g, bytes, &base, err, err_bytes) != COLL_OK) {
+    /* Every rank failed alike (/dev/shm too small, say) and the comm still
+     * works: no buffer, err says why; the caller's own memory will do. */
+    return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
+  }
   s->buf = base;
   s->buf_bytes = bytes;
   s->stride = stride;
@@ -477,10 +481,11 @@ static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_r
  * within it; -1 otherwise (the copying path). */
 static int64_t shm_zc_offset(const coll_comm *c, const shm_comm *s, const coll_request *r) {
   if (!s->buf || r->send != r->recv || r->elems == 0) return -1;
-  const float *mine = s->buf + (int64_t)c->rank * s->stride;
-  if (r->recv < mine || r->recv > mine + s->buf_elems) return -1;
-  const int64_t off = r->recv - mine;
-  return r->elems <= s->buf_elems - off ? off : -1;
+  const uintptr_t mine = (uintptr_t)(s->buf + (int64_t)c->rank * s->stride), at = (uintptr_t)r->recv;
+  if (at < mine || (at - mine) % sizeof(float) != 0) return -1;
+  const uint64_t off = (at - mine) / sizeof(float);
+  return off <= (uint64_t)s->buf_elems && (uint64_t)r->elems <= (uint64_t)s->buf_elems - off
+             ? (int64_t)off : -1;
 }
 
 /* Zero copy: this rank's slice of the span, summed over every rank's part

@@ -83,9 +83,9 @@ static int train_alloc_grads(trainer *t, int64_t P) {
       return base_err_set(&t->err, "%s", err);
     }
     t->step.grads_shared = t->step.grads != NULL;
-    rank_log_printf(&t->out.log, "gradients: %s", t->step.grads_shared ?
+    rank_log_printf(&t->out.log, "gradients: %s%s%s", t->step.grads_shared ?
                     "in the comm's shared segment (no copy in or out of the allreduce)" :
-                    "private (the allreduce copies them)");
+                    "private (the allreduce copies them)", err[0] ? ": " : "", err);
     if (t->step.grads_shared) return 0;
   }
   T_TRY(t, kern_mem_alloc_f32(t->ctx.be, &t->step.grads, P));
