@@ -481,7 +481,8 @@ static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_r
  * within it; -1 otherwise (the copying path). */
 static int64_t shm_zc_offset(const coll_comm *c, const shm_comm *s, const coll_request *r) {
   if (!s->buf || r->send != r->recv || r->elems == 0) return -1;
-  const uintptr_t mine = (uintptr_t)(s->buf + (int64_t)c->rank * s->stride), at = (uintptr_t)r->recv;
+  const uintptr_t mine = (uintptr_t)(s->buf + (int64_t)c->rank * s->stride);
+  const uintptr_t at = (uintptr_t)r->recv;
   if (at < mine || (at - mine) % sizeof(float) != 0) return -1;
   const uint64_t off = (at - mine) / sizeof(float);
   return off <= (uint64_t)s->buf_elems && (uint64_t)r->elems <= (uint64_t)s->buf_elems - off
@@ -511,7 +512,9 @@ static void shm_zc_reduce(const coll_comm *c, const shm_comm *s, const coll_requ
     if (r->avg) {
       for (int64_t i = 0; i < m; i++) tmp[i] /= div;
     }
-    for (int p = 0; p < n; p++) memcpy(s->buf + (int64_t)p * s->stride + b, tmp, (size_t)m * sizeof(float));
+    for (int p = 0; p < n; p++) {
+      memcpy(s->buf + (int64_t)p * s->stride + b, tmp, (size_t)m * sizeof(float));
+    }
   }
 }
 

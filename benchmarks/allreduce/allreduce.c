@@ -73,11 +73,11 @@ static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_by
   snprintf(buf, sizeof buf, "%s", list);
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") && strcmp(tok, "shm-zc") &&
-        strcmp(tok, "hier") && strcmp(tok, "winshm") && strcmp(tok, "ring-bf16") &&
-        strcmp(tok, "ring-fp16")) {
-      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, shm-zc, hier, winshm, "
-               "ring-bf16, ring-fp16)", tok);
+    if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
+        strcmp(tok, "shm-zc") && strcmp(tok, "hier") && strcmp(tok, "winshm") &&
+        strcmp(tok, "ring-bf16") && strcmp(tok, "ring-fp16")) {
+      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, shm-zc, hier, "
+               "winshm, ring-bf16, ring-fp16)", tok);
       return -1;
     }
     if (o->nalgos == MAX_ALGOS) {
