@@ -165,6 +165,12 @@ int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg,
   return COLL_OK;
 }
 
+int coll_comm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes) {
+  *out = NULL;
+  if (!c->ops->buffer || elems <= 0) return COLL_OK;
+  return c->ops->buffer(c, elems, out, err, err_bytes);
+}
+
 void coll_comm_free(coll_comm *c) {
   if (!c) return;
   coll_progress_stop(c);

@@ -131,6 +131,16 @@ int coll_broadcast_f32(coll_comm *c, float *buf, int64_t elems, int root);
 int coll_broadcast_bytes(coll_comm *c, void *buf, int64_t bytes, int root);
 int coll_barrier(coll_comm *c);
 
+/* Collective (every rank at once, the same elems, no collective in flight):
+ * host memory for elems floats that this comm reduces without copying it
+ * (shm with 2+ ranks: every rank's buffer is its part of one shared
+ * segment; an in-place allreduce of a span of it, the same span on every
+ * rank, sums straight from the peers' buffers and writes the result into
+ * every rank's). Owned by the comm until coll_comm_free; one per comm.
+ * COLL_OK with *out NULL where the back end has none, or where no rank could
+ * get one and the comm still works (err then says why): allocate your own. */
+int coll_comm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes);
+
 /* Non-blocking allreduces, for overlapping a layer's reduction with the rest
  * of backward. The buffers must stay untouched, and *req valid, until
  * coll_wait returns; coll_wait frees *req. Requests complete in the order

@@ -7,6 +7,13 @@
  * copies the whole result out. So the sum of element i is always
  * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
  *
+ * Zero copy: coll_comm_buffer gives each rank its part of a second segment
+ * (the trainer's gradients, which backward writes straight into). An
+ * in-place allreduce of a span of it, the same span on every rank, takes
+ * no chunks and copies nothing: a barrier, each rank sums its slice of the
+ * span over every rank's part in the same order and stores it into every
+ * part, a barrier. Same bits; ranks that disagree on the path fail, named.
+ *
  * Barriers are counters in shared memory, one cache line per rank, polled
  * through the progress loop (progress.c): nothing blocks, the --timeout
  * watchdog sees a stalled peer, and a peer whose pid is gone is named at once.
@@ -37,6 +44,7 @@ struct shm_slot {
   int32_t pid;
   int32_t mapped;
   int32_t failed;                    /* this rank gave up: why says why */
+  int64_t zc_off, zc_elems;          /* its request's span of the buffer; -1: copied */
   char why[180];
 };
 
@@ -48,13 +56,19 @@ typedef struct {
 
 typedef struct {
   shm_group g;       /* every rank of the comm */
+  float *buf;        /* coll_comm_buffer's segment: (ranks) parts of stride floats */
+  int64_t buf_elems, stride;
+  size_t buf_bytes;
 } shm_comm;
 
+/* Per chunk; the zero-copy path has one "chunk", the whole span, and copies
+ * nothing in its first and last steps. */
 typedef enum { SHM_STEP_COPY_IN = 0, SHM_STEP_REDUCE, SHM_STEP_COPY_OUT } shm_step;
 
 typedef struct {
-  int64_t off;   /* first element of the current chunk */
-  shm_step step; /* what comes next for the current chunk */
+  int64_t off;    /* first element of the current chunk */
+  shm_step step;  /* what comes next for the current chunk */
+  int64_t zc_off; /* the span's start in this rank's part of the buffer; -1: copied */
 } shm_req;
 
 /* ---- naming, stale segments ---- */
@@ -175,7 +189,7 @@ static void shm_group_layout(shm_group *g, size_t head_bytes) {
  * its rank's row of a sum over the comm (the other rows stay 0); the other
  * members read their member 0's row. 0 on success; name[0] == '\0' when
  * member 0 could not create it. */
-static int shm_names_exchange(coll_comm *c, shm_group *g, char *name, size_t name_bytes,
+static int shm_names_exchange(coll_comm *c, const shm_group *g, char *name, size_t name_bytes,
                               unsigned long tag) {
   double *rows = calloc((size_t)c->size * 2, sizeof *rows);
   if (!rows) return -1;
@@ -196,60 +210,93 @@ static int shm_names_exchange(coll_comm *c, shm_group *g, char *name, size_t nam
   return rc == COLL_OK ? 0 : -1;
 }
 
+/* Member 0 of each group creates a segment of bytes and every member maps
+ * it: *base, or *failed with why in my_err. name keeps the segment's name
+ * for shm_share_end. Collective over the comm; COLL_ERR when the comm's
+ * exchange itself failed (err says). A group of one maps private memory. */
+static int shm_share_begin(coll_comm *c, const shm_group *g, size_t bytes, void **base,
+                           char *name, size_t name_bytes, int *failed, char *my_err,
+                           size_t my_err_bytes, char *err, size_t err_bytes) {
+  const char *what = coll_backend_name(c->cfg.backend);
+  unsigned long tag = 0;
+  *base = NULL;
+  *failed = 0;
+  name[0] = '\0';
+  if (g->n == 1) { /* nothing to share: private memory, the same layout */
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      snprintf(my_err, my_err_bytes, "--allreduce %s: mmap(%zu bytes): %s", what, bytes,
+               strerror(errno));
+      *failed = 1;
+    } else {
+      *base = p;
+    }
+  } else if (g->me == 0) {
+    shm_sweep_stale();
+    if (shm_create(name, name_bytes, &tag, bytes, what, my_err, my_err_bytes) != 0) name[0] = '\0';
+  }
+  /* Every rank joins the exchange, a group of one too: it is over the comm. */
+  if (shm_names_exchange(c, g, name, name_bytes, tag) != 0) {
+    if (g->n > 1 && g->me == 0 && name[0]) shm_unlink(name);
+    if (*base) munmap(*base, bytes);
+    *base = NULL;
+    snprintf(err, err_bytes, "--allreduce %s: %s", what, coll_comm_error(c));
+    return COLL_ERR;
+  }
+  if (g->n > 1 && !name[0]) {
+    if (!my_err[0]) {
+      snprintf(my_err, my_err_bytes, "--allreduce %s: rank %d could not create the segment",
+               what, shm_member_rank(g, 0));
+    }
+    *failed = 1;
+  } else if (g->n > 1) {
+    shm_group m = { 0 };
+    if (shm_map(&m, name, bytes, what, my_err, my_err_bytes) != 0) *failed = 1;
+    *base = m.base;
+  }
+  return COLL_OK;
+}
+
+/* Every member has mapped it (or failed): the name can go, so a killed job
+ * leaves nothing behind. COLL_ERR (and *base unmapped) unless all agree. */
+static int shm_share_end(coll_comm *c, const shm_group *g, size_t bytes, void **base,
+                         const char *name, int failed, const char *my_err, char *err,
+                         size_t err_bytes) {
+  int agreed = shm_agree(c, failed);
+  if (g->n > 1 && g->me == 0 && name[0]) shm_unlink(name);
+  if (agreed == 0) return COLL_OK;
+  if (my_err[0]) snprintf(err, err_bytes, "%s", my_err);
+  else snprintf(err, err_bytes, "--allreduce %s: another rank could not map its segment",
+                coll_backend_name(c->cfg.backend));
+  if (*base) munmap(*base, bytes);
+  *base = NULL;
+  return COLL_ERR;
+}
+
 int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, char *err,
                    size_t err_bytes) {
-  const char *what = coll_backend_name(c->cfg.backend);
   memset(g, 0, sizeof *g);
   g->ranks = ranks;
   g->n = n;
   g->me = me;
   size_t head_bytes, bytes = shm_bytes(n, &head_bytes);
-  char name[64] = "";
-  char my_err[256] = "";
-  unsigned long tag = 0;
+  char name[64] = "", my_err[256] = "";
   int failed = 0;
-  if (n == 1) { /* nothing to share: private memory, the same layout */
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-      snprintf(my_err, sizeof my_err, "--allreduce %s: mmap(%zu bytes): %s", what, bytes,
-               strerror(errno));
-      failed = 1;
-    } else {
-      g->base = p;
-      g->bytes = bytes;
-    }
-  } else if (me == 0) {
-    shm_sweep_stale();
-    if (shm_create(name, sizeof name, &tag, bytes, what, my_err, sizeof my_err) != 0) name[0] = '\0';
-  }
-  /* Every rank joins the exchange, a group of one too: it is over the comm. */
-  if (shm_names_exchange(c, g, name, sizeof name, tag) != 0) {
-    if (n > 1 && me == 0 && name[0]) shm_unlink(name);
-    snprintf(err, err_bytes, "--allreduce %s: %s", what, coll_comm_error(c));
+  void *base = NULL;
+  if (shm_share_begin(c, g, bytes, &base, name, sizeof name, &failed, my_err, sizeof my_err, err,
+                      err_bytes) != COLL_OK) {
     return COLL_ERR;
   }
-  if (n > 1 && !name[0]) {
-    if (!my_err[0]) {
-      snprintf(my_err, sizeof my_err, "--allreduce %s: rank %d could not create the segment",
-               what, shm_member_rank(g, 0));
-    }
-    failed = 1;
-  } else if (n > 1 && shm_map(g, name, bytes, what, my_err, sizeof my_err) != 0) {
-    failed = 1;
-  }
+  g->base = base;
+  g->bytes = bytes;
   if (!failed) shm_group_layout(g, head_bytes);
-  /* Every rank has mapped it (or failed): the name can go, so a killed job
-   * leaves nothing behind. */
-  int agreed = shm_agree(c, failed);
-  if (n > 1 && me == 0 && name[0]) shm_unlink(name);
-  if (agreed != 0) {
-    if (my_err[0]) snprintf(err, err_bytes, "%s", my_err);
-    else snprintf(err, err_bytes, "--allreduce %s: another rank could not map its segment", what);
+  if (shm_share_end(c, g, bytes, &g->base, name, failed, my_err, err, err_bytes) != COLL_OK) {
     return COLL_ERR;
   }
   const shm_head *h = g->base;
   if (h->magic != SHM_MAGIC || h->ranks != n) {
-    snprintf(err, err_bytes, "--allreduce %s: segment %s is not this job's", what, name);
+    snprintf(err, err_bytes, "--allreduce %s: segment %s is not this job's",
+             coll_backend_name(c->cfg.backend), name);
     return COLL_ERR;
   }
   /* A member in another pid namespace cannot be watched by pid. */
@@ -258,6 +305,17 @@ int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, 
     if (kill((pid_t)g->slot[p].pid, 0) != 0 && errno == ESRCH) g->pid_check = 0;
   }
   return COLL_OK;
+}
+
+int shm_group_share(coll_comm *c, const shm_group *g, size_t bytes, void **base, char *err,
+                    size_t err_bytes) {
+  char name[64] = "", my_err[256] = "";
+  int failed = 0;
+  if (shm_share_begin(c, g, bytes, base, name, sizeof name, &failed, my_err, sizeof my_err, err,
+                      err_bytes) != COLL_OK) {
+    return COLL_ERR;
+  }
+  return shm_share_end(c, g, bytes, base, name, failed, my_err, err, err_bytes);
 }
 
 void shm_group_close(shm_group *g) {
@@ -326,6 +384,7 @@ int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes) {
 static void shm_free(coll_comm *c) {
   shm_comm *s = c->impl;
   if (!s) return;
+  if (s->buf) munmap(s->buf, s->buf_bytes);
   shm_group_close(&s->g);
   free(s);
   c->impl = NULL;
@@ -345,6 +404,31 @@ static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
     return COLL_ERR; /* every rank sees the same split: all fail alike */
   }
   return shm_group_open(c, &s->g, NULL, c->size, c->rank, err, err_bytes);
+}
+
+/* coll_comm_buffer: one segment, rank p's part at p * stride (whole pages,
+ * so no two parts share a cache line). */
+static int shm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes) {
+  shm_comm *s = c->impl;
+  if (c->size == 1) return COLL_OK; /* nothing to share: the caller's memory is as good */
+  if (s->buf) {
+    snprintf(err, err_bytes, "--allreduce shm: the comm already has its buffer");
+    return COLL_ERR;
+  }
+  const int64_t stride = (int64_t)(shm_round((size_t)elems * sizeof(float)) / sizeof(float));
+  const size_t bytes = (size_t)stride * sizeof(float) * (size_t)c->size;
+  void *base = NULL;
+  if (shm_group_share(c, &s->g, bytes, &base, err, err_bytes) != COLL_OK) {
+    /* Every rank failed alike (/dev/shm too small, say) and the comm still
+     * works: no buffer, err says why; the caller's own memory will do. */
+    return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
+  }
+  s->buf = base;
+  s->buf_bytes = bytes;
+  s->stride = stride;
+  s->buf_elems = elems;
+  *out = s->buf + (int64_t)c->rank * stride;
+  return COLL_OK;
 }
 
 /* ---- the allreduce ---- */
@@ -393,14 +477,93 @@ static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_r
   memcpy(r->recv + off + lo, res, (size_t)m * sizeof(float));
 }
 
+/* The span's start in this rank's part of the buffer, when r is in place
+ * within it; -1 otherwise (the copying path). */
+static int64_t shm_zc_offset(const coll_comm *c, const shm_comm *s, const coll_request *r) {
+  if (!s->buf || r->send != r->recv || r->elems == 0) return -1;
+  const uintptr_t mine = (uintptr_t)(s->buf + (int64_t)c->rank * s->stride);
+  const uintptr_t at = (uintptr_t)r->recv;
+  if (at < mine || (at - mine) % sizeof(float) != 0) return -1;
+  const uint64_t off = (at - mine) / sizeof(float);
+  return off <= (uint64_t)s->buf_elems && (uint64_t)r->elems <= (uint64_t)s->buf_elems - off
+             ? (int64_t)off : -1;
+}
+
+/* Zero copy: this rank's slice of the span, summed over every rank's part
+ * in rank order (the copying path's bits: ((x0 + x1) + x2) + ...), written
+ * into every rank's part. Blocks of ZC_BLOCK stay in L1 between the sum and
+ * the stores. */
+#define SHM_ZC_BLOCK 2048
+static void shm_zc_reduce(const coll_comm *c, const shm_comm *s, const coll_request *r,
+                          int64_t off) {
+  const int n = c->size;
+  const float div = (float)n;
+  int64_t lo, hi;
+  shm_slice(c, r->elems, &lo, &hi);
+  float tmp[SHM_ZC_BLOCK];
+  for (int64_t b = off + lo; b < off + hi; b += SHM_ZC_BLOCK) {
+    const int64_t m = off + hi - b < SHM_ZC_BLOCK ? off + hi - b : SHM_ZC_BLOCK;
+    const float *restrict x0 = s->buf + b, *restrict x1 = s->buf + s->stride + b;
+    for (int64_t i = 0; i < m; i++) tmp[i] = x0[i] + x1[i];
+    for (int p = 2; p < n; p++) {
+      const float *restrict x = s->buf + (int64_t)p * s->stride + b;
+      for (int64_t i = 0; i < m; i++) tmp[i] += x[i];
+    }
+    if (r->avg) {
+      for (int64_t i = 0; i < m; i++) tmp[i] /= div;
+    }
+    for (int p = 0; p < n; p++) {
+      memcpy(s->buf + (int64_t)p * s->stride + b, tmp, (size_t)m * sizeof(float));
+    }
+  }
+}
+
+/* After the first barrier of a request: every rank took the same path over
+ * the same span, or the comm is broken (a caller bug: one rank's buffer is
+ * registered, another's is not). */
+static int shm_paths_agree(coll_comm *c, shm_comm *s, const shm_req *q, const coll_request *r) {
+  for (int p = 0; p < c->size; p++) {
+    const shm_slot *o = &s->g.slot[p];
+    if (o->zc_off == q->zc_off && (q->zc_off < 0 || o->zc_elems == r->elems)) continue;
+    coll_set_error(c, "allreduce(shm) on %s: rank %d reduces %s, rank %d %s (every rank must "
+                   "pass the same span of its coll_comm_buffer, or none)", c->host, c->rank,
+                   q->zc_off < 0 ? "a buffer of its own" : "its comm buffer", p,
+                   o->zc_off < 0 ? "a buffer of its own" : "another span of its comm buffer");
+    return COLL_ERR;
+  }
+  return COLL_OK;
+}
+
 static int shm_start(coll_comm *c, coll_request *r) {
   shm_req *q = calloc(1, sizeof *q);
   if (!q) {
     coll_set_error(c, "collective: out of memory");
     return COLL_ERR;
   }
+  q->zc_off = shm_zc_offset(c, c->impl, r);
   r->impl = q;
   return COLL_OK;
+}
+
+/* The zero-copy steps: a barrier (every part written), the sums, a barrier
+ * (every slice written back). 1 when done, 0 to come back, COLL_ERR. */
+static int shm_zc_test(coll_comm *c, shm_comm *s, shm_req *q, coll_request *r) {
+  int ready = 1;
+  if (q->step == SHM_STEP_COPY_IN) {
+    shm_group_arrive(&s->g);
+    q->step = SHM_STEP_REDUCE;
+  }
+  if (q->step == SHM_STEP_REDUCE) {
+    if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
+    if (!ready) return 0;
+    if (shm_paths_agree(c, s, q, r) != COLL_OK) return COLL_ERR;
+    coll_req_touch(r);
+    shm_zc_reduce(c, s, r, q->zc_off);
+    shm_group_arrive(&s->g);
+    q->step = SHM_STEP_COPY_OUT;
+  }
+  if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
+  return ready;
 }
 
 /* Runs the chunks' steps as far as the peers allow, without blocking. */
@@ -411,6 +574,16 @@ static int shm_test(coll_comm *c, coll_request *r, int *done) {
   if (c->size == 1 || r->elems == 0) {
     if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
     goto finished; /* the average of one rank is itself */
+  }
+  if (q->off == 0 && q->step == SHM_STEP_COPY_IN) { /* the request's first step */
+    shm_slot *mine = &s->g.slot[c->rank];
+    mine->zc_off = q->zc_off; /* read by the peers after the next barrier */
+    mine->zc_elems = r->elems;
+  }
+  if (q->zc_off >= 0) {
+    const int rc = shm_zc_test(c, s, q, r);
+    if (rc <= 0) return rc; /* COLL_OK (0): not yet */
+    goto finished;
   }
   while (q->off < r->elems) {
     const int64_t left = r->elems - q->off;
@@ -430,6 +603,7 @@ static int shm_test(coll_comm *c, coll_request *r, int *done) {
     case SHM_STEP_REDUCE:
       if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
       if (!ready) return COLL_OK;
+      if (q->off == 0 && shm_paths_agree(c, s, q, r) != COLL_OK) return COLL_ERR;
       coll_req_touch(r);
       shm_reduce_slice(c, s, r, q->off, len);
       shm_group_arrive(&s->g);
@@ -471,4 +645,5 @@ const coll_backend_ops coll_shm_ops = {
   .start = shm_start,
   .test = shm_test,
   .abandon = shm_abandon,
+  .buffer = shm_buffer,
 };

@@ -38,6 +38,11 @@ typedef struct {
 int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, char *err,
                    size_t err_bytes);
 void shm_group_close(shm_group *g);
+/* A further segment of bytes for the group, mapped by every member at
+ * *base (unlinked at once, like the group's): collective over the comm like
+ * shm_group_open. The caller munmaps it. */
+int shm_group_share(coll_comm *c, const shm_group *g, size_t bytes, void **base, char *err,
+                    size_t err_bytes);
 /* This rank reaches its next barrier. */
 void shm_group_arrive(shm_group *g);
 /* Whether every member reached this rank's last barrier; a member that

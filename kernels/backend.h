@@ -83,7 +83,9 @@ int kern_has_graphs(const kern_backend *be);       /* kern_graph_* record and re
 void *kern_stream(kern_backend *be);               /* cudaStream_t for NCCL; NULL on the CPU */
 
 /* Every pointer handed to an op is backend memory (host memory for the CPU
- * backend, device memory for CUDA), allocated with kern_mem_alloc. Every
+ * backend, device memory for CUDA), allocated with kern_mem_alloc; where
+ * kern_is_host_memory, any host memory the caller owns will do (the
+ * trainer's gradients in the collective's shared segment). Every
  * op returns 0, or -1 with kern_error(be) set.
  * Shapes: matrices are row-major; a dense layer's weight w is (in_dim, out_dim),
  * its bias b is (out_dim), activations are (n, dim).

@@ -73,6 +73,25 @@ static int train_load_data(trainer *t) {
   return 0;
 }
 
+/* On the CPU, where the comm has memory of its own for the gradients (shm:
+ * this rank's part of one shared segment), backward writes straight into it
+ * and the allreduce copies nothing in or out. */
+static int train_alloc_grads(trainer *t, int64_t P) {
+  if (train_is_cpu(t) && t->ctx.world->size > 1 && cluster_ps_count(t->ctx.comm) == 0) {
+    char err[512] = "";
+    if (coll_comm_buffer(t->ctx.comm, P, &t->step.grads, err, sizeof err) != COLL_OK) {
+      return base_err_set(&t->err, "%s", err);
+    }
+    t->step.grads_shared = t->step.grads != NULL;
+    rank_log_printf(&t->out.log, "gradients: %s%s%s", t->step.grads_shared ?
+                    "in the comm's shared segment (no copy in or out of the allreduce)" :
+                    "private (the allreduce copies them)", err[0] ? ": " : "", err);
+    if (t->step.grads_shared) return 0;
+  }
+  T_TRY(t, kern_mem_alloc_f32(t->ctx.be, &t->step.grads, P));
+  return 0;
+}
+
 static int train_alloc(trainer *t) {
   kern_backend *be = t->ctx.be;
   const int64_t P = t->step.layout.total_elems;
@@ -81,7 +100,7 @@ static int train_alloc(trainer *t) {
   T_TRY(t, model_work_init(&t->step.work, be, &t->step.layout,
                            t->data.batch > EVAL_CHUNK ? t->data.batch : EVAL_CHUNK));
   T_TRY(t, kern_mem_alloc_f32(be, &t->step.params, P));
-  T_TRY(t, kern_mem_alloc_f32(be, &t->step.grads, P));
+  if (train_alloc_grads(t, P) != 0) return -1;
   const int64_t S = train_opt_state_elems(t->step.opt.kind, P);
   T_TRY(t, kern_mem_alloc_f32(be, &t->step.opt_state, S));
   T_TRY(t, kern_mem_zero_f32(be, t->step.opt_state, S));
@@ -721,7 +740,7 @@ void trainer_free(trainer *t) {
   if (be) {
     if (t->step.graph) kern_graph_free(be, t->step.graph);
     model_work_free(&t->step.work);
-    void *bufs[] = { t->step.params,          t->step.grads,        t->step.opt_state,
+    void *bufs[] = { t->step.params, t->step.grads_shared ? NULL : t->step.grads, t->step.opt_state,
                      t->data.perm_dev,        t->data.test_idx_dev, t->data.cursor_dev,
                      t->data.eval_cursor_dev, t->step.stats_dev,    t->step.eval_stats_dev,
                      t->step.fused_ws };

@@ -53,7 +53,9 @@ typedef struct {
 typedef struct {
   model_layout layout;             /* W1 b1 | W2 b2 | W3 b3 offsets into params */
   model_work work;                 /* activations and gradients of one batch, owned */
-  float *params, *grads;           /* (layout.total_elems) backend memory, owned */
+  float *params, *grads;           /* (layout.total_elems) backend memory, owned (grads: the
+                                      comm's when grads_shared) */
+  int grads_shared;                /* grads is coll_comm_buffer's: the comm frees it */
   float *opt_state;                /* (train_opt_state_elems) backend memory, owned */
   float *grads_host;               /* (layout.total_elems) grads itself, or pinned host staging
                                       (owned) when host_staged */

@@ -6,6 +6,8 @@
  *   mpi   tfdist's mpi back end (MPI_Iallreduce, polled with a timeout)
  *   ring  tfdist's ring back end (reduce-scatter + allgather over MPI p2p)
  *   shm   tfdist's shm back end (one shared segment per node; one node only)
+ *   shm-zc the shm back end on the comm's own buffer (coll_comm_buffer: the
+ *         data already in the shared segment, as the trainer's gradients are)
  *   winshm shm's reduction over an MPI-3 shared window, for comparison (winshm.c)
  *   ring-bf16, ring-fp16  the ring with --compression (16-bit transfers, fp32
  *         sums; fp16 at scale 1); the check's small integers are exact in both
@@ -41,11 +43,12 @@ typedef struct {
   const char *name;
   coll_comm *comm;   /* NULL for ompi and winshm */
   bench_winshm *win; /* winshm only */
+  float *own;        /* shm-zc: the comm's buffer, which the inputs are copied into */
 } bench_algo;
 
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-    "                              [-c 0|1] [-a ompi,mpi,ring,shm,hier,winshm,ring-bf16,ring-fp16]\n"
+    "                              [-c 0|1] [-a ompi,mpi,ring,shm,shm-zc,hier,winshm,ring-bf16,ring-fp16]\n"
     "                              [-C RING_CHUNK] [-t TIMEOUT_S]\n"
     "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
@@ -71,10 +74,10 @@ static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_by
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
-        strcmp(tok, "hier") && strcmp(tok, "winshm") && strcmp(tok, "ring-bf16") &&
-        strcmp(tok, "ring-fp16")) {
-      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, hier, winshm, "
-               "ring-bf16, ring-fp16)", tok);
+        strcmp(tok, "shm-zc") && strcmp(tok, "hier") && strcmp(tok, "winshm") &&
+        strcmp(tok, "ring-bf16") && strcmp(tok, "ring-fp16")) {
+      snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, shm-zc, hier, "
+               "winshm, ring-bf16, ring-fp16)", tok);
       return -1;
     }
     if (o->nalgos == MAX_ALGOS) {
@@ -171,6 +174,7 @@ static float bench_value(int64_t i, int rank) { return (float)((i * 7 + rank * 3
 /* Wrong elements over all ranks, bit-exact against the integer sum. */
 static int64_t bench_check(const bench_algo *a, float *buf, int64_t count, int rank, int size,
                            char *err, size_t err_bytes) {
+  if (a->own) buf = a->own;
   for (int64_t i = 0; i < count; i++) buf[i] = bench_value(i, rank);
   if (bench_allreduce(a, buf, count, err, err_bytes) != 0) return -1;
   int64_t wrong = 0;
@@ -209,10 +213,11 @@ static int bench_time(const bench_opts *o, const bench_algo *algos, float *buf,
   for (int it = -o->warmup; it < o->iters; it++) {
     for (int turn = 0; turn < o->nalgos; turn++) {
       const int k = (turn + it + o->warmup) % o->nalgos;
-      memcpy(buf, fresh, (size_t)count * sizeof(float));
+      float *b = algos[k].own ? algos[k].own : buf;
+      memcpy(b, fresh, (size_t)count * sizeof(float));
       MPI_Barrier(MPI_COMM_WORLD);
       double t0 = MPI_Wtime();
-      if (bench_allreduce(&algos[k], buf, count, err, err_bytes) != 0) {
+      if (bench_allreduce(&algos[k], b, count, err, err_bytes) != 0) {
         free(t);
         return -1;
       }
@@ -318,6 +323,7 @@ int main(int argc, char **argv) {
     algos[k].name = o.algos[k];
     algos[k].comm = NULL;
     algos[k].win = NULL;
+    algos[k].own = NULL;
     coll_config cfg = {.timeout_s = o.timeout_s, .ring_chunk_bytes = o.chunk_bytes};
     if (!strcmp(o.algos[k], "ompi")) continue;
     if (!strcmp(o.algos[k], "winshm")) {
@@ -330,10 +336,15 @@ int main(int argc, char **argv) {
     if (!strncmp(o.algos[k], "ring-", 5)) {
       cfg.backend = COLL_BACKEND_RING;
       coll_compression_parse(o.algos[k] + 5, &cfg.compression);
+    } else if (!strcmp(o.algos[k], "shm-zc")) {
+      cfg.backend = COLL_BACKEND_SHM;
     } else {
       coll_backend_parse(o.algos[k], &cfg.backend);
     }
-    if (coll_comm_init(&algos[k].comm, &w, &cfg, err, sizeof err) != 0) {
+    if (coll_comm_init(&algos[k].comm, &w, &cfg, err, sizeof err) != 0 ||
+        (!strcmp(o.algos[k], "shm-zc") &&
+         coll_comm_buffer(algos[k].comm, o.max_bytes / (int64_t)sizeof(float) + 1,
+                          &algos[k].own, err, sizeof err) != 0)) {
       fprintf(stderr, "allreduce: rank %d: %s\n", w.rank, err);
       coll_world_abort(&w, 1);
     }

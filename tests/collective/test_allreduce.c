@@ -10,7 +10,9 @@
  * started at all. `test_allreduce hier-tcp N H` runs them with the hier back
  * end over such a cluster whose tasks are spread over H loopback hosts
  * (127.0.0.1..H): nodes by the host part of the address. Under mpirun, hier
- * on one node must give shm's bits. */
+ * on one node must give shm's bits. Spans of the comm's own buffer
+ * (coll_comm_buffer: shm's zero-copy path) pass the same checks, give the
+ * copying path's bits, and take writes to other spans while in flight. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +225,114 @@ static void run_same_as_shm(ctx *x, const coll_world *w) {
   coll_comm_free(shm);
 }
 
+/* The comm's buffer (or, where the back end has none, one of our own): every
+ * count in place at an odd offset, guards either side; out of place through
+ * it (the copying path); three spans in flight while a fourth is written, as
+ * backward writes the next layer; random values give the bits of the same
+ * sum in a private buffer, on every rank. */
+static void run_registered(ctx *x, int64_t max_n, const int64_t *counts, size_t ncounts) {
+  char err[512];
+  const int64_t lead = 5, total = lead + max_n + GUARD;
+  float *buf = NULL, *own = NULL;
+  CHECK_EQ_INT(coll_comm_buffer(x->c, total, &buf, err, sizeof err), COLL_OK);
+  if (!buf) buf = own = malloc((size_t)total * sizeof(float));
+  if (!buf) abort();
+  for (size_t k = 0; k < ncounts; k++) {
+    const int64_t n = counts[k];
+    for (int v = 0; v < 4; v++) { /* avg/sum x blocking/non-blocking */
+      const int avg = v & 1, mode = v >> 1;
+      char what[96];
+      snprintf(what, sizeof what, "comm buffer count %lld %s %s", (long long)n,
+               avg ? "avg" : "sum", mode ? "iallreduce" : "allreduce");
+      for (int64_t i = 0; i < total; i++) buf[i] = guard_value;
+      float *b = buf + lead;
+      for (int64_t i = 0; i < n; i++) b[i] = value(i, x->rank);
+      coll_request *req = NULL;
+      int rc = mode ? (avg ? coll_iallreduce_avg_f32(x->c, b, n, &req)
+                           : coll_iallreduce_sum_f32(x->c, b, b, n, &req))
+                    : (avg ? coll_allreduce_avg_f32(x->c, b, n)
+                           : coll_allreduce_sum_f32(x->c, b, b, n));
+      if (rc == COLL_OK && mode) rc = coll_wait(x->c, req);
+      if (rc != COLL_OK) {
+        fprintf(stderr, "rank %d: %s: %s\n", x->rank, what, coll_comm_error(x->c));
+        check_failures++;
+        continue;
+      }
+      if (!compare(what, b, n, x->size, avg, x->rank)) check_failures++;
+      for (int64_t i = 0; i < total; i++) {
+        if ((i < lead || i >= lead + n) && buf[i] != guard_value) {
+          fprintf(stderr, "rank %d: %s: wrote outside the span (element %lld)\n", x->rank, what,
+                  (long long)(i - lead));
+          check_failures++;
+          break;
+        }
+      }
+    }
+  }
+  /* out of place, send in the buffer: the copying path */
+  const int64_t n = 266610;
+  for (int64_t i = 0; i < n; i++) buf[lead + i] = value(i, x->rank);
+  CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, buf + lead, x->recv, n), COLL_OK);
+  CHECK(compare("comm buffer out of place", x->recv, n, x->size, 0, x->rank));
+  /* three spans in flight, waited in reverse; the fourth written meanwhile */
+  const int64_t span[4][2] = {{0, 235500}, {235500, 30100}, {265600, 1010}, {266610, 4000}};
+  coll_request *req[3] = {NULL, NULL, NULL};
+  for (int k = 0; k < 3; k++) {
+    for (int64_t i = 0; i < span[k][1]; i++) buf[span[k][0] + i] = value(i + k, x->rank);
+    float *b = buf + span[k][0];
+    CHECK_EQ_INT(coll_iallreduce_sum_f32(x->c, b, b, span[k][1], &req[k]), COLL_OK);
+  }
+  for (int64_t i = 0; i < span[3][1]; i++) buf[span[3][0] + i] = (float)(x->rank + 1);
+  for (int k = 2; k >= 0; k--) CHECK_EQ_INT(coll_wait(x->c, req[k]), COLL_OK);
+  for (int k = 0; k < 3; k++) {
+    for (int64_t i = 0; i < span[k][1]; i++) {
+      const float want = (float)exact_sum(i + k, x->size);
+      if (buf[span[k][0] + i] != want) {
+        fprintf(stderr, "rank %d: comm buffer overlapped span %d, element %lld: got %.9g want "
+                "%.9g\n", x->rank, k, (long long)i, buf[span[k][0] + i], want);
+        check_failures++;
+        break;
+      }
+    }
+  }
+  for (int64_t i = 0; i < span[3][1]; i++) CHECK(buf[span[3][0] + i] == (float)(x->rank + 1));
+  /* random reals: the comm buffer's bits are the private buffer's, on every rank */
+  srand(1234 + (unsigned)x->rank);
+  for (int64_t i = 0; i < max_n; i++) {
+    x->send[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    buf[i] = x->send[i];
+  }
+  CHECK_EQ_INT(coll_allreduce_avg_f32(x->c, x->send, max_n), COLL_OK);
+  CHECK_EQ_INT(coll_allreduce_avg_f32(x->c, buf, max_n), COLL_OK);
+  CHECK(memcmp(buf, x->send, (size_t)max_n * sizeof(float)) == 0);
+  double h = 0; /* rank 0's bits reach every rank: compare */
+  for (int64_t i = 0; i < max_n; i += 997) h += (double)buf[i] * (double)(i + 1);
+  double h0 = x->rank == 0 ? h : 0;
+  CHECK_EQ_INT(coll_allreduce_sum_f64(x->c, &h0, 1), COLL_OK);
+  CHECK(h0 == h);
+  free(own);
+}
+
+/* A rank that reduces its comm buffer against peers that reduce their own
+ * memory: every rank fails, saying so (a fresh comm: this one breaks). */
+static void run_registered_mismatch(const coll_world *w, const coll_config *cfg) {
+  char err[512];
+  coll_comm *c = NULL;
+  if (coll_comm_init(&c, w, cfg, err, sizeof err) != COLL_OK) {
+    fprintf(stderr, "rank %d: %s\n", w->rank, err);
+    check_failures++;
+    return;
+  }
+  float *buf = NULL, mine[100];
+  CHECK_EQ_INT(coll_comm_buffer(c, 100, &buf, err, sizeof err), COLL_OK);
+  CHECK(buf != NULL);
+  float *b = w->rank == 0 && buf ? buf : mine;
+  for (int i = 0; i < 100; i++) b[i] = 1.0f;
+  CHECK_EQ_INT(coll_allreduce_sum_f32(c, b, b, 100), COLL_ERR);
+  CHECK(strstr(coll_comm_error(c), "comm buffer") != NULL);
+  coll_comm_free(c);
+}
+
 int main(int argc, char **argv) {
   coll_world w;
   char err[512];
@@ -265,6 +375,8 @@ int main(int argc, char **argv) {
     }
   }
   run_overlapped(&x);
+  run_registered(&x, max_n, counts, sizeof counts / sizeof counts[0]);
+  if (cfg.backend == COLL_BACKEND_SHM && w.size > 1) run_registered_mismatch(&w, &cfg);
   if (w.size > 1 && w.async) run_async_progress(&x);
   run_identical(&x, cfg.backend != COLL_BACKEND_MPI);
   if (cfg.backend == COLL_BACKEND_HIER && !tcp && w.local_size == w.size) run_same_as_shm(&x, &w);

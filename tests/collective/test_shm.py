@@ -3,7 +3,8 @@ against 1 rank x 100 after 30 steps, max |dw| <= 1e-6, and a repeat
 bit-identical); failure (kill -9 of one rank of 2 and of 4: a bounded
 non-zero exit naming the rank; a stalled rank named by the watchdog within
 --timeout), with nothing of ours left in /dev/shm after each; and two jobs at
-once on this node giving the weights each gives alone. And the defaults:
+once on this node giving the weights each gives alone. The shm runs keep
+their gradients in the comm's segment (coll_comm_buffer; the rank log says). And the defaults:
 --allreduce auto takes shm on CPUs when every rank is on this node, and
 --overlap auto turns overlap on only where usable cores exceed the local
 ranks' compute threads; the rank log says what was chosen and why."""
@@ -54,6 +55,10 @@ def equivalence(tmp, data):
         if rc != 0:
             return verdict(name, False, "exit %d" % rc, out)
         w[name] = mpitest.weights(folder)
+    for r in (0, 1):  # backward wrote into the segment: the allreduce copied nothing
+        log = rank_log(os.path.join(tmp, "shm2"), r)
+        fails += verdict("zero-copy rank %d" % r, "gradients: in the comm's shared segment" in log,
+                         "the rank log does not say so:\n" + log)
     if not np.any(w["n1"]["dense_2/bias:0"]):
         fails += verdict("trained", False, "the biases are still zero")
     for name in ("shm2", "shm2off"):
