@@ -64,8 +64,15 @@ static inline float codec_fp16_to(uint16_t h) {
 }
 
 /* AVX2 where the CPU has it (8 lanes and a true blend), SSE2 otherwise:
- * the build sets no -march, so the loader picks the clone at start-up. */
+ * the build sets no -march, so the loader picks the clone at start-up.
+ * GCC only, as in kernels/cpu_opt.c: clang before 18 names the ifunc
+ * "f.ifunc", so callers in other files (ring.c) fail to link (the clang
+ * fuzz build, tests/fuzz.sh hello). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CODEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CODEC_CLONES
+#endif
 
 CODEC_CLONES void coll_codec_encode(coll_compression k, uint16_t *restrict out, const float *restrict in,
                        int64_t n, float scale) {
