@@ -1,7 +1,9 @@
 """Helpers for the CLI tests: run the built tfdist, make synthetic data,
 read model.h5 and metrics.jsonl. Test-only."""
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,8 +40,42 @@ def run(args, cwd=None, timeout=600, env=None, mpi=0):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
 
 
+_tmpdirs = []
+_status = {"code": 0}
+_sys_exit = sys.exit
+_sys_excepthook = sys.excepthook
+
+
+def _exit(code=0):
+    _status["code"] = code
+    _sys_exit(code)
+
+
+def _excepthook(*args):
+    _status["code"] = 1
+    _sys_excepthook(*args)
+
+
+sys.exit = _exit
+sys.excepthook = _excepthook
+
+
+@atexit.register
+def _tmpdirs_cleanup():
+    """A passing (or skipped) test leaves nothing in /tmp; a failing one, or
+    TFDIST_KEEP_TMP=1, keeps its folders for a look and names them."""
+    if _status["code"] in (0, None, 77) and not os.environ.get("TFDIST_KEEP_TMP"):
+        for d in _tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+    else:
+        for d in _tmpdirs:
+            print("kept for a look: %s" % d, file=sys.stderr)
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix="tfdist-test-")
+    d = tempfile.mkdtemp(prefix="tfdist-test-")
+    _tmpdirs.append(d)
+    return d
 
 
 def metrics(outputs):
