@@ -49,7 +49,8 @@ typedef struct {
   double timeout_s;  /* a collective without progress for this long fails with COLL_ETIMEOUT */
   void *stream;      /* NCCL: the cudaStream_t the caller orders work on */
   int device;        /* NCCL: CUDA device index */
-  int64_t ring_chunk_bytes; /* ring: pipeline chunk per step and rank (0: default, 4 MiB) */
+  int64_t ring_chunk_bytes; /* ring: pipeline chunk per step and rank (0: default, 4 MiB;
+                             * hier's ring across nodes 32 KiB) */
   /* the bytes that cross nodes are 16-bit; every sum is in fp32. The ring
    * (and tcp) compress every transfer; shm moves no bytes across nodes and
    * ignores it; mpi and nccl refuse it (coll_comm_init). */

@@ -116,9 +116,12 @@ static inline double coll_req_last(coll_request *r) {
 /* ring.c: the ring over a list of the comm's ranks (hier's ring across
  * nodes; the ring back end's list is every rank). ranks (n entries, NULL
  * for 0..n-1) stays the caller's and must outlive the ring; me is this
- * rank's place in it. r->impl is the ring's until test says done. */
+ * rank's place in it; chunk_bytes is its pipeline chunk where the comm's
+ * config sets none (ring_chunk_bytes 0). r->impl is the ring's until test
+ * says done. */
 typedef struct coll_ring coll_ring;
-int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me);
+int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me,
+                   int64_t chunk_bytes);
 void coll_ring_close(coll_comm *c, coll_ring *g);
 int coll_ring_start(coll_comm *c, coll_ring *g, coll_request *r);
 int coll_ring_test(coll_comm *c, coll_request *r, int *done);

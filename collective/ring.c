@@ -76,22 +76,23 @@ static void ring_piece(const coll_request *r, const ring_req *q, int j, int k, i
   *len = s0 + seg * (k + 1) / q->K - *lo;
 }
 
-int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me) {
+int coll_ring_open(coll_comm *c, coll_ring **out, const int *ranks, int n, int me,
+                   int64_t chunk_bytes) {
   ring_comm *rc = calloc(1, sizeof *rc);
   *out = rc;
   if (!rc) return COLL_ERR;
   rc->ranks = ranks;
   rc->n = n;
   rc->me = me;
-  rc->chunk_elems = (c->cfg.ring_chunk_bytes > 0 ? c->cfg.ring_chunk_bytes
-                                                 : RING_DEFAULT_CHUNK_BYTES) / (int64_t)sizeof(float);
+  rc->chunk_elems = (c->cfg.ring_chunk_bytes > 0 ? c->cfg.ring_chunk_bytes : chunk_bytes) /
+                    (int64_t)sizeof(float);
   if (rc->chunk_elems < 1) rc->chunk_elems = 1;
   return COLL_OK;
 }
 
 static int ring_init(coll_comm *c, char *err, size_t err_bytes) {
   ring_comm *rc = NULL;
-  if (coll_ring_open(c, &rc, NULL, c->size, c->rank) != COLL_OK) {
+  if (coll_ring_open(c, &rc, NULL, c->size, c->rank, RING_DEFAULT_CHUNK_BYTES) != COLL_OK) {
     snprintf(err, err_bytes, "collective: out of memory");
     return COLL_ERR;
   }

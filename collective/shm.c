@@ -103,9 +103,9 @@ static void shm_sweep_stale(void) {
 
 static size_t shm_round(size_t b) { return (b + 4095) & ~(size_t)4095; }
 
-static size_t shm_bytes(int ranks, size_t *head_bytes) {
+static size_t shm_bytes(int ranks, int64_t chunk, size_t *head_bytes) {
   *head_bytes = shm_round(SHM_LINE + (size_t)ranks * sizeof(shm_slot));
-  return *head_bytes + (size_t)(ranks + 1) * (size_t)SHM_CHUNK_ELEMS * sizeof(float);
+  return *head_bytes + (size_t)(ranks + 1) * (size_t)chunk * sizeof(float);
 }
 
 /* Rank 0: creates and sizes the segment; name gets its name. */
@@ -174,12 +174,12 @@ static int shm_member_rank(const shm_group *g, int m) { return g->ranks ? g->ran
 static void shm_group_layout(shm_group *g, size_t head_bytes) {
   g->slot = (shm_slot *)((char *)g->base + SHM_LINE);
   g->data = (float *)((char *)g->base + head_bytes);
-  g->result = g->data + (int64_t)g->n * SHM_CHUNK_ELEMS;
+  g->result = g->data + (int64_t)g->n * g->chunk;
   if (g->me == 0) {
     shm_head *h = g->base;
     h->magic = SHM_MAGIC;
     h->ranks = g->n;
-    h->chunk_elems = SHM_CHUNK_ELEMS;
+    h->chunk_elems = g->chunk;
   }
   g->slot[g->me].pid = (int32_t)getpid();
   __atomic_store_n(&g->slot[g->me].mapped, 1, __ATOMIC_RELEASE);
@@ -273,13 +273,14 @@ static int shm_share_end(coll_comm *c, const shm_group *g, size_t bytes, void **
   return COLL_ERR;
 }
 
-int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, char *err,
-                   size_t err_bytes) {
+int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, int64_t chunk,
+                   char *err, size_t err_bytes) {
   memset(g, 0, sizeof *g);
   g->ranks = ranks;
   g->n = n;
   g->me = me;
-  size_t head_bytes, bytes = shm_bytes(n, &head_bytes);
+  g->chunk = chunk;
+  size_t head_bytes, bytes = shm_bytes(n, chunk, &head_bytes);
   char name[64] = "", my_err[256] = "";
   int failed = 0;
   void *base = NULL;
@@ -294,7 +295,7 @@ int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, 
     return COLL_ERR;
   }
   const shm_head *h = g->base;
-  if (h->magic != SHM_MAGIC || h->ranks != n) {
+  if (h->magic != SHM_MAGIC || h->ranks != n || h->chunk_elems != chunk) {
     snprintf(err, err_bytes, "--allreduce %s: segment %s is not this job's",
              coll_backend_name(c->cfg.backend), name);
     return COLL_ERR;
@@ -403,7 +404,7 @@ static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
              "of %d ranks); use hier or ring across nodes", c->local_size, c->size);
     return COLL_ERR; /* every rank sees the same split: all fail alike */
   }
-  return shm_group_open(c, &s->g, NULL, c->size, c->rank, err, err_bytes);
+  return shm_group_open(c, &s->g, NULL, c->size, c->rank, SHM_CHUNK_ELEMS, err, err_bytes);
 }
 
 /* coll_comm_buffer: one segment, rank p's part at p * stride (whole pages,

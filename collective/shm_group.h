@@ -23,8 +23,9 @@ typedef struct {
   void *base;
   size_t bytes;
   shm_slot *slot;     /* (n) per-member barrier counters and pids, in the segment */
-  float *data;        /* (n) chunks of SHM_CHUNK_ELEMS, member-major, in the segment */
-  float *result;      /* (SHM_CHUNK_ELEMS) reduced chunk, in the segment */
+  int64_t chunk;      /* elements per member slot and in result (SHM_CHUNK_ELEMS for shm) */
+  float *data;        /* (n) slots of chunk elements, member-major, in the segment */
+  float *result;      /* (chunk) reduced chunk, in the segment */
   const int *ranks;   /* (n) the members' comm ranks, the caller's; NULL: 0..n-1 */
   int n, me;          /* members; this rank's place among them */
   int64_t phase;      /* barriers this rank has reached (mirrors its slot's) */
@@ -34,9 +35,10 @@ typedef struct {
 
 /* Collective over the whole comm (its transport's host collectives): every
  * rank calls it for its own group at once, and member 0 of each group
- * creates that group's segment. A group of one maps private memory. */
-int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, char *err,
-                   size_t err_bytes);
+ * creates that group's segment, of (n + 1) chunks of chunk elements. A group
+ * of one maps private memory. */
+int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, int64_t chunk,
+                   char *err, size_t err_bytes);
 void shm_group_close(shm_group *g);
 /* A further segment of bytes for the group, mapped by every member at
  * *base (unlinked at once, like the group's): collective over the comm like
@@ -54,7 +56,7 @@ int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes);
  * would reach them (a TF_CONFIG mesh reads only the links a transfer uses). */
 void shm_group_fail(coll_comm *c, shm_group *g);
 static inline float *shm_group_data(const shm_group *g, int member) {
-  return g->data + (int64_t)member * SHM_CHUNK_ELEMS;
+  return g->data + (int64_t)member * g->chunk;
 }
 
 #endif

@@ -31,8 +31,8 @@
 #define GUARD 8
 static const float guard_value = -12345.5f;
 
-/* hier.c's chunk (shm_group.h's SHM_CHUNK_ELEMS): slices are cut per chunk. */
-#define HIER_CHUNK ((int64_t)128 * 1024)
+/* hier.c's chunk (HIER_CHUNK_ELEMS): slices are cut per chunk. */
+#define HIER_CHUNK ((int64_t)512 * 1024)
 
 typedef struct {
   coll_comm *c;
