@@ -51,6 +51,8 @@ def run(o, prefix, tfdist, probe_bin, tmp, caps):
         n = HOSTS * per_host
         rr["probe"][str(n)] = R.probe(prefix, HOSTS, probe_bin, n, "ring")
     rr["link"] = rr["probe"]["2"]  # beta: the 2x1 ring moves S each way
+    # beta at the 16-bit rows' wire size: the 2x1 ring of half the gradient moves S/2 each way
+    rr["link16"] = R.probe(prefix, HOSTS, probe_bin, 2, "ring", elems=sum(layer_bytes()) // 8)
     rr["probe_ar"]["4/hier"] = R.probe(prefix, HOSTS, probe_bin, 4, "hier")
     for name, per_host, rows, _ in GROUPS:
         n = HOSTS * per_host
@@ -108,6 +110,10 @@ def report(o, res):
     print("# the model's link rate (beta) from the 2x1 ring allreduce: %.3f Gbit/s effective "
           "(nominal 1); its 2x1 ring rows therefore test t_c + t_allreduce, the others predict"
           % (link_bits(rr["link"], S) / 1e9))
+    if rr.get("link16"):
+        print("# beta of the 16-bit rows, from the 2x1 ring allreduce of S/2 bytes (their wire "
+              "bytes): %.3f Gbit/s (%.3f ms)" % (link_bits(rr["link16"], S / 2) / 1e9,
+                                                rr["link16"]["allreduce_ms"]))
     over = False
     for (name, per_host, _, (ti, bi, least)), g in zip(GROUPS, res["groups"]):
         n = g["ranks"]

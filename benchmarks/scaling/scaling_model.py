@@ -13,7 +13,13 @@ H = hosts, R = ranks per host, BW = one link's rate, alpha = one hop's latency.
                 element it receives decoded once, 2(n-1)/n of the gradient
                 (hier: 2(H-1)/H of its slice S/R)
     K:          one allreduce per K micro-batches:
-                t per micro-batch = t_c + t_allreduce / K"""
+                t per micro-batch = t_c + t_allreduce / K
+    tbf credit: the simulated links are token buckets (launcher/netns/simhosts:
+                burst b = max(1 ms of traffic, 256 KiB)). While a rank computes,
+                its link's bucket refills, and the next allreduce's first
+                min(b, BW * K * t_c) bytes leave at once: the allreduce is that
+                much shorter than the back-to-back probe that beta comes from
+                (where the bucket never refills)."""
 
 import os
 
@@ -116,6 +122,8 @@ def row_model(res, rate, n, hosts, per_host, v, ov, B):
     alpha = p["alpha_us"] / 1e6
     S = sum(layer_bytes())
     bw = link_bits(rr["link"], S) if rr.get("link") else rate_bits(rate)
+    if v["compression"] != "none" and rr.get("link16"):  # beta at the row's own wire size
+        bw = link_bits(rr["link16"], S / 2)
     loc = res.get("local", {}).get(str(per_host))
     t_local = loc["allreduce_ms"] / 1e3 if loc else 0.0
     codec = p.get("codec_%s_ms" % v["compression"], 0.0) / 1e3
@@ -123,7 +131,19 @@ def row_model(res, rate, n, hosts, per_host, v, ov, B):
     def ar(nb):
         return t_allreduce(nb, v, hosts, per_host, bw, alpha, t_local, codec, S)
     tc = res["tc_s"][n] if n in res["tc_s"] else res["tc_s"][str(n)]
-    return t_step_model(tc, n, bw, alpha, ov == "on", ar=ar, k=v["k"]), ar(S), tc, p
+    t = t_step_model(tc, n, bw, alpha, ov == "on", ar=ar, k=v["k"])
+    if hosts > 1:
+        t = max(tc + t_ring(0, hosts, bw, alpha) / v["k"], t - tbf_credit_s(rate, v["k"] * tc) / v["k"])
+    return t, ar(S), tc, p
+
+
+def tbf_credit_s(rate, idle_s):
+    """The time a link's token bucket saves the next allreduce after idle_s of
+    compute: the bytes it refilled (at most its burst, as simhosts sets it)
+    pass at once instead of at the link's rate."""
+    bits = rate_bits(rate)
+    burst = max(bits / 8.0 / 1000.0, 262144.0)
+    return min(burst, bits / 8.0 * idle_s) * 8.0 / bits
 
 
 def fit_label(n, t_meas, t_mod):

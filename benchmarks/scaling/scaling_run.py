@@ -159,12 +159,13 @@ def mpirun_in(prefix, hosts_spec, n, cmd):
             "-H", hosts_spec, "--network-interface", "eth1", "--rsh-agent", NSRSH] + cmd
 
 
-def probe(prefix, hosts, probe_bin, n, backend):
-    """scaling_probe on n ranks over the hosts; None where the probe does not
-    know the back end (exit 2: not built)."""
+def probe(prefix, hosts, probe_bin, n, backend, elems=None):
+    """scaling_probe on n ranks over the hosts (an allreduce of elems floats,
+    default the gradient); None where the probe does not know the back end
+    (exit 2: not built)."""
     spec, _, _ = placement(prefix, hosts, n)
-    cmd = ["timeout", "-k", "5", "300"] + mpirun_in(prefix, spec, n,
-                                                    [probe_bin, "--allreduce", backend])
+    args = [probe_bin, "--allreduce", backend] + (["--elems", str(elems)] if elems else [])
+    cmd = ["timeout", "-k", "5", "300"] + mpirun_in(prefix, spec, n, args)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         if "bad value" in r.stderr:
