@@ -20,17 +20,23 @@ def parse_args(argv, name):
     return args[0], outs[0] if outs else os.path.splitext(args[0])[0] + ".png"
 
 
-def save_png(fig, out):
-    """fig to out; prints out, as the scripts' last line."""
+def write_atomic(out, write):
+    """write(f) into a fresh temp name beside out (mkstemp: never through a
+    link), fsynced, then renamed over out; the temp file goes on failure."""
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".tmp.",
                                dir=os.path.dirname(os.path.abspath(out)))
     try:
         with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_png(fig, out):
+    """fig to out; prints out, as the scripts' last line."""
+    write_atomic(out, lambda f: fig.savefig(f, format="png"))
     print(out)

@@ -148,7 +148,15 @@ static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
     rc = c->tp->sum_f64(c, 0, rows, c->size);
     if (rc != COLL_OK) snprintf(err, err_bytes, "--allreduce hier: %s", coll_comm_error(c));
   }
-  for (int r = 0; rc == COLL_OK && r < c->size; r++) first[r] = (int)rows[r] - 1;
+  for (int r = 0; rc == COLL_OK && r < c->size; r++) {
+    if (!(rows[r] >= 1.0 && rows[r] <= r + 1.0 && rows[r] == (double)(int)rows[r])) {
+      snprintf(err, err_bytes, "--allreduce hier: rank %d's node (%g) is not a rank at or below it",
+               r, rows[r] - 1.0);
+      rc = COLL_ERR;
+    } else {
+      first[r] = (int)rows[r] - 1;
+    }
+  }
   free(rows);
   if (rc == COLL_OK) rc = hier_layout(c, h, first, err, err_bytes);
   free(first);
@@ -212,9 +220,8 @@ static int hier_ring_start(coll_comm *c, hier_comm *h, coll_request *r, hier_req
   s->elems = hi - lo;
   s->fp16_scale = r->fp16_scale; /* --compression: only the ring across nodes is 16-bit */
   s->t_start = s->t_progress = clock_mono_s();
-  if (coll_ring_start(c, h->ring, s) != COLL_OK) return COLL_ERR;
-  q->step = HIER_RING;
-  return COLL_OK;
+  q->step = HIER_RING; /* first: hier_abandon must reach a ring that failed part-way */
+  return coll_ring_start(c, h->ring, s);
 }
 
 /* Runs the chunks' steps as far as the peers allow, without blocking. */

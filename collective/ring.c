@@ -204,7 +204,7 @@ static void ring_fold(coll_comm *c, coll_request *r, ring_req *q, int k) {
   ring_piece(r, q, q->r - s - 1, k, &lo, &len);
   const float *part = rc->tmp + (int64_t)k * q->cap;
   if (q->comp != COLL_COMP_NONE) {
-    coll_codec_add(q->comp, r->recv + lo, (r->send == r->recv ? r->recv : r->send) + lo,
+    coll_codec_add(q->comp, r->recv + lo, r->send + lo,
                    rc->wire + lo, len, q->scale);
   } else if (r->send == r->recv) {
     ring_add(r->recv + lo, part, len);

@@ -21,6 +21,7 @@
  * tag, exchanged as a sum over the comm's transport), unlinked as
  * soon as every rank has mapped it; a start removes what killed jobs left. */
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -147,6 +148,13 @@ static int shm_map(shm_group *s, const char *name, size_t bytes, const char *wha
     snprintf(err, err_bytes, "--allreduce %s: shm_open(%s): %s", what, name, strerror(errno));
     return -1;
   }
+  struct stat st = {0}; /* a segment shorter than this rank's layout faults on first touch */
+  if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)bytes) {
+    snprintf(err, err_bytes, "--allreduce %s: %s holds %lld bytes where this rank needs %zu "
+             "(ranks disagree on its size)", what, name, (long long)st.st_size, bytes);
+    close(fd);
+    return -1;
+  }
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (p == MAP_FAILED) {
@@ -202,7 +210,7 @@ static int shm_names_exchange(coll_comm *c, const shm_group *g, char *name, size
     const int first = shm_member_rank(g, 0);
     const double pid = rows[2 * first], t = rows[2 * first + 1];
     name[0] = '\0';
-    if (t > 0) {
+    if (t >= 1.0 && t <= 4294967296.0 && pid >= 1.0 && pid <= (double)INT_MAX) {
       snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)pid, (unsigned long)(t - 1.0));
     }
   }
@@ -303,7 +311,8 @@ int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, 
   /* A member in another pid namespace cannot be watched by pid. */
   g->pid_check = n > 1;
   for (int p = 0; p < n; p++) {
-    if (kill((pid_t)g->slot[p].pid, 0) != 0 && errno == ESRCH) g->pid_check = 0;
+    const pid_t pid = (pid_t)g->slot[p].pid; /* <= 0 would name a process group */
+    if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH)) g->pid_check = 0;
   }
   return COLL_OK;
 }

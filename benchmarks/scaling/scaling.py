@@ -32,6 +32,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import plotlib  # noqa: E402  (write_atomic)
 import scaling_issue17 as I17  # noqa: E402
 import scaling_run as R  # noqa: E402
 from scaling_model import (GPU_STEP_MS, ALPHA_IB_US, ALPHA_NVLINK_US,  # noqa: E402,F401
@@ -319,12 +321,7 @@ def main(argv):
     print("\n# %s took %.0f s" % ("--issue17" if o["issue17"] else "sweep", time.time() - t0))
     if o["json"]:
         res["options"] = o
-        tmpname = o["json"] + ".tmp.%d" % os.getpid()
-        with open(tmpname, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmpname, o["json"])
+        plotlib.write_atomic(o["json"], lambda f: f.write(json.dumps(res, indent=1).encode()))
     return 0
 
 

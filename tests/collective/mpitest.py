@@ -69,3 +69,33 @@ def wait_for(pred, limit_s, what):
             return
         time.sleep(0.05)
     raise AssertionError("timed out after %.0f s waiting for %s" % (limit_s, what))
+
+
+def finish(p, log, t0, limit_s):
+    """Waits for a started job (killed after limit_s + 60 s): its exit code,
+    seconds since t0, and its output."""
+    try:
+        rc = p.wait(timeout=limit_s + 60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = p.wait()
+    elapsed = time.monotonic() - t0
+    log.seek(0)
+    return rc, elapsed, log.read()
+
+
+def epoch_logged(folder, rank):
+    """Whether rank's log under folder/logs has finished an epoch's first line."""
+    try:
+        with open(os.path.join(folder, "logs", "rank-%d.log" % rank)) as f:
+            return "epoch   1/" in f.read()
+    except OSError:
+        return False
+
+
+def verdict(name, ok, why, out=""):
+    """Prints one case's result (and the tail of out on failure); 0 or 1."""
+    print("%s: %s%s" % (name, "ok" if ok else "FAIL: ", "" if ok else why))
+    if not ok and out:
+        print(out[-4000:])
+    return 0 if ok else 1

@@ -43,52 +43,25 @@ def start(folder, data, extra, env_extra, mpirun_extra=()):
     return p, marker, log
 
 
-def finish(p, log, t0, limit_s):
-    try:
-        rc = p.wait(timeout=limit_s + 60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = p.wait()
-    elapsed = time.monotonic() - t0
-    log.seek(0)
-    return rc, elapsed, log.read()
-
-
-def epoch_logged(folder, rank):
-    path = os.path.join(folder, "logs", "rank-%d.log" % rank)
-    try:
-        with open(path) as f:
-            return "epoch   1/" in f.read()
-    except OSError:
-        return False
-
-
-def verdict(name, ok, why, out):
-    print("%s: %s%s" % (name, "ok" if ok else "FAIL: ", "" if ok else why))
-    if not ok:
-        print(out[-4000:])
-    return 0 if ok else 1
-
-
 def kill_case(tmp, data, name, mpirun_extra, check_rc):
     folder = os.path.join(tmp, name)
     p, marker, log = start(folder, data, ["--allreduce", "ring"], {}, mpirun_extra)
-    mpitest.wait_for(lambda: epoch_logged(folder, 2) or p.poll() is not None, 60, "epoch 1")
+    mpitest.wait_for(lambda: mpitest.epoch_logged(folder, 2) or p.poll() is not None, 60, "epoch 1")
     time.sleep(0.3)  # into the next epoch
     pids = mpitest.rank_pids(marker, 2)
     if len(pids) != 1:
         p.kill()
-        return verdict(name, False, "found pids %s for rank 2" % pids, "")
+        return mpitest.verdict(name, False, "found pids %s for rank 2" % pids, "")
     t0 = time.monotonic()
     os.kill(pids[0], signal.SIGKILL)
     limit = TIMEOUT_S + DIAG_S + SLACK_S
-    rc, elapsed, out = finish(p, log, t0, limit)
+    rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     names = re.search(r"process rank 2 with PID|missing rank\(s\) 2 did not answer", out)
     print("%s: exit %d after %.1f s; %s" % (name, rc, elapsed,
                                            names.group(0) if names else "rank not named"))
     ok = elapsed <= limit and names is not None and (rc != 0 or not check_rc)
-    return verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s" % (rc, elapsed, limit,
-                                                                       bool(names)), out)
+    return mpitest.verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s"
+                           % (rc, elapsed, limit, bool(names)), out)
 
 
 def stall_case(tmp, data, name, backend, overlap):
@@ -97,13 +70,13 @@ def stall_case(tmp, data, name, backend, overlap):
     t0 = time.monotonic()
     p, _, log = start(folder, data, ["--allreduce", backend, "--overlap", overlap], env)
     limit = TIMEOUT_S + DIAG_S + SLACK_S + 5  # + start-up
-    rc, elapsed, out = finish(p, log, t0, limit)
+    rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     names = re.search(r"stalled rank\(s\) 1 never reached it", out)
     lines = [l for l in out.splitlines() if l.startswith("tfdist: error:")]
     print("%s: exit %d after %.1f s; %s" % (name, rc, elapsed, lines[0] if lines else "no error line"))
     ok = rc != 0 and elapsed <= limit and names is not None
-    return verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s" % (rc, elapsed, limit,
-                                                                       bool(names)), out)
+    return mpitest.verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s"
+                           % (rc, elapsed, limit, bool(names)), out)
 
 
 def fail_case(tmp, data, name, backend):
@@ -118,7 +91,7 @@ def fail_case(tmp, data, name, backend):
     t0 = time.monotonic()
     p, _, log = start(folder, data, ["--allreduce", backend], env)
     limit = SLACK_S + 5  # start-up and teardown only: no timeout may be involved
-    rc, elapsed, out = finish(p, log, t0, limit)
+    rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     try:
         run = json.load(open(os.path.join(folder, "outputs", "run.json")))
     except (OSError, ValueError) as e:
@@ -128,8 +101,8 @@ def fail_case(tmp, data, name, backend):
     ok = (rc != 0 and elapsed <= limit and run["status"] == "Failed" and
           why == "rank 2 failed: test fault: failing at step 5" and
           "tfdist: error: rank 2: test fault: failing at step 5" in out)
-    return verdict(name, ok, "exit %d, %.1f s (limit %d), run.json %s: %r" %
-                   (rc, elapsed, limit, run["status"], why), out)
+    return mpitest.verdict(name, ok, "exit %d, %.1f s (limit %d), run.json %s: %r" %
+                           (rc, elapsed, limit, run["status"], why), out)
 
 
 def data_differs_case(tmp, data, name):
@@ -156,8 +129,9 @@ def data_differs_case(tmp, data, name):
     wrote = os.path.exists(os.path.join(folder, "outputs"))
     print("%s: exit %d after %.1f s" % (name, p.returncode, elapsed))
     ok = p.returncode != 0 and mine is not None and others is not None and not wrote
-    return verdict(name, ok, "exit %d, rank 2 named: %s, rank 0 named: %s, outputs written: %s"
-                   % (p.returncode, bool(mine), bool(others), wrote), out)
+    return mpitest.verdict(name, ok,
+                           "exit %d, rank 2 named: %s, rank 0 named: %s, outputs written: %s"
+                           % (p.returncode, bool(mine), bool(others), wrote), out)
 
 
 def main():

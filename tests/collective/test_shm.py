@@ -33,13 +33,6 @@ def shm_entries():
     return {e for e in os.listdir("/dev/shm") if e.startswith("tfdist-shm.")}
 
 
-def verdict(name, ok, why, out=""):
-    print("%s: %s%s" % (name, "ok" if ok else "FAIL: ", "" if ok else why))
-    if not ok and out:
-        print(out[-4000:])
-    return 0 if ok else 1
-
-
 def train_args(np_, batch, backend, overlap, seed="7"):
     return ["--epochs", "1", "--max-steps", str(STEPS), "--seed", seed, "--learning-rate", "0.05",
             "--batch-size", str(batch), "--allreduce", backend, "--overlap", overlap]
@@ -53,21 +46,22 @@ def equivalence(tmp, data):
         folder = os.path.join(tmp, name)
         rc, out = mpitest.run_train(np_, folder, data, train_args(np_, batch, backend, overlap))
         if rc != 0:
-            return verdict(name, False, "exit %d" % rc, out)
+            return mpitest.verdict(name, False, "exit %d" % rc, out)
         w[name] = mpitest.weights(folder)
     for r in (0, 1):  # backward wrote into the segment: the allreduce copied nothing
         log = rank_log(os.path.join(tmp, "shm2"), r)
-        fails += verdict("zero-copy rank %d" % r, "gradients: in the comm's shared segment" in log,
-                         "the rank log does not say so:\n" + log)
+        fails += mpitest.verdict("zero-copy rank %d" % r,
+                                 "gradients: in the comm's shared segment" in log,
+                                 "the rank log does not say so:\n" + log)
     if not np.any(w["n1"]["dense_2/bias:0"]):
-        fails += verdict("trained", False, "the biases are still zero")
+        fails += mpitest.verdict("trained", False, "the biases are still zero")
     for name in ("shm2", "shm2off"):
         d = mpitest.max_abs_diff(w["n1"], w[name])
         print("%s vs n1 after %d steps: max |dw| = %.3g" % (name, STEPS, d))
-        fails += verdict("equivalence-" + name, d <= TOL, "%.3g > %g" % (d, TOL))
+        fails += mpitest.verdict("equivalence-" + name, d <= TOL, "%.3g > %g" % (d, TOL))
     for a, b in (("shm2", "shm2b"), ("shm2", "shm2off")):
         same = all(np.array_equal(w[a][k].view(np.uint32), w[b][k].view(np.uint32)) for k in w[a])
-        fails += verdict("bit-identical %s %s" % (a, b), same, "weights differ")
+        fails += mpitest.verdict("bit-identical %s %s" % (a, b), same, "weights differ")
     return fails
 
 
@@ -84,47 +78,29 @@ def start(folder, data, np_, extra, env_extra):
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), marker, log
 
 
-def finish(p, log, t0, limit_s):
-    try:
-        rc = p.wait(timeout=limit_s + 60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        rc = p.wait()
-    elapsed = time.monotonic() - t0
-    log.seek(0)
-    return rc, elapsed, log.read()
-
-
-def epoch_logged(folder, rank):
-    try:
-        with open(os.path.join(folder, "logs", "rank-%d.log" % rank)) as f:
-            return "epoch   1/" in f.read()
-    except OSError:
-        return False
-
-
 def kill_case(tmp, data, np_, victim, before):
     name = "kill-9-np%d" % np_
     folder = os.path.join(tmp, name)
     p, marker, log = start(folder, data, np_, [], {})
-    mpitest.wait_for(lambda: epoch_logged(folder, victim) or p.poll() is not None, 60, "epoch 1")
+    mpitest.wait_for(lambda: mpitest.epoch_logged(folder, victim) or p.poll() is not None, 60,
+                     "epoch 1")
     time.sleep(0.3)
     pids = mpitest.rank_pids(marker, victim)
     if len(pids) != 1:
         p.kill()
-        return verdict(name, False, "found pids %s for rank %d" % (pids, victim))
+        return mpitest.verdict(name, False, "found pids %s for rank %d" % (pids, victim))
     t0 = time.monotonic()
     os.kill(pids[0], signal.SIGKILL)
     limit = TIMEOUT_S + DIAG_S + SLACK_S
-    rc, elapsed, out = finish(p, log, t0, limit)
+    rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     names = re.search(r"process rank %d with PID|missing rank\(s\) %d\b|rank %d \(pid \d+\) died"
                       % (victim, victim, victim), out)
     left = shm_entries() - before
     print("%s: exit %d after %.1f s; %s; left in /dev/shm: %s" %
           (name, rc, elapsed, names.group(0) if names else "rank not named", sorted(left)))
     ok = rc != 0 and elapsed <= limit and names is not None and not left
-    return verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s, left: %s" %
-                   (rc, elapsed, limit, bool(names), sorted(left)), out)
+    return mpitest.verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s, left: %s" %
+                           (rc, elapsed, limit, bool(names), sorted(left)), out)
 
 
 def stall_case(tmp, data, np_, overlap, before):
@@ -134,15 +110,15 @@ def stall_case(tmp, data, np_, overlap, before):
     t0 = time.monotonic()
     p, _, log = start(folder, data, np_, ["--overlap", overlap], env)
     limit = TIMEOUT_S + DIAG_S + SLACK_S + 5  # + start-up
-    rc, elapsed, out = finish(p, log, t0, limit)
+    rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     names = re.search(r"stalled rank\(s\) 1 never reached it", out)
     left = shm_entries() - before
     lines = [l for l in out.splitlines() if l.startswith("tfdist: error:")]
     print("%s: exit %d after %.1f s; %s; left in /dev/shm: %s" %
           (name, rc, elapsed, lines[0] if lines else "no error line", sorted(left)))
     ok = rc != 0 and elapsed <= limit and names is not None and not left
-    return verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s, left: %s" %
-                   (rc, elapsed, limit, bool(names), sorted(left)), out)
+    return mpitest.verdict(name, ok, "exit %d, %.1f s (limit %d), named: %s, left: %s" %
+                           (rc, elapsed, limit, bool(names), sorted(left)), out)
 
 
 def two_jobs(tmp, data):
@@ -153,7 +129,7 @@ def two_jobs(tmp, data):
         folder = os.path.join(tmp, "alone-" + j)
         rc, out = mpitest.run_train(2, folder, data, train_args(2, 50, "shm", "on", seed))
         if rc != 0:
-            return verdict("alone-" + j, False, "exit %d" % rc, out)
+            return mpitest.verdict("alone-" + j, False, "exit %d" % rc, out)
         alone[j] = mpitest.weights(folder)
     procs = {}
     for j, seed in jobs.items():
@@ -164,11 +140,11 @@ def two_jobs(tmp, data):
     for j, (folder, p) in procs.items():
         out, _ = p.communicate(timeout=130)
         if p.returncode != 0:
-            fails += verdict("both-" + j, False, "exit %d" % p.returncode, out)
+            fails += mpitest.verdict("both-" + j, False, "exit %d" % p.returncode, out)
             continue
         w = mpitest.weights(folder)
         same = all(np.array_equal(w[k].view(np.uint32), alone[j][k].view(np.uint32)) for k in w)
-        fails += verdict("two jobs at once: job %s as alone" % j, same, "weights differ")
+        fails += mpitest.verdict("two jobs at once: job %s as alone" % j, same, "weights differ")
     return fails
 
 
@@ -186,7 +162,7 @@ def auto_case(tmp, data):
         rc, out = mpitest.run_train(np_, folder, data, ["--epochs", "1", "--max-steps", "3",
                                                         "--threads", "1"] + extra)
         if rc != 0:
-            fails += verdict(name, False, "exit %d" % rc, out)
+            fails += mpitest.verdict(name, False, "exit %d" % rc, out)
             continue
         want_ar = "shm (auto: CPU, and every rank is on this node)" if np_ > 1 else "ring (auto: one rank)"
         on = cores > np_
@@ -196,8 +172,8 @@ def auto_case(tmp, data):
             log = rank_log(folder, r)
             ok = ("allreduce: " + want_ar) in log and (
                 ("overlap: " + want_ov) in log if want_ov else "overlap: " not in log)
-            fails += verdict("%s rank %d" % (name, r), ok,
-                             "want 'allreduce: %s', overlap %s; log:\n%s" % (want_ar, want_ov, log))
+            why = "want 'allreduce: %s', overlap %s; log:\n%s" % (want_ar, want_ov, log)
+            fails += mpitest.verdict("%s rank %d" % (name, r), ok, why)
     print("auto: %d usable cores" % cores)
     return fails
 
@@ -215,7 +191,7 @@ def main():
         fails += stall_case(tmp, data, 2, "off", before)
         fails += stall_case(tmp, data, 4, "on", before)
     left = shm_entries() - before
-    fails += verdict("nothing left in /dev/shm", not left, "left: %s" % sorted(left))
+    fails += mpitest.verdict("nothing left in /dev/shm", not left, "left: %s" % sorted(left))
     return 1 if fails else 0
 
 
