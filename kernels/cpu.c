@@ -142,7 +142,6 @@ typedef struct {
   int64_t n, in_dim, out_dim;
   kern_act act;
   cpu_team *team;
-  int overwrite; /* the fused step: dw and db written (beta 0), not added to */
 } cpu_bwd_job;
 
 /* Member tid's output columns [c0, c1): dz masked, its dW and db columns. */
@@ -157,13 +156,11 @@ static void cpu_backward_weights(const cpu_bwd_job *j, int64_t c0, int64_t c1) {
     }
   }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)j->in_dim, (int)cw, (int)j->n,
-              1.0f, j->in, (int)j->in_dim, j->dout + c0, (int)ld, j->overwrite ? 0.0f : 1.0f,
+              1.0f, j->in, (int)j->in_dim, j->dout + c0, (int)ld, 1.0f,
               j->dw + c0, (int)ld);
-  /* written, the sum starts at row 0: 0 + x is x, so these are the accumulated values */
   for (int64_t i = 0; i < j->n; i++) {
     const float *row = j->dout + i * ld;
-    if (i == 0 && j->overwrite) memcpy(j->db + c0, row + c0, (size_t)cw * sizeof(float));
-    else for (int64_t c = c0; c < c1; c++) j->db[c] += row[c];
+    for (int64_t c = c0; c < c1; c++) j->db[c] += row[c];
   }
 }
 
@@ -197,7 +194,7 @@ static void cpu_dense_backward_cols(void *ctx, int tid, int nt) {
 static int cpu_dense_backward(kern_backend *be, float *din, float *dw, float *db, float *dout,
                               const float *in, const float *w, const float *out, int64_t n,
                               int64_t in_dim, int64_t out_dim, kern_act act) {
-  cpu_bwd_job j = {din, dw, db, dout, in, w, out, n, in_dim, out_dim, act, cpu_team_of(be), 0};
+  cpu_bwd_job j = {din, dw, db, dout, in, w, out, n, in_dim, out_dim, act, cpu_team_of(be)};
   cpu_team_run(j.team, cpu_dense_backward_cols, &j);
   return 0;
 }
