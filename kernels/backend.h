@@ -61,6 +61,7 @@ typedef struct {
   int device_index; /* CUDA: local_rank % device_count, chosen by the caller */
   kern_math math;
   int threads;      /* CPU: the team splitting one rank's step (0: 1); BLAS runs single-threaded */
+  int oversubscribed; /* CPU: the node runs more compute threads than it has usable cores */
   int rank;         /* MPI rank, for error messages only */
   int unfused;      /* CUDA: bias kernel + cuDNN activation instead of the fused
                      * bias+ReLU kernels (a reference path for tests and benchmarks) */

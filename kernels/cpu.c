@@ -328,6 +328,7 @@ const char *kern_blas_info(void) {
  * thread, and a piece is the same work whoever runs it. */
 typedef struct {
   kern_backend *be;
+  cpu_team *team;
   const kern_step *s;
   cpu_step_slot *slot;   /* one per piece of phase 1 */
   int pieces;            /* per phase: the team's size */
@@ -444,7 +445,7 @@ static void cpu_step_combine(cpu_step_job *j) {
  * so the result is the same bits however tickets fall to members. */
 static void cpu_step_ticket(cpu_step_job *j, uint32_t k) {
   const uint32_t P = (uint32_t)j->pieces, phase = (k / P) % 2, c = k % P;
-  cpu_team_count_wait(&j->done, k - c);
+  cpu_team_count_wait(j->team, &j->done, k - c);
   if (atomic_load_explicit(&j->stop, memory_order_relaxed)) return;
   if (phase == 0) {
     int64_t r0, r1;
@@ -471,7 +472,7 @@ static void cpu_step_member(void *ctx, int tid, int nt) {
     cpu_step_ticket(j, k);
     cpu_team_count_add(&j->done);
   }
-  if (tid == 0) cpu_team_count_wait(&j->done, j->total);
+  if (tid == 0) cpu_team_count_wait(j->team, &j->done, j->total);
 }
 
 static int cpu_fused_step_ws(kern_backend *be, const kern_step *s, size_t *bytes) {
@@ -486,7 +487,7 @@ static int cpu_fused_step(kern_backend *be, const kern_step *s) {
   cpu_team *team = cpu_team_of(be);
   const int pieces = cpu_team_size(team);
   const int64_t steps = s->steps > 0 ? s->steps : 1;
-  cpu_step_job j = {.be = be, .s = s, .slot = ((cpu_backend *)be)->slots, .pieces = pieces,
+  cpu_step_job j = {.be = be, .team = team, .s = s, .slot = ((cpu_backend *)be)->slots, .pieces = pieces,
                     .total = (uint32_t)(steps * 2 * pieces)};
   cpu_team_run_open(team, cpu_step_member, &j);
   return j.failed ? -1 : 0;
@@ -544,7 +545,7 @@ int kern_cpu_create(kern_backend **out, const kern_config *cfg, char *err, size_
     free(cb);
     return -1;
   }
-  if (cpu_team_init(&cb->team, be->cfg.threads, err, err_bytes) != 0) {
+  if (cpu_team_init(&cb->team, be->cfg.threads, be->cfg.oversubscribed, err, err_bytes) != 0) {
     free(cb->slots);
     free(cb);
     return -1;

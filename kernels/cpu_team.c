@@ -20,27 +20,28 @@
 
 #include "base/env.h"
 
-/* How long a waiter spins before it sleeps. Short: on a node whose cores
- * are all busy (the 2-core development machine at load 10-17), a waiter
- * that spins holds the core its partner needs; there an empty 2-thread job
- * took 35-55 us with 0-5 us of spin and 140 us with 50 us. TFDIST_TEAM_SPIN_US
- * overrides it (benchmarks). */
-#define TEAM_SPIN_NS_DEFAULT 5000
+/* How long a waiter spins before it sleeps. A step's pieces hand over
+ * within tens of microseconds, and a futex wake costs 30-100 us on these
+ * VMs, so on cores of its own a member spins 100 us: measured on 2 idle
+ * cores (other work niced), 2 threads ran 1.46x one thread with 5 us of
+ * spin and 1.63x with 100 us (README, "Threads within a rank"). Where the
+ * node runs more compute threads than it has cores, a spinning waiter holds
+ * the core its partner needs (an empty 2-thread job took 35-55 us with
+ * 0-5 us of spin and 140 us with 50 us at load 10-17), so it spins 5 us.
+ * TFDIST_TEAM_SPIN_US overrides both (benchmarks). */
+#define TEAM_SPIN_NS_OWN_CORES 100000
+#define TEAM_SPIN_NS_SHARED 5000
 
-static uint64_t team_spin_ns(void) {
-  static _Atomic int64_t spin = -1; /* racing readers compute the same value */
-  int64_t v = atomic_load_explicit(&spin, memory_order_relaxed);
-  if (v < 0) {
-    v = (int64_t)base_env_int("TFDIST_TEAM_SPIN_US", 0, 1000000, TEAM_SPIN_NS_DEFAULT / 1000) * 1000;
-    atomic_store_explicit(&spin, v, memory_order_relaxed);
-  }
-  return (uint64_t)v;
+static uint64_t team_spin_ns(int oversubscribed) {
+  const long dflt = (oversubscribed ? TEAM_SPIN_NS_SHARED : TEAM_SPIN_NS_OWN_CORES) / 1000;
+  return (uint64_t)base_env_int("TFDIST_TEAM_SPIN_US", 0, 1000000, dflt) * 1000;
 }
 
 typedef cpu_team_count team_event; /* word: bumped on each event */
 
 struct cpu_team {
   int n;
+  uint64_t spin_ns;   /* how long a waiter spins before it sleeps */
   pthread_t *members; /* n - 1 threads: members 1..n-1 */
   team_event job;     /* bumped when a job is posted (or at shutdown) */
   cpu_team_fn fn;
@@ -74,9 +75,8 @@ static uint64_t team_now_ns(void) {
 }
 
 /* Returns once ev->word differs from seen. */
-static void team_event_wait(team_event *ev, uint32_t seen) {
+static void team_event_wait(team_event *ev, uint32_t seen, uint64_t spin_ns) {
   uint64_t start = 0;
-  const uint64_t spin_ns = team_spin_ns();
   for (unsigned i = 0; spin_ns > 0; i++) {
     if (atomic_load_explicit(&ev->word, memory_order_acquire) != seen) return;
     team_relax();
@@ -107,7 +107,7 @@ void cpu_team_barrier(cpu_team *t) {
     atomic_store(&t->bar_arrived, 0);
     team_event_signal(&t->bar);
   } else {
-    team_event_wait(&t->bar, seen);
+    team_event_wait(&t->bar, seen, t->spin_ns);
   }
 }
 
@@ -123,7 +123,7 @@ static void *team_member_main(void *p) {
   cpu_team *t = a.team;
   uint32_t seen = 0;
   for (;;) {
-    team_event_wait(&t->job, seen);
+    team_event_wait(&t->job, seen, t->spin_ns);
     seen = atomic_load_explicit(&t->job.word, memory_order_acquire);
     if (t->stop) return NULL;
     atomic_fetch_add(&t->active, 1);
@@ -171,15 +171,15 @@ void cpu_team_run_open(cpu_team *t, cpu_team_fn fn, void *ctx) {
 
 void cpu_team_count_add(cpu_team_count *c) { team_event_signal(c); }
 
-void cpu_team_count_wait(cpu_team_count *c, uint32_t target) {
+void cpu_team_count_wait(const cpu_team *t, cpu_team_count *c, uint32_t target) {
   for (;;) {
     uint32_t v = atomic_load_explicit(&c->word, memory_order_acquire);
     if ((int32_t)(v - target) >= 0) return;
-    team_event_wait(c, v);
+    team_event_wait(c, v, t ? t->spin_ns : TEAM_SPIN_NS_SHARED);
   }
 }
 
-int cpu_team_init(cpu_team **out, int threads, char *err, size_t err_bytes) {
+int cpu_team_init(cpu_team **out, int threads, int oversubscribed, char *err, size_t err_bytes) {
   *out = NULL;
   if (threads < 1) threads = 1;
   cpu_team *t = calloc(1, sizeof *t);
@@ -188,6 +188,7 @@ int cpu_team_init(cpu_team **out, int threads, char *err, size_t err_bytes) {
     return -1;
   }
   t->n = threads;
+  t->spin_ns = team_spin_ns(oversubscribed);
   if (threads > 1) {
     t->members = calloc((size_t)threads - 1, sizeof *t->members);
     if (!t->members) {

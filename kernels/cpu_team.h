@@ -18,8 +18,10 @@ typedef struct {
 /* One member's share of a job: tid in [0, n); tid 0 is the calling thread. */
 typedef void (*cpu_team_fn)(void *ctx, int tid, int n);
 
-/* threads >= 1; 1 starts no thread (jobs run inline). 0, or -1 with err set. */
-int cpu_team_init(cpu_team **out, int threads, char *err, size_t err_bytes);
+/* threads >= 1; 1 starts no thread (jobs run inline). oversubscribed: the
+ * node runs more compute threads than it has cores, so waiters spin 5 us
+ * before they sleep, not 100 us. 0, or -1 with err set. */
+int cpu_team_init(cpu_team **out, int threads, int oversubscribed, char *err, size_t err_bytes);
 void cpu_team_free(cpu_team *t); /* NULL: no-op; joins the members */
 int cpu_team_size(const cpu_team *t);
 /* Runs fn on every member and returns when all have finished. The split of
@@ -37,7 +39,7 @@ void cpu_team_barrier(cpu_team *t);
 void cpu_team_run_open(cpu_team *t, cpu_team_fn fn, void *ctx);
 /* Adds 1 and wakes the waiters; waits until the count reaches target. */
 void cpu_team_count_add(cpu_team_count *c);
-void cpu_team_count_wait(cpu_team_count *c, uint32_t target);
+void cpu_team_count_wait(const cpu_team *t, cpu_team_count *c, uint32_t target);
 
 /* [lo, hi) of total items for member tid of n; boundaries are multiples of
  * align (the last member takes the rest), so members write separate cache

@@ -59,7 +59,7 @@ void buildinfo_print(FILE *out) {
   fprintf(out, "  [X] CPU backend     BLAS: %s\n", cJSON_GetObjectItem(o, "blas")->valuestring);
   static train_config auto_cfg; /* --threads auto, as a run here would resolve it */
   train_threads_resolve(&auto_cfg, 0);
-  fprintf(out, "  [X] CPU threads     1 per rank by default; --threads auto runs %d here (%s); "
+  fprintf(out, "  [X] CPU threads     --threads auto (the default) runs %d per rank here (%s); "
           "a team per rank (1 rank: the fused step, rows of the batch, then rows of every dW; "
           "more: column slices of every GEMM), BLAS single-threaded\n", auto_cfg.threads_run,
           auto_cfg.threads_why);

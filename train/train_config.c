@@ -102,9 +102,9 @@ static const opt_spec train_specs[] = {
   {"lr-min", OPT_FLOAT, F(lr_min), "0", 0, 1e3, NULL, "cosine: the rate at the last update"},
   {"warmup-epochs", OPT_FLOAT, F(warmup_epochs), "0", 0, 1e6, NULL,
    "linear ramp of the rate from 0 over these first epochs (at most --epochs)"},
-  {"threads", OPT_INT, F(threads), "1", 1, 1024, train_threads_words,
-   "CPU threads splitting each rank's step (auto: the rank's share of its usable cores; "
-   "1 by default: 2 threads measured slower than 1 at batch 50 on 2 cores)"},
+  {"threads", OPT_INT, F(threads), "auto", 1, 1024, train_threads_words,
+   "CPU threads splitting each rank's step (auto: the rank's share of its usable cores, "
+   "the affinity mask divided by the ranks on this node, at least 1)"},
   {"resume-from", OPT_STRING, F(resume_from), NULL, 0, 0, NULL,
    "checkpoint file, checkpoints folder, 'latest', or 'auto' (latest if there is one, else a "
    "fresh start: for jobs that are restarted or requeued)"},
@@ -137,30 +137,37 @@ static const opt_spec train_specs[] = {
    "TF_CONFIG evaluator: to <folder>/eval); empty: none"},
 };
 
-void train_threads_resolve(train_config *cfg, int local_ranks) {
-  if (cfg->threads > 0) {
-    cfg->threads_run = (int)cfg->threads;
-    snprintf(cfg->threads_why, sizeof cfg->threads_why, "--threads %d", cfg->threads_run);
-    return;
+/* This process's usable cores: its affinity mask, else the online cores. */
+static int train_usable_cores(const char **from) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  *from = "sched_getaffinity";
+  if (cores <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cores = n > 0 ? (int)n : 1;
+    *from = "online cores";
   }
-  const char *from = "ranks on this node";
+  return cores;
+}
+
+void train_threads_resolve(train_config *cfg, int local_ranks) {
+  const char *from = "ranks on this node", *cores_from;
   if (local_ranks <= 0) {
     const long said = base_env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1, 1 << 20, 0);
     local_ranks = said > 0 ? (int)said : 1;
     from = said > 0 ? "OMPI_COMM_WORLD_LOCAL_SIZE" : "ranks on this node (none said)";
   }
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
-  const char *cores_from = "sched_getaffinity";
-  if (cores <= 0) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    cores = n > 0 ? (int)n : 1;
-    cores_from = "online cores";
+  const int cores = train_usable_cores(&cores_from);
+  if (cfg->threads > 0) {
+    cfg->threads_run = (int)cfg->threads;
+    snprintf(cfg->threads_why, sizeof cfg->threads_why, "--threads %d", cfg->threads_run);
+  } else {
+    cfg->threads_run = cores / local_ranks > 0 ? cores / local_ranks : 1;
+    snprintf(cfg->threads_why, sizeof cfg->threads_why,
+             "auto: %d usable cores (%s) / %d %s", cores, cores_from, local_ranks, from);
   }
-  cfg->threads_run = cores / local_ranks > 0 ? cores / local_ranks : 1;
-  snprintf(cfg->threads_why, sizeof cfg->threads_why,
-           "auto: %d usable cores (%s) / %d %s", cores, cores_from, local_ranks, from);
+  cfg->threads_oversubscribed = (long)cfg->threads_run * local_ranks > cores;
 }
 
 const opt_table train_options = {train_specs, (int)(sizeof train_specs / sizeof train_specs[0]),

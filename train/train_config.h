@@ -72,6 +72,7 @@ typedef struct {
   int64_t threads;               /* 0: auto (train_threads_resolve) */
   int threads_run;               /* not a flag: the threads this rank runs, resolved */
   char threads_why[160];         /* not a flag: why that many, for the log and run.json */
+  int threads_oversubscribed;    /* not a flag: threads_run x local ranks > usable cores */
   char resume_from[OPT_STR_BYTES];
   train_resume_mode resume_mode; /* not a flag: what resume_from said; AUTO stays AUTO once
                                     train_ckpt_resolve_auto has replaced "auto" in resume_from

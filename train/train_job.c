@@ -55,6 +55,7 @@ static int train_job_pick_device(const train_config *cfg, const coll_world *w, k
   char why[256] = "";
   memset(kc, 0, sizeof *kc);
   kc->threads = cfg->threads_run;
+  kc->oversubscribed = cfg->threads_oversubscribed;
   kc->rank = w->rank;
   kc->math = cfg->math == TRAIN_MATH_TF32 ? KERN_MATH_TF32 : KERN_MATH_FP32;
   if (cfg->device == TRAIN_DEVICE_CPU) {
@@ -299,8 +300,7 @@ static int train_job_pick_overlap(train_config *cfg, const coll_world *w, const 
   if (cfg->overlap != OPT_AUTO) return 0;
   cpu_set_t set;
   const int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-  const long per_rank = cfg->threads > 0 ? (long)cfg->threads : cores; /* 0: BLAS takes all */
-  const long compute = per_rank * (w->local_size > 0 ? w->local_size : 1);
+  const long compute = (long)cfg->threads_run * (w->local_size > 0 ? w->local_size : 1);
   if (kc->device == KERN_DEVICE_CUDA) {
     cfg->overlap = 1;
     snprintf(why, why_bytes, "overlap: on (auto: compute runs on the GPU)");

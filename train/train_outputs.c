@@ -36,8 +36,11 @@ int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, b
   }
   rank_log_printf(&out->log, "run %s", id);
   if (kern_is_host_memory(ctx->be)) {
-    rank_log_printf(&out->log, "threads: %d (%s); one team per rank, BLAS single-threaded",
-                    kern_config_of(ctx->be)->threads, ctx->cfg->threads_why);
+    rank_log_printf(&out->log, "threads: %d (%s); one team per rank, BLAS single-threaded%s",
+                    kern_config_of(ctx->be)->threads, ctx->cfg->threads_why,
+                    ctx->cfg->threads_oversubscribed
+                        ? "; more threads on this node than usable cores: waiters sleep soon"
+                        : "");
   }
   if (ctx->world->rank != 0) {
     cJSON_Delete(ranks);

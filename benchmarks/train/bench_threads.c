@@ -205,7 +205,7 @@ int main(int argc, char **argv) {
   cpu_team *team = NULL;
   if (kern_backend_init(&one, &k1, err, sizeof err) != 0 ||
       kern_backend_init(&cols, &kn, err, sizeof err) != 0 ||
-      cpu_team_init(&team, threads, err, sizeof err) != 0) {
+      cpu_team_init(&team, threads, 0, err, sizeof err) != 0) {
     fprintf(stderr, "bench_threads: %s\n", err);
     return 1;
   }

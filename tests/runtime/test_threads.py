@@ -70,6 +70,9 @@ if T.check(p.returncode == 0, f"mpirun -np 2 --threads 2: exit {p.returncode}: {
     log1 = open(os.path.join(np2 + "-logs", "rank-1.log")).read()
     T.check(re.search(r"threads: 2 \(--threads 2\)", log1) is not None,
             f"np2t2 rank 1 log: no threads line: {log1[-400:]}")
+    over = 4 > len(os.sched_getaffinity(0))  # 2 ranks x 2 threads on fewer than 4 cores
+    T.check(("more threads on this node than usable cores" in log1) == over,
+            f"np2t2 rank 1 log: oversubscription ({over}) not said right: {log1[-400:]}")
 if T.check(len(w) == len(runs) + 1, "equivalence: a run failed"):
     T.check(np.any(w["t1"][5]), "equivalence: the last bias is still zero: nothing was trained")
     for name in ("t2", "t4", "t3"):
@@ -98,6 +101,7 @@ T.check(run.get("threads", {}).get("count") == 2 and run["threads"].get("why") =
 T.check(run["config"]["threads"] == 2, f"run.json config threads: {run['config'].get('threads')}")
 auto = os.path.join(d, "auto")
 if train(auto, short + ["--threads", "auto"]).returncode == 0:
+    w["auto"] = weights(auto)
     run = json.load(open(os.path.join(auto, "run.json")))
     th = run.get("threads", {})
     cores = len(os.sched_getaffinity(0))
@@ -110,8 +114,15 @@ if train(auto, short + ["--threads", "auto"]).returncode == 0:
     if train(again, ["--config", cfg, "--outputs", again, "--logs", again + "-logs"]).returncode == 0:
         T.check(json.load(open(os.path.join(again, "run.json")))["threads"] == th,
                 "--config of run.json's config: threads resolved otherwise")
+# No flag is --threads auto: the same count, why and bits as the auto run.
+dflt = os.path.join(d, "default")
+if train(dflt, short).returncode == 0 and "auto" in w:
+    run = json.load(open(os.path.join(dflt, "run.json")))
+    T.check(run.get("threads") == json.load(open(os.path.join(auto, "run.json"))).get("threads")
+            and run["config"]["threads"] == "auto", f"default threads: run.json says {run.get('threads')}")
+    T.check(bits_equal(weights(dflt), w["auto"]), "default threads: weights differ from --threads auto's")
 p = T.run(["--check-build"])
-T.check(p.returncode == 0 and re.search(r"CPU threads +1 per rank by default; --threads auto runs \d+ here \(auto: ", p.stdout),
+T.check(p.returncode == 0 and re.search(r"CPU threads +--threads auto \(the default\) runs \d+ per rank here \(auto: ", p.stdout),
         f"--check-build: no threads line: {p.stdout}")
 
 # Exact resume with --threads 2; another count is a one-line error.
