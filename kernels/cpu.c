@@ -310,29 +310,35 @@ const char *kern_blas_info(void) {
 /* The fused step (kernels/mlp_step.h) on the CPU: the op-by-op step's math
  * in one team job. dW and db are written (beta 0) instead of zeroed and
  * then accumulated into (the same values, and no 1 MB memset). Each step
- * is two phases, each cut in P pieces (P: the team's size):
- *   Phase 1, rows: piece c takes its rows of the batch through gather,
- *     forward, loss and the input gradients (dz3 -> dz2 -> dz1): every one of
- *     those is row by row, so it needs no other piece's rows.
- *   Phase 2, weights (after all of phase 1: dW needs every row of dz):
- *     piece c takes its rows of every W (input units) and its columns of
- *     every b: dW = act^T dz with M its rows and N the full width, then the
- *     update of those rows while they are in cache. Only phase 1 reads W,
- *     so the update waits for nothing more; the next step's phase 1 waits
- *     for all of phase 2.
+ * is four phases, each cut in P pieces (P: the team's size):
+ *   0, rows: piece c gathers its rows of the batch.
+ *   1, columns: piece c takes its columns of layer 1's forward over the
+ *     whole batch. By rows, each piece would run that GEMM (784 x 300, the
+ *     step's largest) at M = 25, 1.23x slower a row than M = 24 or 50, and
+ *     pack all of W1 (README, "Threads within a rank").
+ *   2, rows: layers 2 and 3 forward, the loss and the input gradients
+ *     (dz3 -> dz2 -> dz1), each row by row, so no piece needs another's rows.
+ *     Row pieces start on multiples of 8 rows (24 + 26 beat 25 + 25).
+ *   3, weights (dW needs every row of dz): piece c takes its rows of every
+ *     W (input units) and its columns of every b: dW = act^T dz with M its
+ *     rows and N the full width, then the update of those rows while they
+ *     are in cache. Only phases 1 and 2 read W, so the update waits for
+ *     nothing more; the next step's phase 0 waits for all of phase 3.
  * Pieces are tickets from one counter, taken by whichever member comes
  * (cpu_team_run_open): with a member held off its core by another process
  * (2 cores at load 8-17 here), the caller takes its pieces instead of
  * waiting at a barrier (measured: README, "Threads within a rank"). Each
  * output element is the same sum over the same K as with one
  * thread, and a piece is the same work whoever runs it. */
+#define CPU_STEP_PHASES 4
+
 typedef struct {
   kern_backend *be;
   cpu_team *team;
   const kern_step *s;
-  cpu_step_slot *slot;   /* one per piece of phase 1 */
+  cpu_step_slot *slot;   /* one per piece of phase 2 */
   int pieces;            /* per phase: the team's size */
-  uint32_t total;        /* tickets: steps x 2 phases x pieces */
+  uint32_t total;        /* tickets: steps x CPU_STEP_PHASES x pieces */
   _Atomic uint32_t next; /* the next ticket to hand out */
   cpu_team_count done;   /* tickets finished */
   _Atomic int stop;      /* a loss failed: the tickets left do nothing */
@@ -343,7 +349,38 @@ static void cpu_relu_mask(float *d, const float *o, int64_t elems) {
   for (int64_t i = 0; i < elems; i++) d[i] = o[i] > 0.0f ? d[i] : 0.0f;
 }
 
-/* Piece tid of phase 1, rows [r0, r1): gather, forward, loss, input gradients. */
+/* Row pieces start on multiples of 8 rows where each gets 16 or more. */
+static int64_t cpu_row_align(int64_t rows, int pieces) { return rows >= 16 * (int64_t)pieces ? 8 : 1; }
+
+/* Phase 0, rows [r0, r1): the gather (the loader filled act[0] when there
+ * are no images). */
+static void cpu_step_gather(const kern_step *s, int64_t r0, int64_t r1) {
+  if (s->images && r1 > r0) {
+    cpu_gather_rows(s->act[0], s->labels, s->images, s->image_labels, s->dims[0],
+                    s->perm + *s->cursor, r0, r1);
+  }
+}
+
+/* Forward of layer k for rows [r0, r1) and output columns [c0, c1). */
+static void cpu_step_forward(const kern_step *s, int k, int64_t r0, int64_t r1, int64_t c0,
+                             int64_t c1) {
+  const int64_t in = s->dims[k], out = s->dims[k + 1], rows = r1 - r0, cw = c1 - c0;
+  if (rows <= 0 || cw <= 0) return;
+  float *o = s->act[k + 1] + r0 * out + c0;
+  const float *b = s->params + s->b_off[k] + c0;
+  for (int64_t i = 0; i < rows; i++) memcpy(o + i * out, b, (size_t)cw * sizeof(float));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cw, (int)in, 1.0f,
+              s->act[k] + r0 * in, (int)in, s->params + s->w_off[k] + c0, (int)out, 1.0f, o,
+              (int)out);
+  if (k < 2) {
+    for (int64_t i = 0; i < rows; i++) {
+      for (int64_t c = 0; c < cw; c++) o[i * out + c] = o[i * out + c] > 0.0f ? o[i * out + c] : 0.0f;
+    }
+  }
+}
+
+/* Piece tid of phase 2, rows [r0, r1): layers 2 and 3 forward, the loss
+ * and the input gradients. */
 static void cpu_step_rows(cpu_step_job *j, int tid, int64_t r0, int64_t r1) {
   const kern_step *s = j->s;
   const int64_t rows = r1 - r0;
@@ -351,20 +388,7 @@ static void cpu_step_rows(cpu_step_job *j, int tid, int64_t r0, int64_t r1) {
   me->failed = 0;
   me->loss = me->correct = 0.0;
   if (rows <= 0) return;
-  if (s->images) {
-    cpu_gather_rows(s->act[0], s->labels, s->images, s->image_labels, s->dims[0],
-                    s->perm + *s->cursor, r0, r1);
-  }
-  for (int k = 0; k < 3; k++) {
-    const int64_t in = s->dims[k], out = s->dims[k + 1];
-    float *o = s->act[k + 1] + r0 * out;
-    const float *b = s->params + s->b_off[k];
-    for (int64_t i = 0; i < rows; i++) memcpy(o + i * out, b, (size_t)out * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)out, (int)in, 1.0f,
-                s->act[k] + r0 * in, (int)in, s->params + s->w_off[k], (int)out, 1.0f, o,
-                (int)out);
-    if (k < 2) for (int64_t i = 0; i < rows * out; i++) o[i] = o[i] > 0.0f ? o[i] : 0.0f;
-  }
+  for (int k = 1; k < 3; k++) cpu_step_forward(s, k, r0, r1, 0, s->dims[k + 1]);
   const int64_t C = s->dims[3];
   if (cpu_xent_rows(me->err, sizeof me->err, s->dact[3] + r0 * C, &me->loss, &me->correct,
                     s->act[3] + r0 * C, s->labels + r0, rows, C, s->grad_scale, r0) != 0) {
@@ -381,7 +405,7 @@ static void cpu_step_rows(cpu_step_job *j, int tid, int64_t r0, int64_t r1) {
   }
 }
 
-/* Piece tid of phase 2: its rows of every dW and columns of every db, then
+/* Piece tid of phase 3: its rows of every dW and columns of every db, then
  * their update. The state holds sk interleaved floats a weight (cpu_opt.c); no error is
  * possible: the kind was checked when the step was set up. */
 static void cpu_step_weights(const kern_step *s, int tid, int nt) {
@@ -420,7 +444,7 @@ static void cpu_step_weights(const kern_step *s, int tid, int nt) {
   }
 }
 
-/* After phase 1 of a step (every piece done): the loss in piece order
+/* After phase 2 of a step (every piece done): the loss in piece order
  * (fixed for a given team size), or the first failed piece's error. */
 static void cpu_step_combine(cpu_step_job *j) {
   const kern_step *s = j->s;
@@ -436,31 +460,38 @@ static void cpu_step_combine(cpu_step_job *j) {
     correct += j->slot[c].correct;
   }
   cpu_stats_add(s->stats, loss, correct, (double)s->n);
-  *s->cursor += s->cursor_delta; /* every piece of phase 1 has read it */
+  *s->cursor += s->cursor_delta; /* every piece of phase 0 has read it */
 }
 
-/* Ticket k: step k / (2P), phase (k / P) % 2, piece k % P. It waits for
+/* Ticket k: step k / (4P), phase (k / P) % 4, piece k % P. It waits for
  * every ticket of the phases before its own, so whichever member runs it
  * sees their results; piece c of a phase is the same work whoever runs it,
  * so the result is the same bits however tickets fall to members. */
 static void cpu_step_ticket(cpu_step_job *j, uint32_t k) {
-  const uint32_t P = (uint32_t)j->pieces, phase = (k / P) % 2, c = k % P;
+  const uint32_t P = (uint32_t)j->pieces, phase = (k / P) % CPU_STEP_PHASES, c = k % P;
+  const kern_step *s = j->s;
   cpu_team_count_wait(j->team, &j->done, k - c);
   if (atomic_load_explicit(&j->stop, memory_order_relaxed)) return;
+  int64_t r0, r1;
+  cpu_team_range(s->n, (int)c, (int)P, cpu_row_align(s->n, (int)P), &r0, &r1);
   if (phase == 0) {
-    int64_t r0, r1;
-    cpu_team_range(j->s->n, (int)c, (int)P, 1, &r0, &r1);
+    cpu_step_gather(s, r0, r1);
+  } else if (phase == 1) {
+    int64_t c0, c1;
+    cpu_team_range(s->dims[1], (int)c, (int)P, cpu_col_align(s->dims[1], (int)P), &c0, &c1);
+    cpu_step_forward(s, 0, 0, s->n, c0, c1);
+  } else if (phase == 2) {
     cpu_step_rows(j, (int)c, r0, r1);
-    return;
-  }
-  for (uint32_t i = 0; i < P; i++) { /* each piece sees the failure: none updates */
-    if (j->slot[i].failed) {
-      if (c == 0) cpu_step_combine(j);
-      return;
+  } else {
+    for (uint32_t i = 0; i < P; i++) { /* each piece sees the failure: none updates */
+      if (j->slot[i].failed) {
+        if (c == 0) cpu_step_combine(j);
+        return;
+      }
     }
+    if (c == 0) cpu_step_combine(j);
+    cpu_step_weights(j->s, (int)c, (int)P);
   }
-  if (c == 0) cpu_step_combine(j);
-  cpu_step_weights(j->s, (int)c, (int)P);
 }
 
 static void cpu_step_member(void *ctx, int tid, int nt) {
@@ -488,7 +519,7 @@ static int cpu_fused_step(kern_backend *be, const kern_step *s) {
   const int pieces = cpu_team_size(team);
   const int64_t steps = s->steps > 0 ? s->steps : 1;
   cpu_step_job j = {.be = be, .team = team, .s = s, .slot = ((cpu_backend *)be)->slots, .pieces = pieces,
-                    .total = (uint32_t)(steps * 2 * pieces)};
+                    .total = (uint32_t)(steps * CPU_STEP_PHASES * pieces)};
   cpu_team_run_open(team, cpu_step_member, &j);
   return j.failed ? -1 : 0;
 }
