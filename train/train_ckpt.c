@@ -318,9 +318,11 @@ static int train_ckpt_check(train_ckpt *k, const train_ctx *x, const train_data 
   }
   const int threads = kern_is_host_memory(x->be) ? kern_config_of(x->be)->threads : 0;
   if (s->threads > 0 && threads > 0 && s->threads != threads) {
-    return base_err_set(err, "--resume-from %.600s: --threads is %d but the checkpoint was written "
+    return base_err_set(err, "--resume-from %.600s: --threads %s %d but the checkpoint was written "
                         "with %lld; an exact resume needs the same threads per rank (each splits "
-                        "the sums its own way)", path, threads, (long long)s->threads);
+                        "the sums its own way): pass --threads %lld", path,
+                        c->threads > 0 ? "is" : "auto runs", threads, (long long)s->threads,
+                        (long long)s->threads);
   }
   if (train_ckpt_check_micro(c, s, path, err) != 0 ||
       train_ckpt_check_opt_step(s, path, err) != 0) {

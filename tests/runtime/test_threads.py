@@ -141,6 +141,18 @@ T.check(p.returncode != 0 and len(lines) == 1 and lines[0].startswith("tfdist: e
         "--threads is 1 but the checkpoint was written with 2" in lines[0],
         f"resume with another thread count: rc {p.returncode}, stderr {p.stderr.strip()}")
 
+# A checkpoint of more threads than auto runs here: resuming with the default
+# (auto) names the count it needs.
+here = len(os.sched_getaffinity(0))
+odd = os.path.join(d, "odd")
+train(odd, ck + ["--epochs", "1", "--threads", str(here + 1)])
+p = train(odd, ck + ["--epochs", "2", "--resume-from", "latest"], check_rc=False)
+lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
+T.check(p.returncode != 0 and len(lines) == 1 and
+        f"--threads auto runs {here} but the checkpoint was written with {here + 1}" in lines[0] and
+        lines[0].endswith(f"pass --threads {here + 1}"),
+        f"auto resume of a {here + 1}-thread checkpoint: rc {p.returncode}, stderr {p.stderr.strip()}")
+
 # Bad values: usage errors naming the flag.
 for bad in ("0", "abc", "1025", "-2"):
     p = train(os.path.join(d, "bad"), short + ["--threads", bad], check_rc=False)
