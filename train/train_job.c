@@ -337,7 +337,7 @@ static int train_job_agree(train_job *j, base_err *err) {
            cfg->outputs);
   }
   if (w->rank == 0 && strcmp(cfg->data_folder, TFDIST_DEFAULT_DATA) == 0) {
-    printf("tfdist: no --data-folder given; using the default data set %s\n", cfg->data_folder);
+    printf("tfdist: data: the default data set, %s\n", cfg->data_folder);
   }
   return 0;
 }
