@@ -12,7 +12,7 @@ if not os.path.isdir(data):
 d = T.tmpdir()
 p = T.run(["train", "--epochs", "2", "--progress", "off"], cwd=d)
 T.check(p.returncode == 0, f"train failed: {p.stderr.strip()}")
-T.check("using the default data set" in p.stdout, "did not say it uses the default data")
+T.check("data: the default data set, " + data in p.stdout, "did not say it uses the default data")
 out = os.path.join(d, "outputs")
 final = T.metric(out, "final_acc")
 T.check(len(final) == 1 and final[0] >= 0.82, f"final_acc {final} < 0.82")
