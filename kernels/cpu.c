@@ -110,21 +110,29 @@ typedef struct {
   kern_act act;
 } cpu_fwd_job;
 
+/* out[rows, c0:c1) = act(in . w[:, c0:c1) + b[c0:c1)); ld out_dim. */
+static void cpu_forward_block(float *out, const float *in, const float *w, const float *b,
+                              int64_t rows, int64_t in_dim, int64_t out_dim, int64_t c0,
+                              int64_t c1, int relu) {
+  const int64_t cw = c1 - c0, ld = out_dim;
+  if (rows <= 0 || cw <= 0) return;
+  for (int64_t i = 0; i < rows; i++) memcpy(out + i * ld + c0, b + c0, (size_t)cw * sizeof(float));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cw, (int)in_dim,
+              1.0f, in, (int)in_dim, w + c0, (int)ld, 1.0f, out + c0, (int)ld);
+  if (relu) {
+    for (int64_t i = 0; i < rows; i++) {
+      float *row = out + i * ld;
+      for (int64_t c = c0; c < c1; c++) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
+    }
+  }
+}
+
 static void cpu_dense_forward_cols(void *ctx, int tid, int nt) {
   const cpu_fwd_job *j = ctx;
   int64_t c0, c1;
   cpu_team_range(j->out_dim, tid, nt, cpu_col_align(j->out_dim, nt), &c0, &c1);
-  const int64_t cw = c1 - c0, ld = j->out_dim;
-  if (cw <= 0) return;
-  for (int64_t i = 0; i < j->n; i++) memcpy(j->out + i * ld + c0, j->b + c0, (size_t)cw * sizeof(float));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)j->n, (int)cw, (int)j->in_dim,
-              1.0f, j->in, (int)j->in_dim, j->w + c0, (int)ld, 1.0f, j->out + c0, (int)ld);
-  if (j->act == KERN_ACT_RELU) {
-    for (int64_t i = 0; i < j->n; i++) {
-      float *row = j->out + i * ld;
-      for (int64_t c = c0; c < c1; c++) row[c] = row[c] > 0.0f ? row[c] : 0.0f;
-    }
-  }
+  cpu_forward_block(j->out, j->in, j->w, j->b, j->n, j->in_dim, j->out_dim, c0, c1,
+                    j->act == KERN_ACT_RELU);
 }
 
 /* out = act(in . w + b) */
@@ -364,19 +372,9 @@ static void cpu_step_gather(const kern_step *s, int64_t r0, int64_t r1) {
 /* Forward of layer k for rows [r0, r1) and output columns [c0, c1). */
 static void cpu_step_forward(const kern_step *s, int k, int64_t r0, int64_t r1, int64_t c0,
                              int64_t c1) {
-  const int64_t in = s->dims[k], out = s->dims[k + 1], rows = r1 - r0, cw = c1 - c0;
-  if (rows <= 0 || cw <= 0) return;
-  float *o = s->act[k + 1] + r0 * out + c0;
-  const float *b = s->params + s->b_off[k] + c0;
-  for (int64_t i = 0; i < rows; i++) memcpy(o + i * out, b, (size_t)cw * sizeof(float));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cw, (int)in, 1.0f,
-              s->act[k] + r0 * in, (int)in, s->params + s->w_off[k] + c0, (int)out, 1.0f, o,
-              (int)out);
-  if (k < 2) {
-    for (int64_t i = 0; i < rows; i++) {
-      for (int64_t c = 0; c < cw; c++) o[i * out + c] = o[i * out + c] > 0.0f ? o[i * out + c] : 0.0f;
-    }
-  }
+  const int64_t in = s->dims[k], out = s->dims[k + 1];
+  cpu_forward_block(s->act[k + 1] + r0 * out, s->act[k] + r0 * in, s->params + s->w_off[k],
+                    s->params + s->b_off[k], r1 - r0, in, out, c0, c1, k < 2);
 }
 
 /* Piece tid of phase 2, rows [r0, r1): layers 2 and 3 forward, the loss
