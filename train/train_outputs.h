@@ -10,8 +10,9 @@
  * kernels/cpu.c has the why). */
 #define TRAIN_THREADS_OPS "column slices of every GEMM, one team job an op"
 #define TRAIN_THREADS_FUSED                                                              \
-  "fused step: rows of the batch through forward, loss and input gradients, then rows " \
-  "of every dW and their update, in pieces any member takes"
+  "fused step: rows of the batch gathered, layer 1 by columns, rows through layers 2-3, " \
+  "loss and input gradients, then rows of every dW and their update, in pieces any "    \
+  "member takes"
 
 /* run.json's threads (rank 0; a later call replaces it). */
 void train_outputs_record_threads(train_outputs *out, const train_ctx *ctx, const char *how);
