@@ -196,26 +196,34 @@ int coll_progress_submit(coll_comm *c, coll_request *r) {
 /* A blocking back end's request, waited for: the thread cannot look up
  * while it is inside the call, so the waiter answers peers' queries, gives
  * up on a peer's failure notice, and names the stalled ranks at timeout_s.
- * It polls (spin, yield, short naps) rather than sleeping on done_cv: a
- * condition-variable wake-up on loaded cores cost up to milliseconds. */
+ * It sleeps on done_cv, waking every PROGRESS_IDLE_NS for those: with more
+ * ranks than cores, a waiter that polled (yields, short naps) took the
+ * cores from the MPI threads and woke tens of us late. */
 static int progress_wait_blocked(coll_comm *c, coll_request *r) {
-  const double t0 = clock_mono_s();
-  int idle = 0;
-  while (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != COLL_REQ_DONE) {
-    const double now = clock_mono_s();
-    if ((idle & 255) == 255) {
-      coll_diag_serve(c);
-      if (coll_peer_has_failed(c)) return COLL_ERR;
+  pthread_mutex_lock(&c->mu);
+  while (r->state != COLL_REQ_DONE) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += PROGRESS_IDLE_NS;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
     }
-    const double quiet = now - coll_req_last(r);
+    pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
+    if (r->state == COLL_REQ_DONE) break;
+    pthread_mutex_unlock(&c->mu);
+    coll_diag_serve(c);
+    if (coll_peer_has_failed(c)) return COLL_ERR;
+    const double quiet = clock_mono_s() - coll_req_last(r);
     if (quiet > c->cfg.timeout_s) {
       char what[128];
       progress_describe(c, r, what, sizeof what);
       coll_diag_stall(c, r->seq, what, quiet);
       return COLL_ETIMEOUT; /* r stays the thread's */
     }
-    coll_backoff(&idle, now - t0);
+    pthread_mutex_lock(&c->mu);
   }
+  pthread_mutex_unlock(&c->mu);
   return r->status;
 }
 
