@@ -47,6 +47,17 @@ void coll_backoff(int *idle_polls, double idle_s) {
   nanosleep(&ts, NULL);
 }
 
+/* now + ns on done_cv's and work_cv's clock (CLOCK_REALTIME), for a timed wait. */
+static void progress_deadline(struct timespec *until, long ns) {
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_sec += ns / 1000000000L;
+  until->tv_nsec += ns % 1000000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+}
+
 static void progress_describe(const coll_comm *c, const coll_request *r, char *out, size_t n) {
   snprintf(out, n, "allreduce(%s, %lld floats)", coll_backend_name(c->cfg.backend),
            (long long)r->elems);
@@ -144,12 +155,7 @@ static void *progress_main(void *arg) {
       continue;
     }
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += PROGRESS_IDLE_NS;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    progress_deadline(&until, PROGRESS_IDLE_NS);
     pthread_cond_timedwait(&c->work_cv, &c->mu, &until);
     if (c->stop || c->queue_head) continue;
     pthread_mutex_unlock(&c->mu);
@@ -203,12 +209,7 @@ static int progress_wait_blocked(coll_comm *c, coll_request *r) {
   pthread_mutex_lock(&c->mu);
   while (r->state != COLL_REQ_DONE) {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += PROGRESS_IDLE_NS;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    progress_deadline(&until, PROGRESS_IDLE_NS);
     pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
     if (r->state == COLL_REQ_DONE) break;
     pthread_mutex_unlock(&c->mu);
@@ -234,8 +235,7 @@ int coll_progress_wait(coll_comm *c, coll_request *r) {
   pthread_mutex_lock(&c->mu);
   while (r->state != COLL_REQ_DONE) {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 1;
+    progress_deadline(&until, 1000000000L);
     pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
     const double idle = clock_mono_s() - coll_req_last(r);
     if (r->state != COLL_REQ_DONE && idle > 2.0 * c->cfg.timeout_s + 30.0) {
