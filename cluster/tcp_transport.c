@@ -132,41 +132,21 @@ static int tcpt_peer_cancel(coll_comm *c, int busy, int *from) {
 
 static void tcpt_p2p_clear(void *reqs, int n) { cluster_tcp_p2p_clear(reqs, n); }
 
-static int tcpt_isend_f32(coll_comm *c, void *reqs, int slot, const float *buf, int64_t elems,
-                          int peer, int tag) {
+static int tcpt_isend(coll_comm *c, void *reqs, int slot, const void *buf, int64_t elems,
+                      coll_wire type, int peer, int tag) {
   cluster_tcp *m = coll_comm_transport_state(c);
   if (cluster_tcp_isend(m, (cluster_tcp_op *)reqs + slot, peer, tag, buf,
-                        (uint64_t)elems * sizeof(float)) != 0) {
+                        (uint64_t)elems * coll_wire_bytes(type)) != 0) {
     return tcpt_fail(c, m);
   }
   return COLL_OK;
 }
 
-static int tcpt_irecv_f32(coll_comm *c, void *reqs, int slot, float *buf, int64_t elems, int peer,
-                          int tag) {
+static int tcpt_irecv(coll_comm *c, void *reqs, int slot, void *buf, int64_t elems, coll_wire type,
+                      int peer, int tag) {
   cluster_tcp *m = coll_comm_transport_state(c);
   if (cluster_tcp_irecv(m, (cluster_tcp_op *)reqs + slot, peer, tag, buf,
-                        (uint64_t)elems * sizeof(float)) != 0) {
-    return tcpt_fail(c, m);
-  }
-  return COLL_OK;
-}
-
-static int tcpt_isend_u16(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
-                          int peer, int tag) {
-  cluster_tcp *m = coll_comm_transport_state(c);
-  if (cluster_tcp_isend(m, (cluster_tcp_op *)reqs + slot, peer, tag, buf,
-                        (uint64_t)elems * sizeof(uint16_t)) != 0) {
-    return tcpt_fail(c, m);
-  }
-  return COLL_OK;
-}
-
-static int tcpt_irecv_u16(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems,
-                          int peer, int tag) {
-  cluster_tcp *m = coll_comm_transport_state(c);
-  if (cluster_tcp_irecv(m, (cluster_tcp_op *)reqs + slot, peer, tag, buf,
-                        (uint64_t)elems * sizeof(uint16_t)) != 0) {
+                        (uint64_t)elems * coll_wire_bytes(type)) != 0) {
     return tcpt_fail(c, m);
   }
   return COLL_OK;
@@ -209,10 +189,8 @@ const coll_transport_ops cluster_tcp_transport = {
   .peer_cancel = tcpt_peer_cancel,
   .diagnose_stall = tcpt_diagnose_stall,
   .p2p_clear = tcpt_p2p_clear,
-  .isend_f32 = tcpt_isend_f32,
-  .irecv_f32 = tcpt_irecv_f32,
-  .isend_u16 = tcpt_isend_u16,
-  .irecv_u16 = tcpt_irecv_u16,
+  .isend = tcpt_isend,
+  .irecv = tcpt_irecv,
   .p2p_testsome = tcpt_p2p_testsome,
   .p2p_abandon = tcpt_p2p_abandon,
 };

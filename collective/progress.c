@@ -47,6 +47,17 @@ void coll_backoff(int *idle_polls, double idle_s) {
   nanosleep(&ts, NULL);
 }
 
+/* now + ns on done_cv's and work_cv's clock (CLOCK_REALTIME), for a timed wait. */
+static void progress_deadline(struct timespec *until, long ns) {
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_sec += ns / 1000000000L;
+  until->tv_nsec += ns % 1000000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+}
+
 static void progress_describe(const coll_comm *c, const coll_request *r, char *out, size_t n) {
   snprintf(out, n, "allreduce(%s, %lld floats)", coll_backend_name(c->cfg.backend),
            (long long)r->elems);
@@ -144,12 +155,7 @@ static void *progress_main(void *arg) {
       continue;
     }
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += PROGRESS_IDLE_NS;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    progress_deadline(&until, PROGRESS_IDLE_NS);
     pthread_cond_timedwait(&c->work_cv, &c->mu, &until);
     if (c->stop || c->queue_head) continue;
     pthread_mutex_unlock(&c->mu);
@@ -196,26 +202,29 @@ int coll_progress_submit(coll_comm *c, coll_request *r) {
 /* A blocking back end's request, waited for: the thread cannot look up
  * while it is inside the call, so the waiter answers peers' queries, gives
  * up on a peer's failure notice, and names the stalled ranks at timeout_s.
- * It polls (spin, yield, short naps) rather than sleeping on done_cv: a
- * condition-variable wake-up on loaded cores cost up to milliseconds. */
+ * It sleeps on done_cv, waking every PROGRESS_IDLE_NS for those: with more
+ * ranks than cores, a waiter that polled (yields, short naps) took the
+ * cores from the MPI threads and woke tens of us late. */
 static int progress_wait_blocked(coll_comm *c, coll_request *r) {
-  const double t0 = clock_mono_s();
-  int idle = 0;
-  while (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != COLL_REQ_DONE) {
-    const double now = clock_mono_s();
-    if ((idle & 255) == 255) {
-      coll_diag_serve(c);
-      if (coll_peer_has_failed(c)) return COLL_ERR;
-    }
-    const double quiet = now - coll_req_last(r);
+  pthread_mutex_lock(&c->mu);
+  while (r->state != COLL_REQ_DONE) {
+    struct timespec until;
+    progress_deadline(&until, PROGRESS_IDLE_NS);
+    pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
+    if (r->state == COLL_REQ_DONE) break;
+    pthread_mutex_unlock(&c->mu);
+    coll_diag_serve(c);
+    if (coll_peer_has_failed(c)) return COLL_ERR;
+    const double quiet = clock_mono_s() - coll_req_last(r);
     if (quiet > c->cfg.timeout_s) {
       char what[128];
       progress_describe(c, r, what, sizeof what);
       coll_diag_stall(c, r->seq, what, quiet);
       return COLL_ETIMEOUT; /* r stays the thread's */
     }
-    coll_backoff(&idle, now - t0);
+    pthread_mutex_lock(&c->mu);
   }
+  pthread_mutex_unlock(&c->mu);
   return r->status;
 }
 
@@ -226,8 +235,7 @@ int coll_progress_wait(coll_comm *c, coll_request *r) {
   pthread_mutex_lock(&c->mu);
   while (r->state != COLL_REQ_DONE) {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 1;
+    progress_deadline(&until, 1000000000L);
     pthread_cond_timedwait(&c->done_cv, &c->mu, &until);
     const double idle = clock_mono_s() - coll_req_last(r);
     if (r->state != COLL_REQ_DONE && idle > 2.0 * c->cfg.timeout_s + 30.0) {

@@ -162,19 +162,18 @@ static int ring_post(coll_comm *c, coll_request *r, ring_req *q, int k) {
   ring_piece(r, q, send_seg, k, &slo, &slen);
   ring_piece(r, q, recv_seg, k, &rlo, &rlen);
   const float *sbuf = (s == 0 ? r->send : r->recv) + slo;
+  const void *out = sbuf;
+  void *in = rs ? rc->tmp + (int64_t)k * q->cap : r->recv + rlo;
+  coll_wire type = COLL_WIRE_F32;
   if (q->comp != COLL_COMP_NONE) {
     /* the allgather's codes are in place already: made by ring_fold, or received */
     if (rs) coll_codec_encode(q->comp, rc->wire + slo, sbuf, slen, q->scale);
-    if (c->tp->irecv_u16(c, rc->req, 2 * k + 1, rc->wire + rlo, rlen, q->left, k) != COLL_OK ||
-        c->tp->isend_u16(c, rc->req, 2 * k, rc->wire + slo, slen, q->right, k) != COLL_OK) {
-      return COLL_ERR;
-    }
-    rc->pending[k] = 2;
-    return COLL_OK;
+    out = rc->wire + slo;
+    in = rc->wire + rlo;
+    type = COLL_WIRE_U16;
   }
-  float *rbuf = rs ? rc->tmp + (int64_t)k * q->cap : r->recv + rlo;
-  if (c->tp->irecv_f32(c, rc->req, 2 * k + 1, rbuf, rlen, q->left, k) != COLL_OK ||
-      c->tp->isend_f32(c, rc->req, 2 * k, sbuf, slen, q->right, k) != COLL_OK) {
+  if (c->tp->irecv(c, rc->req, 2 * k + 1, in, rlen, type, q->left, k) != COLL_OK ||
+      c->tp->isend(c, rc->req, 2 * k, out, slen, type, q->right, k) != COLL_OK) {
     return COLL_ERR;
   }
   rc->pending[k] = 2;

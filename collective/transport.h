@@ -17,6 +17,14 @@
 /* What a notice to rank 0 says (coll_comm_report_failure, _cancel). */
 typedef enum { COLL_NOTE_FAIL = 1, COLL_NOTE_CANCEL = 2 } coll_note;
 
+/* What a point-to-point transfer carries: fp32 values, or --compression's
+ * 16-bit codes (codec.h). Counts are elements of it, never bytes. */
+typedef enum { COLL_WIRE_F32 = 0, COLL_WIRE_U16 } coll_wire;
+
+static inline size_t coll_wire_bytes(coll_wire type) {
+  return type == COLL_WIRE_U16 ? sizeof(uint16_t) : sizeof(float);
+}
+
 enum {
   /* A progress thread may drive this transport's transfers while the
    * caller computes (MPI only with MPI_THREAD_MULTIPLE: see coll_world.async). */
@@ -69,15 +77,11 @@ typedef struct coll_transport_ops {
   /* ---- point to point, for the ring: n slots of p2p_req_bytes each ---- */
   /* Marks slots [0, n) empty. */
   void (*p2p_clear)(void *reqs, int n);
-  int (*isend_f32)(coll_comm *c, void *reqs, int slot, const float *buf, int64_t elems, int peer,
-                   int tag);
-  int (*irecv_f32)(coll_comm *c, void *reqs, int slot, float *buf, int64_t elems, int peer,
-                   int tag);
-  /* --compression: 16-bit codes (codec.h), otherwise as the f32 pair */
-  int (*isend_u16)(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
-                   int peer, int tag);
-  int (*irecv_u16)(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems, int peer,
-                   int tag);
+  /* elems elements of type, to or from peer, in slot */
+  int (*isend)(coll_comm *c, void *reqs, int slot, const void *buf, int64_t elems, coll_wire type,
+               int peer, int tag);
+  int (*irecv)(coll_comm *c, void *reqs, int slot, void *buf, int64_t elems, coll_wire type,
+               int peer, int tag);
   /* Advances the open slots without blocking; the ones that finished (now
    * empty) in idx, their number in *done_n (0 when none). */
   int (*p2p_testsome)(coll_comm *c, void *reqs, int n, int *done_n, int *idx);

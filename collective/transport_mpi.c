@@ -121,34 +121,22 @@ static void mpi_p2p_clear(void *reqs, int n) {
   for (int i = 0; i < n; i++) r[i] = MPI_REQUEST_NULL;
 }
 
-static int mpi_isend_f32(coll_comm *c, void *reqs, int slot, const float *buf, int64_t elems,
-                         int peer, int tag) {
-  MPI_Request *r = reqs;
-  COLL_MPI_TRY(c, MPI_Isend(buf, (int)elems, MPI_FLOAT, peer, tag, coll_mpi_state(c)->comm_async,
-                            &r[slot]));
-  return COLL_OK;
+static MPI_Datatype mpi_wire_type(coll_wire type) {
+  return type == COLL_WIRE_U16 ? MPI_UINT16_T : MPI_FLOAT;
 }
 
-static int mpi_irecv_f32(coll_comm *c, void *reqs, int slot, float *buf, int64_t elems, int peer,
-                         int tag) {
+static int mpi_isend(coll_comm *c, void *reqs, int slot, const void *buf, int64_t elems,
+                     coll_wire type, int peer, int tag) {
   MPI_Request *r = reqs;
-  COLL_MPI_TRY(c, MPI_Irecv(buf, (int)elems, MPI_FLOAT, peer, tag, coll_mpi_state(c)->comm_async,
-                            &r[slot]));
-  return COLL_OK;
-}
-
-static int mpi_isend_u16(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
-                         int peer, int tag) {
-  MPI_Request *r = reqs;
-  COLL_MPI_TRY(c, MPI_Isend(buf, (int)elems, MPI_UINT16_T, peer, tag,
+  COLL_MPI_TRY(c, MPI_Isend(buf, (int)elems, mpi_wire_type(type), peer, tag,
                             coll_mpi_state(c)->comm_async, &r[slot]));
   return COLL_OK;
 }
 
-static int mpi_irecv_u16(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems, int peer,
-                         int tag) {
+static int mpi_irecv(coll_comm *c, void *reqs, int slot, void *buf, int64_t elems, coll_wire type,
+                     int peer, int tag) {
   MPI_Request *r = reqs;
-  COLL_MPI_TRY(c, MPI_Irecv(buf, (int)elems, MPI_UINT16_T, peer, tag,
+  COLL_MPI_TRY(c, MPI_Irecv(buf, (int)elems, mpi_wire_type(type), peer, tag,
                             coll_mpi_state(c)->comm_async, &r[slot]));
   return COLL_OK;
 }
@@ -211,10 +199,8 @@ const coll_transport_ops coll_mpi_transport = {
   .diagnose_stall = coll_mpi_diagnose_stall,
   .diagnose_error = coll_mpi_diagnose_error,
   .p2p_clear = mpi_p2p_clear,
-  .isend_f32 = mpi_isend_f32,
-  .irecv_f32 = mpi_irecv_f32,
-  .isend_u16 = mpi_isend_u16,
-  .irecv_u16 = mpi_irecv_u16,
+  .isend = mpi_isend,
+  .irecv = mpi_irecv,
   .p2p_testsome = mpi_p2p_testsome,
   .p2p_abandon = mpi_p2p_abandon,
 };

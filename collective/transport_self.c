@@ -58,30 +58,18 @@ static int self_peer_cancel(coll_comm *c, int busy, int *from) {
 /* A ring of one rank never posts a transfer: one that does is a bug. */
 static void self_p2p_clear(void *reqs, int n) { (void)reqs, (void)n; }
 
-static int self_isend_f32(coll_comm *c, void *reqs, int slot, const float *buf, int64_t elems,
-                          int peer, int tag) {
-  (void)reqs, (void)slot, (void)buf, (void)elems, (void)tag;
+static int self_isend(coll_comm *c, void *reqs, int slot, const void *buf, int64_t elems,
+                      coll_wire type, int peer, int tag) {
+  (void)reqs, (void)slot, (void)buf, (void)elems, (void)type, (void)tag;
   coll_set_error(c, "internal: a send to rank %d in a world of one", peer);
   return COLL_ERR;
 }
 
-static int self_irecv_f32(coll_comm *c, void *reqs, int slot, float *buf, int64_t elems, int peer,
-                          int tag) {
-  (void)reqs, (void)slot, (void)buf, (void)elems, (void)tag;
+static int self_irecv(coll_comm *c, void *reqs, int slot, void *buf, int64_t elems, coll_wire type,
+                      int peer, int tag) {
+  (void)reqs, (void)slot, (void)buf, (void)elems, (void)type, (void)tag;
   coll_set_error(c, "internal: a receive from rank %d in a world of one", peer);
   return COLL_ERR;
-}
-
-static int self_isend_u16(coll_comm *c, void *reqs, int slot, const uint16_t *buf, int64_t elems,
-                          int peer, int tag) {
-  (void)buf;
-  return self_isend_f32(c, reqs, slot, NULL, elems, peer, tag);
-}
-
-static int self_irecv_u16(coll_comm *c, void *reqs, int slot, uint16_t *buf, int64_t elems,
-                          int peer, int tag) {
-  (void)buf;
-  return self_irecv_f32(c, reqs, slot, NULL, elems, peer, tag);
 }
 
 static int self_p2p_testsome(coll_comm *c, void *reqs, int n, int *done_n, int *idx) {
@@ -112,10 +100,8 @@ const coll_transport_ops coll_self_transport = {
   .notify_rank0 = self_notify_rank0,
   .peer_cancel = self_peer_cancel,
   .p2p_clear = self_p2p_clear,
-  .isend_f32 = self_isend_f32,
-  .irecv_f32 = self_irecv_f32,
-  .isend_u16 = self_isend_u16,
-  .irecv_u16 = self_irecv_u16,
+  .isend = self_isend,
+  .irecv = self_irecv,
   .p2p_testsome = self_p2p_testsome,
   .p2p_abandon = self_p2p_abandon,
 };

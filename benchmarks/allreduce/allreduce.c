@@ -3,7 +3,7 @@
  * -n timed iterations (after -w warm-up ones) of the slowest rank. Algorithms
  * (-a, a comma list) run side by side in one process:
  *   ompi  MPI_Allreduce called directly: the peer to beat
- *   mpi   tfdist's mpi back end (MPI_Iallreduce, polled with a timeout)
+ *   mpi   tfdist's mpi back end (MPI_Allreduce on its progress thread)
  *   ring  tfdist's ring back end (reduce-scatter + allgather over MPI p2p)
  *   shm   tfdist's shm back end (one shared segment per node; one node only)
  *   shm-zc the shm back end on the comm's own buffer (coll_comm_buffer: the
