@@ -73,12 +73,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="abort-noise.") as tmp:
         test_rule(tmp)
         test_real(tmp)
-    if T.failures:
-        print("FAILED: %d check(s)" % len(T.failures))
-        return 1
-    print("abort noise: all checks passed")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    T.done()
