@@ -4,8 +4,8 @@
 #ifndef TFDIST_BASE_FP16_SCALE_H
 #define TFDIST_BASE_FP16_SCALE_H
 
-/* 2^-24 is fp16's smallest subnormal: a lower scale only loses terms; 2^24
- * times a gradient element is already far beyond fp16's 65504. */
+/* At 2^-24 a term of 1 is fp16's smallest subnormal (lower, the gradient
+ * underflows); at 2^24 every term above 2^-8 is beyond fp16's 65504. */
 #define FP16_SCALE_MIN_LOG2 (-24)
 #define FP16_SCALE_MAX_LOG2 24
 

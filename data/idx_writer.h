@@ -30,5 +30,4 @@ int data_idx_writer_commit(data_idx_writer *w, char *err, size_t err_bytes);
 /* Drops the temp file (after an error); safe after commit. */
 void data_idx_writer_abort(data_idx_writer *w);
 
-
 #endif

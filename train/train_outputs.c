@@ -45,12 +45,13 @@ static void train_outputs_compression_why(const train_ctx *ctx, char *why, size_
                                     : "this back end sums in fp32");
 }
 
-/* run.json's compression: the setting, whether this comm compresses, why. */
+/* run.json's compression (with --compression bf16|fp16): the setting,
+ * whether this comm compresses, why. */
 static cJSON *train_outputs_compression_json(const train_ctx *ctx, const char *why) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "setting", train_compression_names[ctx->cfg->compression]);
   cJSON_AddBoolToObject(o, "compresses", coll_comm_compresses(ctx->comm));
-  if (why[0]) cJSON_AddStringToObject(o, "why", why);
+  cJSON_AddStringToObject(o, "why", why);
   return o;
 }
 
@@ -100,7 +101,9 @@ int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, b
   train_outputs_record_threads(out, ctx, TRAIN_THREADS_OPS);
   run_record_set(&out->run, "allreduce",
                  cJSON_CreateString(coll_backend_name(coll_comm_backend(ctx->comm))));
-  run_record_set(&out->run, "compression", train_outputs_compression_json(ctx, why));
+  if (c->compression != TRAIN_COMPRESSION_NONE) {
+    run_record_set(&out->run, "compression", train_outputs_compression_json(ctx, why));
+  }
   cJSON *cluster = train_cluster_json(ctx->world);
   if (cluster) run_record_set(&out->run, "cluster", cluster);
   run_record_set(&out->run, "versions", buildinfo_json());
