@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/fsutil.h"
 #include "data/idx_reader.h"
-#include "data/idx_writer.h"
 #include "data/render.h"
 #include "data/shards.h"
 #include "data/synth.h"
@@ -443,7 +443,7 @@ static int cli_data_copy_test(const data_files *f, const char *out, char *err, s
       len += got;
     } while (got > 0);
     fclose(in);
-    int rc = data ? data_file_write_atomic(dst, data, len, err, err_bytes) : -1;
+    int rc = data ? fs_write_atomic(dst, data, len, err, err_bytes) : -1;
     if (!data) snprintf(err, err_bytes, "%s: out of memory", src[i]);
     free(data);
     if (rc != 0) return -1;

@@ -107,6 +107,15 @@ int coll_compression_applies(coll_backend b, coll_compression k, char *err, size
 
 void coll_comm_set_fp16_scale(coll_comm *c, float scale) { c->fp16_scale = scale; }
 
+/* One node: every rank is local (the launcher's, or TF_CONFIG's host, view;
+ * what hier groups its nodes by), so hier runs no ring across nodes. */
+int coll_comm_compresses(const coll_comm *c) {
+  if (c->size < 2 || coll_compression_applies(c->cfg.backend, c->cfg.compression, NULL, 0) <= 0) {
+    return 0;
+  }
+  return c->cfg.backend != COLL_BACKEND_HIER || c->local_size < c->size;
+}
+
 int coll_comm_init(coll_comm **out, const coll_world *w, const coll_config *cfg, char *err,
                    size_t err_bytes) {
   *out = NULL;

@@ -114,6 +114,12 @@ int coll_compression_parse(const char *name, coll_compression *out);
 /* Whether back end b applies compression k (shm: never, nothing crosses a
  * node); -1 when it refuses it (mpi, nccl), with why in err. */
 int coll_compression_applies(coll_backend b, coll_compression k, char *err, size_t err_bytes);
+/* Whether this comm's allreduce sends 16-bit terms: compression on, 2+
+ * ranks, and a back end whose bytes cross nodes (ring, tcp; hier with 2+
+ * nodes). shm, and hier on one node, sum in fp32 and move nothing across
+ * nodes. The same on every rank; what the fp16 scaler, the rank log and
+ * run.json go by. */
+int coll_comm_compresses(const coll_comm *c);
 /* fp16: the power of two each term is multiplied by before it is rounded to
  * fp16, the sum divided by after (1 at first). The trainer sets it between
  * collectives; a request keeps the value it was started with. */

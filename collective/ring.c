@@ -26,11 +26,11 @@
  * rounding points do not depend on the chunk size. One rank sends nothing
  * and rounds nothing. */
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fp16_scale.h"
 #include "collective/codec.h"
 #include "collective/coll_internal.h"
 
@@ -227,12 +227,11 @@ static void ring_unpack(coll_request *r, ring_req *q, int k) {
 
 /* --compression: the request's format and scale (fp16: a power of two). */
 static int ring_compression(coll_comm *c, coll_request *r, ring_req *q) {
-  int e = 0;
   q->comp = c->cfg.compression;
   q->scale = q->comp == COLL_COMP_FP16 ? r->fp16_scale : 1.0f;
-  if (!(q->scale > 0) || frexpf(q->scale, &e) != 0.5f || e < -40 || e > 40) {
-    coll_set_error(c, "ring allreduce: fp16 scale %g is not a power of two in 2^-40..2^40",
-                   (double)q->scale);
+  if (!fp16_scale_valid(q->scale)) {
+    coll_set_error(c, "ring allreduce: fp16 scale %g is not a power of two in 2^%d..2^%d",
+                   (double)q->scale, FP16_SCALE_MIN_LOG2, FP16_SCALE_MAX_LOG2);
     return COLL_ERR;
   }
   return q->comp == COLL_COMP_NONE ? COLL_OK : ring_reserve_wire(c, q->rc, r->elems);

@@ -35,30 +35,6 @@ static int writer_sync_dir(const char *path) {
   return rc;
 }
 
-int data_mkdirs(const char *path, char *err, size_t err_bytes) {
-  char buf[4096];
-  if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-    snprintf(err, err_bytes, "%s: path too long", path);
-    return -1;
-  }
-  for (char *p = buf + 1;; p++) {
-    if (*p != '/' && *p != '\0') continue;
-    char saved = *p;
-    *p = '\0';
-    struct stat st;
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-      snprintf(err, err_bytes, "%s: cannot create: %s", buf, strerror(errno));
-      return -1;
-    }
-    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
-      snprintf(err, err_bytes, "%s: not a directory", buf);
-      return -1;
-    }
-    if (saved == '\0') return 0;
-    *p = saved;
-  }
-}
-
 static int writer_body(data_idx_writer *w, const void *buf, size_t len) {
   if (!w->gz) return writer_full(w->fd, buf, len);
   const uint8_t *p = buf;
@@ -173,25 +149,4 @@ void data_idx_writer_abort(data_idx_writer *w) {
   w->fd = -1;
   if (w->tmp_path[0]) unlink(w->tmp_path);
   w->tmp_path[0] = '\0';
-}
-
-int data_file_write_atomic(const char *path, const void *data, size_t len, char *err,
-                           size_t err_bytes) {
-  char tmp[4160];
-  int fd = fs_tmp_create(path, tmp, sizeof tmp, err, err_bytes);
-  if (fd < 0) return -1;
-  if (writer_full(fd, data, len) != 0 || fsync(fd) != 0) {
-    snprintf(err, err_bytes, "%s: write failed: %s", tmp, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    return -1;
-  }
-  close(fd);
-  if (rename(tmp, path) != 0) {
-    snprintf(err, err_bytes, "%s: rename failed: %s", path, strerror(errno));
-    unlink(tmp);
-    return -1;
-  }
-  writer_sync_dir(path);
-  return 0;
 }

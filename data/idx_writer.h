@@ -30,10 +30,4 @@ int data_idx_writer_commit(data_idx_writer *w, char *err, size_t err_bytes);
 /* Drops the temp file (after an error); safe after commit. */
 void data_idx_writer_abort(data_idx_writer *w);
 
-/* A small whole file written atomically (indexes, PGM/PNG renders). */
-int data_file_write_atomic(const char *path, const void *data, size_t len, char *err,
-                           size_t err_bytes);
-/* mkdir -p */
-int data_mkdirs(const char *path, char *err, size_t err_bytes);
-
 #endif

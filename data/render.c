@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "data/idx_writer.h"
+#include "base/fsutil.h"
 
 void data_render_ascii(FILE *out, const uint8_t *px, uint32_t rows, uint32_t cols) {
   static const char ramp[] = " .:-=+*#%@";
@@ -80,7 +80,7 @@ static int render_png(const char *path, const uint8_t *px, uint32_t rows, uint32
   p = render_chunk(p + 8, "IHDR", ihdr, 13);
   p = render_chunk(p, "IDAT", z, (uint32_t)z_len);
   p = render_chunk(p, "IEND", NULL, 0);
-  rc = data_file_write_atomic(path, file, (size_t)(p - file), err, err_bytes);
+  rc = fs_write_atomic(path, file, (size_t)(p - file), err, err_bytes);
 out:
   free(raw);
   free(z);
@@ -106,7 +106,7 @@ int data_render_file(const char *path, const uint8_t *px, uint32_t rows, uint32_
   }
   memcpy(file, hdr, (size_t)h);
   memcpy(file + h, px, (size_t)rows * cols);
-  int rc = data_file_write_atomic(path, file, len, err, err_bytes);
+  int rc = fs_write_atomic(path, file, len, err, err_bytes);
   free(file);
   return rc;
 }
@@ -167,7 +167,6 @@ int data_render_heatmap(const char *path, const int64_t *counts, uint32_t rows, 
       return -1;
     }
   }
-  if (data_render_path_check(path, err, err_bytes) != 0) return -1;
   const size_t w = (size_t)cols * (cell_px + 1) + 1, h = (size_t)rows * (cell_px + 1) + 1;
   uint8_t *img = malloc(w * h * 3);
   if (!img) {

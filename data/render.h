@@ -27,8 +27,9 @@ int data_render_path_check(const char *path, char *err, size_t err_bytes);
  * cells of cell_px, a 1 px grey (160) grid between and around them, each cell
  * shaded by count / its row's sum, linearly from white (255,255,255) at 0 to
  * dark blue (8,48,107) at 1 per channel, rounded; an all-zero row is white.
- * cols*(cell_px+1)+1 wide, rows*(cell_px+1)+1 high. Checks path as
- * data_render_path_check does, then writes it atomically. */
+ * cols*(cell_px+1)+1 wide, rows*(cell_px+1)+1 high, written atomically
+ * (fs_write_atomic: a link at path is replaced, never written through). The
+ * caller checks path first, with data_render_path_check, before its work. */
 int data_render_heatmap(const char *path, const int64_t *counts, uint32_t rows, uint32_t cols,
                         uint32_t cell_px, char *err, size_t err_bytes);
 

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fsutil.h"
 #include "data/idx.h"
 #include "data/idx_reader.h"
 #include "data/idx_writer.h"
@@ -262,7 +263,7 @@ int data_shards_out_init(data_shards_out **out, const char *out_dir, int64_t sam
              "2^32-1 per file", (long long)k, (long long)samples);
     return -1;
   }
-  if (data_mkdirs(out_dir, err, err_bytes) != 0) return -1;
+  if (fs_mkdirs(out_dir, err, err_bytes) != 0) return -1;
   data_shards_out *o = calloc(1, sizeof *o);
   if (!o || !(o->names = calloc((size_t)k, sizeof *o->names)) ||
       !(o->crcs = calloc((size_t)k, sizeof *o->crcs))) {
@@ -372,7 +373,7 @@ int data_shards_out_finish(data_shards_out *o, char *err, size_t err_bytes) {
   }
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", o->dir, DATA_SHARDS_INDEX_NAME);
-  int rc = data_file_write_atomic(path, text, len, err, err_bytes);
+  int rc = fs_write_atomic(path, text, len, err, err_bytes);
   free(text);
   return rc;
 }

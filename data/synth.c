@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/idx_writer.h"
+#include "base/fsutil.h"
 #include "base/rng.h"
+#include "data/idx_writer.h"
 #include "data/shards.h"
 
 #define SYNTH_BLOBS 4
@@ -173,7 +174,7 @@ int data_synth_write(const char *dir, const data_synth *s, int64_t train_count,
              "per file", (long long)train_count, (long long)test_count);
     return -1;
   }
-  if (data_mkdirs(dir, err, err_bytes) != 0) return -1;
+  if (fs_mkdirs(dir, err, err_bytes) != 0) return -1;
   if (synth_write_pair(dir, "t10k", s, 1, test_count, gzip_level, err, err_bytes) != 0) return -1;
   if (shards <= 0) return synth_write_pair(dir, "train", s, 0, train_count, gzip_level, err, err_bytes);
   data_shards_out *o = NULL;

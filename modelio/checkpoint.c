@@ -9,7 +9,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <math.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "base/fault.h"
+#include "base/fp16_scale.h"
 #include "base/rng.h"
 #include "base/fsutil.h"
 #include "modelio/h5model.h"
@@ -251,7 +252,6 @@ static int ckpt_attr_str_into(hid_t obj, const char *name, const char *where, ch
 static int ckpt_read_compression(hid_t f, const char *where, ckpt_state *s, char *err, size_t eb) {
   if (!h5_attr_exists(f, "compression")) return 0; /* older files: none */
   int64_t *v[3] = {&s->fp16_clean_steps, &s->fp16_overflows, &s->fp16_consecutive};
-  int e = 0;
   if (ckpt_attr_str_into(f, "compression", where, s->compression, sizeof s->compression, err,
                          eb) != 0 ||
       h5_attr_read_f64(f, "fp16_scale", where, &s->fp16_scale, err, eb) != 0) {
@@ -262,9 +262,9 @@ static int ckpt_read_compression(hid_t f, const char *where, ckpt_state *s, char
     snprintf(err, eb, "%s: attribute 'compression' is not none, bf16 or fp16", where);
     return -1;
   }
-  if (!(s->fp16_scale > 0) || frexp(s->fp16_scale, &e) != 0.5 || e < -30 || e > 30) {
-    snprintf(err, eb, "%s: attribute 'fp16_scale' %g is not a power of two in 2^-31..2^29", where,
-             s->fp16_scale);
+  if (!fp16_scale_valid(s->fp16_scale)) {
+    snprintf(err, eb, "%s: attribute 'fp16_scale' %g is not a power of two in 2^%d..2^%d", where,
+             s->fp16_scale, FP16_SCALE_MIN_LOG2, FP16_SCALE_MAX_LOG2);
     return -1;
   }
   for (int i = 0; i < 3; i++) {
@@ -475,40 +475,85 @@ static int ckpt_cmp_desc(const void *a, const void *b) {
   return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Collects the epochs of dir's checkpoints (at most cap), newest first. */
-static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap) {
-  DIR *d = opendir(dir);
-  if (!d) return -1;
+/* Collects the epochs of the checkpoints in folder dfd (at most cap), newest
+ * first: regular files named ckpt-epoch-<E>.h5. A link, folder or anything
+ * else under such a name is not ours and is never followed. */
+static int ckpt_list_epochs_at(int dfd, int64_t *epochs, int cap) {
+  const int fd = dup(dfd); /* closedir closes it, and dfd stays the caller's */
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!d) {
+    const int saved = errno;
+    if (fd >= 0) close(fd);
+    errno = saved;
+    return -1;
+  }
+  rewinddir(d); /* the dup shares dfd's position */
   int n = 0;
   struct dirent *e;
+  struct stat st;
   while ((e = readdir(d)) != NULL) {
-    int64_t ep = ckpt_name_epoch(e->d_name);
-    if (ep >= 0 && n < cap) epochs[n++] = ep;
+    const int64_t ep = ckpt_name_epoch(e->d_name);
+    if (ep < 0 || n >= cap || fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode)) {
+      continue;
+    }
+    epochs[n++] = ep;
   }
   closedir(d);
   qsort(epochs, (size_t)n, sizeof *epochs, ckpt_cmp_desc);
   return n;
 }
 
+/* The same for the folder at dir (which may be reached through a link: the
+ * user's --resume-from names it); -1 with errno set when it cannot be read. */
+static int ckpt_list_epochs(const char *dir, int64_t *epochs, int cap) {
+  const int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -1;
+  const int n = ckpt_list_epochs_at(dfd, epochs, cap);
+  const int saved = errno;
+  close(dfd);
+  errno = saved;
+  return n;
+}
+
 #define CKPT_LIST_CAP 100000
 
-static void ckpt_prune(const char *dir, int64_t upto, int64_t keep) {
-  int64_t *epochs = malloc(CKPT_LIST_CAP * sizeof *epochs);
-  if (!epochs) return;
+/* Keeps the newest keep checkpoints up to epoch upto. The folder is opened
+ * once, not through a link, and listed and pruned through that descriptor:
+ * a name swapped for a link meanwhile is never followed. A file that cannot
+ * be deleted is reported through warn (the save itself has succeeded). */
+static void ckpt_prune(const char *dir, int64_t upto, int64_t keep, ckpt_warn_fn warn,
+                       void *warn_ctx) {
   fs_remove_stale_tmp(dir, ckpt_is_ours);
-  int n = ckpt_list_epochs(dir, epochs, CKPT_LIST_CAP);
+  if (keep <= 0) return;
+  int64_t *epochs = malloc(CKPT_LIST_CAP * sizeof *epochs);
+  const int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const int n = epochs && dfd >= 0 ? ckpt_list_epochs_at(dfd, epochs, CKPT_LIST_CAP) : -1;
+  char msg[4600];
+  if (n < 0 && warn) {
+    snprintf(msg, sizeof msg, "--keep-checkpoints: %s: cannot list: %s (errno %d)", dir,
+             epochs ? strerror(errno) : "out of memory", epochs ? errno : ENOMEM);
+    warn(warn_ctx, msg);
+  }
   int64_t kept = 0;
-  for (int i = 0; i < n && keep > 0; i++) {
+  for (int i = 0; i < n; i++) {
     if (epochs[i] > upto) continue; /* a later epoch of an abandoned run: this save does not own it */
     if (++kept <= keep) continue;
-    char p[4400];
-    snprintf(p, sizeof p, "%s/ckpt-epoch-%lld.h5", dir, (long long)epochs[i]);
-    unlink(p);
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-epoch-%lld.h5", (long long)epochs[i]);
+    if (unlinkat(dfd, name, 0) != 0 && warn) {
+      const int e = errno;
+      snprintf(msg, sizeof msg, "--keep-checkpoints: could not delete %s/%s: %s (errno %d); "
+               "the run goes on", dir, name, strerror(e), e);
+      warn(warn_ctx, msg);
+    }
   }
+  if (dfd >= 0) close(dfd);
   free(epochs);
 }
 
-int ckpt_save(const char *dir, const ckpt_state *s, int64_t keep, char *err, size_t eb) {
+int ckpt_save(const char *dir, const ckpt_state *s, int64_t keep, ckpt_warn_fn warn,
+              void *warn_ctx, char *err, size_t eb) {
   char name[64], path[4400], latest[4400], line[80];
   if (fs_mkdirs(dir, err, eb) != 0) return -1;
   snprintf(name, sizeof name, "ckpt-epoch-%lld.h5", (long long)s->epoch);
@@ -519,7 +564,7 @@ int ckpt_save(const char *dir, const ckpt_state *s, int64_t keep, char *err, siz
   int len = snprintf(line, sizeof line, "%s\n", name);
   if (fs_write_atomic(latest, line, (size_t)len, err, eb) != 0) return -1;
   ckpt_fault_pause();
-  ckpt_prune(dir, s->epoch, keep);
+  ckpt_prune(dir, s->epoch, keep, warn, warn_ctx);
   return 0;
 }
 

@@ -70,10 +70,16 @@ void ckpt_dir_path(char *out, size_t out_bytes, const char *outputs);
  * 0 when it has none (no folder, or no checkpoint file in it), -1 with err
  * set when it cannot tell (an unreadable folder). */
 int ckpt_exists(const char *outputs, char *err, size_t err_bytes);
+/* A one-line warning that leaves the run going (a checkpoint --keep-checkpoints
+ * could not delete, naming the file and errno). */
+typedef void (*ckpt_warn_fn)(void *ctx, const char *msg);
 /* Saves <dir>/ckpt-epoch-<E>.h5, then points `latest` at it, then keeps only
- * the newest keep files up to E (keep 0: all), and drops temp files left by
- * killed writers. */
-int ckpt_save(const char *dir, const ckpt_state *s, int64_t keep, char *err, size_t err_bytes);
+ * the newest keep checkpoints up to E (keep 0: all; only regular files of
+ * that name count, deleted through the folder opened once without following
+ * a link; a failed delete goes to warn, which may be NULL), and drops temp
+ * files left by killed writers. */
+int ckpt_save(const char *dir, const ckpt_state *s, int64_t keep, ckpt_warn_fn warn,
+              void *warn_ctx, char *err, size_t err_bytes);
 /* --resume-from: "latest" (<outputs>/checkpoints), a checkpoints folder, or a
  * file. A folder's `latest` file names its newest checkpoint; without one,
  * the highest epoch there is taken. */

@@ -90,17 +90,65 @@ def metric(outputs, name):
     return [r["value"] for r in metrics(outputs) if r["name"] == name]
 
 
-def weights(path):
-    """The model's tensors from model.h5, in layer order, via h5py."""
+def tensors(path):
+    """The tensors of a model file or checkpoint, via h5py, in layer order,
+    keyed as Keras names them ("dense/kernel:0", ...)."""
     import h5py
-    out = []
+    out = {}
     with h5py.File(path, "r") as f:
         g = f["model_weights"]
         for layer in g.attrs["layer_names"]:
             layer = layer.decode()
             for name in g[layer].attrs["weight_names"]:
-                out.append(np.array(g[layer][name.decode()]))
+                out[name.decode()] = np.array(g[layer][name.decode()])
     return out
+
+
+def weights(path):
+    """The model's tensors from model.h5, in layer order (a list)."""
+    return list(tensors(path).values())
+
+
+def _pairs(a, b):
+    """The tensors of a and b side by side (two dicts with the same names, or
+    two lists of one length), or None when they do not pair up."""
+    if isinstance(a, dict) != isinstance(b, dict):
+        return None
+    if isinstance(a, dict):
+        if a.keys() != b.keys():
+            return None
+        a, b = [a[k] for k in a], [b[k] for k in a]
+    if len(a) != len(b) or not a or any(x.shape != y.shape for x, y in zip(a, b)):
+        return None
+    return list(zip(a, b))
+
+
+def max_abs_diff(a, b):
+    """The largest |a - b| over every tensor, in float64; inf when the names,
+    count or shapes differ."""
+    pairs = _pairs(a, b)
+    if pairs is None:
+        return float("inf")
+    return max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in pairs)
+
+
+def bits_equal(a, b):
+    """Whether every float32 tensor of a equals b's bit for bit."""
+    pairs = _pairs(a, b)
+    return pairs is not None and all(np.array_equal(np.asarray(x, np.float32).view(np.uint32),
+                                                    np.asarray(y, np.float32).view(np.uint32))
+                                     for x, y in pairs)
+
+
+def wait_for(pred, limit_s, what):
+    """Polls pred until it holds; AssertionError after limit_s seconds."""
+    import time
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (limit_s, what))
 
 
 def small_model(d, seed):

@@ -717,10 +717,8 @@ int trainer_init(trainer *t, const train_config *cfg, const coll_world *world, c
   }
   if (train_outputs_open(&t->out, &t->ctx, ranks, &t->err) != 0) return -1;
   train_opt_init(&t->step.opt, &t->step.sched, cfg, world->size, t->data.steps_per_epoch);
-  train_scaler_init(&t->step.scaler, cfg->compression == TRAIN_COMPRESSION_FP16 &&
-                                         world->size > 1 && cluster_ps_count(comm) == 0 &&
-                                         coll_compression_applies(coll_comm_backend(comm),
-                                                                  COLL_COMP_FP16, NULL, 0) > 0);
+  train_scaler_init(&t->step.scaler,
+                    cfg->compression == TRAIN_COMPRESSION_FP16 && coll_comm_compresses(comm));
   if (train_alloc(t) != 0 || train_init_params(t) != 0 ||
       train_ckpt_resume(t->ckpt, &t->ctx, &t->step, &t->out, &t->err) != 0 ||
       train_outputs_tboard_open(&t->out, &t->ctx, &t->step, &t->err) != 0) {

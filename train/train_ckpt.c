@@ -189,6 +189,11 @@ static void train_ckpt_fill(train_ckpt *k, const train_ctx *x, const train_data 
   s->layout = st->layout;
 }
 
+/* A checkpoint --keep-checkpoints could not delete: said in the log, the run goes on. */
+static void train_ckpt_warn(void *log, const char *msg) {
+  rank_log_printf(log, "warning: %s", msg);
+}
+
 static int train_ckpt_save(train_ckpt *k, const train_ctx *x, const train_data *d,
                            train_step_state *st, train_outputs *o, int64_t epochs_done,
                            base_err *err) {
@@ -214,7 +219,10 @@ static int train_ckpt_save(train_ckpt *k, const train_ctx *x, const train_data *
   }
   s.params = st->params_host;
   ckpt_dir_path(dir, sizeof dir, x->cfg->outputs);
-  if (ckpt_save(dir, &s, x->cfg->keep_checkpoints, err->msg, sizeof err->msg) != 0) goto out;
+  if (ckpt_save(dir, &s, x->cfg->keep_checkpoints, train_ckpt_warn, &o->log, err->msg,
+                sizeof err->msg) != 0) {
+    goto out;
+  }
   rank_log_printf(&o->log, "checkpoint: %s/ckpt-epoch-%lld.h5 (step %lld)", dir,
                   (long long)epochs_done, (long long)st->global_step);
   rc = 0;

@@ -34,7 +34,6 @@ struct train_job {
   coll_comm *comm;     /* owned */
   trainer t;
   char auto_why[2][256]; /* what --allreduce and --overlap auto chose and why, for the rank log */
-  char comp_why[256];    /* what --compression does with this back end, for the rank log */
   int training;        /* trainer_init was called: a failure goes through comm to rank 0 */
 };
 
@@ -131,27 +130,14 @@ _Static_assert((int)TRAIN_COMPRESSION_NONE == (int)COLL_COMP_NONE &&
                (int)TRAIN_COMPRESSION_BF16 == (int)COLL_COMP_BF16 &&
                (int)TRAIN_COMPRESSION_FP16 == (int)COLL_COMP_FP16, "one order for both enums");
 
-/* --compression against the back end: mpi and nccl refuse it (bad input);
- * shm, and a world of one, move no bytes between nodes: said in the log. */
-static int train_job_check_compression(const train_config *cfg, const coll_world *w,
-                                       coll_backend b, char *why, size_t why_bytes,
-                                       base_err *err) {
-  const coll_compression k = (coll_compression)cfg->compression;
+/* --compression against the back end: mpi and nccl refuse it (bad input).
+ * Whether this comm then compresses is coll_comm_compresses' to say
+ * (train_outputs_open logs it). */
+static int train_job_check_compression(const train_config *cfg, coll_backend b, base_err *err) {
   char e[400];
-  why[0] = '\0';
-  const int applies = coll_compression_applies(b, k, e, sizeof e);
-  if (applies < 0) return base_err_bad_input(err, "%s", e);
-  if (k == COLL_COMP_NONE) return 0;
-  const int one_node = w->local_size >= w->size; /* the same on every rank */
-  snprintf(why, why_bytes, "compression: %s %s", coll_compression_name(k),
-           !applies ? "does not apply to shm (no bytes cross a node: fp32 throughout)"
-           : w->size == 1 ? "has nothing to do (one rank sends nothing)"
-           : b == COLL_BACKEND_HIER && one_node
-               ? "does not apply: hier on one node has no ring across nodes (shm's fp32 sums, "
-                 "shm's bits)"
-           : b == COLL_BACKEND_HIER
-               ? "(hier: the ring across nodes 16-bit, every sum fp32; within a node fp32)"
-               : "(every ring transfer 16-bit, every sum fp32)");
+  if (coll_compression_applies(b, (coll_compression)cfg->compression, e, sizeof e) < 0) {
+    return base_err_bad_input(err, "%s", e);
+  }
   return 0;
 }
 
@@ -242,7 +228,7 @@ static train_job_status train_job_world_setup(train_job *j, int *argc, char ***a
   if (train_job_pick_device(cfg, &j->world, &j->kc, err) != 0 ||
       train_job_pick_allreduce(cfg, &j->world, &j->kc, &cb, j->auto_why[0],
                                sizeof j->auto_why[0], err) != 0 ||
-      train_job_check_compression(cfg, &j->world, cb, j->comp_why, sizeof j->comp_why, err) != 0 ||
+      train_job_check_compression(cfg, cb, err) != 0 ||
       kern_backend_init(&j->be, &j->kc, err->msg, sizeof err->msg) != 0) {
     return TRAIN_JOB_FAILED;
   }
@@ -352,7 +338,6 @@ static train_job_status train_job_train(train_job *j, base_err *err) {
   for (int k = 0; ok && k < 2; k++) {
     if (j->auto_why[k][0]) rank_log_printf(&t->out.log, "%s", j->auto_why[k]);
   }
-  if (ok && j->comp_why[0]) rank_log_printf(&t->out.log, "%s", j->comp_why);
   if (ok) {
     run_cancel_install(); /* from here a signal is recorded as Canceled */
     ok = trainer_run(t) == 0;

@@ -26,6 +26,35 @@ void train_outputs_record_threads(train_outputs *out, const train_ctx *ctx, cons
   run_record_set(&out->run, "threads", th);
 }
 
+/* What --compression does on this comm, for the rank log and run.json: the
+ * verdict is coll_comm_compresses', the words only say why. */
+static void train_outputs_compression_why(const train_ctx *ctx, char *why, size_t why_bytes) {
+  const coll_backend b = coll_comm_backend(ctx->comm);
+  const char *k = train_compression_names[ctx->cfg->compression];
+  if (coll_comm_compresses(ctx->comm)) {
+    snprintf(why, why_bytes, "compression: %s %s", k, b == COLL_BACKEND_HIER
+             ? "(hier: the ring across nodes 16-bit, every sum fp32; within a node fp32)"
+             : "(every ring transfer 16-bit, every sum fp32)");
+    return;
+  }
+  snprintf(why, why_bytes, "compression: %s does not apply: %s", k,
+           ctx->world->size < 2 ? "one rank sends nothing"
+           : b == COLL_BACKEND_SHM ? "shm moves no bytes across nodes (fp32 throughout)"
+           : b == COLL_BACKEND_HIER ? "hier on one node has no ring across nodes (shm's fp32 "
+                                      "sums, shm's bits)"
+                                    : "this back end sums in fp32");
+}
+
+/* run.json's compression (with --compression bf16|fp16): the setting,
+ * whether this comm compresses, why. */
+static cJSON *train_outputs_compression_json(const train_ctx *ctx, const char *why) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "setting", train_compression_names[ctx->cfg->compression]);
+  cJSON_AddBoolToObject(o, "compresses", coll_comm_compresses(ctx->comm));
+  cJSON_AddStringToObject(o, "why", why);
+  return o;
+}
+
 int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, base_err *err) {
   const train_config *c = ctx->cfg;
   char id[64] = {0};
@@ -41,6 +70,11 @@ int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, b
                     ctx->cfg->threads_oversubscribed
                         ? "; more threads on this node than usable cores: waiters sleep soon"
                         : "");
+  }
+  char why[256] = "";
+  if (c->compression != TRAIN_COMPRESSION_NONE) {
+    train_outputs_compression_why(ctx, why, sizeof why);
+    rank_log_printf(&out->log, "%s", why);
   }
   if (ctx->world->rank != 0) {
     cJSON_Delete(ranks);
@@ -70,6 +104,9 @@ int train_outputs_open(train_outputs *out, const train_ctx *ctx, cJSON *ranks, b
   train_outputs_record_threads(out, ctx, TRAIN_THREADS_OPS);
   run_record_set(&out->run, "allreduce",
                  cJSON_CreateString(coll_backend_name(coll_comm_backend(ctx->comm))));
+  if (c->compression != TRAIN_COMPRESSION_NONE) {
+    run_record_set(&out->run, "compression", train_outputs_compression_json(ctx, why));
+  }
   cJSON *cluster = train_cluster_json(ctx->world);
   if (cluster) run_record_set(&out->run, "cluster", cluster);
   run_record_set(&out->run, "versions", buildinfo_json());

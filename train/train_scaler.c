@@ -45,7 +45,7 @@ int train_scaler_after(train_scaler *s, const float *grads, int64_t elems, int64
   if (train_scaler_finite(grads, elems)) {
     s->consecutive = 0;
     if (++s->clean_steps >= TRAIN_SCALER_GROWTH_STEPS &&
-        train_scaler_log2(s->scale) < TRAIN_SCALER_MAX_LOG2) {
+        train_scaler_log2(s->scale) < FP16_SCALE_MAX_LOG2) {
       s->scale *= 2.0f;
       s->clean_steps = 0;
       rank_log_printf(log, "step %lld: fp16 scale up to 2^%d after %d clean steps",
@@ -59,7 +59,7 @@ int train_scaler_after(train_scaler *s, const float *grads, int64_t elems, int64
   s->consecutive++;
   s->clean_steps = 0;
   const int was = train_scaler_log2(s->scale);
-  if (was > TRAIN_SCALER_MIN_LOG2) s->scale *= 0.5f;
+  if (was > FP16_SCALE_MIN_LOG2) s->scale *= 0.5f;
   rank_log_printf(log, "step %lld: fp16 overflow in the averaged gradient at scale 2^%d: update "
                   "skipped on every rank (%lld so far), scale now 2^%d", (long long)global_step,
                   was, (long long)s->overflows, train_scaler_log2(s->scale));

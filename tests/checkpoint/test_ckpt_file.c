@@ -2,9 +2,15 @@
  * field and every float bit; damaged files (flipped weight or optimizer bytes,
  * truncation, garbage, a model file) are errors naming the file; the
  * checkpoints folder keeps the newest K, points `latest` at the newest and
- * sweeps temp files of dead writers. */
+ * sweeps temp files of dead writers; a link named like a checkpoint is
+ * neither counted nor followed, and a checkpoint that cannot be deleted (made
+ * immutable, as chattr +i does) is reported through the warning callback. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -185,7 +191,7 @@ static void test_folder(void) {
   for (int64_t e = 1; e <= 5; e++) {
     ckpt_state s;
     make_state(&s, e);
-    CHECK_EQ_INT(ckpt_save(ck, &s, 2, err, sizeof err), 0);
+    CHECK_EQ_INT(ckpt_save(ck, &s, 2, NULL, NULL, err, sizeof err), 0);
     ckpt_state_free(&s);
   }
   CHECK(!exists("ckpt-epoch-1.h5") && !exists("ckpt-epoch-2.h5") && !exists("ckpt-epoch-3.h5"));
@@ -211,14 +217,14 @@ static void test_folder(void) {
   fs_write_atomic(stale, "x", 1, err, sizeof err);
   ckpt_state s;
   make_state(&s, 6);
-  CHECK_EQ_INT(ckpt_save(ck, &s, 2, err, sizeof err), 0);
+  CHECK_EQ_INT(ckpt_save(ck, &s, 2, NULL, NULL, err, sizeof err), 0);
   ckpt_state_free(&s);
   CHECK(access(stale, F_OK) != 0);
   CHECK(!exists("ckpt-epoch-4.h5") && exists("ckpt-epoch-5.h5") && exists("ckpt-epoch-6.h5"));
 
   /* Resumed from an earlier epoch: later files are not this save's to prune. */
   make_state(&s, 3);
-  CHECK_EQ_INT(ckpt_save(ck, &s, 1, err, sizeof err), 0);
+  CHECK_EQ_INT(ckpt_save(ck, &s, 1, NULL, NULL, err, sizeof err), 0);
   ckpt_state_free(&s);
   CHECK(exists("ckpt-epoch-3.h5") && exists("ckpt-epoch-5.h5") && exists("ckpt-epoch-6.h5"));
   snprintf(want, sizeof want, "%s/ckpt-epoch-3.h5", ck);
@@ -232,12 +238,90 @@ static void test_folder(void) {
   CHECK(strstr(err, "no checkpoint in") != NULL);
 }
 
+static void save_epoch(const char *ck, int64_t epoch, int64_t keep, ckpt_warn_fn warn,
+                       void *ctx) {
+  char err[4400] = "";
+  ckpt_state s;
+  make_state(&s, epoch);
+  CHECK_EQ_INT(ckpt_save(ck, &s, keep, warn, ctx, err, sizeof err), 0);
+  ckpt_state_free(&s);
+}
+
+static int in(const char *ck, const char *name) {
+  char p[600];
+  struct stat st;
+  snprintf(p, sizeof p, "%s/%s", ck, name);
+  return lstat(p, &st) == 0 ? (int)(st.st_mode & S_IFMT) : 0;
+}
+
+/* A link planted at epoch 2, between the run's epochs 1 and 3, with keep 2:
+ * counted, it would push epoch 1 out (and be deleted in its place). */
+static void test_prune_link(void) {
+  char ck[512], link[600], victim[600], err[256];
+  snprintf(ck, sizeof ck, "%s/ck-link", dir);
+  snprintf(victim, sizeof victim, "%s/victim.h5", dir);
+  snprintf(link, sizeof link, "%s/ckpt-epoch-2.h5", ck);
+  const char text[] = "not a checkpoint: must stay byte-identical\n";
+  CHECK(fs_mkdirs(ck, err, sizeof err) == 0 &&
+        fs_write_atomic(victim, text, sizeof text - 1, err, sizeof err) == 0 &&
+        symlink(victim, link) == 0);
+  save_epoch(ck, 1, 2, NULL, NULL);
+  save_epoch(ck, 3, 2, NULL, NULL);
+  CHECK(in(ck, "ckpt-epoch-1.h5") == S_IFREG && in(ck, "ckpt-epoch-3.h5") == S_IFREG);
+  CHECK(in(ck, "ckpt-epoch-2.h5") == S_IFLNK);
+  char *got = fs_read_all(victim, NULL, err, sizeof err);
+  CHECK(got && strcmp(got, text) == 0);
+  free(got);
+}
+
+typedef struct {
+  int calls;
+  char first[4600];
+} warn_log;
+
+static void warn_keep(void *ctx, const char *msg) {
+  warn_log *w = ctx;
+  if (w->calls++ == 0) snprintf(w->first, sizeof w->first, "%s", msg);
+}
+
+/* FS_IMMUTABLE_FL (chattr +i): unlink fails with EPERM, root included. */
+static int set_immutable(const char *path, int on) {
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), flags = 0, rc = -1;
+  if (fd >= 0 && ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+    flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+    rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+  }
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
+static void test_prune_undeletable(void) {
+  char ck[512], old[600], want[700];
+  snprintf(ck, sizeof ck, "%s/ck-stuck", dir);
+  snprintf(old, sizeof old, "%s/ckpt-epoch-1.h5", ck);
+  save_epoch(ck, 1, 1, NULL, NULL);
+  if (set_immutable(old, 1) != 0) {
+    printf("skipped the undeletable case: cannot make %s immutable: %s\n", old, strerror(errno));
+    return;
+  }
+  warn_log w = {0};
+  save_epoch(ck, 2, 1, warn_keep, &w);
+  set_immutable(old, 0);
+  snprintf(want, sizeof want, "could not delete %s: %s (errno %d)", old, strerror(EPERM), EPERM);
+  CHECK_EQ_INT(w.calls, 1);
+  CHECK(strstr(w.first, want) != NULL);
+  if (!strstr(w.first, want)) fprintf(stderr, "warning: '%s', expected '%s'\n", w.first, want);
+  CHECK(in(ck, "ckpt-epoch-1.h5") == S_IFREG && in(ck, "ckpt-epoch-2.h5") == S_IFREG);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/tfdist-ckpt-XXXXXX");
   if (!mkdtemp(dir)) return 1;
   h5_quiet();
   test_roundtrip_and_damage();
   test_folder();
+  test_prune_link();
+  test_prune_undeletable();
   if (!check_failures) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

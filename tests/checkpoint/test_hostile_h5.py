@@ -4,7 +4,9 @@ external link, a soft link, a virtual dataset with and without its source),
 that use a filter tfdist never writes, that claim to be tfdist's but lost
 their checksum, or that declare 65,536-unit layers in a few KB: each is one
 error line naming the file and the dataset, exit 2, from eval, predict,
-`model register` and (checkpoints) --resume-from, and quickly."""
+`model register` and (checkpoints) --resume-from, and quickly. A checkpoint
+whose fp16_scale is outside 2^-24..2^24 (or no power of two) is one line
+naming the file and the attribute, exit 2."""
 import json
 import os
 import shutil
@@ -131,6 +133,21 @@ for src_tag, src in (("model", model), ("ckpt", ckpt)):
                                  ["--epochs", "2", "--learning-rate", "0.01", "--resume-from", path]),
                     needle, what + " resume", rc=2)
 T.check(not os.path.exists(os.path.join(reg, "x")), "a refused register left an entry")
+
+
+# fp16's scale outside the one range (base/fp16_scale.h, 2^-24..2^24, what
+# the scaler can reach and the ring accepts; 2^25 and 2^-25 were inside the
+# reader's old 2^-31..2^29): one line naming the file and the attribute, exit 2.
+def set_scale(v):
+    return lambda f: f.attrs.__setitem__("fp16_scale", np.float64(v))
+
+
+for scale in (2.0 ** 25, 2.0 ** -25, 3.0):
+    path = crafted(ckpt, f"ckpt-scale-{scale:g}.h5", set_scale(scale))
+    refused(C.train_args(d, data, os.path.join(d, "resume-out"),
+                         ["--epochs", "2", "--learning-rate", "0.01", "--resume-from", path]),
+            f"{path}: /: attribute 'fp16_scale' {scale:g} is not a power of two in 2^-24..2^24",
+            f"fp16_scale {scale:g} resume", rc=2)
 
 
 # 12 KB declaring 784-65536-65536-10: datasets declared, never written; a

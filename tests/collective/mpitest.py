@@ -5,8 +5,7 @@ import os
 import subprocess
 import time
 
-import h5py
-import numpy as np
+from tfdtest import max_abs_diff, tensors, wait_for  # noqa: F401 (the collective tests' names)
 
 TFDIST = os.environ["TFDIST"]
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"]
@@ -28,19 +27,8 @@ def run_train(np_, folder, data, extra=(), mpirun_extra=()):
 
 
 def weights(folder):
-    """The model's tensors, keyed like Keras names them."""
-    out = {}
-    with h5py.File(os.path.join(folder, "outputs", "model", "model.h5"), "r") as f:
-        g = f["model_weights"]
-        for layer in LAYERS:
-            for kind in ("kernel:0", "bias:0"):
-                out[layer + "/" + kind] = np.array(g[layer][layer][kind])
-    return out
-
-
-def max_abs_diff(a, b):
-    assert a.keys() == b.keys()
-    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+    """The model's tensors under folder/outputs, keyed like Keras names them."""
+    return tensors(os.path.join(folder, "outputs", "model", "model.h5"))
 
 
 def rank_pids(marker, rank):
@@ -60,15 +48,6 @@ def rank_pids(marker, rank):
         if comm == b"tfdist" and all(w in env for w in want):
             pids.append(int(d))
     return pids
-
-
-def wait_for(pred, limit_s, what):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (limit_s, what))
 
 
 def finish(p, log, t0, limit_s):

@@ -43,15 +43,6 @@ def weights(name):
     return T.weights(os.path.join(d, name, "model", "model.h5"))
 
 
-def max_diff(a, b):
-    return max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(a, b))
-
-
-def bits_equal(a, b):
-    return len(a) == len(b) == 6 and all(np.array_equal(x.view(np.uint32), y.view(np.uint32))
-                                         for x, y in zip(a, b))
-
-
 def one_line_error(p, *needles):
     lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
     return (p.returncode == 2 and len(lines) == 1 and lines[0].startswith("tfdist: error:")
@@ -78,15 +69,15 @@ if not T.check(len(w) == len(runs), "equivalence: a run failed"):
     T.done()
 T.check(np.any(w["ref"][5]), "the last bias is still zero: nothing was trained")
 for name in ("k4", "n2k2", "n2k2ring"):
-    diff = max_diff(w["ref"], w[name])
+    diff = T.max_abs_diff(w["ref"], w[name])
     print(f"{name} vs 1 rank x 100 after 30 updates: max |dw| = {diff:.3g}")
     T.check(diff <= TOL, f"{name} differs from 1 rank x batch 100 by {diff:.3g} > {TOL}")
-diff = max_diff(w["ref"], w["b25"])
+diff = T.max_abs_diff(w["ref"], w["b25"])
 print(f"control: 1 rank x 25, K=1 vs 1 rank x 100: max |dw| = {diff:.3g}")
 T.check(diff > 100 * TOL, f"control: batch 25 with K=1 is within {diff:.3g} of batch 100: "
         "the comparison cannot tell batches apart")
 for a, b in (("k4", "k4b"), ("n2k2", "n2k2b")):
-    same = bits_equal(w[a], w[b])
+    same = T.bits_equal(w[a], w[b])
     print(f"{a} vs {b} (same seed, same K): {'bit-identical' if same else 'DIFFERENT'}")
     T.check(same, f"{a} vs {b}: same seed and K, other bits")
 
@@ -96,7 +87,7 @@ stream = ["--epochs", "2", "--max-steps", "15", "--learning-rate", "0.05", "--ch
 if (train("s100", stream + ["--batch-size", "100"]).returncode == 0 and
         train("s25k4", stream + ["--batch-size", "25", "--backward-passes-per-step", "4"])
         .returncode == 0):
-    diff = max_diff(weights("s100"), weights("s25k4"))
+    diff = T.max_abs_diff(weights("s100"), weights("s25k4"))
     print(f"stream: K=4 x 25 vs batch 100 after 2 x 15 updates: max |dw| = {diff:.3g}")
     T.check(diff <= TOL, f"stream: K=4 x 25 differs from batch 100 by {diff:.3g} > {TOL}")
 
@@ -157,7 +148,7 @@ ck = ["--batch-size", "50", "--backward-passes-per-step", "2", "--learning-rate"
 train("straight", ck + ["--epochs", "3"])
 train("resumed", ck + ["--epochs", "2"])
 if train("resumed", ck + ["--epochs", "3", "--resume-from", "latest"]).returncode == 0:
-    T.check(bits_equal(weights("straight"), weights("resumed")),
+    T.check(T.bits_equal(weights("straight"), weights("resumed")),
             "resume with K=2: weights differ from the straight run's")
 ckpt = os.path.join(d, "resumed", "checkpoints", "ckpt-epoch-2.h5")
 for k in ("1", "3"):

@@ -17,7 +17,8 @@
  *   divided in fp32 after the last rounding;
  * - the same bits on every rank and on a repeat;
  * - fp16: one rank's term beyond the range makes that element inf or NaN on
- *   every rank, and only that one. */
+ *   every rank, and only that one; the ring (and tcp) take a scale of 2^24
+ *   and refuse 2^25 (base/fp16_scale.h's one range). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,6 +355,19 @@ int main(int argc, char **argv) {
   if (w.rank == 0) {
     printf("%s %s, %d rank(s) on %d node(s): %s\n", argv[1], argv[2], w.size, x.hier ? x.nodes : 0,
            fails == 0 ? "as modelled, bit for bit" : "FAILED");
+  }
+  /* The ring holds fp16's scale to base/fp16_scale.h's one range: 2^24 is
+   * taken, 2^25 refused on every rank alike (before any byte moves), which
+   * leaves the comm failed: the last collective here. (hier: only the ranks
+   * with a slice run the ring, so not there.) */
+  if (cfg.compression == COLL_COMP_FP16 && crosses && !x.hier) {
+    for (int k = 0; k < 8; k++) x.recv[k] = (float)(x.rank + 1);
+    coll_comm_set_fp16_scale(x.c, 0x1p24f);
+    CHECK_EQ_INT(coll_allreduce_sum_f32(x.c, x.recv, x.recv, 8), COLL_OK);
+    coll_comm_set_fp16_scale(x.c, 0x1p25f);
+    CHECK(coll_allreduce_sum_f32(x.c, x.recv, x.recv, 8) != COLL_OK &&
+          strstr(coll_comm_error(x.c), "fp16 scale 3.35544e+07 is not a power of two in "
+                 "2^-24..2^24") != NULL);
   }
   free(x.send);
   free(x.recv);

@@ -25,7 +25,6 @@
   mpirun -np 2 --allreduce ring, bit for bit."""
 import json
 import os
-import sys
 import tempfile
 
 import h5py
@@ -33,20 +32,13 @@ import numpy as np
 
 import idxgen
 import mpitest
+import tfdtest as T
 import tfcluster as TC
 
 LR = 0.5
 B = 25
 TOL = 1e-6
 MASK = (1 << 64) - 1
-failures = []
-
-
-def check(cond, msg):
-    print(("ok: " if cond else "FAIL: ") + msg)
-    if not cond:
-        failures.append(msg)
-    return cond
 
 
 # ---- base/rng.c, ported: SplitMix64 and the per-epoch permutation ----
@@ -162,14 +154,14 @@ def oracle_check(tmp, data_dir, data, comp):
               "1", "--allreduce", "ring", "--overlap", "off", "--compression", comp]
     rc, out = mpitest.run_train(2, folder_a, data_dir, common + ["--epochs", "1",
                                 "--checkpoint-every", "1"])
-    if not check(rc == 0, "%s: step A exits 0 (%s)" % (comp, out[-800:] if rc else "")):
+    if not T.check(rc == 0, "%s: step A exits 0 (%s)" % (comp, out[-800:] if rc else "")):
         return
     ck = os.path.join(folder_a, "outputs", "checkpoints", "ckpt-epoch-1.h5")
     rc, out = mpitest.run_train(2, folder_b, data_dir, common + ["--epochs", "2", "--resume-from", ck])
-    if not check(rc == 0, "%s: step B (resumed) exits 0 (%s)" % (comp, out[-800:] if rc else "")):
+    if not T.check(rc == 0, "%s: step B (resumed) exits 0 (%s)" % (comp, out[-800:] if rc else "")):
         return
     ts, scale = read_params(ck)
-    check(comp != "fp16" or scale == 1024.0, "%s: checkpoint's fp16_scale %s is 2^10" % (comp, scale))
+    T.check(comp != "fp16" or scale == 1024.0, "%s: checkpoint's fp16_scale %s is 2^10" % (comp, scale))
     perm = perm_epoch(len(data[1]), 5, 1)
     w0 = flat(ts)
     got = flat([mpitest.weights(folder_b)[l + "/" + k].astype(np.float64)
@@ -178,16 +170,16 @@ def oracle_check(tmp, data_dir, data, comp):
     want = w0 - LR * g
     d = np.abs(got - want)
     far = ~near
-    check(d[far].max() <= TOL, "%s: one step vs the float64 oracle: max |dw| %.3g over %d weights "
-          "clear of ties (<= %g)" % (comp, d[far].max(), far.sum(), TOL))
+    T.check(d[far].max() <= TOL, "%s: one step vs the float64 oracle: max |dw| %.3g over %d weights "
+            "clear of ties (<= %g)" % (comp, d[far].max(), far.sum(), TOL))
     bound = LR * np.abs(g[near]) * (2.0 ** -7 if comp == "bf16" else 2.0 ** -10) + TOL
-    check(np.all(d[near] <= bound) and near.mean() < 0.05,
-          "%s: %d weights near a tie (%.2f%%) within one 16-bit ulp" % (comp, near.sum(),
-                                                                        100 * near.mean()))
+    T.check(np.all(d[near] <= bound) and near.mean() < 0.05,
+            "%s: %d weights near a tie (%.2f%%) within one 16-bit ulp" % (comp, near.sum(),
+                                                                          100 * near.mean()))
     plain, _ = oracle_step(ts, data, perm, "none", None)
     miss = np.abs(got - (w0 - LR * plain)).max()
-    check(miss > 20 * TOL, "%s: the oracle without 16-bit rounding misses by %.3g (the rounding "
-          "shows)" % (comp, miss))
+    T.check(miss > 20 * TOL, "%s: the oracle without 16-bit rounding misses by %.3g (the rounding "
+            "shows)" % (comp, miss))
 
 
 def overflow_check(tmp, data_dir):
@@ -197,24 +189,24 @@ def overflow_check(tmp, data_dir):
     fa, fb = os.path.join(tmp, "ovf-a"), os.path.join(tmp, "ovf-b")
     rc_a, out_a = mpitest.run_train(2, fa, data_dir, common + ["--max-steps", "4"], fault)
     rc_b, out_b = mpitest.run_train(2, fb, data_dir, common + ["--max-steps", "3"])
-    if not check(rc_a == 0 and rc_b == 0, "fp16 overflow run and its reference exit 0 (%s)"
-                 % (out_a[-600:] + out_b[-600:] if rc_a or rc_b else "")):
+    if not T.check(rc_a == 0 and rc_b == 0, "fp16 overflow run and its reference exit 0 (%s)"
+                   % (out_a[-600:] + out_b[-600:] if rc_a or rc_b else "")):
         return
     wa, wb = mpitest.weights(fa), mpitest.weights(fb)
-    check(all(np.isfinite(v).all() for v in wa.values()), "fp16 overflow: every weight finite")
-    same = all(np.array_equal(wa[k].view(np.uint32), wb[k].view(np.uint32)) for k in wa)
-    check(same, "fp16 overflow: step 3 skipped on every rank (weights equal a 3-step run's, bit "
-          "for bit)")
+    T.check(all(np.isfinite(v).all() for v in wa.values()), "fp16 overflow: every weight finite")
+    same = T.bits_equal(wa, wb)
+    T.check(same, "fp16 overflow: step 3 skipped on every rank (weights equal a 3-step run's, bit "
+            "for bit)")
     for r in range(2):
         with open(os.path.join(fa, "logs", "rank-%d.log" % r)) as f:
             log = f.read()
-        check("step 3: fp16 overflow in the averaged gradient at scale 2^10: update skipped on "
-              "every rank (1 so far), scale now 2^9" in log, "fp16 overflow: rank %d's log says so" % r)
+        T.check("step 3: fp16 overflow in the averaged gradient at scale 2^10: update skipped on "
+                "every rank (1 so far), scale now 2^9" in log, "fp16 overflow: rank %d's log says so" % r)
     rows = [json.loads(l) for l in open(os.path.join(fa, "outputs", "metrics.jsonl"))]
     count = [x["value"] for x in rows if x["name"] == "fp16_overflow_steps"]
     scale = [x["value"] for x in rows if x["name"] == "fp16_scale"]
-    check(count and count[-1] == 1 and scale == [512], "fp16 overflow: metrics.jsonl counts 1, "
-          "scale 512 (%s, %s)" % (count, scale))
+    T.check(count and count[-1] == 1 and scale == [512], "fp16 overflow: metrics.jsonl counts 1, "
+            "scale 512 (%s, %s)" % (count, scale))
     # overflow after overflow: the run stops
     fc = os.path.join(tmp, "ovf-stop")
     # 1e12: beyond fp16 even at scale 2^-14 (a factor the scale can absorb
@@ -223,12 +215,12 @@ def overflow_check(tmp, data_dir):
     rc, out = mpitest.run_train(2, fc, data_dir, ["--seed", "3", "--batch-size", "5", "--epochs",
                                 "2", "--allreduce", "ring", "--compression", "fp16"], fault + stop)
     lines = [l for l in out.splitlines() if "steps in a row overflowed" in l]
-    check(rc == 1 and lines and all(len(l) < 600 for l in lines),
-          "fp16: 24 overflows in a row stop the run: exit %d, %s" % (rc, lines[:1]))
+    T.check(rc == 1 and lines and all(len(l) < 600 for l in lines),
+            "fp16: 24 overflows in a row stop the run: exit %d, %s" % (rc, lines[:1]))
     with open(os.path.join(fc, "outputs", "run.json")) as f:
         status = json.load(f).get("status")
-    check(status == "Failed" and not os.path.exists(os.path.join(fc, "outputs", "model", "model.h5")),
-          "fp16 stop: run.json %s, no model saved" % status)
+    T.check(status == "Failed" and not os.path.exists(os.path.join(fc, "outputs", "model", "model.h5")),
+            "fp16 stop: run.json %s, no model saved" % status)
 
 
 def determinism_check(tmp, data_dir):
@@ -238,25 +230,24 @@ def determinism_check(tmp, data_dir):
     for name, comp in (("bf16-a", "bf16"), ("bf16-b", "bf16"), ("none", "none")):
         rc, out = mpitest.run_train(2, os.path.join(tmp, "det-" + name), data_dir,
                                     common + ["--compression", comp])
-        if not check(rc == 0, "determinism: %s exits 0 (%s)" % (name, out[-600:] if rc else "")):
+        if not T.check(rc == 0, "determinism: %s exits 0 (%s)" % (name, out[-600:] if rc else "")):
             return
         w[name] = mpitest.weights(os.path.join(tmp, "det-" + name))
-    same = all(np.array_equal(w["bf16-a"][k].view(np.uint32), w["bf16-b"][k].view(np.uint32))
-               for k in w["none"])
-    check(same, "determinism: two bf16 runs, 30 steps: bit-identical")
+    same = T.bits_equal(w["bf16-a"], w["bf16-b"])
+    T.check(same, "determinism: two bf16 runs, 30 steps: bit-identical")
     d = mpitest.max_abs_diff(w["none"], w["bf16-a"])
-    check(d > 1e-6, "bf16 changes the math: max |dw| against none %.3g" % d)
+    T.check(d > 1e-6, "bf16 changes the math: max |dw| against none %.3g" % d)
     ck = os.path.join(tmp, "det-bf16-a", "outputs", "checkpoints", "ckpt-epoch-1.h5")
     rc, out = mpitest.run_train(2, os.path.join(tmp, "det-resume"), data_dir,
                                 common + ["--compression", "fp16", "--resume-from", ck])
     want = "--compression is 'fp16' but the checkpoint has 'bf16'"
     lines = [l for l in out.splitlines() if want in l]
-    check(rc == 2 and lines and all(len(l) < 600 for l in lines),
-          "resume with another --compression: exit %d, %s" % (rc, lines[:1]))
+    T.check(rc == 2 and lines and all(len(l) < 600 for l in lines),
+            "resume with another --compression: exit %d, %s" % (rc, lines[:1]))
     rc, out = mpitest.run_train(2, os.path.join(tmp, "mpi-bf16"), data_dir,
                                 ["--allreduce", "mpi", "--compression", "bf16", "--epochs", "1"])
-    check(rc == 2 and "--compression bf16: the mpi back end" in out,
-          "--allreduce mpi --compression bf16: exit %d" % rc)
+    T.check(rc == 2 and "--compression bf16: the mpi back end" in out,
+            "--allreduce mpi --compression bf16: exit %d" % rc)
 
 
 def resume_check(tmp, data_dir):
@@ -267,25 +258,25 @@ def resume_check(tmp, data_dir):
     fault = ["-x", "TFDIST_FAULT_INFLATE_RANK=0", "-x", "TFDIST_FAULT_INFLATE_STEP=2"]
     fs, fr = os.path.join(tmp, "res-straight"), os.path.join(tmp, "res-resumed")
     rc, out = mpitest.run_train(2, fs, data_dir, common, fault)
-    if not check(rc == 0, "fp16 resume: straight run exits 0 (%s)" % (out[-600:] if rc else "")):
+    if not T.check(rc == 0, "fp16 resume: straight run exits 0 (%s)" % (out[-600:] if rc else "")):
         return
     ck = os.path.join(fs, "outputs", "checkpoints", "ckpt-epoch-1.h5")
     with h5py.File(ck, "r") as f:
         attrs = {k: f.attrs[k] for k in ("fp16_scale", "fp16_overflow_steps")}
-    check(attrs["fp16_scale"] == 512 and attrs["fp16_overflow_steps"] == 1,
-          "fp16 resume: the epoch-1 checkpoint holds scale 512 and 1 overflow (%s)" % attrs)
+    T.check(attrs["fp16_scale"] == 512 and attrs["fp16_overflow_steps"] == 1,
+            "fp16 resume: the epoch-1 checkpoint holds scale 512 and 1 overflow (%s)" % attrs)
     rc, out = mpitest.run_train(2, fr, data_dir, common + ["--resume-from", ck])
-    if not check(rc == 0, "fp16 resume: resumed run exits 0 (%s)" % (out[-600:] if rc else "")):
+    if not T.check(rc == 0, "fp16 resume: resumed run exits 0 (%s)" % (out[-600:] if rc else "")):
         return
     a, b = mpitest.weights(fs), mpitest.weights(fr)
-    same = all(np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32)) for k in a)
-    check(same, "fp16 resume from epoch 1 (scale 512) = the straight run, bit for bit")
+    same = T.bits_equal(a, b)
+    T.check(same, "fp16 resume from epoch 1 (scale 512) = the straight run, bit for bit")
     # a power-of-two scale rounds normal values alike, so the weights alone
     # would not show a scale lost on resume: the resumed run's records must
     rows = [json.loads(l) for l in open(os.path.join(fr, "outputs", "metrics.jsonl"))]
     ep2 = {x["name"]: x["value"] for x in rows if x["epoch"] == 2 and x["name"].startswith("fp16")}
-    check(ep2 == {"fp16_scale": 512, "fp16_overflow_steps": 1},
-          "fp16 resume: epoch 2 goes on at scale 512 with 1 overflow counted (%s)" % ep2)
+    T.check(ep2 == {"fp16_scale": 512, "fp16_overflow_steps": 1},
+            "fp16 resume: epoch 2 goes on at scale 512 with 1 overflow counted (%s)" % ep2)
 
 
 def tcp_check(tmp):
@@ -296,14 +287,14 @@ def tcp_check(tmp):
     fm, fc = os.path.join(tmp, "tcp-mpi"), os.path.join(tmp, "tcp-cluster")
     rc, out = TC.run_mpi(2, fm, data, args + ["--allreduce", "ring"])
     ref, why = TC.try_weights(os.path.join(fm, "outputs", "model", "model.h5")) if rc == 0 else (None, out[-600:])
-    if not check(ref is not None, "mpirun -np 2 ring fp16: %s" % why):
+    if not T.check(ref is not None, "mpirun -np 2 ring fp16: %s" % why):
         return
     c = TC.run_cluster(fc, TC.cluster_spec(1, 1), TC.train_args(fc, data, args), limit_s=60)
     w, why = TC.try_weights(os.path.join(fc, "outputs", "model", "model.h5"))
-    if not check(w is not None, "chief+worker tcp fp16: %s\n%s" % (why, c.summary())):
+    if not T.check(w is not None, "chief+worker tcp fp16: %s\n%s" % (why, c.summary())):
         return
-    same = all(np.array_equal(w[k].view(np.uint32), ref[k].view(np.uint32)) for k in w)
-    check(same, "tcp ring fp16 (chief+worker) = mpirun -np 2 ring fp16, 30 steps, bit for bit")
+    same = T.bits_equal(w, ref)
+    T.check(same, "tcp ring fp16 (chief+worker) = mpirun -np 2 ring fp16, 30 steps, bit for bit")
 
 
 def main():
@@ -321,9 +312,8 @@ def main():
         determinism_check(tmp, data_dir)
         resume_check(tmp, data_dir)
         tcp_check(tmp)
-    print("FAILED: %d check(s)" % len(failures) if failures else "all checks passed")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    T.done()

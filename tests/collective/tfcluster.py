@@ -11,14 +11,13 @@ import socket
 import subprocess
 import time
 
-import h5py
 import numpy as np
 
 import idxgen
+from tfdtest import max_abs_diff, tensors as weights  # noqa: F401 (the TF_CONFIG tests' names)
 
 TFDIST = os.environ["TFDIST"]
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"]
-LAYERS = ("dense", "dense_1", "dense_2")
 SMALL = ["--first-layer-neurons", "64", "--second-layer-neurons", "32"]
 
 
@@ -239,29 +238,12 @@ def run_cluster(folder, spec, args, limit_s=90, order=None):
     return c
 
 
-def weights(h5_path):
-    """The model's six tensors, keyed like Keras names them."""
-    out = {}
-    with h5py.File(h5_path, "r") as f:
-        g = f["model_weights"]
-        for layer in LAYERS:
-            for kind in ("kernel:0", "bias:0"):
-                out[layer + "/" + kind] = np.array(g[layer][layer][kind])
-    return out
-
-
 def try_weights(h5_path):
     """(weights, None) or (None, why)."""
     try:
         return weights(h5_path), None
     except Exception as e:  # a missing or torn file is a check failure, not a crash
         return None, "%s: %s" % (h5_path, e)
-
-
-def max_abs_diff(a, b):
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-        return float("inf")
-    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
 
 
 class Checks:

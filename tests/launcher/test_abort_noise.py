@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 import launchutil as lu
+import tfdtest as T
 
 NOTICE_501 = ("[vm:28644] [[794,0],0] ORTE_ERROR_LOG: Data unpack would read past end of buffer "
               "in file ../../../orte/util/show_help.c at line 501")
@@ -23,13 +24,6 @@ NOTICE_507 = ("[vm:31012] [[7257,0],0] ORTE_ERROR_LOG: Out of resource in file "
 OTHER = ("[vm:28644] [[794,0],1] ORTE_ERROR_LOG: Data unpack would read past end of buffer in "
          "file ../../../../../orte/mca/grpcomm/direct/grpcomm_direct.c at line 351")
 ERROR = "tfdist: error: rank 0: --data-folder /nonexistent: No such file or directory"
-failures = []
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        print("FAIL: " + what)
 
 
 def fake_mpirun(folder, name, stderr_text, rc):
@@ -51,40 +45,36 @@ def test_rule(tmp):
             "\repoch 1/2 [=====     ] 50%")
     r = tfdistrun(["-np", "2", "--mpirun", fake_mpirun(tmp, "after", text, 2), "train"])
     lines = r.stderr.splitlines()
-    check(r.returncode == 2, "stand-in: exit %d, expected mpirun's 2" % r.returncode)
-    check(lines.count(ERROR) == 1, "stand-in: the tfdist error line is not kept once: %r" % lines)
-    check(lines.count(NOTICE_501) == 1 and lines.index(NOTICE_501) < lines.index(ERROR),
-          "stand-in: the notice before the error must stay, the one after it go: %r" % lines)
-    check(NOTICE_507 not in lines, "stand-in: the 'Out of resource' notice after the error stayed")
-    check(OTHER in lines, "stand-in: another ORTE_ERROR_LOG (grpcomm_direct.c) was dropped")
-    check(r.stderr.endswith("epoch 1/2 [=====     ] 50%"),  # text mode reads \r as \n
-          "stand-in: the partial progress line did not pass: %r" % r.stderr[-60:])
+    T.check(r.returncode == 2, "stand-in: exit %d, expected mpirun's 2" % r.returncode)
+    T.check(lines.count(ERROR) == 1, "stand-in: the tfdist error line is not kept once: %r" % lines)
+    T.check(lines.count(NOTICE_501) == 1 and lines.index(NOTICE_501) < lines.index(ERROR),
+            "stand-in: the notice before the error must stay, the one after it go: %r" % lines)
+    T.check(NOTICE_507 not in lines, "stand-in: the 'Out of resource' notice after the error stayed")
+    T.check(OTHER in lines, "stand-in: another ORTE_ERROR_LOG (grpcomm_direct.c) was dropped")
+    T.check(r.stderr.endswith("epoch 1/2 [=====     ] 50%"),  # text mode reads \r as \n
+            "stand-in: the partial progress line did not pass: %r" % r.stderr[-60:])
     r = tfdistrun(["-np", "2", "--mpirun", fake_mpirun(tmp, "alone", NOTICE_507 + "\n", 1), "train"])
-    check(r.returncode == 1 and NOTICE_507 in r.stderr.splitlines(),
-          "stand-in: with no tfdist error the notice must stay: exit %d %r"
-          % (r.returncode, r.stderr))
+    T.check(r.returncode == 1 and NOTICE_507 in r.stderr.splitlines(),
+            "stand-in: with no tfdist error the notice must stay: exit %d %r"
+            % (r.returncode, r.stderr))
 
 
 def test_real(tmp):
     for i in range(6):
         r = tfdistrun(["-np", "2", "train", "--data-folder", "/nonexistent", "--outputs",
                        os.path.join(tmp, "o"), "--progress", "off"])
-        check(r.returncode == 2, "real run %d: exit %d, expected 2: %s" % (i, r.returncode, r.stderr))
-        check("tfdist: error: rank 0: --data-folder /nonexistent" in r.stderr,
-              "real run %d: no error line naming --data-folder: %s" % (i, r.stderr))
-        check("ORTE_ERROR_LOG" not in r.stderr, "real run %d: %s" % (i, r.stderr))
+        T.check(r.returncode == 2, "real run %d: exit %d, expected 2: %s" % (i, r.returncode, r.stderr))
+        T.check("tfdist: error: rank 0: --data-folder /nonexistent" in r.stderr,
+                "real run %d: no error line naming --data-folder: %s" % (i, r.stderr))
+        T.check("ORTE_ERROR_LOG" not in r.stderr, "real run %d: %s" % (i, r.stderr))
 
 
 def main():
     with tempfile.TemporaryDirectory(prefix="abort-noise.") as tmp:
         test_rule(tmp)
         test_real(tmp)
-    if failures:
-        print("FAILED: %d check(s)" % len(failures))
-        return 1
-    print("abort noise: all checks passed")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    T.done()

@@ -25,10 +25,10 @@ import sys
 import tempfile
 import time
 
-import h5py
 import numpy as np
 
 import launchutil as lu
+import tfdtest as T
 
 TOL = 1e-6
 STEPS = 30
@@ -36,7 +36,6 @@ TIMEOUT_S = 5
 LIMIT_S = TIMEOUT_S + 25  # after the kill: the watchdog, the notices, mpirun's teardown
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_mpi_yield_when_idle="1")
-LAYERS = ("dense", "dense_1", "dense_2")
 
 
 def shm_entries():
@@ -57,21 +56,7 @@ def tfdistrun(prefix, hosts, cmd):
 
 
 def weights(outputs):
-    out = {}
-    with h5py.File(os.path.join(outputs, "model", "model.h5"), "r") as f:
-        g = f["model_weights"]
-        for layer in LAYERS:
-            for kind in ("kernel:0", "bias:0"):
-                out[layer + "/" + kind] = np.array(g[layer][layer][kind])
-    return out
-
-
-def max_abs_diff(a, b):
-    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
-
-
-def bit_identical(a, b):
-    return all(np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32)) for k in a)
+    return T.tensors(os.path.join(outputs, "model", "model.h5"))
 
 
 def train_flags(data, tmp, name, batch, extra):
@@ -128,11 +113,11 @@ def test_equiv(prefix, tmp, data):
     w, ref = weights(os.path.join(tmp, "hier-out")), weights(os.path.join(tmp, "n1-out"))
     if not np.any(ref["dense_2/bias:0"]):
         raise AssertionError("the biases are still zero: nothing trained")
-    d = max_abs_diff(ref, w)
+    d = T.max_abs_diff(ref, w)
     print("hier 2 hosts x 2 ranks x 25 vs 1 rank x 100 after %d steps: max |dw| = %.3g" % (STEPS, d))
     if not d <= TOL:
         raise AssertionError("max |dw| %.3g > %g" % (d, TOL))
-    if not bit_identical(w, weights(os.path.join(tmp, "hier-b-out"))):
+    if not T.bits_equal(w, weights(os.path.join(tmp, "hier-b-out"))):
         raise AssertionError("a repeat of the hier run gave other weights")
     print("hier repeat: bit-identical")
     flags = train_flags(data, tmp, "tf", 25, hier)
@@ -147,8 +132,8 @@ def test_equiv(prefix, tmp, data):
     with open(os.path.join(tmp, "tf-out", "run.json"), encoding="utf-8") as f:
         if json.load(f)["allreduce"] != "hier":
             raise AssertionError("the TF_CONFIG run.json does not record hier")
-    if not bit_identical(w, weights(os.path.join(tmp, "tf-out"))):
-        d = max_abs_diff(w, weights(os.path.join(tmp, "tf-out")))
+    if not T.bits_equal(w, weights(os.path.join(tmp, "tf-out"))):
+        d = T.max_abs_diff(w, weights(os.path.join(tmp, "tf-out")))
         raise AssertionError("TF_CONFIG hier differs from the MPI run: max |dw| %.3g" % d)
     print("TF_CONFIG 2 hosts x 2 tasks, hier: the MPI run's weights, bit for bit")
     check_shm_clean(before, "the hier runs")
@@ -174,15 +159,6 @@ def rank_pid(marker, rank):
     return None
 
 
-def wait_for(pred, limit_s, what):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit_s:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (limit_s, what))
-
-
 def read(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -199,7 +175,7 @@ def long_flags(data, tmp, name, extra):
 
 
 def kill_after_epoch1(procs, log, find_pid, limit_s=60):
-    wait_for(lambda: "epoch   1/" in read(log) or any(p.poll() is not None for p in procs),
+    T.wait_for(lambda: "epoch   1/" in read(log) or any(p.poll() is not None for p in procs),
              limit_s, "epoch 1 in " + log)
     if any(p.poll() is not None for p in procs):
         raise AssertionError("the job ended before the kill")

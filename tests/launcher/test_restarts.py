@@ -16,20 +16,13 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 import launchutil as lu
+import tfdtest as T
 
 DATA = "/usr/share/datasets/fashion-mnist"
 RESTART = "tfdistrun: the job ended with exit code"
-failures = []
 jobs = []   # every tfdistrun started, for stop_jobs
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, file=sys.stderr)
 
 
 def flags(tmp, tag, epochs=5):
@@ -69,7 +62,7 @@ def finish(p, limit=120):
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
-        check(False, "tfdistrun did not end within %d s" % limit)
+        T.check(False, "tfdistrun did not end within %d s" % limit)
     return p.returncode, out, err
 
 
@@ -106,14 +99,6 @@ def files_text(folder):
     return "\n".join(texts)
 
 
-def weights(out):
-    import h5py
-    with h5py.File(os.path.join(out, "model", "model.h5"), "r") as f:
-        g = f["model_weights"]
-        return [np.array(g[n][n][w]) for n in ("dense", "dense_1", "dense_2")
-                for w in ("kernel:0", "bias:0")]
-
-
 def per_epoch(out, name):
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     return [(r["epoch"], r["value"]) for r in rows if r["name"] == name]
@@ -122,8 +107,8 @@ def per_epoch(out, name):
 def test_killed_rank(tmp):
     ref = flags(tmp, "ref")
     rc, out, err = finish(start(["-np", "2", "--max-restarts", "2"] + ref))
-    check(rc == 0 and RESTART not in err, "reference job: exit %d\n%s" % (rc, err[-800:]))
-    check("--resume-from auto: no checkpoint in" in out, "auto on an empty --outputs: %s" % out[:400])
+    T.check(rc == 0 and RESTART not in err, "reference job: exit %d\n%s" % (rc, err[-800:]))
+    T.check("--resume-from auto: no checkpoint in" in out, "auto on an empty --outputs: %s" % out[:400])
     job = flags(tmp, "killed")
     outputs = job[job.index("--outputs") + 1]
     ranks_out = os.path.join(tmp, "killed", "ranks-out")
@@ -135,23 +120,24 @@ def test_killed_rank(tmp):
             killed = pids[-1]
             os.kill(killed, signal.SIGKILL)
     rc, out, err = finish(p)
-    check(killed is not None, "no rank to kill (job: %s)" % err[-400:])
-    check(rc == 0, "killed job: exit %d\n%s" % (rc, err[-800:]))
-    check(err.count(RESTART) == 1 and "restart 1 of 2" in err,
-          "killed job: restarts %d\n%s" % (err.count(RESTART), err[-800:]))
+    T.check(killed is not None, "no rank to kill (job: %s)" % err[-400:])
+    T.check(rc == 0, "killed job: exit %d\n%s" % (rc, err[-800:]))
+    T.check(err.count(RESTART) == 1 and "restart 1 of 2" in err,
+            "killed job: restarts %d\n%s" % (err.count(RESTART), err[-800:]))
     run = json.load(open(os.path.join(outputs, "run.json")))
-    check(run["status"] == "Completed" and run.get("resumed_from", {}).get("epoch", 0) >= 1,
-          "killed job: run.json %s %s" % (run["status"], run.get("resumed_from")))
+    T.check(run["status"] == "Completed" and run.get("resumed_from", {}).get("epoch", 0) >= 1,
+            "killed job: run.json %s %s" % (run["status"], run.get("resumed_from")))
     ref_out = ref[ref.index("--outputs") + 1]
-    check(per_epoch(outputs, "validation_acc") == per_epoch(ref_out, "validation_acc"),
-          "validation_acc per epoch: %s vs %s" % (per_epoch(outputs, "validation_acc"),
-                                                  per_epoch(ref_out, "validation_acc")))
-    same = all(np.array_equal(a, b) for a, b in zip(weights(outputs), weights(ref_out)))
-    check(same, "the restarted job's model differs from the uninterrupted one's")
+    T.check(per_epoch(outputs, "validation_acc") == per_epoch(ref_out, "validation_acc"),
+            "validation_acc per epoch: %s vs %s" % (per_epoch(outputs, "validation_acc"),
+                                                    per_epoch(ref_out, "validation_acc")))
+    same = T.bits_equal(*(T.weights(os.path.join(o, "model", "model.h5"))
+                          for o in (outputs, ref_out)))
+    T.check(same, "the restarted job's model differs from the uninterrupted one's")
     # --output-filename: the restart keeps the failed attempt's rank output
     texts = files_text(ranks_out)
-    check("--resume-from auto: no checkpoint in" in texts and "tfdist: resuming from" in texts,
-          "--output-filename %s: both attempts' output expected, got %s" % (ranks_out, texts[:800]))
+    T.check("--resume-from auto: no checkpoint in" in texts and "tfdist: resuming from" in texts,
+            "--output-filename %s: both attempts' output expected, got %s" % (ranks_out, texts[:800]))
 
 
 def test_no_restart_cases(tmp):
@@ -161,12 +147,12 @@ def test_no_restart_cases(tmp):
     rc, out, err = finish(start(["-np", "2", "--max-restarts", "1", "-x",
                                  "TFDIST_FAULT_FAIL_RANK", "-x", "TFDIST_FAULT_FAIL_STEP"] + job,
                                 env))
-    check(rc not in (0, 2) and err.count(RESTART) == 1 and "restart 1 of 1" in err,
-          "always failing: exit %d, %d restarts\n%s" % (rc, err.count(RESTART), err[-600:]))
+    T.check(rc not in (0, 2) and err.count(RESTART) == 1 and "restart 1 of 1" in err,
+            "always failing: exit %d, %d restarts\n%s" % (rc, err.count(RESTART), err[-600:]))
     # bad input: exit 2 at once
     job = flags(tmp, "bad", epochs=2) + ["--batch-size", "0"]
     rc, out, err = finish(start(["-np", "2", "--max-restarts", "3"] + job))
-    check(rc == 2 and RESTART not in err, "bad input: exit %d\n%s" % (rc, err[-600:]))
+    T.check(rc == 2 and RESTART not in err, "bad input: exit %d\n%s" % (rc, err[-600:]))
     # SIGTERM to tfdistrun: the job stops, and is not started again
     job = flags(tmp, "term", epochs=30)
     outputs = job[job.index("--outputs") + 1]
@@ -175,9 +161,9 @@ def test_no_restart_cases(tmp):
         p.send_signal(signal.SIGTERM)
     t0 = time.time()
     rc, out, err = finish(p, 60)
-    check(rc != 0 and RESTART not in err and time.time() - t0 < 30,
-          "SIGTERM: exit %d after %.1f s\n%s" % (rc, time.time() - t0, err[-600:]))
-    check(not rank_pids(outputs), "SIGTERM: ranks left running")
+    T.check(rc != 0 and RESTART not in err and time.time() - t0 < 30,
+            "SIGTERM: exit %d after %.1f s\n%s" % (rc, time.time() - t0, err[-600:]))
+    T.check(not rank_pids(outputs), "SIGTERM: ranks left running")
 
 
 def test_stop_between_attempts(tmp):
@@ -199,9 +185,9 @@ def test_stop_between_attempts(tmp):
     t0 = time.time()
     rc, out, err = finish(p, 90)
     starts = open(log).read().count("start") if os.path.exists(log) else 0
-    check(rc == 128 + signal.SIGTERM and time.time() - t0 < 10,
-          "SIGTERM between attempts: exit %d after %.1f s, %d start(s)\n%s"
-          % (rc, time.time() - t0, starts, err[-600:]))
+    T.check(rc == 128 + signal.SIGTERM and time.time() - t0 < 10,
+            "SIGTERM between attempts: exit %d after %.1f s, %d start(s)\n%s"
+            % (rc, time.time() - t0, starts, err[-600:]))
 
 
 def test_flag_errors():
@@ -214,27 +200,27 @@ def test_flag_errors():
         r = subprocess.run([sys.executable, lu.TFDISTRUN] + full, capture_output=True, text=True,
                            timeout=30)
         line = r.stderr.strip()
-        check(r.returncode == 2 and "\n" not in line and needle in line,
-              "%s: exit %d: %s" % (" ".join(args), r.returncode, line))
+        T.check(r.returncode == 2 and "\n" not in line and needle in line,
+                "%s: exit %d: %s" % (" ".join(args), r.returncode, line))
     r = subprocess.run([sys.executable, lu.TFDISTRUN, "--dry-run", "-np", "1", "--max-restarts",
                         "2", "train", "--resume-from=auto"], capture_output=True, text=True,
                        timeout=30)
-    check(r.returncode == 0 and "restarted up to 2 times" in r.stdout,
-          "--resume-from=auto: exit %d %s %s" % (r.returncode, r.stdout, r.stderr))
+    T.check(r.returncode == 0 and "restarted up to 2 times" in r.stdout,
+            "--resume-from=auto: exit %d %s %s" % (r.returncode, r.stdout, r.stderr))
     cfg = os.path.join(tempfile.gettempdir(), "tfdist-restarts-%d.json" % os.getpid())
     with open(cfg, "w") as f:
         json.dump({"resume_from": "auto", "checkpoint_every": 0}, f)
     r = subprocess.run([sys.executable, lu.TFDISTRUN, "--dry-run", "-np", "1", "--max-restarts",
                         "1", "train", "--config", cfg], capture_output=True, text=True, timeout=30)
     os.unlink(cfg)
-    check(r.returncode == 0 and "--checkpoint-every 0 writes no checkpoint" in r.stderr,
-          "no checkpoints under restarts: no warning: %s" % r.stderr)
+    T.check(r.returncode == 0 and "--checkpoint-every 0 writes no checkpoint" in r.stderr,
+            "no checkpoints under restarts: no warning: %s" % r.stderr)
 
 
 def main():
     if not os.path.isdir(DATA):
         print("skip: %s is not installed" % DATA)
-        return lu.SKIP
+        sys.exit(lu.SKIP)
     lu.on_signals_exit()
     test_flag_errors()
     with tempfile.TemporaryDirectory(prefix="tfdist-restarts.") as tmp:
@@ -244,12 +230,8 @@ def main():
             test_no_restart_cases(tmp)
         finally:
             stop_jobs(tmp)
-    if failures:
-        print("FAILED: %d check(s)" % len(failures), file=sys.stderr)
-        return 1
-    print("restarts: all checks passed")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    T.done()

@@ -4,7 +4,8 @@
  *     counter; every piece runs exactly once, whichever member takes it,
  *     and no member is still inside when the call returns;
  *   - a plain job (cpu_team_run) runs on every member exactly once, also
- *     right after an open job that some member was late for;
+ *     right after an open job that some member was late for, and no member
+ *     of the open job touches its (poisoned) state once the call returned;
  *   - cpu_team_count_wait returns only once the count is reached.
  * Thousands of jobs alternate between the two kinds; members linger after
  * their pieces, so a caller that did not wait for them is caught. */
@@ -76,7 +77,9 @@ int main(void) {
       fprintf(stderr, "team: %s\n", err);
       return 1;
     }
-    int bad_open = 0, bad_plain = 0, left_inside = 0;
+    int bad_open = 0, bad_plain = 0, left_inside = 0, late = 0;
+    open_job poison;
+    memset(&poison, 0xff, sizeof poison);
     for (int r = 0; r < ROUNDS; r++) {
       open_job o;
       memset(&o, 0, sizeof o);
@@ -87,16 +90,20 @@ int main(void) {
       for (int k = 0; k < PIECES; k++) {
         bad_open += atomic_load(&o.ran[k]) != 1 || o.value[k] != r * 10 + k;
       }
-      memset(&o, 0xff, sizeof o); /* a late member reading this job now would trip */
+      /* A member still in (or late for) this open job would now write into
+       * the poisoned bytes (its counters, its pieces) while the plain job runs. */
+      memset(&o, 0xff, sizeof o);
       plain_job p;
       memset(&p, 0, sizeof p);
       cpu_team_run(t, plain_fn, &p);
       for (int m = 0; m < threads; m++) bad_plain += atomic_load(&p.ran[m]) != 1;
+      late += memcmp(&o, &poison, sizeof o) != 0;
     }
     cpu_team_free(t);
-    if (bad_open || bad_plain || left_inside) {
+    if (bad_open || bad_plain || left_inside || late) {
       fprintf(stderr, "%d threads: %d bad pieces, %d bad plain members, %d open jobs with a "
-              "member inside after the call\n", threads, bad_open, bad_plain, left_inside);
+              "member inside after the call, %d touched by a late member\n", threads, bad_open,
+              bad_plain, left_inside, late);
       check_failures++;
     }
   }

@@ -35,15 +35,6 @@ def weights(out):
     return T.weights(os.path.join(out, "model", "model.h5"))
 
 
-def max_diff(a, b):
-    return max(float(np.max(np.abs(x.astype(np.float64) - y))) for x, y in zip(a, b))
-
-
-def bits_equal(a, b):
-    return len(a) == len(b) == 6 and all(np.array_equal(x.view(np.uint32), y.view(np.uint32))
-                                         for x, y in zip(a, b))
-
-
 # Equivalence and determinism: 30 steps of batch 100, the model's own sizes.
 short = ["--epochs", "1", "--max-steps", "30", "--batch-size", "100", "--learning-rate", "0.05",
          "--checkpoint-every", "0"]
@@ -76,16 +67,16 @@ if T.check(p.returncode == 0, f"mpirun -np 2 --threads 2: exit {p.returncode}: {
 if T.check(len(w) == len(runs) + 1, "equivalence: a run failed"):
     T.check(np.any(w["t1"][5]), "equivalence: the last bias is still zero: nothing was trained")
     for name in ("t2", "t4", "t3"):
-        diff = max_diff(w["t1"], w[name])
+        diff = T.max_abs_diff(w["t1"], w[name])
         print(f"{name} vs t1 after 30 steps: max |dw| = {diff:.3g}")
         T.check(diff <= TOL, f"{name} differs from 1 thread by {diff:.3g} > {TOL}")
     if "np2t2" in w:
-        diff = max_diff(w["t1"], w["np2t2"])
+        diff = T.max_abs_diff(w["t1"], w["np2t2"])
         print(f"2 ranks x 50, 2 threads each ({np2_allreduce}) vs 1 rank x 100, 1 thread, "
               f"after 30 steps: max |dw| = {diff:.3g}")
         T.check(diff <= TOL, f"2 ranks x 2 threads differ from 1 rank x 1 thread by {diff:.3g} > {TOL}")
     for a, b in (("t2", "t2b"), ("t3", "t3b")):
-        same = bits_equal(w[a], w[b])
+        same = T.bits_equal(w[a], w[b])
         print(f"{a} vs {b} (same seed, same threads): {'bit-identical' if same else 'DIFFERENT'}")
         T.check(same, f"{a} vs {b}: same seed and threads, other bits")
 
@@ -132,7 +123,7 @@ train(straight, ck + ["--epochs", "3", "--threads", "2"])
 train(resumed, ck + ["--epochs", "2", "--threads", "2"])
 p = train(resumed, ck + ["--epochs", "3", "--threads", "2", "--resume-from", "latest"])
 if p.returncode == 0:
-    T.check(bits_equal(weights(straight), weights(resumed)),
+    T.check(T.bits_equal(weights(straight), weights(resumed)),
             "resume with --threads 2: weights differ from the straight run's")
 p = train(resumed, ck + ["--epochs", "3", "--threads", "1", "--resume-from",
                          os.path.join(resumed, "checkpoints", "ckpt-epoch-2.h5")], check_rc=False)
