@@ -111,7 +111,7 @@ if train(dflt, short).returncode == 0 and "auto" in w:
     run = json.load(open(os.path.join(dflt, "run.json")))
     T.check(run.get("threads") == json.load(open(os.path.join(auto, "run.json"))).get("threads")
             and run["config"]["threads"] == "auto", f"default threads: run.json says {run.get('threads')}")
-    T.check(bits_equal(weights(dflt), w["auto"]), "default threads: weights differ from --threads auto's")
+    T.check(T.bits_equal(weights(dflt), w["auto"]), "default threads: weights differ from --threads auto's")
 p = T.run(["--check-build"])
 T.check(p.returncode == 0 and re.search(r"CPU threads +--threads auto \(the default\) runs \d+ per rank here \(auto: ", p.stdout),
         f"--check-build: no threads line: {p.stdout}")
