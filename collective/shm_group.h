@@ -31,7 +31,17 @@ typedef struct {
   int64_t phase;      /* barriers this rank has reached (mirrors its slot's) */
   int pid_check;      /* members' pids are visible here (same pid namespace) */
   double pid_checked; /* last look for dead members */
+  const float **in;   /* (n) scratch for shm_sum_ordered's terms (one request at a time) */
+  float **out;        /* (n + 1) ... and its outputs */
 } shm_group;
+
+/* coll_comm_buffer's segment for a group: member m's part of elems floats
+ * at m * stride (whole pages: no two parts share a cache line). */
+typedef struct {
+  float *base;
+  int64_t elems, stride;
+  size_t bytes;
+} shm_parts;
 
 /* Collective over the whole comm (its transport's host collectives): every
  * rank calls it for its own group at once, and member 0 of each group
@@ -55,6 +65,34 @@ int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes);
  * a barrier fail at once with its error, where no transport notice of its
  * would reach them (a TF_CONFIG mesh reads only the links a transfer uses). */
 void shm_group_fail(coll_comm *c, shm_group *g);
+/* Before a request's first barrier: the path this member takes (its span
+ * of the parts at zc_off, elems long; zc_off -1: copied). */
+void shm_group_post_path(shm_group *g, int64_t zc_off, int64_t elems);
+/* After that barrier: every member took the same path over the same span,
+ * or COLL_ERR naming one that did not (a caller bug: one rank's buffer is
+ * registered, another's is not). */
+int shm_group_paths_agree(coll_comm *c, const shm_group *g, int64_t zc_off, int64_t elems);
+
+/* The group's parts (coll_comm_buffer): collective over the comm like
+ * shm_group_share. *out is this member's part, or stays NULL where every
+ * rank failed alike (err says why) and the comm still works. */
+int shm_parts_open(coll_comm *c, const shm_group *g, shm_parts *p, int64_t elems, float **out,
+                   char *err, size_t err_bytes);
+void shm_parts_close(shm_parts *p);
+static inline float *shm_parts_at(const shm_parts *p, int member) {
+  return p->base + (int64_t)member * p->stride;
+}
+/* The start of r's span in member me's part when r is in place within it
+ * (the zero-copy path); -1 otherwise (the copying path). */
+int64_t shm_parts_span(const shm_parts *p, int me, const coll_request *r);
+
+/* out[k][i] = ((in[0][i] + in[1][i]) + in[2][i]) + ... for i < m, divided
+ * by div unless div is 0, into each of the n_out outputs: the one order of
+ * every node sum (shm's, hier's), so the paths' bits agree. An output may be
+ * an input: each block is read before it is written. */
+void shm_sum_ordered(float *const *out, int n_out, const float *const *in, int n_in, int64_t m,
+                     float div);
+
 static inline float *shm_group_data(const shm_group *g, int member) {
   return g->data + (int64_t)member * g->chunk;
 }
