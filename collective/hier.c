@@ -65,15 +65,12 @@ typedef struct {
   int slices;      /* the fewest ranks on any node: members below this own a slice */
   coll_ring *ring; /* across nodes on this rank's slice; NULL: one node, or no slice */
   shm_parts buf;   /* coll_comm_buffer's segment: a part per member of this node */
+  shm_node steps;  /* the node's steps over g (shm_node.c); the ring is their cross step */
 } hier_comm;
 
-typedef enum { HIER_COPY_IN = 0, HIER_REDUCE, HIER_RING, HIER_SHARE, HIER_COPY_OUT } hier_step;
-
 typedef struct {
-  int64_t off;     /* first element of the current chunk */
-  hier_step step;  /* what comes next for the current chunk */
-  int64_t zc_off;  /* the span's start in this rank's part of the buffer; -1: copied */
-  coll_request sub; /* the ring's request on this rank's slice of the segment */
+  shm_node_req node; /* first: shm_node's state */
+  coll_request sub;  /* the ring's request on this rank's slice of the node's sum */
 } hier_req;
 
 static void hier_free(coll_comm *c) {
@@ -144,6 +141,30 @@ static int hier_layout(coll_comm *c, hier_comm *h, const int *first, char *err, 
   return COLL_OK;
 }
 
+/* The cross step: the ring on this rank's slice of the node's sum, in place
+ * (shm_node has set the step first: hier_abandon reaches a ring that failed
+ * part-way). */
+static int hier_ring_start(coll_comm *c, void *ctx, coll_request *r, float *sum, int64_t m) {
+  hier_comm *h = ctx;
+  coll_request *s = &((hier_req *)r->impl)->sub;
+  memset(s, 0, sizeof *s);
+  s->seq = r->seq;
+  s->send = s->recv = sum;
+  s->elems = m;
+  s->fp16_scale = r->fp16_scale; /* --compression: only the ring across nodes is 16-bit */
+  s->t_start = s->t_progress = clock_mono_s();
+  return coll_ring_start(c, h->ring, s);
+}
+
+static int hier_ring_test(coll_comm *c, void *ctx, coll_request *r, int *done) {
+  (void)ctx;
+  coll_request *s = &((hier_req *)r->impl)->sub;
+  const double before = coll_req_last(s);
+  if (coll_ring_test(c, s, done) != COLL_OK) return COLL_ERR;
+  if (coll_req_last(s) != before) coll_req_touch(r);
+  return COLL_OK;
+}
+
 static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
   hier_comm *h = calloc(1, sizeof *h);
   if (!h) {
@@ -173,15 +194,13 @@ static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
     snprintf(err, err_bytes, "collective: out of memory");
     return COLL_ERR;
   }
+  h->steps = (shm_node){.g = &h->g, .parts = &h->buf, .slices = h->slices, .ranks = c->size,
+                       .ctx = h};
+  if (h->ring) { /* no ring (one node, no slice): the sum is divided and stored at once */
+    h->steps.cross_start = hier_ring_start;
+    h->steps.cross_test = hier_ring_test;
+  }
   return COLL_OK;
-}
-
-/* This rank's slice [lo, hi) of a chunk of len elements (empty for a rank
- * beyond the smallest node's count). */
-static void hier_slice(const hier_comm *h, int64_t len, int64_t *lo, int64_t *hi) {
-  const int m = h->g.me < h->slices ? h->g.me : h->slices;
-  *lo = len * m / h->slices;
-  *hi = h->g.me < h->slices ? len * (m + 1) / h->slices : *lo;
 }
 
 /* coll_comm_buffer: one segment per node, a part per member of the node
@@ -192,142 +211,12 @@ static int hier_buffer(coll_comm *c, int64_t elems, float **out, char *err, size
   return shm_parts_open(c, &h->g, &h->buf, elems, out, err, err_bytes);
 }
 
-/* Where this rank's slice of the current chunk is summed, goes round the
- * ring and is divided: the segment's result area (copied), or the chunk in
- * this rank's own part of the buffer (zero copy). */
-static float *hier_chunk_sum(const hier_comm *h, const hier_req *q) {
-  return q->zc_off < 0 ? h->g.result : shm_parts_at(&h->buf, h->g.me) + q->zc_off + q->off;
-}
-
-/* The node's sum of this rank's slice [lo, hi), in member order, into
- * hier_chunk_sum: this rank's own term straight from send, the others' from
- * their slots (copied) or their parts of the buffer (zero copy). */
-static void hier_reduce_slice(hier_comm *h, const coll_request *r, const hier_req *q, int64_t lo,
-                              int64_t hi) {
-  shm_group *g = &h->g;
-  for (int p = 0; p < g->n; p++) {
-    g->in[p] = q->zc_off >= 0 ? shm_parts_at(&h->buf, p) + q->zc_off + q->off + lo
-               : p == g->me ? r->send + q->off + lo : shm_group_data(g, p) + lo;
-  }
-  g->out[0] = hier_chunk_sum(h, q) + lo;
-  shm_sum_ordered(g->out, 1, g->in, g->n, hi - lo, 0.0f);
-}
-
-/* After the ring: the average, then (zero copy) the slice into every other
- * member's part, which no one else reads or writes until the last barrier. */
-static void hier_share_slice(const coll_comm *c, hier_comm *h, const coll_request *r,
-                             const hier_req *q, int64_t lo, int64_t hi) {
-  float *sum = hier_chunk_sum(h, q);
-  if (r->avg) {
-    const float div = (float)c->size;
-    for (int64_t i = lo; i < hi; i++) sum[i] /= div;
-  }
-  if (q->zc_off < 0) return;
-  for (int p = 0; p < h->g.n; p++) {
-    if (p == h->g.me) continue;
-    memcpy(shm_parts_at(&h->buf, p) + q->zc_off + q->off + lo, sum + lo,
-           (size_t)(hi - lo) * sizeof(float));
-  }
-}
-
 static int hier_start(coll_comm *c, coll_request *r) {
-  hier_req *q = calloc(1, sizeof *q);
-  if (!q) {
-    coll_set_error(c, "collective: out of memory");
-    return COLL_ERR;
-  }
-  q->zc_off = shm_parts_span(&((hier_comm *)c->impl)->buf, ((hier_comm *)c->impl)->g.me, r);
-  r->impl = q;
-  return COLL_OK;
+  return shm_node_start(c, &((hier_comm *)c->impl)->steps, r, sizeof(hier_req));
 }
 
-/* Starts the ring on this rank's slice of the node's sum, in place. */
-static int hier_ring_start(coll_comm *c, hier_comm *h, coll_request *r, hier_req *q, int64_t lo,
-                           int64_t hi) {
-  coll_request *s = &q->sub;
-  memset(s, 0, sizeof *s);
-  s->seq = r->seq;
-  s->send = s->recv = hier_chunk_sum(h, q) + lo;
-  s->elems = hi - lo;
-  s->fp16_scale = r->fp16_scale; /* --compression: only the ring across nodes is 16-bit */
-  s->t_start = s->t_progress = clock_mono_s();
-  q->step = HIER_RING; /* first: hier_abandon must reach a ring that failed part-way */
-  return coll_ring_start(c, h->ring, s);
-}
-
-/* Runs the chunks' steps as far as the peers allow, without blocking. */
 static int hier_test(coll_comm *c, coll_request *r, int *done) {
-  hier_comm *h = c->impl;
-  hier_req *q = r->impl;
-  *done = 0;
-  if (c->size == 1 || r->elems == 0) {
-    if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
-    goto finished; /* the average of one rank is itself */
-  }
-  if (q->off == 0 && q->step == HIER_COPY_IN) { /* the request's first step */
-    shm_group_post_path(&h->g, q->zc_off, r->elems);
-  }
-  while (q->off < r->elems) {
-    const int64_t left = r->elems - q->off;
-    const int64_t len = left < HIER_CHUNK_ELEMS ? left : HIER_CHUNK_ELEMS;
-    int64_t lo, hi;
-    hier_slice(h, len, &lo, &hi);
-    int ready = 1, ring_done = 0;
-    switch (q->step) {
-    case HIER_COPY_IN: /* the others' slices, this rank's own stays in send; zero copy: none */
-      if (q->zc_off < 0) {
-        float *mine = shm_group_data(&h->g, h->g.me);
-        memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
-        memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
-      }
-      /* zero copy: one barrier before the first chunk (every part written) */
-      if (q->zc_off < 0 || q->off == 0) shm_group_arrive(&h->g);
-      q->step = HIER_REDUCE;
-      break;
-    case HIER_REDUCE: /* zero copy, chunks after the first: that barrier is behind us */
-      if (shm_group_all_arrived(c, &h->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      if (q->off == 0 && shm_group_paths_agree(c, &h->g, q->zc_off, r->elems) != COLL_OK) {
-        return COLL_ERR;
-      }
-      coll_req_touch(r);
-      hier_reduce_slice(h, r, q, lo, hi);
-      q->step = HIER_SHARE;
-      if (h->ring && hier_ring_start(c, h, r, q, lo, hi) != COLL_OK) return COLL_ERR;
-      break;
-    case HIER_RING: {
-      const double before = coll_req_last(&q->sub);
-      if (coll_ring_test(c, &q->sub, &ring_done) != COLL_OK) return COLL_ERR;
-      if (coll_req_last(&q->sub) != before) coll_req_touch(r);
-      if (!ring_done) return COLL_OK;
-      q->step = HIER_SHARE;
-      break;
-    }
-    case HIER_SHARE:
-      hier_share_slice(c, h, r, q, lo, hi);
-      if (q->zc_off >= 0 && q->off + len < r->elems) { /* no barrier between chunks */
-        q->off += len;
-        q->step = HIER_COPY_IN;
-        break;
-      }
-      shm_group_arrive(&h->g);
-      q->step = HIER_COPY_OUT;
-      break;
-    case HIER_COPY_OUT: /* zero copy: every slice is in every part */
-      if (shm_group_all_arrived(c, &h->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      coll_req_touch(r);
-      if (q->zc_off < 0) memcpy(r->recv + q->off, h->g.result, (size_t)len * sizeof(float));
-      q->off += len;
-      q->step = HIER_COPY_IN;
-      break;
-    }
-  }
-finished:
-  free(q);
-  r->impl = NULL;
-  *done = 1;
-  return COLL_OK;
+  return shm_node_test(c, &((hier_comm *)c->impl)->steps, r, done);
 }
 
 /* The ring's receives are cancelled (its sends read the segment until the
@@ -336,7 +225,7 @@ static void hier_abandon(coll_comm *c, coll_request *r) {
   hier_comm *h = c->impl;
   hier_req *q = r->impl;
   shm_group_fail(c, &h->g);
-  if (q && q->step == HIER_RING) coll_ring_abandon(c, &q->sub);
+  if (q && q->node.step == SHM_NODE_CROSS) coll_ring_abandon(c, &q->sub);
   free(q);
   r->impl = NULL;
 }

@@ -1,18 +1,19 @@
 /* Shared-memory groups (shm_group.h): the ranks of one node and one segment,
  * used by the shm back end here (one group of every rank) and by hier.c
  * (one group per node). The shm back end: the ranks of one node reduce
- * through one POSIX shared segment. Per chunk, every rank copies its piece
- * into its own slot; after a barrier each rank sums its slice of the chunk over every rank's slot, in
- * rank order, into the result area; after a second barrier every rank
- * copies the whole result out. So the sum of element i is always
- * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
+ * through one POSIX shared segment, in shm_node.c's steps (hier's too).
+ * Per chunk, every rank copies its piece into its own slot; after a barrier
+ * each rank sums its slice of the chunk over every rank's slot, in rank
+ * order, into the result area; after a second barrier every rank copies the
+ * whole result out. So the sum of element i is always ((x0 + x1) + x2) +
+ * ..., bit-identical on every rank and from run to run.
  *
  * Zero copy: coll_comm_buffer gives each rank its part of a second segment
  * (the trainer's gradients, which backward writes straight into). An
- * in-place allreduce of a span of it, the same span on every rank, takes
- * no chunks and copies nothing: a barrier, each rank sums its slice of the
- * span over every rank's part in the same order and stores it into every
- * part, a barrier. Same bits; ranks that disagree on the path fail, named.
+ * in-place allreduce of a span of it, the same span on every rank, copies
+ * nothing: a barrier, each rank sums its slice of every chunk of the span
+ * over every rank's part in the same order and stores it into every part, a
+ * barrier. Same bits; ranks that disagree on the path fail, named.
  *
  * Barriers are counters in shared memory, one cache line per rank, polled
  * through the progress loop (progress.c): nothing blocks, the --timeout
@@ -58,17 +59,8 @@ typedef struct {
 typedef struct {
   shm_group g;       /* every rank of the comm */
   shm_parts buf;     /* coll_comm_buffer's segment: a part per rank */
+  shm_node steps;    /* the steps over g (shm_node.c), no cross step */
 } shm_comm;
-
-/* Per chunk; the zero-copy path has one "chunk", the whole span, and copies
- * nothing in its first and last steps. */
-typedef enum { SHM_STEP_COPY_IN = 0, SHM_STEP_REDUCE, SHM_STEP_COPY_OUT } shm_step;
-
-typedef struct {
-  int64_t off;    /* first element of the current chunk */
-  shm_step step;  /* what comes next for the current chunk */
-  int64_t zc_off; /* the span's start in this rank's part of the buffer; -1: copied */
-} shm_req;
 
 /* ---- naming, stale segments ---- */
 
@@ -455,32 +447,6 @@ int64_t shm_parts_span(const shm_parts *p, int me, const coll_request *r) {
              ? (int64_t)off : -1;
 }
 
-/* Blocks of SUM_BLOCK stay in L1 between the sum and the stores. */
-#define SHM_SUM_BLOCK 2048
-void shm_sum_ordered(float *const *out, int n_out, const float *const *in, int n_in, int64_t m,
-                     float div) {
-  if (n_in == 1 && n_out == 1 && out[0] == in[0] && div == 0.0f) return; /* x0 in place */
-  float tmp[SHM_SUM_BLOCK];
-  for (int64_t b = 0; b < m; b += SHM_SUM_BLOCK) {
-    const int64_t k = m - b < SHM_SUM_BLOCK ? m - b : SHM_SUM_BLOCK;
-    const float *restrict x0 = in[0] + b;
-    if (n_in == 1) {
-      memcpy(tmp, x0, (size_t)k * sizeof(float));
-    } else {
-      const float *restrict x1 = in[1] + b;
-      for (int64_t i = 0; i < k; i++) tmp[i] = x0[i] + x1[i];
-    }
-    for (int p = 2; p < n_in; p++) {
-      const float *restrict x = in[p] + b;
-      for (int64_t i = 0; i < k; i++) tmp[i] += x[i];
-    }
-    if (div != 0.0f) {
-      for (int64_t i = 0; i < k; i++) tmp[i] /= div;
-    }
-    for (int o = 0; o < n_out; o++) memcpy(out[o] + b, tmp, (size_t)k * sizeof(float));
-  }
-}
-
 /* ---- the shm back end: one group of every rank ---- */
 
 static void shm_free(coll_comm *c) {
@@ -505,6 +471,7 @@ static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
              "of %d ranks); use hier or ring across nodes", c->local_size, c->size);
     return COLL_ERR; /* every rank sees the same split: all fail alike */
   }
+  s->steps = (shm_node){.g = &s->g, .parts = &s->buf, .slices = c->size, .ranks = c->size};
   return shm_group_open(c, &s->g, NULL, c->size, c->rank, SHM_CHUNK_ELEMS, err, err_bytes);
 }
 
@@ -515,135 +482,14 @@ static int shm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_
   return shm_parts_open(c, &s->g, &s->buf, elems, out, err, err_bytes);
 }
 
-/* ---- the allreduce ---- */
-
-/* This rank's slice [lo, hi) of a chunk of len elements. */
-static void shm_slice(const coll_comm *c, int64_t len, int64_t *lo, int64_t *hi) {
-  *lo = len * c->rank / c->size;
-  *hi = len * (c->rank + 1) / c->size;
-}
-
-/* This rank's slice of the chunk at off: the sum over ranks, in rank order,
- * into the result area (for the peers) and into recv (for this rank). Its
- * own term comes straight from send: only the peers' slices were copied in. */
-static void shm_reduce_slice(const coll_comm *c, shm_comm *s, const coll_request *r, int64_t off,
-                             int64_t len) {
-  shm_group *g = &s->g;
-  int64_t lo, hi;
-  shm_slice(c, len, &lo, &hi);
-  for (int p = 0; p < c->size; p++) {
-    g->in[p] = p == c->rank ? r->send + off + lo : shm_group_data(g, p) + lo;
-  }
-  g->out[0] = g->result + lo;
-  g->out[1] = r->recv + off + lo;
-  shm_sum_ordered(g->out, 2, g->in, c->size, hi - lo, r->avg ? (float)c->size : 0.0f);
-}
-
-/* Zero copy: this rank's slice of the span, summed over every rank's part
- * in rank order (the copying path's bits: ((x0 + x1) + x2) + ...), written
- * into every rank's part. */
-static void shm_zc_reduce(const coll_comm *c, shm_comm *s, const coll_request *r, int64_t off) {
-  shm_group *g = &s->g;
-  int64_t lo, hi;
-  shm_slice(c, r->elems, &lo, &hi);
-  for (int p = 0; p < c->size; p++) {
-    g->out[p] = shm_parts_at(&s->buf, p) + off + lo;
-    g->in[p] = g->out[p];
-  }
-  shm_sum_ordered(g->out, c->size, g->in, c->size, hi - lo, r->avg ? (float)c->size : 0.0f);
-}
+/* ---- the allreduce: shm_node.c's steps over every rank ---- */
 
 static int shm_start(coll_comm *c, coll_request *r) {
-  shm_req *q = calloc(1, sizeof *q);
-  if (!q) {
-    coll_set_error(c, "collective: out of memory");
-    return COLL_ERR;
-  }
-  q->zc_off = shm_parts_span(&((shm_comm *)c->impl)->buf, c->rank, r);
-  r->impl = q;
-  return COLL_OK;
+  return shm_node_start(c, &((shm_comm *)c->impl)->steps, r, sizeof(shm_node_req));
 }
 
-/* The zero-copy steps: a barrier (every part written), the sums, a barrier
- * (every slice written back). 1 when done, 0 to come back, COLL_ERR. */
-static int shm_zc_test(coll_comm *c, shm_comm *s, shm_req *q, coll_request *r) {
-  int ready = 1;
-  if (q->step == SHM_STEP_COPY_IN) {
-    shm_group_arrive(&s->g);
-    q->step = SHM_STEP_REDUCE;
-  }
-  if (q->step == SHM_STEP_REDUCE) {
-    if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-    if (!ready) return 0;
-    if (shm_group_paths_agree(c, &s->g, q->zc_off, r->elems) != COLL_OK) return COLL_ERR;
-    coll_req_touch(r);
-    shm_zc_reduce(c, s, r, q->zc_off);
-    shm_group_arrive(&s->g);
-    q->step = SHM_STEP_COPY_OUT;
-  }
-  if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-  return ready;
-}
-
-/* Runs the chunks' steps as far as the peers allow, without blocking. */
 static int shm_test(coll_comm *c, coll_request *r, int *done) {
-  shm_comm *s = c->impl;
-  shm_req *q = r->impl;
-  *done = 0;
-  if (c->size == 1 || r->elems == 0) {
-    if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
-    goto finished; /* the average of one rank is itself */
-  }
-  if (q->off == 0 && q->step == SHM_STEP_COPY_IN) { /* the request's first step */
-    shm_group_post_path(&s->g, q->zc_off, r->elems);
-  }
-  if (q->zc_off >= 0) {
-    const int rc = shm_zc_test(c, s, q, r);
-    if (rc <= 0) return rc; /* COLL_OK (0): not yet */
-    goto finished;
-  }
-  while (q->off < r->elems) {
-    const int64_t left = r->elems - q->off;
-    const int64_t len = left < SHM_CHUNK_ELEMS ? left : SHM_CHUNK_ELEMS;
-    int64_t lo, hi;
-    shm_slice(c, len, &lo, &hi);
-    int ready = 1;
-    switch (q->step) {
-    case SHM_STEP_COPY_IN: { /* the peers' slices; this rank's own stays in send */
-      float *mine = shm_group_data(&s->g, c->rank);
-      memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
-      memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
-      shm_group_arrive(&s->g);
-      q->step = SHM_STEP_REDUCE;
-      break;
-    }
-    case SHM_STEP_REDUCE:
-      if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      if (q->off == 0 && shm_group_paths_agree(c, &s->g, q->zc_off, r->elems) != COLL_OK) {
-        return COLL_ERR;
-      }
-      coll_req_touch(r);
-      shm_reduce_slice(c, s, r, q->off, len);
-      shm_group_arrive(&s->g);
-      q->step = SHM_STEP_COPY_OUT;
-      break;
-    case SHM_STEP_COPY_OUT:
-      if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      coll_req_touch(r);
-      memcpy(r->recv + q->off, s->g.result, (size_t)lo * sizeof(float));
-      memcpy(r->recv + q->off + hi, s->g.result + hi, (size_t)(len - hi) * sizeof(float));
-      q->off += len;
-      q->step = SHM_STEP_COPY_IN;
-      break;
-    }
-  }
-finished:
-  free(q);
-  r->impl = NULL;
-  *done = 1;
-  return COLL_OK;
+  return shm_node_test(c, &((shm_comm *)c->impl)->steps, r, done);
 }
 
 /* The peers' counters no longer match ours: the comm is broken (every

@@ -93,6 +93,47 @@ int64_t shm_parts_span(const shm_parts *p, int me, const coll_request *r);
 void shm_sum_ordered(float *const *out, int n_out, const float *const *in, int n_in, int64_t m,
                      float div);
 
+/* ---- the node-local allreduce, shared by shm and hier (shm_node.c) ----
+ * Per chunk of the group's chunk elements, members below slices each own
+ * a slice [lo, hi): copy in (copied path: every member's slices but its own
+ * into its slot; zero copy: nothing), a barrier (zero copy: before the first
+ * chunk only), each owner sums its slice over the members in member order
+ * (shm_sum_ordered) into the chunk's sum (the result area; zero copy: its
+ * own part), then optionally the cross step (hier: the ring across nodes
+ * on the slice, in place), then the average, then the slice reaches every
+ * member (result area; zero copy: stored into every part), a barrier, and
+ * the copied path copies the chunk out. Without a cross step the sum is
+ * divided and stored as it is summed (the owner's slice straight into
+ * recv, zero copy: into every part). */
+typedef enum {
+  SHM_NODE_COPY_IN = 0, SHM_NODE_REDUCE, SHM_NODE_CROSS, SHM_NODE_SHARE, SHM_NODE_COPY_OUT
+} shm_node_step;
+
+typedef struct {
+  shm_group *g;
+  const shm_parts *parts; /* coll_comm_buffer's; parts->base NULL: none */
+  int slices;             /* members below this own a slice of each chunk */
+  int ranks;              /* the average divides by this (the comm's ranks) */
+  /* Optional cross step on this rank's slice of the node's sum (sum[0, m)),
+   * r->impl's; test sets *done. NULL: none (shm, one node, no slice). */
+  int (*cross_start)(coll_comm *c, void *ctx, coll_request *r, float *sum, int64_t m);
+  int (*cross_test)(coll_comm *c, void *ctx, coll_request *r, int *done);
+  void *ctx;
+} shm_node;
+
+typedef struct {
+  int64_t off;          /* first element of the current chunk */
+  shm_node_step step;   /* what comes next for the current chunk */
+  int64_t zc_off;       /* the span's start in this member's part; -1: copied */
+} shm_node_req;
+
+/* A back end's start: r->impl gets req_bytes of zeros, a shm_node_req
+ * first (its path: shm_parts_span). */
+int shm_node_start(coll_comm *c, const shm_node *nd, coll_request *r, size_t req_bytes);
+/* A back end's test: runs the steps as far as the members allow, without
+ * blocking; *done at the end, r->impl freed. COLL_ERR: the comm's error set. */
+int shm_node_test(coll_comm *c, const shm_node *nd, coll_request *r, int *done);
+
 static inline float *shm_group_data(const shm_group *g, int member) {
   return g->data + (int64_t)member * g->chunk;
 }

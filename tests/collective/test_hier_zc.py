@@ -17,7 +17,6 @@ import tempfile
 
 import numpy as np
 
-import idxgen
 import mpitest
 import tfcluster as TC
 
@@ -25,10 +24,6 @@ TOL = 1e-6
 STEPS = 30
 SHARED = "gradients: in the comm's shared segment"
 PRIVATE = "gradients: private (the allreduce copies them): --shared-gradients off"
-
-
-def shm_entries():
-    return {e for e in os.listdir("/dev/shm") if e.startswith("tfdist-shm.")}
 
 
 def flags(batch, overlap, shared, extra=()):
@@ -117,10 +112,9 @@ def cluster_runs(tmp, data):
 
 
 def main():
-    before = shm_entries()
+    before = mpitest.shm_entries()
     with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "data")
-        idxgen.write_set(data, np.random.default_rng(11), n_train=3200, n_test=200)
+        data = mpitest.write_data(tmp)
         ref = os.path.join(tmp, "n1")
         rc, out = mpitest.run_train(1, ref, data, ["--epochs", "1", "--max-steps", str(STEPS),
                                                    "--seed", "7", "--learning-rate", "0.05",
@@ -135,7 +129,7 @@ def main():
             fails += mpitest.verdict("equivalence-" + name, d <= TOL, "%.3g > %g" % (d, TOL))
         fails += mpi_runs(tmp, data, 3)[0]
         fails += cluster_runs(tmp, data)
-    left = shm_entries() - before
+    left = mpitest.shm_entries() - before
     fails += mpitest.verdict("nothing left in /dev/shm", not left, "left: %s" % sorted(left))
     return 1 if fails else 0
 
