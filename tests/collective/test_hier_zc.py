@@ -10,8 +10,10 @@ same weights bit for bit after 30 steps.
   --compression bf16 (the ring's 16-bit transfers on the zero-copy path;
   there overlap on and off round other segments, so each is compared with
   its own copying run).
+Ranks given different --shared-gradients stop at start-up, naming the flag.
 Nothing of ours may be left in /dev/shm."""
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -111,6 +113,21 @@ def cluster_runs(tmp, data):
     return fails
 
 
+def flag_differs(tmp, data):
+    """Rank 1 given --shared-gradients off against rank 0's on: every rank
+    stops at start-up, naming the flag (the node's ranks must take one path)."""
+    folder = os.path.join(tmp, "differs")
+    app = ["-np", "1", mpitest.TFDIST, "train", "--data-folder", data, "--outputs",
+           os.path.join(folder, "out"), "--logs", os.path.join(folder, "logs"), "--progress", "off",
+           "--allreduce", "hier", "--epochs", "1", "--max-steps", "3"]
+    cmd = (["timeout", "-k", "5", "110"] + mpitest.MPIRUN + app + [":"] + app +
+           ["--shared-gradients", "off"])
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=130)
+    ok = p.returncode not in (0, 124, 137) and \
+        "rank 1's --shared-gradients differs from rank 0's" in p.stdout
+    return mpitest.verdict("--shared-gradients differs", ok, "exit %d" % p.returncode, p.stdout)
+
+
 def main():
     before = mpitest.shm_entries()
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,6 +146,7 @@ def main():
             fails += mpitest.verdict("equivalence-" + name, d <= TOL, "%.3g > %g" % (d, TOL))
         fails += mpi_runs(tmp, data, 3)[0]
         fails += cluster_runs(tmp, data)
+        fails += flag_differs(tmp, data)
     left = mpitest.shm_entries() - before
     fails += mpitest.verdict("nothing left in /dev/shm", not left, "left: %s" % sorted(left))
     return 1 if fails else 0
