@@ -52,13 +52,19 @@ static int tcpt_bcast(cluster_tcp *m, int rank, int size, void *buf, int64_t byt
   return 0;
 }
 
+/* Every rank's bytes, in rank order, on every rank: through rank 0. */
+static int tcpt_allgather_rows(cluster_tcp *m, int rank, int size, const void *mine, void *rows,
+                               int64_t bytes) {
+  return tcpt_gather(m, rank, size, mine, rows, bytes) != 0 ||
+         tcpt_bcast(m, rank, size, rows, bytes * size, 0) != 0 ? -1 : 0;
+}
+
 /* ---- the world ---- */
 
 static int tcpt_world_gather(const coll_world *w, const void *mine, void *rows, int64_t bytes,
                              char *err, size_t err_bytes) {
   cluster_tcp *m = w->tp_state;
-  if (tcpt_gather(m, w->rank, w->size, mine, rows, bytes) != 0 ||
-      tcpt_bcast(m, w->rank, w->size, rows, bytes * w->size, 0) != 0) {
+  if (tcpt_allgather_rows(m, w->rank, w->size, mine, rows, bytes) != 0) {
     snprintf(err, err_bytes, "%s", cluster_tcp_error(m));
     return COLL_ERR;
   }
@@ -114,6 +120,16 @@ static int tcpt_sum_f64(coll_comm *c, int64_t seq, double *buf, int64_t elems) {
   free(all);
   if (rc == 0) rc = tcpt_bcast(m, rank, size, buf, bytes, 0);
   return rc == 0 ? COLL_OK : tcpt_fail(c, m);
+}
+
+static int tcpt_allgather(coll_comm *c, int64_t seq, const void *mine, void *rows,
+                          int64_t bytes) {
+  (void)seq;
+  cluster_tcp *m = coll_comm_transport_state(c);
+  if (tcpt_allgather_rows(m, coll_comm_rank(c), coll_comm_size(c), mine, rows, bytes) != 0) {
+    return tcpt_fail(c, m);
+  }
+  return COLL_OK;
 }
 
 static int tcpt_barrier(coll_comm *c, int64_t seq) { return tcpt_sum_f64(c, seq, NULL, 0); }
@@ -184,6 +200,7 @@ const coll_transport_ops cluster_tcp_transport = {
   .comm_close = tcpt_comm_close,
   .broadcast = tcpt_broadcast,
   .sum_f64 = tcpt_sum_f64,
+  .allgather = tcpt_allgather,
   .barrier = tcpt_barrier,
   .notify_rank0 = tcpt_notify_rank0,
   .peer_cancel = tcpt_peer_cancel,

@@ -143,7 +143,8 @@ int coll_barrier(coll_comm *c);
  * (shm with 2+ ranks: every rank's buffer is its part of one shared
  * segment; an in-place allreduce of a span of it, the same span on every
  * rank, sums straight from the peers' buffers and writes the result into
- * every rank's). Owned by the comm until coll_comm_free; one per comm.
+ * every rank's; hier: the same within each node, its ring across nodes in
+ * place on the slices). Owned by the comm until coll_comm_free; one per comm.
  * COLL_OK with *out NULL where the back end has none, or where no rank could
  * get one and the comm still works (err then says why): allocate your own. */
 int coll_comm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes);

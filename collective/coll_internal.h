@@ -51,8 +51,8 @@ typedef struct coll_backend_ops {
   int (*query)(coll_comm *c, coll_request *r, int *done);
   /* Optional: coll_sync (nccl: bounded wait for all issued work). */
   int (*sync)(coll_comm *c);
-  /* Optional: coll_comm_buffer (shm: each rank's part of one shared
-   * segment); *out stays NULL where the comm has none to give. */
+  /* Optional: coll_comm_buffer (shm, hier: each rank's part of its node's
+   * shared segment); *out stays NULL where the comm has none to give. */
   int (*buffer)(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes);
   /* Optional: called by the progress thread every tick (nccl: async errors). */
   void (*tick)(coll_comm *c);

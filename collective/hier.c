@@ -5,6 +5,16 @@
  * place in the segment; then every member copies the whole chunk out. Each
  * node sends the gradient over its link once, not once per rank.
  *
+ * Zero copy: coll_comm_buffer gives each rank its part of a second segment
+ * of its node (shm_parts). An in-place allreduce of a span of it copies
+ * nothing in or out: after one barrier, per chunk, member m sums slice m over
+ * the members' parts in member order into its own part, the ring runs there
+ * in place, and the (averaged) slice is stored into every other member's
+ * part; one barrier ends the span. Same chunks, slices, sums and ring as the
+ * copying path: the same bits. A node's members that disagree on the path
+ * fail, named; nodes may differ (the ring sees the same node sums either
+ * way), but a node that fails leaves the others' rings to their timeout.
+ *
  * Nodes are named by their lowest rank (MPI: the shared-memory split; a
  * TF_CONFIG cluster: the host part of the task's address) and ordered by it.
  * Nodes may hold different numbers of ranks: the slices are as many as the
@@ -54,23 +64,25 @@ typedef struct {
   int nodes, node; /* nodes in the job; this node's place among them */
   int slices;      /* the fewest ranks on any node: members below this own a slice */
   coll_ring *ring; /* across nodes on this rank's slice; NULL: one node, or no slice */
+  shm_parts buf;   /* coll_comm_buffer's segment: a part per member of this node */
+  shm_node steps;  /* the node's steps over g (shm_node.c); the ring is their cross step */
 } hier_comm;
 
-typedef enum { HIER_COPY_IN = 0, HIER_REDUCE, HIER_RING, HIER_SHARE, HIER_COPY_OUT } hier_step;
-
 typedef struct {
-  int64_t off;     /* first element of the current chunk */
-  hier_step step;  /* what comes next for the current chunk */
-  coll_request sub; /* the ring's request on this rank's slice of the segment */
+  shm_node_req node; /* first: shm_node's state */
+  coll_request sub;  /* the ring's request on this rank's slice of the node's sum */
 } hier_req;
 
 static void hier_free(coll_comm *c) {
   hier_comm *h = c->impl;
   if (!h) return;
   coll_ring_close(c, h->ring);
-  /* After a failure the ring's sends may still read the segment: the job is
-   * ending, leave it mapped (its name is long gone from /dev/shm). */
-  if (!coll_comm_failed(c)) shm_group_close(&h->g);
+  /* After a failure the ring's sends may still read the segments: the job
+   * is ending, leave them mapped (their names are long gone from /dev/shm). */
+  if (!coll_comm_failed(c)) {
+    shm_parts_close(&h->buf);
+    shm_group_close(&h->g);
+  }
   free(h->members);
   free(h->across);
   free(h);
@@ -129,6 +141,30 @@ static int hier_layout(coll_comm *c, hier_comm *h, const int *first, char *err, 
   return COLL_OK;
 }
 
+/* The cross step: the ring on this rank's slice of the node's sum, in place
+ * (shm_node has set the step first: hier_abandon reaches a ring that failed
+ * part-way). */
+static int hier_ring_start(coll_comm *c, void *ctx, coll_request *r, float *sum, int64_t m) {
+  hier_comm *h = ctx;
+  coll_request *s = &((hier_req *)r->impl)->sub;
+  memset(s, 0, sizeof *s);
+  s->seq = r->seq;
+  s->send = s->recv = sum;
+  s->elems = m;
+  s->fp16_scale = r->fp16_scale; /* --compression: only the ring across nodes is 16-bit */
+  s->t_start = s->t_progress = clock_mono_s();
+  return coll_ring_start(c, h->ring, s);
+}
+
+static int hier_ring_test(coll_comm *c, void *ctx, coll_request *r, int *done) {
+  (void)ctx;
+  coll_request *s = &((hier_req *)r->impl)->sub;
+  const double before = coll_req_last(s);
+  if (coll_ring_test(c, s, done) != COLL_OK) return COLL_ERR;
+  if (coll_req_last(s) != before) coll_req_touch(r);
+  return COLL_OK;
+}
+
 static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
   hier_comm *h = calloc(1, sizeof *h);
   if (!h) {
@@ -137,27 +173,16 @@ static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
   }
   c->impl = h;
   if (c->size == 1) return COLL_OK; /* nothing to share */
-  /* Every rank's node, as a sum of rows that are 0 but for the owner's. */
-  const size_t n = (size_t)(unsigned)c->size;
-  double *rows = calloc(n, sizeof *rows);
-  int *first = malloc(n * sizeof *first);
-  int rc = rows && first ? COLL_OK : COLL_ERR;
+  /* Every rank's node: its lowest rank, gathered. */
+  int *first = malloc((size_t)(unsigned)c->size * sizeof *first);
+  const int32_t mine = c->node_first;
+  int rc = first ? COLL_OK : COLL_ERR;
   if (rc != COLL_OK) snprintf(err, err_bytes, "collective: out of memory");
   if (rc == COLL_OK) {
-    rows[c->rank] = (double)c->node_first + 1.0;
-    rc = c->tp->sum_f64(c, 0, rows, c->size);
+    _Static_assert(sizeof *first == sizeof mine, "rows of int32");
+    rc = c->tp->allgather(c, 0, &mine, first, (int64_t)sizeof mine);
     if (rc != COLL_OK) snprintf(err, err_bytes, "--allreduce hier: %s", coll_comm_error(c));
   }
-  for (int r = 0; rc == COLL_OK && r < c->size; r++) {
-    if (!(rows[r] >= 1.0 && rows[r] <= r + 1.0 && rows[r] == (double)(int)rows[r])) {
-      snprintf(err, err_bytes, "--allreduce hier: rank %d's node (%g) is not a rank at or below it",
-               r, rows[r] - 1.0);
-      rc = COLL_ERR;
-    } else {
-      first[r] = (int)rows[r] - 1;
-    }
-  }
-  free(rows);
   if (rc == COLL_OK) rc = hier_layout(c, h, first, err, err_bytes);
   free(first);
   /* Every rank saw the same rows: the layout fails everywhere or nowhere. */
@@ -169,124 +194,29 @@ static int hier_init(coll_comm *c, char *err, size_t err_bytes) {
     snprintf(err, err_bytes, "collective: out of memory");
     return COLL_ERR;
   }
+  h->steps = (shm_node){.g = &h->g, .parts = &h->buf, .slices = h->slices, .ranks = c->size,
+                       .ctx = h};
+  if (h->ring) { /* no ring (one node, no slice): the sum is divided and stored at once */
+    h->steps.cross_start = hier_ring_start;
+    h->steps.cross_test = hier_ring_test;
+  }
   return COLL_OK;
 }
 
-/* This rank's slice [lo, hi) of a chunk of len elements (empty for a rank
- * beyond the smallest node's count). */
-static void hier_slice(const hier_comm *h, int64_t len, int64_t *lo, int64_t *hi) {
-  const int m = h->g.me < h->slices ? h->g.me : h->slices;
-  *lo = len * m / h->slices;
-  *hi = h->g.me < h->slices ? len * (m + 1) / h->slices : *lo;
-}
-
-/* The node's sum of this rank's slice, in member order, into the segment's
- * result (this rank's own term straight from send). */
-static void hier_reduce_slice(const hier_comm *h, const coll_request *r, int64_t off, int64_t lo,
-                              int64_t hi) {
-  const shm_group *g = &h->g;
-  const int64_t m = hi - lo;
-  float *restrict res = g->result + lo;
-  const float *x0 = g->me == 0 ? r->send + off + lo : shm_group_data(g, 0) + lo;
-  if (g->n == 1) {
-    memcpy(res, x0, (size_t)m * sizeof(float));
-    return;
-  }
-  const float *x1 = g->me == 1 ? r->send + off + lo : shm_group_data(g, 1) + lo;
-  for (int64_t i = 0; i < m; i++) res[i] = x0[i] + x1[i];
-  for (int p = 2; p < g->n; p++) {
-    const float *restrict x = p == g->me ? r->send + off + lo : shm_group_data(g, p) + lo;
-    for (int64_t i = 0; i < m; i++) res[i] += x[i];
-  }
+/* coll_comm_buffer: one segment per node, a part per member of the node
+ * (a node of one rank: private memory). */
+static int hier_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes) {
+  hier_comm *h = c->impl;
+  if (c->size == 1) return COLL_OK; /* nothing to share: the caller's memory is as good */
+  return shm_parts_open(c, &h->g, &h->buf, elems, out, err, err_bytes);
 }
 
 static int hier_start(coll_comm *c, coll_request *r) {
-  hier_req *q = calloc(1, sizeof *q);
-  if (!q) {
-    coll_set_error(c, "collective: out of memory");
-    return COLL_ERR;
-  }
-  r->impl = q;
-  return COLL_OK;
+  return shm_node_start(c, &((hier_comm *)c->impl)->steps, r, sizeof(hier_req));
 }
 
-/* Starts the ring on this rank's slice of the node's sum, in place. */
-static int hier_ring_start(coll_comm *c, hier_comm *h, coll_request *r, hier_req *q, int64_t lo,
-                           int64_t hi) {
-  coll_request *s = &q->sub;
-  memset(s, 0, sizeof *s);
-  s->seq = r->seq;
-  s->send = s->recv = h->g.result + lo;
-  s->elems = hi - lo;
-  s->fp16_scale = r->fp16_scale; /* --compression: only the ring across nodes is 16-bit */
-  s->t_start = s->t_progress = clock_mono_s();
-  q->step = HIER_RING; /* first: hier_abandon must reach a ring that failed part-way */
-  return coll_ring_start(c, h->ring, s);
-}
-
-/* Runs the chunks' steps as far as the peers allow, without blocking. */
 static int hier_test(coll_comm *c, coll_request *r, int *done) {
-  hier_comm *h = c->impl;
-  hier_req *q = r->impl;
-  *done = 0;
-  if (c->size == 1 || r->elems == 0) {
-    if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
-    goto finished; /* the average of one rank is itself */
-  }
-  while (q->off < r->elems) {
-    const int64_t left = r->elems - q->off;
-    const int64_t len = left < HIER_CHUNK_ELEMS ? left : HIER_CHUNK_ELEMS;
-    int64_t lo, hi;
-    hier_slice(h, len, &lo, &hi);
-    int ready = 1, ring_done = 0;
-    switch (q->step) {
-    case HIER_COPY_IN: { /* the others' slices; this rank's own stays in send */
-      float *mine = shm_group_data(&h->g, h->g.me);
-      memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
-      memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
-      shm_group_arrive(&h->g);
-      q->step = HIER_REDUCE;
-      break;
-    }
-    case HIER_REDUCE:
-      if (shm_group_all_arrived(c, &h->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      coll_req_touch(r);
-      hier_reduce_slice(h, r, q->off, lo, hi);
-      q->step = HIER_SHARE;
-      if (h->ring && hier_ring_start(c, h, r, q, lo, hi) != COLL_OK) return COLL_ERR;
-      break;
-    case HIER_RING: {
-      const double before = coll_req_last(&q->sub);
-      if (coll_ring_test(c, &q->sub, &ring_done) != COLL_OK) return COLL_ERR;
-      if (coll_req_last(&q->sub) != before) coll_req_touch(r);
-      if (!ring_done) return COLL_OK;
-      q->step = HIER_SHARE;
-      break;
-    }
-    case HIER_SHARE:
-      if (r->avg) {
-        const float div = (float)c->size;
-        for (int64_t i = lo; i < hi; i++) h->g.result[i] /= div;
-      }
-      shm_group_arrive(&h->g);
-      q->step = HIER_COPY_OUT;
-      break;
-    case HIER_COPY_OUT:
-      if (shm_group_all_arrived(c, &h->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      coll_req_touch(r);
-      memcpy(r->recv + q->off, h->g.result, (size_t)len * sizeof(float));
-      q->off += len;
-      q->step = HIER_COPY_IN;
-      break;
-    }
-  }
-finished:
-  free(q);
-  r->impl = NULL;
-  *done = 1;
-  return COLL_OK;
+  return shm_node_test(c, &((hier_comm *)c->impl)->steps, r, done);
 }
 
 /* The ring's receives are cancelled (its sends read the segment until the
@@ -295,7 +225,7 @@ static void hier_abandon(coll_comm *c, coll_request *r) {
   hier_comm *h = c->impl;
   hier_req *q = r->impl;
   shm_group_fail(c, &h->g);
-  if (q && q->step == HIER_RING) coll_ring_abandon(c, &q->sub);
+  if (q && q->node.step == SHM_NODE_CROSS) coll_ring_abandon(c, &q->sub);
   free(q);
   r->impl = NULL;
 }
@@ -308,4 +238,5 @@ const coll_backend_ops coll_hier_ops = {
   .start = hier_start,
   .test = hier_test,
   .abandon = hier_abandon,
+  .buffer = hier_buffer,
 };

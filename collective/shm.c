@@ -1,24 +1,25 @@
 /* Shared-memory groups (shm_group.h): the ranks of one node and one segment,
  * used by the shm back end here (one group of every rank) and by hier.c
  * (one group per node). The shm back end: the ranks of one node reduce
- * through one POSIX shared segment. Per chunk, every rank copies its piece
- * into its own slot; after a barrier each rank sums its slice of the chunk over every rank's slot, in
- * rank order, into the result area; after a second barrier every rank
- * copies the whole result out. So the sum of element i is always
- * ((x0 + x1) + x2) + ..., bit-identical on every rank and from run to run.
+ * through one POSIX shared segment, in shm_node.c's steps (hier's too).
+ * Per chunk, every rank copies its piece into its own slot; after a barrier
+ * each rank sums its slice of the chunk over every rank's slot, in rank
+ * order, into the result area; after a second barrier every rank copies the
+ * whole result out. So the sum of element i is always ((x0 + x1) + x2) +
+ * ..., bit-identical on every rank and from run to run.
  *
  * Zero copy: coll_comm_buffer gives each rank its part of a second segment
  * (the trainer's gradients, which backward writes straight into). An
- * in-place allreduce of a span of it, the same span on every rank, takes
- * no chunks and copies nothing: a barrier, each rank sums its slice of the
- * span over every rank's part in the same order and stores it into every
- * part, a barrier. Same bits; ranks that disagree on the path fail, named.
+ * in-place allreduce of a span of it, the same span on every rank, copies
+ * nothing: a barrier, each rank sums its slice of every chunk of the span
+ * over every rank's part in the same order and stores it into every part, a
+ * barrier. Same bits; ranks that disagree on the path fail, named.
  *
  * Barriers are counters in shared memory, one cache line per rank, polled
  * through the progress loop (progress.c): nothing blocks, the --timeout
  * watchdog sees a stalled peer, and a peer whose pid is gone is named at once.
  * A segment is named per job and group (its first member's pid and a random
- * tag, exchanged as a sum over the comm's transport), unlinked as
+ * tag, exchanged by an allgather over the comm's transport), unlinked as
  * soon as every rank has mapped it; a start removes what killed jobs left. */
 #include <dirent.h>
 #include <limits.h>
@@ -57,20 +58,9 @@ typedef struct {
 
 typedef struct {
   shm_group g;       /* every rank of the comm */
-  float *buf;        /* coll_comm_buffer's segment: (ranks) parts of stride floats */
-  int64_t buf_elems, stride;
-  size_t buf_bytes;
+  shm_parts buf;     /* coll_comm_buffer's segment: a part per rank */
+  shm_node steps;    /* the steps over g (shm_node.c), no cross step */
 } shm_comm;
-
-/* Per chunk; the zero-copy path has one "chunk", the whole span, and copies
- * nothing in its first and last steps. */
-typedef enum { SHM_STEP_COPY_IN = 0, SHM_STEP_REDUCE, SHM_STEP_COPY_OUT } shm_step;
-
-typedef struct {
-  int64_t off;    /* first element of the current chunk */
-  shm_step step;  /* what comes next for the current chunk */
-  int64_t zc_off; /* the span's start in this rank's part of the buffer; -1: copied */
-} shm_req;
 
 /* ---- naming, stale segments ---- */
 
@@ -194,24 +184,25 @@ static void shm_group_layout(shm_group *g, size_t head_bytes) {
 }
 
 /* Every group's member 0 publishes its segment's name as (pid, tag + 1) in
- * its rank's row of a sum over the comm (the other rows stay 0); the other
+ * an allgather over the comm (the other members' rows are 0); the other
  * members read their member 0's row. 0 on success; name[0] == '\0' when
  * member 0 could not create it. */
 static int shm_names_exchange(coll_comm *c, const shm_group *g, char *name, size_t name_bytes,
                               unsigned long tag) {
-  double *rows = calloc((size_t)c->size * 2, sizeof *rows);
+  int64_t mine[2] = {0, 0};
+  int64_t *rows = calloc((size_t)c->size * 2, sizeof *rows);
   if (!rows) return -1;
   if (g->me == 0 && name[0]) {
-    rows[2 * c->rank] = (double)getpid();
-    rows[2 * c->rank + 1] = (double)tag + 1.0;
+    mine[0] = (int64_t)getpid();
+    mine[1] = (int64_t)tag + 1;
   }
-  int rc = c->tp->sum_f64(c, 0, rows, (int64_t)c->size * 2);
+  int rc = c->tp->allgather(c, 0, mine, rows, (int64_t)sizeof mine);
   if (rc == COLL_OK && g->me != 0) {
     const int first = shm_member_rank(g, 0);
-    const double pid = rows[2 * first], t = rows[2 * first + 1];
+    const int64_t pid = rows[2 * first], t = rows[2 * first + 1];
     name[0] = '\0';
-    if (t >= 1.0 && t <= 4294967296.0 && pid >= 1.0 && pid <= (double)INT_MAX) {
-      snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)pid, (unsigned long)(t - 1.0));
+    if (t >= 1 && t <= ((int64_t)1 << 32) && pid >= 1 && pid <= INT_MAX) {
+      snprintf(name, name_bytes, "/" SHM_PREFIX "%ld.%08lx", (long)pid, (unsigned long)(t - 1));
     }
   }
   free(rows);
@@ -288,6 +279,8 @@ int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, 
   g->n = n;
   g->me = me;
   g->chunk = chunk;
+  g->in = malloc((size_t)n * sizeof *g->in);
+  g->out = malloc((size_t)(n + 1) * sizeof *g->out);
   size_t head_bytes, bytes = shm_bytes(n, chunk, &head_bytes);
   char name[64] = "", my_err[256] = "";
   int failed = 0;
@@ -298,6 +291,10 @@ int shm_group_open(coll_comm *c, shm_group *g, const int *ranks, int n, int me, 
   }
   g->base = base;
   g->bytes = bytes;
+  if (!failed && (!g->in || !g->out)) { /* after the exchange, which every rank joins */
+    snprintf(my_err, sizeof my_err, "collective: out of memory");
+    failed = 1;
+  }
   if (!failed) shm_group_layout(g, head_bytes);
   if (shm_share_end(c, g, bytes, &g->base, name, failed, my_err, err, err_bytes) != COLL_OK) {
     return COLL_ERR;
@@ -331,6 +328,10 @@ int shm_group_share(coll_comm *c, const shm_group *g, size_t bytes, void **base,
 void shm_group_close(shm_group *g) {
   if (g->base) munmap(g->base, g->bytes);
   g->base = NULL;
+  free(g->in);
+  free(g->out);
+  g->in = NULL;
+  g->out = NULL;
 }
 
 void shm_group_arrive(shm_group *g) {
@@ -389,12 +390,69 @@ int shm_group_all_arrived(coll_comm *c, shm_group *g, int *yes) {
   return COLL_OK;
 }
 
+/* ---- paths, parts and the ordered sum: shm's and hier's ---- */
+
+void shm_group_post_path(shm_group *g, int64_t zc_off, int64_t elems) {
+  shm_slot *mine = &g->slot[g->me];
+  mine->zc_off = zc_off; /* read by the members after the next barrier */
+  mine->zc_elems = elems;
+}
+
+int shm_group_paths_agree(coll_comm *c, const shm_group *g, int64_t zc_off, int64_t elems) {
+  for (int p = 0; p < g->n; p++) {
+    const shm_slot *o = &g->slot[p];
+    if (o->zc_off == zc_off && (zc_off < 0 || o->zc_elems == elems)) continue;
+    coll_set_error(c, "allreduce(%s) on %s: rank %d reduces %s, rank %d %s (every rank must "
+                   "pass the same span of its coll_comm_buffer, or none)",
+                   coll_backend_name(c->cfg.backend), c->host, c->rank,
+                   zc_off < 0 ? "a buffer of its own" : "its comm buffer", shm_member_rank(g, p),
+                   o->zc_off < 0 ? "a buffer of its own" : "another span of its comm buffer");
+    return COLL_ERR;
+  }
+  return COLL_OK;
+}
+
+int shm_parts_open(coll_comm *c, const shm_group *g, shm_parts *p, int64_t elems, float **out,
+                   char *err, size_t err_bytes) {
+  if (p->base) {
+    snprintf(err, err_bytes, "--allreduce %s: the comm already has its buffer",
+             coll_backend_name(c->cfg.backend));
+    return COLL_ERR;
+  }
+  const int64_t stride = (int64_t)(shm_round((size_t)elems * sizeof(float)) / sizeof(float));
+  const size_t bytes = (size_t)stride * sizeof(float) * (size_t)g->n;
+  void *base = NULL;
+  if (shm_group_share(c, g, bytes, &base, err, err_bytes) != COLL_OK) {
+    /* Every rank failed alike (/dev/shm too small, say) and the comm still
+     * works: no buffer, err says why; the caller's own memory will do. */
+    return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
+  }
+  *p = (shm_parts){.base = base, .elems = elems, .stride = stride, .bytes = bytes};
+  *out = shm_parts_at(p, g->me);
+  return COLL_OK;
+}
+
+void shm_parts_close(shm_parts *p) {
+  if (p->base) munmap(p->base, p->bytes);
+  p->base = NULL;
+}
+
+int64_t shm_parts_span(const shm_parts *p, int me, const coll_request *r) {
+  if (!p->base || r->send != r->recv || r->elems == 0) return -1;
+  const uintptr_t mine = (uintptr_t)shm_parts_at(p, me);
+  const uintptr_t at = (uintptr_t)r->recv;
+  if (at < mine || (at - mine) % sizeof(float) != 0) return -1;
+  const uint64_t off = (at - mine) / sizeof(float);
+  return off <= (uint64_t)p->elems && (uint64_t)r->elems <= (uint64_t)p->elems - off
+             ? (int64_t)off : -1;
+}
+
 /* ---- the shm back end: one group of every rank ---- */
 
 static void shm_free(coll_comm *c) {
   shm_comm *s = c->impl;
   if (!s) return;
-  if (s->buf) munmap(s->buf, s->buf_bytes);
+  shm_parts_close(&s->buf);
   shm_group_close(&s->g);
   free(s);
   c->impl = NULL;
@@ -413,228 +471,25 @@ static int shm_init(coll_comm *c, char *err, size_t err_bytes) {
              "of %d ranks); use hier or ring across nodes", c->local_size, c->size);
     return COLL_ERR; /* every rank sees the same split: all fail alike */
   }
+  s->steps = (shm_node){.g = &s->g, .parts = &s->buf, .slices = c->size, .ranks = c->size};
   return shm_group_open(c, &s->g, NULL, c->size, c->rank, SHM_CHUNK_ELEMS, err, err_bytes);
 }
 
-/* coll_comm_buffer: one segment, rank p's part at p * stride (whole pages,
- * so no two parts share a cache line). */
+/* coll_comm_buffer: one segment, a part per rank. */
 static int shm_buffer(coll_comm *c, int64_t elems, float **out, char *err, size_t err_bytes) {
   shm_comm *s = c->impl;
   if (c->size == 1) return COLL_OK; /* nothing to share: the caller's memory is as good */
-  if (s->buf) {
-    snprintf(err, err_bytes, "--allreduce shm: the comm already has its buffer");
-    return COLL_ERR;
-  }
-  const int64_t stride = (int64_t)(shm_round((size_t)elems * sizeof(float)) / sizeof(float));
-  const size_t bytes = (size_t)stride * sizeof(float) * (size_t)c->size;
-  void *base = NULL;
-  if (shm_group_share(c, &s->g, bytes, &base, err, err_bytes) != COLL_OK) {
-    /* Every rank failed alike (/dev/shm too small, say) and the comm still
-     * works: no buffer, err says why; the caller's own memory will do. */
-    return coll_comm_failed(c) ? COLL_ERR : COLL_OK;
-  }
-  s->buf = base;
-  s->buf_bytes = bytes;
-  s->stride = stride;
-  s->buf_elems = elems;
-  *out = s->buf + (int64_t)c->rank * stride;
-  return COLL_OK;
+  return shm_parts_open(c, &s->g, &s->buf, elems, out, err, err_bytes);
 }
 
-/* ---- the allreduce ---- */
-
-/* This rank's slice [lo, hi) of a chunk of len elements. */
-static void shm_slice(const coll_comm *c, int64_t len, int64_t *lo, int64_t *hi) {
-  *lo = len * c->rank / c->size;
-  *hi = len * (c->rank + 1) / c->size;
-}
-
-/* This rank's slice of the chunk at off: the sum over ranks, in rank order,
- * into the result area (for the peers) and into recv (for this rank). Its
- * own term comes straight from send: only the peers' slices were copied in. */
-static void shm_reduce_slice(const coll_comm *c, const shm_comm *s, const coll_request *r,
-                             int64_t off, int64_t len) {
-  const int n = c->size;
-  int64_t lo, hi;
-  shm_slice(c, len, &lo, &hi);
-  const int64_t m = hi - lo;
-  const float div = (float)n;
-  float *restrict res = s->g.result + lo;
-  const float *src[2];
-  for (int p = 0; p < 2; p++) {
-    src[p] = p == c->rank ? r->send + off + lo : shm_group_data(&s->g, p) + lo;
-  }
-  if (n == 2) { /* one pass, both stores (in place, recv[i] is read before it is written) */
-    const float *a = src[0], *b = src[1]; /* one of them may be out: no restrict */
-    float *out = r->recv + off + lo;
-    for (int64_t i = 0; i < m; i++) {
-      float v = a[i] + b[i];
-      if (r->avg) v /= div;
-      res[i] = v;
-      out[i] = v;
-    }
-    return;
-  }
-  for (int64_t i = 0; i < m; i++) res[i] = src[0][i] + src[1][i];
-  for (int p = 2; p < n; p++) {
-    const float *restrict x = p == c->rank ? r->send + off + lo
-                                           : shm_group_data(&s->g, p) + lo;
-    for (int64_t i = 0; i < m; i++) res[i] += x[i];
-  }
-  if (r->avg) {
-    for (int64_t i = 0; i < m; i++) res[i] /= div;
-  }
-  memcpy(r->recv + off + lo, res, (size_t)m * sizeof(float));
-}
-
-/* The span's start in this rank's part of the buffer, when r is in place
- * within it; -1 otherwise (the copying path). */
-static int64_t shm_zc_offset(const coll_comm *c, const shm_comm *s, const coll_request *r) {
-  if (!s->buf || r->send != r->recv || r->elems == 0) return -1;
-  const uintptr_t mine = (uintptr_t)(s->buf + (int64_t)c->rank * s->stride);
-  const uintptr_t at = (uintptr_t)r->recv;
-  if (at < mine || (at - mine) % sizeof(float) != 0) return -1;
-  const uint64_t off = (at - mine) / sizeof(float);
-  return off <= (uint64_t)s->buf_elems && (uint64_t)r->elems <= (uint64_t)s->buf_elems - off
-             ? (int64_t)off : -1;
-}
-
-/* Zero copy: this rank's slice of the span, summed over every rank's part
- * in rank order (the copying path's bits: ((x0 + x1) + x2) + ...), written
- * into every rank's part. Blocks of ZC_BLOCK stay in L1 between the sum and
- * the stores. */
-#define SHM_ZC_BLOCK 2048
-static void shm_zc_reduce(const coll_comm *c, const shm_comm *s, const coll_request *r,
-                          int64_t off) {
-  const int n = c->size;
-  const float div = (float)n;
-  int64_t lo, hi;
-  shm_slice(c, r->elems, &lo, &hi);
-  float tmp[SHM_ZC_BLOCK];
-  for (int64_t b = off + lo; b < off + hi; b += SHM_ZC_BLOCK) {
-    const int64_t m = off + hi - b < SHM_ZC_BLOCK ? off + hi - b : SHM_ZC_BLOCK;
-    const float *restrict x0 = s->buf + b, *restrict x1 = s->buf + s->stride + b;
-    for (int64_t i = 0; i < m; i++) tmp[i] = x0[i] + x1[i];
-    for (int p = 2; p < n; p++) {
-      const float *restrict x = s->buf + (int64_t)p * s->stride + b;
-      for (int64_t i = 0; i < m; i++) tmp[i] += x[i];
-    }
-    if (r->avg) {
-      for (int64_t i = 0; i < m; i++) tmp[i] /= div;
-    }
-    for (int p = 0; p < n; p++) {
-      memcpy(s->buf + (int64_t)p * s->stride + b, tmp, (size_t)m * sizeof(float));
-    }
-  }
-}
-
-/* After the first barrier of a request: every rank took the same path over
- * the same span, or the comm is broken (a caller bug: one rank's buffer is
- * registered, another's is not). */
-static int shm_paths_agree(coll_comm *c, shm_comm *s, const shm_req *q, const coll_request *r) {
-  for (int p = 0; p < c->size; p++) {
-    const shm_slot *o = &s->g.slot[p];
-    if (o->zc_off == q->zc_off && (q->zc_off < 0 || o->zc_elems == r->elems)) continue;
-    coll_set_error(c, "allreduce(shm) on %s: rank %d reduces %s, rank %d %s (every rank must "
-                   "pass the same span of its coll_comm_buffer, or none)", c->host, c->rank,
-                   q->zc_off < 0 ? "a buffer of its own" : "its comm buffer", p,
-                   o->zc_off < 0 ? "a buffer of its own" : "another span of its comm buffer");
-    return COLL_ERR;
-  }
-  return COLL_OK;
-}
+/* ---- the allreduce: shm_node.c's steps over every rank ---- */
 
 static int shm_start(coll_comm *c, coll_request *r) {
-  shm_req *q = calloc(1, sizeof *q);
-  if (!q) {
-    coll_set_error(c, "collective: out of memory");
-    return COLL_ERR;
-  }
-  q->zc_off = shm_zc_offset(c, c->impl, r);
-  r->impl = q;
-  return COLL_OK;
+  return shm_node_start(c, &((shm_comm *)c->impl)->steps, r, sizeof(shm_node_req));
 }
 
-/* The zero-copy steps: a barrier (every part written), the sums, a barrier
- * (every slice written back). 1 when done, 0 to come back, COLL_ERR. */
-static int shm_zc_test(coll_comm *c, shm_comm *s, shm_req *q, coll_request *r) {
-  int ready = 1;
-  if (q->step == SHM_STEP_COPY_IN) {
-    shm_group_arrive(&s->g);
-    q->step = SHM_STEP_REDUCE;
-  }
-  if (q->step == SHM_STEP_REDUCE) {
-    if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-    if (!ready) return 0;
-    if (shm_paths_agree(c, s, q, r) != COLL_OK) return COLL_ERR;
-    coll_req_touch(r);
-    shm_zc_reduce(c, s, r, q->zc_off);
-    shm_group_arrive(&s->g);
-    q->step = SHM_STEP_COPY_OUT;
-  }
-  if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-  return ready;
-}
-
-/* Runs the chunks' steps as far as the peers allow, without blocking. */
 static int shm_test(coll_comm *c, coll_request *r, int *done) {
-  shm_comm *s = c->impl;
-  shm_req *q = r->impl;
-  *done = 0;
-  if (c->size == 1 || r->elems == 0) {
-    if (r->send != r->recv && r->elems) memcpy(r->recv, r->send, (size_t)r->elems * sizeof(float));
-    goto finished; /* the average of one rank is itself */
-  }
-  if (q->off == 0 && q->step == SHM_STEP_COPY_IN) { /* the request's first step */
-    shm_slot *mine = &s->g.slot[c->rank];
-    mine->zc_off = q->zc_off; /* read by the peers after the next barrier */
-    mine->zc_elems = r->elems;
-  }
-  if (q->zc_off >= 0) {
-    const int rc = shm_zc_test(c, s, q, r);
-    if (rc <= 0) return rc; /* COLL_OK (0): not yet */
-    goto finished;
-  }
-  while (q->off < r->elems) {
-    const int64_t left = r->elems - q->off;
-    const int64_t len = left < SHM_CHUNK_ELEMS ? left : SHM_CHUNK_ELEMS;
-    int64_t lo, hi;
-    shm_slice(c, len, &lo, &hi);
-    int ready = 1;
-    switch (q->step) {
-    case SHM_STEP_COPY_IN: { /* the peers' slices; this rank's own stays in send */
-      float *mine = shm_group_data(&s->g, c->rank);
-      memcpy(mine, r->send + q->off, (size_t)lo * sizeof(float));
-      memcpy(mine + hi, r->send + q->off + hi, (size_t)(len - hi) * sizeof(float));
-      shm_group_arrive(&s->g);
-      q->step = SHM_STEP_REDUCE;
-      break;
-    }
-    case SHM_STEP_REDUCE:
-      if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      if (q->off == 0 && shm_paths_agree(c, s, q, r) != COLL_OK) return COLL_ERR;
-      coll_req_touch(r);
-      shm_reduce_slice(c, s, r, q->off, len);
-      shm_group_arrive(&s->g);
-      q->step = SHM_STEP_COPY_OUT;
-      break;
-    case SHM_STEP_COPY_OUT:
-      if (shm_group_all_arrived(c, &s->g, &ready) != COLL_OK) return COLL_ERR;
-      if (!ready) return COLL_OK;
-      coll_req_touch(r);
-      memcpy(r->recv + q->off, s->g.result, (size_t)lo * sizeof(float));
-      memcpy(r->recv + q->off + hi, s->g.result + hi, (size_t)(len - hi) * sizeof(float));
-      q->off += len;
-      q->step = SHM_STEP_COPY_IN;
-      break;
-    }
-  }
-finished:
-  free(q);
-  r->impl = NULL;
-  *done = 1;
-  return COLL_OK;
+  return shm_node_test(c, &((shm_comm *)c->impl)->steps, r, done);
 }
 
 /* The peers' counters no longer match ours: the comm is broken (every

@@ -59,6 +59,8 @@ typedef struct coll_transport_ops {
    * comm's collective number. COLL_OK, or an error with the comm's error set. */
   int (*broadcast)(coll_comm *c, int64_t seq, void *buf, int64_t bytes, int root);
   int (*sum_f64)(coll_comm *c, int64_t seq, double *buf, int64_t elems);
+  /* Every rank's bytes of mine, in rank order, into rows (size x bytes). */
+  int (*allgather)(coll_comm *c, int64_t seq, const void *mine, void *rows, int64_t bytes);
   int (*barrier)(coll_comm *c, int64_t seq);
   /* A short notice to rank 0 (bytes of buf, which outlives the call and has
    * a NUL after a FAIL's text). 0 when it went out. */

@@ -87,6 +87,25 @@ static int mpi_sum_f64(coll_comm *c, int64_t seq, double *buf, int64_t elems) {
   return mpi_unstage(s, buf, bytes, rc);
 }
 
+static int mpi_allgather(coll_comm *c, int64_t seq, const void *mine, void *rows, int64_t bytes) {
+  const int64_t all = bytes * c->size;
+  char *s = malloc(all > 0 ? (size_t)all : 1); /* MPI's on a timeout, as mpi_stage's */
+  if (!s) {
+    coll_set_error(c, "collective: out of memory");
+    return COLL_ERR;
+  }
+  if (bytes > 0) memcpy(s + (size_t)bytes * (size_t)c->rank, mine, (size_t)bytes);
+  MPI_Request req;
+  int rc = MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, s, (int)bytes, MPI_BYTE,
+                          coll_mpi_state(c)->comm, &req);
+  if (rc != MPI_SUCCESS) {
+    free(s);
+    return coll_mpi_fail(c, rc, "MPI_Iallgather", __FILE__, __LINE__);
+  }
+  rc = coll_poll_request(c, &req, seq, "allgather(host)");
+  return mpi_unstage(s, rows, all, rc);
+}
+
 static int mpi_broadcast(coll_comm *c, int64_t seq, void *buf, int64_t bytes, int root) {
   char *s = mpi_stage(c, buf, bytes);
   if (!s) return COLL_ERR;
@@ -192,6 +211,7 @@ const coll_transport_ops coll_mpi_transport = {
   .comm_close = mpi_comm_close,
   .broadcast = mpi_broadcast,
   .sum_f64 = mpi_sum_f64,
+  .allgather = mpi_allgather,
   .barrier = mpi_barrier,
   .notify_rank0 = coll_mpi_notify_rank0,
   .peer_cancel = coll_mpi_peer_cancel,

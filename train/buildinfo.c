@@ -38,7 +38,7 @@ static void buildinfo_print_allreduce(FILE *out) {
     [COLL_BACKEND_NCCL] = "NCCL, --device cuda",
     [COLL_BACKEND_TCP] = "ring over a TF_CONFIG cluster's TCP mesh",
     [COLL_BACKEND_SHM] = "shared memory, ranks of one node",
-    [COLL_BACKEND_HIER] = "shm within each node, a ring across nodes",
+    [COLL_BACKEND_HIER] = "shm within each node (zero copy), a ring across nodes",
   };
   for (int b = COLL_BACKEND_MPI; b <= COLL_BACKEND_HIER; b++) {
     const int have = coll_backend_available((coll_backend)b);

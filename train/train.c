@@ -73,13 +73,16 @@ static int train_load_data(trainer *t) {
   return 0;
 }
 
-/* On the CPU, where the comm has memory of its own for the gradients (shm:
- * this rank's part of one shared segment), backward writes straight into it
- * and the allreduce copies nothing in or out. */
+/* On the CPU, where the comm has memory of its own for the gradients (shm,
+ * hier: this rank's part of its node's shared segment), backward writes
+ * straight into it and the allreduce copies nothing in or out;
+ * --shared-gradients off keeps them private (the copying path). */
 static int train_alloc_grads(trainer *t, int64_t P) {
   if (train_is_cpu(t) && t->ctx.world->size > 1 && cluster_ps_count(t->ctx.comm) == 0) {
     char err[512] = "";
-    if (coll_comm_buffer(t->ctx.comm, P, &t->step.grads, err, sizeof err) != COLL_OK) {
+    if (!t->ctx.cfg->shared_gradients) {
+      snprintf(err, sizeof err, "--shared-gradients off");
+    } else if (coll_comm_buffer(t->ctx.comm, P, &t->step.grads, err, sizeof err) != COLL_OK) {
       return base_err_set(&t->err, "%s", err);
     }
     t->step.grads_shared = t->step.grads != NULL;

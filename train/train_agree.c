@@ -35,6 +35,7 @@ static int agree_rows(const train_config *c, char rows[AGREE_ROWS][AGREE_ROW_BYT
   ROW("--warmup-epochs %.17g", c->warmup_epochs);
   ROW("--scale-lr %d", c->scale_lr);
   ROW("--overlap %d", c->overlap);
+  ROW("--shared-gradients %d", c->shared_gradients); /* a node's ranks take one path */
   ROW("--compression %.8s", train_compression_names[c->compression]); /* the ring's wire format */
   ROW("--data-mode %.40s", train_data_mode_names[c->data_mode]);
   ROW("--shuffle-buffer %lld", (long long)c->shuffle_buffer);

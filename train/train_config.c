@@ -74,6 +74,10 @@ static const opt_spec train_specs[] = {
   {"overlap", OPT_BOOL, F(overlap), "auto", 0, 0, NULL,
    "reduce each layer's gradient while backward continues (auto: on where the node has a core "
    "to spare)"},
+  {"shared-gradients", OPT_BOOL, F(shared_gradients), "on", 0, 0, NULL,
+   "shm, hier on CPUs: backward writes the gradients into the allreduce's shared segment, "
+   "which then copies nothing in or out; off: private gradients, which it copies (the same "
+   "bits)"},
   {"secret-file", OPT_STRING, F(secret_file), NULL, 0, 0, NULL,
    "TF_CONFIG: file holding the job's secret (mode 600, 16 bytes or more), in place of "
    "TFDIST_SECRET; every task of the job must hold the same"},

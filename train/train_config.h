@@ -60,6 +60,7 @@ typedef struct {
   train_allreduce allreduce;
   int scale_lr;
   int overlap;         /* OPT_AUTO until train_job decides */
+  int shared_gradients; /* CPU gradients in the comm's buffer where it has one (shm, hier) */
   double timeout;
   train_compression compression; /* the gradient's bytes on the ring: 16-bit, sums in fp32 */
   char secret_file[OPT_STR_BYTES]; /* TF_CONFIG: the mesh's secret; "" = TFDIST_SECRET */

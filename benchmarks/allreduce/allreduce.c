@@ -12,6 +12,8 @@
  *   ring-bf16, ring-fp16  the ring with --compression (16-bit transfers, fp32
  *         sums; fp16 at scale 1); the check's small integers are exact in both
  *   hier  tfdist's hier back end (shm within each node, the ring across nodes)
+ *   hier-zc the hier back end on the comm's own buffer (each node's segment),
+ *         as shm-zc
  * Correctness (-c 1) is checked outside the timed loop, bit-exact, on small
  * integer-valued inputs; any wrong element makes the exit code non-zero.
  * -j FILE also writes every row as JSON (for plot_allreduce.py). */
@@ -43,12 +45,13 @@ typedef struct {
   const char *name;
   coll_comm *comm;   /* NULL for ompi and winshm */
   bench_winshm *win; /* winshm only */
-  float *own;        /* shm-zc: the comm's buffer, which the inputs are copied into */
+  float *own;        /* shm-zc, hier-zc: the comm's buffer, which the inputs are copied into */
 } bench_algo;
 
 static const char usage[] =
     "usage: mpirun -np N allreduce [-b MIN] [-e MAX] [-f FACTOR] [-n ITERS] [-w WARMUP]\n"
-    "                              [-c 0|1] [-a ompi,mpi,ring,shm,shm-zc,hier,winshm,ring-bf16,ring-fp16]\n"
+    "                              [-c 0|1] [-a ompi,mpi,ring,shm,shm-zc,hier,hier-zc,winshm,ring-bf16,\n"
+    "                              ring-fp16]\n"
     "                              [-C RING_CHUNK] [-t TIMEOUT_S]\n"
     "                              [-j FILE.json]\n"
     "  sizes in bytes, with K/M/G suffixes (powers of 1024); defaults -b 4K -e 64M -f 2\n"
@@ -74,10 +77,11 @@ static int parse_algos(bench_opts *o, const char *list, char *err, size_t err_by
   o->nalgos = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     if (strcmp(tok, "ompi") && strcmp(tok, "mpi") && strcmp(tok, "ring") && strcmp(tok, "shm") &&
-        strcmp(tok, "shm-zc") && strcmp(tok, "hier") && strcmp(tok, "winshm") &&
+        strcmp(tok, "shm-zc") && strcmp(tok, "hier") && strcmp(tok, "hier-zc") &&
+        strcmp(tok, "winshm") &&
         strcmp(tok, "ring-bf16") && strcmp(tok, "ring-fp16")) {
       snprintf(err, err_bytes, "-a: unknown algorithm '%.40s' (ompi, mpi, ring, shm, shm-zc, hier, "
-               "winshm, ring-bf16, ring-fp16)", tok);
+               "hier-zc, winshm, ring-bf16, ring-fp16)", tok);
       return -1;
     }
     if (o->nalgos == MAX_ALGOS) {
@@ -325,6 +329,7 @@ int main(int argc, char **argv) {
     algos[k].win = NULL;
     algos[k].own = NULL;
     coll_config cfg = {.timeout_s = o.timeout_s, .ring_chunk_bytes = o.chunk_bytes};
+    const int zc = strstr(o.algos[k], "-zc") != NULL;
     if (!strcmp(o.algos[k], "ompi")) continue;
     if (!strcmp(o.algos[k], "winshm")) {
       if (bench_winshm_init(&algos[k].win, err, sizeof err) != 0) {
@@ -336,13 +341,13 @@ int main(int argc, char **argv) {
     if (!strncmp(o.algos[k], "ring-", 5)) {
       cfg.backend = COLL_BACKEND_RING;
       coll_compression_parse(o.algos[k] + 5, &cfg.compression);
-    } else if (!strcmp(o.algos[k], "shm-zc")) {
-      cfg.backend = COLL_BACKEND_SHM;
+    } else if (zc) {
+      cfg.backend = strncmp(o.algos[k], "shm", 3) == 0 ? COLL_BACKEND_SHM : COLL_BACKEND_HIER;
     } else {
       coll_backend_parse(o.algos[k], &cfg.backend);
     }
     if (coll_comm_init(&algos[k].comm, &w, &cfg, err, sizeof err) != 0 ||
-        (!strcmp(o.algos[k], "shm-zc") &&
+        (zc &&
          coll_comm_buffer(algos[k].comm, o.max_bytes / (int64_t)sizeof(float) + 1,
                           &algos[k].own, err, sizeof err) != 0)) {
       fprintf(stderr, "allreduce: rank %d: %s\n", w.rank, err);

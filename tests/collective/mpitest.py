@@ -7,6 +7,8 @@ import time
 
 from tfdtest import max_abs_diff, tensors, wait_for  # noqa: F401 (the collective tests' names)
 
+import idxgen
+
 TFDIST = os.environ["TFDIST"]
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"]
 LAYERS = ("dense", "dense_1", "dense_2")
@@ -78,3 +80,15 @@ def verdict(name, ok, why, out=""):
     if not ok and out:
         print(out[-4000:])
     return 0 if ok else 1
+
+
+def shm_entries():
+    """Our segments in /dev/shm (shm's and hier's: tfdist-shm.<pid>.<tag>)."""
+    return {e for e in os.listdir("/dev/shm") if e.startswith("tfdist-shm.")}
+
+
+def write_data(tmp):
+    """The shm and hier training tests' idx set under tmp/data: its folder."""
+    data = os.path.join(tmp, "data")
+    idxgen.write_set(data, np.random.default_rng(11), n_train=3200, n_test=200)
+    return data

@@ -11,8 +11,10 @@
  * end over such a cluster whose tasks are spread over H loopback hosts
  * (127.0.0.1..H): nodes by the host part of the address. Under mpirun, hier
  * on one node must give shm's bits. Spans of the comm's own buffer
- * (coll_comm_buffer: shm's zero-copy path) pass the same checks, give the
- * copying path's bits, and take writes to other spans while in flight. */
+ * (coll_comm_buffer: shm's and hier's zero-copy path, which they must give)
+ * pass the same checks, give the copying path's bits (sum and average, on
+ * every rank), and take writes to other spans while in flight; a node whose
+ * ranks disagree on the path fails on every rank, naming a rank. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,11 +232,16 @@ static void run_same_as_shm(ctx *x, const coll_world *w) {
  * it (the copying path); three spans in flight while a fourth is written, as
  * backward writes the next layer; random values give the bits of the same
  * sum in a private buffer, on every rank. */
-static void run_registered(ctx *x, int64_t max_n, const int64_t *counts, size_t ncounts) {
-  char err[512];
+static void run_registered(ctx *x, int64_t max_n, const int64_t *counts, size_t ncounts,
+                           int zero_copy) {
+  char err[512] = "";
   const int64_t lead = 5, total = lead + max_n + GUARD;
   float *buf = NULL, *own = NULL;
   CHECK_EQ_INT(coll_comm_buffer(x->c, total, &buf, err, sizeof err), COLL_OK);
+  if (zero_copy && !buf) { /* shm and hier must give one: else this tests nothing new */
+    fprintf(stderr, "rank %d: no comm buffer: %s\n", x->rank, err);
+    check_failures++;
+  }
   if (!buf) buf = own = malloc((size_t)total * sizeof(float));
   if (!buf) abort();
   for (size_t k = 0; k < ncounts; k++) {
@@ -302,9 +309,14 @@ static void run_registered(ctx *x, int64_t max_n, const int64_t *counts, size_t 
     x->send[i] = (float)rand() / (float)RAND_MAX - 0.5f;
     buf[i] = x->send[i];
   }
+  memcpy(x->recv, x->send, (size_t)max_n * sizeof(float));
   CHECK_EQ_INT(coll_allreduce_avg_f32(x->c, x->send, max_n), COLL_OK);
   CHECK_EQ_INT(coll_allreduce_avg_f32(x->c, buf, max_n), COLL_OK);
   CHECK(memcmp(buf, x->send, (size_t)max_n * sizeof(float)) == 0);
+  memcpy(buf + lead, x->recv, (size_t)(max_n - lead) * sizeof(float)); /* sum, another span */
+  CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, x->recv, x->recv, max_n - lead), COLL_OK);
+  CHECK_EQ_INT(coll_allreduce_sum_f32(x->c, buf + lead, buf + lead, max_n - lead), COLL_OK);
+  CHECK(memcmp(buf + lead, x->recv, (size_t)(max_n - lead) * sizeof(float)) == 0);
   double h = 0; /* rank 0's bits reach every rank: compare */
   for (int64_t i = 0; i < max_n; i += 997) h += (double)buf[i] * (double)(i + 1);
   double h0 = x->rank == 0 ? h : 0;
@@ -313,8 +325,9 @@ static void run_registered(ctx *x, int64_t max_n, const int64_t *counts, size_t 
   free(own);
 }
 
-/* A rank that reduces its comm buffer against peers that reduce their own
- * memory: every rank fails, saying so (a fresh comm: this one breaks). */
+/* The first rank of each node reduces its comm buffer, the node's others
+ * their own memory: every rank fails, saying so and naming a rank (a fresh
+ * comm: this one breaks). Every node must have two ranks or more. */
 static void run_registered_mismatch(const coll_world *w, const coll_config *cfg) {
   char err[512];
   coll_comm *c = NULL;
@@ -326,10 +339,14 @@ static void run_registered_mismatch(const coll_world *w, const coll_config *cfg)
   float *buf = NULL, mine[100];
   CHECK_EQ_INT(coll_comm_buffer(c, 100, &buf, err, sizeof err), COLL_OK);
   CHECK(buf != NULL);
-  float *b = w->rank == 0 && buf ? buf : mine;
+  float *b = w->rank == w->node_first && buf ? buf : mine;
   for (int i = 0; i < 100; i++) b[i] = 1.0f;
   CHECK_EQ_INT(coll_allreduce_sum_f32(c, b, b, 100), COLL_ERR);
-  CHECK(strstr(coll_comm_error(c), "comm buffer") != NULL);
+  const char *e = coll_comm_error(c);
+  if (!strstr(e, "comm buffer") || !strstr(e, "rank ")) {
+    fprintf(stderr, "rank %d: mismatch: the error does not say it: %s\n", w->rank, e);
+    check_failures++;
+  }
   coll_comm_free(c);
 }
 
@@ -375,8 +392,11 @@ int main(int argc, char **argv) {
     }
   }
   run_overlapped(&x);
-  run_registered(&x, max_n, counts, sizeof counts / sizeof counts[0]);
-  if (cfg.backend == COLL_BACKEND_SHM && w.size > 1) run_registered_mismatch(&w, &cfg);
+  const int shared = cfg.backend == COLL_BACKEND_SHM || cfg.backend == COLL_BACKEND_HIER;
+  run_registered(&x, max_n, counts, sizeof counts / sizeof counts[0], shared && w.size > 1);
+  double lone = w.local_size < 2; /* a node of one rank cannot disagree with itself */
+  CHECK_EQ_INT(coll_allreduce_sum_f64(x.c, &lone, 1), COLL_OK);
+  if (shared && w.size > 1 && lone == 0) run_registered_mismatch(&w, &cfg);
   if (w.size > 1 && w.async) run_async_progress(&x);
   run_identical(&x, cfg.backend != COLL_BACKEND_MPI);
   if (cfg.backend == COLL_BACKEND_HIER && !tcp && w.local_size == w.size) run_same_as_shm(&x, &w);

@@ -18,7 +18,9 @@
  * - the same bits on every rank and on a repeat;
  * - fp16: one rank's term beyond the range makes that element inf or NaN on
  *   every rank, and only that one; the ring (and tcp) take a scale of 2^24
- *   and refuse 2^25 (base/fp16_scale.h's one range). */
+ *   and refuse 2^25 (base/fp16_scale.h's one range);
+ * - hier: in place in the comm's buffer (coll_comm_buffer, the zero-copy
+ *   path, which it must give), the same exact and modelled bits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +300,28 @@ static int join(coll_world *w, int tcp, int *argc, char ***argv, cluster_tf_conf
   return 0;
 }
 
+/* hier's zero-copy path: the in-place cases again, recv the comm's buffer. */
+static void run_registered(ctx *x, int64_t max_n, const int64_t *counts, size_t ncounts) {
+  char err[512] = "";
+  float *buf = NULL, *own = x->recv;
+  CHECK_EQ_INT(coll_comm_buffer(x->c, max_n + GUARD, &buf, err, sizeof err), COLL_OK);
+  if (!buf) {
+    fprintf(stderr, "rank %d: hier gave no comm buffer: %s\n", x->rank, err);
+    check_failures++;
+    return;
+  }
+  x->recv = buf;
+  for (size_t i = 0; i < ncounts; i++) {
+    for (int v = 0; v < 4; v++) run_case(x, counts[i], 1, v & 1, v >> 1, 0);
+  }
+  const int64_t real_counts[] = {1000, 266610, (1 << 20) + 3};
+  for (size_t i = 0; i < sizeof real_counts / sizeof real_counts[0]; i++) {
+    run_case(x, real_counts[i], 1, 1, 1, 1);
+    run_case(x, real_counts[i], 1, 0, 0, 1);
+  }
+  x->recv = own;
+}
+
 int main(int argc, char **argv) {
   coll_world w;
   char err[512];
@@ -350,6 +374,7 @@ int main(int argc, char **argv) {
   const int crosses = x.hier ? x.nodes > 1 : w.size > 1;
   if (cfg.compression == COLL_COMP_FP16 && crosses) run_overflow(&x);
   if (x.hier && x.nodes == 1 && w.size > 1) hier_same_as_shm(&x, &w);
+  if (x.hier && w.size > 1) run_registered(&x, max_n, counts, sizeof counts / sizeof counts[0]);
   double fails = check_failures;
   if (coll_allreduce_sum_f64(x.c, &fails, 1) != COLL_OK) fails = 1;
   if (w.rank == 0) {

@@ -19,7 +19,6 @@ import uuid
 
 import numpy as np
 
-import idxgen
 import mpitest
 
 TOL = 1e-6
@@ -27,10 +26,6 @@ STEPS = 30
 TIMEOUT_S = 5
 DIAG_S = 3
 SLACK_S = 6
-
-
-def shm_entries():
-    return {e for e in os.listdir("/dev/shm") if e.startswith("tfdist-shm.")}
 
 
 def train_args(np_, batch, backend, overlap, seed="7"):
@@ -95,7 +90,7 @@ def kill_case(tmp, data, np_, victim, before):
     rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     names = re.search(r"process rank %d with PID|missing rank\(s\) %d\b|rank %d \(pid \d+\) died"
                       % (victim, victim, victim), out)
-    left = shm_entries() - before
+    left = mpitest.shm_entries() - before
     print("%s: exit %d after %.1f s; %s; left in /dev/shm: %s" %
           (name, rc, elapsed, names.group(0) if names else "rank not named", sorted(left)))
     ok = rc != 0 and elapsed <= limit and names is not None and not left
@@ -112,7 +107,7 @@ def stall_case(tmp, data, np_, overlap, before):
     limit = TIMEOUT_S + DIAG_S + SLACK_S + 5  # + start-up
     rc, elapsed, out = mpitest.finish(p, log, t0, limit)
     names = re.search(r"stalled rank\(s\) 1 never reached it", out)
-    left = shm_entries() - before
+    left = mpitest.shm_entries() - before
     lines = [l for l in out.splitlines() if l.startswith("tfdist: error:")]
     print("%s: exit %d after %.1f s; %s; left in /dev/shm: %s" %
           (name, rc, elapsed, lines[0] if lines else "no error line", sorted(left)))
@@ -179,10 +174,9 @@ def auto_case(tmp, data):
 
 
 def main():
-    before = shm_entries()
+    before = mpitest.shm_entries()
     with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "data")
-        idxgen.write_set(data, np.random.default_rng(11), n_train=3200, n_test=200)
+        data = mpitest.write_data(tmp)
         fails = auto_case(tmp, data)
         fails += equivalence(tmp, data)
         fails += two_jobs(tmp, data)
@@ -190,7 +184,7 @@ def main():
         fails += kill_case(tmp, data, 4, 2, before)
         fails += stall_case(tmp, data, 2, "off", before)
         fails += stall_case(tmp, data, 4, "on", before)
-    left = shm_entries() - before
+    left = mpitest.shm_entries() - before
     fails += mpitest.verdict("nothing left in /dev/shm", not left, "left: %s" % sorted(left))
     return 1 if fails else 0
 

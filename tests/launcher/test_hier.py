@@ -6,7 +6,9 @@
   test_hier.py equiv   hier 2 hosts x 2 ranks x batch 25 = 1 rank x 100 after 30
                        steps (max |dw| <= 1e-6, h5py); a TF_CONFIG cluster of 2
                        tasks on each host gives the MPI run's weights bit for bit;
-                       a repeat of the MPI run too
+                       a repeat of the MPI run too, and its copying path
+                       (--shared-gradients off; the MPI run's gradients are in
+                       the node's segment, the rank logs say)
   test_hier.py kill    a rank of the second host killed (SIGKILL) mid-run under
                        mpirun (--allreduce auto, which picks hier across hosts:
                        the rank log says so), the same rank stalled (a test
@@ -106,6 +108,12 @@ def test_equiv(prefix, tmp, data):
     hier = ["--allreduce", "hier", "--overlap", "on"]
     lu.run(tfdistrun(prefix, [2, 2], train_flags(data, tmp, "hier", 25, hier)), 120)
     lu.run(tfdistrun(prefix, [2, 2], train_flags(data, tmp, "hier-b", 25, hier)), 120)
+    copying = hier + ["--shared-gradients", "off"]  # private gradients: the copying path
+    lu.run(tfdistrun(prefix, [2, 2], train_flags(data, tmp, "hier-copy", 25, copying)), 120)
+    for r in range(4):
+        with open(os.path.join(tmp, "hier-logs", "rank-%d.log" % r), encoding="utf-8") as f:
+            if "gradients: in the comm's shared segment" not in f.read():
+                raise AssertionError("rank %d of the hier run does not say zero copy" % r)
     lu.run(["mpirun", "-np", "1", lu.TFDIST] + train_flags(data, tmp, "n1", 100, []), 120)
     with open(os.path.join(tmp, "hier-out", "run.json"), encoding="utf-8") as f:
         if json.load(f)["allreduce"] != "hier":
@@ -120,6 +128,9 @@ def test_equiv(prefix, tmp, data):
     if not T.bits_equal(w, weights(os.path.join(tmp, "hier-b-out"))):
         raise AssertionError("a repeat of the hier run gave other weights")
     print("hier repeat: bit-identical")
+    if not bit_identical(w, weights(os.path.join(tmp, "hier-copy-out"))):
+        raise AssertionError("hier's copying path (--shared-gradients off) gave other weights")
+    print("hier zero copy = copying path (--shared-gradients off): bit-identical")
     flags = train_flags(data, tmp, "tf", 25, hier)
     failed = []
     for name, p in start_tf_cluster(prefix, tmp, "tf", 2, flags):
