@@ -8,6 +8,7 @@ import time
 from tfdtest import max_abs_diff, tensors, wait_for  # noqa: F401 (the collective tests' names)
 
 import idxgen
+import numpy as np
 
 TFDIST = os.environ["TFDIST"]
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"]
