@@ -53,6 +53,11 @@ for name, th in runs:
     out = os.path.join(d, name)
     if train(out, short + ["--threads", str(th)]).returncode == 0:
         w[name] = weights(out)
+        # one rank: its threads outnumber the cores of its affinity mask, or not
+        over = th > len(os.sched_getaffinity(0))
+        log0 = open(os.path.join(out + "-logs", "rank-0.log")).read()
+        T.check(("more threads on this node than usable cores" in log0) == over,
+                f"{name} log: oversubscription ({over}) not said right: {log0[-400:]}")
 # 2 ranks x batch 50 with 2 threads each (oversubscribed on 2 cores: the
 # math, not the speed), the default allreduce (shm on one host), against
 # 1 rank x batch 100 with 1 thread.
