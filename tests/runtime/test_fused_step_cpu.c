@@ -10,6 +10,7 @@
  * loss's error, naming the row, whichever member owns it; one in a chain's
  * second step leaves what the first step left. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -297,5 +298,9 @@ int main(void) {
     {50, 300, 100, 12, 12, KERN_OPT_MOMENTUM}, {33, 300, 100, 12, 5, KERN_OPT_SGD},
   };
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) compare(shapes[i]);
+  /* Every wait sleeping on the futex at once: the same results. */
+  setenv("TFDIST_TEAM_SPIN_US", "0", 1);
+  compare(shapes[3]);
+  unsetenv("TFDIST_TEAM_SPIN_US");
   CHECK_DONE();
 }
