@@ -22,7 +22,9 @@
  *   TFDIST_CUDA_MODULE     the CUDA module's path, in place of the search
  *                          beside the executable (kernels/cuda_load.c).
  *   TFDIST_TEAM_SPIN_US    microseconds a CPU team member spins before it
- *                          sleeps (kernels/cpu_team.c; default 5).
+ *                          sleeps (kernels/cpu_team.c; default 100, 5
+ *                          where the node has fewer cores than
+ *                          compute threads).
  *   OMPI_COMM_WORLD_LOCAL_SIZE
  *                          the ranks on this node, for --threads auto where
  *                          no world says (train/train_config.c).

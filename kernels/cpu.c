@@ -48,7 +48,7 @@ static int cpu_sync(kern_backend *be) {
   return 0;
 }
 
-/* One member's loss over its rows in the fused step, read by member 0. */
+/* One phase-2 piece's loss over its rows in the fused step, read by phase 3. */
 typedef struct {
   double loss, correct;
   int failed;
@@ -277,7 +277,7 @@ static int cpu_softmax(kern_backend *be, float *probs, const float *logits, int6
   return 0;
 }
 
-/* x[i,:] = images[idx[c+i],:] / 255, y[i] = labels[idx[c+i]], c = *cursor. */
+/* x[i,:] = images[rows[i],:] / 255, y[i] = labels[rows[i]], i in [lo, hi). */
 static void cpu_gather_rows(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
                             int64_t sample_elems, const int32_t *rows, int64_t lo, int64_t hi) {
   for (int64_t i = lo; i < hi; i++) {

@@ -1,7 +1,7 @@
 /* The CPU back end's thread team (cpu_team.h): a job word and a barrier,
  * each a futex word that waiters spin on for a while before sleeping. A
  * step issues ~10 jobs and barriers within a millisecond, so a sleep per
- * sync (several microseconds to wake) would cost more than the GEMMs save;
+ * sync (30-100 us to wake on these VMs) would cost more than the GEMMs save;
  * spinning forever would steal the core from the other ranks of a node
  * when the rank waits on its allreduce. */
 #include "kernels/cpu_team.h"
@@ -141,28 +141,27 @@ static void *team_member_main(void *p) {
   }
 }
 
-void cpu_team_run(cpu_team *t, cpu_team_fn fn, void *ctx) {
+/* Posts a job to the members; 0 when there are none (fn ran inline). */
+static int team_post(cpu_team *t, cpu_team_fn fn, void *ctx, int open) {
   if (t->n <= 1) {
     fn(ctx, 0, 1);
-    return;
+    return 0;
   }
   t->fn = fn;
   t->ctx = ctx;
-  t->open = 0;
-  team_event_signal(&t->job); /* the seq_cst bump publishes fn and ctx */
+  t->open = open;
+  team_event_signal(&t->job); /* the seq_cst bump publishes fn, ctx and open */
+  return 1;
+}
+
+void cpu_team_run(cpu_team *t, cpu_team_fn fn, void *ctx) {
+  if (!team_post(t, fn, ctx, 0)) return;
   fn(ctx, 0, t->n);
   cpu_team_barrier(t);
 }
 
 void cpu_team_run_open(cpu_team *t, cpu_team_fn fn, void *ctx) {
-  if (t->n <= 1) {
-    fn(ctx, 0, 1);
-    return;
-  }
-  t->fn = fn;
-  t->ctx = ctx;
-  t->open = 1;
-  team_event_signal(&t->job);
+  if (!team_post(t, fn, ctx, 1)) return;
   const uint32_t word = atomic_load(&t->job.word);
   fn(ctx, 0, t->n);
   atomic_store(&t->closed, word);

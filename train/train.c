@@ -351,7 +351,7 @@ static int train_fault_maybe(trainer *t, int64_t k) {
 /* One rank, data on the device, the backend can fuse the shape: the step is
  * one launch instead of ~20, and a launch runs a chain of up to
  * TRAIN_STEP_CHAIN steps (same math, same buffers; see kernels/mlp_step.h).
- * On the CPU only with a team: its fused step waits twice a step, and for
+ * On the CPU only with a team: its fused step waits 4 times a step, and for
  * pieces only, where op by op has ~12 team jobs with a barrier each, and
  * its members gather their own rows where op by op has a loader thread
  * beside the team. With 1 thread, op by op and its loader on a spare core

@@ -8,9 +8,12 @@
  *     of the open job touches its (poisoned) state once the call returned;
  *   - cpu_team_count_wait returns only once the count is reached.
  * Thousands of jobs alternate between the two kinds; members linger after
- * their pieces, so a caller that did not wait for them is caught. */
+ * their pieces, so a caller that did not wait for them is caught. Once with
+ * the spin policy's own waits, once with TFDIST_TEAM_SPIN_US=0: every wait
+ * then sleeps on the futex at once, so a lost wake-up hangs the test. */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,14 +71,17 @@ static void plain_fn(void *ctx, int tid, int n) {
   atomic_fetch_add(&j->ran[tid], 1);
 }
 
-int main(void) {
+/* spin: TFDIST_TEAM_SPIN_US for the teams (read by cpu_team_init); NULL: the policy's. */
+static void teams_check(const char *spin) {
+  if (spin) setenv("TFDIST_TEAM_SPIN_US", spin, 1);
   for (int threads = 2; threads <= 4; threads++) {
     cpu_team *t = NULL;
     char err[256];
     /* 2 threads with the long spin, 3 and 4 (more than these 2 cores) the short */
     if (cpu_team_init(&t, threads, threads > 2, err, sizeof err) != 0) {
       fprintf(stderr, "team: %s\n", err);
-      return 1;
+      check_failures++;
+      return;
     }
     int bad_open = 0, bad_plain = 0, left_inside = 0, late = 0;
     open_job poison;
@@ -101,11 +107,17 @@ int main(void) {
     }
     cpu_team_free(t);
     if (bad_open || bad_plain || left_inside || late) {
-      fprintf(stderr, "%d threads: %d bad pieces, %d bad plain members, %d open jobs with a "
-              "member inside after the call, %d touched by a late member\n", threads, bad_open,
-              bad_plain, left_inside, late);
+      fprintf(stderr, "%d threads, spin %s: %d bad pieces, %d bad plain members, %d open jobs "
+              "with a member inside after the call, %d touched by a late member\n", threads,
+              spin ? spin : "default", bad_open, bad_plain, left_inside, late);
       check_failures++;
     }
   }
+  unsetenv("TFDIST_TEAM_SPIN_US");
+}
+
+int main(void) {
+  teams_check(NULL);
+  teams_check("0");
   CHECK_DONE();
 }

@@ -4,8 +4,9 @@ batch 50 with 2 threads each (max |dw| <= 1e-6: compared early, a ReLU net
 is chaotic); the same seed and
 threads give bit-identical weights; an exact resume with --threads 2 is
 bit-identical and one with another count is a one-line error; run.json, the
-rank log and --check-build say how many threads run and why; bad values
-are usage errors."""
+rank log and --check-build say how many threads run and why, and the rank
+log whether they outnumber the node's cores (1 rank; 2 MPI ranks; a
+TF_CONFIG chief, worker and ps on this host); bad values are usage errors."""
 import json
 import os
 import re
@@ -44,6 +45,11 @@ for name, th in runs:
     out = os.path.join(d, name)
     if train(out, short + ["--threads", str(th)]).returncode == 0:
         w[name] = weights(out)
+        # one rank: its threads outnumber the cores of its affinity mask, or not
+        over = th > len(os.sched_getaffinity(0))
+        log0 = open(os.path.join(out + "-logs", "rank-0.log")).read()
+        T.check(("more threads on this node than usable cores" in log0) == over,
+                f"{name} log: oversubscription ({over}) not said right: {log0[-400:]}")
 # 2 ranks x batch 50 with 2 threads each (oversubscribed on 2 cores: the
 # math, not the speed), the default allreduce (shm on one host), against
 # 1 rank x batch 100 with 1 thread.
@@ -143,6 +149,25 @@ T.check(p.returncode != 0 and len(lines) == 1 and
         f"--threads auto runs {here} but the checkpoint was written with {here + 1}" in lines[0] and
         lines[0].endswith(f"pass --threads {here + 1}"),
         f"auto resume of a {here + 1}-thread checkpoint: rc {p.returncode}, stderr {p.stderr.strip()}")
+
+# A TF_CONFIG cluster on this host (chief, worker and a ps, --threads auto):
+# each training task divides the cores by the 2 training tasks on its host
+# (the ps, which runs no team, is not one) and says oversubscription iff
+# they outnumber them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "collective"))
+import tfcluster as TC  # noqa: E402
+
+tfd = os.path.join(d, "tfconfig")
+c = TC.run_cluster(tfd, TC.cluster_spec(chief=1, worker=1, ps=1),
+                   TC.train_args(tfd, data, ["--epochs", "1", "--max-steps", "5"]), limit_s=60)
+if T.check(all(t.rc == 0 for t in c.tasks), f"TF_CONFIG cluster: a task failed:\n{c.summary()}"):
+    cores = len(os.sched_getaffinity(0))
+    per = max(cores // 2, 1)
+    for r in (0, 1):
+        log = open(os.path.join(tfd, "logs", f"rank-{r}.log")).read()
+        T.check(f"threads: {per} (auto: {cores} usable cores (sched_getaffinity) / 2 ranks on this "
+                "node)" in log and ("more threads on this node than usable cores" in log) ==
+                (per * 2 > cores), f"TF_CONFIG rank {r}: threads line: {log[-600:]}")
 
 # Bad values: usage errors naming the flag.
 for bad in ("0", "abc", "1025", "-2"):
