@@ -109,7 +109,7 @@ threads_auto=$(/usr/bin/python3 -c "import json;t=json.load(open('$tmp/auto/run.
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 args=()
 for name in "${names[@]}"; do args+=("$name=${got[$name]}"); done
-/usr/bin/python3 - "$rounds" "$steps" "$threads_auto" "$load" "$(nproc)" "${TFDIST_BENCH_JSON:-}" \
+BENCH_HERE=$here /usr/bin/python3 - "$rounds" "$steps" "$threads_auto" "$load" "$(nproc)" "${TFDIST_BENCH_JSON:-}" \
   "${args[@]}" <<'PY'
 import json, os, statistics, sys
 rounds, steps, threads_auto, load, cores, js = sys.argv[1:7]
@@ -156,17 +156,9 @@ if js:
            "load": load, "threads_auto": threads_auto,
            "rows": [{"key": k, "label": label[k], "samples_per_s": m[k], "rounds": v[k]}
                     for k in v]}
-    import tempfile  # a fresh name beside it, never through a link; fsynced, then renamed
-    fd, tmp = tempfile.mkstemp(prefix=".bench_train.", dir=os.path.dirname(os.path.abspath(js)))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, js)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    sys.path.insert(0, os.path.join(os.environ["BENCH_HERE"], ".."))
+    import plotlib  # its write_atomic: mkstemp beside it, never through a link, fsync, rename
+    plotlib.write_atomic(js, lambda f: f.write(json.dumps(doc, indent=1).encode()))
     print(f"# wrote {js}")
 PY
 if [ -n "${TFDIST_BENCH_JSON:-}" ] && /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
