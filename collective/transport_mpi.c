@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "collective/transport_mpi.h"
 
@@ -193,16 +192,8 @@ static int mpi_gather(const coll_world *w, const void *mine, void *rows, int64_t
   return COLL_OK;
 }
 
-/* A second first: where a rank died, mpirun is already tearing the job down
- * and kills this process in that time, with the error line forwarded. An
- * MPI_Abort racing that teardown crashed Open MPI 4.1.4's mpirun (SIGSEGV in
- * pmix_server_log_fn, relaying the abort's help message), and the ranks'
- * last lines were lost. Under a launcher that does not tear down (srun
- * without --kill-on-bad-exit) the abort still comes. */
 static void mpi_abort(const coll_world *w, int code) {
   (void)w;
-  struct timespec ts = {1, 0};
-  nanosleep(&ts, NULL);
   MPI_Abort(MPI_COMM_WORLD, code);
 }
 
