@@ -199,11 +199,9 @@ def kill_after_epoch1(procs, log, find_pid, limit_s=60):
     return t0
 
 
-def test_kill(prefix, tmp, data):
-    before = shm_entries()
-    lu.run([lu.SIMHOSTS, "up", prefix, "2"], 60)
-    # mpirun: rank 3 (second host) of 2 x 2, --allreduce auto
-    name = "kill-mpi"
+def kill_rank3(prefix, tmp, data, name):
+    """A 2 x 2 mpirun job whose rank 3 is killed after epoch 1: (output, exit,
+    seconds after the kill, the line naming rank 3 or None, the logs folder)."""
     cmd = ["timeout", "-k", "5", "150"] + tfdistrun(prefix, [2, 2], long_flags(data, tmp, name, []))
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     logs = os.path.join(tmp, name + "-logs")
@@ -215,14 +213,32 @@ def test_kill(prefix, tmp, data):
                       r"stalled rank\(s\) 3\b|rank 3 failed", out)
     print("%s: exit %d %.1f s after the kill; %s" % (name, p.returncode, took,
                                                     named.group(0) if named else "not named"))
+    return out, p.returncode, took, named, logs
+
+
+def test_kill(prefix, tmp, data):
+    before = shm_entries()
+    lu.run([lu.SIMHOSTS, "up", prefix, "2"], 60)
+    # mpirun: rank 3 (second host) of 2 x 2, --allreduce auto. Open MPI 4.1.4's
+    # mpirun itself sometimes dies (SIGSEGV in pmix_server_log_fn, relaying a
+    # rank's help message while it tears the job down, before any rank has
+    # printed): that run says nothing of tfdist, so it is run once more.
+    for attempt in (1, 2):
+        name = "kill-mpi" if attempt == 1 else "kill-mpi-again"
+        out, rc, took, named, logs = kill_rank3(prefix, tmp, data, name)
+        upstream = rc == 139 and "pmix_server_log_fn" in out and "tfdist: error" not in out
+        if attempt == 1 and upstream:
+            print("%s: mpirun crashed in pmix_server_log_fn (Open MPI); once more" % name)
+            continue
+        break
     for r in range(4):
         if "allreduce: hier (auto: CPU, ranks on more than one node" not in read(
                 os.path.join(logs, "rank-%d.log" % r)):
             raise AssertionError("rank-%d.log does not say auto picked hier:\n%s"
                                  % (r, read(os.path.join(logs, "rank-%d.log" % r))))
-    if p.returncode == 0 or took > LIMIT_S or not named:
+    if rc == 0 or took > LIMIT_S or not named:
         raise AssertionError("%s: exit %d after %.1f s (limit %d), rank 3 named: %s\n%s"
-                             % (name, p.returncode, took, LIMIT_S, bool(named), out[-3000:]))
+                             % (name, rc, took, LIMIT_S, bool(named), out[-3000:]))
     check_shm_clean(before, name)
     # mpirun: rank 3 stalls (a test fault): the --timeout watchdog names it
     name = "stall-mpi"
