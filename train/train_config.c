@@ -171,6 +171,7 @@ void train_threads_resolve(train_config *cfg, int local_ranks) {
     snprintf(cfg->threads_why, sizeof cfg->threads_why,
              "auto: %d usable cores (%s) / %d %s", cores, cores_from, local_ranks, from);
   }
+  cfg->usable_cores = cores;
   cfg->threads_oversubscribed = (long)cfg->threads_run * local_ranks > cores;
 }
 

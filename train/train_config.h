@@ -74,6 +74,7 @@ typedef struct {
   int threads_run;               /* not a flag: the threads this rank runs, resolved */
   char threads_why[160];         /* not a flag: why that many, for the log and run.json */
   int threads_oversubscribed;    /* not a flag: threads_run x local ranks > usable cores */
+  int usable_cores;              /* not a flag: the affinity mask's cores (else online ones) */
   char resume_from[OPT_STR_BYTES];
   train_resume_mode resume_mode; /* not a flag: what resume_from said; AUTO stays AUTO once
                                     train_ckpt_resolve_auto has replaced "auto" in resume_from

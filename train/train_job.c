@@ -5,7 +5,6 @@
 
 #include <limits.h>
 #include <signal.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,8 +283,7 @@ static cJSON *train_job_rank_table(const coll_world *w, const kern_backend *be,
 static int train_job_pick_overlap(train_config *cfg, const coll_world *w, const kern_config *kc,
                                   coll_comm *comm, char *why, size_t why_bytes, base_err *err) {
   if (cfg->overlap != OPT_AUTO) return 0;
-  cpu_set_t set;
-  const int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+  const int cores = cfg->usable_cores; /* train_threads_resolve's */
   const long compute = (long)cfg->threads_run * (w->local_size > 0 ? w->local_size : 1);
   if (kc->device == KERN_DEVICE_CUDA) {
     cfg->overlap = 1;
