@@ -41,18 +41,25 @@ static void make_data(uint8_t *images, uint8_t *labels, int32_t *perm) {
   for (int64_t i = 0; i < PERM; i++) perm[i] = (int32_t)base_rng_below(&r, NTRAIN);
 }
 
-/* sh.steps steps from the same start: op by op, or fused in launches of
- * sh.chain steps (the last one shorter). */
-static void run(int threads, int fused, shape sh, run_out *o) {
-  memset(o, 0, sizeof *o);
+/* A CPU back end of this many threads; NULL (a failed check) when none starts. */
+static kern_backend *backend_open(int threads) {
   kern_backend *be = NULL;
   kern_config kc = {.device = KERN_DEVICE_CPU, .threads = threads};
   char err[256];
   if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
     fprintf(stderr, "backend: %s\n", err);
     check_failures++;
-    return;
+    return NULL;
   }
+  return be;
+}
+
+/* sh.steps steps from the same start: op by op, or fused in launches of
+ * sh.chain steps (the last one shorter). */
+static void run(int threads, int fused, shape sh, run_out *o) {
+  memset(o, 0, sizeof *o);
+  kern_backend *be = backend_open(threads);
+  if (!be) return;
   model_layout l;
   model_layout_init(&l, 784, sh.h1, sh.h2, 10);
   const int64_t P = l.total_elems, B = sh.batch;
@@ -117,14 +124,8 @@ static double max_diff(const float *a, const float *b, int64_t n) {
  * the team is still usable (a second call fails the same way). The bad row
  * is in the last member's rows. */
 static void bad_label(int threads) {
-  kern_backend *be = NULL;
-  kern_config kc = {.device = KERN_DEVICE_CPU, .threads = threads};
-  char err[256];
-  if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
-    fprintf(stderr, "backend: %s\n", err);
-    check_failures++;
-    return;
-  }
+  kern_backend *be = backend_open(threads);
+  if (!be) return;
   model_layout l;
   model_layout_init(&l, 784, 45, 23, 10);
   enum { B = 40, BAD_ROW = 37 }; /* two batches of rows, the bad one in the first */
@@ -169,14 +170,9 @@ static void bad_label(int threads) {
  * that row's error, and leaves what one good step leaves (the same bits:
  * weights, cursor, stats); the third step does not run. */
 static void bad_label_late(int threads, int64_t B) {
-  kern_backend *be = NULL;
-  kern_config kc = {.device = KERN_DEVICE_CPU, .threads = threads};
-  char err[256], want[64];
-  if (kern_backend_init(&be, &kc, err, sizeof err) != 0) {
-    fprintf(stderr, "backend: %s\n", err);
-    check_failures++;
-    return;
-  }
+  kern_backend *be = backend_open(threads);
+  if (!be) return;
+  char want[64];
   model_layout l;
   model_layout_init(&l, 784, 45, 23, 10);
   const int64_t P = l.total_elems, bad = B + B / 2; /* step 2, row B / 2 */
